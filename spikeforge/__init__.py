@@ -1,0 +1,1 @@
+"""spikeforge: code-generating, batched simulator and trainer for spiking neural networks."""
