@@ -1,0 +1,125 @@
+"""What every model has: a name, parameters, derived parameters and state variables."""
+
+from __future__ import annotations
+
+import math
+
+import sympy
+
+from ..errors import ModelError
+from .expressions import ParseContext, RandomCounter, parse_expression
+from .variables import Var, make_vars
+
+#: Names every model may read: the time of the current step and the time step (ms).
+BUILTIN_NAMES = ("t", "dt")
+
+
+def _check_name(name, model, field):
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ModelError(f"'{name}' is not a valid name", model, field)
+
+
+class Model:
+    """Base of neuron, weight-update, postsynaptic and current-source models.
+
+    ``params`` maps a parameter name to its default value (``None``: the user must give it).
+    ``derived`` maps a name to an expression of parameters and ``dt``, computed once per
+    kernel launch, e.g. ``{"alpha": "exp(-dt / tau_m)"}``.
+    """
+
+    kind = "model"
+
+    def __init__(self, name: str, params=None, derived=None, vars=None, var_defaults=None):
+        if not isinstance(name, str) or not name:
+            raise ModelError("a model needs a name")
+        self.name = name
+        self.params: dict[str, float | None] = {}
+        for p, default in (params or {}).items() if isinstance(params, dict) else (
+            (p, None) for p in (params or [])
+        ):
+            _check_name(p, name, "params")
+            if default is not None:
+                default = _finite_param(default, name, p)
+            self.params[p] = default
+        self.vars: dict[str, Var] = make_vars(vars, name, "vars", **(var_defaults or {}))
+        self.counter = RandomCounter()
+        clash = set(self.params) & set(self.vars)
+        if clash:
+            raise ModelError(f"{', '.join(sorted(clash))} is both a parameter and a variable", name, "vars")
+        ctx = ParseContext(name, set(self.params) | {"dt"}, random_allowed=False)
+        self.derived: dict[str, sympy.Expr] = {}
+        self.derived_source: dict[str, str] = {}
+        for d, text in (derived or {}).items():
+            _check_name(d, name, "derived")
+            if d in self.params or d in self.vars:
+                raise ModelError(f"derived parameter '{d}' clashes with a parameter or variable", name, "derived")
+            self.derived[d] = parse_expression(text, ctx, f"derived.{d}")
+            self.derived_source[d] = str(text)
+            ctx.known.add(d)
+
+    # -- names -------------------------------------------------------------------------
+    def constant_names(self) -> set[str]:
+        return set(self.params) | set(self.derived) | set(BUILTIN_NAMES)
+
+    def context(self, extra=(), random_allowed=True) -> ParseContext:
+        known = self.constant_names() | set(self.vars) | set(extra)
+        return ParseContext(self.name, known, random_allowed, self.counter)
+
+    # -- parameters --------------------------------------------------------------------
+    def bind_params(self, values: dict | None, where: str) -> dict[str, float]:
+        """Merge user values with defaults; every parameter must end up a finite number."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(self.params))
+        if unknown:
+            raise ModelError(
+                f"{where}: unknown parameter(s) {', '.join(unknown)} "
+                f"(parameters: {', '.join(sorted(self.params)) or 'none'})",
+                self.name,
+                "params",
+            )
+        out = {}
+        for p, default in self.params.items():
+            v = values.get(p, default)
+            if v is None:
+                raise ModelError(f"{where}: parameter '{p}' has no value", self.name, "params")
+            out[p] = _finite_param(v, self.name, p, where)
+        return out
+
+    def bind_vars(self, init: dict | None, where: str, **overrides) -> dict[str, Var]:
+        """The model's variables with per-use initialisers (``init``) applied."""
+        from .variables import make_initializer
+
+        init = dict(init or {})
+        unknown = sorted(set(init) - set(self.vars))
+        if unknown:
+            raise ModelError(
+                f"{where}: cannot initialise unknown variable(s) {', '.join(unknown)} "
+                f"(variables: {', '.join(sorted(self.vars)) or 'none'})",
+                self.name,
+                "init",
+            )
+        out = {}
+        for name, var in self.vars.items():
+            if name in init:
+                var = var.with_init(make_initializer(init[name], self.name, f"init.{name}"))
+            out[name] = var
+        return out
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _finite_param(v, model, p, where=None) -> float:
+    prefix = f"{where}: " if where else ""
+    if isinstance(v, bool):
+        raise ModelError(f"{prefix}parameter '{p}' must be a number, got {v!r}", model, "params")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ModelError(f"{prefix}parameter '{p}' must be a number, got {v!r}", model, "params") from None
+    if not math.isfinite(f):
+        raise ModelError(f"{prefix}parameter '{p}' must be finite, got {f!r}", model, "params")
+    return f
+
+
+__all__ = ["Model", "Var", "BUILTIN_NAMES"]

@@ -1,0 +1,121 @@
+"""The built-in model library. Units: ms, mV, nA-like currents (whatever ``i_syn`` is in)."""
+
+from __future__ import annotations
+
+from ..errors import ModelError
+from .neuron import NeuronModel, SpikeSourceArrayModel
+from .synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
+from .variables import Var
+
+# -- neurons ----------------------------------------------------------------------------
+
+LIF = NeuronModel(
+    "lif",
+    params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "r_m": 1.0, "t_ref": 0.0},
+    vars={"v": -65.0},
+    equations="dv/dt = (v_rest - v + r_m * i_syn) / tau_m  (unless refractory)",
+    threshold="v > v_th",
+    reset="v = v_reset",
+    refractory="t_ref",
+)
+
+ALIF = NeuronModel(
+    "alif",
+    params={"tau_m": 20.0, "tau_a": 2000.0, "v_th": 0.6, "beta": 0.0174, "r_m": 1.0, "t_ref": 0.0},
+    vars={"v": 0.0, "a": 0.0},
+    equations="""
+        dv/dt = (r_m * i_syn - v) / tau_m  (unless refractory)
+        da/dt = -a / tau_a
+    """,
+    threshold="v > v_th + beta * a",
+    reset="v -= v_th; a += 1",
+    refractory="t_ref",
+)
+
+IZHIKEVICH = NeuronModel(
+    "izhikevich",
+    params={"a": 0.02, "b": 0.2, "c": -65.0, "d": 8.0},
+    vars={"v": -65.0, "u": -13.0},
+    equations="""
+        dv/dt = 0.04 * v**2 + 5 * v + 140 - u + i_syn
+        du/dt = a * (b * v - u)
+    """,
+    threshold="v >= 30",
+    reset="v = c; u += d",
+)
+
+LEAKY_INTEGRATOR = NeuronModel(
+    "leaky_integrator",
+    params={"tau_m": 20.0, "bias": 0.0},
+    vars={"v": 0.0},
+    equations="dv/dt = (bias - v + i_syn) / tau_m",
+)
+
+POISSON = NeuronModel(
+    "poisson",
+    params={},
+    vars={"rate": 10.0},  # Hz, per neuron and batch instance
+    threshold="rand_uniform() < rate * dt / 1000",
+)
+
+SPIKE_SOURCE_ARRAY = SpikeSourceArrayModel()
+
+# -- postsynaptic -----------------------------------------------------------------------
+
+EXP_CURR = PostsynapticModel(
+    "exp_curr",
+    params={"tau_syn": 5.0},
+    vars={"x": 0.0},
+    equations="dx/dt = -x / tau_syn",
+    apply="x += in_syn; i_syn += x",
+)
+
+
+def delta_curr(target: str = "v") -> PostsynapticModel:
+    """Each delivered input jumps the neuron variable ``target`` (default ``v``) at once."""
+    if not isinstance(target, str) or not target.isidentifier():
+        raise ModelError(f"target must be a variable name, got {target!r}", "delta", "target")
+    return PostsynapticModel("delta", apply=f"{target} += in_syn")
+
+
+DELTA_CURR = delta_curr()
+
+# -- weight update ----------------------------------------------------------------------
+
+STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w")
+
+STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w")
+
+STDP = WeightUpdateModel(
+    "stdp",
+    params={
+        "tau_plus": 20.0,
+        "tau_minus": 20.0,
+        "a_plus": 0.01,
+        "a_minus": 0.012,
+        "w_min": 0.0,
+        "w_max": 1.0,
+    },
+    vars=[Var("w", batched=False, reduce="mean")],
+    pre_vars={"x_pre": 0.0},
+    post_vars={"x_post": 0.0},
+    pre_equations="dx_pre/dt = -x_pre / tau_plus",
+    post_equations="dx_post/dt = -x_post / tau_minus",
+    on_pre_spike="x_pre += 1",
+    on_post_spike="x_post += 1",
+    on_pre="""
+        post_input += w
+        w = clip(w - a_minus * x_post, w_min, w_max)   # depression
+    """,
+    on_post="w = clip(w + a_plus * x_pre, w_min, w_max)   # potentiation",
+)
+
+# -- current sources --------------------------------------------------------------------
+
+DC = CurrentSourceModel("dc", params={"amp": None}, current="amp")
+NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()")
+
+NEURONS = {m.name: m for m in (LIF, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY)}
+POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR}
+WEIGHT_UPDATES = {m.name: m for m in (STATIC, STATIC_CONSTANT, STDP)}
+CURRENT_SOURCES = {m.name: m for m in (DC, NOISE)}

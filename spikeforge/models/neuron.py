@@ -1,0 +1,111 @@
+"""Neuron models: ODEs, a threshold condition, a reset and an optional refractory period."""
+
+from __future__ import annotations
+
+from ..errors import ModelError
+from .base import Model
+from .expressions import parse_expression, parse_odes, parse_statements
+
+#: The name of the summed synaptic (and current-source) input a neuron model reads.
+INPUT_NAME = "i_syn"
+
+
+class NeuronModel(Model):
+    """A neuron model written as equations.
+
+    >>> lif = NeuronModel(
+    ...     "lif",
+    ...     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "t_ref": 2.0},
+    ...     vars={"v": -65.0},
+    ...     equations="dv/dt = (v_rest - v + i_syn) / tau_m  (unless refractory)",
+    ...     threshold="v > v_th",
+    ...     reset="v = v_reset",
+    ...     refractory="t_ref",
+    ... )
+
+    ``i_syn`` is the sum of all postsynaptic currents and current sources reaching the
+    neuron this step; ``t`` and ``dt`` are the time and time step in ms.  An ODE flagged
+    ``(unless refractory)`` is held still while the neuron is refractory; the threshold is
+    never crossed while refractory.  ``integrator`` forces an integration method
+    (``exact``, ``exponential_euler``, ``euler``, ``rk4``); by default the first that
+    applies is chosen, in that order.
+    """
+
+    kind = "neuron"
+
+    def __init__(
+        self,
+        name,
+        params=None,
+        vars=None,
+        equations=None,
+        threshold=None,
+        reset=None,
+        refractory=None,
+        derived=None,
+        integrator=None,
+        sim_code=None,
+    ):
+        super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+        if INPUT_NAME in self.vars or INPUT_NAME in self.params:
+            raise ModelError(f"'{INPUT_NAME}' is reserved for the synaptic input", name, "vars")
+        ctx = self.context(extra=[INPUT_NAME])
+        self.odes = parse_odes(equations, self.context(extra=[INPUT_NAME], random_allowed=False))
+        self.equations_source = equations
+        # Statements run every step after integration (e.g. input spike generators' state).
+        self.sim_code = parse_statements(sim_code, ctx, "sim_code", set(self.vars))
+        self.threshold = None
+        if threshold is not None:
+            self.threshold = parse_expression(threshold, ctx, "threshold", condition=True)
+        self.threshold_source = threshold
+        self.reset = parse_statements(reset, ctx, "reset", set(self.vars))
+        if self.reset and self.threshold is None:
+            raise ModelError("a reset needs a threshold", name, "reset")
+        self.refractory = None
+        self.refractory_source = refractory
+        if refractory is not None:
+            if self.threshold is None:
+                raise ModelError("a refractory period needs a threshold", name, "refractory")
+            rctx = self.context(random_allowed=False)
+            rctx.known = self.constant_names()
+            self.refractory = parse_expression(refractory, rctx, "refractory")
+        self.integrator = integrator
+        if integrator is not None and integrator not in ("exact", "exponential_euler", "euler", "rk4"):
+            raise ModelError(
+                f"unknown integrator {integrator!r} (exact, exponential_euler, euler, rk4)", name, "integrator"
+            )
+        flagged = [o.var for o in self.odes if o.unless_refractory]
+        if flagged and self.refractory is None:
+            raise ModelError(
+                f"'{flagged[0]}' is flagged (unless refractory) but the model has no refractory period",
+                name,
+                "equations",
+            )
+        for v in self.vars.values():
+            if not v.batched and v.name in {o.var for o in self.odes}:
+                raise ModelError(f"variable '{v.name}' has an ODE, so it must be batched", name, "vars")
+
+    @property
+    def spiking(self) -> bool:
+        return self.threshold is not None
+
+
+class SpikeSourceArrayModel(NeuronModel):
+    """Emits spikes at times given per neuron and per batch instance (see
+    :meth:`spikeforge.runtime.simulation.Simulation.set_spike_times`)."""
+
+    def __init__(self, name="spike_source_array"):
+        Model.__init__(self, name)
+        self.odes = []
+        self.sim_code = []
+        self.threshold = True  # spikes come from the arrays
+        self.threshold_source = "t >= next spike time"
+        self.equations_source = None
+        self.reset = []
+        self.refractory = None
+        self.refractory_source = None
+        self.integrator = None
+
+    @property
+    def spiking(self) -> bool:
+        return True

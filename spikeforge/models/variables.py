@@ -1,0 +1,169 @@
+"""State variables, their dimensions and their initialisers.
+
+Every variable says where it lives (GeNN's idea of variable *dimensions*):
+
+* ``per_element``: one value per neuron (or per synapse), else one value shared by the
+  whole population (or projection);
+* ``batched``: one value per batch instance, else shared by all instances of the batch;
+* ``reduce``: for a variable shared across the batch but written by per-instance code
+  (e.g. STDP weights shared by the batch), how the per-instance changes are combined each
+  step: ``sum``, ``mean`` or ``max`` (BindsNET showed that the choice changes what STDP
+  learns).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+from ..errors import ModelError
+
+REDUCTIONS = ("sum", "mean", "max")
+
+
+@dataclass(frozen=True)
+class Constant:
+    value: float
+
+    def describe(self) -> str:
+        return f"{self.value!r}"
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+
+    def describe(self) -> str:
+        return f"uniform({self.low!r}, {self.high!r})"
+
+
+@dataclass(frozen=True)
+class Normal:
+    mean: float
+    sd: float
+
+    def describe(self) -> str:
+        return f"normal({self.mean!r}, {self.sd!r})"
+
+
+Initializer = Union[Constant, Uniform, Normal]
+
+
+def _finite(x, model, field) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ModelError(f"expected a number, got {x!r}", model, field) from None
+    if not math.isfinite(v):
+        raise ModelError(f"value must be finite, got {v!r}", model, field)
+    return v
+
+
+def make_initializer(spec, model: str = "?", field: str = "init") -> Initializer:
+    """Turn a number, an initialiser or a dict (``{uniform: [lo, hi]}``,
+    ``{normal: [mean, sd]}``, ``{constant: x}``) into an initialiser, checking values."""
+    if isinstance(spec, (Constant, Uniform, Normal)):
+        spec = {
+            Constant: lambda s: {"constant": s.value},
+            Uniform: lambda s: {"uniform": [s.low, s.high]},
+            Normal: lambda s: {"normal": [s.mean, s.sd]},
+        }[type(spec)](spec)
+    if isinstance(spec, bool):
+        raise ModelError(f"expected a number or an initialiser, got {spec!r}", model, field)
+    if isinstance(spec, (int, float)):
+        return Constant(_finite(spec, model, field))
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, args), = spec.items()
+        if kind == "constant":
+            return Constant(_finite(args, model, field))
+        if kind in ("uniform", "normal"):
+            if isinstance(args, dict):
+                keys = ("low", "high") if kind == "uniform" else ("mean", "sd")
+                missing = [k for k in keys if k not in args]
+                if missing:
+                    raise ModelError(f"{kind} initialiser needs {', '.join(keys)}", model, field)
+                args = [args[k] for k in keys]
+            if not isinstance(args, (list, tuple)) or len(args) != 2:
+                raise ModelError(f"{kind} initialiser takes two numbers, got {args!r}", model, field)
+            a, b = (_finite(x, model, field) for x in args)
+            if kind == "uniform":
+                if b < a:
+                    raise ModelError(f"uniform initialiser has high < low ({a}, {b})", model, field)
+                return Uniform(a, b)
+            if b < 0:
+                raise ModelError(f"normal initialiser has negative sd {b}", model, field)
+            return Normal(a, b)
+    raise ModelError(
+        f"unknown initialiser {spec!r} (use a number, {{uniform: [low, high]}}, "
+        "{normal: [mean, sd]} or {constant: x})",
+        model,
+        field,
+    )
+
+
+@dataclass(frozen=True)
+class Var:
+    """A state variable of a model."""
+
+    name: str
+    init: Initializer = Constant(0.0)
+    per_element: bool = True
+    batched: bool = True
+    reduce: str | None = None
+    dtype: str = "scalar"  # "scalar" (float or double, as the network says) or "int"
+
+    def __post_init__(self):
+        if not self.name.isidentifier() or self.name.startswith("_"):
+            raise ModelError(f"'{self.name}' is not a valid variable name", field="vars")
+        if self.reduce is not None and self.reduce not in REDUCTIONS:
+            raise ModelError(
+                f"variable '{self.name}': reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}",
+                field="vars",
+            )
+        if self.reduce is not None and self.batched:
+            raise ModelError(
+                f"variable '{self.name}': a batch reduction only makes sense for a variable "
+                "shared across the batch (batched: false)",
+                field="vars",
+            )
+        if self.dtype not in ("scalar", "int"):
+            raise ModelError(f"variable '{self.name}': dtype must be scalar or int", field="vars")
+
+    def with_init(self, init) -> Var:
+        return Var(self.name, init, self.per_element, self.batched, self.reduce, self.dtype)
+
+
+def make_vars(spec, model: str, field: str = "vars", **defaults) -> dict[str, Var]:
+    """Variables from a list of :class:`Var`, a list of names, or a dict name → init/options."""
+    out: dict[str, Var] = {}
+    if spec is None:
+        return out
+    if isinstance(spec, dict):
+        items = spec.items()
+    elif isinstance(spec, (list, tuple)):
+        items = [(v.name, v) if isinstance(v, Var) else (v, {}) for v in spec]
+    else:
+        raise ModelError(f"expected a mapping of variables, got {type(spec).__name__}", model, field)
+    for name, opts in items:
+        if isinstance(opts, Var):
+            var = opts
+        else:
+            if not isinstance(opts, dict) or not (set(opts) - {"uniform", "normal", "constant"}) and opts:
+                opts = {"init": opts}
+            unknown = set(opts) - {"init", "per_element", "batched", "reduce", "dtype"}
+            if unknown:
+                raise ModelError(
+                    f"variable '{name}': unknown option(s) {', '.join(sorted(unknown))}", model, field
+                )
+            kw = dict(defaults)
+            kw.update({k: v for k, v in opts.items() if k != "init"})
+            try:
+                var = Var(str(name), make_initializer(opts.get("init", 0.0), model, f"{field}.{name}"), **kw)
+            except ModelError as e:
+                raise ModelError(str(e), model, field) from None
+        if var.name in out:
+            raise ModelError(f"variable '{var.name}' defined twice", model, field)
+        out[var.name] = var
+    return out

@@ -1,0 +1,399 @@
+"""The network description: populations, projections and current sources.
+
+A :class:`Network` knows nothing about backends or training. ``Network.build()`` hands
+it to the code generator and a backend and returns a running
+:class:`~spikeforge.runtime.simulation.Simulation`.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NetworkError
+from .models.base import Model
+from .models.neuron import NeuronModel
+from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
+from .models.variables import Var
+
+PRECISIONS = ("float", "double")
+
+_CXX_RESERVED = {
+    "auto", "bool", "break", "case", "char", "class", "const", "continue", "default", "delete", "do",
+    "double", "else", "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "new",
+    "operator", "private", "public", "register", "return", "short", "signed", "sizeof", "static",
+    "struct", "switch", "template", "this", "typedef", "union", "unsigned", "void", "volatile", "while",
+    "ctx", "scalar",
+}
+
+
+def check_identifier(name, what: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name):
+        raise NetworkError(f"{what} name {name!r} is not a valid identifier (letters, digits, '_')")
+    if name in _CXX_RESERVED:
+        raise NetworkError(f"{what} name {name!r} is reserved in generated code; choose another")
+    return name
+
+
+# -- connectivity -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dense:
+    """All-to-all: synapse (i, j) at index ``i * n_post + j``."""
+
+    kind = "dense"
+
+
+@dataclass(frozen=True)
+class OneToOne:
+    """Neuron i to neuron i (needs equal sizes)."""
+
+    kind = "one_to_one"
+
+
+@dataclass(frozen=True)
+class FixedProbability:
+    """Each pair is connected independently with probability ``p`` (stored as ragged rows)."""
+
+    p: float
+    allow_autapses: bool = True
+    kind = "sparse"
+
+    def __post_init__(self):
+        if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
+            raise NetworkError(f"connection probability must be in [0, 1], got {self.p!r}")
+
+
+@dataclass(frozen=True)
+class FromList:
+    """Explicit synapses ``pre[k] -> post[k]`` (stored as ragged rows, sorted by pre)."""
+
+    pre: tuple
+    post: tuple
+    kind = "sparse"
+
+
+def make_connectivity(spec):
+    if isinstance(spec, (Dense, OneToOne, FixedProbability, FromList)):
+        return spec
+    if spec in ("dense", "all_to_all", None):
+        return Dense()
+    if spec == "one_to_one":
+        return OneToOne()
+    if isinstance(spec, dict) and len(spec) == 1:
+        (k, v), = spec.items()
+        if k == "fixed_probability":
+            if isinstance(v, dict):
+                return FixedProbability(v.get("p"), bool(v.get("allow_autapses", True)))
+            return FixedProbability(v)
+        if k == "from_list":
+            return FromList(tuple(v["pre"]), tuple(v["post"]))
+    raise NetworkError(
+        f"unknown connectivity {spec!r} (dense, one_to_one, {{fixed_probability: p}}, "
+        "{from_list: {pre: [...], post: [...]}})"
+    )
+
+
+@dataclass
+class SparseRows:
+    """Ragged rows (CSR) plus the column view needed for learning on postsynaptic spikes."""
+
+    row_start: np.ndarray  # (n_pre + 1,) uint32
+    post_ind: np.ndarray  # (S,) uint32, sorted within each row
+    col_start: np.ndarray  # (n_post + 1,) uint32
+    col_syn: np.ndarray  # (S,) uint32: synapse indices of each column, by pre
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.post_ind.size)
+
+    @property
+    def pre_ind(self) -> np.ndarray:
+        return np.repeat(np.arange(self.row_start.size - 1, dtype=np.uint32), np.diff(self.row_start))
+
+
+def _rows_from_pairs(pre, post, n_pre, n_post) -> SparseRows:
+    order = np.lexsort((post, pre))
+    pre, post = pre[order], post[order]
+    counts = np.bincount(pre, minlength=n_pre)
+    row_start = np.zeros(n_pre + 1, dtype=np.uint32)
+    np.cumsum(counts, out=row_start[1:])
+    col_order = np.lexsort((pre, post)).astype(np.uint32)
+    col_counts = np.bincount(post, minlength=n_post)
+    col_start = np.zeros(n_post + 1, dtype=np.uint32)
+    np.cumsum(col_counts, out=col_start[1:])
+    return SparseRows(row_start, post.astype(np.uint32), col_start, col_order)
+
+
+def fixed_probability_rows(n_pre, n_post, p, allow_autapses, rng: np.random.Generator) -> SparseRows:
+    """Draw fixed-probability connectivity without duplicate synapses."""
+    counts = rng.binomial(n_post, p, size=n_pre)
+    pre = np.repeat(np.arange(n_pre, dtype=np.int64), counts)
+    post = rng.integers(0, n_post, size=pre.size, dtype=np.int64)
+    for _ in range(1000):
+        bad = np.zeros(pre.size, dtype=bool)
+        key = pre * n_post + post
+        order = np.argsort(key, kind="stable")
+        dup = np.zeros(pre.size, dtype=bool)
+        dup[order[1:]] = key[order[1:]] == key[order[:-1]]
+        bad |= dup
+        if not allow_autapses:
+            bad |= pre == post
+        if not bad.any():
+            break
+        post[bad] = rng.integers(0, n_post, size=int(bad.sum()), dtype=np.int64)
+    return _rows_from_pairs(pre, post, n_pre, n_post)
+
+
+# -- network elements -------------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    name: str
+    size: int
+    model: NeuronModel
+    params: dict[str, float]
+    vars: dict[str, Var]
+    record_spikes: bool = False
+    id: int = 0
+
+
+@dataclass
+class Projection:
+    name: str
+    pre: Population
+    post: Population
+    connectivity: object
+    weight_update: WeightUpdateModel
+    wu_params: dict[str, float]
+    wu_vars: dict[str, Var]
+    wu_pre_vars: dict[str, Var]
+    wu_post_vars: dict[str, Var]
+    postsynaptic: PostsynapticModel
+    ps_params: dict[str, float]
+    ps_vars: dict[str, Var]
+    delay_steps: int = 0
+    id: int = 0
+    rows: SparseRows | None = None
+
+    @property
+    def n_synapses(self) -> int:
+        kind = self.connectivity.kind
+        if kind == "dense":
+            return self.pre.size * self.post.size
+        if kind == "one_to_one":
+            return self.pre.size
+        return self.rows.n_synapses
+
+
+@dataclass
+class CurrentSource:
+    name: str
+    population: Population
+    model: CurrentSourceModel
+    params: dict[str, float]
+    vars: dict[str, Var]
+    id: int = 0
+
+
+@dataclass
+class Network:
+    """A spiking network: ``dt`` in ms, ``batch_size`` independent instances, one ``seed``.
+
+    >>> net = Network("demo", dt=0.1, batch_size=4, seed=1)
+    >>> exc = net.add_population("exc", 100, LIF, params={"v_th": -50.0})
+    """
+
+    name: str = "network"
+    dt: float = 0.1
+    batch_size: int = 1
+    seed: int = 0
+    precision: str = "float"
+    populations: dict[str, Population] = field(default_factory=dict)
+    projections: dict[str, Projection] = field(default_factory=dict)
+    current_sources: dict[str, CurrentSource] = field(default_factory=dict)
+    recorded_vars: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_identifier(self.name, "network")
+        if not isinstance(self.dt, (int, float)) or not math.isfinite(self.dt) or self.dt <= 0:
+            raise NetworkError(f"dt must be a positive number of ms, got {self.dt!r}")
+        self.dt = float(self.dt)
+        self._check_batch(self.batch_size)
+        if not isinstance(self.seed, (int, np.integer)) or not 0 <= int(self.seed) < 2**64:
+            raise NetworkError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+        if self.precision not in PRECISIONS:
+            raise NetworkError(f"precision must be 'float' or 'double', got {self.precision!r}")
+
+    @staticmethod
+    def _check_batch(b):
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise NetworkError(f"batch_size must be a positive integer, got {b!r}")
+
+    # -- building the description --------------------------------------------------------
+    def _unique(self, name, what):
+        check_identifier(name, what)
+        if name in self.populations or name in self.projections or name in self.current_sources:
+            raise NetworkError(f"{what} name '{name}' is already used in network '{self.name}'")
+
+    def _population(self, pop, what) -> Population:
+        if isinstance(pop, Population):
+            pop = pop.name
+        if pop not in self.populations:
+            known = ", ".join(self.populations) or "none"
+            raise NetworkError(f"{what}: unknown population '{pop}' (populations: {known})")
+        return self.populations[pop]
+
+    def add_population(self, name, size, model: NeuronModel, params=None, init=None, record_spikes=False):
+        """Add ``size`` neurons of ``model``; ``init`` maps variables to initialisers."""
+        self._unique(name, "population")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise NetworkError(f"population '{name}': size must be a positive integer, got {size!r}")
+        if not isinstance(model, NeuronModel):
+            raise NetworkError(f"population '{name}': model must be a NeuronModel, got {model!r}")
+        where = f"population '{name}'"
+        pop = Population(
+            name, int(size), model, model.bind_params(params, where), model.bind_vars(init, where),
+            bool(record_spikes), id=self._next_id(),
+        )
+        self.populations[name] = pop
+        return pop
+
+    def add_projection(
+        self,
+        name,
+        pre,
+        post,
+        weight_update: WeightUpdateModel,
+        postsynaptic: PostsynapticModel,
+        connectivity="dense",
+        wu_params=None,
+        wu_init=None,
+        ps_params=None,
+        ps_init=None,
+        delay=0.0,
+    ):
+        """Connect ``pre`` to ``post``. ``delay`` (ms, a multiple of dt) holds every spike
+        for that long before it is delivered."""
+        self._unique(name, "projection")
+        where = f"projection '{name}'"
+        pre_pop = self._population(pre, f"{where}, pre")
+        post_pop = self._population(post, f"{where}, post")
+        if not isinstance(weight_update, WeightUpdateModel):
+            raise NetworkError(f"{where}: weight_update must be a WeightUpdateModel, got {weight_update!r}")
+        if not isinstance(postsynaptic, PostsynapticModel):
+            raise NetworkError(f"{where}: postsynaptic must be a PostsynapticModel, got {postsynaptic!r}")
+        if not pre_pop.model.spiking:
+            raise NetworkError(f"{where}: presynaptic population '{pre_pop.name}' does not spike (no threshold)")
+        conn = make_connectivity(connectivity)
+        if conn.kind == "one_to_one" and pre_pop.size != post_pop.size:
+            raise NetworkError(
+                f"{where}: one_to_one needs equal sizes, got {pre_pop.size} and {post_pop.size}"
+            )
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay):
+            raise NetworkError(f"{where}: delay must be a number of ms, got {delay!r}")
+        if delay < 0:
+            raise NetworkError(f"{where}: delay must not be negative, got {delay} ms")
+        steps = round(delay / self.dt)
+        if abs(steps * self.dt - delay) > 1e-6 * max(1.0, delay):
+            raise NetworkError(f"{where}: delay {delay} ms is not a multiple of dt = {self.dt} ms")
+        ps_init = ps_init or {}
+        wu_init = dict(wu_init or {})
+        wu_all = {**weight_update.vars, **weight_update.pre_vars, **weight_update.post_vars}
+        unknown = sorted(set(wu_init) - set(wu_all))
+        if unknown:
+            raise NetworkError(
+                f"{where}: cannot initialise unknown weight-update variable(s) {', '.join(unknown)} "
+                f"(variables: {', '.join(sorted(wu_all)) or 'none'})"
+            )
+        from .models.variables import make_initializer
+
+        def bound(vars_):
+            return {
+                n: v.with_init(make_initializer(wu_init[n], weight_update.name, f"init.{n}")) if n in wu_init else v
+                for n, v in vars_.items()
+            }
+
+        # Postsynaptic 'apply' code may touch the target neuron's variables: check it now.
+        postsynaptic.parse_apply(list(post_pop.model.vars))
+        clash = set(postsynaptic.vars) & set(post_pop.model.vars)
+        if clash:
+            raise NetworkError(
+                f"{where}: postsynaptic variable(s) {', '.join(sorted(clash))} clash with variables of "
+                f"neuron model '{post_pop.model.name}'"
+            )
+        proj = Projection(
+            name, pre_pop, post_pop, conn, weight_update,
+            weight_update.bind_params(wu_params, where), bound(weight_update.vars),
+            bound(weight_update.pre_vars), bound(weight_update.post_vars),
+            postsynaptic, postsynaptic.bind_params(ps_params, where), postsynaptic.bind_vars(ps_init, where),
+            delay_steps=int(steps), id=self._next_id(),
+        )
+        if conn.kind == "sparse":
+            proj.rows = self._sparse_rows(proj)
+        self.projections[name] = proj
+        return proj
+
+    def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None):
+        self._unique(name, "current source")
+        pop = self._population(population, f"current source '{name}'")
+        if not isinstance(model, CurrentSourceModel):
+            raise NetworkError(f"current source '{name}': model must be a CurrentSourceModel, got {model!r}")
+        where = f"current source '{name}'"
+        cs = CurrentSource(name, pop, model, model.bind_params(params, where), model.bind_vars(init, where),
+                           id=self._next_id())
+        self.current_sources[name] = cs
+        return cs
+
+    def record_spikes(self, *populations):
+        for p in populations:
+            self._population(p, "record spikes").record_spikes = True
+
+    def record_var(self, population, var):
+        """Record ``var`` of ``population`` at every step (all neurons, all batch instances)."""
+        pop = self._population(population, "record var")
+        if var not in pop.vars:
+            raise NetworkError(
+                f"record var: population '{pop.name}' has no variable '{var}' "
+                f"(variables: {', '.join(pop.vars) or 'none'})"
+            )
+        if (pop.name, var) not in self.recorded_vars:
+            self.recorded_vars.append((pop.name, var))
+
+    def _next_id(self) -> int:
+        return len(self.populations) + len(self.projections) + len(self.current_sources)
+
+    def _sparse_rows(self, proj: Projection) -> SparseRows:
+        conn = proj.connectivity
+        n_pre, n_post = proj.pre.size, proj.post.size
+        if isinstance(conn, FromList):
+            pre = np.asarray(conn.pre, dtype=np.int64)
+            post = np.asarray(conn.post, dtype=np.int64)
+            if pre.shape != post.shape or pre.ndim != 1:
+                raise NetworkError(f"projection '{proj.name}': from_list needs pre and post lists of equal length")
+            if pre.size and (pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post):
+                raise NetworkError(f"projection '{proj.name}': from_list has neuron ids out of range")
+            return _rows_from_pairs(pre, post, n_pre, n_post)
+        rng = np.random.Generator(np.random.Philox(key=[int(self.seed), proj.id]))
+        return fixed_probability_rows(n_pre, n_post, float(conn.p), conn.allow_autapses, rng)
+
+    # -- running -------------------------------------------------------------------------
+    def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
+        """Generate, compile (or load from the cache) and return a ready Simulation."""
+        from .runtime.simulation import Simulation
+
+        if batch_size is not None:
+            self._check_batch(batch_size)
+            self.batch_size = int(batch_size)
+        return Simulation(self, backend=backend, **options)
+
+
+__all__ = [
+    "Network", "Population", "Projection", "CurrentSource", "Dense", "OneToOne", "FixedProbability",
+    "FromList", "Model",
+]

@@ -1,0 +1,379 @@
+"""Compile generated C++ into shared libraries, with a content-addressed on-disk cache.
+
+Layout of the cache (``cache_dir()``)::
+
+    <key[:2]>/<key>/            one published entry (never modified once published)
+        lib<name>.so            the compiled library
+        source.cpp              the exact source it was built from
+        meta.json               key, sha256 of the .so, compiler, flags, timings
+    <key[:2]>/<key>.lock        flock'ed while the entry is being (re)built
+    <key[:2]>/<key>.tmp-XXXX/   a build in progress (or left behind by a killed one)
+    failed/<key>.cpp            sources that did not compile, kept for inspection
+
+An entry is built in a private temporary directory next to its final place and published
+with a single ``os.rename``, so readers see either no entry or a complete one; a build
+killed half-way only leaves a ``.tmp-`` directory, which later builds of the same key
+delete.  Concurrent builds of the same key are serialised by an exclusive ``flock`` on the
+key's lock file; whoever gets the lock second finds the entry published and uses it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spikeforge.errors import BuildError, CompilerNotFoundError
+
+try:  # POSIX only; without it builds still work, just without cross-process locking.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "BuildResult",
+    "CorruptLibraryError",
+    "build_and_load",
+    "build_shared_library",
+    "cache_dir",
+    "cache_key",
+    "compiler_identity",
+    "find_cxx_compiler",
+    "load_library",
+]
+
+log = logging.getLogger("spikeforge.build")
+
+# Bump whenever the layout of an entry or the meaning of the key changes.
+CACHE_FORMAT_VERSION = "1"
+
+# No -march=native: cached libraries must stay valid on any machine that shares the cache
+# (CI runners, a cluster's nodes), and the host's vector ISA must not change results.
+# -ffp-contract=off forbids fusing a*b+c into an FMA, which would round differently from
+# numpy and from the other backends; with it (and no -ffast-math) every operation is
+# IEEE-rounded as written, so backends can be compared bit for bit.
+BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off")
+
+_CANDIDATES = ("c++", "g++", "clang++")
+_INSTALL_HINT = (
+    "Install one (e.g. 'apt-get install g++' on Debian/Ubuntu, 'dnf install gcc-c++' on "
+    "Fedora, 'xcode-select --install' on macOS) or set the CXX environment variable to "
+    "the compiler to use."
+)
+_MAX_STDERR_LINES = 40
+
+
+class CorruptLibraryError(BuildError):
+    """A library file exists but cannot be loaded (truncated, overwritten...)."""
+
+
+@dataclass
+class BuildResult:
+    path: Path  # the lib<name>.so inside the cache entry
+    key: str  # sha256 hex digest naming the entry
+    from_cache: bool  # True when no compiler was run by this call
+    seconds: float  # wall time of this call (lookup, lock wait and compile)
+
+
+# --------------------------------------------------------------------------- compiler
+
+
+def find_cxx_compiler() -> str:
+    """Absolute path of the C++ compiler: ``$CXX`` if set, else c++, g++, clang++ on PATH."""
+    env = os.environ.get("CXX", "").strip()
+    if env:
+        found = shutil.which(env)
+        if found is None:
+            raise CompilerNotFoundError(
+                f"the CXX environment variable is set to {env!r}, but no such program was "
+                f"found (is it installed and on PATH?). Fix or unset CXX. {_INSTALL_HINT}"
+            )
+        return found
+    for name in _CANDIDATES:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise CompilerNotFoundError(
+        f"no C++ compiler was found: tried {', '.join(_CANDIDATES)} on PATH and CXX is not "
+        f"set. {_INSTALL_HINT}"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_identity(cxx: str) -> str:
+    """First line of ``cxx --version`` plus the compiler's resolved path (part of the key)."""
+    path = os.path.realpath(shutil.which(cxx) or cxx)
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise CompilerNotFoundError(f"cannot run the C++ compiler {cxx!r}: {exc}. {_INSTALL_HINT}") from exc
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return f"{lines[0] if lines else 'unknown version'} ({path})"
+
+
+@functools.lru_cache(maxsize=None)
+def _supports_openmp(cxx: str) -> bool:
+    """Whether ``cxx -fopenmp`` can build a shared library using the OpenMP runtime."""
+    probe = '#include <omp.h>\nextern "C" int n() { return omp_get_max_threads(); }\n'
+    with tempfile.TemporaryDirectory(prefix="spikeforge-omp-") as tmp:
+        Path(tmp, "probe.cpp").write_text(probe)
+        try:
+            res = subprocess.run(
+                [cxx, "-shared", "-fPIC", "-fopenmp", "probe.cpp", "-o", "libprobe.so"],
+                cwd=tmp,
+                capture_output=True,
+                check=False,
+            )
+        except OSError:
+            return False
+    if res.returncode != 0:
+        log.info("%s does not support -fopenmp; building without OpenMP", cxx)
+    return res.returncode == 0
+
+
+def _default_flags(cxx: str) -> list[str]:
+    # Without OpenMP the '#pragma omp' lines are simply ignored, silently.
+    extra = "-fopenmp" if _supports_openmp(cxx) else "-Wno-unknown-pragmas"
+    return [*BASE_FLAGS, extra]
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path:
+    """``$SPIKEFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/spikeforge``, else ``~/.cache/spikeforge``."""
+    if os.environ.get("SPIKEFORGE_CACHE_DIR"):
+        root = Path(os.environ["SPIKEFORGE_CACHE_DIR"])
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]) / "spikeforge"
+    else:
+        root = Path.home() / ".cache" / "spikeforge"
+    root = root.expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _resolve(name: str, flags: Sequence[str] | None, cxx: str | None) -> tuple[str, list[str]]:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"library name {name!r} must be letters, digits, '_', '.' or '-'")
+    cxx = cxx or find_cxx_compiler()
+    return cxx, list(flags) if flags is not None else _default_flags(cxx)
+
+
+def _key(source: str, name: str, flags: list[str], cxx: str) -> str:
+    # JSON keeps the fields unambiguous; the machine is included because, whatever the
+    # flags, code compiled for x86_64 is of no use to an aarch64 host sharing the cache.
+    blob = json.dumps(
+        [CACHE_FORMAT_VERSION, compiler_identity(cxx), " ".join(flags), platform.machine(), name, source]
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(
+    source: str, *, name: str = "model", flags: Sequence[str] | None = None, cxx: str | None = None
+) -> str:
+    """The key ``build_shared_library`` would use for these arguments."""
+    cxx, flags = _resolve(name, flags, cxx)
+    return _key(source, name, flags, cxx)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry_ok(entry: Path, name: str, warn: bool = False) -> bool:
+    """True if ``entry`` holds a complete, untampered build; False if absent or corrupt."""
+    if not entry.exists():
+        return False
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        ok = (entry / "source.cpp").is_file() and _sha256_file(entry / f"lib{name}.so") == meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok and warn:
+        log.warning("cache entry %s is corrupt or incomplete; it will be rebuilt", entry)
+    return ok
+
+
+def _remove(path: Path) -> None:
+    """Remove a directory so that it vanishes at once (rename first, then delete)."""
+    if not path.exists():
+        return
+    doomed = Path(tempfile.mkdtemp(prefix=path.name + ".del-", dir=path.parent))
+    try:
+        os.rename(path, doomed / "x")
+    except OSError:  # someone else removed it meanwhile
+        pass
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _KeyLock:
+    """Exclusive flock on ``<parent>/<key>.lock`` (released on exit or process death)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing drops the flock
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_shared_library(
+    source: str,
+    *,
+    name: str = "model",
+    flags: Sequence[str] | None = None,
+    cxx: str | None = None,
+    describe: str = "model",
+    line_comments: bool = True,
+) -> BuildResult:
+    """Compile ``source`` into ``lib<name>.so`` in the cache, or reuse a cached build.
+
+    ``flags`` replaces the default flags entirely.  ``describe`` names what is being built
+    in error messages.  With ``line_comments`` a compile error also quotes the generated
+    source lines the compiler complains about (generated code carries comments saying
+    which model and field each line comes from).
+    """
+    t0 = time.perf_counter()
+    cxx, flags = _resolve(name, flags, cxx)
+    key = _key(source, name, flags, cxx)
+    root = cache_dir()
+    parent = root / key[:2]
+    entry = parent / key
+    lib = entry / f"lib{name}.so"
+
+    # Fast path: published entries are immutable, so no lock is needed to read one.
+    if _entry_ok(entry, name):
+        return BuildResult(lib, key, True, time.perf_counter() - t0)
+
+    parent.mkdir(parents=True, exist_ok=True)
+    with _KeyLock(parent / f"{key}.lock"):
+        # Someone may have published it while we waited for the lock.
+        if _entry_ok(entry, name, warn=True):
+            return BuildResult(lib, key, True, time.perf_counter() - t0)
+        _remove(entry)  # a corrupt entry, if any; we hold the lock, so nobody is building it
+        for stale in parent.glob(f"{key}.tmp-*"):  # left by killed builds (they held the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=parent))
+        try:
+            _compile(tmp, source, name, flags, cxx, key, describe, line_comments, root)
+            meta = {
+                "key": key,
+                "sha256": _sha256_file(tmp / f"lib{name}.so"),
+                "compiler": compiler_identity(cxx),
+                "flags": flags,
+                "build_seconds": round(time.perf_counter() - t0, 3),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            for f in (f"lib{name}.so", "source.cpp", "meta.json", "."):
+                _fsync(tmp / f)
+            os.rename(tmp, entry)  # atomic publish
+            _fsync(parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    seconds = time.perf_counter() - t0
+    log.info("compiled %s in %.2f s -> %s", describe, seconds, lib)
+    return BuildResult(lib, key, False, seconds)
+
+
+def _compile(
+    tmp: Path,
+    source: str,
+    name: str,
+    flags: list[str],
+    cxx: str,
+    key: str,
+    describe: str,
+    line_comments: bool,
+    root: Path,
+) -> None:
+    (tmp / "source.cpp").write_text(source)
+    cmd = [cxx, *flags, "source.cpp", "-o", f"lib{name}.so"]
+    try:
+        res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise CompilerNotFoundError(f"cannot run the C++ compiler {cxx!r}: {exc}. {_INSTALL_HINT}") from exc
+    if res.returncode == 0 and (tmp / f"lib{name}.so").is_file():
+        return
+
+    # Keep the failing source where the user can open it.
+    failed = root / "failed" / f"{key}.cpp"
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    failed.write_text(source)
+
+    lines = (res.stderr or res.stdout or f"exit status {res.returncode}").rstrip().splitlines()
+    text = "\n".join(lines[:_MAX_STDERR_LINES])
+    if len(lines) > _MAX_STDERR_LINES:
+        text += f"\n... ({len(lines) - _MAX_STDERR_LINES} more lines)"
+    msg = f"failed to compile the generated code for {describe}\n\n{text}\n"
+    if line_comments:
+        src = source.splitlines()
+        nums = sorted({int(n) for n in re.findall(r"source\.cpp:(\d+):", text)})[:10]
+        quoted = [f"  {n:5d} | {src[n - 1].strip()}" for n in nums if 0 < n <= len(src)]
+        if quoted:
+            msg += "\nthe generated lines in question:\n" + "\n".join(quoted) + "\n"
+    msg += f"\nthe failing source was kept at {failed}\ncommand: {' '.join(cmd)}"
+    raise BuildError(msg)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_library(path: str | os.PathLike) -> ctypes.CDLL:
+    """dlopen ``path`` privately; a file that cannot be loaded raises CorruptLibraryError."""
+    try:
+        return ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
+    except OSError as exc:
+        raise CorruptLibraryError(f"cannot load the compiled library {path}: {exc}") from exc
+
+
+def build_and_load(source: str, **kw) -> tuple[ctypes.CDLL, BuildResult]:
+    """``build_shared_library`` then ``load_library``; a cached library that will not load
+    is removed and rebuilt once."""
+    result = build_shared_library(source, **kw)
+    try:
+        return load_library(result.path), result
+    except CorruptLibraryError:
+        if not result.from_cache:
+            raise
+        log.warning("cached library %s does not load; rebuilding it", result.path)
+        with _KeyLock(result.path.parent.parent / f"{result.key}.lock"):
+            _remove(result.path.parent)
+        result = build_shared_library(source, **kw)
+        return load_library(result.path), result
