@@ -30,6 +30,7 @@ class ArraySpec:
     reduce: str | None = None  # for role "delta": how instances are combined
     target: str | None = None  # for role "delta": the shared array it updates
     comment: str = ""
+    data: object = None  # fixed contents (connectivity), set by the generator
 
     def shape(self, batch_size: int) -> tuple[int, ...]:
         shape: tuple[int, ...] = (self.size,)

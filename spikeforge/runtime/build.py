@@ -63,8 +63,9 @@ CACHE_FORMAT_VERSION = "1"
 # (CI runners, a cluster's nodes), and the host's vector ISA must not change results.
 # -ffp-contract=off forbids fusing a*b+c into an FMA, which would round differently from
 # numpy and from the other backends; with it (and no -ffast-math) every operation is
-# IEEE-rounded as written, so backends can be compared bit for bit.
-BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off")
+# IEEE-rounded as written, so backends can be compared bit for bit. -fno-trapping-math
+# changes no result (we never enable FP traps) but lets conditional selects vectorise.
+BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-trapping-math")
 
 _CANDIDATES = ("c++", "g++", "clang++")
 _INSTALL_HINT = (

@@ -1,0 +1,481 @@
+"""Network → kernel specs (the IR every backend renders).
+
+For each population one *neuron update* kernel (postsynaptic inputs, current sources,
+integration, threshold, reset, traces); for each projection a *presynaptic update*
+kernel (spike propagation and learning on presynaptic spikes) and, where the synapse
+learns on postsynaptic spikes, a *postsynaptic learning* kernel; for each variable
+shared across the batch but written per instance, a *batch reduction* kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sympy
+
+from ..errors import ModelError, NetworkError
+from ..models.expressions import ODE, Statement, rand_normal, rand_uniform, symbol
+from ..models.neuron import INPUT_NAME, SpikeSourceArrayModel
+from ..models.synapse import DELIVER_NAME, IN_SYN_NAME
+from ..models.variables import Constant
+from .cprint import CPrinter, Hoister, literal
+from .integrate import integrate
+from .ir import Access, ArraySpec, KernelSpec, Line, NetworkSpec
+
+log = logging.getLogger("spikeforge.codegen")
+
+MAX_OWNER_ID = 0x7FFF
+
+
+def stream_id(owner_id: int, call_site: int) -> int:
+    return (owner_id << 16) | call_site
+
+
+def init_stream_id(owner_id: int, var_index: int) -> int:
+    return 0x80000000 | (owner_id << 16) | var_index
+
+
+class _KernelWriter:
+    """Collects constants, hoisted invariants and code lines for one kernel."""
+
+    def __init__(self, net, owner_id_for_random: int | None = None):
+        self.precision = net.precision
+        self.constants: list[Line] = []
+        self.constant_names: set[str] = {"dt"}
+        self.hoister = Hoister(self.constant_names)
+        self.code: list[Line] = []
+        self.on_spike: list[Line] = []
+        self.random_owner = owner_id_for_random
+
+    # -- constants -------------------------------------------------------------------
+    def add_params(self, params: dict[str, float], prefix: str, model_name: str):
+        for name, value in params.items():
+            c = prefix + name
+            self.constants.append(Line(f"const scalar {c} = {literal(value, self.precision)};",
+                                       f"parameter {name} of {model_name}"))
+            self.constant_names.add(c)
+        self.hoister.invariant = {symbol(n) for n in self.constant_names}
+
+    def add_derived(self, model, rename: dict, prefix: str):
+        for name, expr in model.derived.items():
+            c = prefix + name
+            text = self.printer().doprint(expr.xreplace(rename))
+            self.constants.append(Line(f"const scalar {c} = {text};",
+                                       f"derived: {name} = {model.derived_source[name]}"))
+            self.constant_names.add(c)
+            rename[symbol(name)] = symbol(c)
+        self.hoister.invariant = {symbol(n) for n in self.constant_names}
+
+    # -- printing ----------------------------------------------------------------------
+    def printer(self, random_owner: int | None = None) -> CPrinter:
+        owner = random_owner if random_owner is not None else self.random_owner
+        suffix = "f" if self.precision == "float" else "d"
+
+        def random_call(kind, site):
+            if owner is None:
+                raise ValueError("no random numbers here")
+            return f"sf_{kind}_{suffix}(_seed, _i, _b, (uint32_t)_step, 0x{stream_id(owner, site):08x}u)"
+
+        return CPrinter(self.precision, random_call)
+
+    def expr(self, e: sympy.Basic, random_owner=None) -> str:
+        return self.printer(random_owner).doprint(self.hoister(e))
+
+    def finish_constants(self) -> list[Line]:
+        lines = list(self.constants)
+        for name, e in self.hoister.definitions():
+            lines.append(Line(f"const scalar {name} = {self.printer().doprint(e)};", "loop invariant"))
+        return lines
+
+
+def _rename_map(names, prefix) -> dict:
+    return {symbol(n): symbol(prefix + n) for n in names}
+
+
+def _local_decl(dtype: str) -> str:
+    return {"scalar": "scalar", "int": "int32_t", "int32": "int32_t", "uint32": "uint32_t"}[dtype]
+
+
+def _emit_odes(w: _KernelWriter, odes: list[ODE], rename: dict, model_name: str, method, where: str,
+               lines: list[Line], hold_if_refractory=False) -> str:
+    """Integrate ``odes`` and append the update lines; returns the method used."""
+    if not odes:
+        return "none"
+    integ = integrate(odes, model_name, method)
+    renamed_new = {}
+    for tmp, e in integ.assignments:
+        ctmp = _temp_name(tmp, rename)
+        lines.append(Line(f"const scalar {ctmp} = {w.expr(e.xreplace({**rename, **renamed_new}))};",
+                          ""))
+        renamed_new[symbol(tmp)] = symbol(ctmp)
+    for o in odes:
+        var = rename.get(symbol(o.var), symbol(o.var)).name
+        tmp = renamed_new[symbol(integ.new[o.var])].name
+        if hold_if_refractory and o.unless_refractory:
+            lines.append(Line(f"{var} = _refractory ? {var} : {tmp};", f"{o.source}  [{integ.method}]"))
+        else:
+            lines.append(Line(f"{var} = {tmp};", f"{o.source}  [{integ.method}]"))
+    return integ.method
+
+
+def _temp_name(tmp: str, rename: dict) -> str:
+    # _v_new of a prefixed model becomes _<prefix>v_new
+    for old, new in rename.items():
+        if tmp == f"_{old.name}_new":
+            return f"_{new.name}_new"
+        if tmp.endswith(f"_{old.name}") and tmp.startswith("_k"):
+            return tmp[: -len(old.name)] + new.name
+    return tmp
+
+
+def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lines: list[Line], random_owner=None):
+    for st in stmts:
+        target = rename.get(symbol(st.target), symbol(st.target)).name
+        value = st.value.xreplace(rename)
+        if st.op in ("+=", "-=") and (value - symbol(target)).free_symbols.isdisjoint({symbol(target)}):
+            rhs = w.expr(sympy.expand(value - symbol(target)) if st.op == "+=" else
+                         sympy.expand(symbol(target) - value), random_owner)
+            lines.append(Line(f"{target} {st.op} {rhs};", st.source))
+        else:
+            lines.append(Line(f"{target} = {w.expr(value, random_owner)};", st.source))
+
+
+def _written(stmts, odes=()) -> set[str]:
+    return {s.target for s in stmts} | {o.var for o in odes}
+
+
+class Generator:
+    def __init__(self, network):
+        self.net = network
+        self.arrays: list[ArraySpec] = []
+        self.kernels: list[KernelSpec] = []
+        self.integrators: dict[str, str] = {}
+        self._names: set[str] = set()
+
+    # -- arrays ------------------------------------------------------------------------
+    def add_array(self, a: ArraySpec) -> ArraySpec:
+        if a.name in self._names:
+            raise NetworkError(
+                f"two arrays of the generated code would both be named '{a.name}'; rename "
+                f"'{a.owner}' or its variable"
+            )
+        self._names.add(a.name)
+        self.arrays.append(a)
+        return a
+
+    def add_vars(self, owner: str, owner_id: int, vars_, size: int, role="state") -> dict[str, ArraySpec]:
+        out = {}
+        for k, (name, v) in enumerate(vars_.items()):
+            out[name] = self.add_array(ArraySpec(
+                name=f"{owner}_{name}", owner=owner, var=name,
+                dtype="int32" if v.dtype == "int" else "scalar",
+                size=size if v.per_element else 1, batched=v.batched, role=role, init=v.init,
+                init_stream=init_stream_id(owner_id, k),
+                comment=f"{'per element' if v.per_element else 'shared'}, "
+                        f"{'per batch instance' if v.batched else 'shared across the batch'}",
+            ))
+        return out
+
+    # -- whole network -------------------------------------------------------------------
+    def run(self) -> NetworkSpec:
+        net = self.net
+        for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values()]:
+            if obj.id > MAX_OWNER_ID:
+                raise NetworkError("too many populations, projections and current sources (at most 32767)")
+        slots = {p: 1 for p in net.populations}
+        for q in net.projections.values():
+            slots[q.pre.name] = max(slots[q.pre.name], q.delay_steps + 1)
+        pops_info = []
+        pop_arrays = {}
+        for p in net.populations.values():
+            pop_arrays[p.name] = self.population_arrays(p, slots[p.name])
+            pops_info.append({
+                "name": p.name, "size": p.size, "id": p.id, "slots": slots[p.name],
+                "record_spikes": p.record_spikes, "model": p.model.name,
+                "spike_source_array": isinstance(p.model, SpikeSourceArrayModel),
+            })
+        proj_arrays = {q.name: self.projection_arrays(q) for q in net.projections.values()}
+        cs_arrays = {c.name: self.add_vars(c.name, c.id, c.vars, c.population.size)
+                     for c in net.current_sources.values()}
+        for p in net.populations.values():
+            self.kernels.append(self.neuron_kernel(p, slots[p.name], pop_arrays, proj_arrays, cs_arrays))
+        for q in net.projections.values():
+            self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_pre"))
+        for q in net.projections.values():
+            if q.weight_update.on_post:
+                self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_post"))
+        for a in list(self.arrays):
+            if a.role == "delta":
+                self.kernels.append(self.reduction_kernel(a))
+        recorded = []
+        for k, (pop, var) in enumerate(net.recorded_vars):
+            arr = pop_arrays[pop]["vars"][var]
+            recorded.append({"index": k, "population": pop, "var": var, "array": arr.name,
+                             "batched": arr.batched, "size": arr.size})
+        projs_info = [{
+            "name": q.name, "pre": q.pre.name, "post": q.post.name, "id": q.id,
+            "connectivity": q.connectivity.kind, "n_synapses": q.n_synapses, "delay_steps": q.delay_steps,
+        } for q in net.projections.values()]
+        return NetworkSpec(net.name, net.precision, net.dt, int(net.seed), self.arrays, self.kernels,
+                           pops_info, projs_info, self.integrators, recorded)
+
+    def population_arrays(self, p, slots):
+        out = {"vars": self.add_vars(p.name, p.id, p.vars, p.size)}
+        if p.model.refractory is not None:
+            out["refrac"] = self.add_array(ArraySpec(
+                f"{p.name}_refrac", p.name, "_refrac", "int32", p.size, True, "refractory",
+                Constant(0), comment="steps of refractoriness left"))
+        out["spk_cnt"] = self.add_array(ArraySpec(
+            f"{p.name}_spk_cnt", p.name, "_spk_cnt", "uint32", 1, True, "spike_count", Constant(0), slots=slots,
+            comment="spike counts per delay slot and batch instance"))
+        out["spk"] = self.add_array(ArraySpec(
+            f"{p.name}_spk", p.name, "_spk", "uint32", p.size, True, "spikes", Constant(0), slots=slots,
+            comment="ids of the neurons that spiked, per delay slot and batch instance"))
+        out["flags"] = self.add_array(ArraySpec(
+            f"{p.name}_spiked", p.name, "_spiked", "uint8", (p.size + 7) // 8 * 8, True, "scratch", Constant(0),
+            comment="which neurons crossed threshold this step (scratch)"))
+        if isinstance(p.model, SpikeSourceArrayModel):
+            for role in ("start", "end", "ptr"):
+                out[role] = self.add_array(ArraySpec(
+                    f"{p.name}_ss_{role}", p.name, f"_ss_{role}", "uint32", p.size, True, "input", Constant(0),
+                    comment=f"spike source array: {role} index into the spike times"))
+            out["times"] = self.add_array(ArraySpec(
+                f"{p.name}_ss_times", p.name, "_ss_times", "scalar", 1, False, "input", Constant(0),
+                comment="spike source array: spike times (ms), grouped by batch instance and neuron"))
+        return out
+
+    def projection_arrays(self, q):
+        wu = q.weight_update
+        n_syn = q.n_synapses
+        out = {"syn": self.add_vars(q.name, q.id, q.wu_vars, n_syn)}
+        written = wu.plastic_vars
+        out["delta"] = {}
+        for name in sorted(written):
+            var = q.wu_vars[name]
+            if not var.batched:
+                if var.reduce is None:
+                    raise ModelError(
+                        f"variable '{name}' is shared across the batch but written on spikes "
+                        "(per batch instance); declare how instances combine with reduce: sum, mean or max, "
+                        "or make it batched",
+                        wu.name, "vars")
+                src = out["syn"][name]
+                out["delta"][name] = self.add_array(ArraySpec(
+                    f"{q.name}_{name}_delta", q.name, f"_{name}_delta", "scalar", src.size, True, "delta",
+                    Constant(0), reduce=var.reduce, target=src.name,
+                    comment=f"per-instance changes of {name}, combined by '{var.reduce}' each step"))
+        n_pre, n_post = q.pre.size, q.post.size
+        base = len(q.wu_vars)
+        out["pre"] = {}
+        for k, (name, v) in enumerate(q.wu_pre_vars.items()):
+            out["pre"][name] = self.add_array(ArraySpec(
+                f"{q.name}_{name}", q.name, name, "scalar", n_pre, True, "trace", v.init,
+                init_stream_id(q.id, base + k), comment="presynaptic trace"))
+        base += len(q.wu_pre_vars)
+        out["post"] = {}
+        for k, (name, v) in enumerate(q.wu_post_vars.items()):
+            out["post"][name] = self.add_array(ArraySpec(
+                f"{q.name}_{name}", q.name, name, "scalar", n_post, True, "trace", v.init,
+                init_stream_id(q.id, base + k), comment="postsynaptic trace"))
+        base += len(q.wu_post_vars)
+        out["ps"] = {}
+        for k, (name, v) in enumerate(q.ps_vars.items()):
+            out["ps"][name] = self.add_array(ArraySpec(
+                f"{q.name}_{name}", q.name, name, "scalar", n_post, True, "state", v.init,
+                init_stream_id(q.id, base + k), comment=f"postsynaptic model {q.postsynaptic.name}"))
+        out["in_syn"] = self.add_array(ArraySpec(
+            f"{q.name}_in_syn", q.name, IN_SYN_NAME, "scalar", n_post, True, "in_syn", Constant(0),
+            comment="input delivered to each postsynaptic neuron since the last step"))
+        if q.rows is not None:
+            r = q.rows
+            parts = [("row_start", r.row_start), ("post_ind", r.post_ind)]
+            if q.weight_update.on_post:  # learning on postsynaptic spikes walks columns
+                parts += [("col_start", r.col_start), ("col_syn", r.col_syn), ("pre_ind", r.pre_ind)]
+            for nm, data in parts:
+                a = self.add_array(ArraySpec(f"{q.name}_{nm}", q.name, f"_{nm}", "uint32", int(data.size), False,
+                                             "connectivity", None, comment=f"sparse connectivity: {nm}",
+                                             data=data))
+                out[nm] = a
+        return out
+
+    # -- kernels -------------------------------------------------------------------------
+    def neuron_kernel(self, p, slots, pop_arrays, proj_arrays, cs_arrays) -> KernelSpec:
+        net, m = self.net, p.model
+        w = _KernelWriter(net, owner_id_for_random=p.id)
+        arrays = pop_arrays[p.name]
+        loads: list[Access] = []
+        code, on_spike = w.code, w.on_spike
+        w.add_params(p.params, "", m.name)
+        rename_neuron: dict = {}
+        w.add_derived(m, rename_neuron, "")
+        written = _written([*m.reset, *m.sim_code], m.odes)
+        incoming = [q for q in net.projections.values() if q.post is p]
+        outgoing = [q for q in net.projections.values() if q.pre is p]
+        ps_written = set()
+        for q in incoming:
+            ps_written |= {s.target for s in q.postsynaptic.parse_apply(list(m.vars))}
+        for name, v in p.vars.items():
+            a = arrays["vars"][name]
+            write = name in written or name in ps_written
+            if write and not v.batched:
+                raise ModelError(
+                    f"variable '{name}' is written by the neuron update, so it must be batched", m.name, "vars")
+            loads.append(Access(name, a.name, "neuron" if v.per_element else "shared", v.batched,
+                                a.dtype, write))
+        is_ssa = isinstance(m, SpikeSourceArrayModel)
+        if "refrac" in arrays:
+            loads.append(Access("_refrac", arrays["refrac"].name, "neuron", True, "int32", True))
+        code.append(Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"))
+        # Postsynaptic models of incoming projections.
+        for q in incoming:
+            ps = q.postsynaptic
+            pa = proj_arrays[q.name]
+            pre = f"{q.name}_"
+            rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+            w.add_params(q.ps_params, pre, ps.name)
+            w.add_derived(ps, rename, pre)
+            for name in ps.vars:
+                loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
+            loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
+            code.append(Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}"))
+            _emit_statements(w, ps.parse_apply(list(m.vars)), rename, code, q.id)
+            code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
+            method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
+            if ps.odes:
+                self.integrators[f"{q.name} ({ps.name})"] = method
+        for c in net.current_sources.values():
+            if c.population is not p:
+                continue
+            pre = f"{c.name}_"
+            rename = _rename_map([*c.params, *c.model.vars], pre)
+            w.add_params(c.params, pre, c.model.name)
+            w.add_derived(c.model, rename, pre)
+            for name in c.model.vars:
+                loads.append(Access(pre + name, cs_arrays[c.name][name].name, "neuron", True, "scalar", True))
+            code.append(Line(f"{INPUT_NAME} += {w.expr(c.model.current.xreplace(rename), c.id)};",
+                             f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
+            _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
+        if m.refractory is not None:
+            steps = w.printer().doprint(m.refractory.xreplace(rename_neuron) / symbol("dt"))
+            w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)lround({steps});",
+                                    f"refractory period {m.refractory_source} in steps"))
+            code.append(Line("const bool _refractory = _refrac > 0;", "refractory?"))
+            code.append(Line("_refrac = _refractory ? _refrac - 1 : _refrac;", ""))
+        if m.odes:
+            method = _emit_odes(w, m.odes, rename_neuron, m.name, m.integrator, p.name, code,
+                                hold_if_refractory=m.refractory is not None)
+            self.integrators[p.name] = method
+        _emit_statements(w, m.sim_code, rename_neuron, code)
+        # Pre/postsynaptic traces of learning synapses live with the neurons.
+        trace_blocks = [(q, "pre", q.wu_pre_vars, q.weight_update.pre_odes, q.weight_update.on_pre_spike)
+                        for q in outgoing] + \
+                       [(q, "post", q.wu_post_vars, q.weight_update.post_odes, q.weight_update.on_post_spike)
+                        for q in incoming]
+        for q, side, tvars, odes, spike_code in trace_blocks:
+            if not tvars:
+                continue
+            wu = q.weight_update
+            pre = f"{q.name}_"
+            rename = _rename_map([*q.wu_params, *tvars], pre)
+            w.add_params(q.wu_params, pre, wu.name)
+            w.add_derived(wu, rename, pre)
+            for name in tvars:
+                loads.append(Access(pre + name, proj_arrays[q.name][side][name].name, "neuron", True, "scalar",
+                                    True))
+            _emit_odes(w, odes, rename, wu.name, None, q.name, code)
+            _emit_statements(w, spike_code, rename, on_spike, q.id)
+        if is_ssa:
+            spike_cond = "_ss_fire"
+        elif m.threshold is not None:
+            cond = w.expr(m.threshold.xreplace(rename_neuron))
+            if m.refractory is not None:
+                cond = f"!_refractory && ({cond})"
+            spike_cond = cond
+            code.append(Line(f"const bool _spike = {cond};", f"threshold: {m.threshold_source}"))
+            spike_cond = "_spike"
+        else:
+            spike_cond = None
+        reset_lines: list[Line] = []
+        _emit_statements(w, m.reset, rename_neuron, reset_lines)
+        if m.refractory is not None:
+            reset_lines.append(Line("_refrac = _refrac_steps;", f"refractory for {m.refractory_source}"))
+        on_spike[:0] = reset_lines
+        if m.reset:
+            on_spike[0].comment = "reset: " + on_spike[0].comment
+        info = {
+            "size": p.size, "slots": slots, "spike_condition": spike_cond, "on_spike": on_spike,
+            "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
+            "flags_stride": arrays["flags"].size,
+            "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
+            "writes": [arrays["spk"].name, arrays["spk_cnt"].name],
+        }
+        if is_ssa:
+            info.update({k: arrays[k].name for k in ("start", "end", "ptr", "times")})
+        description = (f"neuron update of population '{p.name}' ({p.size} x {m.name}; "
+                       f"integrator: {self.integrators.get(p.name, 'none')})")
+        return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
+                          w.finish_constants(), loads, code, info)
+
+    def synapse_kernel(self, q, slots, proj_arrays, which) -> KernelSpec:
+        net, wu = self.net, q.weight_update
+        pa = proj_arrays[q.name]
+        w = _KernelWriter(net, owner_id_for_random=q.id)
+        w.add_params(q.wu_params, "", wu.name)
+        w.add_derived(wu, {}, "")
+        stmts = wu.on_pre if which == "on_pre" else wu.on_post
+        written = {s.target for s in stmts}
+        loads = []
+        for name, v in q.wu_vars.items():
+            a = pa["syn"][name]
+            write = name in written
+            delta = pa["delta"][name].name if write and not v.batched else None
+            loads.append(Access(name, a.name, "syn" if v.per_element else "shared", v.batched, a.dtype,
+                                write, delta))
+        for name in q.wu_pre_vars:
+            loads.append(Access(name, pa["pre"][name].name, "pre", True))
+        for name in q.wu_post_vars:
+            loads.append(Access(name, pa["post"][name].name, "post", True))
+        code = w.code
+        delivers = any(s.target == DELIVER_NAME for s in stmts)
+        if delivers:
+            code.append(Line(f"scalar {DELIVER_NAME} = 0;", "input this synapse delivers"))
+        _emit_statements(w, stmts, {}, code)
+        src = wu.source[which]
+        source_pop = q.pre if which == "on_pre" else q.post
+        info = {
+            "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
+            "n_synapses": q.n_synapses, "delay_steps": q.delay_steps if which == "on_pre" else 0,
+            "slots": slots[source_pop.name], "spk": f"{source_pop.name}_spk",
+            "spk_cnt": f"{source_pop.name}_spk_cnt", "delivers": delivers, "in_syn": pa["in_syn"].name,
+            "which": which,
+        }
+        if q.rows is not None:
+            info.update({k: pa[k].name for k in ("row_start", "post_ind", "col_start", "col_syn", "pre_ind")
+                         if k in pa})
+        if delivers:
+            info["writes"] = [pa["in_syn"].name]
+        kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"
+        spikes = "presynaptic" if which == "on_pre" else "postsynaptic"
+        description = (f"{spikes} spikes of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
+                       f"{q.connectivity.kind}, {wu.name}"
+                       f"{f', delay {q.delay_steps} steps' if which == 'on_pre' and q.delay_steps else ''})")
+        if isinstance(src, str):
+            description += "; " + " | ".join(line.strip() for line in src.strip().splitlines())
+        return KernelSpec(f"{kind}_{q.name}", kind, q.name, "synapse_update", description, w.finish_constants(), loads,
+                          code, info)
+
+    def reduction_kernel(self, delta: ArraySpec) -> KernelSpec:
+        return KernelSpec(
+            f"batch_reduce_{delta.name}", "batch_reduction", delta.owner, "batch_reduction",
+            f"combine the per-instance changes of {delta.target} across the batch ({delta.reduce})",
+            [], [], [], {"delta": delta.name, "target": delta.target, "size": delta.size, "reduce": delta.reduce,
+                         "writes": [delta.target, delta.name]},
+        )
+
+
+def generate(network) -> NetworkSpec:
+    """Turn a :class:`~spikeforge.network.Network` into kernel specs."""
+    return Generator(network).run()
+
+
+__all__ = ["generate", "rand_normal", "rand_uniform"]

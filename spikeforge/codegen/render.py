@@ -1,0 +1,76 @@
+"""Kernel specs → source text, through the Jinja2 templates of a backend.
+
+Brian2's contract: ``StrictUndefined`` (a missing value is an error, never an empty
+string), ``trim_blocks``/``lstrip_blocks`` so the templates can be indented for people,
+and one template per kernel kind extending a common base.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import jinja2
+
+from .. import __version__
+from .ir import NetworkSpec
+
+_SUFFIX = {"cpu": ".cpp.j2", "cuda": ".cu.j2"}
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    root = resources.files("spikeforge") / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env
+
+
+def philox_header() -> str:
+    return (resources.files("spikeforge") / "templates" / "common" / "philox.h").read_text()
+
+
+_CTYPES = {"scalar": "scalar", "int32": "int32_t", "uint32": "uint32_t", "uint8": "uint8_t"}
+
+
+def kernel_arrays(spec: NetworkSpec, kernel) -> list[str]:
+    """Every array a kernel touches, in a stable order."""
+    names = {a.name for a in spec.arrays}
+    used = {a.array for a in kernel.loads} | {a.delta for a in kernel.loads if a.delta}
+    used |= {v for v in kernel.info.values() if isinstance(v, str) and v in names}
+    used |= set(kernel.writes)
+    return sorted(used)
+
+
+def render_kernel(spec: NetworkSpec, kernel, backend: str = "cpu") -> str:
+    template = environment().get_template(f"{backend}/{kernel.template}{_SUFFIX[backend]}")
+    pointers = [(_CTYPES[spec.array(n).dtype], n) for n in kernel_arrays(spec, kernel)]
+    return template.render(k=kernel, spec=spec, pointers=pointers).rstrip() + "\n"
+
+
+def render_network(spec: NetworkSpec, backend: str = "cpu") -> str:
+    """The whole translation unit for ``backend`` (stable: same spec, same text)."""
+    kernels = [render_kernel(spec, k, backend) for k in spec.kernels]
+    recorded_pops = [p["name"] for p in spec.populations if p["record_spikes"]]
+    template = environment().get_template(f"{backend}/model{_SUFFIX[backend]}")
+    text = template.render(
+        spec=spec,
+        kernels=kernels,
+        philox=philox_header(),
+        version=__version__,
+        recorded_pops=recorded_pops,
+        rsuffix="f" if spec.precision == "float" else "d",
+    )
+    # collapse runs of blank lines left by conditional blocks
+    lines, blank = [], 0
+    for line in text.splitlines():
+        blank = blank + 1 if not line.strip() else 0
+        if blank <= 1:
+            lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"

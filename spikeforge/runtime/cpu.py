@@ -1,0 +1,135 @@
+"""The CPU backend: generated C++ (OpenMP over the batch), built into a shared library by
+the system C++ compiler, state in numpy arrays the library works on in place."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+import numpy as np
+
+from ..codegen.ir import NetworkSpec
+from ..codegen.render import render_network
+from .build import build_and_load
+
+_NP = {"int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
+
+
+def numpy_dtype(dtype: str, precision: str):
+    if dtype == "scalar":
+        return np.float32 if precision == "float" else np.float64
+    return _NP[dtype]
+
+
+class CpuBackend:
+    """Owns the compiled library and one simulation context."""
+
+    name = "cpu"
+
+    def __init__(self, spec: NetworkSpec, batch_size: int, threads: int | None = None):
+        self.spec = spec
+        self.batch_size = batch_size
+        t0 = time.perf_counter()
+        self.source = render_network(spec, "cpu")
+        self.codegen_seconds = time.perf_counter() - t0
+        self.lib, self.build = build_and_load(self.source, name=spec.name, describe=f"network '{spec.name}'")
+        self._declare()
+        if threads is not None:
+            self.lib.sf_set_num_threads(int(threads))
+        self.ctx = ctypes.c_void_p(self.lib.sf_create(batch_size, ctypes.c_uint64(spec.seed)))
+        if self.lib.sf_num_arrays() != len(spec.arrays):
+            raise RuntimeError("generated library does not match its spec (array count)")
+        self.arrays: dict[str, np.ndarray] = {}
+        for index, a in enumerate(spec.arrays):
+            shape = a.shape(batch_size)
+            if a.data is not None:
+                arr = np.ascontiguousarray(a.data, dtype=numpy_dtype(a.dtype, spec.precision))
+            else:
+                arr = np.zeros(shape, dtype=numpy_dtype(a.dtype, spec.precision))
+            self._bind(index, a.name, arr)
+
+    def _declare(self):
+        L = self.lib
+        vp, u64, u32 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32
+        L.sf_create.restype = vp
+        L.sf_create.argtypes = [u32, u64]
+        L.sf_destroy.argtypes = [vp]
+        L.sf_bind.argtypes = [vp, ctypes.c_int, vp]
+        L.sf_bind.restype = ctypes.c_int
+        L.sf_initialise_state.argtypes = [vp]
+        L.sf_run.argtypes = [vp, u64]
+        L.sf_get_step.argtypes = [vp]
+        L.sf_get_step.restype = u64
+        L.sf_set_step.argtypes = [vp, u64]
+        L.sf_spike_count.argtypes = [vp, ctypes.c_int, u32]
+        L.sf_spike_count.restype = u64
+        L.sf_spike_copy.argtypes = [vp, ctypes.c_int, u32, vp]
+        L.sf_spike_clear.argtypes = [vp]
+        L.sf_set_var_recording.argtypes = [vp, ctypes.c_int, vp, u64]
+        L.sf_var_recorded.argtypes = [vp]
+        L.sf_var_recorded.restype = u64
+        L.sf_set_num_threads.argtypes = [ctypes.c_int]
+        L.sf_set_num_threads.restype = ctypes.c_int
+
+    def _bind(self, index: int, name: str, arr: np.ndarray):
+        self.arrays[name] = arr
+        if self.lib.sf_bind(self.ctx, index, arr.ctypes.data) != 0:
+            raise RuntimeError(f"cannot bind array {name}")
+
+    # -- the backend interface -------------------------------------------------------------
+    def initialise(self):
+        self.lib.sf_initialise_state(self.ctx)
+        self.lib.sf_spike_clear(self.ctx)
+
+    def run(self, n_steps: int):
+        self.lib.sf_run(self.ctx, int(n_steps))
+
+    @property
+    def step(self) -> int:
+        return int(self.lib.sf_get_step(self.ctx))
+
+    @step.setter
+    def step(self, value: int):
+        self.lib.sf_set_step(self.ctx, int(value))
+
+    def pull(self, name: str) -> np.ndarray:
+        return self.arrays[name].copy()
+
+    def push(self, name: str, values: np.ndarray):
+        self.arrays[name][...] = values
+
+    def replace(self, name: str, values: np.ndarray):
+        """Give an array a new size (spike source times)."""
+        index = [a.name for a in self.spec.arrays].index(name)
+        self._bind(index, name, np.ascontiguousarray(values))
+
+    def spikes(self, rec_index: int, b: int) -> np.ndarray:
+        n = int(self.lib.sf_spike_count(self.ctx, rec_index, b))
+        out = np.empty(2 * n, dtype=np.uint32)
+        if n:
+            self.lib.sf_spike_copy(self.ctx, rec_index, b, out.ctypes.data)
+        return out.reshape(n, 2)
+
+    def clear_spikes(self):
+        self.lib.sf_spike_clear(self.ctx)
+
+    def set_var_recording(self, buffers: list[np.ndarray | None], capacity: int):
+        self._var_buffers = buffers  # keep alive while the library writes into them
+        for k, buf in enumerate(buffers):
+            self.lib.sf_set_var_recording(self.ctx, k, None if buf is None else buf.ctypes.data, capacity)
+        if not buffers:
+            return
+
+    def var_recorded(self) -> int:
+        return int(self.lib.sf_var_recorded(self.ctx))
+
+    def close(self):
+        if getattr(self, "ctx", None):
+            self.lib.sf_destroy(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,251 @@
+"""A built network, running on one backend: run, read and write state, recordings."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.generate import generate
+from ..errors import BackendUnavailableError, NetworkError
+
+log = logging.getLogger("spikeforge.runtime")
+
+BACKENDS = ("cpu",)
+
+
+def _make_backend(name: str, spec, batch_size: int, **options):
+    if name == "cpu":
+        from .cpu import CpuBackend
+
+        return CpuBackend(spec, batch_size, **options)
+    raise BackendUnavailableError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
+
+
+class Simulation:
+    """``network`` generated, compiled and loaded on ``backend``, with its state initialised.
+
+    >>> sim = network.build()            # or Simulation(network, backend="cpu")
+    >>> sim.run(duration=1000.0)         # ms
+    >>> times, ids = sim.spikes("exc")[0]
+    """
+
+    def __init__(self, network, backend: str = "cpu", threads: int | None = None):
+        self.network = network
+        self.batch_size = int(network.batch_size)
+        t0 = time.perf_counter()
+        self.spec = generate(network)
+        for name, method in self.spec.integrators.items():
+            log.info("%s: integrator %s", name, method)
+        self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads)
+        self.build_seconds = time.perf_counter() - t0
+        self.from_cache = self.backend.build.from_cache
+        self._spike_pops = [p["name"] for p in self.spec.populations if p["record_spikes"]]
+        self._pop_info = {p["name"]: p for p in self.spec.populations}
+        self._var_chunks: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
+        self._spike_inputs: dict[str, tuple] = {}
+        self.run_seconds = 0.0
+        self.reset()
+
+    # -- time ----------------------------------------------------------------------------
+    @property
+    def dt(self) -> float:
+        return self.network.dt
+
+    @property
+    def step(self) -> int:
+        return self.backend.step
+
+    @property
+    def t(self) -> float:
+        """Time of the next step, in ms."""
+        return self.step * self.dt
+
+    @property
+    def source(self) -> str:
+        """The generated source code."""
+        return self.backend.source
+
+    def reset(self):
+        """Back to the initial state (same seed, same initial values), recordings cleared."""
+        self.backend.initialise()
+        for pop, (start, end, times) in self._spike_inputs.items():
+            self._push_spike_input(pop, start, end, times)
+        self._var_chunks = [[] for _ in self.spec.recorded_vars]
+
+    def run(self, duration: float | None = None, steps: int | None = None):
+        """Advance by ``duration`` ms or by ``steps`` steps; the loop runs in generated code."""
+        if (duration is None) == (steps is None):
+            raise ValueError("give exactly one of duration (ms) or steps")
+        if steps is None:
+            if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
+                raise ValueError(f"duration must be a non-negative number of ms, got {duration!r}")
+            steps = int(round(duration / self.dt))
+        if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        steps = int(steps)
+        buffers = []
+        for r in self.spec.recorded_vars:
+            shape = (steps, self.batch_size, r["size"]) if r["batched"] else (steps, r["size"])
+            buffers.append(np.zeros(shape, dtype=self._scalar))
+        if buffers:
+            self.backend.set_var_recording(buffers, steps)
+        t0 = time.perf_counter()
+        self.backend.run(steps)
+        self.run_seconds = time.perf_counter() - t0
+        if buffers:
+            n = self.backend.var_recorded()
+            for chunks, buf in zip(self._var_chunks, buffers):
+                chunks.append(buf[:n])
+        return self
+
+    @property
+    def _scalar(self):
+        return np.float32 if self.spec.precision == "float" else np.float64
+
+    # -- state ---------------------------------------------------------------------------
+    def _array_for(self, owner: str, var: str):
+        for a in self.spec.arrays:
+            if a.owner == owner and a.var == var and a.role in ("state", "trace"):
+                return a
+        owners = sorted({a.owner for a in self.spec.arrays})
+        if owner not in owners:
+            raise NetworkError(f"no population, projection or current source named '{owner}' "
+                               f"(known: {', '.join(owners)})")
+        names = sorted(a.var for a in self.spec.arrays if a.owner == owner and a.role in ("state", "trace"))
+        raise NetworkError(f"'{owner}' has no variable '{var}' (variables: {', '.join(names) or 'none'})")
+
+    def get(self, owner: str, var: str) -> np.ndarray:
+        """A copy of a variable: shape (batch, n) if batched, else (n,)."""
+        return self.backend.pull(self._array_for(owner, var).name)
+
+    def set(self, owner: str, var: str, values):
+        """Write a variable; ``values`` must have its shape or broadcast to it."""
+        a = self._array_for(owner, var)
+        shape = a.shape(self.batch_size)
+        arr = np.asarray(values, dtype=float)
+        if not np.all(np.isfinite(arr)):
+            raise NetworkError(f"{owner}.{var}: values must be finite")
+        try:
+            arr = np.broadcast_to(arr, shape)
+        except ValueError:
+            raise NetworkError(
+                f"{owner}.{var}: cannot set values of shape {np.shape(values)}; the variable has shape "
+                f"{shape}" + (" (batch, elements)" if a.batched else "")
+            ) from None
+        self.backend.push(a.name, arr)
+
+    # -- spikes in ------------------------------------------------------------------------
+    def set_spike_times(self, population: str, spikes):
+        """Spike times (ms) of a spike-source-array population.
+
+        ``spikes`` is ``(times, ids)`` for every batch instance alike, or a list of
+        ``batch_size`` such pairs, one per instance.
+        """
+        info = self._pop_info.get(population)
+        if info is None or not info["spike_source_array"]:
+            raise NetworkError(f"'{population}' is not a spike source array population")
+        n = info["size"]
+        B = self.batch_size
+        if isinstance(spikes, tuple) and len(spikes) == 2:
+            per_batch = [spikes] * B
+        else:
+            per_batch = list(spikes)
+            if len(per_batch) != B:
+                raise NetworkError(f"{population}: expected spikes for {B} batch instances, got {len(per_batch)}")
+        start = np.zeros((B, n), dtype=np.uint32)
+        end = np.zeros((B, n), dtype=np.uint32)
+        all_times = []
+        offset = 0
+        for b, (times, ids) in enumerate(per_batch):
+            times = np.asarray(times, dtype=float).ravel()
+            ids = np.asarray(ids).ravel()
+            if times.shape != ids.shape:
+                raise NetworkError(f"{population}: times and ids differ in length ({times.size} vs {ids.size})")
+            if not np.all(np.isfinite(times)):
+                raise NetworkError(f"{population}: spike times must be finite")
+            if ids.size and (ids.min() < 0 or ids.max() >= n or not np.all(ids == np.round(ids))):
+                raise NetworkError(f"{population}: neuron ids must be integers in [0, {n})")
+            ids = ids.astype(np.int64)
+            order = np.lexsort((times, ids))
+            counts = np.bincount(ids, minlength=n)
+            start[b] = offset + np.concatenate([[0], np.cumsum(counts)[:-1]])
+            end[b] = offset + np.cumsum(counts)
+            all_times.append(times[order])
+            offset += times.size
+        times = np.concatenate(all_times) if all_times else np.zeros(0)
+        times = np.concatenate([times, [np.inf]]).astype(self._scalar)  # never empty
+        self._spike_inputs[population] = (start, end, times)
+        self._push_spike_input(population, start, end, times)
+
+    def _push_spike_input(self, pop, start, end, times):
+        self.backend.replace(f"{pop}_ss_times", times)
+        self.backend.push(f"{pop}_ss_start", start)
+        self.backend.push(f"{pop}_ss_end", end)
+        self.backend.push(f"{pop}_ss_ptr", start)
+
+    # -- recordings ------------------------------------------------------------------------
+    def spikes(self, population: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Recorded spikes of ``population``: per batch instance, (times in ms, neuron ids)."""
+        if population not in self._spike_pops:
+            raise NetworkError(f"spikes of '{population}' are not recorded (recorded: "
+                               f"{', '.join(self._spike_pops) or 'none'})")
+        k = self._spike_pops.index(population)
+        out = []
+        for b in range(self.batch_size):
+            pairs = self.backend.spikes(k, b)
+            out.append((pairs[:, 0].astype(np.float64) * self.dt, pairs[:, 1].astype(np.int64)))
+        return out
+
+    def spike_counts(self) -> dict[str, int]:
+        """Total recorded spikes per population, over all batch instances."""
+        return {p: int(sum(ids.size for _, ids in self.spikes(p))) for p in self._spike_pops}
+
+    def recorded(self, population: str, var: str) -> np.ndarray:
+        """Recorded values of ``population.var``: (steps, batch, n) or (steps, n) if shared."""
+        for r, chunks in zip(self.spec.recorded_vars, self._var_chunks):
+            if r["population"] == population and r["var"] == var:
+                if not chunks:
+                    shape = (0, self.batch_size, r["size"]) if r["batched"] else (0, r["size"])
+                    return np.zeros(shape, dtype=self._scalar)
+                return np.concatenate(chunks, axis=0)
+        raise NetworkError(f"{population}.{var} is not recorded")
+
+    def save(self, path) -> Path:
+        """Save the recordings to ``path`` (.npz), written atomically.
+
+        Layout: ``spikes/<pop>/times`` and ``spikes/<pop>/ids`` (concatenated over the
+        batch) with ``spikes/<pop>/batch`` (the batch instance of each spike);
+        ``vars/<pop>/<var>`` with shape (steps, batch, n); ``dt`` and ``batch_size``.
+        """
+        path = Path(path)
+        data = {"dt": np.float64(self.dt), "batch_size": np.int64(self.batch_size)}
+        for pop in self._spike_pops:
+            sp = self.spikes(pop)
+            data[f"spikes/{pop}/times"] = np.concatenate([t for t, _ in sp])
+            data[f"spikes/{pop}/ids"] = np.concatenate([i for _, i in sp])
+            data[f"spikes/{pop}/batch"] = np.concatenate(
+                [np.full(i.size, b, dtype=np.int64) for b, (_, i) in enumerate(sp)])
+        for r in self.spec.recorded_vars:
+            data[f"vars/{r['population']}/{r['var']}"] = self.recorded(r["population"], r["var"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def close(self):
+        self.backend.close()
