@@ -74,7 +74,7 @@ class _KernelWriter:
         def random_call(kind, site):
             if owner is None:
                 raise ValueError("no random numbers here")
-            return f"sf_{kind}_{suffix}(_seed, _i, _b, (uint32_t)_step, 0x{stream_id(owner, site):08x}u)"
+            return f"sf_{kind}_{suffix}(_seed, _i, _b + _batch_offset, (uint32_t)_step, 0x{stream_id(owner, site):08x}u)"
 
         return CPrinter(self.precision, random_call)
 

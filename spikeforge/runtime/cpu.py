@@ -26,7 +26,7 @@ class CpuBackend:
 
     name = "cpu"
 
-    def __init__(self, spec: NetworkSpec, batch_size: int, threads: int | None = None):
+    def __init__(self, spec: NetworkSpec, batch_size: int, threads: int | None = None, batch_offset: int = 0):
         self.spec = spec
         self.batch_size = batch_size
         t0 = time.perf_counter()
@@ -36,7 +36,7 @@ class CpuBackend:
         self._declare()
         if threads is not None:
             self.lib.sf_set_num_threads(int(threads))
-        self.ctx = ctypes.c_void_p(self.lib.sf_create(batch_size, ctypes.c_uint64(spec.seed)))
+        self.ctx = ctypes.c_void_p(self.lib.sf_create(batch_size, batch_offset, ctypes.c_uint64(spec.seed)))
         if self.lib.sf_num_arrays() != len(spec.arrays):
             raise RuntimeError("generated library does not match its spec (array count)")
         self.arrays: dict[str, np.ndarray] = {}
@@ -52,7 +52,7 @@ class CpuBackend:
         L = self.lib
         vp, u64, u32 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32
         L.sf_create.restype = vp
-        L.sf_create.argtypes = [u32, u64]
+        L.sf_create.argtypes = [u32, u32, u64]
         L.sf_destroy.argtypes = [vp]
         L.sf_bind.argtypes = [vp, ctypes.c_int, vp]
         L.sf_bind.restype = ctypes.c_int

@@ -30,19 +30,27 @@ def _make_backend(name: str, spec, batch_size: int, **options):
 class Simulation:
     """``network`` generated, compiled and loaded on ``backend``, with its state initialised.
 
+    Batch instance ``b`` draws its random numbers as global instance ``batch_offset + b``:
+    a run with ``batch_size=1, batch_offset=k`` reproduces instance ``k`` of a batched run
+    (and data-parallel ranks each take their slice of the global batch).
+
     >>> sim = network.build()            # or Simulation(network, backend="cpu")
     >>> sim.run(duration=1000.0)         # ms
     >>> times, ids = sim.spikes("exc")[0]
     """
 
-    def __init__(self, network, backend: str = "cpu", threads: int | None = None):
+    def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0):
         self.network = network
         self.batch_size = int(network.batch_size)
         t0 = time.perf_counter()
         self.spec = generate(network)
         for name, method in self.spec.integrators.items():
             log.info("%s: integrator %s", name, method)
-        self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads)
+        if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:
+            raise NetworkError(f"batch_offset must be a non-negative integer, got {batch_offset!r}")
+        self.batch_offset = batch_offset
+        self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads,
+                                     batch_offset=batch_offset)
         self.build_seconds = time.perf_counter() - t0
         self.from_cache = self.backend.build.from_cache
         self._spike_pops = [p["name"] for p in self.spec.populations if p["record_spikes"]]

@@ -1,0 +1,20 @@
+"""The CUBA network built through the Python API (shared by tests and benchmarks)."""
+
+from spikeforge import models as m
+from spikeforge.network import FixedProbability, Network
+
+
+def cuba_network(n=4000, batch_size=1, precision="float", seed=42, p=None, name="cuba"):
+    """Vogels & Abbott CUBA as in Brian2's example; ``p`` defaults to 80 synapses/neuron."""
+    p = 80.0 / n if p is None else p
+    net = Network(name, dt=0.1, batch_size=batch_size, seed=seed, precision=precision)
+    lif = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=5.0)
+    n_exc = n * 4 // 5
+    for pop, size in (("exc", n_exc), ("inh", n - n_exc)):
+        net.add_population(pop, size, m.LIF, params=lif, init={"v": {"uniform": [-60.0, -50.0]}},
+                           record_spikes=True)
+    for pre, w, tau in (("exc", 1.62, 5.0), ("inh", -9.0, 10.0)):
+        for post in ("exc", "inh"):
+            net.add_projection(f"{pre}_{post}", pre, post, m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(p),
+                               wu_params={"w": w}, ps_params={"tau_syn": tau})
+    return net
