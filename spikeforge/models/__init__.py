@@ -19,6 +19,7 @@ from .builtins import (
     STDP,
     WEIGHT_UPDATES,
     delta_curr,
+    stdp,
 )
 from .neuron import NeuronModel, SpikeSourceArrayModel
 from .synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
@@ -27,6 +28,6 @@ from .variables import Constant, Normal, Uniform, Var
 __all__ = [
     "ALIF", "CURRENT_SOURCES", "DC", "DELTA_CURR", "EXP_CURR", "IZHIKEVICH", "LEAKY_INTEGRATOR", "LIF",
     "NEURONS", "NOISE", "POISSON", "POSTSYNAPTIC", "SPIKE_SOURCE_ARRAY", "STATIC", "STATIC_CONSTANT", "STDP",
-    "WEIGHT_UPDATES", "delta_curr", "NeuronModel", "SpikeSourceArrayModel", "CurrentSourceModel",
+    "WEIGHT_UPDATES", "delta_curr", "stdp", "NeuronModel", "SpikeSourceArrayModel", "CurrentSourceModel",
     "PostsynapticModel", "WeightUpdateModel", "Constant", "Normal", "Uniform", "Var",
 ]

@@ -86,29 +86,40 @@ STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w")
 
 STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w")
 
-STDP = WeightUpdateModel(
-    "stdp",
-    params={
-        "tau_plus": 20.0,
-        "tau_minus": 20.0,
-        "a_plus": 0.01,
-        "a_minus": 0.012,
-        "w_min": 0.0,
-        "w_max": 1.0,
-    },
-    vars=[Var("w", batched=False, reduce="mean")],
-    pre_vars={"x_pre": 0.0},
-    post_vars={"x_post": 0.0},
-    pre_equations="dx_pre/dt = -x_pre / tau_plus",
-    post_equations="dx_post/dt = -x_post / tau_minus",
-    on_pre_spike="x_pre += 1",
-    on_post_spike="x_post += 1",
-    on_pre="""
-        post_input += w
-        w = clip(w - a_minus * x_post, w_min, w_max)   # depression
-    """,
-    on_post="w = clip(w + a_plus * x_pre, w_min, w_max)   # potentiation",
-)
+def stdp(reduce: str = "mean", batched: bool = False) -> WeightUpdateModel:
+    """Pair-based additive STDP with exponential pre/post traces.
+
+    The weight ``w`` is shared across the batch by default and each step the changes
+    made by the batch instances are combined by ``reduce`` (``sum``, ``mean``, ``max``);
+    ``batched=True`` gives every instance its own weights instead.
+    """
+    name = "stdp" if (reduce, batched) == ("mean", False) else ("stdp_batched" if batched else f"stdp_{reduce}")
+    return WeightUpdateModel(
+        name,
+        params={
+            "tau_plus": 20.0,
+            "tau_minus": 20.0,
+            "a_plus": 0.01,
+            "a_minus": 0.012,
+            "w_min": 0.0,
+            "w_max": 1.0,
+        },
+        vars=[Var("w", batched=batched, reduce=None if batched else reduce)],
+        pre_vars={"x_pre": 0.0},
+        post_vars={"x_post": 0.0},
+        pre_equations="dx_pre/dt = -x_pre / tau_plus",
+        post_equations="dx_post/dt = -x_post / tau_minus",
+        on_pre_spike="x_pre += 1",
+        on_post_spike="x_post += 1",
+        on_pre="""
+            post_input += w
+            w = clip(w - a_minus * x_post, w_min, w_max)   # depression
+        """,
+        on_post="w = clip(w + a_plus * x_pre, w_min, w_max)   # potentiation",
+    )
+
+
+STDP = stdp()
 
 # -- current sources --------------------------------------------------------------------
 
