@@ -65,10 +65,21 @@ def test_key_depends_on_source_flags_and_name():
     assert r1.key == base and r2.key != r1.key and r2.path != r1.path
 
 
-def test_default_flags_are_portable_and_strict():
+def test_default_flags_are_strict_and_native_only_with_cpu_in_key(monkeypatch):
     flags = B._default_flags(GXX)
-    assert "-ffp-contract=off" in flags and "-march=native" not in flags
+    assert "-ffp-contract=off" in flags and "-ffast-math" not in flags
     assert ("-fopenmp" in flags) != ("-Wno-unknown-pragmas" in flags)
+    monkeypatch.setenv("SPIKEFORGE_PORTABLE", "1")
+    portable = B._default_flags(GXX)
+    assert "-march=native" not in portable
+    src = 'extern "C" int answer() { return 42; }\n'
+    if "-march=native" in flags:
+        # another CPU would get another key for the native build, the same for the portable one
+        native_key = B.cache_key(src, flags=flags, cxx=GXX)
+        portable_key = B.cache_key(src, flags=portable, cxx=GXX)
+        monkeypatch.setattr(B, "cpu_fingerprint", lambda: "some-other-cpu")
+        assert B.cache_key(src, flags=flags, cxx=GXX) != native_key
+        assert B.cache_key(src, flags=portable, cxx=GXX) == portable_key
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncate", "missing_meta", "garbage_with_matching_meta"])

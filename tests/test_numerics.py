@@ -144,7 +144,7 @@ def test_poisson_rate_is_right():
 
 @pytest.mark.parametrize("precision", ["float", "double"])
 def test_cuba_runs_with_plausible_rate(precision):
-    from tests.cuba import cuba_network
+    from spikeforge.networks import cuba_network
 
     net = cuba_network(precision=precision)
     sim = net.build()

@@ -59,12 +59,14 @@ log = logging.getLogger("spikeforge.build")
 # Bump whenever the layout of an entry or the meaning of the key changes.
 CACHE_FORMAT_VERSION = "1"
 
-# No -march=native: cached libraries must stay valid on any machine that shares the cache
-# (CI runners, a cluster's nodes), and the host's vector ISA must not change results.
 # -ffp-contract=off forbids fusing a*b+c into an FMA, which would round differently from
 # numpy and from the other backends; with it (and no -ffast-math) every operation is
 # IEEE-rounded as written, so backends can be compared bit for bit. -fno-trapping-math
 # changes no result (we never enable FP traps) but lets conditional selects vectorise.
+# -march=native (added when the compiler takes it, unless SPIKEFORGE_PORTABLE=1) only
+# widens the vectors: element-wise IEEE arithmetic gives the same bits at any width. The
+# host CPU's feature flags are part of the cache key, so a cache shared by different
+# machines never hands one a library built for another's instruction set.
 BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-trapping-math")
 
 _CANDIDATES = ("c++", "g++", "clang++")
@@ -144,10 +146,35 @@ def _supports_openmp(cxx: str) -> bool:
     return res.returncode == 0
 
 
+@functools.lru_cache(maxsize=None)
+def _supports_flag(cxx: str, flag: str) -> bool:
+    with tempfile.TemporaryDirectory(prefix="spikeforge-flag-") as tmp:
+        Path(tmp, "probe.cpp").write_text('extern "C" int n() { return 1; }\n')
+        try:
+            res = subprocess.run([cxx, "-shared", "-fPIC", flag, "probe.cpp", "-o", "libprobe.so"],
+                                 cwd=tmp, capture_output=True, check=False)
+        except OSError:
+            return False
+    return res.returncode == 0
+
+
 def _default_flags(cxx: str) -> list[str]:
     # Without OpenMP the '#pragma omp' lines are simply ignored, silently.
-    extra = "-fopenmp" if _supports_openmp(cxx) else "-Wno-unknown-pragmas"
-    return [*BASE_FLAGS, extra]
+    extra = ["-fopenmp" if _supports_openmp(cxx) else "-Wno-unknown-pragmas"]
+    if os.environ.get("SPIKEFORGE_PORTABLE", "") in ("", "0") and _supports_flag(cxx, "-march=native"):
+        extra.append("-march=native")
+    return [*BASE_FLAGS, *extra]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_fingerprint() -> str:
+    """What the compiler's -march=native sees: the CPU model and its feature flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = [line for line in text.splitlines() if line.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return hashlib.sha256("\n".join(sorted(set(wanted))).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- cache
@@ -177,7 +204,8 @@ def _key(source: str, name: str, flags: list[str], cxx: str) -> str:
     # JSON keeps the fields unambiguous; the machine is included because, whatever the
     # flags, code compiled for x86_64 is of no use to an aarch64 host sharing the cache.
     blob = json.dumps(
-        [CACHE_FORMAT_VERSION, compiler_identity(cxx), " ".join(flags), platform.machine(), name, source]
+        [CACHE_FORMAT_VERSION, compiler_identity(cxx), " ".join(flags), platform.machine(),
+         cpu_fingerprint() if "-march=native" in flags else "", name, source]
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -1,7 +1,7 @@
-"""The CUBA network built through the Python API (shared by tests and benchmarks)."""
+"""Ready-made networks built through the Python API (used by the tests and benchmarks)."""
 
-from spikeforge import models as m
-from spikeforge.network import FixedProbability, Network
+from . import models as m
+from .network import FixedProbability, Network
 
 
 def cuba_network(n=4000, batch_size=1, precision="float", seed=42, p=None, name="cuba"):
