@@ -14,6 +14,7 @@ import jinja2
 
 from .. import __version__
 from .ir import NetworkSpec
+from .launch import RECORD_BLOCK, kernel_launch
 
 _SUFFIX = {"cpu": ".cpp.j2", "cuda": ".cu.j2"}
 
@@ -39,24 +40,30 @@ def philox_header() -> str:
 _CTYPES = {"scalar": "scalar", "int32": "int32_t", "uint32": "uint32_t", "uint8": "uint8_t"}
 
 
-def kernel_arrays(spec: NetworkSpec, kernel) -> list[str]:
+def kernel_arrays(spec: NetworkSpec, kernel, backend: str = "cpu") -> list[str]:
     """Every array a kernel touches, in a stable order."""
     names = {a.name for a in spec.arrays}
     used = {a.array for a in kernel.loads} | {a.delta for a in kernel.loads if a.delta}
-    used |= {v for v in kernel.info.values() if isinstance(v, str) and v in names}
+    used |= {v for key, v in kernel.info.items() if isinstance(v, str) and v in names
+             and not (backend == "cuda" and key == "flags")}  # CUDA gathers spikes in shared memory
     used |= set(kernel.writes)
     return sorted(used)
 
 
-def render_kernel(spec: NetworkSpec, kernel, backend: str = "cpu") -> str:
+def render_kernel(spec: NetworkSpec, kernel, backend: str = "cpu", block_sizes: dict | None = None) -> str:
     template = environment().get_template(f"{backend}/{kernel.template}{_SUFFIX[backend]}")
-    pointers = [(_CTYPES[spec.array(n).dtype], n) for n in kernel_arrays(spec, kernel)]
-    return template.render(k=kernel, spec=spec, pointers=pointers).rstrip() + "\n"
+    pointers = [(_CTYPES[spec.array(n).dtype], n) for n in kernel_arrays(spec, kernel, backend)]
+    extra = {"launch": kernel_launch(kernel, block_sizes)} if backend == "cuda" else {}
+    return template.render(k=kernel, spec=spec, pointers=pointers, **extra).rstrip() + "\n"
 
 
-def render_network(spec: NetworkSpec, backend: str = "cpu") -> str:
-    """The whole translation unit for ``backend`` (stable: same spec, same text)."""
-    kernels = [render_kernel(spec, k, backend) for k in spec.kernels]
+def render_network(spec: NetworkSpec, backend: str = "cpu", block_sizes: dict | None = None) -> str:
+    """The whole translation unit for ``backend`` (stable: same spec, same text).
+
+    ``backend`` is ``cpu`` (C++) or ``cuda`` (the kernels shared by the ``cuda`` and
+    ``cuda-emu`` runtimes).
+    """
+    kernels = [render_kernel(spec, k, backend, block_sizes) for k in spec.kernels]
     recorded_pops = [p["name"] for p in spec.populations if p["record_spikes"]]
     template = environment().get_template(f"{backend}/model{_SUFFIX[backend]}")
     text = template.render(
@@ -66,6 +73,7 @@ def render_network(spec: NetworkSpec, backend: str = "cpu") -> str:
         version=__version__,
         recorded_pops=recorded_pops,
         rsuffix="f" if spec.precision == "float" else "d",
+        record_block=RECORD_BLOCK,
     )
     # collapse runs of blank lines left by conditional blocks
     lines, blank = [], 0

@@ -1,0 +1,212 @@
+"""Host logic shared by the two runtimes of the generated CUDA kernels.
+
+``cuda`` (pycuda on a GPU) and ``cuda-emu`` (the same kernels compiled by g++ against
+``sf_cuda_emu.h``) differ only in how memory is allocated and copied and how a kernel
+is launched; everything else (the context struct, the launch plan, chunked recording)
+is here, so every CI run of ``cuda-emu`` also exercises the host side of ``cuda``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..codegen.ir import NetworkSpec
+from ..codegen.launch import Launch, plan
+from .cpu import numpy_dtype
+
+#: Words of the context header, before the array pointers (see templates/cuda/model.cu.j2).
+HEADER = ("seed", "step", "batch_size", "batch_offset", "rec_first_step", "rec_capacity")
+#: Steps recorded on the device between two pulls of the recording buffers.
+RECORD_CHUNK = 1000
+
+
+class DeviceBackend:
+    """Base of the ``cuda`` and ``cuda-emu`` backends.
+
+    Subclasses provide ``_alloc(nbytes) -> int`` (a device address), ``_free(addr)``,
+    ``_upload(addr, array)``, ``_download(addr, array)``, ``_memset0(addr, nbytes)``,
+    ``_launch(launch, grid, block)`` and ``_synchronise()``.
+    """
+
+    name = "device"
+
+    def __init__(self, spec: NetworkSpec, batch_size: int, batch_offset: int = 0, block_sizes=None):
+        self.spec = spec
+        self.batch_size = batch_size
+        self.batch_offset = batch_offset
+        self.launches = plan(spec, block_sizes)
+        self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
+        self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
+        self._step = 0
+        self.recorded_pops = [p for p in spec.populations if p["record_spikes"]]
+        self._spike_lists = {p["name"]: [[] for _ in range(batch_size)] for p in self.recorded_pops}
+        self._var_buffers: list[np.ndarray | None] = []
+        self._var_capacity = 0
+        self._var_count = 0
+
+    # -- memory ------------------------------------------------------------------------
+    def _allocate_all(self):
+        self.ptr: dict[str, int] = {}
+        self.host_shape: dict[str, tuple] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        for a in self.spec.arrays:
+            shape = a.data.shape if a.data is not None else a.shape(self.batch_size)
+            dtype = np.dtype(numpy_dtype(a.dtype, self.spec.precision))
+            self.host_shape[a.name] = shape
+            self.dtypes[a.name] = dtype
+            self.ptr[a.name] = self._alloc(max(1, int(np.prod(shape))) * dtype.itemsize)
+        self.chunk = RECORD_CHUNK
+        self.rec_ptr: dict[str, int] = {}
+        for p in self.recorded_pops:
+            words = (p["size"] + 31) // 32
+            self.rec_ptr[p["name"]] = self._alloc(self.chunk * self.batch_size * words * 4)
+        self.var_rec_ptr = [self._alloc(self.chunk * self._var_elements(r) * self._scalar.itemsize)
+                            for r in self.spec.recorded_vars]
+        n_words = len(HEADER) + len(self.spec.arrays) + len(self.recorded_pops) + len(self.spec.recorded_vars)
+        self.ctx_host = np.zeros(n_words, dtype=np.uint64)
+        self.ctx_ptr = self._alloc(self.ctx_host.nbytes)
+        self._fill_context()
+
+    @property
+    def _scalar(self) -> np.dtype:
+        return np.dtype(np.float32 if self.spec.precision == "float" else np.float64)
+
+    def _var_elements(self, r) -> int:
+        return (self.batch_size if r["batched"] else 1) * r["size"]
+
+    def _fill_context(self):
+        c = self.ctx_host
+        c[0], c[1] = self.spec.seed, self._step
+        c[2], c[3] = self.batch_size, self.batch_offset
+        c[4], c[5] = self._step, 0
+        k = len(HEADER)
+        for a in self.spec.arrays:
+            c[k] = self.ptr[a.name]
+            k += 1
+        for p in self.recorded_pops:
+            c[k] = self.rec_ptr[p["name"]]
+            k += 1
+        for addr in self.var_rec_ptr:
+            c[k] = addr
+            k += 1
+        self._upload(self.ctx_ptr, c)
+
+    def _set_header(self, **fields):
+        self.ctx_host[1] = self._step
+        for name, value in fields.items():
+            self.ctx_host[HEADER.index(name)] = value
+        self._upload(self.ctx_ptr, self.ctx_host[: len(HEADER)])
+
+    # -- the backend interface ------------------------------------------------------------
+    def initialise(self):
+        for a in self.spec.arrays:
+            n = max(1, int(np.prod(self.host_shape[a.name]))) * self.dtypes[a.name].itemsize
+            if a.data is not None:
+                self._upload(self.ptr[a.name], np.ascontiguousarray(a.data, dtype=self.dtypes[a.name]))
+            else:
+                self._memset0(self.ptr[a.name], n)
+        self._step = 0
+        self._set_header(step=0, rec_first_step=0, rec_capacity=0)
+        for launch in self.init_launches:
+            self._launch(launch, (launch.grid_x, self.batch_size if launch.batched else 1), launch.block)
+        self._synchronise()
+        self.clear_spikes()
+
+    def _grid(self, launch: Launch) -> tuple[int, int]:
+        if launch.grid_x_per_batch:
+            return (max(1, -(-self.batch_size // launch.block)), 1)
+        return (launch.grid_x, self.batch_size if launch.batched else 1)
+
+    def run(self, n_steps: int):
+        done = 0
+        while done < n_steps:
+            chunk = min(self.chunk, n_steps - done)
+            recording = bool(self.recorded_pops) or self._var_capacity > self._var_count
+            if recording:
+                for p in self.recorded_pops:
+                    words = (p["size"] + 31) // 32
+                    self._memset0(self.rec_ptr[p["name"]], chunk * self.batch_size * words * 4)
+                self._set_header(rec_first_step=self._step, rec_capacity=chunk)
+            self._run_steps(chunk)
+            self._synchronise()
+            if recording:
+                self._pull_recordings(chunk)
+            self._step += chunk
+            done += chunk
+
+    def _run_steps(self, n: int):
+        """Launch ``n`` steps (subclasses may replay a captured graph instead)."""
+        grids = [(launch, self._grid(launch)) for launch in self.step_launches]
+        for _ in range(n):
+            for launch, grid in grids:
+                self._launch(launch, grid, launch.block)
+
+    def _pull_recordings(self, chunk: int):
+        for p in self.recorded_pops:
+            words = (p["size"] + 31) // 32
+            bits = np.zeros((chunk, self.batch_size, words), dtype=np.uint32)
+            self._download(self.rec_ptr[p["name"]], bits)
+            as_bytes = bits.view(np.uint8).reshape(chunk, self.batch_size, words * 4)
+            flags = np.unpackbits(as_bytes, axis=2, bitorder="little")[:, :, : p["size"]]
+            steps, batch, ids = np.nonzero(flags)
+            lists = self._spike_lists[p["name"]]
+            for b in range(self.batch_size):
+                sel = batch == b
+                if sel.any():
+                    lists[b].append(np.stack([steps[sel] + self._step, ids[sel]], axis=1).astype(np.uint32))
+        for k, r in enumerate(self.spec.recorded_vars):
+            buf = self._var_buffers[k] if k < len(self._var_buffers) else None
+            room = self._var_capacity - self._var_count
+            if buf is None or room <= 0:
+                continue
+            n = min(chunk, room)
+            tmp = np.zeros((chunk, self._var_elements(r)), dtype=self._scalar)
+            self._download(self.var_rec_ptr[k], tmp)
+            buf.reshape(self._var_capacity, -1)[self._var_count: self._var_count + n] = tmp[:n]
+        if self.spec.recorded_vars and self._var_buffers:
+            self._var_count = min(self._var_capacity, self._var_count + chunk)
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @step.setter
+    def step(self, value: int):
+        self._step = int(value)
+        self._set_header(step=self._step)
+
+    def pull(self, name: str) -> np.ndarray:
+        out = np.zeros(self.host_shape[name], dtype=self.dtypes[name])
+        self._download(self.ptr[name], out)
+        return out
+
+    def push(self, name: str, values):
+        arr = np.ascontiguousarray(np.broadcast_to(values, self.host_shape[name]), dtype=self.dtypes[name])
+        self._upload(self.ptr[name], arr)
+
+    def replace(self, name: str, values: np.ndarray):
+        values = np.ascontiguousarray(values, dtype=self.dtypes[name])
+        self._free(self.ptr[name])
+        self.ptr[name] = self._alloc(max(1, values.size) * values.itemsize)
+        self.host_shape[name] = values.shape
+        self._upload(self.ptr[name], values)
+        self._fill_context()
+
+    def spikes(self, rec_index: int, b: int) -> np.ndarray:
+        chunks = self._spike_lists[self.recorded_pops[rec_index]["name"]][b]
+        if not chunks:
+            return np.zeros((0, 2), dtype=np.uint32)
+        return np.concatenate(chunks, axis=0)
+
+    def clear_spikes(self):
+        for lists in self._spike_lists.values():
+            for b in range(self.batch_size):
+                lists[b] = []
+
+    def set_var_recording(self, buffers, capacity: int):
+        self._var_buffers = list(buffers)
+        self._var_capacity = capacity
+        self._var_count = 0
+
+    def var_recorded(self) -> int:
+        return self._var_count
