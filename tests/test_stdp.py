@@ -106,3 +106,15 @@ def test_shared_weight_written_without_reduction_is_an_error():
     net.add_projection("p", "a", "b", bad, m.EXP_CURR)
     with pytest.raises(ModelError, match="reduce"):
         net.build()
+
+
+def test_recurrent_stdp_projection_builds_and_learns():
+    """Pre and post traces of a projection from a population to itself live in one kernel."""
+    net = Network("stdp_recurrent", dt=0.1, seed=2)
+    net.add_population("a", 20, m.LIF, params=dict(v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=2.0),
+                       init={"v": {"uniform": [-60.0, -50.0]}})
+    net.add_projection("p", "a", "a", m.STDP, m.EXP_CURR, "dense", wu_init={"w": 0.5})
+    sim = net.build()
+    sim.run(duration=200.0)
+    w = sim.get("p", "w")
+    assert np.any(w != 0.5)

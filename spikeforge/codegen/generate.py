@@ -74,7 +74,8 @@ class _KernelWriter:
         def random_call(kind, site):
             if owner is None:
                 raise ValueError("no random numbers here")
-            return f"sf_{kind}_{suffix}(_seed, _i, _b + _batch_offset, (uint32_t)_step, 0x{stream_id(owner, site):08x}u)"
+            stream = f"0x{stream_id(owner, site):08x}u"
+            return f"sf_{kind}_{suffix}(_seed, _i, _b + _batch_offset, (uint32_t)_step, {stream})"
 
         return CPrinter(self.precision, random_call)
 
@@ -371,14 +372,19 @@ class Generator:
                         for q in outgoing] + \
                        [(q, "post", q.wu_post_vars, q.weight_update.post_odes, q.weight_update.on_post_spike)
                         for q in incoming]
+        declared = set()  # a recurrent projection appears on both sides: declare its constants once
         for q, side, tvars, odes, spike_code in trace_blocks:
             if not tvars:
                 continue
             wu = q.weight_update
             pre = f"{q.name}_"
             rename = _rename_map([*q.wu_params, *tvars], pre)
-            w.add_params(q.wu_params, pre, wu.name)
-            w.add_derived(wu, rename, pre)
+            if q.name not in declared:
+                w.add_params(q.wu_params, pre, wu.name)
+                w.add_derived(wu, rename, pre)
+                declared.add(q.name)
+            else:
+                rename.update({symbol(d): symbol(pre + d) for d in wu.derived})
             for name in tvars:
                 loads.append(Access(pre + name, proj_arrays[q.name][side][name].name, "neuron", True, "scalar",
                                     True))

@@ -159,8 +159,13 @@ def make_vars(spec, model: str, field: str = "vars", **defaults) -> dict[str, Va
                 )
             kw = dict(defaults)
             kw.update({k: v for k, v in opts.items() if k != "init"})
+            for flag in ("per_element", "batched"):
+                if not isinstance(kw.get(flag, True), bool):
+                    raise ModelError(f"variable '{name}': {flag} must be true or false, got {kw[flag]!r}",
+                                     model, field)
+            init = make_initializer(opts.get("init", 0.0), model, f"{field}.{name}")
             try:
-                var = Var(str(name), make_initializer(opts.get("init", 0.0), model, f"{field}.{name}"), **kw)
+                var = Var(str(name), init, **kw)
             except ModelError as e:
                 raise ModelError(str(e), model, field) from None
         if var.name in out:

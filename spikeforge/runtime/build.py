@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "BuildResult",
+    "Toolchain",
+    "build_artifact",
     "CorruptLibraryError",
     "build_and_load",
     "build_shared_library",
@@ -226,13 +228,13 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _entry_ok(entry: Path, name: str, warn: bool = False) -> bool:
+def _entry_ok(entry: Path, output: str, source_name: str = "source.cpp", warn: bool = False) -> bool:
     """True if ``entry`` holds a complete, untampered build; False if absent or corrupt."""
     if not entry.exists():
         return False
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        ok = (entry / "source.cpp").is_file() and _sha256_file(entry / f"lib{name}.so") == meta["sha256"]
+        ok = (entry / source_name).is_file() and _sha256_file(entry / output) == meta["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok and warn:
@@ -279,6 +281,20 @@ class _KeyLock:
 # --------------------------------------------------------------------------- build
 
 
+@dataclass(frozen=True)
+class Toolchain:
+    """How one kind of artefact is built: ``tool flags <source_name> -o <output>``.
+
+    ``identity`` (tool version, target...) goes into the cache key with the flags."""
+
+    tool: str
+    identity: str
+    flags: tuple
+    source_name: str
+    output: str
+    kind: str = "C++"
+
+
 def build_shared_library(
     source: str,
     *,
@@ -298,37 +314,53 @@ def build_shared_library(
     t0 = time.perf_counter()
     cxx, flags = _resolve(name, flags, cxx)
     key = _key(source, name, flags, cxx)
+    chain = Toolchain(cxx, compiler_identity(cxx), tuple(flags), "source.cpp", f"lib{name}.so")
+    return build_artifact(source, chain, key, describe=describe, line_comments=line_comments, t0=t0)
+
+
+def build_artifact(
+    source: str,
+    chain: Toolchain,
+    key: str,
+    *,
+    describe: str = "model",
+    line_comments: bool = True,
+    t0: float | None = None,
+) -> BuildResult:
+    """Build ``source`` with ``chain`` into the cache entry ``key`` (atomic, locked), or
+    reuse the published entry."""
+    t0 = time.perf_counter() if t0 is None else t0
     root = cache_dir()
     parent = root / key[:2]
     entry = parent / key
-    lib = entry / f"lib{name}.so"
+    out = entry / chain.output
 
     # Fast path: published entries are immutable, so no lock is needed to read one.
-    if _entry_ok(entry, name):
-        return BuildResult(lib, key, True, time.perf_counter() - t0)
+    if _entry_ok(entry, chain.output, chain.source_name):
+        return BuildResult(out, key, True, time.perf_counter() - t0)
 
     parent.mkdir(parents=True, exist_ok=True)
     with _KeyLock(parent / f"{key}.lock"):
         # Someone may have published it while we waited for the lock.
-        if _entry_ok(entry, name, warn=True):
-            return BuildResult(lib, key, True, time.perf_counter() - t0)
+        if _entry_ok(entry, chain.output, chain.source_name, warn=True):
+            return BuildResult(out, key, True, time.perf_counter() - t0)
         _remove(entry)  # a corrupt entry, if any; we hold the lock, so nobody is building it
         for stale in parent.glob(f"{key}.tmp-*"):  # left by killed builds (they held the lock)
             shutil.rmtree(stale, ignore_errors=True)
 
         tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=parent))
         try:
-            _compile(tmp, source, name, flags, cxx, key, describe, line_comments, root)
+            _compile(tmp, source, chain, key, describe, line_comments, root)
             meta = {
                 "key": key,
-                "sha256": _sha256_file(tmp / f"lib{name}.so"),
-                "compiler": compiler_identity(cxx),
-                "flags": flags,
+                "sha256": _sha256_file(tmp / chain.output),
+                "compiler": chain.identity,
+                "flags": list(chain.flags),
                 "build_seconds": round(time.perf_counter() - t0, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            for f in (f"lib{name}.so", "source.cpp", "meta.json", "."):
+            for f in (chain.output, chain.source_name, "meta.json", "."):
                 _fsync(tmp / f)
             os.rename(tmp, entry)  # atomic publish
             _fsync(parent)
@@ -337,32 +369,24 @@ def build_shared_library(
             raise
 
     seconds = time.perf_counter() - t0
-    log.info("compiled %s in %.2f s -> %s", describe, seconds, lib)
-    return BuildResult(lib, key, False, seconds)
+    log.info("compiled %s in %.2f s -> %s", describe, seconds, out)
+    return BuildResult(out, key, False, seconds)
 
 
-def _compile(
-    tmp: Path,
-    source: str,
-    name: str,
-    flags: list[str],
-    cxx: str,
-    key: str,
-    describe: str,
-    line_comments: bool,
-    root: Path,
-) -> None:
-    (tmp / "source.cpp").write_text(source)
-    cmd = [cxx, *flags, "source.cpp", "-o", f"lib{name}.so"]
+def _compile(tmp: Path, source: str, chain: Toolchain, key: str, describe: str, line_comments: bool,
+             root: Path) -> None:
+    (tmp / chain.source_name).write_text(source)
+    cmd = [chain.tool, *chain.flags, chain.source_name, "-o", chain.output]
     try:
         res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise CompilerNotFoundError(f"cannot run the C++ compiler {cxx!r}: {exc}. {_INSTALL_HINT}") from exc
-    if res.returncode == 0 and (tmp / f"lib{name}.so").is_file():
+        raise CompilerNotFoundError(
+            f"cannot run the {chain.kind} compiler {chain.tool!r}: {exc}. {_INSTALL_HINT}") from exc
+    if res.returncode == 0 and (tmp / chain.output).is_file():
         return
 
     # Keep the failing source where the user can open it.
-    failed = root / "failed" / f"{key}.cpp"
+    failed = root / "failed" / f"{key}{Path(chain.source_name).suffix}"
     failed.parent.mkdir(parents=True, exist_ok=True)
     failed.write_text(source)
 
@@ -373,7 +397,8 @@ def _compile(
     msg = f"failed to compile the generated code for {describe}\n\n{text}\n"
     if line_comments:
         src = source.splitlines()
-        nums = sorted({int(n) for n in re.findall(r"source\.cpp:(\d+):", text)})[:10]
+        pattern = re.escape(chain.source_name) + r"(?::|\()(\d+)"
+        nums = sorted({int(n) for n in re.findall(pattern, text)})[:10]
         quoted = [f"  {n:5d} | {src[n - 1].strip()}" for n in nums if 0 < n <= len(src)]
         if quoted:
             msg += "\nthe generated lines in question:\n" + "\n".join(quoted) + "\n"

@@ -1,0 +1,209 @@
+"""The ``spikeforge`` command line.
+
+``spikeforge run FILE.yaml`` loads a network described in YAML (see :mod:`spikeforge.config`),
+builds it (or loads it from the build cache), runs it and prints a summary::
+
+    spikeforge run examples/cuba.yaml
+    spikeforge run examples/cuba.yaml --json --duration 100 --batch-size 4
+    spikeforge run examples/cuba.yaml --save spikes.npz
+
+Errors spikeforge raises on purpose are printed as one line, ``spikeforge: error: ...``,
+with exit status 2 (``-v`` adds the traceback and info logging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+
+from . import __version__
+from .errors import SpikeforgeError
+
+
+class CliError(SpikeforgeError):
+    """A command-line mistake found after argument parsing (e.g. no duration anywhere)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**64), got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration in ms, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"duration must be a positive number of ms, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikeforge",
+        description="Code-generating, batched simulator for spiking neural networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress; show tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="build and run a network described in a YAML file",
+        description="Build (or load from the cache) and run the network described in FILE.yaml, "
+        "then print a summary of the spikes.",
+    )
+    run.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
+    run.add_argument("--backend", help="backend to run on (default: the file's `backend`, else cpu)")
+    run.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="number of independent instances (overrides the file)",
+    )
+    run.add_argument(
+        "--duration", type=_duration, metavar="T", help="how long to simulate, in ms (overrides the file)"
+    )
+    run.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)")
+    run.add_argument("--seed", type=_seed, metavar="S", help="random seed (overrides the file)")
+    run.add_argument("--save", metavar="OUT.npz", help="save the recordings to this .npz file")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log progress; show tracebacks on errors",
+    )
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("spikeforge")
+    if not any(getattr(h, "_spikeforge_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("spikeforge: %(message)s"))
+        handler._spikeforge_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def cmd_run(args) -> int:
+    from .config import load_file
+
+    net, cfg = load_file(args.file, batch_size=args.batch_size, seed=args.seed)
+    duration = args.duration if args.duration is not None else cfg.duration
+    if duration is None:
+        raise CliError(f"{args.file}: no duration: set `duration:` (ms) in the file or pass --duration")
+    if not any(p.record_spikes for p in net.populations.values()) and not net.recorded_vars:
+        # Nothing recorded at all: record the spikes of every spiking population.
+        net.record_spikes(*(p.name for p in net.populations.values() if p.model.spiking))
+    backend = args.backend or cfg.backend
+    save = args.save if args.save is not None else cfg.save
+
+    sim = net.build(backend=backend, threads=args.threads)
+    try:
+        cfg.apply_inputs(sim)
+        sim.run(duration=duration)
+        steps = sim.step
+        ms = steps * net.dt
+        counts = sim.spike_counts()
+        rates = {}
+        for pop, n in counts.items():
+            denom = net.populations[pop].size * sim.batch_size * ms / 1000.0
+            rates[pop] = n / denom if denom > 0 else 0.0
+        saved = None
+        if save is not None:
+            try:
+                saved = str(sim.save(save))
+            except OSError as exc:
+                raise CliError(f"cannot save recordings to {str(save)!r}: {exc}") from None
+        result = {
+            "network": net.name,
+            "file": str(args.file),
+            "backend": backend,
+            "batch_size": sim.batch_size,
+            "seed": int(net.seed),
+            "precision": net.precision,
+            "dt": net.dt,
+            "steps": steps,
+            "duration_ms": ms,
+            "neurons": {p.name: p.size for p in net.populations.values()},
+            "spikes": counts,
+            "rates_hz": rates,
+            "build_seconds": sim.build_seconds,
+            "from_cache": bool(sim.from_cache),
+            "run_seconds": sim.run_seconds,
+            "saved": saved,
+        }
+    finally:
+        sim.close()
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    n_neurons = sum(result["neurons"].values())
+    print(
+        f"{net.name}: {n_neurons} neurons in {len(net.populations)} populations, "
+        f"{len(net.projections)} projections; batch {sim.batch_size}, dt {net.dt:g} ms, backend {backend}"
+    )
+    how = "loaded from cache" if result["from_cache"] else "compiled"
+    print(f"  build  {result['build_seconds']:.2f} s ({how})")
+    print(f"  run    {ms:g} ms ({steps} steps) in {result['run_seconds']:.2f} s")
+    if counts:
+        width = max(len(p) for p in counts)
+        for pop in counts:
+            print(f"  {pop:<{width}}  {counts[pop]:>10} spikes  {rates[pop]:8.2f} Hz per neuron")
+    else:
+        print("  no spikes recorded")
+    if saved:
+        print(f"  saved  {saved}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    verbose = bool(getattr(args, "verbose", False))
+    _setup_logging(verbose)
+    try:
+        return args.func(args)
+    except SpikeforgeError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"spikeforge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

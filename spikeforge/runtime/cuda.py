@@ -1,0 +1,193 @@
+"""The ``cuda`` backend: the generated kernels compiled to cubin by nvcc for the detected
+GPU, state in device memory, kernels launched through pycuda.
+
+Per-step host cost is kept small by capturing a block of steps into a CUDA graph (the
+step counter lives in device memory, so a captured graph can be replayed as is) and
+launching the graph; pycuda has no graph API, so the few driver calls for it go through
+ctypes to the same driver and context pycuda uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+
+import numpy as np
+
+from ..codegen.ir import NetworkSpec
+from ..codegen.render import render_network
+from ..errors import BackendUnavailableError, NetworkError
+from .device import DeviceBackend
+from .nvcc import build_cubin
+
+log = logging.getLogger("spikeforge.runtime")
+
+GRAPH_STEPS = 100  # steps captured into one CUDA graph
+
+_INSTALL = "pip install 'spikeforge[cuda]'  (pycuda; needs the CUDA toolkit and an NVIDIA driver)"
+
+
+def import_pycuda():
+    """pycuda.driver, initialised, or a clear error saying what is missing."""
+    try:
+        import pycuda.driver as drv
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the 'cuda' backend needs pycuda, which is not installed ({exc}). Install it with: {_INSTALL}. "
+            "Without a GPU, use backend='cuda-emu' to run the same kernels on the CPU.") from None
+    try:
+        drv.init()
+        count = drv.Device.count()
+    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError kinds
+        raise BackendUnavailableError(
+            f"the 'cuda' backend found no usable NVIDIA driver or GPU ({exc}). "
+            "Use backend='cuda-emu' to run the same kernels on the CPU.") from None
+    if count == 0:
+        raise BackendUnavailableError("the 'cuda' backend found no CUDA GPU on this machine; "
+                                      "use backend='cuda-emu' to run the same kernels on the CPU.")
+    return drv
+
+
+class _Graphs:
+    """Stream capture → instantiate → launch, through the driver API."""
+
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            self.lib = None
+
+    def capture(self, stream_handle: int, record) -> int | None:
+        if self.lib is None:
+            return None
+        L, s = self.lib, ctypes.c_void_p(stream_handle)
+        if L.cuStreamBeginCapture_v2(s, ctypes.c_int(1)) != 0:  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+            return None
+        try:
+            record()
+        finally:
+            graph = ctypes.c_void_p()
+            status = L.cuStreamEndCapture(s, ctypes.byref(graph))
+        if status != 0:
+            return None
+        exec_ = ctypes.c_void_p()
+        if L.cuGraphInstantiateWithFlags(ctypes.byref(exec_), graph, ctypes.c_ulonglong(0)) != 0:
+            L.cuGraphDestroy(graph)
+            return None
+        L.cuGraphDestroy(graph)
+        return exec_.value
+
+    def launch(self, exec_: int, stream_handle: int):
+        status = self.lib.cuGraphLaunch(ctypes.c_void_p(exec_), ctypes.c_void_p(stream_handle))
+        if status != 0:
+            raise RuntimeError(f"cuGraphLaunch failed with CUDA error {status}")
+
+    def destroy(self, exec_: int):
+        if self.lib is not None and exec_:
+            self.lib.cuGraphExecDestroy(ctypes.c_void_p(exec_))
+
+
+class CudaBackend(DeviceBackend):
+    name = "cuda"
+
+    def __init__(self, spec: NetworkSpec, batch_size: int, threads=None, batch_offset: int = 0,
+                 block_sizes=None, device: int = 0, use_graphs: bool = True):
+        drv = import_pycuda()
+        super().__init__(spec, batch_size, batch_offset, block_sizes)
+        self.drv = drv
+        if not 0 <= device < drv.Device.count():
+            raise BackendUnavailableError(f"CUDA device {device} does not exist ({drv.Device.count()} found)")
+        self.device = drv.Device(device)
+        self.context = self.device.retain_primary_context()
+        self.context.push()
+        major, minor = self.device.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        t0 = time.perf_counter()
+        self.source = render_network(spec, "cuda", block_sizes)
+        self.codegen_seconds = time.perf_counter() - t0
+        self.build = build_cubin(self.source, self.arch, name=spec.name, describe=f"network '{spec.name}'")
+        self.module = drv.module_from_buffer(self.build.path.read_bytes())
+        self.functions = {}
+        for launch in self.launches:
+            fn = self.module.get_function(launch.name)
+            fn.prepare("P")
+            self.functions[launch.name] = fn
+        self.stream = drv.Stream()
+        self._allocs: dict[int, object] = {}
+        self._check_memory()
+        self._allocate_all()
+        self.graphs = _Graphs() if use_graphs else None
+        self._graph_cache: dict[int, int | None] = {}
+
+    # -- memory --------------------------------------------------------------------------
+    def _check_memory(self):
+        needed = 0
+        for a in self.spec.arrays:
+            shape = a.data.shape if a.data is not None else a.shape(self.batch_size)
+            itemsize = 1 if a.dtype == "uint8" else (8 if a.dtype == "scalar" and self.spec.precision == "double"
+                                                      else 4)
+            needed += int(np.prod(shape)) * itemsize
+        free, total = self.drv.mem_get_info()
+        if needed > free:
+            raise NetworkError(
+                f"network '{self.spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory for its state at batch "
+                f"size {self.batch_size}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free on "
+                f"{self.device.name()}; reduce the batch size or the network")
+
+    def _alloc(self, nbytes: int) -> int:
+        mem = self.drv.mem_alloc(max(1, int(nbytes)))
+        self._allocs[int(mem)] = mem
+        return int(mem)
+
+    def _free(self, addr: int):
+        mem = self._allocs.pop(addr, None)
+        if mem is not None:
+            mem.free()
+
+    def _upload(self, addr: int, array: np.ndarray):
+        self.drv.memcpy_htod(addr, np.ascontiguousarray(array))
+
+    def _download(self, addr: int, array: np.ndarray):
+        self.drv.memcpy_dtoh(array, addr)
+
+    def _memset0(self, addr: int, nbytes: int):
+        self.drv.memset_d8(addr, 0, int(nbytes))
+
+    def _launch(self, launch, grid, block):
+        self.functions[launch.name].prepared_async_call(grid, (block, 1, 1), self.stream, self.ctx_ptr)
+
+    def _synchronise(self):
+        self.stream.synchronize()
+
+    def _run_steps(self, n: int):
+        if self.graphs is None:
+            return super()._run_steps(n)
+        done = 0
+        while done < n:
+            size = GRAPH_STEPS if n - done >= GRAPH_STEPS else 1
+            exec_ = self._graph(size)
+            if exec_ is None:  # capture not available: plain launches
+                super()._run_steps(n - done)
+                return
+            self.graphs.launch(exec_, self.stream.handle)
+            done += size
+
+    def _graph(self, steps: int):
+        if steps not in self._graph_cache:
+            self._graph_cache[steps] = self.graphs.capture(
+                self.stream.handle, lambda: DeviceBackend._run_steps(self, steps))
+            if self._graph_cache[steps] is None:
+                log.info("CUDA graph capture unavailable; launching kernels one by one")
+        return self._graph_cache[steps]
+
+    def close(self):
+        if getattr(self, "graphs", None):
+            for exec_ in self._graph_cache.values():
+                self.graphs.destroy(exec_)
+            self._graph_cache = {}
+        for addr in list(getattr(self, "_allocs", {})):
+            self._free(addr)
+        if getattr(self, "context", None) is not None:
+            self.context.pop()
+            self.context = None

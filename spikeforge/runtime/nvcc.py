@@ -1,0 +1,81 @@
+"""nvcc: find it, check the target architecture, compile kernels to cubin (cached).
+
+Used by the ``cuda`` backend (for the detected GPU) and by ``spikeforge build --backend
+cuda --arch sm_XX`` (no GPU needed). Cubins share the build cache of the CPU libraries:
+key = (source, nvcc version, flags, arch), atomic publish, locked builds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import BuildError, CompilerNotFoundError
+from .build import CACHE_FORMAT_VERSION, BuildResult, Toolchain, build_artifact
+
+#: nvcc flags: no fused multiply-add, so kernels round like the CPU backend does.
+NVCC_FLAGS = ("-cubin", "-O3", "-std=c++17", "--fmad=false", "-diag-suppress=177")
+
+_HINT = ("Install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads), put nvcc on "
+         "PATH, or set NVCC or CUDA_HOME.")
+
+
+def find_nvcc() -> str:
+    """``$NVCC``, else ``nvcc`` on PATH, else ``$CUDA_HOME/bin/nvcc``, else /usr/local/cuda."""
+    env = os.environ.get("NVCC")
+    if env:
+        path = shutil.which(env)
+        if not path:
+            raise CompilerNotFoundError(f"NVCC={env!r} does not name an existing program. {_HINT}")
+        return path
+    candidates = [shutil.which("nvcc")]
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            candidates.append(str(Path(home) / "bin" / "nvcc"))
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise CompilerNotFoundError(f"no CUDA compiler (nvcc) was found. {_HINT}")
+
+
+@functools.lru_cache(maxsize=None)
+def nvcc_identity(nvcc: str) -> str:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    return f"{lines[-1] if lines else 'unknown'} ({os.path.realpath(nvcc)})"
+
+
+@functools.lru_cache(maxsize=None)
+def supported_archs(nvcc: str) -> tuple[str, ...]:
+    out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, check=False)
+    archs = tuple(sorted(set(re.findall(r"sm_\d+[a-z]?", out.stdout)), key=lambda a: (len(a), a)))
+    return archs
+
+
+def check_arch(arch: str, nvcc: str) -> str:
+    if not isinstance(arch, str) or not re.fullmatch(r"sm_\d+[a-z]?", arch):
+        raise BuildError(f"unsupported CUDA architecture {arch!r}: expected a name like 'sm_80' or 'sm_90'")
+    known = supported_archs(nvcc)
+    if known and arch not in known:
+        raise BuildError(
+            f"unsupported CUDA architecture {arch!r} for {nvcc_identity(nvcc)}; this nvcc targets "
+            f"{', '.join(known)}")
+    return arch
+
+
+def build_cubin(source: str, arch: str, *, name: str = "model", describe: str = "model",
+                nvcc: str | None = None) -> BuildResult:
+    """Compile CUDA ``source`` to ``<name>.cubin`` for ``arch`` (cached)."""
+    nvcc = nvcc or find_nvcc()
+    check_arch(arch, nvcc)
+    flags = (*NVCC_FLAGS, f"-arch={arch}")
+    blob = json.dumps([CACHE_FORMAT_VERSION, "cubin", nvcc_identity(nvcc), " ".join(flags), name, source])
+    key = hashlib.sha256(blob.encode()).hexdigest()
+    chain = Toolchain(nvcc, nvcc_identity(nvcc), flags, "source.cu", f"{name}.cubin", kind="CUDA")
+    return build_artifact(source, chain, key, describe=describe)
