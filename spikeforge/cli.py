@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__
 from .errors import SpikeforgeError
@@ -98,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="log progress; show tracebacks on errors",
     )
     run.set_defaults(func=cmd_run)
+
+    build = commands.add_parser(
+        "build",
+        help="write the generated sources (and compile them) without running",
+        description="Generate the code for FILE.yaml into DIR and compile it where the compiler is "
+        "present (nvcc for --backend cuda: no GPU needed).",
+    )
+    build.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
+    build.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"],
+                       help="which code to generate (default: cpu)")
+    build.add_argument("--arch", default="sm_90", help="CUDA architecture for --backend cuda (default: sm_90)")
+    build.add_argument("--out", required=True, metavar="DIR", help="directory to write the files into")
+    build.add_argument("--json", action="store_true", help="print the build summary as JSON")
+    build.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log progress; show tracebacks on errors")
+    build.set_defaults(func=cmd_build)
     return parser
 
 
@@ -181,6 +199,98 @@ def cmd_run(args) -> int:
         print("  no spikes recorded")
     if saved:
         print(f"  saved  {saved}")
+    return 0
+
+
+def _write(path: Path, data) -> None:
+    """Write a file atomically (a crash never leaves half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+def cmd_build(args) -> int:
+    import shutil
+    import time
+
+    from .codegen.generate import generate
+    from .codegen.launch import plan
+    from .codegen.render import render_network
+    from .config import load_file
+    from .errors import CompilerNotFoundError
+
+    net, _ = load_file(args.file)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    spec = generate(net)
+    files, compiled, note = [], False, None
+    if args.backend == "cpu":
+        from .runtime.build import build_shared_library
+
+        source = render_network(spec, "cpu")
+        _write(out / f"{net.name}.cpp", source)
+        files.append(f"{net.name}.cpp")
+        result = build_shared_library(source, name=net.name, describe=f"network '{net.name}'")
+        shutil.copyfile(result.path, out / f"lib{net.name}.so")
+        files.append(f"lib{net.name}.so")
+        compiled = True
+    else:
+        cu = render_network(spec, "cuda")
+        _write(out / f"{net.name}.cu", cu)
+        files.append(f"{net.name}.cu")
+        if args.backend == "cuda":
+            from .runtime.nvcc import build_cubin
+
+            try:
+                result = build_cubin(cu, args.arch, name=net.name, describe=f"network '{net.name}'")
+            except CompilerNotFoundError as exc:
+                note = f"not compiled: {exc}"
+            else:
+                _write(out / f"{net.name}.cubin", result.path.read_bytes())
+                files.append(f"{net.name}.cubin")
+                compiled = True
+        else:
+            from .runtime.build import build_shared_library
+            from .runtime.cuda_emu import render_emu_source
+
+            emu = render_emu_source(spec, cu, plan(spec))
+            _write(out / f"{net.name}_emu.cpp", emu)
+            files.append(f"{net.name}_emu.cpp")
+            result = build_shared_library(emu, name=f"{net.name}_emu", describe=f"network '{net.name}' (cuda-emu)")
+            shutil.copyfile(result.path, out / f"lib{net.name}_emu.so")
+            files.append(f"lib{net.name}_emu.so")
+            compiled = True
+    summary = {
+        "network": net.name,
+        "backend": args.backend,
+        "arch": args.arch if args.backend == "cuda" else None,
+        "out": str(out),
+        "files": files,
+        "compiled": compiled,
+        "note": note,
+        "integrators": spec.integrators,
+        "kernels": [k.name for k in spec.kernels],
+        "seconds": time.perf_counter() - t0,
+    }
+    if args.backend != "cpu":
+        summary["launches"] = [
+            {"kernel": launch.name, "grid_x": launch.grid_x, "block": launch.block,
+             "batch_on_y": launch.batched, "phase": launch.phase}
+            for launch in plan(spec)
+        ]
+    _write(out / "build.json", json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{net.name}: {len(spec.kernels)} kernels for backend {args.backend} written to {out}")
+        for f in files:
+            print(f"  {f}")
+        if note:
+            print(f"  ({note})")
     return 0
 
 

@@ -16,3 +16,21 @@ def nvcc_path():
     return shutil.which("nvcc") or (
         "/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
     )
+
+
+def gpu_available() -> bool:
+    try:
+        from spikeforge.runtime.cuda import import_pycuda
+
+        import_pycuda()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["cpu", "cuda-emu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def backend(request):
+    """Every backend that can run here: the numerics tests run on each of them."""
+    if request.param == "cuda" and not gpu_available():
+        pytest.skip("needs a CUDA GPU and pycuda")
+    return request.param

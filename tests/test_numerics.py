@@ -9,14 +9,14 @@ from spikeforge.network import FixedProbability, FromList, Network
 LIF_PARAMS = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=5.0)
 
 
-def test_lif_membrane_matches_analytic_solution_under_constant_input():
+def test_lif_membrane_matches_analytic_solution_under_constant_input(backend):
     """Exact integration: v(t) = v_inf + (v0 - v_inf) exp(-t / tau), to float precision."""
     net = Network("lif_dc", dt=0.1, precision="float")
     params = dict(tau_m=20.0, v_rest=-65.0, v_reset=-65.0, v_th=100.0, r_m=2.0)
     net.add_population("n", 3, m.LIF, params=params, init={"v": -70.0})
     net.add_current_source("drive", "n", m.DC, params={"amp": 4.0})
     net.record_var("n", "v")
-    sim = net.build()
+    sim = net.build(backend=backend)
     sim.run(steps=2000)
     v = sim.recorded("n", "v")[:, 0, 0].astype(np.float64)
     t = 0.1 * np.arange(1, 2001)
@@ -26,18 +26,18 @@ def test_lif_membrane_matches_analytic_solution_under_constant_input():
     np.testing.assert_allclose(v, expected, rtol=0, atol=2e-5 * 70)
     # the double-precision build agrees with the closed form far more tightly
     net.precision = "double"
-    sim_d = net.build()
+    sim_d = net.build(backend=backend)
     sim_d.run(steps=2000)
     np.testing.assert_allclose(sim_d.recorded("n", "v")[:, 0, 0], expected, rtol=0, atol=1e-9)
 
 
-def test_lif_threshold_reset_and_refractory_period():
+def test_lif_threshold_reset_and_refractory_period(backend):
     net = Network("lif_spikes", dt=0.1)
     params = dict(tau_m=10.0, v_rest=0.0, v_reset=0.0, v_th=1.0, r_m=1.0, t_ref=2.0)
     net.add_population("n", 1, m.LIF, params=params, init={"v": 0.0}, record_spikes=True)
     net.add_current_source("drive", "n", m.DC, params={"amp": 2.0})
     net.record_var("n", "v")
-    sim = net.build()
+    sim = net.build(backend=backend)
     sim.run(duration=100.0)
     times, ids = sim.spikes("n")[0]
     # time to threshold from 0: T = tau ln(I / (I - th)) = 10 ln 2; then 2 ms refractory
@@ -63,15 +63,15 @@ def _poisson_lif_net(batch_size, seed=7):
     return net
 
 
-def test_batch_of_b_instances_equals_b_separate_runs_bit_for_bit():
+def test_batch_of_b_instances_equals_b_separate_runs_bit_for_bit(backend):
     B = 4
-    batched = _poisson_lif_net(B).build()
+    batched = _poisson_lif_net(B).build(backend=backend, threads=1)
     batched.run(duration=200.0)
     v_batched = batched.recorded("out", "v")
     spikes_batched = batched.spikes("out")
     assert sum(ids.size for _, ids in spikes_batched) > 0
     for b in range(B):
-        single = _poisson_lif_net(1).build(batch_offset=b)
+        single = _poisson_lif_net(1).build(backend=backend, batch_offset=b, threads=1)
         single.run(duration=200.0)
         np.testing.assert_array_equal(single.recorded("out", "v")[:, 0], v_batched[:, b])
         t1, i1 = single.spikes("out")[0]
@@ -100,7 +100,7 @@ def test_reset_reproduces_the_run():
     np.testing.assert_array_equal(sim.recorded("out", "v"), first)
 
 
-def test_delay_shifts_delivery_by_the_delay():
+def test_delay_shifts_delivery_by_the_delay(backend):
     def run(delay):
         net = Network(f"delay{int(delay * 10)}", dt=0.1)
         net.add_population("src", 1, m.SPIKE_SOURCE_ARRAY)
@@ -108,7 +108,7 @@ def test_delay_shifts_delivery_by_the_delay():
         net.add_projection("p", "src", "dst", m.STATIC_CONSTANT, m.DELTA_CURR, "one_to_one",
                            wu_params={"w": 1.0}, delay=delay)
         net.record_var("dst", "v")
-        sim = net.build()
+        sim = net.build(backend=backend)
         sim.set_spike_times("src", ([1.0], [0]))
         sim.run(duration=5.0)
         v = sim.recorded("dst", "v")[:, 0, 0]
@@ -119,10 +119,10 @@ def test_delay_shifts_delivery_by_the_delay():
     assert run(0.3) == base + 3
 
 
-def test_spike_source_array_emits_given_spikes_per_batch_instance():
+def test_spike_source_array_emits_given_spikes_per_batch_instance(backend):
     net = Network("ssa", dt=0.5, batch_size=2)
     net.add_population("src", 3, m.SPIKE_SOURCE_ARRAY, record_spikes=True)
-    sim = net.build()
+    sim = net.build(backend=backend)
     sim.set_spike_times("src", [([1.0, 2.0, 5.0], [0, 2, 0]), ([3.0], [1])])
     sim.run(duration=10.0)
     (t0, i0), (t1, i1) = sim.spikes("src")
@@ -143,14 +143,15 @@ def test_poisson_rate_is_right():
 
 
 @pytest.mark.parametrize("precision", ["float", "double"])
-def test_cuba_runs_with_plausible_rate(precision):
+def test_cuba_runs_with_plausible_rate(precision, backend):
     from spikeforge.networks import cuba_network
 
     net = cuba_network(precision=precision)
-    sim = net.build()
-    sim.run(duration=300.0)
+    sim = net.build(backend=backend)
+    duration = 300.0 if backend == "cpu" else 100.0  # the emulator runs CUDA threads as fibers
+    sim.run(duration=duration)
     counts = sim.spike_counts()
-    rate = sum(counts.values()) / 4000 / 0.3
+    rate = sum(counts.values()) / 4000 / (duration / 1000)
     # Brian2's CUBA example fires at about 5-6 Hz with these parameters
     assert 2.0 < rate < 15.0, rate
     assert counts["inh"] > 0
@@ -167,13 +168,13 @@ def test_izhikevich_regular_spiking():
     assert 5 < n < 60  # regular spiking at roughly 10-20 Hz for I = 10
 
 
-def test_from_list_connectivity_and_explicit_weights():
+def test_from_list_connectivity_and_explicit_weights(backend):
     net = Network("fromlist", dt=0.1)
     net.add_population("src", 3, m.SPIKE_SOURCE_ARRAY)
     net.add_population("dst", 2, m.LEAKY_INTEGRATOR, params={"tau_m": 1e9})
     net.add_projection("p", "src", "dst", m.STATIC, m.DELTA_CURR, FromList((0, 2, 2), (1, 0, 1)))
     net.record_var("dst", "v")
-    sim = net.build()
+    sim = net.build(backend=backend)
     sim.set("p", "w", [1.0, 2.0, 3.0])  # synapses sorted by (pre, post): (0,1) (2,0) (2,1)
     sim.set_spike_times("src", ([0.0, 0.0, 0.0], [0, 1, 2]))
     sim.run(steps=3)

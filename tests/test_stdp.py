@@ -11,21 +11,21 @@ POST = ([5.0, 12.0, 29.0, 40.0], [0, 2, 1, 2])
 STDP_PARAMS = dict(a_plus=0.01, a_minus=0.012, w_min=-10.0, w_max=10.0)
 
 
-def _run(reduce, batch_size, pre=PRE, post=POST, batched=False):
+def _run(reduce, batch_size, pre=PRE, post=POST, batched=False, backend="cpu"):
     net = Network(f"stdp_{reduce}_{batch_size}", dt=0.1, batch_size=batch_size)
     net.add_population("pre", 5, m.SPIKE_SOURCE_ARRAY)
     net.add_population("post", 3, m.SPIKE_SOURCE_ARRAY)
     net.add_projection("syn", "pre", "post", m.stdp(reduce, batched=batched), m.EXP_CURR, "dense",
                        wu_params=STDP_PARAMS, wu_init={"w": 0.5})
-    sim = net.build()
+    sim = net.build(backend=backend)
     sim.set_spike_times("pre", pre)
     sim.set_spike_times("post", post)
     sim.run(duration=60.0)
     return sim.get("syn", "w")
 
 
-def test_stdp_changes_weights_with_the_right_signs():
-    w = _run("mean", 1).reshape(5, 3)
+def test_stdp_changes_weights_with_the_right_signs(backend):
+    w = _run("mean", 1, backend=backend).reshape(5, 3)
     dw = w - 0.5
     # pre 0 at 2 ms, post 0 at 5 ms: potentiation; post 1 at 29 then pre 2 at 30: depression
     assert dw[0, 0] > 0
@@ -34,15 +34,15 @@ def test_stdp_changes_weights_with_the_right_signs():
 
 
 @pytest.mark.parametrize("reduce", ["mean", "max"])
-def test_identical_instances_give_exactly_the_batch_1_result(reduce):
-    single = _run(reduce, 1)
-    batched = _run(reduce, 4)
+def test_identical_instances_give_exactly_the_batch_1_result(reduce, backend):
+    single = _run(reduce, 1, backend=backend)
+    batched = _run(reduce, 4, backend=backend)
     np.testing.assert_array_equal(batched, single)
 
 
-def test_sum_gives_batch_size_times_the_update():
-    single = _run("sum", 1) - 0.5
-    batched = _run("sum", 4) - 0.5
+def test_sum_gives_batch_size_times_the_update(backend):
+    single = _run("sum", 1, backend=backend) - 0.5
+    batched = _run("sum", 4, backend=backend) - 0.5
     np.testing.assert_allclose(batched, 4 * single, rtol=1e-5, atol=1e-6)
     assert np.abs(single).max() > 1e-3
 

@@ -49,6 +49,27 @@ def import_pycuda():
     return drv
 
 
+def state_bytes(spec: NetworkSpec, batch_size: int) -> int:
+    """Bytes of device memory the network's state needs at ``batch_size``."""
+    total = 0
+    for a in spec.arrays:
+        shape = a.data.shape if a.data is not None else a.shape(batch_size)
+        itemsize = {"uint8": 1, "int32": 4, "uint32": 4}.get(a.dtype, 8 if spec.precision == "double" else 4)
+        total += int(np.prod(shape)) * itemsize
+    return total
+
+
+def check_fits(spec: NetworkSpec, batch_size: int, free: int, total: int, device: str = "the GPU"):
+    """Raise before allocating anything if the state cannot fit in device memory."""
+    needed = state_bytes(spec, batch_size)
+    if needed > free:
+        raise NetworkError(
+            f"network '{spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory for its state at batch size "
+            f"{batch_size}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free on {device}; "
+            "reduce the batch size or the network")
+    return needed
+
+
 class _Graphs:
     """Stream capture → instantiate → launch, through the driver API."""
 
@@ -122,18 +143,8 @@ class CudaBackend(DeviceBackend):
 
     # -- memory --------------------------------------------------------------------------
     def _check_memory(self):
-        needed = 0
-        for a in self.spec.arrays:
-            shape = a.data.shape if a.data is not None else a.shape(self.batch_size)
-            itemsize = 1 if a.dtype == "uint8" else (8 if a.dtype == "scalar" and self.spec.precision == "double"
-                                                      else 4)
-            needed += int(np.prod(shape)) * itemsize
         free, total = self.drv.mem_get_info()
-        if needed > free:
-            raise NetworkError(
-                f"network '{self.spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory for its state at batch "
-                f"size {self.batch_size}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free on "
-                f"{self.device.name()}; reduce the batch size or the network")
+        check_fits(self.spec, self.batch_size, free, total, self.device.name())
 
     def _alloc(self, nbytes: int) -> int:
         mem = self.drv.mem_alloc(max(1, int(nbytes)))

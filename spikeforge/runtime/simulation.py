@@ -16,14 +16,23 @@ from ..errors import BackendUnavailableError, NetworkError
 
 log = logging.getLogger("spikeforge.runtime")
 
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "cuda", "cuda-emu")
 
 
 def _make_backend(name: str, spec, batch_size: int, **options):
     if name == "cpu":
         from .cpu import CpuBackend
 
+        options.pop("block_sizes", None)
         return CpuBackend(spec, batch_size, **options)
+    if name == "cuda-emu":
+        from .cuda_emu import CudaEmuBackend
+
+        return CudaEmuBackend(spec, batch_size, **options)
+    if name == "cuda":
+        from .cuda import CudaBackend
+
+        return CudaBackend(spec, batch_size, **options)
     raise BackendUnavailableError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
 
 
@@ -39,7 +48,8 @@ class Simulation:
     >>> times, ids = sim.spikes("exc")[0]
     """
 
-    def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0):
+    def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
+                 **backend_options):
         self.network = network
         self.batch_size = int(network.batch_size)
         t0 = time.perf_counter()
@@ -50,7 +60,7 @@ class Simulation:
             raise NetworkError(f"batch_offset must be a non-negative integer, got {batch_offset!r}")
         self.batch_offset = batch_offset
         self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads,
-                                     batch_offset=batch_offset)
+                                     batch_offset=batch_offset, **backend_options)
         self.build_seconds = time.perf_counter() - t0
         self.from_cache = self.backend.build.from_cache
         self._spike_pops = [p["name"] for p in self.spec.populations if p["record_spikes"]]

@@ -23,13 +23,18 @@
  *     SF_EMU_LAUNCH_SHARED(kernel, grid, block, dynamic_shared, uses_barriers, args...);
  *
  * The macros evaluate the arguments once, copy them into the launch (as a real
- * launch does) and call kernel(args...) for every CUDA thread.  launch() calls
- * body() once per CUDA thread, concurrently from several OS threads, so body
- * must be safe to call concurrently (a lambda calling the kernel is).
+ * launch does) and call kernel(args...) for every CUDA thread.  kernel may be a
+ * template instance (wrap it in parentheses if it contains a comma); give grid
+ * and block as integers or dim3(...), not as {..} lists (macro commas).
+ * launch() calls body() once per CUDA thread, concurrently from several OS
+ * threads, so body must be safe to call concurrently (a lambda calling the
+ * kernel is).
  *
  *  - Blocks are distributed over OpenMP threads (schedule(dynamic)) when
- *    compiled with -fopenmp, else run one after another.  OMP_NUM_THREADS=1
- *    makes a run serial and deterministic in its block order.
+ *    compiled with -fopenmp (and the launch has at least
+ *    SF_EMU_MIN_PARALLEL_THREADS threads), else run one after another.
+ *    OMP_NUM_THREADS=1 makes a run serial and deterministic in its block
+ *    order.
  *  - uses_barriers == false (fast path): the threads of a block run one after
  *    another, to completion, on the OS thread's own stack (x fastest, then y,
  *    then z).  __syncthreads() and the warp collectives (__syncwarp, shuffles,
@@ -41,9 +46,10 @@
  *    (round robin, FIFO).  Fibers and their stacks are made once per OS thread
  *    and reused for all later blocks and launches.
  *  - __syncthreads() completes when every live (not yet returned) thread of the
- *    block has reached it.  Threads that returned early no longer count (in
- *    CUDA that is undefined behaviour for a barrier in divergent code, but
- *    current GPUs behave the same way).  __syncthreads_count/_and/_or work.
+ *    block has reached it.  Threads that returned early no longer count, so
+ *    the others pass (in CUDA a barrier not reached by all threads is
+ *    undefined behaviour: do not rely on this).  __syncthreads_count/_and/_or
+ *    work.
  *  - Warp = 32 consecutive linear thread ids (x + y*bx + z*bx*by), as in CUDA.
  *    __syncwarp, __shfl*_sync, __ballot_sync, __any_sync, __all_sync,
  *    __match_any_sync, __match_all_sync and __reduce_*_sync are collectives:
@@ -153,6 +159,9 @@
  *                             a memory mapping, and vm.max_map_count is
  *                             usually 65530); stacks beyond have none.
  *  SF_EMU_MAX_DYNAMIC_SHARED  bytes of dynamic shared memory (default 49152).
+ *  SF_EMU_MIN_PARALLEL_THREADS  launches with fewer CUDA threads in all run
+ *                             on the calling thread, without an OpenMP team
+ *                             (default 2048: forking costs more than they do).
  *  SF_EMU_ATOMIC_ORDER        memory order of the atomics (__ATOMIC_RELAXED).
  *  SF_EMU_VALGRIND            register fiber stacks with valgrind
  *                             (needs <valgrind/valgrind.h>).
@@ -233,6 +242,9 @@
 #endif
 #ifndef SF_EMU_MAX_GUARD_PAGES
 #define SF_EMU_MAX_GUARD_PAGES 16384
+#endif
+#ifndef SF_EMU_MIN_PARALLEL_THREADS
+#define SF_EMU_MIN_PARALLEL_THREADS 2048
 #endif
 #ifndef SF_EMU_ATOMIC_ORDER
 #define SF_EMU_ATOMIC_ORDER __ATOMIC_RELAXED
@@ -871,7 +883,7 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared, bool uses_barriers, F&
     void* ctx = const_cast<void*>(static_cast<const void*>(std::addressof(body)));
     void (*fn)(void*) = &detail::trampoline<Fn>;
 #ifdef _OPENMP
-#pragma omp parallel if (nblocks > 1)
+#pragma omp parallel if (nblocks > 1 && (long long)nthreads * nblocks >= (long long)(SF_EMU_MIN_PARALLEL_THREADS))
 #endif
     {
         detail::Pool& p = detail::enter(grid, block, fibers, fn, ctx);
@@ -897,13 +909,26 @@ void launch(dim3 grid, dim3 block, size_t dynamic_shared, bool uses_barriers, F&
 
 }  // namespace sf_emu
 
-#define SF_EMU_LAUNCH_SHARED(kernel, grid, block, dynamic_shared, uses_barriers, ...)                    \
-    ::sf_emu::launch((grid), (block), (dynamic_shared), (uses_barriers),                                   \
-                     [sf_emu_args_ = ::std::make_tuple(__VA_ARGS__)]() {                                   \
-                         ::std::apply([&](const auto&... sf_emu_a_) { kernel(sf_emu_a_...); }, sf_emu_args_); \
-                     })
-#define SF_EMU_LAUNCH(kernel, grid, block, uses_barriers, ...) \
-    SF_EMU_LAUNCH_SHARED(kernel, grid, block, 0, uses_barriers, __VA_ARGS__)
+namespace sf_emu {
+namespace detail {
+/* The launch macros: arguments evaluated once and copied, like a real launch. */
+template <class K, class... A>
+void launch_kernel(dim3 grid, dim3 block, size_t dynamic_shared, K&& kernel, bool uses_barriers, A&&... args) {
+    auto packed = std::make_tuple(std::forward<A>(args)...);
+    ::sf_emu::launch(grid, block, dynamic_shared, uses_barriers, [&kernel, &packed] { std::apply(kernel, packed); });
+}
+}  // namespace detail
+}  // namespace sf_emu
+
+/* SF_EMU_LAUNCH(kernel, grid, block, uses_barriers, args...)
+ * SF_EMU_LAUNCH_SHARED(kernel, grid, block, dynamic_shared, uses_barriers, args...)
+ * kernel may be any callable name, e.g. a template instance (my_kernel<4>);
+ * write grid and block as dim3(...) or plain integers, not {..} (macro commas). */
+#define SF_EMU_LAUNCH_SHARED(kernel, grid, block, dynamic_shared, ...)                                 \
+    ::sf_emu::detail::launch_kernel(                                                                  \
+        (grid), (block), (dynamic_shared), [&](const auto&... sf_emu_a_) { kernel(sf_emu_a_...); }, \
+        __VA_ARGS__)
+#define SF_EMU_LAUNCH(kernel, grid, block, ...) SF_EMU_LAUNCH_SHARED(kernel, grid, block, 0, __VA_ARGS__)
 
 /* ------------------------------------------------------------------------- */
 /* Built-in variables                                                        */
