@@ -32,6 +32,16 @@ ALIF = NeuronModel(
     refractory="t_ref",
 )
 
+LIF_SUBTRACTIVE = NeuronModel(
+    "lif_subtractive",
+    params={"tau_m": 20.0, "v_th": 0.6, "r_m": 1.0},
+    vars={"v": 0.0},
+    equations="dv/dt = (r_m * i_syn - v) / tau_m",
+    threshold="v > v_th",
+    reset="v -= v_th",
+)
+"""LIF with reset by subtraction and no refractoriness: the hidden neuron of e-prop's LSNNs."""
+
 IZHIKEVICH = NeuronModel(
     "izhikevich",
     params={"a": 0.02, "b": 0.2, "c": -65.0, "d": 8.0},
@@ -126,7 +136,7 @@ STDP = stdp()
 DC = CurrentSourceModel("dc", params={"amp": None}, current="amp")
 NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()")
 
-NEURONS = {m.name: m for m in (LIF, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY)}
+NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY)}
 POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR}
 WEIGHT_UPDATES = {m.name: m for m in (STATIC, STATIC_CONSTANT, STDP)}
 CURRENT_SOURCES = {m.name: m for m in (DC, NOISE)}

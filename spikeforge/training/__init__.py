@@ -1,0 +1,1 @@
+"""Training spiking networks with e-prop."""

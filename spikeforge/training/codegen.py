@@ -1,0 +1,107 @@
+"""Generate the e-prop training kernel of an :class:`EpropConfig`.
+
+The hidden neuron's update, threshold and reset are printed from its equations exactly as
+for simulation; the eligibility recursion, the trace and the pseudo-derivative are printed
+from :func:`spikeforge.codegen.eprop.derive`. Components of the eligibility vector that do
+not depend on the postsynaptic neuron are kept per presynaptic neuron, the others per
+synapse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import sympy
+
+from .. import __version__
+from ..codegen.eprop import PSI, Z, derive
+from ..codegen.generate import _emit_odes, _emit_statements, _KernelWriter
+from ..codegen.ir import Line
+from ..codegen.render import environment, philox_header
+from ..models.expressions import symbol
+from .model import EpropConfig
+
+#: The arrays of a training kernel: name -> (dtype, shape description). Order = bind index.
+def array_layout(cfg: EpropConfig, deriv) -> list[tuple[str, str, tuple]]:
+    """(name, dtype, shape) of every array; ``B`` and ``T`` are filled in at run time."""
+    n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
+    out = [
+        ("w_in", "scalar", (n_h, n_in)),
+        ("w_rec", "scalar", (n_h, n_h)),
+        ("w_out", "scalar", (k, n_h)),
+        ("b_out", "scalar", (k,)),
+        ("feedback", "scalar", (n_h, k)),
+        ("x", "scalar", ("T", "B", n_in)),
+        ("labels", "int32", ("B",)),
+        ("targets", "scalar", ("T", "B", k)),
+        ("mask", "scalar", ("T",)),
+        ("y", "scalar", ("T", "B", k)),
+        ("hidden_spikes", "scalar", ("B", n_h)),
+        ("loss", "scalar", ("B",)),
+        ("g_in", "scalar", ("B", n_h, n_in)),
+        ("g_rec", "scalar", ("B", n_h, n_h)),
+        ("g_out", "scalar", ("B", k, n_h)),
+        ("g_b", "scalar", ("B", k)),
+    ]
+    for s in deriv.states:
+        out.append((f"h_{s}", "scalar", ("B", n_h)))
+        out.append((f"hpre_{s}", "scalar", ("B", n_h)))
+        out.append((f"hprev_{s}", "scalar", ("B", n_h)))
+    for v, _ in cfg.hidden_model.vars.items():
+        if v not in deriv.states:
+            out.append((f"h_{v}", "scalar", ("B", n_h)))
+    out += [("z", "scalar", ("B", n_h)), ("zprev", "scalar", ("B", n_h)), ("psi", "scalar", ("B", n_h)),
+            ("psiprev", "scalar", ("B", n_h)), ("zbar", "scalar", ("B", n_h)), ("yval", "scalar", ("B", k))]
+    for src, n_src in (("in", n_in), ("rec", n_h)):
+        for s in deriv.per_presynaptic:
+            out.append((f"eps_{src}_{s}", "scalar", ("B", n_src)))
+        for s in deriv.per_synapse:
+            out.append((f"eps_{src}_{s}", "scalar", ("B", n_h, n_src)))
+        out.append((f"ebar_{src}", "scalar", ("B", n_h, n_src)))
+    return out
+
+
+@dataclass
+class EpropKernel:
+    cfg: EpropConfig
+    deriv: object
+    source: str
+    layout: list
+
+
+def generate_training_kernel(cfg: EpropConfig) -> EpropKernel:
+    m = cfg.hidden_model
+    deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
+    w = _KernelWriter(SimpleNamespace(precision=cfg.precision))
+    w.add_params(cfg.params, "", m.name)
+    w.add_derived(m, {}, "")
+    update: list[Line] = []
+    method = _emit_odes(w, m.odes, {}, m.name, m.integrator, "hidden", update)
+    _emit_statements(w, m.sim_code, {}, update)
+    g_text = w.expr(deriv.g)
+    spike_text = w.expr(m.threshold)
+    psi_text = w.expr(deriv.psi.xreplace({symbol("_g"): symbol("_g")}))
+    reset: list[Line] = []
+    _emit_statements(w, m.reset, {}, reset)
+    # eligibility recursion: D evaluated at the previous step's pre-reset state, spike, psi
+    prev = {symbol(s): symbol(f"_prev_{s}") for s in deriv.states}
+    prev[PSI] = symbol("_psi_prev")
+    prev[Z] = symbol("_z_prev")
+    n = len(deriv.states)
+    D = [[w.expr(sympy.sympify(deriv.D[a, b]).xreplace(prev)) for b in range(n)] for a in range(n)]
+    Dzero = [[deriv.D[a, b] == 0 for b in range(n)] for a in range(n)]
+    c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
+    dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
+    env = environment()
+    template = env.get_template("cpu/eprop_trial.cpp.j2")
+    layout = array_layout(cfg, deriv)
+    source = template.render(
+        cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=w.finish_constants(),
+        update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, dg=dg, layout=layout,
+        method=method, kappa=repr(cfg.kappa), states=deriv.states,
+        other_vars=[v for v in m.vars if v not in deriv.states], idx={s: k for k, s in enumerate(deriv.states)},
+        equations=[o.source for o in m.odes], threshold=m.threshold_source,
+        reset_source=[st.source for st in m.reset],
+    )
+    return EpropKernel(cfg, deriv, source, layout)

@@ -1,0 +1,135 @@
+"""Runs the generated e-prop kernel: weights, gradients, minibatches.
+
+Gradients are accumulated per batch instance inside the kernel, reduced across the batch
+here (``sum`` or ``mean``), and handed to the optimiser.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+
+from ..errors import NetworkError
+from ..runtime.build import build_and_load
+from .codegen import generate_training_kernel
+from .model import EpropConfig
+
+WEIGHTS = ("w_in", "w_rec", "w_out", "b_out")
+GRADS = {"w_in": "g_in", "w_rec": "g_rec", "w_out": "g_out", "b_out": "g_b"}
+
+
+class EpropRuntime:
+    """The compiled training kernel of ``cfg`` with its weights (numpy arrays)."""
+
+    def __init__(self, cfg: EpropConfig, seed: int = 0, threads: int | None = None, init_scale: float = 1.0):
+        self.cfg = cfg
+        self.kernel = generate_training_kernel(cfg)
+        self.lib, self.build = build_and_load(self.kernel.source, name=f"{cfg.name}_eprop",
+                                              describe=f"e-prop kernel of '{cfg.name}'")
+        L = self.lib
+        L.sf_create.restype = ctypes.c_void_p
+        L.sf_destroy.argtypes = [ctypes.c_void_p]
+        L.sf_bind.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        L.sf_bind.restype = ctypes.c_int
+        L.sf_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+        L.sf_set_num_threads.argtypes = [ctypes.c_int]
+        L.sf_set_num_threads.restype = ctypes.c_int
+        if threads is not None:
+            L.sf_set_num_threads(int(threads))
+        self.ctx = ctypes.c_void_p(L.sf_create())
+        self.dtype = np.float32 if cfg.precision == "float" else np.float64
+        self._shape = (0, 0)  # (T, B) the per-batch arrays are sized for
+        self.arrays: dict[str, np.ndarray] = {}
+        rng = np.random.default_rng(seed)
+        n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
+        self.weights = {
+            "w_in": rng.normal(0, init_scale / math.sqrt(n_in), (n_h, n_in)),
+            "w_rec": rng.normal(0, init_scale / math.sqrt(n_h), (n_h, n_h)) if cfg.recurrent else np.zeros((n_h, n_h)),
+            "w_out": rng.normal(0, 1.0 / math.sqrt(n_h), (k, n_h)),
+            "b_out": np.zeros(k),
+        }
+        np.fill_diagonal(self.weights["w_rec"], 0.0)
+        self.weights = {n: w.astype(self.dtype) for n, w in self.weights.items()}
+        self.feedback = rng.normal(0, 1.0 / math.sqrt(k), (n_h, k)).astype(self.dtype)
+        for name, arr in self.weights.items():
+            self._bind(name, arr)
+        self._bind("feedback", self.feedback)
+
+    def _index(self, name: str) -> int:
+        return [n for n, _, _ in self.kernel.layout].index(name)
+
+    def _bind(self, name: str, arr: np.ndarray):
+        self.arrays[name] = arr
+        if self.lib.sf_bind(self.ctx, self._index(name), arr.ctypes.data) != 0:
+            raise RuntimeError(f"cannot bind {name}")
+
+    def set_weights(self, weights: dict):
+        for name, value in weights.items():
+            if name not in self.weights:
+                raise NetworkError(f"unknown weight '{name}' (weights: {', '.join(WEIGHTS)})")
+            value = np.asarray(value)
+            if value.shape != self.weights[name].shape:
+                raise NetworkError(f"weight '{name}' has shape {self.weights[name].shape}, got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise NetworkError(f"weight '{name}' must be finite")
+            self.weights[name][...] = value
+        np.fill_diagonal(self.weights["w_rec"], 0.0)
+
+    def _size_batch(self, T: int, B: int):
+        if self._shape == (T, B):
+            return
+        for name, dtype, shape in self.kernel.layout:
+            if name in self.weights or name == "feedback":
+                continue
+            real = tuple(T if d == "T" else B if d == "B" else d for d in shape)
+            arr = np.zeros(real, dtype=np.int32 if dtype == "int32" else self.dtype)
+            self._bind(name, arr)
+        self._shape = (T, B)
+
+    def run_batch(self, x: np.ndarray, mask: np.ndarray, labels=None, targets=None) -> dict:
+        """Run one minibatch; ``x`` is (T, B, n_inputs) of spikes. Returns the per-instance
+        gradients (arrays with a leading batch axis), readout traces, losses, spike counts."""
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != self.cfg.n_inputs:
+            raise NetworkError(f"inputs must have shape (steps, batch, {self.cfg.n_inputs}), got {x.shape}")
+        T, B = x.shape[:2]
+        mask = np.asarray(mask, dtype=self.dtype)
+        if mask.shape != (T,):
+            raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
+        self._size_batch(T, B)
+        a = self.arrays
+        a["x"][...] = x
+        a["mask"][...] = mask
+        if self.cfg.loss == "xent":
+            labels = np.asarray(labels)
+            if labels.shape != (B,) or labels.min() < 0 or labels.max() >= self.cfg.n_outputs:
+                raise NetworkError(f"labels must be {B} integers in [0, {self.cfg.n_outputs})")
+            a["labels"][...] = labels
+        else:
+            targets = np.asarray(targets)
+            if targets.shape != (T, B, self.cfg.n_outputs):
+                raise NetworkError(f"targets must have shape {(T, B, self.cfg.n_outputs)}, got {targets.shape}")
+            a["targets"][...] = targets
+        for g in GRADS.values():
+            a[g][...] = 0
+        a["hidden_spikes"][...] = 0
+        self.lib.sf_run_batch(self.ctx, B, T)
+        return {
+            "grads": {w: a[g].copy() for w, g in GRADS.items()},
+            "y": a["y"].copy(),
+            "loss": a["loss"].copy(),
+            "hidden_spikes": a["hidden_spikes"].copy(),
+        }
+
+    def close(self):
+        if getattr(self, "ctx", None):
+            self.lib.sf_destroy(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
