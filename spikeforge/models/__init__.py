@@ -27,7 +27,8 @@ from .synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .variables import Constant, Normal, Uniform, Var
 
 __all__ = [
-    "ALIF", "CURRENT_SOURCES", "DC", "DELTA_CURR", "EXP_CURR", "IZHIKEVICH", "LEAKY_INTEGRATOR", "LIF", "LIF_SUBTRACTIVE",
+    "ALIF", "CURRENT_SOURCES", "DC", "DELTA_CURR", "EXP_CURR", "IZHIKEVICH", "LEAKY_INTEGRATOR", "LIF",
+    "LIF_SUBTRACTIVE",
     "NEURONS", "NOISE", "POISSON", "POSTSYNAPTIC", "SPIKE_SOURCE_ARRAY", "STATIC", "STATIC_CONSTANT", "STDP",
     "WEIGHT_UPDATES", "delta_curr", "stdp", "NeuronModel", "SpikeSourceArrayModel", "CurrentSourceModel",
     "PostsynapticModel", "WeightUpdateModel", "Constant", "Normal", "Uniform", "Var",

@@ -22,7 +22,7 @@ from ..codegen.render import environment, philox_header
 from ..models.expressions import symbol
 from .model import EpropConfig
 
-#: The arrays of a training kernel: name -> (dtype, shape description). Order = bind index.
+
 def array_layout(cfg: EpropConfig, deriv) -> list[tuple[str, str, tuple]]:
     """(name, dtype, shape) of every array; ``B`` and ``T`` are filled in at run time."""
     n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
@@ -98,7 +98,8 @@ def generate_training_kernel(cfg: EpropConfig) -> EpropKernel:
     layout = array_layout(cfg, deriv)
     source = template.render(
         cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=w.finish_constants(),
-        update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, dg=dg, layout=layout,
+        update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, dg=dg,
+        layout=layout,
         method=method, kappa=repr(cfg.kappa), states=deriv.states,
         other_vars=[v for v in m.vars if v not in deriv.states], idx={s: k for k, s in enumerate(deriv.states)},
         equations=[o.source for o in m.odes], threshold=m.threshold_source,
