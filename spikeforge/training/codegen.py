@@ -44,6 +44,8 @@ def array_layout(cfg: EpropConfig, deriv) -> list[tuple[str, str, tuple]]:
         ("g_out", "scalar", ("B", k, n_h)),
         ("g_b", "scalar", ("B", k)),
     ]
+    for w, shape in (("w_in", (n_h, n_in)), ("w_rec", (n_h, n_h)), ("w_out", (k, n_h)), ("b_out", (k,))):
+        out += [(f"m_{w}", "scalar", shape), (f"v_{w}", "scalar", shape)]  # Adam moments
     for s in deriv.states:
         out.append((f"h_{s}", "scalar", ("B", n_h)))
         out.append((f"hpre_{s}", "scalar", ("B", n_h)))

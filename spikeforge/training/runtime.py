@@ -34,6 +34,10 @@ class EpropRuntime:
         L.sf_bind.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         L.sf_bind.restype = ctypes.c_int
         L.sf_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+        d = ctypes.c_double
+        L.sf_apply_gradients.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_int, d, d, d, d,
+                                         ctypes.c_uint64, ctypes.c_int, d, d]
+        L.sf_apply_gradients.restype = ctypes.c_int
         L.sf_set_num_threads.argtypes = [ctypes.c_int]
         L.sf_set_num_threads.restype = ctypes.c_int
         if threads is not None:
