@@ -59,6 +59,8 @@ class EpropRuntime:
         self.feedback = rng.normal(0, 1.0 / math.sqrt(k), (n_h, k)).astype(self.dtype)
         for name, arr in self.weights.items():
             self._bind(name, arr)
+            self._bind(f"m_{name}", np.zeros_like(arr))  # Adam moments
+            self._bind(f"v_{name}", np.zeros_like(arr))
         self._bind("feedback", self.feedback)
 
     def _index(self, name: str) -> int:
@@ -85,8 +87,8 @@ class EpropRuntime:
         if self._shape == (T, B):
             return
         for name, dtype, shape in self.kernel.layout:
-            if name in self.weights or name == "feedback":
-                continue
+            if "T" not in shape and "B" not in shape:
+                continue  # weights, feedback and optimiser state keep their arrays
             real = tuple(T if d == "T" else B if d == "B" else d for d in shape)
             arr = np.zeros(real, dtype=np.int32 if dtype == "int32" else self.dtype)
             self._bind(name, arr)

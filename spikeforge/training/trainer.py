@@ -94,12 +94,7 @@ class Trainer:
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
-        self._moments = {}
-        for w in WEIGHTS:
-            for k in ("m", "v"):
-                arr = np.zeros_like(self.runtime.weights[w])
-                self.runtime._bind(f"{k}_{w}", arr)
-                self._moments[f"{k}_{w}"] = arr
+        self._moments = {f"{k}_{w}": self.runtime.arrays[f"{k}_{w}"] for w in WEIGHTS for k in ("m", "v")}
 
     # -- weights ---------------------------------------------------------------------------
     @property
