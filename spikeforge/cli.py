@@ -116,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="log progress; show tracebacks on errors")
     build.set_defaults(func=cmd_build)
+
+    train = commands.add_parser(
+        "train",
+        help="train a recurrent spiking network with e-prop",
+        description="Train the network described in FILE.yaml (see spikeforge/training/config.py) with e-prop, "
+        "then evaluate it on the held-out data.",
+    )
+    train.add_argument("file", metavar="FILE.yaml", help="the training job")
+    train.add_argument("--backend", default="cpu", help="backend (e-prop training runs on: cpu)")
+    train.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (overrides the file)")
+    train.add_argument("--batch-size", type=_positive_int, metavar="N", help="minibatch size (overrides the file)")
+    train.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)")
+    train.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (overrides the file)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    train.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log progress; show tracebacks on errors")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -291,6 +310,55 @@ def cmd_build(args) -> int:
             print(f"  {f}")
         if note:
             print(f"  ({note})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import time
+
+    from .errors import BackendUnavailableError
+    from .training.config import load_training
+    from .training.trainer import Trainer
+
+    if args.backend != "cpu":
+        raise BackendUnavailableError(
+            f"e-prop training runs on the cpu backend for now; backend {args.backend!r} has no training kernels yet")
+    job = load_training(args.file)
+    options = dict(job.trainer_options)
+    if args.batch_size:
+        options["batch_size"] = args.batch_size
+    epochs = args.epochs or job.epochs
+    checkpoint = Path(args.checkpoint) if args.checkpoint else job.checkpoint
+    trainer = Trainer(job.config, threads=args.threads, **options)
+    t0 = time.perf_counter()
+    history = trainer.fit(job.train, epochs=epochs, validation=job.test,
+                          progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
+    seconds = time.perf_counter() - t0
+    last = history[-1] if history else {}
+    result = {
+        "network": job.name,
+        "backend": args.backend,
+        "epochs": trainer.epoch,
+        "train_samples": len(job.train),
+        "test_samples": len(job.test),
+        "seconds": seconds,
+        "samples_per_second": last.get("samples_per_second"),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "history": history,
+    }
+    for split in ("train", "val"):
+        for k in ("loss", "accuracy", "mse", "rate_hz"):
+            if f"{split}_{k}" in last:
+                result[f"{'test' if split == 'val' else 'train'}_{k}"] = last[f"{split}_{k}"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{job.name}: {trainer.epoch} epochs in {seconds:.1f} s "
+          f"({result['samples_per_second'] or 0:.0f} samples/s in the last)")
+    for k in ("train_loss", "train_accuracy", "train_mse", "test_loss", "test_accuracy", "test_mse",
+              "test_rate_hz"):
+        if k in result:
+            print(f"  {k:<15} {result[k]:.4g}")
     return 0
 
 

@@ -1,0 +1,158 @@
+"""Training jobs from YAML (``spikeforge train FILE.yaml``).
+
+```yaml
+name: digits
+dt: 1.0                       # ms; the data is binned at this step
+data:
+  kind: digits                # evidence_accumulation | pattern_generation | digits | shd
+  options: {encoding: latency}  # keyword arguments of the generator / loader
+  n_samples: 1000             # generators with a size (evidence_accumulation, pattern_generation)
+  test_fraction: 0.2          # held-out share (or, for shd: train: PATH, test: PATH)
+  seed: 0
+network:
+  hidden: {model: lif_subtractive, size: 128, params: {tau_m: 20.0, v_th: 0.6, r_m: 10.0}}
+  recurrent: true
+  tau_out: 20.0               # readout time constant, ms
+  feedback: symmetric         # or random (random e-prop)
+  regularisation: {rate: 0.0, target_hz: 10.0}
+training:
+  epochs: 10
+  batch_size: 32
+  lr: 0.005
+  reduce: mean                # how per-instance gradients combine: mean | sum
+  seed: 0
+  init_scale: 1.0
+  checkpoint: digits.ckpt.npz # optional; relative to this file
+```
+The loss follows the data: softmax cross-entropy over the readout window for
+classification, mean squared error for regression. User-defined neuron models can be
+given under ``models:`` exactly as in network files (docs/yaml.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import LineDict, _Loader, _parse
+from ..errors import ConfigError
+from . import datasets
+from .model import EpropConfig
+
+DATA_KINDS = ("evidence_accumulation", "pattern_generation", "digits", "shd")
+
+
+@dataclass
+class TrainingJob:
+    name: str
+    config: EpropConfig
+    train: object
+    test: object
+    trainer_options: dict
+    epochs: int
+    checkpoint: Path | None
+    filename: str
+
+
+class _TrainLoader(_Loader):
+    def data(self, top: LineDict, dt: float):
+        node = self.get_mapping(top, "data", "")
+        self.check_keys(node, ("kind", "options", "n_samples", "test_fraction", "seed", "train", "test"), "data",
+                        required=("kind",))
+        kind = self.get_str(node, "kind", "data")
+        if kind not in DATA_KINDS:
+            self.fail(f"data.kind: unknown data set '{kind}' (known: {', '.join(DATA_KINDS)})",
+                      self.vline(node, "kind"))
+        options = dict(self.get_mapping(node, "options", "data"))
+        options.setdefault("dt", dt)
+        seed = self.get_int(node, "seed", "data", 0)
+        fraction = self.get_number(node, "test_fraction", "data", 0.2)
+        line = self.kline(node, "options") if "options" in node else self.kline(node, "kind")
+        try:
+            if kind == "shd":
+                if "train" not in node:
+                    self.fail("data: the shd data set needs 'train: PATH' (and optionally 'test: PATH')",
+                              self.kline(node, "kind"))
+                train = datasets.load_shd(self.base_dir / str(node["train"]), **options)
+                test = datasets.load_shd(self.base_dir / str(node["test"]), **options) if "test" in node else None
+                if test is None:
+                    train, test = train.split(1 - fraction, seed)
+                return train, test
+            fn = getattr(datasets, kind)
+            if "n_samples" in inspect.signature(fn).parameters:
+                n = self.get_int(node, "n_samples", "data", 1000)
+                full = fn(n, seed, **options)
+            else:
+                full = fn(seed, **options)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, ImportError, OSError) as exc:
+            raise ConfigError(f"data ({kind}): {exc}", self.filename, line) from None
+        return full.split(1 - fraction, seed)
+
+    def network(self, top: LineDict, name: str, dt: float, n_in: int, n_out: int, loss: str) -> EpropConfig:
+        node = self.get_mapping(top, "network", "")
+        self.check_keys(node, ("hidden", "recurrent", "tau_out", "feedback", "surrogate", "gamma",
+                               "regularisation", "precision"), "network", required=("hidden",))
+        hidden = self.get_mapping(node, "hidden", "network")
+        self.check_keys(hidden, ("model", "size", "params"), "network.hidden", required=("model", "size"))
+        model = self.resolve_model(hidden["model"], "neuron", "network.hidden.model", self.vline(hidden, "model"))
+        reg = self.get_mapping(node, "regularisation", "network")
+        self.check_keys(reg, ("rate", "target_hz"), "network.regularisation")
+        recurrent = node.get("recurrent", True)
+        if not isinstance(recurrent, bool):
+            self.fail("network.recurrent: expected true or false", self.vline(node, "recurrent"))
+        with self.building(self.kline(top, "network")):
+            return EpropConfig(
+                n_in, self.get_int(hidden, "size", "network.hidden"), n_out, model,
+                dict(self.get_mapping(hidden, "params", "network.hidden")), recurrent=recurrent,
+                tau_out=self.get_number(node, "tau_out", "network", 20.0, positive=True), dt=dt, loss=loss,
+                feedback=self.get_str(node, "feedback", "network", "symmetric"),
+                surrogate=self.get_str(node, "surrogate", "network", "triangular"),
+                gamma=self.get_number(node, "gamma", "network", 0.3),
+                reg_rate=self.get_number(reg, "rate", "network.regularisation", 0.0),
+                reg_target_hz=self.get_number(reg, "target_hz", "network.regularisation", 10.0),
+                precision=self.get_str(node, "precision", "network", "float"), name=name,
+            )
+
+    def job(self, top) -> TrainingJob:
+        top = self.check_mapping(top, "the file", 1)
+        self.check_keys(top, ("name", "dt", "models", "data", "network", "training"), "the file",
+                        required=("data", "network"))
+        name = self.get_str(top, "name", "", self.default_name, identifier=True)
+        dt = self.get_number(top, "dt", "", 1.0, positive=True)
+        self.load_models(top)
+        train, test = self.data(top, dt)
+        loss = "xent" if train.task == "classification" else "mse"
+        cfg = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss)
+        node = self.get_mapping(top, "training", "")
+        self.check_keys(node, ("epochs", "batch_size", "lr", "reduce", "seed", "init_scale", "checkpoint",
+                               "clamp"), "training")
+        options = {
+            "batch_size": self.get_int(node, "batch_size", "training", 32),
+            "lr": self.get_number(node, "lr", "training", 1e-3),
+            "reduce": self.get_str(node, "reduce", "training", "mean"),
+            "seed": self.get_int(node, "seed", "training", 0),
+            "init_scale": self.get_number(node, "init_scale", "training", 1.0, positive=True),
+        }
+        if "clamp" in node:
+            clamp = node["clamp"]
+            if not (isinstance(clamp, list) and len(clamp) == 2 and all(isinstance(c, (int, float)) for c in clamp)):
+                self.fail("training.clamp: expected [low, high]", self.vline(node, "clamp"))
+            options["clamp"] = tuple(clamp)
+        ckpt = self.get_str(node, "checkpoint", "training")
+        return TrainingJob(name, cfg, train, test, options, self.get_int(node, "epochs", "training", 10),
+                           self.base_dir / ckpt if ckpt else None, self.filename)
+
+
+def load_training(path) -> TrainingJob:
+    """Read a training job from the YAML file at ``path`` (errors name the file and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", str(path)) from None
+    stem = path.stem if path.stem.isidentifier() else "eprop"
+    loader = _TrainLoader(str(path), path.resolve().parent, stem)
+    return loader.job(_parse(text, str(path)))
