@@ -190,3 +190,16 @@ def test_cli_runs_on_cuda_emu(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["backend"] == "cuda-emu" and out["steps"] == 200
     assert sum(out["spikes"].values()) > 0
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_eprop_training_kernels_compile_with_nvcc(arch):
+    from spikeforge.runtime.nvcc import build_cubin
+    from spikeforge.training.codegen import generate_training_kernel
+    from spikeforge.training.model import EpropConfig
+
+    for model, loss, recurrent in ((m.ALIF, "xent", True), (m.LIF_SUBTRACTIVE, "mse", False)):
+        cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, name=f"eprop_nvcc_{model.name}")
+        data = build_cubin(generate_training_kernel(cfg, "cuda").source, arch, name=cfg.name).path.read_bytes()
+        assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data

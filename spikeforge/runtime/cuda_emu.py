@@ -25,9 +25,12 @@ def emu_header() -> str:
     return (resources.files("spikeforge") / "templates" / "cuda" / "sf_cuda_emu.h").read_text()
 
 
-def render_emu_source(spec: NetworkSpec, cu_source: str, launches) -> str:
+def render_emu_source(spec: NetworkSpec, cu_source: str, launches, ctx_type: str = "sf_context") -> str:
+    """The driver that compiles ``cu_source`` unchanged for the CPU, with a launch wrapper
+    per kernel; ``ctx_type`` is the struct the kernels take a pointer to."""
     template = environment().get_template("cuda/emu_driver.cpp.j2")
-    return template.render(spec=spec, cu_source=cu_source, emu_header=emu_header(), launches=launches)
+    return template.render(spec=spec, cu_source=cu_source, emu_header=emu_header(), launches=launches,
+                           ctx_type=ctx_type)
 
 
 class CudaEmuBackend(DeviceBackend):

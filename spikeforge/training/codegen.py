@@ -23,7 +23,7 @@ from ..models.expressions import symbol
 from .model import EpropConfig
 
 
-def array_layout(cfg: EpropConfig, deriv) -> list[tuple[str, str, tuple]]:
+def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[str, str, tuple]]:
     """(name, dtype, shape) of every array; ``B`` and ``T`` are filled in at run time."""
     n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
     out = [
@@ -61,6 +61,11 @@ def array_layout(cfg: EpropConfig, deriv) -> list[tuple[str, str, tuple]]:
         for s in deriv.per_synapse:
             out.append((f"eps_{src}_{s}", "scalar", ("B", n_h, n_src)))
         out.append((f"ebar_{src}", "scalar", ("B", n_h, n_src)))
+        if backend == "cuda":
+            for s in deriv.per_presynaptic:  # the previous step's values, for the per-synapse kernel
+                out.append((f"eps_old_{src}_{s}", "scalar", ("B", n_src)))
+    if backend == "cuda":
+        out += [("bbar", "scalar", ("B",)), ("err", "scalar", ("B", k)), ("L", "scalar", ("B", n_h))]
     return out
 
 
@@ -72,7 +77,9 @@ class EpropKernel:
     layout: list
 
 
-def generate_training_kernel(cfg: EpropConfig) -> EpropKernel:
+def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKernel:
+    """The training kernel source for ``backend``: ``cpu`` (C++) or ``cuda`` (kernels shared
+    by the ``cuda`` and ``cuda-emu`` runtimes)."""
     m = cfg.hidden_model
     deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
     w = _KernelWriter(SimpleNamespace(precision=cfg.precision))
@@ -96,8 +103,8 @@ def generate_training_kernel(cfg: EpropConfig) -> EpropKernel:
     c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
     dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
     env = environment()
-    template = env.get_template("cpu/eprop_trial.cpp.j2")
-    layout = array_layout(cfg, deriv)
+    template = env.get_template("cpu/eprop_trial.cpp.j2" if backend == "cpu" else "cuda/eprop_trial.cu.j2")
+    layout = array_layout(cfg, deriv, backend)
     source = template.render(
         cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=w.finish_constants(),
         update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, dg=dg,
@@ -105,6 +112,6 @@ def generate_training_kernel(cfg: EpropConfig) -> EpropKernel:
         method=method, kappa=repr(cfg.kappa), states=deriv.states,
         other_vars=[v for v in m.vars if v not in deriv.states], idx={s: k for k, s in enumerate(deriv.states)},
         equations=[o.source for o in m.odes], threshold=m.threshold_source,
-        reset_source=[st.source for st in m.reset],
+        reset_source=[st.source for st in m.reset], readout_block=max(32, 1 << (cfg.n_outputs - 1).bit_length()),
     )
     return EpropKernel(cfg, deriv, source, layout)

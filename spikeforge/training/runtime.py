@@ -20,6 +20,41 @@ WEIGHTS = ("w_in", "w_rec", "w_out", "b_out")
 GRADS = {"w_in": "g_in", "w_rec": "g_rec", "w_out": "g_out", "b_out": "g_b"}
 
 
+def initial_weights(cfg: EpropConfig, seed: int, init_scale: float, dtype) -> tuple[dict, np.ndarray]:
+    """Gaussian weights scaled by fan-in (no self-connections), zero bias, random feedback."""
+    rng = np.random.default_rng(seed)
+    n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
+    weights = {
+        "w_in": rng.normal(0, init_scale / math.sqrt(n_in), (n_h, n_in)),
+        "w_rec": rng.normal(0, init_scale / math.sqrt(n_h), (n_h, n_h)) if cfg.recurrent else np.zeros((n_h, n_h)),
+        "w_out": rng.normal(0, 1.0 / math.sqrt(n_h), (k, n_h)),
+        "b_out": np.zeros(k),
+    }
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    feedback = rng.normal(0, 1.0 / math.sqrt(k), (n_h, k)).astype(dtype)
+    return {n: w.astype(dtype) for n, w in weights.items()}, feedback
+
+
+def check_batch(cfg: EpropConfig, x, mask, labels, targets, dtype):
+    """Validate one minibatch; returns (x, mask, labels, targets) as arrays."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != cfg.n_inputs:
+        raise NetworkError(f"inputs must have shape (steps, batch, {cfg.n_inputs}), got {x.shape}")
+    T, B = x.shape[:2]
+    mask = np.asarray(mask, dtype=dtype)
+    if mask.shape != (T,):
+        raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
+    if cfg.loss == "xent":
+        labels = np.asarray(labels)
+        if labels.shape != (B,) or labels.min() < 0 or labels.max() >= cfg.n_outputs:
+            raise NetworkError(f"labels must be {B} integers in [0, {cfg.n_outputs})")
+    else:
+        targets = np.asarray(targets)
+        if targets.shape != (T, B, cfg.n_outputs):
+            raise NetworkError(f"targets must have shape {(T, B, cfg.n_outputs)}, got {targets.shape}")
+    return x, mask, labels, targets
+
+
 class EpropRuntime:
     """The compiled training kernel of ``cfg`` with its weights (numpy arrays)."""
 
@@ -46,17 +81,7 @@ class EpropRuntime:
         self.dtype = np.float32 if cfg.precision == "float" else np.float64
         self._shape = (0, 0)  # (T, B) the per-batch arrays are sized for
         self.arrays: dict[str, np.ndarray] = {}
-        rng = np.random.default_rng(seed)
-        n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
-        self.weights = {
-            "w_in": rng.normal(0, init_scale / math.sqrt(n_in), (n_h, n_in)),
-            "w_rec": rng.normal(0, init_scale / math.sqrt(n_h), (n_h, n_h)) if cfg.recurrent else np.zeros((n_h, n_h)),
-            "w_out": rng.normal(0, 1.0 / math.sqrt(n_h), (k, n_h)),
-            "b_out": np.zeros(k),
-        }
-        np.fill_diagonal(self.weights["w_rec"], 0.0)
-        self.weights = {n: w.astype(self.dtype) for n, w in self.weights.items()}
-        self.feedback = rng.normal(0, 1.0 / math.sqrt(k), (n_h, k)).astype(self.dtype)
+        self.weights, self.feedback = initial_weights(cfg, seed, init_scale, self.dtype)
         for name, arr in self.weights.items():
             self._bind(name, arr)
             self._bind(f"m_{name}", np.zeros_like(arr))  # Adam moments
@@ -71,15 +96,21 @@ class EpropRuntime:
         if self.lib.sf_bind(self.ctx, self._index(name), arr.ctypes.data) != 0:
             raise RuntimeError(f"cannot bind {name}")
 
-    def set_weights(self, weights: dict):
+    @staticmethod
+    def _check_weights(cfg: EpropConfig, weights: dict):
+        n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
+        shapes = {"w_in": (n_h, n_in), "w_rec": (n_h, n_h), "w_out": (k, n_h), "b_out": (k,)}
         for name, value in weights.items():
-            if name not in self.weights:
+            if name not in shapes:
                 raise NetworkError(f"unknown weight '{name}' (weights: {', '.join(WEIGHTS)})")
-            value = np.asarray(value)
-            if value.shape != self.weights[name].shape:
-                raise NetworkError(f"weight '{name}' has shape {self.weights[name].shape}, got {value.shape}")
+            if np.shape(value) != shapes[name]:
+                raise NetworkError(f"weight '{name}' has shape {shapes[name]}, got {np.shape(value)}")
             if not np.all(np.isfinite(value)):
                 raise NetworkError(f"weight '{name}' must be finite")
+
+    def set_weights(self, weights: dict):
+        self._check_weights(self.cfg, weights)
+        for name, value in weights.items():
             self.weights[name][...] = value
         np.fill_diagonal(self.weights["w_rec"], 0.0)
 
@@ -97,26 +128,15 @@ class EpropRuntime:
     def run_batch(self, x: np.ndarray, mask: np.ndarray, labels=None, targets=None) -> dict:
         """Run one minibatch; ``x`` is (T, B, n_inputs) of spikes. Returns the per-instance
         gradients (arrays with a leading batch axis), readout traces, losses, spike counts."""
-        x = np.asarray(x)
-        if x.ndim != 3 or x.shape[2] != self.cfg.n_inputs:
-            raise NetworkError(f"inputs must have shape (steps, batch, {self.cfg.n_inputs}), got {x.shape}")
+        x, mask, labels, targets = check_batch(self.cfg, x, mask, labels, targets, self.dtype)
         T, B = x.shape[:2]
-        mask = np.asarray(mask, dtype=self.dtype)
-        if mask.shape != (T,):
-            raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
         self._size_batch(T, B)
         a = self.arrays
         a["x"][...] = x
         a["mask"][...] = mask
         if self.cfg.loss == "xent":
-            labels = np.asarray(labels)
-            if labels.shape != (B,) or labels.min() < 0 or labels.max() >= self.cfg.n_outputs:
-                raise NetworkError(f"labels must be {B} integers in [0, {self.cfg.n_outputs})")
             a["labels"][...] = labels
         else:
-            targets = np.asarray(targets)
-            if targets.shape != (T, B, self.cfg.n_outputs):
-                raise NetworkError(f"targets must have shape {(T, B, self.cfg.n_outputs)}, got {targets.shape}")
             a["targets"][...] = targets
         for g in GRADS.values():
             a[g][...] = 0
@@ -128,6 +148,28 @@ class EpropRuntime:
             "loss": a["loss"].copy(),
             "hidden_spikes": a["hidden_spikes"].copy(),
         }
+
+    def apply_gradients(self, index: int, batch: int, mean: bool, lr: float, beta1: float, beta2: float, eps: float,
+                        t: int, clamp: tuple | None):
+        """Reduce weight ``index``'s gradients over the batch and take one Adam step."""
+        lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        status = self.lib.sf_apply_gradients(self.ctx, index, batch, int(mean), lr, beta1, beta2, eps, t,
+                                             int(clamp is not None), float(lo), float(hi))
+        if status != 0:
+            raise RuntimeError(f"cannot apply gradients to weight {index}")
+
+    def moments(self) -> dict[str, np.ndarray]:
+        return {f"{k}_{w}": self.arrays[f"{k}_{w}"].copy() for w in WEIGHTS for k in ("m", "v")}
+
+    def set_moments(self, moments: dict):
+        for name, value in moments.items():
+            self.arrays[name][...] = value
+
+    def set_feedback(self, feedback):
+        self.feedback[...] = feedback
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.weights.items()}
 
     def close(self):
         if getattr(self, "ctx", None):

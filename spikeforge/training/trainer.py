@@ -77,7 +77,7 @@ class Trainer:
 
     def __init__(self, config: EpropConfig, *, batch_size: int = 32, lr: float | Callable = 1e-3,
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
-                 clamp: tuple[float, float] | None = None, init_scale: float = 1.0):
+                 clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
         if reduce not in ("mean", "sum"):
@@ -89,17 +89,31 @@ class Trainer:
         self.reduce = reduce
         self.seed = seed
         self.clamp = clamp
-        self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
+        if backend == "cpu":
+            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
+        elif backend in ("cuda", "cuda-emu"):
+            from .device_runtime import DeviceEpropRuntime
+
+            self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
+                                              init_scale=init_scale)
+        else:
+            from ..errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        self.backend = backend
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
-        self._moments = {f"{k}_{w}": self.runtime.arrays[f"{k}_{w}"] for w in WEIGHTS for k in ("m", "v")}
 
     # -- weights ---------------------------------------------------------------------------
     @property
     def weights(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.runtime.weights.items()}
+        return self.runtime.get_weights()
+
+    @property
+    def _moments(self) -> dict[str, np.ndarray]:
+        return self.runtime.moments()
 
     def _lr(self, epoch: int) -> float:
         lr = self.lr(epoch, self.step) if callable(self.lr) else self.lr
@@ -114,13 +128,9 @@ class Trainer:
         for index, name in enumerate(WEIGHTS):
             if name == "w_rec" and not self.config.recurrent:
                 continue
-            clamp = self.clamp is not None and name in ("w_in", "w_rec")
-            lo, hi = self.clamp if clamp else (0.0, 0.0)
-            status = self.runtime.lib.sf_apply_gradients(
-                self.runtime.ctx, index, batch, 1 if self.reduce == "mean" else 0, lr, opt.beta1, opt.beta2,
-                opt.eps, self.step, int(clamp), float(lo), float(hi))
-            if status != 0:
-                raise RuntimeError(f"cannot apply gradients to {name}")
+            clamp = self.clamp if self.clamp is not None and name in ("w_in", "w_rec") else None
+            self.runtime.apply_gradients(index, batch, self.reduce == "mean", lr, opt.beta1, opt.beta2, opt.eps,
+                                         self.step, clamp)
 
     # -- running ---------------------------------------------------------------------------
     def _check(self, data):
@@ -234,8 +244,8 @@ class Trainer:
     def save_checkpoint(self, path) -> Path:
         """Weights, optimiser state, epoch, step and RNG position, written atomically."""
         path = Path(path)
-        data = {f"weight/{k}": v for k, v in self.runtime.weights.items()}
-        data.update({f"adam/{k}": v for k, v in self._moments.items()})
+        data = {f"weight/{k}": v for k, v in self.runtime.get_weights().items()}
+        data.update({f"adam/{k}": v for k, v in self.runtime.moments().items()})
         data["feedback"] = self.runtime.feedback
         meta = {"version": CHECKPOINT_VERSION, "epoch": self.epoch, "step": self.step,
                 "rng": self.rng.bit_generator.state, "history": self.history, "network": self._signature()}
@@ -271,8 +281,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint {str(path)!r} belongs to another network: {meta['network']} "
                                   f"vs {self._signature()}")
         self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("weight/")})
-        for k, arr in self._moments.items():
-            arr[...] = data[f"adam/{k}"]
-        self.runtime.feedback[...] = data["feedback"]
+        self.runtime.set_moments({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("adam/")})
+        self.runtime.set_feedback(data["feedback"])
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
         self.rng.bit_generator.state = meta["rng"]

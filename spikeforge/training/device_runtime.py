@@ -1,0 +1,274 @@
+"""The e-prop training kernels on the CUDA backends: ``cuda-emu`` (the generated ``.cu``
+compiled against the emulation header and run on the CPU) and ``cuda`` (pycuda).
+
+Same interface as :class:`~spikeforge.training.runtime.EpropRuntime`; state lives in
+"device" memory, one step is a fixed sequence of kernel launches (see the header of the
+generated ``.cu``), and the step counter lives in device memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..codegen.launch import Launch
+from .codegen import generate_training_kernel
+from .model import EpropConfig
+from .runtime import GRADS, WEIGHTS, check_batch, initial_weights
+
+HEADER_WORDS = 12  # step, batch_size, n_steps, adam_t, mean, clamp, lr, beta1, beta2, eps, lo, hi
+
+
+def _plan(cfg: EpropConfig, readout_block: int) -> tuple[list[Launch], list[Launch]]:
+    """Launches of one step, and the Adam launches, in order."""
+    n_h, n_in, k = cfg.n_hidden, cfg.n_inputs, cfg.n_outputs
+
+    def blocks(n, b=128):
+        return max(1, math.ceil(n / b))
+
+    step = [Launch("eprop_shift", blocks(n_h), 128, True, False),
+            Launch("eprop_neurons", blocks(n_h), 128, True, False),
+            Launch("eprop_readout", 1, readout_block, True, True),
+            Launch("eprop_signal", blocks(n_h), 128, True, False)]
+    for src, n_src in (("in", n_in), ("rec", n_h)) if cfg.recurrent else (("in", n_in),):
+        step += [Launch(f"eprop_pre_{src}", blocks(n_src), 128, True, False),
+                 Launch(f"eprop_syn_{src}", blocks(n_h * n_src), 128, True, False)]
+    step.append(Launch("eprop_end_step", 1, 32, False, False))
+    sizes = {"w_in": n_h * n_in, "w_rec": n_h * n_h, "w_out": k * n_h, "b_out": k}
+    adam = [Launch(f"eprop_adam_{w}", blocks(sizes[w], 256), 256, False, False) for w in WEIGHTS]
+    return step, adam
+
+
+class _EmuDevice:
+    """cuda-emu: 'device memory' is host memory, kernels run through the emulation header."""
+
+    def __init__(self, cfg, source, launches, threads):
+        from ..runtime.build import build_and_load
+        from ..runtime.cuda_emu import render_emu_source
+
+        emu = render_emu_source(SimpleNamespace(name=cfg.name), source, launches, ctx_type="sf_eprop")
+        self.lib, self.build = build_and_load(emu, name=f"{cfg.name}_eprop_emu",
+                                              describe=f"e-prop kernels of '{cfg.name}' (cuda-emu)")
+        self.lib.sf_emu_launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
+                                           ctypes.c_void_p]
+        self.lib.sf_emu_launch.restype = ctypes.c_int
+        self.lib.sf_emu_set_num_threads.argtypes = [ctypes.c_int]
+        if threads is not None:
+            self.lib.sf_emu_set_num_threads(int(threads))
+        self.index = {launch.name: i for i, launch in enumerate(launches)}
+        self.memory: dict[int, np.ndarray] = {}
+
+    def alloc(self, nbytes):
+        buf = np.zeros(max(1, int(nbytes)) + 64, dtype=np.uint8)
+        addr = (buf.ctypes.data + 63) // 64 * 64
+        self.memory[addr] = buf
+        return addr
+
+    def free(self, addr):
+        self.memory.pop(addr, None)
+
+    def upload(self, addr, array):
+        array = np.ascontiguousarray(array)
+        ctypes.memmove(addr, array.ctypes.data, array.nbytes)
+
+    def download(self, addr, array):
+        ctypes.memmove(array.ctypes.data, addr, array.nbytes)
+
+    def memset0(self, addr, nbytes):
+        ctypes.memset(addr, 0, int(nbytes))
+
+    def launch(self, launch, grid, ctx):
+        if self.lib.sf_emu_launch(self.index[launch.name], grid[0], grid[1], launch.block, ctx) != 0:
+            raise RuntimeError(f"cuda-emu: unknown kernel {launch.name}")
+
+    def synchronise(self):
+        pass
+
+
+class _CudaDevice:
+    """cuda: pycuda on a GPU."""
+
+    def __init__(self, cfg, source, launches, threads):
+        from ..runtime.cuda import import_pycuda
+        from ..runtime.nvcc import build_cubin
+
+        drv = import_pycuda()
+        self.drv = drv
+        self.context = drv.Device(0).retain_primary_context()
+        self.context.push()
+        major, minor = drv.Device(0).compute_capability()
+        self.build = build_cubin(source, f"sm_{major}{minor}", name=f"{cfg.name}_eprop",
+                                 describe=f"e-prop kernels of '{cfg.name}'")
+        module = drv.module_from_buffer(self.build.path.read_bytes())
+        self.functions = {}
+        for launch in launches:
+            fn = module.get_function(launch.name)
+            fn.prepare("P")
+            self.functions[launch.name] = fn
+        self.stream = drv.Stream()
+        self.allocs = {}
+
+    def alloc(self, nbytes):
+        mem = self.drv.mem_alloc(max(1, int(nbytes)))
+        self.allocs[int(mem)] = mem
+        return int(mem)
+
+    def free(self, addr):
+        mem = self.allocs.pop(addr, None)
+        if mem is not None:
+            mem.free()
+
+    def upload(self, addr, array):
+        self.drv.memcpy_htod(addr, np.ascontiguousarray(array))
+
+    def download(self, addr, array):
+        self.drv.memcpy_dtoh(array, addr)
+
+    def memset0(self, addr, nbytes):
+        self.drv.memset_d8(addr, 0, int(nbytes))
+
+    def launch(self, launch, grid, ctx):
+        self.functions[launch.name].prepared_async_call(grid, (launch.block, 1, 1), self.stream, ctx)
+
+    def synchronise(self):
+        self.stream.synchronize()
+
+
+class DeviceEpropRuntime:
+    def __init__(self, cfg: EpropConfig, backend: str = "cuda-emu", seed: int = 0, threads: int | None = None,
+                 init_scale: float = 1.0):
+        self.cfg = cfg
+        self.kernel = generate_training_kernel(cfg, "cuda")
+        self.source = self.kernel.source
+        readout_block = max(32, 1 << (cfg.n_outputs - 1).bit_length())
+        self.step_launches, self.adam_launches = _plan(cfg, readout_block)
+        launches = self.step_launches + self.adam_launches
+        self.device = (_EmuDevice if backend == "cuda-emu" else _CudaDevice)(cfg, self.source, launches, threads)
+        self.build = self.device.build
+        self.dtype = np.float32 if cfg.precision == "float" else np.float64
+        self.layout = self.kernel.layout
+        self.ptr: dict[str, int] = {}
+        self.shapes: dict[str, tuple] = {}
+        self._shape = (0, 0)
+        self.ctx_host = np.zeros(HEADER_WORDS + len(self.layout), dtype=np.uint64)
+        self.ctx = self.device.alloc(self.ctx_host.nbytes)
+        weights, self.feedback = initial_weights(cfg, seed, init_scale, self.dtype)
+        for name, _, shape in self.layout:
+            if "T" not in shape and "B" not in shape:
+                self._allocate(name, shape)
+        self.set_weights(weights)
+        self.set_feedback(self.feedback)
+
+    # -- memory ------------------------------------------------------------------------------
+    def _dtype(self, name):
+        return np.int32 if name == "labels" else self.dtype
+
+    def _allocate(self, name, shape):
+        if name in self.ptr:
+            self.device.free(self.ptr[name])
+        nbytes = int(np.prod(shape)) * np.dtype(self._dtype(name)).itemsize
+        self.ptr[name] = self.device.alloc(nbytes)
+        self.shapes[name] = tuple(shape)
+        self.device.memset0(self.ptr[name], nbytes)
+        self.ctx_host[HEADER_WORDS + [n for n, _, _ in self.layout].index(name)] = self.ptr[name]
+
+    def _pull(self, name):
+        out = np.zeros(self.shapes[name], dtype=self._dtype(name))
+        self.device.download(self.ptr[name], out)
+        return out
+
+    def _push(self, name, values):
+        self.device.upload(self.ptr[name], np.ascontiguousarray(values, dtype=self._dtype(name)))
+
+    def _header(self, **fields):
+        names = ("step", "batch_size", "n_steps", "adam_t", "mean", "clamp", "lr", "beta1", "beta2", "eps",
+                 "lo", "hi")
+        doubles = self.ctx_host[:HEADER_WORDS].view(np.float64)
+        for k, v in fields.items():
+            i = names.index(k)
+            if i >= 6:
+                doubles[i] = v
+            else:
+                self.ctx_host[i] = v
+        self.device.upload(self.ctx, self.ctx_host)
+
+    def _size_batch(self, T, B):
+        if self._shape == (T, B):
+            return
+        for name, _, shape in self.layout:
+            if "T" in shape or "B" in shape:
+                self._allocate(name, tuple(T if d == "T" else B if d == "B" else d for d in shape))
+        self._shape = (T, B)
+
+    # -- the runtime interface ------------------------------------------------------------------
+    def set_weights(self, weights: dict):
+        from .runtime import EpropRuntime
+
+        current = self.get_weights() if all(w in self.ptr for w in WEIGHTS) and hasattr(self, "_ready") else None
+        merged = dict(current or {})
+        merged.update({k: np.asarray(v) for k, v in weights.items()})
+        EpropRuntime._check_weights(self.cfg, merged)
+        w_rec = np.array(merged["w_rec"], dtype=self.dtype)
+        np.fill_diagonal(w_rec, 0.0)
+        merged["w_rec"] = w_rec
+        for name, value in merged.items():
+            self._push(name, value)
+        self._ready = True
+
+    def set_feedback(self, feedback):
+        self.feedback = np.asarray(feedback, dtype=self.dtype)
+        self._push("feedback", self.feedback)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {w: self._pull(w) for w in WEIGHTS}
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.get_weights()
+
+    def moments(self) -> dict[str, np.ndarray]:
+        return {f"{k}_{w}": self._pull(f"{k}_{w}") for w in WEIGHTS for k in ("m", "v")}
+
+    def set_moments(self, moments: dict):
+        for name, value in moments.items():
+            self._push(name, value)
+
+    def run_batch(self, x, mask, labels=None, targets=None) -> dict:
+        x, mask, labels, targets = check_batch(self.cfg, x, mask, labels, targets, self.dtype)
+        T, B = x.shape[:2]
+        self._size_batch(T, B)
+        for name, _, shape in self.layout:  # fresh trial state and zero gradients
+            if ("B" in shape or "T" in shape) and name not in ("x", "mask", "labels", "targets"):
+                self.device.memset0(self.ptr[name], int(np.prod(self.shapes[name])) * self.dtype().itemsize)
+        self._push("x", x)
+        self._push("mask", mask)
+        if self.cfg.loss == "xent":
+            self._push("labels", labels)
+        else:
+            self._push("targets", targets)
+        self._header(step=0, batch_size=B, n_steps=T)
+        grids = [(launch, (launch.grid_x, B if launch.batched else 1)) for launch in self.step_launches]
+        for _ in range(T):
+            for launch, grid in grids:
+                self.device.launch(launch, grid, self.ctx)
+        self.device.synchronise()
+        return {
+            "grads": {w: self._pull(g) for w, g in GRADS.items()},
+            "y": self._pull("y"),
+            "loss": self._pull("loss"),
+            "hidden_spikes": self._pull("hidden_spikes"),
+        }
+
+    def apply_gradients(self, index, batch, mean, lr, beta1, beta2, eps, t, clamp):
+        lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        self._header(batch_size=batch, adam_t=t, mean=int(mean), clamp=int(clamp is not None), lr=lr, beta1=beta1,
+                     beta2=beta2, eps=eps, lo=lo, hi=hi)
+        launch = self.adam_launches[index]
+        self.device.launch(launch, (launch.grid_x, 1), self.ctx)
+        self.device.synchronise()
+
+    def close(self):
+        pass
