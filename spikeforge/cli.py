@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "then evaluate it on the held-out data.",
     )
     train.add_argument("file", metavar="FILE.yaml", help="the training job")
-    train.add_argument("--backend", default="cpu", help="backend (e-prop training runs on: cpu)")
+    train.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"],
+                       help="backend to train on (default: cpu)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (overrides the file)")
     train.add_argument("--batch-size", type=_positive_int, metavar="N", help="minibatch size (overrides the file)")
     train.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)")
@@ -316,20 +317,16 @@ def cmd_build(args) -> int:
 def cmd_train(args) -> int:
     import time
 
-    from .errors import BackendUnavailableError
     from .training.config import load_training
     from .training.trainer import Trainer
 
-    if args.backend != "cpu":
-        raise BackendUnavailableError(
-            f"e-prop training runs on the cpu backend for now; backend {args.backend!r} has no training kernels yet")
     job = load_training(args.file)
     options = dict(job.trainer_options)
     if args.batch_size:
         options["batch_size"] = args.batch_size
     epochs = args.epochs or job.epochs
     checkpoint = Path(args.checkpoint) if args.checkpoint else job.checkpoint
-    trainer = Trainer(job.config, threads=args.threads, **options)
+    trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
     t0 = time.perf_counter()
     history = trainer.fit(job.train, epochs=epochs, validation=job.test,
                           progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
