@@ -30,10 +30,11 @@ _CXX_RESERVED = {
 }
 
 
-def check_identifier(name, what: str) -> str:
+def check_identifier(name, what: str, in_code: bool = True) -> str:
+    """A name users give; ``in_code``: it also names variables of the generated code."""
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_") or keyword.iskeyword(name):
         raise NetworkError(f"{what} name {name!r} is not a valid identifier (letters, digits, '_')")
-    if name in _CXX_RESERVED:
+    if in_code and name in _CXX_RESERVED:
         raise NetworkError(f"{what} name {name!r} is reserved in generated code; choose another")
     return name
 
@@ -220,7 +221,7 @@ class Network:
     recorded_vars: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
-        check_identifier(self.name, "network")
+        check_identifier(self.name, "network", in_code=False)
         if not isinstance(self.dt, (int, float)) or not math.isfinite(self.dt) or self.dt <= 0:
             raise NetworkError(f"dt must be a positive number of ms, got {self.dt!r}")
         self.dt = float(self.dt)
