@@ -99,14 +99,15 @@ def make_connectivity(spec):
     )
 
 
-@dataclass
 class SparseRows:
-    """Ragged rows (CSR) plus the column view needed for learning on postsynaptic spikes."""
+    """Ragged rows (CSR); the column view needed for learning on postsynaptic spikes is
+    built on first use."""
 
-    row_start: np.ndarray  # (n_pre + 1,) uint32
-    post_ind: np.ndarray  # (S,) uint32, sorted within each row
-    col_start: np.ndarray  # (n_post + 1,) uint32
-    col_syn: np.ndarray  # (S,) uint32: synapse indices of each column, by pre
+    def __init__(self, row_start: np.ndarray, post_ind: np.ndarray, n_post: int):
+        self.row_start = row_start  # (n_pre + 1,) uint32
+        self.post_ind = post_ind  # (S,) uint32, sorted within each row
+        self.n_post = n_post
+        self._columns = None
 
     @property
     def n_synapses(self) -> int:
@@ -116,18 +117,31 @@ class SparseRows:
     def pre_ind(self) -> np.ndarray:
         return np.repeat(np.arange(self.row_start.size - 1, dtype=np.uint32), np.diff(self.row_start))
 
+    def _column_view(self):
+        if self._columns is None:
+            col_syn = np.argsort(self.post_ind, kind="stable").astype(np.uint32)  # rows stay in pre order
+            col_start = np.zeros(self.n_post + 1, dtype=np.uint32)
+            np.cumsum(np.bincount(self.post_ind, minlength=self.n_post), out=col_start[1:])
+            self._columns = (col_start, col_syn)
+        return self._columns
 
-def _rows_from_pairs(pre, post, n_pre, n_post) -> SparseRows:
-    order = np.lexsort((post, pre))
+    @property
+    def col_start(self) -> np.ndarray:  # (n_post + 1,)
+        return self._column_view()[0]
+
+    @property
+    def col_syn(self) -> np.ndarray:  # (S,) synapse indices of each column, by pre
+        return self._column_view()[1]
+
+
+def _rows_from_pairs(pre, post, n_pre, n_post, order=None) -> SparseRows:
+    """CSR of the pairs; ``order`` may be a stable argsort of ``pre * n_post + post``."""
+    if order is None:
+        order = np.argsort(pre.astype(np.int64) * n_post + post, kind="stable")
     pre, post = pre[order], post[order]
-    counts = np.bincount(pre, minlength=n_pre)
     row_start = np.zeros(n_pre + 1, dtype=np.uint32)
-    np.cumsum(counts, out=row_start[1:])
-    col_order = np.lexsort((pre, post)).astype(np.uint32)
-    col_counts = np.bincount(post, minlength=n_post)
-    col_start = np.zeros(n_post + 1, dtype=np.uint32)
-    np.cumsum(col_counts, out=col_start[1:])
-    return SparseRows(row_start, post.astype(np.uint32), col_start, col_order)
+    np.cumsum(np.bincount(pre, minlength=n_pre), out=row_start[1:])
+    return SparseRows(row_start, post.astype(np.uint32), n_post)
 
 
 def fixed_probability_rows(n_pre, n_post, p, allow_autapses, rng: np.random.Generator) -> SparseRows:
@@ -135,19 +149,19 @@ def fixed_probability_rows(n_pre, n_post, p, allow_autapses, rng: np.random.Gene
     counts = rng.binomial(n_post, p, size=n_pre)
     pre = np.repeat(np.arange(n_pre, dtype=np.int64), counts)
     post = rng.integers(0, n_post, size=pre.size, dtype=np.int64)
+    order = None
     for _ in range(1000):
-        bad = np.zeros(pre.size, dtype=bool)
         key = pre * n_post + post
         order = np.argsort(key, kind="stable")
-        dup = np.zeros(pre.size, dtype=bool)
-        dup[order[1:]] = key[order[1:]] == key[order[:-1]]
-        bad |= dup
+        bad = np.zeros(pre.size, dtype=bool)
+        bad[order[1:]] = key[order[1:]] == key[order[:-1]]  # duplicates of an earlier pair
         if not allow_autapses:
             bad |= pre == post
         if not bad.any():
             break
         post[bad] = rng.integers(0, n_post, size=int(bad.sum()), dtype=np.int64)
-    return _rows_from_pairs(pre, post, n_pre, n_post)
+        order = None
+    return _rows_from_pairs(pre, post, n_pre, n_post, order)
 
 
 # -- network elements -------------------------------------------------------------------
