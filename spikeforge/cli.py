@@ -331,10 +331,13 @@ def cmd_train(args) -> int:
     history = trainer.fit(job.train, epochs=epochs, validation=job.test,
                           progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
     seconds = time.perf_counter() - t0
+    if trainer.comm.rank != 0:
+        return 0  # rank 0 reports for the whole job
     last = history[-1] if history else {}
     result = {
         "network": job.name,
         "backend": args.backend,
+        "ranks": trainer.comm.size,
         "epochs": trainer.epoch,
         "train_samples": len(job.train),
         "test_samples": len(job.test),

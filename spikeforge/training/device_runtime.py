@@ -91,15 +91,16 @@ class _EmuDevice:
 class _CudaDevice:
     """cuda: pycuda on a GPU."""
 
-    def __init__(self, cfg, source, launches, threads):
+    def __init__(self, cfg, source, launches, threads, device=0):
         from ..runtime.cuda import import_pycuda
         from ..runtime.nvcc import build_cubin
 
         drv = import_pycuda()
         self.drv = drv
-        self.context = drv.Device(0).retain_primary_context()
+        device = device % drv.Device.count()  # one rank per GPU, by local rank
+        self.context = drv.Device(device).retain_primary_context()
         self.context.push()
-        major, minor = drv.Device(0).compute_capability()
+        major, minor = drv.Device(device).compute_capability()
         self.build = build_cubin(source, f"sm_{major}{minor}", name=f"{cfg.name}_eprop",
                                  describe=f"e-prop kernels of '{cfg.name}'")
         module = drv.module_from_buffer(self.build.path.read_bytes())
@@ -139,14 +140,15 @@ class _CudaDevice:
 
 class DeviceEpropRuntime:
     def __init__(self, cfg: EpropConfig, backend: str = "cuda-emu", seed: int = 0, threads: int | None = None,
-                 init_scale: float = 1.0):
+                 init_scale: float = 1.0, device: int = 0):
         self.cfg = cfg
         self.kernel = generate_training_kernel(cfg, "cuda")
         self.source = self.kernel.source
         readout_block = max(32, 1 << (cfg.n_outputs - 1).bit_length())
         self.step_launches, self.adam_launches = _plan(cfg, readout_block)
         launches = self.step_launches + self.adam_launches
-        self.device = (_EmuDevice if backend == "cuda-emu" else _CudaDevice)(cfg, self.source, launches, threads)
+        self.device = (_EmuDevice(cfg, self.source, launches, threads) if backend == "cuda-emu"
+                       else _CudaDevice(cfg, self.source, launches, threads, device))
         self.build = self.device.build
         self.dtype = np.float32 if cfg.precision == "float" else np.float64
         self.layout = self.kernel.layout
@@ -228,6 +230,16 @@ class DeviceEpropRuntime:
     @property
     def weights(self) -> dict[str, np.ndarray]:
         return self.get_weights()
+
+    def weight_shape(self, name: str) -> tuple:
+        return self.shapes[name]
+
+    def set_gradient(self, name: str, gradient: np.ndarray):
+        """Put an already reduced gradient where a batch of one would have left it."""
+        g = GRADS[name]
+        full = self._pull(g)
+        full[0] = gradient
+        self._push(g, full)
 
     def moments(self) -> dict[str, np.ndarray]:
         return {f"{k}_{w}": self._pull(f"{k}_{w}") for w in WEIGHTS for k in ("m", "v")}

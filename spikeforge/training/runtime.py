@@ -158,6 +158,13 @@ class EpropRuntime:
         if status != 0:
             raise RuntimeError(f"cannot apply gradients to weight {index}")
 
+    def weight_shape(self, name: str) -> tuple:
+        return self.weights[name].shape
+
+    def set_gradient(self, name: str, gradient: np.ndarray):
+        """Put an already reduced gradient where a batch of one would have left it."""
+        self.arrays[GRADS[name]][0] = gradient
+
     def moments(self) -> dict[str, np.ndarray]:
         return {f"{k}_{w}": self.arrays[f"{k}_{w}"].copy() for w in WEIGHTS for k in ("m", "v")}
 

@@ -29,6 +29,21 @@ class CheckpointError(SpikeforgeError, ValueError):
     """A checkpoint is missing, corrupt or belongs to another network."""
 
 
+def _inject_fault(rank: int, step: int):
+    """Testing aid: ``SPIKEFORGE_FAULT=RANK:STEP:kill|raise`` makes that rank die (SIGKILL)
+    or raise before optimiser step STEP, to exercise the fault handling of multi-rank jobs."""
+    spec = os.environ.get("SPIKEFORGE_FAULT")
+    if not spec:
+        return
+    r, s, kind = spec.split(":")
+    if int(r) == rank and int(s) == step:
+        if kind == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault before optimiser step {step}")
+
+
 @dataclass
 class Adam:
     """Adam's hyper-parameters; all are run-time values (no recompilation to change them)."""
@@ -77,11 +92,18 @@ class Trainer:
 
     def __init__(self, config: EpropConfig, *, batch_size: int = 32, lr: float | Callable = 1e-3,
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
-                 clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu"):
+                 clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu",
+                 comm=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
         if reduce not in ("mean", "sum"):
             raise NetworkError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+        from .distributed import communicator, pin_gpu
+
+        self.comm = comm if comm is not None else communicator()
+        if batch_size % self.comm.size:
+            raise NetworkError(f"the global batch size {batch_size} does not divide across {self.comm.size} ranks; "
+                               f"use a multiple of {self.comm.size}")
         self.config = config
         self.batch_size = batch_size
         self.optimizer = optimizer or Adam()
@@ -89,17 +111,21 @@ class Trainer:
         self.reduce = reduce
         self.seed = seed
         self.clamp = clamp
-        if backend == "cpu":
-            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
-        elif backend in ("cuda", "cuda-emu"):
-            from .device_runtime import DeviceEpropRuntime
-
-            self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
-                                              init_scale=init_scale)
-        else:
+        if backend not in ("cpu", "cuda", "cuda-emu"):
             from ..errors import BackendUnavailableError
 
             raise BackendUnavailableError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        if self.comm.rank != 0:
+            self.comm.barrier()  # rank 0 generates and compiles; the others then load from the cache
+        if backend == "cpu":
+            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
+        else:
+            from .device_runtime import DeviceEpropRuntime
+
+            self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
+                                              init_scale=init_scale, device=pin_gpu(self.comm.local_rank))
+        if self.comm.rank == 0:
+            self.comm.barrier()
         self.backend = backend
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
@@ -121,7 +147,9 @@ class Trainer:
             raise NetworkError(f"learning rate must be a finite non-negative number, got {lr!r}")
         return float(lr)
 
-    def _apply(self, batch: int, epoch: int):
+    def _apply(self, batch: int, epoch: int, reduced: dict | None = None):
+        """One optimiser step. ``reduced``: gradients already summed over the global batch
+        (across ranks); else the generated kernel reduces this process's batch."""
         self.step += 1
         opt = self.optimizer
         lr = self._lr(epoch)
@@ -129,8 +157,13 @@ class Trainer:
             if name == "w_rec" and not self.config.recurrent:
                 continue
             clamp = self.clamp if self.clamp is not None and name in ("w_in", "w_rec") else None
-            self.runtime.apply_gradients(index, batch, self.reduce == "mean", lr, opt.beta1, opt.beta2, opt.eps,
-                                         self.step, clamp)
+            if reduced is None:
+                self.runtime.apply_gradients(index, batch, self.reduce == "mean", lr, opt.beta1, opt.beta2, opt.eps,
+                                             self.step, clamp)
+            else:
+                g = reduced[name] / (batch if self.reduce == "mean" else 1)
+                self.runtime.set_gradient(name, g)
+                self.runtime.apply_gradients(index, 1, False, lr, opt.beta1, opt.beta2, opt.eps, self.step, clamp)
 
     # -- running ---------------------------------------------------------------------------
     def _check(self, data):
@@ -155,6 +188,16 @@ class Trainer:
 
     def fit(self, train, epochs: int = 1, validation=None, callbacks: Sequence[Callable] = (),
             progress: bool = True, checkpoint: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
+        """See :meth:`_fit`; with several ranks, an error on any rank stops the whole job."""
+        if self.comm.size == 1:
+            return self._fit(train, epochs, validation, callbacks, progress, checkpoint, resume)
+        try:
+            return self._fit(train, epochs, validation, callbacks, progress, checkpoint, resume)
+        except Exception as exc:  # every rank must stop, not wait forever in a collective
+            self.comm.abort(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _fit(self, train, epochs, validation, callbacks, progress, checkpoint, resume) -> list[dict]:
         """Train for ``epochs`` epochs (in total, counting those of a resumed checkpoint).
 
         After every epoch: validation metrics, ``callback(trainer, epoch, logs)`` for each
@@ -167,7 +210,7 @@ class Trainer:
         if resume and checkpoint is not None and Path(checkpoint).exists():
             self.load_checkpoint(checkpoint)
         bar = None
-        if progress:
+        if progress and self.comm.rank == 0:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=max(0, epochs - self.epoch) * math.ceil(len(train) / self.batch_size),
@@ -180,10 +223,16 @@ class Trainer:
                 parts = []
                 for start in range(0, len(train), self.batch_size):
                     idx = order[start: start + self.batch_size]
-                    samples = [train[int(i)] for i in idx]
-                    out, y, mask = self._run(train, samples)
-                    self._apply(len(samples), epoch)
-                    parts.append(_metrics(self.config, out, y, mask))
+                    _inject_fault(self.comm.rank, self.step)
+                    if self.comm.size == 1:
+                        samples = [train[int(i)] for i in idx]
+                        out, y, mask = self._run(train, samples)
+                        self._apply(len(samples), epoch)
+                        parts.append(_metrics(self.config, out, y, mask))
+                    else:
+                        reduced, metrics = self._distributed_batch(train, idx)
+                        self._apply(len(idx), epoch, reduced)
+                        parts.append(metrics)
                     if bar is not None:
                         logs = _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
                         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
@@ -196,7 +245,7 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
                 self.epoch = epoch + 1
                 self.history.append(logs)
-                if checkpoint is not None:
+                if checkpoint is not None and self.comm.rank == 0:
                     self.save_checkpoint(checkpoint)
                 stop = False
                 for cb in callbacks:
@@ -210,13 +259,17 @@ class Trainer:
         return self.history
 
     def evaluate(self, data, batch_size: int | None = None) -> dict:
-        """Loss, accuracy (classification) or mse (regression), and the hidden rate (Hz)."""
+        """Loss, accuracy (classification) or mse (regression), and the hidden rate (Hz).
+        With several ranks each evaluates its shard and the metrics are summed."""
         self._check(data)
         parts = []
         bs = batch_size or self.batch_size
         for start in range(0, len(data), bs):
-            samples = [data[i] for i in range(start, min(start + bs, len(data)))]
-            out, y, mask = self._run(data, samples)
+            idx = np.arange(start, min(start + bs, len(data)))
+            if self.comm.size > 1:
+                parts.append(self._distributed_batch(data, idx, gradients=False)[1])
+                continue
+            out, y, mask = self._run(data, [data[int(i)] for i in idx])
             parts.append(_metrics(self.config, out, y, mask))
         return _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
 
@@ -234,6 +287,37 @@ class Trainer:
             else:
                 outs.append(out["y"])
         return np.concatenate(outs, axis=0 if self.config.loss == "xent" else 1)
+
+    _METRIC_KEYS = ("loss_sum", "n", "spikes", "correct", "sq_err", "sq_n")
+
+    def _distributed_batch(self, data, idx, gradients: bool = True):
+        """Run this rank's shard of a global batch; all-reduce gradients and metrics."""
+        from .distributed import shard
+
+        local = shard(idx, self.comm.rank, self.comm.size)
+        grads = {w: np.zeros(self.runtime.weight_shape(w)) for w in WEIGHTS}
+        metrics = dict.fromkeys(self._METRIC_KEYS, 0.0)
+        steps = data.n_steps
+        if local.size:
+            out, y, mask = self._run(data, [data[int(i)] for i in local])
+            if gradients:
+                grads = {w: g.sum(axis=0, dtype=np.float64) for w, g in out["grads"].items()}
+            metrics.update(_metrics(self.config, out, y, mask))
+            steps = metrics.pop("steps")
+        parts = [grads[w].ravel() for w in WEIGHTS] if gradients else []
+        parts.append(np.array([float(metrics.get(k, 0.0)) for k in self._METRIC_KEYS]))
+        vector = np.concatenate(parts)
+        total = self.comm.allreduce_sum(vector)
+        reduced, offset = {}, 0
+        if gradients:
+            for w in WEIGHTS:
+                n = grads[w].size
+                reduced[w] = total[offset: offset + n].reshape(grads[w].shape)
+                offset += n
+        summed = dict(zip(self._METRIC_KEYS, total[offset:]))
+        summed["n"] = int(summed["n"])
+        summed["steps"] = steps
+        return reduced, summed
 
     # -- checkpoints -------------------------------------------------------------------------
     def _signature(self) -> dict:
