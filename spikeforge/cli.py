@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_seed, metavar="S", help="random seed (overrides the file)")
     run.add_argument("--save", metavar="OUT.npz", help="save the recordings to this .npz file")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    run.add_argument("--plot", metavar="OUT.png",
+                     help="draw spike rasters and population rates (needs matplotlib: pip install 'spikeforge[plot]')")
     run.add_argument(
         "-v",
         "--verbose",
@@ -135,7 +137,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
     train.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="log progress; show tracebacks on errors")
+    train.add_argument("--plot", metavar="OUT.png", help="draw the loss and accuracy curves (needs matplotlib)")
     train.set_defaults(func=cmd_train)
+
+    show = commands.add_parser(
+        "show-code",
+        help="print the generated code of a network",
+        description="Print the code spikeforge generates for FILE.yaml: every kernel is headed by the model, "
+        "population and integrator, every line by the equation it came from.",
+    )
+    show.add_argument("file", metavar="FILE.yaml")
+    show.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"])
+    show.add_argument("--kernel", metavar="NAME", help="only this kernel")
+    show.add_argument("--population", metavar="NAME", help="only the kernels of this population or projection")
+    show.add_argument("--list", action="store_true",
+                      help="list the kernels: launch shape (CUDA), arrays read and written, their dimensions")
+    show.add_argument("--json", action="store_true", help="with --list: JSON")
+    show.set_defaults(func=cmd_show_code)
+
+    diff = commands.add_parser(
+        "diff-code",
+        help="show what changed in the generated code between two network files",
+        description="Unified diff of the code generated for A.yaml and B.yaml (exit status 1 if they differ).",
+    )
+    diff.add_argument("a", metavar="A.yaml")
+    diff.add_argument("b", metavar="B.yaml")
+    diff.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"])
+    diff.add_argument("--kernel", metavar="NAME", help="only this kernel")
+    diff.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
+    diff.set_defaults(func=cmd_diff_code)
     return parser
 
 
@@ -173,6 +203,11 @@ def cmd_run(args) -> int:
         for pop, n in counts.items():
             denom = net.populations[pop].size * sim.batch_size * ms / 1000.0
             rates[pop] = n / denom if denom > 0 else 0.0
+        plotted = None
+        if getattr(args, "plot", None):
+            from .plots import plot_simulation
+
+            plotted = str(plot_simulation(sim, args.plot))
         saved = None
         if save is not None:
             try:
@@ -196,6 +231,7 @@ def cmd_run(args) -> int:
             "from_cache": bool(sim.from_cache),
             "run_seconds": sim.run_seconds,
             "saved": saved,
+            "plot": plotted,
         }
     finally:
         sim.close()
@@ -219,6 +255,8 @@ def cmd_run(args) -> int:
         print("  no spikes recorded")
     if saved:
         print(f"  saved  {saved}")
+    if plotted:
+        print(f"  plot   {plotted}")
     return 0
 
 
@@ -314,6 +352,58 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_show_code(args) -> int:
+    from .config import load_file
+
+    net, _ = load_file(args.file)
+    kernels = net.kernels(args.backend)
+    if args.population:
+        kernels = [k for k in kernels if k["target"] == args.population]
+        if not kernels:
+            targets = sorted({k["target"] for k in net.kernels(args.backend)})
+            raise CliError(f"no kernels for '{args.population}' (populations and projections: {', '.join(targets)})")
+    if args.kernel:
+        kernels = [k for k in kernels if k["name"] == args.kernel]
+        if not kernels:
+            raise CliError(f"no kernel named '{args.kernel}' (kernels: "
+                           f"{', '.join(k['name'] for k in net.kernels(args.backend))})")
+    if args.list:
+        if args.json:
+            print(json.dumps(kernels, indent=2))
+            return 0
+        for k in kernels:
+            shape = ""
+            if "launch" in k:
+                la = k["launch"]
+                shape = f"  grid ({la['grid'][0]}, {la['grid'][1]}) x block {la['block']}"
+            print(f"{k['name']}: {k['description']}{shape}")
+            for what in ("reads", "writes"):
+                arrays = ", ".join(f"{a['array']} [{a['dims']}]" for a in k[what])
+                print(f"    {what:<6} {arrays or '-'}")
+        return 0
+    if args.kernel or args.population:
+        for k in kernels:
+            print(net.generated_code(args.backend, kernel=k["name"]))
+    else:
+        print(net.generated_code(args.backend), end="")
+    return 0
+
+
+def cmd_diff_code(args) -> int:
+    import difflib
+
+    from .config import load_file
+
+    texts = []
+    for f in (args.a, args.b):
+        net, _ = load_file(f)
+        texts.append(net.generated_code(args.backend, kernel=args.kernel).splitlines(keepends=True))
+    diff = list(difflib.unified_diff(texts[0], texts[1], fromfile=f"{args.a} ({args.backend})",
+                                     tofile=f"{args.b} ({args.backend})", n=args.context))
+    sys.stdout.writelines(diff)
+    return 1 if diff else 0
+
+
 def cmd_train(args) -> int:
     import time
 
@@ -333,6 +423,11 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     if trainer.comm.rank != 0:
         return 0  # rank 0 reports for the whole job
+    plotted = None
+    if args.plot:
+        from .plots import plot_history
+
+        plotted = str(plot_history(history, args.plot, title=job.name))
     last = history[-1] if history else {}
     result = {
         "network": job.name,
@@ -344,6 +439,7 @@ def cmd_train(args) -> int:
         "seconds": seconds,
         "samples_per_second": last.get("samples_per_second"),
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "plot": plotted,
         "history": history,
     }
     for split in ("train", "val"):
@@ -381,6 +477,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `spikeforge show-code ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -397,6 +397,53 @@ class Network:
         rng = np.random.Generator(np.random.Philox(key=[int(self.seed), proj.id]))
         return fixed_probability_rows(n_pre, n_post, float(conn.p), conn.allow_autapses, rng)
 
+    # -- reading the generated code -------------------------------------------------------
+    def generated_code(self, backend: str = "cpu", kernel: str | None = None) -> str:
+        """The code spikeforge generates for this network: the whole translation unit, or
+        one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``)."""
+        from .codegen.generate import generate
+        from .codegen.render import render_kernel, render_network
+
+        target = {"cpu": "cpu", "cuda": "cuda", "cuda-emu": "cuda"}.get(backend)
+        if target is None:
+            raise NetworkError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        spec = generate(self)
+        if kernel is None:
+            if backend == "cuda-emu":
+                from .codegen.launch import plan
+                from .runtime.cuda_emu import render_emu_source
+
+                return render_emu_source(spec, render_network(spec, "cuda"), plan(spec))
+            return render_network(spec, target)
+        names = [k.name for k in spec.kernels]
+        if kernel not in names:
+            raise NetworkError(f"no kernel named '{kernel}' (kernels: {', '.join(names)})")
+        return render_kernel(spec, spec.kernels[names.index(kernel)], target)
+
+    def kernels(self, backend: str = "cpu") -> list[dict]:
+        """What each generated kernel does: name, kind, target, the arrays it reads and
+        writes (with their dimensions) and, for the CUDA backends, its launch shape."""
+        from .codegen.generate import generate
+        from .codegen.launch import kernel_launch
+
+        spec = generate(self)
+        out = []
+        for k in spec.kernels:
+            def dims(name):
+                a = spec.array(name)
+                what = ("per element" if a.size > 1 else "one value") + (
+                    ", per batch instance" if a.batched else ", shared by the batch")
+                return {"array": name, "dims": what, "shape": list(a.shape(self.batch_size))}
+
+            entry = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
+                     "reads": [dims(n) for n in k.reads], "writes": [dims(n) for n in k.writes]}
+            if backend in ("cuda", "cuda-emu"):
+                launch = kernel_launch(k)
+                entry["launch"] = {"grid": [launch.grid_x, self.batch_size if launch.batched else 1],
+                                   "block": launch.block, "barriers": launch.barriers}
+            out.append(entry)
+        return out
+
     # -- running -------------------------------------------------------------------------
     def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
         """Generate, compile (or load from the cache) and return a ready Simulation."""

@@ -417,6 +417,8 @@ class Generator:
         }
         if is_ssa:
             info.update({k: arrays[k].name for k in ("start", "end", "ptr", "times")})
+            info["reads"] = [arrays[k].name for k in ("end", "ptr", "times")]
+            info["writes"].append(arrays["ptr"].name)
         description = (f"neuron update of population '{p.name}' ({p.size} x {m.name}; "
                        f"integrator: {self.integrators.get(p.name, 'none')})")
         return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
@@ -455,9 +457,12 @@ class Generator:
             "spk_cnt": f"{source_pop.name}_spk_cnt", "delivers": delivers, "in_syn": pa["in_syn"].name,
             "which": which,
         }
+        info["reads"] = [info["spk"], info["spk_cnt"]]
         if q.rows is not None:
             info.update({k: pa[k].name for k in ("row_start", "post_ind", "col_start", "col_syn", "pre_ind")
                          if k in pa})
+            needed = ("row_start", "post_ind") if which == "on_pre" else ("col_start", "col_syn", "pre_ind")
+            info["reads"] += [pa[k].name for k in needed]
         if delivers:
             info["writes"] = [pa["in_syn"].name]
         kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"

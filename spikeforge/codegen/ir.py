@@ -82,7 +82,7 @@ class KernelSpec:
 
     @property
     def reads(self) -> list[str]:
-        return sorted({a.array for a in self.loads})
+        return sorted({a.array for a in self.loads} | set(self.info.get("reads", ())))
 
     @property
     def writes(self) -> list[str]:
