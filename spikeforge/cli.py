@@ -262,12 +262,9 @@ def cmd_run(args) -> int:
 
 def _write(path: Path, data) -> None:
     """Write a file atomically (a crash never leaves half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, data)
 
 
 def cmd_build(args) -> int:

@@ -6,13 +6,12 @@ drawn with the non-interactive Agg backend, so it works without a display.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SpikeforgeError
+from .fileio import atomic_write
 
 
 def _pyplot():
@@ -27,17 +26,8 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix or ".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)  # atomically: never half a picture
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
 
 
 def plot_simulation(sim, path, max_instances: int = 4, bin_ms: float | None = None) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from ..codegen.generate import generate
 from ..errors import BackendUnavailableError, NetworkError
+from ..fileio import atomic_savez
 
 log = logging.getLogger("spikeforge.runtime")
 
@@ -251,19 +250,7 @@ class Simulation:
                 [np.full(i.size, b, dtype=np.int64) for b, (_, i) in enumerate(sp)])
         for r in self.spec.recorded_vars:
             data[f"vars/{r['population']}/{r['var']}"] = self.recorded(r["population"], r["var"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_savez(path, data)
 
     def close(self):
         self.backend.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NetworkError, SpikeforgeError
+from ..fileio import atomic_savez
 from .model import EpropConfig
 from .runtime import WEIGHTS, EpropRuntime
 
@@ -334,19 +334,7 @@ class Trainer:
         meta = {"version": CHECKPOINT_VERSION, "epoch": self.epoch, "step": self.step,
                 "rng": self.rng.bit_generator.state, "history": self.history, "network": self._signature()}
         data["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_savez(path, data)
 
     def load_checkpoint(self, path):
         path = Path(path)
