@@ -247,3 +247,22 @@ def test_killed_build_leaves_nothing_half_published(cache):
     res2 = B.build_shared_library(src2)
     assert not res2.from_cache and (half / "meta.json").is_file()
     assert B.load_library(res2.path).answer() == 42
+
+
+def test_compiler_probes_are_remembered_across_processes(cache):
+    """A warm start runs no compiler: identity and flag probes are kept in the cache."""
+    code = ("from spikeforge.runtime import build as B; import sys;"
+            "print(B.compiler_identity(sys.argv[1]), B._supports_openmp(sys.argv[1]))")
+    first = subprocess.run([sys.executable, "-c", code, GXX], capture_output=True, text=True, check=True).stdout
+    probes = sorted((cache / "probes").glob("*.json"))
+    assert len(probes) == 2
+    facts = {json.loads(p.read_text())["kind"]: json.loads(p.read_text())["value"] for p in probes}
+    assert facts["identity"] in first
+    # a remembered value is what the next process sees (proof that it does not probe again)
+    for p in probes:
+        data = json.loads(p.read_text())
+        if data["kind"] == "identity":
+            data["value"] = "remembered-identity"
+            p.write_text(json.dumps(data))
+    again = subprocess.run([sys.executable, "-c", code, GXX], capture_output=True, text=True, check=True).stdout
+    assert again.startswith("remembered-identity")

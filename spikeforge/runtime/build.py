@@ -116,9 +116,37 @@ def find_cxx_compiler() -> str:
     )
 
 
+def _remembered(kind: str, cxx: str, compute):
+    """A fact about a compiler, remembered on disk across processes (keyed by the
+    compiler's resolved path, size and mtime), so that a warm start runs no compiler."""
+    path = os.path.realpath(shutil.which(cxx) or cxx)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return compute()
+    ident = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{kind}|{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    file = cache_dir() / "probes" / f"{ident[:32]}.json"
+    try:
+        return json.loads(file.read_text())["value"]
+    except (OSError, ValueError, KeyError):
+        pass
+    value = compute()
+    try:
+        from ..fileio import atomic_write_text
+
+        atomic_write_text(file, json.dumps({"kind": kind, "compiler": path, "value": value}))
+    except OSError:
+        pass  # a read-only cache only costs the probe next time
+    return value
+
+
 @functools.lru_cache(maxsize=None)
 def compiler_identity(cxx: str) -> str:
     """First line of ``cxx --version`` plus the compiler's resolved path (part of the key)."""
+    return _remembered("identity", cxx, lambda: _compiler_identity(cxx))
+
+
+def _compiler_identity(cxx: str) -> str:
     path = os.path.realpath(shutil.which(cxx) or cxx)
     try:
         out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
@@ -130,6 +158,10 @@ def compiler_identity(cxx: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _supports_openmp(cxx: str) -> bool:
+    return _remembered("openmp", cxx, lambda: _probe_openmp(cxx))
+
+
+def _probe_openmp(cxx: str) -> bool:
     """Whether ``cxx -fopenmp`` can build a shared library using the OpenMP runtime."""
     probe = '#include <omp.h>\nextern "C" int n() { return omp_get_max_threads(); }\n'
     with tempfile.TemporaryDirectory(prefix="spikeforge-omp-") as tmp:
@@ -150,6 +182,10 @@ def _supports_openmp(cxx: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _supports_flag(cxx: str, flag: str) -> bool:
+    return _remembered(f"flag {flag}", cxx, lambda: _probe_flag(cxx, flag))
+
+
+def _probe_flag(cxx: str, flag: str) -> bool:
     with tempfile.TemporaryDirectory(prefix="spikeforge-flag-") as tmp:
         Path(tmp, "probe.cpp").write_text('extern "C" int n() { return 1; }\n')
         try:
