@@ -3,8 +3,9 @@
 The same network on both sides: 40 Poisson inputs -> 100 recurrent LIF neurons (reset by
 subtraction, tau_m = 20 ms, threshold 0.6, dt = 1 ms, no refractoriness) -> 2 leaky
 readout units (tau_out = 20 ms), per-step softmax cross-entropy over the last 10 % of the
-trial, Adam, minibatch 32. For each sequence length (100, 500, 1000, 2000 steps) the
-script measures, each case in a fresh process:
+trial, Adam, minibatch 32, the same weight initialisation (Gaussian, scaled by fan-in, no
+self-connections) so that both fire at similar rates. For each sequence length (100, 500,
+1000, 2000 steps) the script measures, each case in a fresh process:
 
 * seconds per minibatch (forward + gradients + Adam step), the median over ``--repeats``
   epochs of ``--batches`` minibatches after one warm-up epoch (so nothing is compiled or
@@ -29,7 +30,7 @@ spikeforge runs in this interpreter, snnTorch in the virtual environment
 Both sides use all usable cores (``--threads``): spikeforge spreads the minibatch over
 OpenMP threads, torch its operators over intra-op threads.
 
-    python benchmarks/eprop_vs_snntorch.py [--json out.json]   # ~5 min on 2 cores
+    python benchmarks/eprop_vs_snntorch.py [--json out.json]   # ~1 min on 2 cores
     python benchmarks/eprop_vs_snntorch.py --quick             # smoke run, seconds
 """
 
@@ -178,6 +179,14 @@ def torch_worker(cfg: dict) -> dict:
             return loss / xb.shape[1], spikes
 
     net = Net()
+    with torch.no_grad():  # spikeforge's initialisation (same statistics, so similar firing rates)
+        net.fc_in.weight.normal_(0.0, 1.0 / math.sqrt(N_IN))
+        w_rec = net.lif.recurrent.weight
+        w_rec.normal_(0.0, 1.0 / math.sqrt(N_HIDDEN)).fill_diagonal_(0.0)
+        if net.lif.recurrent.bias is not None:
+            net.lif.recurrent.bias.zero_()
+        net.fc_out.weight.normal_(0.0, 1.0 / math.sqrt(N_HIDDEN))
+        net.fc_out.bias.zero_()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     out = {"side": "snnTorch BPTT", "steps": steps, "torch": torch.__version__, "snntorch": snn.__version__,
            "setup_peak_rss_mb": peak_rss_mb()}
