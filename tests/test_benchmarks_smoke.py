@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu_cuba.py", "mpi_scaling.py", "eprop_vs_snntorch.py",
-           "eprop_learning.py"]
+SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu_cuba.py", "mpi_scaling.py",
+           "eprop_vs_snntorch.py", "eprop_learning.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
