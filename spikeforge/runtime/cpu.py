@@ -21,7 +21,22 @@ def numpy_dtype(dtype: str, precision: str):
     return _NP[dtype]
 
 
-class CpuBackend:
+class GeneratedContext:
+    """Owns the context a generated library made with ``sf_create``; frees it once."""
+
+    def close(self):
+        if getattr(self, "ctx", None):
+            self.lib.sf_destroy(self.ctx)
+            self.ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class CpuBackend(GeneratedContext):
     """Owns the compiled library and one simulation context."""
 
     name = "cpu"
@@ -117,19 +132,7 @@ class CpuBackend:
         self._var_buffers = buffers  # keep alive while the library writes into them
         for k, buf in enumerate(buffers):
             self.lib.sf_set_var_recording(self.ctx, k, None if buf is None else buf.ctypes.data, capacity)
-        if not buffers:
-            return
 
     def var_recorded(self) -> int:
         return int(self.lib.sf_var_recorded(self.ctx))
 
-    def close(self):
-        if getattr(self, "ctx", None):
-            self.lib.sf_destroy(self.ctx)
-            self.ctx = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

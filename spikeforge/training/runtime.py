@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import NetworkError
 from ..runtime.build import build_and_load
+from ..runtime.cpu import GeneratedContext
 from .codegen import generate_training_kernel
 from .model import EpropConfig
 
@@ -55,7 +56,7 @@ def check_batch(cfg: EpropConfig, x, mask, labels, targets, dtype):
     return x, mask, labels, targets
 
 
-class EpropRuntime:
+class EpropRuntime(GeneratedContext):
     """The compiled training kernel of ``cfg`` with its weights (numpy arrays)."""
 
     def __init__(self, cfg: EpropConfig, seed: int = 0, threads: int | None = None, init_scale: float = 1.0):
@@ -178,13 +179,3 @@ class EpropRuntime:
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.weights.items()}
 
-    def close(self):
-        if getattr(self, "ctx", None):
-            self.lib.sf_destroy(self.ctx)
-            self.ctx = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
