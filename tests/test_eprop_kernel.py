@@ -115,3 +115,52 @@ def test_cuda_emu_training_steps_match_cpu():
     emu.fit(data, epochs=2, progress=False)
     for name, w in cpu.weights.items():
         np.testing.assert_allclose(emu.weights[name], w, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def _both_runtimes(params, loss):
+    from spikeforge.training.device_runtime import DeviceEpropRuntime
+
+    cpu = _runtime(params, True, loss)
+    return {"cpu": cpu, "cuda-emu": DeviceEpropRuntime(cpu.cfg, backend="cuda-emu", threads=1)}
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("loss", ["xent", "mse"])
+def test_forward_only_pass_gives_the_training_outputs_without_gradients(backend, loss):
+    """learn=False (evaluate/predict) skips traces and gradients but computes the same outputs."""
+    X, targets, mask, weights = make_problem(5, recurrent=True, loss=loss)
+    rt = _both_runtimes(ALIF, loss)[backend]
+    train = _run(rt, X, targets, mask, weights, loss)
+    kw = {"labels": targets} if loss == "xent" else {"targets": targets}
+    fwd = rt.run_batch(X, mask, learn=False, **kw)
+    assert "grads" not in fwd
+    for key in ("y", "loss", "hidden_spikes"):
+        np.testing.assert_array_equal(fwd[key], train[key], err_msg=key)
+    assert train["hidden_spikes"].sum() > 0
+    # the forward pass left no gradient behind: the batch sums are zero
+    for name, g in rt.gradient_sums().items():
+        assert not np.any(g), name
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+def test_gradient_sums_and_reduced_adam_step_equal_the_in_kernel_reduction(backend):
+    """gradient_sums() (on the device for cuda-emu) equals the sum of the per-instance
+    gradients; set_gradient + apply_reduced(scale 1/B) takes the same Adam step as
+    apply_gradients reducing the batch by its mean."""
+    X, targets, mask, weights = make_problem(4, recurrent=True, loss="xent")
+    batch = X.shape[1]
+    pair = [_both_runtimes(ALIF, "xent")[backend] for _ in range(2)]
+    outs = [_run(rt, X, targets, mask, weights, "xent") for rt in pair]
+    sums = pair[0].gradient_sums()
+    for name, g in outs[0]["grads"].items():
+        assert sums[name].dtype == np.float64
+        np.testing.assert_allclose(sums[name], g.sum(axis=0), rtol=1e-12, atol=1e-15, err_msg=name)
+    assert np.abs(sums["w_in"]).max() > 0
+    for index, name in enumerate(("w_in", "w_rec", "w_out", "b_out")):
+        pair[0].apply_gradients(index, batch, True, 0.01, 0.9, 0.999, 1e-8, 1, None)
+        pair[1].set_gradient(name, sums[name])
+        pair[1].apply_reduced(index, 1.0 / batch, 0.01, 0.9, 0.999, 1e-8, 1, None)
+    for name, w in pair[0].get_weights().items():
+        np.testing.assert_allclose(pair[1].get_weights()[name], w, rtol=1e-12, atol=1e-15, err_msg=name)
+        assert not np.allclose(w, {"w_in": weights["W_in"], "w_rec": weights["W_rec"], "w_out": weights["W_out"],
+                                   "b_out": weights["b"]}[name])

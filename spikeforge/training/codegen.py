@@ -66,6 +66,9 @@ def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[st
                 out.append((f"eps_old_{src}_{s}", "scalar", ("B", n_src)))
     if backend == "cuda":
         out += [("bbar", "scalar", ("B",)), ("err", "scalar", ("B", k)), ("L", "scalar", ("B", n_h))]
+        # gradients summed over the batch, for the all-reduce across ranks
+        out += [("gsum_in", "double", (n_h, n_in)), ("gsum_rec", "double", (n_h, n_h)),
+                ("gsum_out", "double", (k, n_h)), ("gsum_b", "double", (k,))]
     return out
 
 

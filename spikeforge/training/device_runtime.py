@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import ctypes
 import math
+import socket
 from types import SimpleNamespace
 
 import numpy as np
 
 from ..codegen.launch import Launch
+from ..errors import NetworkError
 from .codegen import generate_training_kernel
 from .model import EpropConfig
 from .runtime import GRADS, WEIGHTS, check_batch, initial_weights
 
-HEADER_WORDS = 12  # step, batch_size, n_steps, adam_t, mean, clamp, lr, beta1, beta2, eps, lo, hi
+HEADER = ("step", "batch_size", "n_steps", "adam_t", "mean", "clamp", "reduced",  # uint64
+          "lr", "beta1", "beta2", "eps", "lo", "hi", "gscale")                     # double
+HEADER_WORDS = len(HEADER)
+_FIRST_DOUBLE = HEADER.index("lr")
+_SUMS = {"w_in": "gsum_in", "w_rec": "gsum_rec", "w_out": "gsum_out", "b_out": "gsum_b"}
 
 
-def _plan(cfg: EpropConfig, readout_block: int) -> tuple[list[Launch], list[Launch]]:
-    """Launches of one step, and the Adam launches, in order."""
+def _plan(cfg: EpropConfig, readout_block: int) -> tuple[list[Launch], list[Launch], list[Launch], list[Launch]]:
+    """Launches of one training step, of one evaluation step (forward pass only), the Adam
+    launches and the batch-sum launches (one per weight, in WEIGHTS order)."""
     n_h, n_in, k = cfg.n_hidden, cfg.n_inputs, cfg.n_outputs
 
     def blocks(n, b=128):
@@ -37,9 +44,12 @@ def _plan(cfg: EpropConfig, readout_block: int) -> tuple[list[Launch], list[Laun
         step += [Launch(f"eprop_pre_{src}", blocks(n_src), 128, True, False),
                  Launch(f"eprop_syn_{src}", blocks(n_h * n_src), 128, True, False)]
     step.append(Launch("eprop_end_step", 1, 32, False, False))
+    forward = [launch for launch in step
+               if launch.name in ("eprop_shift", "eprop_neurons", "eprop_readout", "eprop_end_step")]
     sizes = {"w_in": n_h * n_in, "w_rec": n_h * n_h, "w_out": k * n_h, "b_out": k}
     adam = [Launch(f"eprop_adam_{w}", blocks(sizes[w], 256), 256, False, False) for w in WEIGHTS]
-    return step, adam
+    sums = [Launch(f"eprop_sum_{w}", blocks(sizes[w], 256), 256, False, False) for w in WEIGHTS]
+    return step, forward, adam, sums
 
 
 class _EmuDevice:
@@ -101,6 +111,7 @@ class _CudaDevice:
         self.context = drv.Device(device).retain_primary_context()
         self.context.push()
         major, minor = drv.Device(device).compute_capability()
+        self.identity = (socket.gethostname(), drv.Device(device).pci_bus_id())
         self.build = build_cubin(source, f"sm_{major}{minor}", name=f"{cfg.name}_eprop",
                                  describe=f"e-prop kernels of '{cfg.name}'")
         module = drv.module_from_buffer(self.build.path.read_bytes())
@@ -145,8 +156,8 @@ class DeviceEpropRuntime:
         self.kernel = generate_training_kernel(cfg, "cuda")
         self.source = self.kernel.source
         readout_block = max(32, 1 << (cfg.n_outputs - 1).bit_length())
-        self.step_launches, self.adam_launches = _plan(cfg, readout_block)
-        launches = self.step_launches + self.adam_launches
+        self.step_launches, self.forward_launches, self.adam_launches, self.sum_launches = _plan(cfg, readout_block)
+        launches = self.step_launches + self.adam_launches + self.sum_launches
         self.device = (_EmuDevice(cfg, self.source, launches, threads) if backend == "cuda-emu"
                        else _CudaDevice(cfg, self.source, launches, threads, device))
         self.build = self.device.build
@@ -166,7 +177,7 @@ class DeviceEpropRuntime:
 
     # -- memory ------------------------------------------------------------------------------
     def _dtype(self, name):
-        return np.int32 if name == "labels" else self.dtype
+        return np.int32 if name == "labels" else np.float64 if name.startswith("gsum_") else self.dtype
 
     def _allocate(self, name, shape):
         if name in self.ptr:
@@ -186,12 +197,10 @@ class DeviceEpropRuntime:
         self.device.upload(self.ptr[name], np.ascontiguousarray(values, dtype=self._dtype(name)))
 
     def _header(self, **fields):
-        names = ("step", "batch_size", "n_steps", "adam_t", "mean", "clamp", "lr", "beta1", "beta2", "eps",
-                 "lo", "hi")
         doubles = self.ctx_host[:HEADER_WORDS].view(np.float64)
         for k, v in fields.items():
-            i = names.index(k)
-            if i >= 6:
+            i = HEADER.index(k)
+            if i >= _FIRST_DOUBLE:
                 doubles[i] = v
             else:
                 self.ctx_host[i] = v
@@ -235,11 +244,32 @@ class DeviceEpropRuntime:
         return self.shapes[name]
 
     def set_gradient(self, name: str, gradient: np.ndarray):
-        """Put an already reduced gradient where a batch of one would have left it."""
-        g = GRADS[name]
-        full = self._pull(g)
-        full[0] = gradient
-        self._push(g, full)
+        """Set the reduced (all-reduced) gradient of weight ``name`` for :meth:`apply_reduced`."""
+        self._push(_SUMS[name], np.asarray(gradient, dtype=np.float64).reshape(self.shapes[_SUMS[name]]))
+
+    def _sum_launch(self):
+        """Sum each weight's per-instance gradients of the last batch over the batch, on the device."""
+        self._header(batch_size=self._shape[1])
+        for launch in self.sum_launches:
+            self.device.launch(launch, (launch.grid_x, 1), self.ctx)
+        self.device.synchronise()
+
+    def gradient_sums(self) -> dict[str, np.ndarray]:
+        """float64 gradients of the last batch, summed over its instances (on the device; only
+        the sums cross to the host)."""
+        self._sum_launch()
+        return {w: self._pull(s) for w, s in _SUMS.items()}
+
+    def device_gradient_sums(self, zero: bool = False) -> list[tuple[int, int]]:
+        """Like :meth:`gradient_sums` but the sums stay on the device: ``(address, count)`` of
+        each float64 buffer (WEIGHTS order), for an all-reduce in place (NCCL). ``zero``: a rank
+        without samples in this batch contributes zeros."""
+        if zero:
+            for s in _SUMS.values():
+                self.device.memset0(self.ptr[s], int(np.prod(self.shapes[s])) * 8)
+        else:
+            self._sum_launch()
+        return [(self.ptr[s], int(np.prod(self.shapes[s]))) for s in _SUMS.values()]
 
     def moments(self) -> dict[str, np.ndarray]:
         return {f"{k}_{w}": self._pull(f"{k}_{w}") for w in WEIGHTS for k in ("m", "v")}
@@ -248,13 +278,14 @@ class DeviceEpropRuntime:
         for name, value in moments.items():
             self._push(name, value)
 
-    def run_batch(self, x, mask, labels=None, targets=None) -> dict:
+    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
+        """See :meth:`EpropRuntime.run_batch`."""
         x, mask, labels, targets = check_batch(self.cfg, x, mask, labels, targets, self.dtype)
         T, B = x.shape[:2]
         self._size_batch(T, B)
         for name, _, shape in self.layout:  # fresh trial state and zero gradients
             if ("B" in shape or "T" in shape) and name not in ("x", "mask", "labels", "targets"):
-                self.device.memset0(self.ptr[name], int(np.prod(self.shapes[name])) * self.dtype().itemsize)
+                self.device.memset0(self.ptr[name], int(np.prod(self.shapes[name])) * self._dtype(name)().itemsize)
         self._push("x", x)
         self._push("mask", mask)
         if self.cfg.loss == "xent":
@@ -262,25 +293,38 @@ class DeviceEpropRuntime:
         else:
             self._push("targets", targets)
         self._header(step=0, batch_size=B, n_steps=T)
-        grids = [(launch, (launch.grid_x, B if launch.batched else 1)) for launch in self.step_launches]
+        launches = self.step_launches if learn else self.forward_launches
+        grids = [(launch, (launch.grid_x, B if launch.batched else 1)) for launch in launches]
         for _ in range(T):
             for launch, grid in grids:
                 self.device.launch(launch, grid, self.ctx)
         self.device.synchronise()
-        return {
-            "grads": {w: self._pull(g) for w, g in GRADS.items()},
-            "y": self._pull("y"),
-            "loss": self._pull("loss"),
-            "hidden_spikes": self._pull("hidden_spikes"),
-        }
+        out = {"y": self._pull("y"), "loss": self._pull("loss"), "hidden_spikes": self._pull("hidden_spikes")}
+        if learn and grads:
+            out["grads"] = {w: self._pull(g) for w, g in GRADS.items()}
+        return out
 
     def apply_gradients(self, index, batch, mean, lr, beta1, beta2, eps, t, clamp):
+        """Reduce weight ``index``'s gradients over the batch and take one Adam step."""
+        if not 1 <= batch <= self._shape[1]:
+            raise NetworkError(f"apply_gradients: batch {batch} but the last batch had {self._shape[1]} instances")
+        self._adam(index, lr, beta1, beta2, eps, t, clamp, batch_size=batch, mean=int(mean), reduced=0, gscale=1.0)
+
+    def apply_reduced(self, index, scale, lr, beta1, beta2, eps, t, clamp):
+        """One Adam step of weight ``index`` from its all-reduced gradient sum times ``scale``."""
+        self._adam(index, lr, beta1, beta2, eps, t, clamp, batch_size=1, mean=0, reduced=1, gscale=float(scale))
+
+    def _adam(self, index, lr, beta1, beta2, eps, t, clamp, **fields):
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
-        self._header(batch_size=batch, adam_t=t, mean=int(mean), clamp=int(clamp is not None), lr=lr, beta1=beta1,
-                     beta2=beta2, eps=eps, lo=lo, hi=hi)
+        self._header(adam_t=t, clamp=int(clamp is not None), lr=lr, beta1=beta1, beta2=beta2, eps=eps, lo=lo, hi=hi,
+                     **fields)
         launch = self.adam_launches[index]
         self.device.launch(launch, (launch.grid_x, 1), self.ctx)
         self.device.synchronise()
+
+    def device_identity(self) -> tuple:
+        """(host, PCI bus id) of the GPU this runtime uses; ('host', pid) on cuda-emu."""
+        return getattr(self.device, "identity", (socket.gethostname(), "emu"))
 
     def close(self):
         pass

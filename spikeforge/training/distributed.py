@@ -6,6 +6,13 @@ computes its gradients, and the ranks all-reduce them before the optimiser step,
 weights stay identical. Without MPI (a plain ``python`` or ``spikeforge`` process) a
 single-process stand-in is used and nothing changes.
 
+Gradient all-reduce: each rank first sums its shard's per-instance gradients where they
+are (on the device for the CUDA backends). With the ``cuda`` backend, one GPU per rank and
+NCCL available (through CuPy's bindings), the sums are all-reduced in place on the devices
+(:class:`NcclAllreduce`); otherwise they cross to the host and go through one MPI
+all-reduce together with the metrics. ``SPIKEFORGE_NCCL=0`` forces the host path,
+``SPIKEFORGE_NCCL=1`` makes a missing NCCL an error.
+
 Faults: an exception on any rank is reported as ``rank R: <error>`` and the whole job is
 aborted (``MPI.Abort``); a rank that dies is detected by the launcher, which stops the
 others; a rank that stops answering is detected by the collective timeout
@@ -44,6 +51,9 @@ class SingleProcess:
 
     def bcast(self, obj):
         return obj
+
+    def allgather(self, obj):
+        return [obj]
 
     def abort(self, message: str, code: int = 1):
         raise SystemExit(code)
@@ -96,6 +106,9 @@ class MpiCommunicator:
     def bcast(self, obj):
         return self.comm.bcast(obj, root=0)
 
+    def allgather(self, obj):
+        return self.comm.allgather(obj)
+
     def abort(self, message: str, code: int = 1):
         os.write(2, f"spikeforge: rank {self.rank}: error: {message}\n".encode())
         time.sleep(0.5)  # let the launcher forward the message before it tears the job down
@@ -133,3 +146,69 @@ def pin_gpu(local_rank: int) -> int:
     if visible:
         return local_rank % max(1, len([d for d in visible.split(",") if d.strip()]))
     return local_rank
+
+
+class NcclAllreduce:
+    """In-place sum of device buffers across ranks with NCCL (CuPy's bindings), on the
+    runtime's CUDA stream. One communicator for the job, built at start from a unique id
+    that rank 0 makes and MPI broadcasts. NCCL has no timeout of its own: the host polls
+    the stream and aborts the job after the communicator's timeout."""
+
+    def __init__(self, comm, stream):
+        from cupy.cuda import nccl
+
+        self.nccl = nccl
+        self.comm = comm
+        self.stream = stream  # a pycuda Stream
+        uid = nccl.get_unique_id() if comm.rank == 0 else None
+        uid = comm.bcast(uid)
+        self.nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
+
+    def allreduce(self, buffers: list[tuple[int, int]]):
+        """Sum each float64 ``(address, count)`` buffer over the ranks, in place."""
+        nccl = self.nccl
+        handle = self.stream.handle
+        nccl.groupStart()
+        for address, count in buffers:
+            self.nccl_comm.allReduce(address, address, count, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, handle)
+        nccl.groupEnd()
+        deadline = time.monotonic() + self.comm.timeout
+        while not self.stream.is_done():
+            if time.monotonic() > deadline:
+                self.comm.abort(f"no answer from the other ranks within {self.comm.timeout:g} s during an NCCL "
+                                "gradient all-reduce (a rank hung or died)")
+            time.sleep(1e-4)
+
+
+def device_allreducer(comm, runtime, backend: str):
+    """The NCCL all-reduce for a job on GPUs, or None for the host path (see the module
+    docstring). Every rank takes the same decision; rank 0 says which path and why."""
+    if comm.size == 1 or backend != "cuda":
+        return None
+    want = os.environ.get("SPIKEFORGE_NCCL", "auto").strip().lower()
+    reason = None
+    if want in ("0", "off", "no", "false"):
+        reason = "SPIKEFORGE_NCCL=0"
+    else:
+        try:
+            from cupy.cuda import nccl  # noqa: F401
+
+            if not getattr(nccl, "available", True):
+                raise ImportError
+        except ImportError:
+            reason = "NCCL is not available (pip install cupy-cuda12x or cupy-cuda13x, which bundle its bindings)"
+    gpus = comm.allgather(runtime.device_identity())
+    if reason is None and len(set(gpus)) < len(gpus):
+        reason = "several ranks share a GPU, which NCCL does not allow"
+    reasons = [r for r in comm.allgather(reason) if r]
+    if reasons:
+        if want in ("1", "on", "yes", "true"):
+            comm.abort(f"SPIKEFORGE_NCCL=1 but {reasons[0]}")
+        if comm.rank == 0:
+            print(f"spikeforge: gradients are all-reduced through the host (MPI): {reasons[0]}", file=sys.stderr,
+                  flush=True)
+        return None
+    reducer = NcclAllreduce(comm, runtime.device.stream)
+    if comm.rank == 0:
+        print("spikeforge: gradients are all-reduced on the GPUs with NCCL", file=sys.stderr, flush=True)
+    return reducer

@@ -69,7 +69,7 @@ class EpropRuntime(GeneratedContext):
         L.sf_destroy.argtypes = [ctypes.c_void_p]
         L.sf_bind.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         L.sf_bind.restype = ctypes.c_int
-        L.sf_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+        L.sf_run_batch.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
         d = ctypes.c_double
         L.sf_apply_gradients.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_int, d, d, d, d,
                                          ctypes.c_uint64, ctypes.c_int, d, d]
@@ -126,9 +126,16 @@ class EpropRuntime(GeneratedContext):
             self._bind(name, arr)
         self._shape = (T, B)
 
-    def run_batch(self, x: np.ndarray, mask: np.ndarray, labels=None, targets=None) -> dict:
-        """Run one minibatch; ``x`` is (T, B, n_inputs) of spikes. Returns the per-instance
-        gradients (arrays with a leading batch axis), readout traces, losses, spike counts."""
+    def run_batch(self, x: np.ndarray, mask: np.ndarray, labels=None, targets=None, *, learn: bool = True,
+                  grads: bool = True) -> dict:
+        """Run one minibatch; ``x`` is (T, B, n_inputs) of spikes. Returns the readout traces
+        ``y`` (T, B, n_outputs), the losses and the hidden spike counts per instance, and, when
+        learning and ``grads``, the per-instance gradients (arrays with a leading batch axis).
+
+        ``learn=False`` runs the forward pass only (evaluation, prediction): no eligibility
+        traces, no gradients, a fraction of the cost. ``grads=False`` leaves the gradients in
+        the runtime (for :meth:`apply_gradients` or :meth:`gradient_sums`) instead of copying them.
+        """
         x, mask, labels, targets = check_batch(self.cfg, x, mask, labels, targets, self.dtype)
         T, B = x.shape[:2]
         self._size_batch(T, B)
@@ -142,17 +149,21 @@ class EpropRuntime(GeneratedContext):
         for g in GRADS.values():
             a[g][...] = 0
         a["hidden_spikes"][...] = 0
-        self.lib.sf_run_batch(self.ctx, B, T)
-        return {
-            "grads": {w: a[g].copy() for w, g in GRADS.items()},
-            "y": a["y"].copy(),
-            "loss": a["loss"].copy(),
-            "hidden_spikes": a["hidden_spikes"].copy(),
-        }
+        self.lib.sf_run_batch(self.ctx, B, T, int(bool(learn)))
+        out = {"y": a["y"].copy(), "loss": a["loss"].copy(), "hidden_spikes": a["hidden_spikes"].copy()}
+        if learn and grads:
+            out["grads"] = {w: a[g].copy() for w, g in GRADS.items()}
+        return out
+
+    def gradient_sums(self) -> dict[str, np.ndarray]:
+        """float64 gradients of the last batch, summed over its instances."""
+        return {w: self.arrays[g].sum(axis=0, dtype=np.float64) for w, g in GRADS.items()}
 
     def apply_gradients(self, index: int, batch: int, mean: bool, lr: float, beta1: float, beta2: float, eps: float,
                         t: int, clamp: tuple | None):
         """Reduce weight ``index``'s gradients over the batch and take one Adam step."""
+        if not 1 <= batch <= self._shape[1]:
+            raise NetworkError(f"apply_gradients: batch {batch} but the last batch had {self._shape[1]} instances")
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
         status = self.lib.sf_apply_gradients(self.ctx, index, batch, int(mean), lr, beta1, beta2, eps, t,
                                              int(clamp is not None), float(lo), float(hi))
@@ -163,8 +174,17 @@ class EpropRuntime(GeneratedContext):
         return self.weights[name].shape
 
     def set_gradient(self, name: str, gradient: np.ndarray):
-        """Put an already reduced gradient where a batch of one would have left it."""
+        """Set the reduced (all-reduced) gradient of weight ``name`` for :meth:`apply_reduced`
+        (where a batch of one would have left it)."""
+        if self._shape[1] < 1:  # no batch has run in this process yet (an empty shard)
+            self._size_batch(1, 1)
         self.arrays[GRADS[name]][0] = gradient
+
+    def apply_reduced(self, index: int, scale: float, lr: float, beta1: float, beta2: float, eps: float, t: int,
+                      clamp: tuple | None):
+        """One Adam step of weight ``index`` from the gradient set by :meth:`set_gradient` times ``scale``."""
+        self.arrays[GRADS[WEIGHTS[index]]][0] *= scale
+        self.apply_gradients(index, 1, False, lr, beta1, beta2, eps, t, clamp)
 
     def moments(self) -> dict[str, np.ndarray]:
         return {f"{k}_{w}": self.arrays[f"{k}_{w}"].copy() for w in WEIGHTS for k in ("m", "v")}

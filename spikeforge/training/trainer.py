@@ -126,6 +126,9 @@ class Trainer:
                                               init_scale=init_scale, device=pin_gpu(self.comm.local_rank))
         if self.comm.rank == 0:
             self.comm.barrier()
+        from .distributed import device_allreducer
+
+        self._device_reduce = device_allreducer(self.comm, self.runtime, backend)
         self.backend = backend
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
@@ -147,9 +150,10 @@ class Trainer:
             raise NetworkError(f"learning rate must be a finite non-negative number, got {lr!r}")
         return float(lr)
 
-    def _apply(self, batch: int, epoch: int, reduced: dict | None = None):
+    def _apply(self, batch: int, epoch: int, reduced: dict | str | None = None):
         """One optimiser step. ``reduced``: gradients already summed over the global batch
-        (across ranks); else the generated kernel reduces this process's batch."""
+        (across ranks): a dict of host arrays, or ``"device"`` when they were all-reduced in
+        place on the device; else the generated kernel reduces this process's batch."""
         self.step += 1
         opt = self.optimizer
         lr = self._lr(epoch)
@@ -161,9 +165,10 @@ class Trainer:
                 self.runtime.apply_gradients(index, batch, self.reduce == "mean", lr, opt.beta1, opt.beta2, opt.eps,
                                              self.step, clamp)
             else:
-                g = reduced[name] / (batch if self.reduce == "mean" else 1)
-                self.runtime.set_gradient(name, g)
-                self.runtime.apply_gradients(index, 1, False, lr, opt.beta1, opt.beta2, opt.eps, self.step, clamp)
+                scale = 1.0 / batch if self.reduce == "mean" else 1.0
+                if not isinstance(reduced, str):
+                    self.runtime.set_gradient(name, reduced[name])
+                self.runtime.apply_reduced(index, scale, lr, opt.beta1, opt.beta2, opt.eps, self.step, clamp)
 
     # -- running ---------------------------------------------------------------------------
     def _check(self, data):
@@ -178,12 +183,14 @@ class Trainer:
         if data.task != want:
             raise NetworkError(f"loss '{cfg.loss}' needs a {want} data set, got {data.task}")
 
-    def _run(self, data, samples):
+    def _run(self, data, samples, learn: bool = True):
+        """One minibatch; ``learn=False``: the forward pass only. The per-instance gradients
+        stay in the runtime."""
         x, y, mask = data.to_dense(samples)
         if self.config.loss == "xent":
-            out = self.runtime.run_batch(x, mask, labels=y)
+            out = self.runtime.run_batch(x, mask, labels=y, learn=learn, grads=False)
         else:
-            out = self.runtime.run_batch(x, mask, targets=y)
+            out = self.runtime.run_batch(x, mask, targets=y, learn=learn, grads=False)
         return out, y, mask
 
     def fit(self, train, epochs: int = 1, validation=None, callbacks: Sequence[Callable] = (),
@@ -241,6 +248,7 @@ class Trainer:
                                                                self.config.dt).items()}
                 seconds = time.perf_counter() - t0
                 logs.update(epoch=epoch + 1, seconds=seconds, samples_per_second=len(train) / seconds)
+                logs["lr"] = self._lr(epoch)  # the learning rate of the epoch's last optimiser step
                 if validation is not None:
                     logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
                 self.epoch = epoch + 1
@@ -269,7 +277,7 @@ class Trainer:
             if self.comm.size > 1:
                 parts.append(self._distributed_batch(data, idx, gradients=False)[1])
                 continue
-            out, y, mask = self._run(data, [data[int(i)] for i in idx])
+            out, y, mask = self._run(data, [data[int(i)] for i in idx], learn=False)
             parts.append(_metrics(self.config, out, y, mask))
         return _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
 
@@ -281,7 +289,7 @@ class Trainer:
         bs = batch_size or self.batch_size
         for start in range(0, len(data), bs):
             samples = [data[i] for i in range(start, min(start + bs, len(data)))]
-            out, _, mask = self._run(data, samples)
+            out, _, mask = self._run(data, samples, learn=False)
             if self.config.loss == "xent":
                 outs.append(out["y"][mask > 0].mean(axis=0).argmax(axis=1))
             else:
@@ -291,29 +299,37 @@ class Trainer:
     _METRIC_KEYS = ("loss_sum", "n", "spikes", "correct", "sq_err", "sq_n")
 
     def _distributed_batch(self, data, idx, gradients: bool = True):
-        """Run this rank's shard of a global batch; all-reduce gradients and metrics."""
+        """Run this rank's shard of a global batch; all-reduce gradients and metrics.
+
+        Gradients are summed over the shard where they are (on the device for the CUDA
+        backends), then all-reduced: in place on the device through NCCL when the job has it
+        (see :mod:`.distributed`), else through the host with MPI together with the metrics.
+        Returns (the reduced gradients: a dict, ``"device"`` or ``None``, the summed metrics)."""
         from .distributed import shard
 
         local = shard(idx, self.comm.rank, self.comm.size)
-        grads = {w: np.zeros(self.runtime.weight_shape(w)) for w in WEIGHTS}
         metrics = dict.fromkeys(self._METRIC_KEYS, 0.0)
         steps = data.n_steps
         if local.size:
-            out, y, mask = self._run(data, [data[int(i)] for i in local])
-            if gradients:
-                grads = {w: g.sum(axis=0, dtype=np.float64) for w, g in out["grads"].items()}
+            out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
             metrics.update(_metrics(self.config, out, y, mask))
             steps = metrics.pop("steps")
-        parts = [grads[w].ravel() for w in WEIGHTS] if gradients else []
+        device = gradients and self._device_reduce is not None
+        grads = {}
+        if device:
+            self._device_reduce.allreduce(self.runtime.device_gradient_sums(zero=not local.size))
+        elif gradients:
+            grads = (self.runtime.gradient_sums() if local.size
+                     else {w: np.zeros(self.runtime.weight_shape(w)) for w in WEIGHTS})
+        parts = [grads[w].ravel() for w in WEIGHTS] if grads else []
         parts.append(np.array([float(metrics.get(k, 0.0)) for k in self._METRIC_KEYS]))
         vector = np.concatenate(parts)
         total = self.comm.allreduce_sum(vector)
-        reduced, offset = {}, 0
-        if gradients:
-            for w in WEIGHTS:
-                n = grads[w].size
-                reduced[w] = total[offset: offset + n].reshape(grads[w].shape)
-                offset += n
+        reduced, offset = ("device" if device else {}), 0
+        for w in grads:
+            n = grads[w].size
+            reduced[w] = total[offset: offset + n].reshape(grads[w].shape)
+            offset += n
         summed = dict(zip(self._METRIC_KEYS, total[offset:]))
         summed["n"] = int(summed["n"])
         summed["steps"] = steps
