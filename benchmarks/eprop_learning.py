@@ -117,6 +117,8 @@ def run_task(task: str, quick: bool, full_minutes: float, threads: int | None) -
     t0 = time.perf_counter()
 
     def stop(tr, epoch, logs):
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
+        print(f"[{task}] epoch {epoch}, {time.perf_counter() - t0:.0f} s: {shown}", file=sys.stderr, flush=True)
         return time.perf_counter() - t0 < budget
 
     trainer.fit(job.train, epochs=job.epochs, progress=False, callbacks=[stop] if budget < math.inf else ())

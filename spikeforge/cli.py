@@ -401,10 +401,47 @@ def cmd_diff_code(args) -> int:
     return 1 if diff else 0
 
 
+def _regression_nmse(trainer, job) -> dict:
+    """Normalised MSE, ``mse / var(target)`` over the readout window (the score of the
+    regression tasks; 1 is as good as predicting the mean of the target).
+
+    ``test_nmse``: :func:`~spikeforge.training.datasets.normalized_mse` of the trained
+    network's readout traces on the test data (``trainer.predict``), as ``test_mse``.
+    ``train_nmse``: ``train_mse`` (the mean over the last epoch, while the weights were
+    learning) over the variance of the training targets. Left out where undefined (no
+    samples, or a constant target)."""
+    import numpy as np
+
+    from .training.datasets import normalized_mse
+
+    result = {}
+    history = trainer.history
+    test = job.test
+    if test is not None and len(test):
+        window = test.readout_mask
+        target = np.stack([np.asarray(s.target) for s in test], axis=1)  # (steps, samples, outputs)
+        try:
+            result["test_nmse"] = normalized_mse(trainer.predict(test)[window], target[window])
+        except ValueError:  # the target has no variance
+            pass
+    if history and "train_mse" in history[-1] and len(job.train):
+        window = job.train.readout_mask
+        n, total = 0, 0.0
+        for s in job.train:
+            t = np.asarray(s.target, dtype=np.float64)[window]
+            n, total = n + t.size, total + float(t.sum())
+        mean = total / n
+        var = sum(float(((np.asarray(s.target, dtype=np.float64)[window] - mean) ** 2).sum()) for s in job.train) / n
+        if var > 0:
+            result["train_nmse"] = history[-1]["train_mse"] / var
+    return result
+
+
 def cmd_train(args) -> int:
     import time
 
     from .training.config import load_training
+    from .training.schedules import Schedule
     from .training.trainer import Trainer
 
     job = load_training(args.file)
@@ -412,6 +449,8 @@ def cmd_train(args) -> int:
     if args.batch_size:
         options["batch_size"] = args.batch_size
     epochs = args.epochs or job.epochs
+    if args.epochs and isinstance(options["lr"], Schedule):
+        options["lr"] = options["lr"].over(epochs)  # a cosine schedule spans the epochs of this run
     checkpoint = Path(args.checkpoint) if args.checkpoint else job.checkpoint
     trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
     t0 = time.perf_counter()
@@ -443,13 +482,15 @@ def cmd_train(args) -> int:
         for k in ("loss", "accuracy", "mse", "rate_hz"):
             if f"{split}_{k}" in last:
                 result[f"{'test' if split == 'val' else 'train'}_{k}"] = last[f"{split}_{k}"]
+    if job.config.loss == "mse":
+        result.update(_regression_nmse(trainer, job))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{job.name}: {trainer.epoch} epochs in {seconds:.1f} s "
           f"({result['samples_per_second'] or 0:.0f} samples/s in the last)")
-    for k in ("train_loss", "train_accuracy", "train_mse", "test_loss", "test_accuracy", "test_mse",
-              "test_rate_hz"):
+    for k in ("train_loss", "train_accuracy", "train_mse", "train_nmse", "test_loss", "test_accuracy", "test_mse",
+              "test_nmse", "test_rate_hz"):
         if k in result:
             print(f"  {k:<15} {result[k]:.4g}")
     return 0

@@ -202,4 +202,4 @@ def test_eprop_training_kernels_compile_with_nvcc(arch):
     for model, loss, recurrent in ((m.ALIF, "xent", True), (m.LIF_SUBTRACTIVE, "mse", False)):
         cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, name=f"eprop_nvcc_{model.name}")
         data = build_cubin(generate_training_kernel(cfg, "cuda").source, arch, name=cfg.name).path.read_bytes()
-        assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data
+        assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data and b"eprop_sum_w_rec" in data

@@ -51,3 +51,54 @@ def test_train_errors_name_file_and_line(tmp_path, capsys):
     path.write_text(JOB.replace("model: lif_subtractive", "model: lifx"))
     assert main(["train", str(path)]) == 2
     assert ":8:" in capsys.readouterr().err
+
+
+REGRESSION_JOB = """\
+name: tiny_pattern
+dt: 1.0
+data:
+  kind: pattern_generation
+  options: {n_outputs: 2, duration: 60.0, n_inputs: 8}
+  n_samples: 2
+  test_fraction: 0.5
+network:
+  hidden: {model: lif_subtractive, size: 12, params: {tau_m: 20.0, v_th: 0.6, r_m: 20.0}}
+  recurrent: true
+  tau_out: 20.0
+training:
+  epochs: 3
+  batch_size: 1
+  lr: 0.01
+"""
+
+
+def test_train_reports_the_normalised_mse_of_a_regression(tmp_path, capsys):
+    import numpy as np
+    import pytest
+
+    from spikeforge.training.config import load_training
+    from spikeforge.training.datasets import normalized_mse
+    from spikeforge.training.trainer import Trainer
+
+    path = tmp_path / "pattern.yaml"
+    path.write_text(REGRESSION_JOB)
+    ckpt = tmp_path / "ck.npz"
+    assert main(["train", str(path), "--json", "--checkpoint", str(ckpt)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"test_mse", "test_nmse", "train_mse", "train_nmse"} <= set(out)
+    assert "test_accuracy" not in out and np.isfinite(out["test_nmse"]) and out["test_nmse"] > 0
+    # the same trained network (from the checkpoint) predicts the readout traces again
+    job = load_training(path)
+    trainer = Trainer(job.config, **job.trainer_options)
+    trainer.load_checkpoint(ckpt)
+    window = job.test.readout_mask
+    target = np.stack([s.target for s in job.test], axis=1)
+    assert out["test_nmse"] == pytest.approx(normalized_mse(trainer.predict(job.test)[window], target[window]),
+                                             rel=1e-9)
+    # ... and it is the reported mse over the variance of the target
+    assert out["test_nmse"] == pytest.approx(out["test_mse"] / np.var(target[window], dtype=np.float64), rel=1e-4)
+    assert out["train_nmse"] == pytest.approx(out["train_mse"] / np.var(target[window], dtype=np.float64), rel=1e-6)
+    # the text summary shows it next to the mse
+    assert main(["train", str(path), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "test_mse" in text and "test_nmse" in text and "train_nmse" in text

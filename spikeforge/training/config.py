@@ -19,6 +19,7 @@ training:
   epochs: 10
   batch_size: 32
   lr: 0.005
+  lr_schedule: {kind: step, every: 10, factor: 0.5}   # optional: varies lr (see below)
   reduce: mean                # how per-instance gradients combine: mean | sum
   seed: 0
   init_scale: 1.0
@@ -27,6 +28,18 @@ training:
 The loss follows the data: softmax cross-entropy over the readout window for
 classification, mean squared error for regression. User-defined neuron models can be
 given under ``models:`` exactly as in network files (docs/yaml.md).
+
+``training.lr_schedule`` (optional) varies the learning rate from ``training.lr``
+(:mod:`spikeforge.training.schedules`; a run-time value: nothing recompiles):
+
+* ``{kind: constant}``
+* ``{kind: step, every: N, factor: F}``: ``lr * F ** (epoch // N)`` (epochs count from 0),
+  ``0 < F <= 1``
+* ``{kind: exponential, gamma: G, per: epoch}``: ``lr * G ** epoch`` (``per: step``:
+  ``G ** steps taken``), ``0 < G <= 1``
+* ``{kind: cosine, min_lr: 0.0}``: half a cosine from ``lr`` to ``min_lr`` over
+  ``training.epochs`` (or ``--epochs``)
+* any of them with ``warmup_steps: N``: a linear ramp over the first N optimiser steps
 """
 
 from __future__ import annotations
@@ -37,10 +50,17 @@ from pathlib import Path
 
 from ..config import LineDict, _Loader, _parse
 from ..errors import ConfigError
-from . import datasets
+from . import datasets, schedules
 from .model import EpropConfig
 
 DATA_KINDS = ("evidence_accumulation", "pattern_generation", "digits", "shd")
+#: For each kind of training.lr_schedule: its keys besides kind and warmup_steps, and those required.
+SCHEDULE_KINDS = {
+    "constant": ((), ()),
+    "step": (("every", "factor"), ("every", "factor")),
+    "exponential": (("gamma", "per"), ("gamma",)),
+    "cosine": (("min_lr",), ()),
+}
 
 
 @dataclass
@@ -116,6 +136,58 @@ class _TrainLoader(_Loader):
                 precision=self.get_str(node, "precision", "network", "float"), name=name,
             )
 
+    def lr_schedule(self, training: LineDict, lr: float, epochs: int):
+        """``training.lr`` as given, or the schedule ``training.lr_schedule`` builds from it."""
+        if training.get("lr_schedule") is None:
+            return lr
+        where = "training.lr_schedule"
+        node = self.get_mapping(training, "lr_schedule", "training")
+        every_key = ("kind", *dict.fromkeys(k for keys, _ in SCHEDULE_KINDS.values() for k in keys), "warmup_steps")
+        self.check_keys(node, every_key, where, required=("kind",))
+        kind = self.get_str(node, "kind", where)
+        if kind not in SCHEDULE_KINDS:
+            self.fail(f"{where}.kind: unknown schedule '{kind}' (known: {', '.join(SCHEDULE_KINDS)})",
+                      self.vline(node, "kind"))
+        keys, required = SCHEDULE_KINDS[kind]
+        self.check_keys(node, ("kind", *keys, "warmup_steps"), f"{where} (kind {kind})", required=required)
+
+        def fraction(key):  # a factor in (0, 1]
+            value = self.get_number(node, key, where, positive=True)
+            if value > 1:
+                self.fail(f"{where}.{key}: must be at most 1 (a decay), got {value!r}", self.vline(node, key))
+            return value
+
+        def count(key, default, least):
+            value = self.get_int(node, key, where, default)
+            if value < least:
+                what = "positive" if least > 0 else "non-negative"
+                self.fail(f"{where}.{key}: must be a {what} integer, got {value!r}", self.vline(node, key))
+            return value
+
+        with self.building(self.kline(training, "lr_schedule")):
+            if kind == "constant":
+                schedule = schedules.Constant(lr)
+            elif kind == "step":
+                schedule = schedules.StepDecay(lr, every=count("every", None, 1), factor=fraction("factor"))
+            elif kind == "exponential":
+                per = self.get_str(node, "per", where, "epoch")
+                if per not in ("epoch", "step"):
+                    self.fail(f"{where}.per: expected epoch or step, got '{per}'", self.vline(node, "per"))
+                schedule = schedules.ExponentialDecay(lr, gamma=fraction("gamma"), per=per)
+            else:
+                min_lr = self.get_number(node, "min_lr", where, 0.0)
+                if not 0 <= min_lr <= lr:
+                    self.fail(f"{where}.min_lr: must be in [0, training.lr = {lr!r}], got {min_lr!r}",
+                              self.vline(node, "min_lr"))
+                if epochs < 1:
+                    self.fail(f"{where}: kind cosine runs over training.epochs, which must be positive "
+                              f"(got {epochs!r})", self.vline(training, "epochs"))
+                schedule = schedules.CosineDecay(lr, epochs=epochs, min_lr=min_lr)
+            warmup = count("warmup_steps", 0, 0)
+            if warmup:
+                schedule = schedules.Warmup(schedule, steps=warmup)
+        return schedule
+
     def job(self, top) -> TrainingJob:
         top = self.check_mapping(top, "the file", 1)
         self.check_keys(top, ("name", "dt", "models", "data", "network", "training"), "the file",
@@ -127,11 +199,15 @@ class _TrainLoader(_Loader):
         loss = "xent" if train.task == "classification" else "mse"
         cfg = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss)
         node = self.get_mapping(top, "training", "")
-        self.check_keys(node, ("epochs", "batch_size", "lr", "reduce", "seed", "init_scale", "checkpoint",
-                               "clamp"), "training")
+        self.check_keys(node, ("epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale",
+                               "checkpoint", "clamp"), "training")
+        lr = self.get_number(node, "lr", "training", 1e-3)
+        if lr < 0:
+            self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))
+        epochs = self.get_int(node, "epochs", "training", 10)
         options = {
             "batch_size": self.get_int(node, "batch_size", "training", 32),
-            "lr": self.get_number(node, "lr", "training", 1e-3),
+            "lr": self.lr_schedule(node, lr, epochs),
             "reduce": self.get_str(node, "reduce", "training", "mean"),
             "seed": self.get_int(node, "seed", "training", 0),
             "init_scale": self.get_number(node, "init_scale", "training", 1.0, positive=True),
@@ -142,8 +218,8 @@ class _TrainLoader(_Loader):
                 self.fail("training.clamp: expected [low, high]", self.vline(node, "clamp"))
             options["clamp"] = tuple(clamp)
         ckpt = self.get_str(node, "checkpoint", "training")
-        return TrainingJob(name, cfg, train, test, options, self.get_int(node, "epochs", "training", 10),
-                           self.base_dir / ckpt if ckpt else None, self.filename)
+        return TrainingJob(name, cfg, train, test, options, epochs, self.base_dir / ckpt if ckpt else None,
+                           self.filename)
 
 
 def load_training(path) -> TrainingJob:
