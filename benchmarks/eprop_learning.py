@@ -94,7 +94,9 @@ def _describe(job, task: str) -> str:
     parts.append(", ".join(f"{k} {p[k]:g}" for k in keys))
     if c.reg_rate:
         parts.append(f"rate reg {c.reg_rate:g} @ {c.reg_target_hz:g} Hz")
-    parts.append(f"batch {job.trainer_options['batch_size']}, lr {job.trainer_options['lr']:g}")
+    lr = job.trainer_options["lr"]
+    parts.append(f"batch {job.trainer_options['batch_size']}, lr {lr:g}" if isinstance(lr, (int, float))
+                 else f"batch {job.trainer_options['batch_size']}, lr {lr}")
     return "; ".join(parts)
 
 

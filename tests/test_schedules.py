@@ -137,12 +137,12 @@ def test_yaml_schedule_errors_name_file_line_and_field(tmp_path, schedule, bad_l
     assert message in str(err.value)
 
 
-def test_yaml_negative_lr_and_cosine_without_epochs_are_refused(tmp_path):
+def test_yaml_negative_lr_and_non_positive_epochs_or_batch_are_refused(tmp_path):
     path, text = _job(tmp_path, "", **{"lr: 0.01": "lr: -0.01"})
     with pytest.raises(ConfigError, match=r":15: training.lr: must not be negative"):
         load_training(path)
     path, text = _job(tmp_path, "  lr_schedule: {kind: cosine}\n", **{"epochs: 3": "epochs: 0"})
-    with pytest.raises(ConfigError, match=r":13: training.lr_schedule: kind cosine runs over training.epochs"):
+    with pytest.raises(ConfigError, match=r":13: training.epochs: must be a positive integer, got 0"):
         load_training(path)
 
 
@@ -189,3 +189,10 @@ def test_trainer_steps_with_the_schedule_it_is_given(tmp_path):
     decayed, lrs = weights(StepDecay(0.01, every=1, factor=0.1))
     assert lrs == pytest.approx([0.01, 0.001])
     assert any(not np.array_equal(decayed[name], w) for name, w in plain.items())
+
+
+def test_yaml_non_positive_batch_size_is_refused_with_its_line(tmp_path):
+    path, text = _job(tmp_path, "", **{"batch_size: 1": "batch_size: 0"})
+    line = text.splitlines().index("  batch_size: 0") + 1
+    with pytest.raises(ConfigError, match=rf":{line}: training.batch_size: must be a positive integer, got 0"):
+        load_training(path)

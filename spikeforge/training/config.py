@@ -205,6 +205,11 @@ class _TrainLoader(_Loader):
         if lr < 0:
             self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))
         epochs = self.get_int(node, "epochs", "training", 10)
+        if epochs < 1:
+            self.fail(f"training.epochs: must be a positive integer, got {epochs!r}", self.vline(node, "epochs"))
+        for key in ("batch_size",):
+            if key in node and self.get_int(node, key, "training") < 1:
+                self.fail(f"training.{key}: must be a positive integer, got {node[key]!r}", self.vline(node, key))
         options = {
             "batch_size": self.get_int(node, "batch_size", "training", 32),
             "lr": self.lr_schedule(node, lr, epochs),
