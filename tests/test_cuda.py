@@ -168,6 +168,8 @@ def test_model_too_large_for_device_memory_is_caught_before_allocation():
     with pytest.raises(NetworkError, match=r"needs .* MiB .* only .* MiB"):
         check_fits(spec, 512, free=need - 1, total=2 * need, device="test GPU")
     assert check_fits(spec, 512, free=need, total=2 * need) == need
+    with pytest.raises(NetworkError, match=r"state .* MiB \+ recording buffers .* MiB"):
+        check_fits(spec, 512, free=need, total=2 * need, extra_bytes=1)
 
 
 @needs_nvcc
@@ -203,3 +205,21 @@ def test_eprop_training_kernels_compile_with_nvcc(arch):
         cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, name=f"eprop_nvcc_{model.name}")
         data = build_cubin(generate_training_kernel(cfg, "cuda").source, arch, name=cfg.name).path.read_bytes()
         assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data and b"eprop_sum_w_rec" in data
+
+
+def test_spike_bitmask_decoding_follows_the_set_bits():
+    """The recording decoder unpacks only non-zero words and returns (step, instance,
+    neuron) in that order, also for a population that is not a multiple of 32."""
+    from spikeforge.runtime.device import decode_spike_bits
+
+    rng = np.random.default_rng(3)
+    for size in (1, 31, 32, 33, 100):
+        flags = rng.random((7, 5, size)) < 0.1
+        flags[0, 0, size - 1] = True  # the last neuron: the highest used bit of the last word
+        words = (size + 31) // 32
+        padded = np.zeros((7, 5, words * 32), dtype=bool)
+        padded[:, :, :size] = flags
+        bits = np.packbits(padded, axis=2, bitorder="little").view(np.uint32)
+        for got, want in zip(decode_spike_bits(bits), np.nonzero(flags)):
+            np.testing.assert_array_equal(got, want)
+    assert all(a.size == 0 for a in decode_spike_bits(np.zeros((3, 2, 4), dtype=np.uint32)))

@@ -59,14 +59,19 @@ def state_bytes(spec: NetworkSpec, batch_size: int) -> int:
     return total
 
 
-def check_fits(spec: NetworkSpec, batch_size: int, free: int, total: int, device: str = "the GPU"):
-    """Raise before allocating anything if the state cannot fit in device memory."""
-    needed = state_bytes(spec, batch_size)
+def check_fits(spec: NetworkSpec, batch_size: int, free: int, total: int, device: str = "the GPU",
+               extra_bytes: int = 0):
+    """Raise before allocating anything if the state (plus ``extra_bytes``: recording
+    buffers, the context) cannot fit in device memory. Returns the bytes needed."""
+    state = state_bytes(spec, batch_size)
+    needed = state + int(extra_bytes)
     if needed > free:
+        extra = (f" (state {state / 2**20:.1f} MiB + recording buffers {extra_bytes / 2**20:.1f} MiB)"
+                 if extra_bytes else "")
         raise NetworkError(
-            f"network '{spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory for its state at batch size "
+            f"network '{spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory{extra} at batch size "
             f"{batch_size}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free on {device}; "
-            "reduce the batch size or the network")
+            "reduce the batch size or the network, or record fewer populations")
     return needed
 
 
@@ -122,6 +127,14 @@ class CudaBackend(DeviceBackend):
         self.device = drv.Device(device)
         self.context = self.device.retain_primary_context()
         self.context.push()
+        try:
+            self._setup(spec, block_sizes, use_graphs)
+        except BaseException:
+            self.close()  # pops the context and frees what was allocated
+            raise
+
+    def _setup(self, spec, block_sizes, use_graphs):
+        drv = self.drv
         major, minor = self.device.compute_capability()
         self.arch = f"sm_{major}{minor}"
         t0 = time.perf_counter()
@@ -135,16 +148,22 @@ class CudaBackend(DeviceBackend):
             fn.prepare("P")
             self.functions[launch.name] = fn
         self.stream = drv.Stream()
+        # waiting for the GPU blocks the host thread instead of spinning on a core
+        self._done = drv.Event(drv.event_flags.BLOCKING_SYNC | drv.event_flags.DISABLE_TIMING)
         self._allocs: dict[int, object] = {}
         self._check_memory()
-        self._allocate_all()
+        try:
+            self._allocate_all()
+        except drv.MemoryError as exc:
+            raise NetworkError(f"network '{spec.name}': out of GPU memory on {self.device.name()} while allocating "
+                               f"its state at batch size {self.batch_size} ({exc})") from None
         self.graphs = _Graphs() if use_graphs else None
         self._graph_cache: dict[int, int | None] = {}
 
     # -- memory --------------------------------------------------------------------------
     def _check_memory(self):
         free, total = self.drv.mem_get_info()
-        check_fits(self.spec, self.batch_size, free, total, self.device.name())
+        check_fits(self.spec, self.batch_size, free, total, self.device.name(), self.buffer_bytes())
 
     def _alloc(self, nbytes: int) -> int:
         mem = self.drv.mem_alloc(max(1, int(nbytes)))
@@ -169,7 +188,8 @@ class CudaBackend(DeviceBackend):
         self.functions[launch.name].prepared_async_call(grid, (block, 1, 1), self.stream, self.ctx_ptr)
 
     def _synchronise(self):
-        self.stream.synchronize()
+        self._done.record(self.stream)
+        self._done.synchronize()
 
     def _run_steps(self, n: int):
         if self.graphs is None:

@@ -20,6 +20,16 @@ HEADER = ("seed", "step", "batch_size", "batch_offset", "rec_first_step", "rec_c
 RECORD_CHUNK = 1000
 
 
+def decode_spike_bits(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step, instance, neuron) of every set bit of a (steps, batch, words) uint32 spike
+    bitmask (bit k of word w: neuron 32 w + k), in (step, instance, neuron) order. Only the
+    non-zero words are unpacked, so the cost follows the spikes, not steps x neurons."""
+    s, b, w = np.nonzero(bits)
+    flags = np.unpackbits(bits[s, b, w].view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
+    k, bit = np.nonzero(flags)
+    return s[k], b[k], w[k] * 32 + bit
+
+
 class DeviceBackend:
     """Base of the ``cuda`` and ``cuda-emu`` backends.
 
@@ -45,6 +55,13 @@ class DeviceBackend:
         self._var_count = 0
 
     # -- memory ------------------------------------------------------------------------
+    def buffer_bytes(self) -> int:
+        """Device bytes besides the model state: the recording buffers and the context."""
+        total = sum(RECORD_CHUNK * self.batch_size * ((p["size"] + 31) // 32) * 4 for p in self.recorded_pops)
+        total += sum(RECORD_CHUNK * self._var_elements(r) * self._scalar.itemsize for r in self.spec.recorded_vars)
+        n_words = len(HEADER) + len(self.spec.arrays) + len(self.recorded_pops) + len(self.spec.recorded_vars)
+        return total + 8 * n_words
+
     def _allocate_all(self):
         self.ptr: dict[str, int] = {}
         self.host_shape: dict[str, tuple] = {}
@@ -146,14 +163,13 @@ class DeviceBackend:
             words = (p["size"] + 31) // 32
             bits = np.zeros((chunk, self.batch_size, words), dtype=np.uint32)
             self._download(self.rec_ptr[p["name"]], bits)
-            as_bytes = bits.view(np.uint8).reshape(chunk, self.batch_size, words * 4)
-            flags = np.unpackbits(as_bytes, axis=2, bitorder="little")[:, :, : p["size"]]
-            steps, batch, ids = np.nonzero(flags)
+            steps, batch, ids = decode_spike_bits(bits)
             lists = self._spike_lists[p["name"]]
-            for b in range(self.batch_size):
-                sel = batch == b
-                if sel.any():
-                    lists[b].append(np.stack([steps[sel] + self._step, ids[sel]], axis=1).astype(np.uint32))
+            order = np.argsort(batch, kind="stable")  # per instance, still in (step, id) order
+            bounds = np.searchsorted(batch[order], np.arange(self.batch_size + 1))
+            for b in np.nonzero(np.diff(bounds))[0]:
+                sel = order[bounds[b]: bounds[b + 1]]
+                lists[b].append(np.stack([steps[sel] + self._step, ids[sel]], axis=1).astype(np.uint32))
         for k, r in enumerate(self.spec.recorded_vars):
             buf = self._var_buffers[k] if k < len(self._var_buffers) else None
             room = self._var_capacity - self._var_count

@@ -103,13 +103,24 @@ class _CudaDevice:
 
     def __init__(self, cfg, source, launches, threads, device=0):
         from ..runtime.cuda import import_pycuda
-        from ..runtime.nvcc import build_cubin
 
         drv = import_pycuda()
         self.drv = drv
         device = device % drv.Device.count()  # one rank per GPU, by local rank
         self.context = drv.Device(device).retain_primary_context()
         self.context.push()
+        self.allocs = {}
+        try:
+            self._setup(cfg, source, launches, device)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, cfg, source, launches, device):
+        from ..runtime.nvcc import build_cubin
+
+        drv = self.drv
+        self.name = cfg.name
         major, minor = drv.Device(device).compute_capability()
         self.identity = (socket.gethostname(), drv.Device(device).pci_bus_id())
         self.build = build_cubin(source, f"sm_{major}{minor}", name=f"{cfg.name}_eprop",
@@ -121,7 +132,7 @@ class _CudaDevice:
             fn.prepare("P")
             self.functions[launch.name] = fn
         self.stream = drv.Stream()
-        self.allocs = {}
+        self._done = drv.Event(drv.event_flags.BLOCKING_SYNC | drv.event_flags.DISABLE_TIMING)
 
     def alloc(self, nbytes):
         mem = self.drv.mem_alloc(max(1, int(nbytes)))
@@ -146,7 +157,22 @@ class _CudaDevice:
         self.functions[launch.name].prepared_async_call(grid, (launch.block, 1, 1), self.stream, ctx)
 
     def synchronise(self):
-        self.stream.synchronize()
+        self._done.record(self.stream)
+        self._done.synchronize()  # blocks the host thread instead of spinning
+
+    def check_fits(self, nbytes: int, what: str):
+        free, total = self.drv.mem_get_info()
+        if nbytes > free:
+            raise NetworkError(f"e-prop network '{self.name}' needs {nbytes / 2**20:.1f} MiB more GPU memory for "
+                               f"{what}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free; "
+                               "reduce the batch size or the trial length")
+
+    def close(self):
+        for addr in list(self.allocs):
+            self.free(addr)
+        if getattr(self, "context", None) is not None:
+            self.context.pop()
+            self.context = None
 
 
 class DeviceEpropRuntime:
@@ -209,6 +235,14 @@ class DeviceEpropRuntime:
     def _size_batch(self, T, B):
         if self._shape == (T, B):
             return
+        check = getattr(self.device, "check_fits", None)
+        if check is not None:  # a real GPU: check before allocating (what the old size held is freed first)
+            per_batch = [(n, tuple(T if d == "T" else B if d == "B" else d for d in shape))
+                         for n, _, shape in self.layout if "T" in shape or "B" in shape]
+            need = sum(int(np.prod(shape)) * np.dtype(self._dtype(n)).itemsize for n, shape in per_batch)
+            held = sum(int(np.prod(self.shapes[n])) * np.dtype(self._dtype(n)).itemsize
+                       for n, _ in per_batch if n in self.shapes)
+            check(need - held, f"a batch of {B} trials of {T} steps")
         for name, _, shape in self.layout:
             if "T" in shape or "B" in shape:
                 self._allocate(name, tuple(T if d == "T" else B if d == "B" else d for d in shape))
@@ -327,4 +361,14 @@ class DeviceEpropRuntime:
         return getattr(self.device, "identity", (socket.gethostname(), "emu"))
 
     def close(self):
-        pass
+        """Free the device memory (and, on a GPU, release the context)."""
+        device = getattr(self, "device", None)
+        if device is not None and hasattr(device, "close"):
+            device.close()
+        self.device = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
