@@ -1,6 +1,6 @@
 """A small e-prop training job, run by tests/test_mpi.py under mpiexec (or alone).
 
-    python tests/mpi_job.py OUT_DIR BACKEND EPOCHS [CHECKPOINT]
+    python tests/mpi_job.py OUT_DIR BACKEND EPOCHS [CHECKPOINT] [n=SAMPLES]
 Writes OUT_DIR/weights_rank<R>.npz for every rank.
 """
 
@@ -17,8 +17,10 @@ from tests.test_trainer import _config, _toy  # noqa: E402
 
 def main():
     out, backend, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
-    data = _toy(n=32)
+    extra = sys.argv[4:]
+    samples = int(next((a[2:] for a in extra if a.startswith("n=")), 32))
+    checkpoint = next((a for a in extra if not a.startswith("n=")), None)
+    data = _toy(n=samples)
     trainer = Trainer(_config(precision="double", name=f"mpi_{backend.replace('-', '_')}"), batch_size=8, lr=0.01,
                       seed=7, backend=backend, threads=1)
     trainer.fit(data, epochs=epochs, progress=False, checkpoint=checkpoint, resume=checkpoint is not None)

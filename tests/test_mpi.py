@@ -57,6 +57,56 @@ def test_two_ranks_with_half_batches_equal_one_rank_with_the_whole(backend, tmp_
     assert np.any(ref["w_in"] != 0)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+def test_a_rank_without_samples_in_the_last_batch_contributes_nothing(backend, tmp_path):
+    """33 samples, global batch 8: the last batch has one sample, so rank 1's shard is empty."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    r1 = _run([backend, "1", "n=33"], 1, one)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = _run([backend, "1", "n=33"], 2, two)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    ref, w0 = _weights(one / "weights_rank0.npz"), _weights(two / "weights_rank0.npz")
+    for name in ref:
+        np.testing.assert_allclose(w0[name], ref[name], rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+NCCL_CHECK = (
+    "import sys; sys.path.insert(0, '.')\n"
+    "from spikeforge.training.distributed import communicator, device_allreducer\n"
+    "from spikeforge.training.device_runtime import DeviceEpropRuntime\n"
+    "from tests.test_trainer import _config\n"
+    "comm = communicator()\n"
+    "rt = DeviceEpropRuntime(_config(name='mpi_nccl_check'), backend='cuda-emu', threads=1)\n"
+    "print('reducer', comm.rank, device_allreducer(comm, rt, 'cuda'))\n"
+)
+
+
+@pytest.mark.parametrize("setting", ["auto", "0", "1"])
+def test_the_all_reduce_path_is_chosen_by_all_ranks_and_said_once(setting, tmp_path):
+    """Two ranks on one (emulated) device: NCCL is refused (it needs one GPU per rank, and
+    CuPy's NCCL), every rank takes the host path, rank 0 says why; SPIKEFORGE_NCCL=1 makes
+    that an error of the whole job."""
+    script = tmp_path / "nccl_check.py"
+    script.write_text(NCCL_CHECK)
+    res = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=_env(SPIKEFORGE_NCCL=setting), cwd=ROOT)
+    if setting == "1":
+        assert res.returncode != 0
+        assert "error: SPIKEFORGE_NCCL=1 but " in res.stderr, res.stderr[-2000:]
+        return
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(line for line in res.stdout.splitlines() if line.startswith("reducer")) == [
+        "reducer 0 None", "reducer 1 None"]
+    said = [line for line in res.stderr.splitlines() if "all-reduced through the host (MPI)" in line]
+    assert len(said) == 1, res.stderr[-2000:]
+    if setting == "0":
+        assert said[0].endswith("SPIKEFORGE_NCCL=0")
+    else:
+        assert "NCCL is not available" in said[0] or "share a GPU" in said[0]
+
+
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes_on_one_rank(tmp_path):
     ckpt = tmp_path / "run.npz"
     t0 = time.monotonic()
