@@ -104,13 +104,14 @@ def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKer
     D = [[w.expr(sympy.sympify(deriv.D[a, b]).xreplace(prev)) for b in range(n)] for a in range(n)]
     Dzero = [[deriv.D[a, b] == 0 for b in range(n)] for a in range(n)]
     c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
+    czero = [deriv.c[a] == 0 for a in range(n)]  # such terms are left out of the generated recursion
     dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
     env = environment()
     template = env.get_template("cpu/eprop_trial.cpp.j2" if backend == "cpu" else "cuda/eprop_trial.cu.j2")
     layout = array_layout(cfg, deriv, backend)
     source = template.render(
         cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=w.finish_constants(),
-        update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, dg=dg,
+        update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, czero=czero, dg=dg,
         layout=layout,
         method=method, kappa=repr(cfg.kappa), states=deriv.states,
         other_vars=[v for v in m.vars if v not in deriv.states], idx={s: k for k, s in enumerate(deriv.states)},
