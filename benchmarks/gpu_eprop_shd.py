@@ -51,6 +51,41 @@ MLGENN_GPU = "NVIDIA A100"
 
 SHD = dict(n_inputs=700, n_hidden=256, n_outputs=20, batch=512, steps=1000, dt=1.0)
 ALIF_PARAMS = {"tau_m": 20.0, "v_th": 0.6, "r_m": 20.0, "tau_a": 500.0, "beta": 0.05, "t_ref": 0.0}
+TRAINER_OPTIONS = dict(lr=0.002, reduce="mean", seed=1)  # Adam, mean over the (global) batch
+
+
+def shd_config(args, name: str = "gpu_eprop_shd"):
+    """The network of ``examples/shd.yaml`` at the sizes of ``args`` (see :func:`add_network_arguments`)."""
+    from spikeforge.models import ALIF
+    from spikeforge.training.model import EpropConfig
+
+    return EpropConfig(args.inputs, args.hidden, args.outputs, ALIF, dict(ALIF_PARAMS), recurrent=True, tau_out=20.0,
+                       dt=SHD["dt"], loss="xent", feedback="symmetric", reg_rate=1.0, reg_target_hz=10.0, name=name)
+
+
+def add_network_arguments(p) -> None:
+    """The options that size the network and its random input (shared with gpu_eprop_scaling.py)."""
+    p.add_argument("--backend", default="cuda", choices=("cuda", "cuda-emu", "cpu"),
+                   help="backend (default cuda; cuda-emu/cpu for smoke runs without a GPU)")
+    p.add_argument("--steps", type=int, default=SHD["steps"], help="steps of 1 ms per trial (default 1000)")
+    p.add_argument("--inputs", type=int, default=SHD["n_inputs"], help="input channels (default 700)")
+    p.add_argument("--hidden", type=int, default=SHD["n_hidden"], help="hidden ALIF neurons (default 256)")
+    p.add_argument("--outputs", type=int, default=SHD["n_outputs"], help="classes (default 20)")
+    p.add_argument("--rate", type=float, default=10.0, help="input rate per channel, Hz (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the cpu and cuda-emu backends")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+
+
+def quick_network(args) -> None:
+    """--quick: a tiny network and short trials (a smoke run)."""
+    args.inputs, args.hidden, args.outputs = min(args.inputs, 20), min(args.hidden, 16), min(args.outputs, 4)
+    args.steps = min(args.steps, 20)
+    args.rate = max(args.rate, 50.0)
+
+
+def is_shd_size(args) -> bool:
+    return (args.inputs, args.hidden, args.outputs, args.steps) == (
+        SHD["n_inputs"], SHD["n_hidden"], SHD["n_outputs"], SHD["steps"])
 
 
 def poisson_dataset(n_samples: int, n_inputs: int, n_outputs: int, steps: int, dt: float, rate_hz: float,
@@ -118,8 +153,6 @@ def summary(times: list[float]) -> dict:
 def run(args, res: Results) -> dict:
     import numpy as np
 
-    from spikeforge.models import ALIF
-    from spikeforge.training.model import EpropConfig
     from spikeforge.training.trainer import Trainer
 
     out = res.data
@@ -132,12 +165,9 @@ def run(args, res: Results) -> dict:
     print(f"\ninput: {len(data)} samples of Poisson spikes, {out['input_spikes_per_sample']:.0f} spikes per sample "
           f"({fmt_s(out['data_seconds'])} to draw)", flush=True)
 
-    cfg = EpropConfig(args.inputs, args.hidden, args.outputs, ALIF, dict(ALIF_PARAMS), recurrent=True, tau_out=20.0,
-                      dt=SHD["dt"], loss="xent", feedback="symmetric", reg_rate=1.0, reg_target_hz=10.0,
-                      name="gpu_eprop_shd")
+    cfg = shd_config(args)
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, batch_size=B, lr=0.002, reduce="mean", seed=1, backend=args.backend,
-                      threads=args.threads)
+    trainer = Trainer(cfg, batch_size=B, **TRAINER_OPTIONS, backend=args.backend, threads=args.threads)
     out["build_seconds"] = time.perf_counter() - t0
     runtime = trainer.runtime
     build = getattr(runtime, "build", None)
@@ -243,8 +273,7 @@ def report(args, out: dict):
                 title=f"e-prop, backend {args.backend}: {args.inputs} inputs -> {args.hidden} recurrent ALIF -> "
                       f"{args.outputs} readouts, batch {B}, {args.steps} steps of 1 ms, input {args.rate:g} Hz",
                 align="lrrrrl")
-    shd = (args.inputs, args.hidden, args.outputs, B, args.steps) == (
-        SHD["n_inputs"], SHD["n_hidden"], SHD["n_outputs"], MLGENN_BATCH, SHD["steps"])
+    shd = is_shd_size(args) and B == MLGENN_BATCH
     ratio = MLGENN_SECONDS_PER_BATCH / ts["min"]
     out["mlgenn"] = {"seconds_per_batch": MLGENN_SECONDS_PER_BATCH, "batch": MLGENN_BATCH, "gpu": MLGENN_GPU,
                      "comparable": shd and args.backend == "cuda", "speedup": ratio}
@@ -259,26 +288,17 @@ def report(args, out: dict):
 
 def parse_args(argv=None):
     p = common_parser(__doc__.splitlines()[0])
-    p.add_argument("--backend", default="cuda", choices=("cuda", "cuda-emu", "cpu"),
-                   help="backend (default cuda; cuda-emu/cpu for smoke runs without a GPU)")
+    add_network_arguments(p)
     p.add_argument("--batch", type=int, default=SHD["batch"], help="batch size (default 512)")
-    p.add_argument("--steps", type=int, default=SHD["steps"], help="steps of 1 ms per trial (default 1000)")
     p.add_argument("--batches", type=int, default=3, help="timed batches (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up batches before timing (default 1)")
     p.add_argument("--repeats", type=int, default=2,
                    help="calls of each direct run_batch variant and of evaluate, the minimum is reported (default 2)")
-    p.add_argument("--inputs", type=int, default=SHD["n_inputs"], help="input channels (default 700)")
-    p.add_argument("--hidden", type=int, default=SHD["n_hidden"], help="hidden ALIF neurons (default 256)")
-    p.add_argument("--outputs", type=int, default=SHD["n_outputs"], help="classes (default 20)")
-    p.add_argument("--rate", type=float, default=10.0, help="input rate per channel, Hz (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="threads of the cpu and cuda-emu backends")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     args = p.parse_args(argv)
     if args.quick:
-        args.inputs, args.hidden, args.outputs = min(args.inputs, 20), min(args.hidden, 16), min(args.outputs, 4)
-        args.batch, args.steps = min(args.batch, 4), min(args.steps, 20)
+        quick_network(args)
+        args.batch = min(args.batch, 4)
         args.batches, args.warmup, args.repeats = min(args.batches, 2), min(args.warmup, 1), min(args.repeats, 2)
-        args.rate = max(args.rate, 50.0)
     if min(args.batch, args.steps, args.batches, args.repeats, args.inputs, args.hidden, args.outputs) < 1 \
             or args.warmup < 0:
         p.error("sizes, --batch, --steps, --batches and --repeats must be positive, --warmup non-negative")

@@ -3,12 +3,17 @@
 #
 #   bash benchmarks/gpu_session.sh                      # setup, tests, all benchmarks (< ~9 min)
 #   bash benchmarks/gpu_session.sh tests cuba shd       # choose stages (run in the order given)
+#   bash benchmarks/gpu_session.sh scaling mpi          # data-parallel estimate + MPI path check (~3-4 min)
 #
 # Stages: tests (pytest -m gpu), cuba (= cuba-host cuba-batch cuba-size), cuba-host,
-# cuba-batch, cuba-size, shd (gpu_eprop_shd.py), smoke (both scripts with --quick on
-# the cuda backend: a ~1 min check that the GPU paths work), all (= tests cuba-host
-# cuba-batch shd cuba-size, the default). Setup (pycuda, environment check, nvidia-smi)
-# always runs first.
+# cuba-batch, cuba-size, shd (gpu_eprop_shd.py), scaling (gpu_eprop_scaling.py: one
+# optimiser step at the per-GPU batches of a global batch of 512 on 1-32 GPUs, and the
+# estimated data-parallel speed-up), mpi (path check: a small training job with 1 process
+# and with `mpiexec -n 2` on the one GPU; skipped with a note without an MPI launcher),
+# smoke (gpu_cuba, gpu_eprop_shd and gpu_eprop_scaling with --quick on the cuda backend:
+# a ~1.5 min check that the GPU paths work), all (= tests cuba-host cuba-batch shd
+# cuba-size, the default; scaling and mpi are not in it: ask for them). Setup (pycuda,
+# environment check, nvidia-smi) always runs first.
 #
 # Run from the repository root. Everything goes to $OUT (default ./out): <stage>.txt
 # (the console output), the JSON files of the benchmarks, gpu_tests.txt, setup.txt and
@@ -28,7 +33,9 @@
 #
 # Environment: OUT, BUDGET_S, PYTHON (default python3), SITE, SPIKEFORGE_CACHE_DIR
 # (default /tmp/spikeforge-cache), T_TESTS, T_CUBA_HOST, T_CUBA_BATCH, T_CUBA_SIZE,
-# T_SHD, T_SMOKE (stage time limits, s), CUBA_ARGS, SHD_ARGS, PYTEST_ARGS (extra options).
+# T_SHD, T_SCALING, T_MPI, T_SMOKE (stage time limits, s), CUBA_ARGS, SHD_ARGS,
+# SCALING_ARGS, MPI_ARGS, PYTEST_ARGS (extra options), MPIEXEC (the MPI launcher, if
+# the mpi stage does not find it).
 
 set -u -o pipefail
 
@@ -97,7 +104,8 @@ import importlib
 need = {"numpy": "spikeforge", "sympy": "spikeforge", "jinja2": "spikeforge", "yaml": "spikeforge (pyyaml)",
         "tqdm": "training progress bars only", "pytest": "the tests stage", "markupsafe": "jinja2, mako",
         "typing_extensions": "pytools (pycuda)", "platformdirs": "pytools (pycuda)", "pycuda": "the cuda backend",
-        "pycuda.driver": "the cuda backend", "spikeforge": "everything"}
+        "pycuda.driver": "the cuda backend", "spikeforge": "everything", "mpi4py": "the mpi stage only",
+        "cupy": "the NCCL path only (not used on one GPU)"}
 missing = []
 for mod, why in need.items():
     try:
@@ -122,6 +130,7 @@ EOF
     nvidia-smi 2>&1 || echo "nvidia-smi failed"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm,clocks.max.mem,power.limit \
         --format=csv 2>&1 || true
+    echo "mpi launcher: $(command -v mpiexec || command -v mpirun || echo 'none on PATH (the mpi stage looks further)')"
     nproc 2>/dev/null | sed 's/^/cpu cores: /'
     free -g 2>/dev/null | head -2
     return 0
@@ -181,13 +190,28 @@ stage() {
             # shellcheck disable=SC2086
             run_stage shd "${T_SHD:-150}" "$OUT/gpu_eprop_shd.txt" \
                 "$PY" benchmarks/gpu_eprop_shd.py --json "$OUT/gpu_eprop_shd.json" ${SHD_ARGS:-} ;;
+        scaling)
+            # shellcheck disable=SC2086
+            run_stage scaling "${T_SCALING:-150}" "$OUT/gpu_eprop_scaling.txt" \
+                "$PY" benchmarks/gpu_eprop_scaling.py --json "$OUT/gpu_eprop_scaling.json" ${SCALING_ARGS:-} ;;
+        mpi)
+            # the job, its checkpoints and the launcher's output stay in $OUT/mpi_check/
+            # shellcheck disable=SC2086
+            run_stage mpi "${T_MPI:-180}" "$OUT/mpi_check.txt" \
+                "$PY" benchmarks/gpu_eprop_scaling.py --mpi-check --backend cuda --workdir "$OUT/mpi_check" \
+                --json "$OUT/mpi_check.json" ${MPI_ARGS:-}
+            if grep -q '^SKIPPED' "$OUT/mpi_check.txt" 2>/dev/null; then
+                echo "== mpi: path check SKIPPED (no MPI launcher; see mpi_check.txt)" | tee -a "$SUMMARY"
+            fi ;;
         smoke)
             run_stage smoke-cuba "${T_SMOKE:-60}" "$OUT/smoke_cuba.txt" \
                 "$PY" benchmarks/gpu_cuba.py --quick --backend cuda --json "$OUT/smoke_cuba.json"
             run_stage smoke-shd "${T_SMOKE:-60}" "$OUT/smoke_shd.txt" \
-                "$PY" benchmarks/gpu_eprop_shd.py --quick --backend cuda --json "$OUT/smoke_shd.json" ;;
+                "$PY" benchmarks/gpu_eprop_shd.py --quick --backend cuda --json "$OUT/smoke_shd.json"
+            run_stage smoke-scaling "${T_SMOKE:-60}" "$OUT/smoke_scaling.txt" \
+                "$PY" benchmarks/gpu_eprop_scaling.py --quick --backend cuda --json "$OUT/smoke_scaling.json" ;;
         *)
-            echo "unknown stage '$1' (tests, cuba, cuba-host, cuba-batch, cuba-size, shd, smoke, all)" \
+            echo "unknown stage '$1' (tests, cuba, cuba-host, cuba-batch, cuba-size, shd, scaling, mpi, smoke, all)" \
                 | tee -a "$SUMMARY"
             FAILED=$((FAILED + 1)) ;;
     esac

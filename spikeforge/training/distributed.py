@@ -186,9 +186,12 @@ def device_allreducer(comm, runtime, backend: str):
     if comm.size == 1 or backend != "cuda":
         return None
     want = os.environ.get("SPIKEFORGE_NCCL", "auto").strip().lower()
+    gpus = comm.allgather(runtime.device_identity())
     reason = None
     if want in ("0", "off", "no", "false"):
         reason = "SPIKEFORGE_NCCL=0"
+    elif len(set(gpus)) < len(gpus):
+        reason = "several ranks share a GPU, which NCCL does not allow"
     else:
         try:
             from cupy.cuda import nccl  # noqa: F401
@@ -197,9 +200,6 @@ def device_allreducer(comm, runtime, backend: str):
                 raise ImportError
         except ImportError:
             reason = "NCCL is not available (pip install cupy-cuda12x or cupy-cuda13x, which bundle its bindings)"
-    gpus = comm.allgather(runtime.device_identity())
-    if reason is None and len(set(gpus)) < len(gpus):
-        reason = "several ranks share a GPU, which NCCL does not allow"
     reasons = [r for r in comm.allgather(reason) if r]
     if reasons:
         if want in ("1", "on", "yes", "true"):
