@@ -308,6 +308,23 @@ class Results:
 # --------------------------------------------------------------------------- parts
 
 
+def start(args, title: str, benchmark: str, **fields) -> Results | None:
+    """Print the header (title, machine, GPU) and open the results file; None (after saying
+    why) when the cuda backend was asked for and cannot run here."""
+    machine, gpu = machine_info(), gpu_info()
+    print(title + ("  [--quick: smoke run, not a measurement]" if args.quick else ""))
+    print(describe_machine(machine))
+    print(describe_gpu(gpu), flush=True)
+    if args.backend == "cuda" and not gpu.get("available"):
+        print(f"\nthe cuda backend cannot run here: {gpu.get('reason')}")
+        return None
+    res = Results(args.json, {"benchmark": benchmark, "backend": args.backend, "quick": args.quick,
+                              "machine": machine, "gpu": gpu, "args": dict(vars(args)), "complete": False,
+                              "gpu_name": gpu.get("name") if args.backend == "cuda" else None, **fields})
+    res.save()
+    return res
+
+
 def part_batch(args, res: Results):
     from spikeforge.networks import cuba_network
 
@@ -563,17 +580,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    machine, gpu = machine_info(), gpu_info()
-    print(f"CUBA on backend {args.backend}" + ("  [--quick: smoke run, not a measurement]" if args.quick else ""))
-    print(describe_machine(machine))
-    print(describe_gpu(gpu), flush=True)
-    if args.backend == "cuda" and not gpu.get("available"):
-        print(f"\nthe cuda backend cannot run here: {gpu.get('reason')}")
+    res = start(args, f"CUBA on backend {args.backend}", "gpu_cuba")
+    if res is None:
         return 2
-    res = Results(args.json, {"benchmark": "gpu_cuba", "backend": args.backend, "quick": args.quick,
-                              "machine": machine, "gpu": gpu, "args": {k: v for k, v in vars(args).items()},
-                              "complete": False})
-    res.save()
     for part in args.parts:
         {"batch": part_batch, "size": part_size, "host": part_host}[part](args, res)
     failed = [r for part in PARTS for r in res.data.get(part, {}).get("runs", []) if "failed" in r]

@@ -89,8 +89,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import common_parser, describe_machine, finish_args, fmt, fmt_s, machine_info, print_table  # noqa: E402
-from gpu_cuba import Results, describe_gpu, gpu_info  # noqa: E402
+from _common import common_parser, finish_args, fmt, fmt_s, machine_info, print_table  # noqa: E402
+from gpu_cuba import Results, start  # noqa: E402
 from gpu_eprop_shd import (  # noqa: E402
     SHD,
     TRAINER_OPTIONS,
@@ -702,19 +702,10 @@ def main(argv=None) -> int:
         if args.json:
             Results(args.json, out).save(final=True)
         return 0
-    machine, gpu = machine_info(), gpu_info()
-    print(f"data-parallel e-prop scaling estimate, SHD-sized network, backend {args.backend}"
-          + ("  [--quick: smoke run, not a measurement]" if args.quick else ""))
-    print(describe_machine(machine))
-    print(describe_gpu(gpu), flush=True)
-    if args.backend == "cuda" and not gpu.get("available"):
-        print(f"\nthe cuda backend cannot run here: {gpu.get('reason')}")
+    res = start(args, f"data-parallel e-prop scaling estimate, SHD-sized network, backend {args.backend}",
+                "gpu_eprop_scaling", mlgenn={"speedup": MLGENN_SPEEDUP, "gpu": MLGENN_GPU, "global_batch": 512})
+    if res is None:
         return 2
-    res = Results(args.json, {"benchmark": "gpu_eprop_scaling", "backend": args.backend, "quick": args.quick,
-                              "machine": machine, "gpu": gpu, "args": dict(vars(args)), "complete": False,
-                              "gpu_name": gpu.get("name") if args.backend == "cuda" else None,
-                              "mlgenn": {"speedup": MLGENN_SPEEDUP, "gpu": MLGENN_GPU, "global_batch": 512}})
-    res.save()
     out = run(args, res)
     report(args, out)
     if args.json:

@@ -42,8 +42,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import common_parser, describe_machine, finish_args, fmt, fmt_s, machine_info, print_table  # noqa: E402
-from gpu_cuba import Results, describe_gpu, gpu_info  # noqa: E402
+from _common import common_parser, finish_args, fmt, fmt_s, print_table  # noqa: E402
+from gpu_cuba import Results, start  # noqa: E402
 
 MLGENN_SECONDS_PER_BATCH = 3.3
 MLGENN_BATCH = 512
@@ -307,18 +307,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    machine, gpu = machine_info(), gpu_info()
-    print(f"e-prop, SHD-sized network, backend {args.backend}"
-          + ("  [--quick: smoke run, not a measurement]" if args.quick else ""))
-    print(describe_machine(machine))
-    print(describe_gpu(gpu), flush=True)
-    if args.backend == "cuda" and not gpu.get("available"):
-        print(f"\nthe cuda backend cannot run here: {gpu.get('reason')}")
+    res = start(args, f"e-prop, SHD-sized network, backend {args.backend}", "gpu_eprop_shd")
+    if res is None:
         return 2
-    res = Results(args.json, {"benchmark": "gpu_eprop_shd", "backend": args.backend, "quick": args.quick,
-                              "machine": machine, "gpu": gpu, "args": dict(vars(args)), "complete": False,
-                              "gpu_name": gpu.get("name") if args.backend == "cuda" else None})
-    res.save()
     out = run(args, res)
     report(args, out)
     if args.json:
