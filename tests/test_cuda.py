@@ -201,8 +201,11 @@ def test_eprop_training_kernels_compile_with_nvcc(arch):
     from spikeforge.training.codegen import generate_training_kernel
     from spikeforge.training.model import EpropConfig
 
-    for model, loss, recurrent in ((m.ALIF, "xent", True), (m.LIF_SUBTRACTIVE, "mse", False)):
-        cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, name=f"eprop_nvcc_{model.name}")
+    cases = ((m.ALIF, "xent", True, "float"), (m.LIF_SUBTRACTIVE, "mse", False, "float"),
+             (m.ALIF, "mse", True, "double"))
+    for model, loss, recurrent, precision in cases:
+        cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, precision=precision,
+                          name=f"eprop_nvcc_{model.name}_{precision}")
         data = build_cubin(generate_training_kernel(cfg, "cuda").source, arch, name=cfg.name).path.read_bytes()
         assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data and b"eprop_sum_w_rec" in data
 

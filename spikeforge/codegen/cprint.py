@@ -49,6 +49,20 @@ class CPrinter(C99CodePrinter):
             return self.random_call(kind, int(expr.args[0]))
         return super()._print_Function(expr)
 
+    def _print_Max(self, expr):
+        return super()._print_Max(self._floating_args(expr))
+
+    def _print_Min(self, expr):
+        return super()._print_Min(self._floating_args(expr))
+
+    @staticmethod
+    def _floating_args(expr):
+        """Integer arguments of max/min printed as floating literals: ``fmax(0, x)`` is an
+        ambiguous overload for nvcc in double precision; ``fmax(0.0, x)`` is not."""
+        if not any(a.is_Integer for a in expr.args):
+            return expr
+        return expr.func(*[sympy.Float(a) if a.is_Integer else a for a in expr.args], evaluate=False)
+
     def _print_BooleanTrue(self, expr):
         return "true"
 
