@@ -27,6 +27,9 @@ Losses (mask_t selects the readout window)::
     xent: E = -sum_t mask_t sum_k onehot_k log softmax(y_t)_k,  err_t = mask_t (p_t - onehot_t)
 
 ``err_t`` is exactly dE/dy_t (partial, i.e. not counting the path y_t -> y_{t+1}).
+
+``beta`` may be a number or an array of shape (N_h,): one value per hidden neuron (beta = 0
+makes a neuron a plain LIF neuron, Bellec's LSNN mix).
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ __all__ = [
 
 def _constants(params):
     dt = float(params["dt"])
-    beta = float(params.get("beta", 0.0))
+    beta = np.asarray(params.get("beta", 0.0), dtype=np.float64)  # scalar or per hidden neuron (N_h,)
     tau_a = params.get("tau_a")
     if tau_a is None:
-        if beta != 0.0:
+        if np.any(beta != 0.0):
             raise ValueError("ALIF (beta != 0) needs tau_a")
         rho = 0.0
     else:
@@ -209,6 +212,7 @@ def eprop_gradients(X, targets, mask, params, weights, loss="xent", feedback="sy
     T, B, n_in = X.shape
     n_h, K = W_in.shape[0], W_out.shape[0]
     al, rho, ka, beta = c["alpha"], c["rho"], c["kappa"], c["beta"]
+    beta_j = beta[..., None]  # broadcasts over (B, N_h, n_pre): beta of the postsynaptic neuron j
 
     fw = forward(X, params, weights)
     E, err = loss_and_error(fw["y"], targets, mask, loss)
@@ -231,9 +235,9 @@ def eprop_gradients(X, targets, mask, params, weights, loss="xent", feedback="sy
         psi_prev = np.zeros((B, n_h))
         for t in range(T):
             eps_a = rho * (psi_prev[:, :, None] * eps_v[:, None, :]
-                           + (1.0 - beta * psi_prev[:, :, None]) * eps_a)
+                           + (1.0 - beta_j * psi_prev[:, :, None]) * eps_a)
             eps_v = al * eps_v + (1.0 - al) * s_prev
-            e = psi[t][:, :, None] * (eps_v[:, None, :] - beta * eps_a)
+            e = psi[t][:, :, None] * (eps_v[:, None, :] - beta_j * eps_a)
             L = err[t] @ Bfb.T + R  # (B, N_h)
             grad += L[:, :, None] * (1.0 - ka) * ebar
             ebar = ka * ebar + e
@@ -363,7 +367,7 @@ def rtrl_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
         Sv_new = al * Sv + (1.0 - al) * (dI + np.einsum("jl,blp->bjp", W_rec, Sz))
         Sa = rho * (Sa + Sz)
         Sv = Sv_new
-        Sz = psi[t][:, :, None] * (Sv - beta * Sa)
+        Sz = psi[t][:, :, None] * (Sv - beta[..., None] * Sa)
         grad += np.einsum("bk,bkp->bp", err[t], Sy) + np.einsum("bj,bjp->bp", R, Sr)
         x_prev, z_prev = X[t], z[t]
     g_in = grad[:, :n_h * n_in].reshape(B, n_h, n_in)

@@ -5,6 +5,12 @@ for simulation; the eligibility recursion, the trace and the pseudo-derivative a
 from :func:`spikeforge.codegen.eprop.derive`. Components of the eligibility vector that do
 not depend on the postsynaptic neuron are kept per presynaptic neuron, the others per
 synapse.
+
+Per-neuron parameters (``EpropConfig.per_neuron_params``) are not constants: each lives in
+an array ``p_<name>`` (one value per hidden neuron) and is loaded into a local of the same
+name wherever the postsynaptic neuron ``_j`` is known (the neuron update, the per-synapse
+eligibility recursion), and nothing that mentions it is hoisted out of those loops. Their
+values are not part of the source: changing them never recompiles.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from ..codegen.generate import _emit_odes, _emit_statements, _KernelWriter
 from ..codegen.ir import Line
 from ..codegen.render import environment, philox_header
 from ..models.expressions import symbol
-from .model import EpropConfig
+from .model import EpropConfig, check_per_neuron_params
 
 
 def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[str, str, tuple]]:
@@ -32,6 +38,7 @@ def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[st
         ("w_out", "scalar", (k, n_h)),
         ("b_out", "scalar", (k,)),
         ("feedback", "scalar", (n_h, k)),
+        *((f"p_{p}", "scalar", (n_h,)) for p in per_neuron_names(cfg)),  # per-neuron parameters
         ("x", "scalar", ("T", "B", n_in)),
         ("labels", "int32", ("B",)),
         ("targets", "scalar", ("T", "B", k)),
@@ -72,6 +79,17 @@ def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[st
     return out
 
 
+def per_neuron_names(cfg: EpropConfig) -> list[str]:
+    """The hidden layer's per-neuron parameters, in the model's order."""
+    return [p for p in cfg.hidden_model.params if p in cfg.per_neuron_params]
+
+
+def _per_neuron_loads(names: list[str], exprs) -> list[Line]:
+    """Loads of the per-neuron parameters that ``exprs`` use, for the neuron ``_j``."""
+    used = {x.name for e in exprs for x in sympy.sympify(e).free_symbols}
+    return [Line(f"const scalar {p} = ctx->p_{p}[_j];", "per-neuron parameter") for p in names if p in used]
+
+
 @dataclass
 class EpropKernel:
     cfg: EpropConfig
@@ -106,11 +124,25 @@ def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKer
     c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
     czero = [deriv.c[a] == 0 for a in range(n)]  # such terms are left out of the generated recursion
     dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
+    # per-neuron parameters: loaded where the postsynaptic neuron _j is known, never constants
+    per_neuron = per_neuron_names(cfg)
+    check_per_neuron_params(cfg, deriv)
+    constants = w.finish_constants()
+    # (they are not invariant for the Hoister, and check_per_neuron_params refused derived
+    # parameters using them: the constants, computed outside any neuron loop, never do)
+    assert not {x.name for _, e in w.hoister.definitions() for x in e.free_symbols} & set(per_neuron)
+    neuron_exprs = ([o.rhs for o in m.odes] + [st.value for st in m.sim_code + m.reset]
+                    + [m.threshold, deriv.g, deriv.psi])
+    synapse_exprs = list(deriv.dz_dh) + [deriv.c[idx] for idx in range(n) if deriv.states[idx] in deriv.per_synapse]
+    synapse_exprs += [deriv.D[a, b] for a in range(n) if deriv.states[a] in deriv.per_synapse for b in range(n)]
+    neuron_loads = _per_neuron_loads(per_neuron, neuron_exprs)
+    synapse_loads = _per_neuron_loads(per_neuron, synapse_exprs)
     env = environment()
     template = env.get_template("cpu/eprop_trial.cpp.j2" if backend == "cpu" else "cuda/eprop_trial.cu.j2")
     layout = array_layout(cfg, deriv, backend)
     source = template.render(
-        cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=w.finish_constants(),
+        cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=constants,
+        per_neuron=per_neuron, neuron_loads=neuron_loads, synapse_loads=synapse_loads,
         update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, czero=czero, dg=dg,
         layout=layout,
         method=method, kappa=repr(cfg.kappa), states=deriv.states,

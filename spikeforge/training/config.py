@@ -11,6 +11,8 @@ data:
   seed: 0
 network:
   hidden: {model: lif_subtractive, size: 128, params: {tau_m: 20.0, v_th: 0.6, r_m: 10.0}}
+  # a parameter may also vary over the hidden neurons: a list of `size` numbers, or
+  # piecewise constant, e.g. ALIF's beta: {values: [0.0, 0.1], counts: [64, 64]} (LSNN)
   recurrent: true
   tau_out: 20.0               # readout time constant, ms
   feedback: symmetric         # or random (random e-prop)
@@ -48,7 +50,9 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import LineDict, _Loader, _parse
+import numpy as np
+
+from ..config import LineDict, _Loader, _parse, _show
 from ..errors import ConfigError
 from . import datasets, schedules
 from .model import EpropConfig
@@ -111,6 +115,44 @@ class _TrainLoader(_Loader):
             raise ConfigError(f"data ({kind}): {exc}", self.filename, line) from None
         return full.split(1 - fraction, seed)
 
+    def hidden_params(self, hidden: LineDict, size) -> tuple[dict, LineDict]:
+        """``network.hidden.params``: each value a number, a list of ``size`` numbers (one per
+        hidden neuron) or ``{values: [...], counts: [...]}`` (piecewise constant: ``counts[k]``
+        neurons take ``values[k]``, in order; the counts sum to ``size``)."""
+        node = self.get_mapping(hidden, "params", "network.hidden")
+        out = {}
+        for key, value in node.items():
+            where, line = f"network.hidden.params.{key}", self.vline(node, key)
+
+            def numbers(v, what, at, integers=False):
+                kind = "integers" if integers else "numbers"
+                if not isinstance(v, list) or not v or any(
+                        isinstance(x, bool) or not isinstance(x, int if integers else (int, float)) for x in v):
+                    self.fail(f"{what}: expected a list of {kind}, got {_show(v)}", at)
+                return v
+
+            if isinstance(value, dict):
+                value = self.check_mapping(value, where, line)
+                self.check_keys(value, ("values", "counts"), where, required=("values", "counts"))
+                values = numbers(value["values"], f"{where}.values", self.vline(value, "values"))
+                counts = numbers(value["counts"], f"{where}.counts", self.vline(value, "counts"), integers=True)
+                if len(counts) != len(values) or min(counts) < 0:
+                    self.fail(f"{where}.counts: expected {len(values)} non-negative integers (one per value), "
+                              f"got {_show(counts)}", self.vline(value, "counts"))
+                if isinstance(size, int) and sum(counts) != size:
+                    self.fail(f"{where}.counts: must sum to network.hidden.size = {size}, got {sum(counts)}",
+                              self.vline(value, "counts"))
+                out[key] = np.repeat(np.asarray(values, dtype=np.float64), counts)
+            elif isinstance(value, list):
+                numbers(value, where, line)
+                if isinstance(size, int) and len(value) != size:
+                    self.fail(f"{where}: expected one value per hidden neuron (network.hidden.size = {size}), "
+                              f"got {len(value)}", line)
+                out[key] = list(value)
+            else:
+                out[key] = value  # a single value: checked with the model's parameters
+        return out, node
+
     def network(self, top: LineDict, name: str, dt: float, n_in: int, n_out: int, loss: str) -> EpropConfig:
         node = self.get_mapping(top, "network", "")
         self.check_keys(node, ("hidden", "recurrent", "tau_out", "feedback", "surrogate", "gamma",
@@ -123,10 +165,15 @@ class _TrainLoader(_Loader):
         recurrent = node.get("recurrent", True)
         if not isinstance(recurrent, bool):
             self.fail("network.recurrent: expected true or false", self.vline(node, "recurrent"))
-        with self.building(self.kline(top, "network")):
+        size = self.get_int(hidden, "size", "network.hidden")
+        params, params_node = self.hidden_params(hidden, size)
+
+        def locate(err):  # an error about one hidden parameter: the line of its value
+            return next((self.vline(params_node, k) for k in params_node if f"'{k}'" in str(err)), None)
+
+        with self.building(self.kline(top, "network"), locate):
             return EpropConfig(
-                n_in, self.get_int(hidden, "size", "network.hidden"), n_out, model,
-                dict(self.get_mapping(hidden, "params", "network.hidden")), recurrent=recurrent,
+                n_in, size, n_out, model, params, recurrent=recurrent,
                 tau_out=self.get_number(node, "tau_out", "network", 20.0, positive=True), dt=dt, loss=loss,
                 feedback=self.get_str(node, "feedback", "network", "symmetric"),
                 surrogate=self.get_str(node, "surrogate", "network", "triangular"),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..codegen.launch import Launch
 from ..errors import NetworkError
-from .codegen import generate_training_kernel
+from .codegen import generate_training_kernel, per_neuron_names
 from .model import EpropConfig
 from .runtime import GRADS, WEIGHTS, check_batch, initial_weights
 
@@ -200,6 +200,8 @@ class DeviceEpropRuntime:
                 self._allocate(name, shape)
         self.set_weights(weights)
         self.set_feedback(self.feedback)
+        for name in per_neuron_names(cfg):  # per-neuron parameters: values in arrays, not in the source
+            self._push(f"p_{name}", cfg.per_neuron_params[name])
 
     # -- memory ------------------------------------------------------------------------------
     def _dtype(self, name):

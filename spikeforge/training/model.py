@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import NetworkError
 from ..models.neuron import NeuronModel
 
@@ -24,6 +26,14 @@ class EpropConfig:
     Timing: a spike emitted at step t reaches its targets at step t+1 (input -> hidden,
     hidden -> hidden, hidden -> readout). The readout is ``y_t = kappa y_{t-1} +
     (1 - kappa)(W_out z_{t-1} + b)`` with ``kappa = exp(-dt / tau_out)``.
+
+    A hidden-neuron parameter is a number (the same for every hidden neuron) or a 1-D
+    sequence of ``n_hidden`` numbers, one per neuron: with the ALIF model, ``beta`` zero for
+    some neurons makes them plain LIF neurons (Bellec's LSNN). After construction,
+    ``params`` holds the scalar parameters (compiled in as constants) and
+    ``per_neuron_params`` the others (float64 arrays, loaded by the kernel per neuron: their
+    values are not part of the generated source). A per-neuron parameter may not enter a
+    derived parameter or an eligibility component kept per presynaptic neuron.
     """
 
     n_inputs: int
@@ -59,16 +69,80 @@ class EpropConfig:
                                    f"number, got {v!r}")
         if not isinstance(self.hidden_model, NeuronModel) or not self.hidden_model.spiking:
             raise NetworkError("hidden_model must be a spiking NeuronModel (with a threshold)")
-        self.params = self.hidden_model.bind_params(self.hidden_params, "hidden layer")
+        scalars, self.per_neuron_params = self._split_hidden_params()
+        bound = self.hidden_model.bind_params(scalars, "hidden layer")
+        self.params = {k: v for k, v in bound.items() if k not in self.per_neuron_params}
         if self.hidden_model.refractory is not None:
             steps = 0.0
             if "t_ref" in self.params:
                 steps = self.params["t_ref"]
+            if "t_ref" in self.per_neuron_params:
+                steps = float(self.per_neuron_params["t_ref"].max())
             if steps > 0:
                 raise NetworkError("e-prop training does not support refractory periods yet: set t_ref to 0")
+        if self.per_neuron_params:
+            check_per_neuron_params(self)
         if self.precision not in ("float", "double"):
             raise NetworkError(f"precision must be 'float' or 'double', got {self.precision!r}")
+
+    def _split_hidden_params(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(scalar values, per-neuron arrays) of ``hidden_params``; arrays are validated here."""
+        m = self.hidden_model
+        scalars, arrays = {}, {}
+        for name, value in dict(self.hidden_params or {}).items():
+            if isinstance(value, (str, bytes)) or np.ndim(value) == 0:
+                scalars[name] = value  # bind_params checks it (and unknown names)
+                continue
+            where = f"hidden layer ({m.name}): parameter '{name}'"
+            if name not in m.params:
+                scalars[name] = value  # reported as unknown by bind_params
+                continue
+            try:
+                if np.asarray(value).dtype == bool or any(isinstance(v, bool) for v in np.ravel(value)):
+                    raise TypeError("booleans")
+                arr = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise NetworkError(f"{where}: per-neuron values must be numbers") from None
+            if arr.ndim != 1 or arr.shape[0] != self.n_hidden:
+                raise NetworkError(f"{where}: per-neuron values must be a 1-D sequence of n_hidden = "
+                                   f"{self.n_hidden} numbers, got shape {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise NetworkError(f"{where}: per-neuron values must be finite")
+            arr.flags.writeable = False
+            arrays[name] = arr
+        return scalars, arrays
 
     @property
     def kappa(self) -> float:
         return math.exp(-self.dt / self.tau_out)
+
+
+def check_per_neuron_params(cfg: EpropConfig, deriv=None):
+    """Refuse per-neuron parameters where the kernel evaluates them outside a per-neuron
+    context: in a derived parameter (a constant of the whole layer) or in an eligibility
+    component kept per presynaptic neuron (shared by all postsynaptic neurons)."""
+    from ..codegen.eprop import derive
+
+    m = cfg.hidden_model
+    names = set(cfg.per_neuron_params)
+    if not names:
+        return
+
+    def refuse(name, what):
+        raise NetworkError(f"hidden layer ({m.name}): parameter '{name}' has per-neuron values, but {what}; "
+                           "give it a single value")
+
+    for d, expr in m.derived.items():
+        used = sorted(names & {s.name for s in expr.free_symbols})
+        if used:
+            refuse(used[0], f"the derived parameter '{d}' uses it")
+    if deriv is None:
+        deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
+    n = len(deriv.states)
+    for s in deriv.per_presynaptic:
+        a = deriv.states.index(s)
+        factors = [deriv.c[a]] + [deriv.D[a, b] for b in range(n)]
+        used = sorted(names & {x.name for f in factors for x in f.free_symbols})
+        if used:
+            refuse(used[0], f"the eligibility component of '{s}' depends on it and is kept per presynaptic "
+                            "neuron (shared by all postsynaptic neurons)")

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import NetworkError
 from ..runtime.build import build_and_load
 from ..runtime.cpu import GeneratedContext
-from .codegen import generate_training_kernel
+from .codegen import generate_training_kernel, per_neuron_names
 from .model import EpropConfig
 
 WEIGHTS = ("w_in", "w_rec", "w_out", "b_out")
@@ -88,6 +88,8 @@ class EpropRuntime(GeneratedContext):
             self._bind(f"m_{name}", np.zeros_like(arr))  # Adam moments
             self._bind(f"v_{name}", np.zeros_like(arr))
         self._bind("feedback", self.feedback)
+        for name in per_neuron_names(cfg):  # per-neuron parameters: values in arrays, not in the source
+            self._bind(f"p_{name}", np.array(cfg.per_neuron_params[name], dtype=self.dtype))
 
     def _index(self, name: str) -> int:
         return [n for n, _, _ in self.kernel.layout].index(name)
