@@ -12,7 +12,8 @@
   paper's full setting (dt = 1 ms, 1050 ms delay, 2250 steps per trial) with the network of
   ``examples/evidence_accumulation.yaml`` (``r_m`` rescaled to keep ``r_m dt``), trained for
   at most ``--full-minutes`` minutes of wall time or ``--full-epochs`` epochs of 40
-  optimiser steps; ``evidence_full_lif`` is the same with LIF neurons.
+  optimiser steps; ``evidence_full_lif`` is the same with LIF neurons, ``evidence_full_lsnn``
+  with half LIF, half ALIF neurons (Bellec's LSNN: ALIF with beta = 0 in the first half).
 
 Prints a table: task, setting, score, epochs, optimiser steps, seconds, training samples
 per second, mean hidden rate. ``--quick`` is a smoke run of a few seconds (tiny data, one
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from _common import common_parser, describe_machine, finish_args, fmt, machine_info, print_table, write_json  # noqa: E402
 
 EXAMPLES = REPO / "examples"
-TASKS = ("digits", "evidence", "evidence_lif", "pattern", "evidence_full", "evidence_full_lif")
+TASKS = ("digits", "evidence", "evidence_lif", "pattern", "evidence_full", "evidence_full_lif", "evidence_full_lsnn")
 DEFAULT_TASKS = ("digits", "evidence", "evidence_lif", "pattern")
 
 
@@ -63,6 +64,16 @@ def _lif_variant(config):
     return dataclasses.replace(config, hidden_model=LIF_SUBTRACTIVE, hidden_params=params, name=config.name + "_lif")
 
 
+def _lsnn_variant(config):
+    """Bellec's LSNN: the same ALIF layer with beta = 0 (plain LIF) in its first half."""
+    import numpy as np
+
+    half = config.n_hidden // 2
+    beta = np.r_[np.zeros(half), np.full(config.n_hidden - half, config.hidden_params["beta"])]
+    return dataclasses.replace(config, hidden_params={**config.hidden_params, "beta": beta},
+                               name=config.name + "_lsnn")
+
+
 def _full_evidence(job, quick: bool):
     """The paper's setting: dt = 1 ms, the default 1050 ms delay (2250 steps a trial)."""
     from spikeforge.training.datasets import evidence_accumulation
@@ -82,7 +93,7 @@ def _full_evidence(job, quick: bool):
 def _describe(job, task: str) -> str:
     c = job.config
     p = c.hidden_params
-    parts = [f"{c.n_hidden} {c.hidden_model.name}"]
+    parts = [f"{c.n_hidden} {c.hidden_model.name}" + (" (LSNN)" if task.endswith("lsnn") else "")]
     if task.startswith("digits"):
         parts.append(f"{job.train.info.get('encoding', '?')} coding")
     if task.startswith("evidence"):
@@ -91,7 +102,19 @@ def _describe(job, task: str) -> str:
     parts.append(f"dt {c.dt:g} ms")
     parts.append(f"{job.train.n_steps} steps")
     keys = [k for k in ("r_m", "v_th", "tau_m", "tau_a", "beta") if k in p]
-    parts.append(", ".join(f"{k} {p[k]:g}" for k in keys))
+
+    def value(v):  # a number, or per-neuron values as runs: "0 x50 / 0.1 x50"
+        if isinstance(v, (int, float)):
+            return f"{v:g}"
+        runs = []
+        for x in v:
+            if runs and runs[-1][0] == x:
+                runs[-1][1] += 1
+            else:
+                runs.append([x, 1])
+        return " / ".join(f"{x:g} x{n}" for x, n in runs)
+
+    parts.append(", ".join(f"{k} {value(p[k])}" for k in keys))
     if c.reg_rate:
         parts.append(f"rate reg {c.reg_rate:g} @ {c.reg_target_hz:g} Hz")
     lr = job.trainer_options["lr"]
@@ -106,8 +129,11 @@ def run_task(task: str, quick: bool, full_minutes: float, threads: int | None, f
 
     yaml = {"digits": "digits", "evidence": "evidence_accumulation", "evidence_lif": "evidence_accumulation",
             "evidence_full": "evidence_accumulation", "evidence_full_lif": "evidence_accumulation",
+            "evidence_full_lsnn": "evidence_accumulation",
             "pattern": "pattern_generation"}[task]
     job = _job(yaml)
+    if task == "evidence_full_lsnn":
+        job = dataclasses.replace(job, config=_lsnn_variant(job.config))
     if task in ("evidence_lif", "evidence_full_lif"):
         job = dataclasses.replace(job, config=_lif_variant(job.config))
     full = task.startswith("evidence_full")
