@@ -208,3 +208,16 @@ def test_mixed_eprop_kernels_compile_with_nvcc():
                       name="eprop_nvcc_mixed")
     data = build_cubin(generate_training_kernel(cfg, "cuda").source, "sm_80", name=cfg.name).path.read_bytes()
     assert b"eprop_neurons" in data and b"eprop_syn_rec" in data
+
+
+def test_checkpoint_of_another_lif_alif_split_is_refused(tmp_path):
+    """The per-neuron values are part of the network: a checkpoint of one split does not
+    load into another (same sizes, same model), and loads into the same one."""
+    from spikeforge.training.trainer import CheckpointError, Trainer
+
+    a = Trainer(_config(BETA, name="eprop_mixed_ckpt"), batch_size=3, seed=1)
+    a.save_checkpoint(tmp_path / "a.npz")
+    Trainer(_config(BETA.copy(), name="eprop_mixed_ckpt"), batch_size=3, seed=1).load_checkpoint(tmp_path / "a.npz")
+    other = Trainer(_config(BETA[::-1].copy(), name="eprop_mixed_ckpt"), batch_size=3, seed=1)
+    with pytest.raises(CheckpointError, match="another network"):
+        other.load_checkpoint(tmp_path / "a.npz")

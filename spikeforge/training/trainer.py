@@ -338,8 +338,11 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _signature(self) -> dict:
         c = self.config
-        return {"n_inputs": c.n_inputs, "n_hidden": c.n_hidden, "n_outputs": c.n_outputs,
-                "model": c.hidden_model.name, "recurrent": c.recurrent, "loss": c.loss}
+        sig = {"n_inputs": c.n_inputs, "n_hidden": c.n_hidden, "n_outputs": c.n_outputs,
+               "model": c.hidden_model.name, "recurrent": c.recurrent, "loss": c.loss}
+        if c.per_neuron_params:  # which neurons are which (e.g. an LSNN's LIF/ALIF split)
+            sig["per_neuron"] = {k: [float(x) for x in v] for k, v in sorted(c.per_neuron_params.items())}
+        return sig
 
     def save_checkpoint(self, path) -> Path:
         """Weights, optimiser state, epoch, step and RNG position, written atomically."""
