@@ -24,12 +24,15 @@
 # The benchmarks rewrite their JSON after every configuration, so a stage stopped by
 # its time limit still leaves what it measured.
 #
+# Prepare .whl/ beforehand with benchmarks/gpu_prepare.sh (on a machine with internet).
 # pycuda: the wheels in .whl/ (pycuda and its pure-Python dependencies) are installed
 # with `pip install --no-index --no-deps --target $SITE` (default /tmp/site), which is
 # put on PYTHONPATH with the repository itself (no install of spikeforge needed).
 # --no-deps because pip --target ignores what is already installed and would look for
 # MarkupSafe and typing-extensions in .whl/ (and fail). Without pip the wheels are
-# unzipped. Setup lists every module that is missing.
+# unzipped. Then each of spikeforge's dependencies whose module is missing (numpy, sympy,
+# jinja2, pyyaml, tqdm, pytest, ...) is installed from .whl/deps the same way; present
+# ones are left alone. Setup lists every module that is still missing.
 #
 # Environment: OUT, BUDGET_S, PYTHON (default python3), SITE, SPIKEFORGE_CACHE_DIR
 # (default /tmp/spikeforge-cache), T_TESTS, T_CUBA_HOST, T_CUBA_BATCH, T_CUBA_SIZE,
@@ -89,6 +92,26 @@ setup() {
         fi
     else
         echo "WARNING: pycuda is not importable and there is no .whl/ with its wheel"
+    fi
+
+    # spikeforge's own dependencies, from .whl/deps (benchmarks/gpu_prepare.sh), only those
+    # whose module is missing here: never shadow what the machine has (numpy for torch/cupy)
+    if ls .whl/deps/*.whl >/dev/null 2>&1; then
+        local wanted w f
+        wanted=$("$PY" -c '
+import importlib.util
+wheels = {"numpy": "numpy", "sympy": "sympy", "mpmath": "mpmath", "jinja2": "jinja2", "markupsafe": "markupsafe",
+          "yaml": "pyyaml", "tqdm": "tqdm", "pytest": "pytest", "iniconfig": "iniconfig", "pluggy": "pluggy",
+          "packaging": "packaging", "pygments": "pygments", "typing_extensions": "typing_extensions"}
+print(" ".join(w for mod, w in wheels.items() if importlib.util.find_spec(mod) is None))
+')
+        for w in $wanted; do
+            f=$(ls .whl/deps/*.whl | grep -i "/${w}-[0-9]" | head -1 || true)
+            if [ -z "$f" ]; then echo "WARNING: no wheel for missing $w in .whl/deps"; continue; fi
+            echo "installing missing $w from $f"
+            PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --quiet --no-index --no-deps --disable-pip-version-check \
+                --target "$SITE" "$f" || "$PY" -m zipfile -e "$f" "$SITE" || echo "ERROR: cannot install $f"
+        done
     fi
 
     if ! command -v nvcc >/dev/null 2>&1; then

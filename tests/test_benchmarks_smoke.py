@@ -37,7 +37,9 @@ def test_gpu_benchmark_script_runs_quick(script, backend, tmp_path):
 
 def test_gpu_session_script_parses_and_explains_itself(tmp_path):
     script = ROOT / "benchmarks" / "gpu_session.sh"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=60).returncode == 0
+    for name in ("gpu_session.sh", "gpu_prepare.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / name)], capture_output=True,
+                              timeout=60).returncode == 0, name
     proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "OUT": str(tmp_path)})
     assert proc.returncode == 0 and "Stages:" in proc.stdout
