@@ -283,6 +283,7 @@ def cmd_build(args) -> int:
     t0 = time.perf_counter()
     spec = generate(net)
     files, compiled, note = [], False, None
+    block_sizes, occupancy = None, []
     if args.backend == "cpu":
         from .runtime.build import build_shared_library
 
@@ -295,13 +296,12 @@ def cmd_build(args) -> int:
         compiled = True
     else:
         cu = render_network(spec, "cuda")
-        _write(out / f"{net.name}.cu", cu)
-        files.append(f"{net.name}.cu")
         if args.backend == "cuda":
-            from .runtime.nvcc import build_cubin
+            from .runtime.nvcc import build_network_cubin
 
-            try:
-                result = build_cubin(cu, args.arch, name=net.name, describe=f"network '{net.name}'")
+            try:  # block sizes chosen by occupancy for args.arch (ptxas's register counts)
+                cu, result, block_sizes, occupancy = build_network_cubin(
+                    spec, args.arch, name=net.name, describe=f"network '{net.name}'")
             except CompilerNotFoundError as exc:
                 note = f"not compiled: {exc}"
             else:
@@ -319,6 +319,8 @@ def cmd_build(args) -> int:
             shutil.copyfile(result.path, out / f"lib{net.name}_emu.so")
             files.append(f"lib{net.name}_emu.so")
             compiled = True
+        _write(out / f"{net.name}.cu", cu)  # the source that was compiled
+        files.insert(0, f"{net.name}.cu")
     summary = {
         "network": net.name,
         "backend": args.backend,
@@ -335,8 +337,11 @@ def cmd_build(args) -> int:
         summary["launches"] = [
             {"kernel": launch.name, "grid_x": launch.grid_x, "block": launch.block,
              "batch_on_y": launch.batched, "phase": launch.phase}
-            for launch in plan(spec)
+            for launch in plan(spec, block_sizes)
         ]
+        if occupancy:
+            summary["occupancy"] = [{**row, "occupancy": {str(b): round(o, 3) for b, o in row["occupancy"].items()}}
+                                    for row in occupancy]
     _write(out / "build.json", json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))

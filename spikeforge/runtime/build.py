@@ -396,8 +396,9 @@ def build_artifact(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            for f in (chain.output, chain.source_name, "meta.json", "."):
-                _fsync(tmp / f)
+            for f in (chain.output, chain.source_name, "meta.json", "build.log", "."):
+                if (tmp / f).exists():
+                    _fsync(tmp / f)
             os.rename(tmp, entry)  # atomic publish
             _fsync(parent)
         except BaseException:
@@ -419,6 +420,9 @@ def _compile(tmp: Path, source: str, chain: Toolchain, key: str, describe: str, 
         raise CompilerNotFoundError(
             f"cannot run the {chain.kind} compiler {chain.tool!r}: {exc}. {_INSTALL_HINT}") from exc
     if res.returncode == 0 and (tmp / chain.output).is_file():
+        printed = (res.stdout or "") + (res.stderr or "")
+        if printed.strip():  # warnings, or ptxas's resource report: kept with the artifact
+            (tmp / "build.log").write_text(printed)
         return
 
     # Keep the failing source where the user can open it.

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from ..codegen.ir import NetworkSpec
-from ..codegen.render import render_network
+from ..codegen.launch import plan
 from ..errors import BackendUnavailableError, NetworkError
 from .device import DeviceBackend
-from .nvcc import build_cubin
+from .nvcc import build_network_cubin
 
 log = logging.getLogger("spikeforge.runtime")
 
@@ -138,9 +138,13 @@ class CudaBackend(DeviceBackend):
         major, minor = self.device.compute_capability()
         self.arch = f"sm_{major}{minor}"
         t0 = time.perf_counter()
-        self.source = render_network(spec, "cuda", block_sizes)
-        self.codegen_seconds = time.perf_counter() - t0
-        self.build = build_cubin(self.source, self.arch, name=spec.name, describe=f"network '{spec.name}'")
+        self.source, self.build, self.block_sizes, self.occupancy = build_network_cubin(
+            spec, self.arch, block_sizes, name=spec.name, describe=f"network '{spec.name}'")
+        self.codegen_seconds = max(0.0, time.perf_counter() - t0 - self.build.seconds)
+        if block_sizes is None and self.block_sizes:  # chosen by occupancy: launch what was compiled
+            self.launches = plan(spec, self.block_sizes)
+            self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
+            self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
         self.module = drv.module_from_buffer(self.build.path.read_bytes())
         self.functions = {}
         for launch in self.launches:

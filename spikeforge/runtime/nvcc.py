@@ -20,7 +20,8 @@ from ..errors import BuildError, CompilerNotFoundError
 from .build import CACHE_FORMAT_VERSION, BuildResult, Toolchain, build_artifact
 
 #: nvcc flags: no fused multiply-add, so kernels round like the CPU backend does.
-NVCC_FLAGS = ("-cubin", "-O3", "-std=c++17", "--fmad=false", "-diag-suppress=177")
+NVCC_FLAGS = ("-cubin", "-O3", "-std=c++17", "--fmad=false", "-diag-suppress=177",
+              "-Xptxas=-v")  # ptxas reports registers and shared memory per kernel (build.log)
 
 _HINT = ("Install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads), put nvcc on "
          "PATH, or set NVCC or CUDA_HOME.")
@@ -79,3 +80,34 @@ def build_cubin(source: str, arch: str, *, name: str = "model", describe: str = 
     key = hashlib.sha256(blob.encode()).hexdigest()
     chain = Toolchain(nvcc, nvcc_identity(nvcc), flags, "source.cu", f"{name}.cubin", kind="CUDA")
     return build_artifact(source, chain, key, describe=describe)
+
+
+def build_log(build: BuildResult) -> str:
+    """What the compiler printed while building ``build`` (empty if nothing was kept)."""
+    log = build.path.parent / "build.log"
+    return log.read_text() if log.is_file() else ""
+
+
+def build_network_cubin(spec, arch: str, block_sizes: dict | None = None, *, name: str, describe: str,
+                        nvcc: str | None = None):
+    """Render and compile a network's CUDA kernels for ``arch``.
+
+    Without ``block_sizes``, the block sizes are chosen by occupancy
+    (:mod:`spikeforge.codegen.occupancy`) from the registers and shared memory ptxas
+    reports for the default sizes; when that changes any of them, the kernels are rendered
+    and compiled again (both builds are cached). Returns (source, build, block sizes,
+    occupancy report)."""
+    from ..codegen.launch import plan
+    from ..codegen.occupancy import choose_block_sizes, parse_ptxas
+    from ..codegen.render import render_network
+
+    source = render_network(spec, "cuda", block_sizes)
+    build = build_cubin(source, arch, name=name, describe=describe, nvcc=nvcc)
+    if block_sizes is not None:
+        return source, build, dict(block_sizes), []
+    chosen, report = choose_block_sizes(spec, parse_ptxas(build_log(build)), arch)
+    defaults = {launch.name: launch.block for launch in plan(spec)}
+    if any(defaults.get(kernel) != block for kernel, block in chosen.items()):
+        source = render_network(spec, "cuda", chosen)
+        build = build_cubin(source, arch, name=name, describe=describe, nvcc=nvcc)
+    return source, build, chosen, report
