@@ -59,15 +59,20 @@ def _duration(text: str) -> float:
     return value
 
 
+def _add_verbose(parser, default=argparse.SUPPRESS):
+    """``-v/--verbose`` before or after the subcommand (a subcommand's copy must not reset
+    the top-level flag, hence SUPPRESS as its default)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log progress; show tracebacks on errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeforge",
         description="Code-generating, batched simulator for spiking neural networks.",
     )
     parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log progress; show tracebacks on errors"
-    )
+    _add_verbose(parser, default=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -94,13 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     run.add_argument("--plot", metavar="OUT.png",
                      help="draw spike rasters and population rates (needs matplotlib: pip install 'spikeforge[plot]')")
-    run.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="log progress; show tracebacks on errors",
-    )
+    _add_verbose(run)
     run.set_defaults(func=cmd_run)
 
     build = commands.add_parser(
@@ -115,8 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--arch", default="sm_90", help="CUDA architecture for --backend cuda (default: sm_90)")
     build.add_argument("--out", required=True, metavar="DIR", help="directory to write the files into")
     build.add_argument("--json", action="store_true", help="print the build summary as JSON")
-    build.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                       help="log progress; show tracebacks on errors")
+    _add_verbose(build)
     build.set_defaults(func=cmd_build)
 
     train = commands.add_parser(
@@ -135,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
-    train.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                       help="log progress; show tracebacks on errors")
+    _add_verbose(train)
     train.add_argument("--plot", metavar="OUT.png", help="draw the loss and accuracy curves (needs matplotlib)")
     train.set_defaults(func=cmd_train)
 

@@ -40,24 +40,27 @@ def _ceil(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
+def kernel_rows(k: KernelSpec) -> int:
+    """Threads a kernel needs per batch instance (before rounding up to whole blocks)."""
+    info = k.info
+    if k.kind in ("neuron_update", "batch_reduction"):
+        return int(info["size"])
+    if info["connectivity"] == "dense":
+        return int(info["n_post"] if info["which"] == "on_pre" else info["n_pre"])
+    # sparse: one thread per possible spike of the source population
+    return int(info["n_pre"] if info["which"] == "on_pre" else info["n_post"])
+
+
 def kernel_launch(k: KernelSpec, block_sizes: dict | None = None) -> Launch:
     block_sizes = block_sizes or {}
     block = int(block_sizes.get(k.name, block_sizes.get(k.kind, DEFAULT_BLOCK[k.kind])))
     if block < 32 or block > 1024 or block % 32:
         raise NetworkError(f"block size for {k.name} must be a multiple of 32 in [32, 1024], got {block}")
-    info = k.info
-    if k.kind == "neuron_update":
-        n, barriers = info["size"], bool(info["spike_condition"])
-    elif k.kind == "batch_reduction":
-        return Launch(k.name, _ceil(info["size"], block), block, False, False)
-    else:
-        conn, which = info["connectivity"], info["which"]
-        if conn == "dense":
-            n = info["n_post"] if which == "on_pre" else info["n_pre"]
-        else:  # one thread per possible spike of the source population
-            n = info["n_pre"] if which == "on_pre" else info["n_post"]
-        barriers = False
-    return Launch(k.name, _ceil(n, block), block, True, barriers)
+    grid = _ceil(kernel_rows(k), block)
+    if k.kind == "batch_reduction":
+        return Launch(k.name, grid, block, False, False)
+    barriers = k.kind == "neuron_update" and bool(k.info["spike_condition"])
+    return Launch(k.name, grid, block, True, barriers)
 
 
 def plan(spec: NetworkSpec, block_sizes: dict | None = None) -> list[Launch]:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from .ir import NetworkSpec
-from .launch import DEFAULT_BLOCK
+from .launch import DEFAULT_BLOCK, kernel_rows
 
 CANDIDATES = (64, 128, 256, 512)
 
@@ -87,15 +87,6 @@ def parse_ptxas(log: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _rows(kernel) -> int:
-    info = kernel.info
-    if kernel.kind in ("neuron_update", "batch_reduction"):
-        return int(info["size"])
-    if info["connectivity"] == "dense":
-        return int(info["n_post"] if info["which"] == "on_pre" else info["n_pre"])
-    return int(info["n_pre"] if info["which"] == "on_pre" else info["n_post"])
-
-
 def choose_block_sizes(spec: NetworkSpec, usage: dict[str, tuple[int, int]], arch: str,
                        fixed: dict | None = None) -> tuple[dict[str, int], list[dict]]:
     """Block size per kernel from ``usage`` (measured at the default block sizes); returns
@@ -108,7 +99,7 @@ def choose_block_sizes(spec: NetworkSpec, usage: dict[str, tuple[int, int]], arc
             continue
         registers, shared = usage[k.name]
         per_thread_shared = shared / default  # the kernels' shared arrays have one slot per thread
-        rows = _rows(k)
+        rows = kernel_rows(k)
         options = {}
         for block in CANDIDATES:
             if block > default and block > -(-rows // 32) * 32:

@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 from ..codegen.ir import NetworkSpec
-from ..codegen.launch import plan
 from ..errors import BackendUnavailableError, NetworkError
 from .device import DeviceBackend
 from .nvcc import build_network_cubin
@@ -142,9 +141,7 @@ class CudaBackend(DeviceBackend):
             spec, self.arch, block_sizes, name=spec.name, describe=f"network '{spec.name}'")
         self.codegen_seconds = max(0.0, time.perf_counter() - t0 - self.build.seconds)
         if block_sizes is None and self.block_sizes:  # chosen by occupancy: launch what was compiled
-            self.launches = plan(spec, self.block_sizes)
-            self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
-            self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
+            self._set_launches(self.block_sizes)
         self.module = drv.module_from_buffer(self.build.path.read_bytes())
         self.functions = {}
         for launch in self.launches:

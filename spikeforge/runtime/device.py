@@ -44,15 +44,18 @@ class DeviceBackend:
         self.spec = spec
         self.batch_size = batch_size
         self.batch_offset = batch_offset
-        self.launches = plan(spec, block_sizes)
-        self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
-        self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
+        self._set_launches(block_sizes)
         self._step = 0
         self.recorded_pops = [p for p in spec.populations if p["record_spikes"]]
         self._spike_lists = {p["name"]: [[] for _ in range(batch_size)] for p in self.recorded_pops}
         self._var_buffers: list[np.ndarray | None] = []
         self._var_capacity = 0
         self._var_count = 0
+
+    def _set_launches(self, block_sizes):
+        self.launches = plan(self.spec, block_sizes)
+        self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
+        self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
 
     # -- memory ------------------------------------------------------------------------
     def buffer_bytes(self) -> int:
