@@ -207,10 +207,14 @@ class DeviceEpropRuntime:
     def _dtype(self, name):
         return np.int32 if name == "labels" else np.float64 if name.startswith("gsum_") else self.dtype
 
+    def _nbytes(self, name, shape=None):
+        """Bytes of array ``name`` at ``shape`` (default: its allocated shape)."""
+        return int(np.prod(self.shapes[name] if shape is None else shape)) * np.dtype(self._dtype(name)).itemsize
+
     def _allocate(self, name, shape):
         if name in self.ptr:
             self.device.free(self.ptr[name])
-        nbytes = int(np.prod(shape)) * np.dtype(self._dtype(name)).itemsize
+        nbytes = self._nbytes(name, shape)
         self.ptr[name] = self.device.alloc(nbytes)
         self.shapes[name] = tuple(shape)
         self.device.memset0(self.ptr[name], nbytes)
@@ -237,17 +241,15 @@ class DeviceEpropRuntime:
     def _size_batch(self, T, B):
         if self._shape == (T, B):
             return
+        per_batch = [(n, tuple(T if d == "T" else B if d == "B" else d for d in shape))
+                     for n, _, shape in self.layout if "T" in shape or "B" in shape]
         check = getattr(self.device, "check_fits", None)
         if check is not None:  # a real GPU: check before allocating (what the old size held is freed first)
-            per_batch = [(n, tuple(T if d == "T" else B if d == "B" else d for d in shape))
-                         for n, _, shape in self.layout if "T" in shape or "B" in shape]
-            need = sum(int(np.prod(shape)) * np.dtype(self._dtype(n)).itemsize for n, shape in per_batch)
-            held = sum(int(np.prod(self.shapes[n])) * np.dtype(self._dtype(n)).itemsize
-                       for n, _ in per_batch if n in self.shapes)
+            need = sum(self._nbytes(n, shape) for n, shape in per_batch)
+            held = sum(self._nbytes(n) for n, _ in per_batch if n in self.shapes)
             check(need - held, f"a batch of {B} trials of {T} steps")
-        for name, _, shape in self.layout:
-            if "T" in shape or "B" in shape:
-                self._allocate(name, tuple(T if d == "T" else B if d == "B" else d for d in shape))
+        for name, shape in per_batch:
+            self._allocate(name, shape)
         self._shape = (T, B)
 
     # -- the runtime interface ------------------------------------------------------------------
@@ -302,7 +304,7 @@ class DeviceEpropRuntime:
         without samples in this batch contributes zeros."""
         if zero:
             for s in _SUMS.values():
-                self.device.memset0(self.ptr[s], int(np.prod(self.shapes[s])) * 8)
+                self.device.memset0(self.ptr[s], self._nbytes(s))
         else:
             self._sum_launch()
         return [(self.ptr[s], int(np.prod(self.shapes[s]))) for s in _SUMS.values()]
@@ -321,7 +323,7 @@ class DeviceEpropRuntime:
         self._size_batch(T, B)
         for name, _, shape in self.layout:  # fresh trial state and zero gradients
             if ("B" in shape or "T" in shape) and name not in ("x", "mask", "labels", "targets"):
-                self.device.memset0(self.ptr[name], int(np.prod(self.shapes[name])) * self._dtype(name)().itemsize)
+                self.device.memset0(self.ptr[name], self._nbytes(name))
         self._push("x", x)
         self._push("mask", mask)
         if self.cfg.loss == "xent":
@@ -359,7 +361,7 @@ class DeviceEpropRuntime:
         self.device.synchronise()
 
     def device_identity(self) -> tuple:
-        """(host, PCI bus id) of the GPU this runtime uses; ('host', pid) on cuda-emu."""
+        """(host, PCI bus id) of the GPU this runtime uses; (host, "emu") on cuda-emu."""
         return getattr(self.device, "identity", (socket.gethostname(), "emu"))
 
     def close(self):

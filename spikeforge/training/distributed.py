@@ -82,11 +82,15 @@ class MpiCommunicator:
                 self.size, ", ".join(f"{r}: {pid}@{host}" for r, pid, host in table)), file=sys.stderr, flush=True)
 
     def _wait(self, request, what: str):
-        """Drive a non-blocking collective to completion (MPI makes progress inside Test),
-        giving up after the timeout. Polls tightly at first, then backs off to 1 ms."""
+        """Drive a non-blocking collective to completion (MPI makes progress inside Test)."""
+        self.wait_for(request.Test, what)
+
+    def wait_for(self, done, what: str):
+        """Poll ``done()`` until it is true, aborting the job after the timeout. Polls tightly
+        at first, then backs off to 1 ms."""
         start = time.monotonic()
         deadline = start + self.timeout
-        while not request.Test():
+        while not done():
             now = time.monotonic()
             if now > deadline:
                 self.abort(f"no answer from the other ranks within {self.timeout:g} s during {what} "
@@ -172,12 +176,7 @@ class NcclAllreduce:
         for address, count in buffers:
             self.nccl_comm.allReduce(address, address, count, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, handle)
         nccl.groupEnd()
-        deadline = time.monotonic() + self.comm.timeout
-        while not self.stream.is_done():
-            if time.monotonic() > deadline:
-                self.comm.abort(f"no answer from the other ranks within {self.comm.timeout:g} s during an NCCL "
-                                "gradient all-reduce (a rank hung or died)")
-            time.sleep(1e-4)
+        self.comm.wait_for(self.stream.is_done, "an NCCL gradient all-reduce")
 
 
 def device_allreducer(comm, runtime, backend: str):

@@ -132,6 +132,7 @@ class Trainer:
         self.backend = backend
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
+        self.last_lr: float | None = None  # the learning rate of the last optimiser step
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
 
@@ -156,7 +157,7 @@ class Trainer:
         place on the device; else the generated kernel reduces this process's batch."""
         self.step += 1
         opt = self.optimizer
-        lr = self._lr(epoch)
+        lr = self.last_lr = self._lr(epoch)
         for index, name in enumerate(WEIGHTS):
             if name == "w_rec" and not self.config.recurrent:
                 continue
@@ -248,7 +249,7 @@ class Trainer:
                                                                self.config.dt).items()}
                 seconds = time.perf_counter() - t0
                 logs.update(epoch=epoch + 1, seconds=seconds, samples_per_second=len(train) / seconds)
-                logs["lr"] = self._lr(epoch)  # the learning rate of the epoch's last optimiser step
+                logs["lr"] = self.last_lr  # the learning rate of the epoch's last optimiser step
                 if validation is not None:
                     logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
                 self.epoch = epoch + 1
