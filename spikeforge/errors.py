@@ -52,3 +52,11 @@ class BuildError(SpikeforgeError, RuntimeError):
 
 class BackendUnavailableError(SpikeforgeError, RuntimeError):
     """A backend was requested that cannot run here (missing GPU, missing package...)."""
+
+
+class NonFiniteStateError(SpikeforgeError, ArithmeticError):
+    """A simulation variable became NaN or inf (``Simulation(on_nonfinite="raise")``)."""
+
+
+class NonFiniteStateWarning(RuntimeWarning):
+    """A simulation variable became NaN or inf (the default report; see ``sim.nonfinite``)."""
