@@ -60,3 +60,18 @@ class NonFiniteStateError(SpikeforgeError, ArithmeticError):
 
 class NonFiniteStateWarning(RuntimeWarning):
     """A simulation variable became NaN or inf (the default report; see ``sim.nonfinite``)."""
+
+
+class ResourceError(SpikeforgeError, RuntimeError):
+    """This machine cannot do what was asked (not enough memory, an unusable compile
+    cache, a build lock that is never released); raised before anything fails."""
+
+
+class MemoryLimitError(ResourceError, MemoryError):
+    """A network, a recording or a training batch would not fit in the available memory;
+    the message names the largest consumer. Raised before anything big is allocated."""
+
+
+class CacheError(ResourceError):
+    """The compile cache cannot be used: its directory cannot be created or written, or
+    another build of the same code holds its lock for too long."""
