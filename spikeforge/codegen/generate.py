@@ -225,7 +225,7 @@ class Generator:
         if p.model.refractory is not None:
             out["refrac"] = self.add_array(ArraySpec(
                 f"{p.name}_refrac", p.name, "_refrac", "int32", p.size, True, "refractory",
-                Constant(0), comment="steps of refractoriness left"))
+                Constant(0), comment="steps of the refractory period left, the spike's step counted"))
         out["spk_cnt"] = self.add_array(ArraySpec(
             f"{p.name}_spk_cnt", p.name, "_spk_cnt", "uint32", 1, True, "spike_count", Constant(0), slots=slots,
             comment="spike counts per delay slot and batch instance"))
@@ -357,11 +357,15 @@ class Generator:
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
         if m.refractory is not None:
-            steps = w.printer().doprint(m.refractory.xreplace(rename_neuron) / symbol("dt"))
-            w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)lround({steps});",
-                                    f"refractory period {m.refractory_source} in steps"))
-            code.append(Line("const bool _refractory = _refrac > 0;", "refractory?"))
-            code.append(Line("_refrac = _refractory ? _refrac - 1 : _refrac;", ""))
+            # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
+            # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
+            # counting as that multiple (so 2 ms at dt = 0.1 ms is 20 steps in float and double alike).
+            steps = w.printer().doprint(m.refractory.xreplace(rename_neuron) / symbol("dt") + sympy.Float(1e-3))
+            w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)({steps});",
+                                    f"refractory period {m.refractory_source} in steps, rounded down"))
+            code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
+            code.append(Line("const bool _refractory = _refrac > 0;",
+                             "refractory? (steps since the spike < the period in steps)"))
         if m.odes:
             method = _emit_odes(w, m.odes, rename_neuron, m.name, m.integrator, p.name, code,
                                 hold_if_refractory=m.refractory is not None)
@@ -404,7 +408,8 @@ class Generator:
         reset_lines: list[Line] = []
         _emit_statements(w, m.reset, rename_neuron, reset_lines)
         if m.refractory is not None:
-            reset_lines.append(Line("_refrac = _refrac_steps;", f"refractory for {m.refractory_source}"))
+            reset_lines.append(Line("_refrac = _refrac_steps;",
+                                    f"refractory for {m.refractory_source}, this step the first"))
         on_spike[:0] = reset_lines
         if m.reset:
             on_spike[0].comment = "reset: " + on_spike[0].comment
