@@ -66,8 +66,11 @@ literal block (``|``) for several lines. Numbers such as ``1e-3`` are read as nu
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+import sys
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +78,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import ConfigError, ModelError, SpikeforgeError
+from .errors import ConfigError, ModelError, ResourceError, SpikeforgeError
 from .models import builtins as _builtins
 from .models.neuron import NeuronModel, SpikeSourceArrayModel
+from .models.parameters import ParameterWarning
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
-from .network import Network
+from .network import Network, steps_for_duration
 
 __all__ = ["RunConfig", "load_network", "load_file", "TOP_LEVEL_KEYS", "MODEL_KINDS"]
 
@@ -207,6 +211,7 @@ TOP_LEVEL_KEYS = (
     "projections",
     "current_sources",
 )
+BACKENDS = ("cpu", "cuda", "cuda-emu")
 POPULATION_KEYS = ("size", "model", "params", "init", "record", "spikes")
 PROJECTION_KEYS = ("pre", "post", "connectivity", "weight_update", "postsynaptic", "delay")
 WEIGHT_UPDATE_KEYS = ("model", "params", "init")
@@ -331,6 +336,17 @@ def _quoted_names(message: str) -> list[str]:
     return names
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning issued here that points at the first caller outside
+    spikeforge (and contextlib)."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or frame.f_code.co_filename.endswith("contextlib.py")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _is_path_like(x) -> bool:
     if isinstance(x, os.PathLike):
         return True
@@ -366,13 +382,26 @@ class _Loader:
     def building(self, line: int, locate=None):
         """Re-raise spikeforge errors from constructors as ConfigError at ``line`` (or where
         ``locate(err)`` says)."""
-        try:
-            yield
-        except ConfigError:
-            raise
-        except SpikeforgeError as err:
-            better = locate(err) if locate is not None else None
-            raise ConfigError(str(err), self.filename, better or line) from err
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                yield
+            except ConfigError:
+                raise
+            except ResourceError as err:  # the machine's limit, not the file's mistake: keep the kind
+                raise type(err)(f"{self.filename}:{(locate(err) if locate else None) or line}: {err}") from err
+            except SpikeforgeError as err:
+                better = locate(err) if locate is not None else None
+                raise ConfigError(str(err), self.filename, better or line) from err
+        for w in caught:  # a parameter warning names the file and line, like an error
+            if isinstance(w.message, ParameterWarning):
+                where = ModelError(str(w.message), w.message.model, w.message.field)
+                at = (locate(where) if locate is not None else None) or line
+                warnings.warn(
+                    ParameterWarning(f"{self.filename}:{at}: {where}", w.message.model, w.message.field),
+                    stacklevel=_caller_level(),
+                )
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
     def line_in(self, node, path: list[str], message: str) -> int | None:
         """The line of ``node[path[0]][path[1]]...`` as deep as it exists; inside a mapping of
@@ -394,6 +423,22 @@ class _Loader:
         if isinstance(child, str):
             return self._line_in_text(child, node.value_styles.get(key), line, message)
         return line
+
+    def use_line(self, node, err) -> int | None:
+        """The line of an error about the values a population, projection part or current
+        source (``node``) gives a model: the value it gives, else (a default) the model's
+        definition in ``models:``."""
+        msg, parts = str(err), (err.field or "").split(".")
+        if parts[0] in ("params", "derived"):
+            params = node.get("params") if isinstance(node, LineDict) else None
+            if isinstance(params, LineDict):
+                for name in _quoted_names(msg):
+                    if name in params:
+                        return self.vline(params, name)
+            in_def = self.user_model_line(err.model, err.field, msg)
+            if in_def is not None:
+                return in_def
+        return self.line_in(node, parts, msg)
 
     @staticmethod
     def _line_in_text(text: str, style, line: int, message: str) -> int:
@@ -548,7 +593,7 @@ class _Loader:
             if "kind" not in node:
                 self.fail(f"{where}: missing required key 'kind' ({' | '.join(MODEL_KINDS)})", line)
             kind = node["kind"]
-            if kind not in MODEL_KINDS:
+            if not isinstance(kind, str) or kind not in MODEL_KINDS:
                 self.fail(
                     f"{where}.kind: unknown model kind {_show(kind)} (allowed: {', '.join(MODEL_KINDS)})",
                     self.vline(node, "kind"),
@@ -628,7 +673,14 @@ class _Loader:
         file_batch = self.get_int(top, "batch_size", "", default=1)
         precision = self.get_str(top, "precision", "", default="float")
         duration = self.get_number(top, "duration", "", default=None, positive=True)
+        if duration is not None:
+            with self.building(self.vline(top, "duration")):
+                steps_for_duration(duration, dt)
         backend = self.get_str(top, "backend", "", default="cpu")
+        if backend not in BACKENDS:
+            self.fail(
+                f"backend: unknown backend '{backend}' (allowed: {', '.join(BACKENDS)})", self.vline(top, "backend")
+            )
         save = self.get_str(top, "save", "", default=None)
         if batch_size is not None:
             Network._check_batch(batch_size)
@@ -688,7 +740,7 @@ class _Loader:
 
             def locate(err, node=node):
                 if isinstance(err, ModelError):
-                    return self.line_in(node, (err.field or "").split("."), str(err))
+                    return self.use_line(node, err)
                 return self.hint_line(str(err), node, [(r"\bsize\b", "size"), (r"\bmodel\b", "model")])
 
             with self.building(line, locate):
@@ -953,6 +1005,9 @@ class _Loader:
             def locate(err, node=node, wu_node=wu_node, ps_node=ps_node, wu=wu, ps=ps):
                 msg = str(err)
                 if isinstance(err, ModelError):
+                    for part, part_node in ((ps, ps_node), (wu, wu_node)):
+                        if err.model == part.name and (err.field or "").split(".")[0] in ("params", "derived"):
+                            return self.use_line(part_node, err) or part_node.line
                     if err.model == ps.name:
                         in_def = self.user_model_line(ps.name, err.field, msg)
                         if in_def is not None and (err.field or "").split(".")[0] not in ("params", "init"):
@@ -1016,16 +1071,33 @@ class _Loader:
 
             def locate(err, node=node):
                 if isinstance(err, ModelError):
-                    return self.line_in(node, (err.field or "").split("."), str(err))
+                    return self.use_line(node, err)
                 return None
 
             with self.building(line, locate):
                 net.add_current_source(name, pop, model, params=_plain(params), init=_plain(init))
 
 
+def _refuse_non_finite(node, filename: str, where: str = "", line: int = 1) -> None:
+    """No value anywhere in a file may be NaN or infinite (``.nan``, ``.inf``): none of
+    spikeforge's numbers means anything then."""
+    if isinstance(node, LineDict):
+        items = ((_at(where, k), v, node.value_lines.get(k, node.line)) for k, v in node.items())
+    elif isinstance(node, LineList):
+        items = ((f"{where}[{i}]", v, ln) for i, (v, ln) in enumerate(zip(node, node.item_lines, strict=True)))
+    else:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{where or 'value'}: expected a finite number, got {node!r}", filename, line)
+        return
+    for at, value, value_line in items:
+        _refuse_non_finite(value, filename, at, value_line)
+
+
 def _parse(text: str, filename: str):
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        tree = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        _refuse_non_finite(tree, filename)
+        return tree
     except yaml.MarkedYAMLError as exc:
         problem_mark, context_mark = exc.problem_mark, exc.context_mark
         ctx = exc.context or ""
@@ -1048,6 +1120,8 @@ def _parse(text: str, filename: str):
         raise ConfigError(f"invalid YAML: {detail}", filename, line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {' '.join(str(exc).split())}", filename, None) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", filename, None) from None
 
 
 def load_network(

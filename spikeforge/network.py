@@ -16,6 +16,7 @@ import numpy as np
 from .errors import NetworkError
 from .models.base import Model
 from .models.neuron import NeuronModel
+from .models.parameters import check_parameter_values
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .models.variables import Var
 
@@ -37,6 +38,18 @@ def check_identifier(name, what: str, in_code: bool = True) -> str:
     if in_code and name in _CXX_RESERVED:
         raise NetworkError(f"{what} name {name!r} is reserved in generated code; choose another")
     return name
+
+
+def steps_for_duration(duration: float, dt: float) -> int:
+    """The number of steps of ``dt`` ms in ``duration`` ms, which must be a multiple of dt
+    (to a relative 1e-9: ``1000`` with dt ``0.1`` is 10000 steps; ``0.05`` is refused
+    rather than run as 0 or 1 steps)."""
+    steps = round(duration / dt)
+    if abs(steps * dt - duration) > 1e-9 * max(abs(duration), dt):
+        lower, upper = math.floor(duration / dt), math.ceil(duration / dt)
+        options = " or ".join(f"{n * dt:g} ms ({n} step{'s' * (n != 1)})" for n in (lower, upper) if n > 0)
+        raise NetworkError(f"duration {duration:g} ms is not a multiple of dt = {dt:g} ms (nearest: {options})")
+    return int(steps)
 
 
 # -- connectivity -----------------------------------------------------------------------
@@ -272,9 +285,10 @@ class Network:
         if not isinstance(model, NeuronModel):
             raise NetworkError(f"population '{name}': model must be a NeuronModel, got {model!r}")
         where = f"population '{name}'"
+        bound = model.bind_params(params, where)
+        check_parameter_values(model, bound, self.dt, where)
         pop = Population(
-            name, int(size), model, model.bind_params(params, where), model.bind_vars(init, where),
-            bool(record_spikes), id=self._next_id(),
+            name, int(size), model, bound, model.bind_vars(init, where), bool(record_spikes), id=self._next_id(),
         )
         self.populations[name] = pop
         return pop
@@ -342,11 +356,14 @@ class Network:
                 f"{where}: postsynaptic variable(s) {', '.join(sorted(clash))} clash with variables of "
                 f"neuron model '{post_pop.model.name}'"
             )
+        wu_bound = weight_update.bind_params(wu_params, where)
+        check_parameter_values(weight_update, wu_bound, self.dt, where)
+        ps_bound = postsynaptic.bind_params(ps_params, where)
+        check_parameter_values(postsynaptic, ps_bound, self.dt, where)
         proj = Projection(
             name, pre_pop, post_pop, conn, weight_update,
-            weight_update.bind_params(wu_params, where), bound(weight_update.vars),
-            bound(weight_update.pre_vars), bound(weight_update.post_vars),
-            postsynaptic, postsynaptic.bind_params(ps_params, where), postsynaptic.bind_vars(ps_init, where),
+            wu_bound, bound(weight_update.vars), bound(weight_update.pre_vars), bound(weight_update.post_vars),
+            postsynaptic, ps_bound, postsynaptic.bind_vars(ps_init, where),
             delay_steps=int(steps), id=self._next_id(),
         )
         if conn.kind == "sparse":
@@ -360,8 +377,9 @@ class Network:
         if not isinstance(model, CurrentSourceModel):
             raise NetworkError(f"current source '{name}': model must be a CurrentSourceModel, got {model!r}")
         where = f"current source '{name}'"
-        cs = CurrentSource(name, pop, model, model.bind_params(params, where), model.bind_vars(init, where),
-                           id=self._next_id())
+        bound = model.bind_params(params, where)
+        check_parameter_values(model, bound, self.dt, where)
+        cs = CurrentSource(name, pop, model, bound, model.bind_vars(init, where), id=self._next_id())
         self.current_sources[name] = cs
         return cs
 

@@ -102,7 +102,9 @@ class Simulation:
         if steps is None:
             if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
                 raise ValueError(f"duration must be a non-negative number of ms, got {duration!r}")
-            steps = int(round(duration / self.dt))
+            from ..network import steps_for_duration
+
+            steps = steps_for_duration(duration, self.dt)  # a NetworkError unless a multiple of dt
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         steps = int(steps)

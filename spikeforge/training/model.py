@@ -72,6 +72,9 @@ class EpropConfig:
         scalars, self.per_neuron_params = self._split_hidden_params()
         bound = self.hidden_model.bind_params(scalars, "hidden layer")
         self.params = {k: v for k, v in bound.items() if k not in self.per_neuron_params}
+        from ..models.parameters import check_parameter_values  # time constants > 0, finite derived values
+
+        check_parameter_values(self.hidden_model, {**self.params, **self.per_neuron_params}, self.dt, "hidden layer")
         if self.hidden_model.refractory is not None:
             steps = 0.0
             if "t_ref" in self.params:
