@@ -7,7 +7,7 @@ data:
   kind: digits                # evidence_accumulation | pattern_generation | digits | shd
   options: {encoding: latency}  # keyword arguments of the generator / loader
   n_samples: 1000             # generators with a size (evidence_accumulation, pattern_generation)
-  test_fraction: 0.2          # held-out share (or, for shd: train: PATH, test: PATH)
+  test_fraction: 0.2          # held-out share, in [0, 1) (or, for shd: train: PATH, test: PATH)
   seed: 0
 network:
   hidden: {model: lif_subtractive, size: 128, params: {tau_m: 20.0, v_th: 0.6, r_m: 10.0}}
@@ -72,7 +72,7 @@ class TrainingJob:
     name: str
     config: EpropConfig
     train: object
-    test: object
+    test: object  # None when nothing is held out (test_fraction 0)
     trainer_options: dict
     epochs: int
     checkpoint: Path | None
@@ -91,7 +91,12 @@ class _TrainLoader(_Loader):
         options = dict(self.get_mapping(node, "options", "data"))
         options.setdefault("dt", dt)
         seed = self.get_int(node, "seed", "data", 0)
+        if seed < 0:
+            self.fail(f"data.seed: must be a non-negative integer, got {seed!r}", self.vline(node, "seed"))
         fraction = self.get_number(node, "test_fraction", "data", 0.2)
+        if not 0 <= fraction < 1:
+            self.fail(f"data.test_fraction: must be in [0, 1) (the share of the samples held out for testing), "
+                      f"got {fraction!r}", self.vline(node, "test_fraction"))
         line = self.kline(node, "options") if "options" in node else self.kline(node, "kind")
         try:
             if kind == "shd":
@@ -101,11 +106,13 @@ class _TrainLoader(_Loader):
                 train = datasets.load_shd(self.base_dir / str(node["train"]), **options)
                 test = datasets.load_shd(self.base_dir / str(node["test"]), **options) if "test" in node else None
                 if test is None:
-                    train, test = train.split(1 - fraction, seed)
+                    return self.split(node, train, fraction, seed)
                 return train, test
             fn = getattr(datasets, kind)
             if "n_samples" in inspect.signature(fn).parameters:
                 n = self.get_int(node, "n_samples", "data", 1000)
+                if n < 1:
+                    self.fail(f"data.n_samples: must be a positive integer, got {n!r}", self.vline(node, "n_samples"))
                 full = fn(n, seed, **options)
             else:
                 full = fn(seed, **options)
@@ -113,7 +120,16 @@ class _TrainLoader(_Loader):
             raise
         except (TypeError, ValueError, ImportError, OSError) as exc:
             raise ConfigError(f"data ({kind}): {exc}", self.filename, line) from None
-        return full.split(1 - fraction, seed)
+        return self.split(node, full, fraction, seed)
+
+    def split(self, node: LineDict, full, fraction: float, seed: int):
+        """(train, test) with ``fraction`` of the samples held out; test is None when none is."""
+        train, test = full.split(1 - fraction, seed)
+        if len(train) == 0:
+            at = self.vline(node, "test_fraction") if "test_fraction" in node else self.kline(node, "kind")
+            self.fail(f"data: no training samples: test_fraction {fraction!r} of {len(full)} samples holds out "
+                      "all of them", at)
+        return train, (test if len(test) else None)
 
     def hidden_params(self, hidden: LineDict, size) -> tuple[dict, LineDict]:
         """``network.hidden.params``: each value a number, a list of ``size`` numbers (one per
@@ -251,6 +267,8 @@ class _TrainLoader(_Loader):
         lr = self.get_number(node, "lr", "training", 1e-3)
         if lr < 0:
             self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))
+        if lr == 0:
+            self.fail("training.lr: must be positive (a learning rate of 0 learns nothing)", self.vline(node, "lr"))
         epochs = self.get_int(node, "epochs", "training", 10)
         if epochs < 1:
             self.fail(f"training.epochs: must be a positive integer, got {epochs!r}", self.vline(node, "epochs"))
@@ -264,10 +282,18 @@ class _TrainLoader(_Loader):
             "seed": self.get_int(node, "seed", "training", 0),
             "init_scale": self.get_number(node, "init_scale", "training", 1.0, positive=True),
         }
+        if options["reduce"] not in ("mean", "sum"):
+            self.fail(f"training.reduce: expected mean or sum, got '{options['reduce']}'", self.vline(node, "reduce"))
+        if options["seed"] < 0:
+            self.fail(f"training.seed: must be a non-negative integer, got {options['seed']!r}",
+                      self.vline(node, "seed"))
         if "clamp" in node:
             clamp = node["clamp"]
-            if not (isinstance(clamp, list) and len(clamp) == 2 and all(isinstance(c, (int, float)) for c in clamp)):
-                self.fail("training.clamp: expected [low, high]", self.vline(node, "clamp"))
+            if not (isinstance(clamp, list) and len(clamp) == 2
+                    and all(isinstance(c, (int, float)) and not isinstance(c, bool) and np.isfinite(c)
+                            for c in clamp) and clamp[0] < clamp[1]):
+                self.fail(f"training.clamp: expected [low, high], two finite numbers with low < high, got "
+                          f"{_show(clamp)}", self.vline(node, "clamp"))
             options["clamp"] = tuple(clamp)
         ckpt = self.get_str(node, "checkpoint", "training")
         return TrainingJob(name, cfg, train, test, options, epochs, self.base_dir / ckpt if ckpt else None,

@@ -278,6 +278,99 @@ class SpikeDataset:
             meta["targets"] = np.stack([np.asarray(s.target) for s in samples]) if samples else None
         return cls(times, ids, offsets, **meta)
 
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Any,
+        *,
+        n_inputs: int,
+        n_outputs: int,
+        dt: float = 1.0,
+        task: str = "classification",
+        readout_window: tuple[float, float] | None = None,
+    ) -> SpikeDataset:
+        """Build a data set from plain ``(x, y)`` pairs.
+
+        ``x``: the spikes of one trial as an ``(n_steps, n_inputs)`` array of 0 and 1 (or
+        bools), step ``k`` covering ``[k dt, (k+1) dt)``; every trial has the same number of
+        steps. ``y``: the class, an integer in ``[0, n_outputs)`` (classification), or the
+        target, ``(n_steps, n_outputs)`` numbers (regression). The readout window is the
+        whole trial unless ``readout_window`` says otherwise. A bad pair raises
+        :class:`ValueError` naming it.
+        """
+        try:
+            pairs = list(pairs)
+        except TypeError:
+            raise ValueError(f"from_pairs: expected a sequence of (x, y) pairs, got {type(pairs).__name__}") from None
+        if not pairs:
+            raise ValueError("from_pairs: no (x, y) pairs")
+        times, ids, offsets, ys = [], [], [0], []
+        n_steps = None
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"from_pairs: item {i} is not an (x, y) pair")
+            x, y = pair
+            try:
+                x = np.asarray(x)
+                if x.dtype == object:
+                    raise TypeError
+                x = x.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"from_pairs: pair {i}: x must be an array of numbers") from None
+            if x.ndim != 2 or x.shape[1] != n_inputs:
+                raise ValueError(f"from_pairs: pair {i}: x must have shape (n_steps, n_inputs={n_inputs}), "
+                                 f"got {x.shape}")
+            if n_steps is None:
+                n_steps = x.shape[0]
+            if x.shape[0] != n_steps or n_steps < 1:
+                raise ValueError(f"from_pairs: pair {i}: x has {x.shape[0]} steps, pair 0 has {n_steps} "
+                                 "(every trial must have the same length, at least 1 step)")
+            if not np.all((x == 0) | (x == 1)):
+                raise ValueError(f"from_pairs: pair {i}: x must hold spikes, 0 or 1 per step and input")
+            step, channel = np.nonzero(x)
+            times.append(step * float(dt))
+            ids.append(channel)
+            offsets.append(offsets[-1] + step.size)
+            if task == "classification":
+                if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)) or not 0 <= y < n_outputs:
+                    raise ValueError(f"from_pairs: pair {i}: y must be a class, an integer in [0, {n_outputs}), "
+                                     f"got {y!r}")
+                ys.append(int(y))
+            else:
+                try:
+                    target = np.asarray(y, dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"from_pairs: pair {i}: y must be an array of numbers") from None
+                if target.shape != (n_steps, n_outputs) or not np.all(np.isfinite(target)):
+                    raise ValueError(f"from_pairs: pair {i}: y must be ({n_steps}, {n_outputs}) finite numbers "
+                                     f"(the target of every step), got shape {target.shape}")
+                ys.append(target)
+        meta: dict[str, Any] = dict(n_inputs=n_inputs, n_outputs=n_outputs, duration=n_steps * float(dt), dt=dt,
+                                    task=task, readout_window=readout_window, info={"name": "pairs"})
+        if task == "classification":
+            meta["labels"] = ys
+        else:
+            meta["targets"] = np.stack(ys)
+        return cls(np.concatenate(times), np.concatenate(ids), offsets, **meta)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the samples in order (spikes, labels or targets) and the metadata
+        that decides how they are binned: equal for equal data, whichever way it was built."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(repr((len(self), self.n_inputs, self.n_outputs, float(self.duration), float(self.dt), self.task,
+                       tuple(float(v) for v in self.readout_window))).encode())
+        for sample in self:
+            h.update(np.int64(len(sample)).tobytes())
+            h.update(np.ascontiguousarray(sample.times, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(sample.ids, dtype=np.int64).tobytes())
+            if sample.label is not None:
+                h.update(np.int64(sample.label).tobytes())
+            if sample.target is not None:
+                h.update(np.ascontiguousarray(sample.target, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
     # ---- sequence protocol ------------------------------------------------------------
 
     def __len__(self) -> int:

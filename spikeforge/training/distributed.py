@@ -13,14 +13,23 @@ NCCL available (through CuPy's bindings), the sums are all-reduced in place on t
 all-reduce together with the metrics. ``SPIKEFORGE_NCCL=0`` forces the host path,
 ``SPIKEFORGE_NCCL=1`` makes a missing NCCL an error.
 
+Start-up: the ranks compare a hash of their job's description (the network, its
+parameters and the trainer's settings, :meth:`Trainer.job_description`) before anything
+is compiled, and at the start of ``fit`` a hash of the data and of the starting state
+(weights, epoch, step: a resumed checkpoint). On a mismatch every rank raises
+:class:`DistributedError` naming the first field that differs and its value on each rank.
+
 Faults: an exception on any rank is reported as ``rank R: <error>`` and the whole job is
 aborted (``MPI.Abort``); a rank that dies is detected by the launcher, which stops the
 others; a rank that stops answering is detected by the collective timeout
-(``SPIKEFORGE_MPI_TIMEOUT``, seconds, default 600), after which the job is aborted.
+(``SPIKEFORGE_MPI_TIMEOUT``, seconds, default 60), after which the job is aborted. While
+rank 0 compiles the kernels the other ranks wait up to ``max(timeout,``
+:data:`BUILD_TIMEOUT_S` ``)``, as a cold build may take minutes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -28,12 +37,56 @@ import time
 import numpy as np
 
 from ..errors import SpikeforgeError
+from .identity import MISSING, digest, flatten, show
+
+#: Seconds a rank waits in a collective before it declares the others hung or dead.
+DEFAULT_TIMEOUT_S = 60.0
+#: Seconds the other ranks wait for rank 0 to compile the kernels (at least the timeout).
+BUILD_TIMEOUT_S = 1800.0
 
 _MPI_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_RANK", "SLURM_PROCID")
 
 
 class DistributedError(SpikeforgeError, RuntimeError):
     """Something went wrong between ranks (a timeout, a mismatch)."""
+
+
+def collective_timeout() -> float:
+    """The collective timeout in seconds: ``SPIKEFORGE_MPI_TIMEOUT`` if set (a positive
+    number), else :data:`DEFAULT_TIMEOUT_S`."""
+    text = os.environ.get("SPIKEFORGE_MPI_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise DistributedError(f"SPIKEFORGE_MPI_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def check_same_job(comm, description: dict, what: str = "job configuration"):
+    """Refuse to go on unless every rank has the same ``description`` (nested dicts of plain
+    values): the ranks all-gather a SHA-256 of it; on a mismatch they gather the flattened
+    descriptions and every rank raises :class:`DistributedError` naming the first field that
+    differs, with its value on each rank."""
+    if comm.size == 1:
+        return
+    digests = comm.allgather_digest(digest(description))
+    if len(set(digests)) == 1:
+        return
+    everyone = comm.allgather(flatten(description))
+    keys = list(everyone[0])
+    for fields in everyone[1:]:
+        keys += [k for k in fields if k not in keys]
+    for key in keys:
+        values = [fields.get(key, MISSING) for fields in everyone]
+        if any(v != values[0] for v in values):
+            per_rank = ", ".join(f"{show(v)} on rank {r}" for r, v in enumerate(values))
+            raise DistributedError(f"the ranks disagree on their {what}: {key} is {per_rank}; every rank must "
+                                   "run the same job (same files, options and data)")
+    raise DistributedError(f"the ranks disagree on their {what} (their descriptions hash differently)")
 
 
 class SingleProcess:
@@ -49,11 +102,17 @@ class SingleProcess:
     def barrier(self):
         pass
 
+    def wait_for_build(self):
+        pass
+
     def bcast(self, obj):
         return obj
 
     def allgather(self, obj):
         return [obj]
+
+    def allgather_digest(self, data: bytes) -> list[bytes]:
+        return [bytes(data)]
 
     def abort(self, message: str, code: int = 1):
         raise SystemExit(code)
@@ -72,7 +131,9 @@ class MpiCommunicator:
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = local.Get_rank()
         local.Free()
-        self.timeout = float(timeout if timeout is not None else os.environ.get("SPIKEFORGE_MPI_TIMEOUT", 600))
+        self.timeout = float(timeout) if timeout is not None else collective_timeout()
+        if not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise DistributedError(f"the collective timeout must be a positive number of seconds, got {timeout!r}")
         # Who is who: if a rank is killed, the launcher reports its PID; this table names the rank.
         import socket
 
@@ -85,16 +146,17 @@ class MpiCommunicator:
         """Drive a non-blocking collective to completion (MPI makes progress inside Test)."""
         self.wait_for(request.Test, what)
 
-    def wait_for(self, done, what: str):
-        """Poll ``done()`` until it is true, aborting the job after the timeout. Polls tightly
-        at first, then backs off to 1 ms."""
+    def wait_for(self, done, what: str, timeout: float | None = None):
+        """Poll ``done()`` until it is true, aborting the job after ``timeout`` seconds (default:
+        the collective timeout). Polls tightly at first, then backs off to 1 ms."""
+        timeout = self.timeout if timeout is None else timeout
         start = time.monotonic()
-        deadline = start + self.timeout
+        deadline = start + timeout
         while not done():
             now = time.monotonic()
             if now > deadline:
-                self.abort(f"no answer from the other ranks within {self.timeout:g} s during {what} "
-                           "(a rank hung or died)")
+                self.abort(f"no answer from the other ranks within {timeout:g} s during {what} "
+                           "(a rank hung or died; SPIKEFORGE_MPI_TIMEOUT sets the limit)")
             if now - start > 0.05:
                 time.sleep(1e-3)
 
@@ -106,6 +168,20 @@ class MpiCommunicator:
 
     def barrier(self):
         self._wait(self.comm.Ibarrier(), "a barrier")
+
+    def wait_for_build(self):
+        """The barrier around rank 0's compilation of the kernels: a cold build may take
+        longer than the collective timeout, so this one waits up to ``BUILD_TIMEOUT_S``."""
+        request = self.comm.Ibarrier()
+        self.wait_for(request.Test, "rank 0's build of the kernels", max(self.timeout, BUILD_TIMEOUT_S))
+
+    def allgather_digest(self, data: bytes) -> list[bytes]:
+        """Every rank's ``data`` (bytes of the same length on all ranks, e.g. a hash), with
+        the collective timeout."""
+        send = np.frombuffer(bytes(data), dtype=np.uint8).copy()
+        recv = np.empty(self.size * send.size, dtype=np.uint8)
+        self._wait(self.comm.Iallgather(send, recv), "the start-up comparison of the ranks' jobs")
+        return [recv[r * send.size: (r + 1) * send.size].tobytes() for r in range(self.size)]
 
     def bcast(self, obj):
         return self.comm.bcast(obj, root=0)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -18,20 +17,22 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NetworkError, SpikeforgeError
-from ..fileio import atomic_savez
+from .checkpoints import CHECKPOINT_VERSION, CheckpointError, check_checkpoint_path, read_checkpoint, write_checkpoint
+from .identity import describe_network, describe_schedule
 from .model import EpropConfig
 from .runtime import WEIGHTS, EpropRuntime
 
-CHECKPOINT_VERSION = 1
+__all__ = ["Adam", "Trainer", "TrainingDiverged", "CheckpointError", "CHECKPOINT_VERSION"]
 
 
-class CheckpointError(SpikeforgeError, ValueError):
-    """A checkpoint is missing, corrupt or belongs to another network."""
+class TrainingDiverged(SpikeforgeError, FloatingPointError):
+    """The loss or a weight became NaN or infinite during training."""
 
 
 def _inject_fault(rank: int, step: int):
-    """Testing aid: ``SPIKEFORGE_FAULT=RANK:STEP:kill|raise`` makes that rank die (SIGKILL)
-    or raise before optimiser step STEP, to exercise the fault handling of multi-rank jobs."""
+    """Testing aid: ``SPIKEFORGE_FAULT=RANK:STEP:kill|raise|hang`` makes that rank die
+    (SIGKILL), raise, or stop answering (sleep for an hour) before optimiser step STEP, to
+    exercise the fault handling of multi-rank jobs."""
     spec = os.environ.get("SPIKEFORGE_FAULT")
     if not spec:
         return
@@ -41,6 +42,8 @@ def _inject_fault(rank: int, step: int):
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "hang":
+            time.sleep(3600)
         raise RuntimeError(f"injected fault before optimiser step {step}")
 
 
@@ -55,9 +58,15 @@ class Adam:
 
 
 def _metrics(cfg: EpropConfig, out: dict, y_true, mask: np.ndarray) -> dict:
-    """Loss, accuracy (classification) or squared error (regression) of one batch."""
+    """Loss, accuracy (classification) or squared error (regression) of one batch.
+
+    The kernel sums each trial's loss over the steps of the readout window (weighted by the
+    mask); the reported loss is its mean per step, so cross-entropy at chance is ln C for C
+    classes and the mse loss is half the squared error of one step, summed over the outputs.
+    ``loss_sum`` is the sum of these per-trial means over the batch."""
     B = out["y"].shape[1]
-    res = {"loss_sum": float(out["loss"].sum()), "n": B,
+    window_steps = float(np.asarray(mask, dtype=np.float64).sum())
+    res = {"loss_sum": float(out["loss"].sum(dtype=np.float64)) / max(window_steps, 1e-300), "n": B,
            "spikes": float(out["hidden_spikes"].sum()), "steps": out["y"].shape[0]}
     window = mask > 0
     if cfg.loss == "xent":
@@ -82,6 +91,18 @@ def _summarise(cfg: EpropConfig, parts: list[dict], n_hidden: int, dt: float, ta
     return logs
 
 
+def _check_number(what: str, value, positive: bool = False, below_one: bool = False) -> float:
+    """A finite real number (> 0 with ``positive``; in [0, 1) with ``below_one``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise NetworkError(f"{what} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise NetworkError(f"{what} must be positive, got {value!r}")
+    if below_one and not 0 <= value < 1:
+        raise NetworkError(f"{what} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 class Trainer:
     """Trains an :class:`EpropConfig` network with e-prop.
 
@@ -94,11 +115,37 @@ class Trainer:
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
                  clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu",
                  comm=None):
+        if not isinstance(config, EpropConfig):
+            raise NetworkError(f"Trainer needs an EpropConfig, got {type(config).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
         if reduce not in ("mean", "sum"):
             raise NetworkError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-        from .distributed import communicator, pin_gpu
+        if not callable(lr):
+            _check_number("lr (the learning rate)", lr, positive=True)
+        self.optimizer = optimizer or Adam()
+        if not isinstance(self.optimizer, Adam):
+            raise NetworkError(f"optimizer must be an Adam, got {type(self.optimizer).__name__}")
+        _check_number("Adam's beta1", self.optimizer.beta1, below_one=True)
+        _check_number("Adam's beta2", self.optimizer.beta2, below_one=True)
+        _check_number("Adam's eps", self.optimizer.eps, positive=True)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise NetworkError(f"seed must be a non-negative integer, got {seed!r}")
+        _check_number("init_scale", init_scale, positive=True)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise NetworkError(f"threads must be a positive integer, got {threads!r}")
+        if clamp is not None:
+            if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+                raise NetworkError(f"clamp must be (low, high), got {clamp!r}")
+            lo, hi = (_check_number(f"clamp's {k}", v) for k, v in zip(("low", "high"), clamp))
+            if lo >= hi:
+                raise NetworkError(f"clamp must be (low, high) with low < high, got {clamp!r}")
+            clamp = (lo, hi)
+        if backend not in ("cpu", "cuda", "cuda-emu"):
+            from ..errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        from .distributed import check_same_job, communicator, pin_gpu
 
         self.comm = comm if comm is not None else communicator()
         if batch_size % self.comm.size:
@@ -106,17 +153,16 @@ class Trainer:
                                f"use a multiple of {self.comm.size}")
         self.config = config
         self.batch_size = batch_size
-        self.optimizer = optimizer or Adam()
         self.lr = lr
         self.reduce = reduce
         self.seed = seed
         self.clamp = clamp
-        if backend not in ("cpu", "cuda", "cuda-emu"):
-            from ..errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        self.init_scale = init_scale
+        self.backend = backend
+        # every rank must train the same job: compare before anything is compiled
+        check_same_job(self.comm, self.job_description(), "job configuration")
         if self.comm.rank != 0:
-            self.comm.barrier()  # rank 0 generates and compiles; the others then load from the cache
+            self.comm.wait_for_build()  # rank 0 generates and compiles; the others then load from the cache
         if backend == "cpu":
             self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
         else:
@@ -125,11 +171,10 @@ class Trainer:
             self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
                                               init_scale=init_scale, device=pin_gpu(self.comm.local_rank))
         if self.comm.rank == 0:
-            self.comm.barrier()
+            self.comm.wait_for_build()
         from .distributed import device_allreducer
 
         self._device_reduce = device_allreducer(self.comm, self.runtime, backend)
-        self.backend = backend
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
         self.last_lr: float | None = None  # the learning rate of the last optimiser step
@@ -172,17 +217,35 @@ class Trainer:
                 self.runtime.apply_reduced(index, scale, lr, opt.beta1, opt.beta2, opt.eps, self.step, clamp)
 
     # -- running ---------------------------------------------------------------------------
-    def _check(self, data):
+    def _dataset(self, data, what: str, allow_empty: bool = False):
+        """``data`` as a data set the network can run: a :class:`SpikeDataset` (or any object
+        with its interface) as it is, or a plain sequence of ``(x, y)`` pairs converted with
+        :meth:`SpikeDataset.from_pairs` (x: ``(steps, n_inputs)`` spikes of 0/1; y: the class,
+        or the ``(steps, n_outputs)`` target). Checked against the network."""
+        from .datasets import SpikeDataset
+
         cfg = self.config
+        task = "classification" if cfg.loss == "xent" else "regression"
+        if not all(hasattr(data, a) for a in ("n_inputs", "n_outputs", "dt", "task", "to_dense")):
+            if isinstance(data, (str, bytes)) or not isinstance(data, (list, tuple)):
+                raise NetworkError(f"the {what} must be a SpikeDataset or a list of (x, y) pairs, "
+                                   f"got {type(data).__name__}")
+            try:
+                data = SpikeDataset.from_pairs(data, n_inputs=cfg.n_inputs, n_outputs=cfg.n_outputs, dt=cfg.dt,
+                                               task=task)
+            except ValueError as exc:
+                raise NetworkError(f"the {what}: {exc}") from None
         if data.n_inputs != cfg.n_inputs:
             raise NetworkError(f"the data has {data.n_inputs} input channels, the network {cfg.n_inputs}")
         if data.n_outputs != cfg.n_outputs:
             raise NetworkError(f"the data has {data.n_outputs} outputs/classes, the network {cfg.n_outputs}")
         if abs(data.dt - cfg.dt) > 1e-9:
             raise NetworkError(f"the data is binned at dt = {data.dt} ms, the network runs at {cfg.dt} ms")
-        want = "classification" if cfg.loss == "xent" else "regression"
-        if data.task != want:
-            raise NetworkError(f"loss '{cfg.loss}' needs a {want} data set, got {data.task}")
+        if data.task != task:
+            raise NetworkError(f"loss '{cfg.loss}' needs a {task} data set, got {data.task}")
+        if not allow_empty and len(data) == 0:
+            raise NetworkError(f"the {what} has no samples")
+        return data
 
     def _run(self, data, samples, learn: bool = True):
         """One minibatch; ``learn=False``: the forward pass only. The per-instance gradients
@@ -212,11 +275,19 @@ class Trainer:
         callback (return ``False`` to stop), and the checkpoint if ``checkpoint`` is set.
         ``resume=True`` continues from ``checkpoint`` if it exists.
         """
-        self._check(train)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise NetworkError(f"epochs must be a positive integer, got {epochs!r}")
+        train = self._dataset(train, "training data")
         if validation is not None:
-            self._check(validation)
+            validation = self._dataset(validation, "validation data")
+        if checkpoint is not None and self.comm.rank == 0:
+            check_checkpoint_path(checkpoint)  # before any epoch is spent, not after the first
         if resume and checkpoint is not None and Path(checkpoint).exists():
             self.load_checkpoint(checkpoint)
+        if self.comm.size > 1:  # the same data and the same starting point on every rank
+            from .distributed import check_same_job
+
+            check_same_job(self.comm, self._fit_description(train, validation, epochs), "training data and state")
         bar = None
         if progress and self.comm.rank == 0:
             from tqdm.auto import tqdm
@@ -236,11 +307,14 @@ class Trainer:
                         samples = [train[int(i)] for i in idx]
                         out, y, mask = self._run(train, samples)
                         self._apply(len(samples), epoch)
-                        parts.append(_metrics(self.config, out, y, mask))
+                        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+                            parts.append(_metrics(self.config, out, y, mask))
                     else:
                         reduced, metrics = self._distributed_batch(train, idx)
                         self._apply(len(idx), epoch, reduced)
                         parts.append(metrics)
+                    last = start + self.batch_size >= len(train)
+                    self._check_finite(epoch, parts[-1]["loss_sum"], weights=self.backend == "cpu" or last)
                     if bar is not None:
                         logs = _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
                         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
@@ -267,10 +341,33 @@ class Trainer:
                 bar.close()
         return self.history
 
+    def _check_finite(self, epoch: int, loss: float, weights: bool):
+        """Stop training that diverged: the loss of the batch just run, and (``weights``) every
+        weight after the optimiser step just taken, must be finite. On the CPU the weights are
+        checked after every step; on a device (where they would have to be copied) after the
+        last step of each epoch, and whenever the loss is not finite."""
+        bad_loss = not math.isfinite(loss)
+        if not (bad_loss or weights):
+            return
+        current = self.runtime.weights
+        bad = {name: int(np.count_nonzero(~np.isfinite(current[name]))) for name in WEIGHTS}
+        bad = {name: n for name, n in bad.items() if n}
+        if not bad and not bad_loss:
+            return
+        where = f"training diverged in epoch {epoch + 1} at optimiser step {self.step}"
+        what = []
+        if bad:
+            what += [f"weight '{name}' has {n} non-finite values (NaN or inf)" for name, n in bad.items()]
+        if bad_loss:
+            what.append(f"the loss is {loss}")
+        raise TrainingDiverged(f"{where}: {'; '.join(what)}; the learning rate was {self.last_lr:g} "
+                               "(lower it, or check the model)")
+
     def evaluate(self, data, batch_size: int | None = None) -> dict:
-        """Loss, accuracy (classification) or mse (regression), and the hidden rate (Hz).
-        With several ranks each evaluates its shard and the metrics are summed."""
-        self._check(data)
+        """Loss (mean per step of the readout window), accuracy (classification) or mse
+        (regression), and the hidden rate (Hz). With several ranks each evaluates its shard
+        and the metrics are summed. ``data``: a SpikeDataset or a list of (x, y) pairs."""
+        data = self._dataset(data, "evaluation data")
         parts = []
         bs = batch_size or self.batch_size
         for start in range(0, len(data), bs):
@@ -285,7 +382,7 @@ class Trainer:
     def predict(self, data, batch_size: int | None = None) -> np.ndarray:
         """Classes (classification: argmax of the mean readout over the window) or the readout
         traces (regression: (steps, samples, outputs))."""
-        self._check(data)
+        data = self._dataset(data, "prediction data")
         outs = []
         bs = batch_size or self.batch_size
         for start in range(0, len(data), bs):
@@ -336,44 +433,62 @@ class Trainer:
         summed["steps"] = steps
         return reduced, summed
 
+    # -- identity ---------------------------------------------------------------------------
+    def training_description(self) -> dict:
+        """The settings a checkpoint must share with the run that resumes it: they decide how
+        its Adam moments and step count continue."""
+        opt = self.optimizer
+        return {"batch_size": self.batch_size, "reduce": self.reduce,
+                "adam": {"beta1": float(opt.beta1), "beta2": float(opt.beta2), "eps": float(opt.eps)},
+                "clamp": None if self.clamp is None else [float(c) for c in self.clamp]}
+
+    def job_description(self) -> dict:
+        """The whole job as data (see :mod:`.identity`): what every rank of an MPI job must
+        agree on."""
+        return {"network": {"name": self.config.name, **describe_network(self.config)},
+                "trainer": {**self.training_description(), "lr": describe_schedule(self.lr), "seed": int(self.seed),
+                            "init_scale": float(self.init_scale), "backend": self.backend}}
+
+    def _fit_description(self, train, validation, epochs) -> dict:
+        import hashlib
+
+        def data(d):
+            return None if d is None else {"samples": len(d), "fingerprint": d.fingerprint()
+                                           if hasattr(d, "fingerprint") else None}
+
+        weights = hashlib.sha256()
+        for name, w in self.runtime.get_weights().items():
+            weights.update(name.encode() + np.ascontiguousarray(w).tobytes())
+        return {"fit": {"epochs": int(epochs), "train": data(train), "validation": data(validation)},
+                "state": {"epoch": self.epoch, "step": self.step, "weights": weights.hexdigest()}}
+
     # -- checkpoints -------------------------------------------------------------------------
-    def _signature(self) -> dict:
-        c = self.config
-        sig = {"n_inputs": c.n_inputs, "n_hidden": c.n_hidden, "n_outputs": c.n_outputs,
-               "model": c.hidden_model.name, "recurrent": c.recurrent, "loss": c.loss}
-        if c.per_neuron_params:  # which neurons are which (e.g. an LSNN's LIF/ALIF split)
-            sig["per_neuron"] = {k: [float(x) for x in v] for k, v in sorted(c.per_neuron_params.items())}
-        return sig
+    def _expected_arrays(self) -> dict[str, tuple]:
+        shapes = {w: tuple(self.runtime.weight_shape(w)) for w in WEIGHTS}
+        expected = {f"weight/{w}": shapes[w] for w in WEIGHTS}
+        expected.update({f"adam/{k}_{w}": shapes[w] for w in WEIGHTS for k in ("m", "v")})
+        expected["feedback"] = (self.config.n_hidden, self.config.n_outputs)
+        return expected
 
     def save_checkpoint(self, path) -> Path:
-        """Weights, optimiser state, epoch, step and RNG position, written atomically."""
-        path = Path(path)
+        """Weights, optimiser state, epoch, step and RNG position, written atomically (see
+        :mod:`.checkpoints` for the format)."""
         data = {f"weight/{k}": v for k, v in self.runtime.get_weights().items()}
         data.update({f"adam/{k}": v for k, v in self.runtime.moments().items()})
-        data["feedback"] = self.runtime.feedback
+        data["feedback"] = np.asarray(self.runtime.feedback)
         meta = {"version": CHECKPOINT_VERSION, "epoch": self.epoch, "step": self.step,
-                "rng": self.rng.bit_generator.state, "history": self.history, "network": self._signature()}
-        data["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        return atomic_savez(path, data)
+                "rng": self.rng.bit_generator.state, "history": self.history,
+                "network": describe_network(self.config), "training": self.training_description()}
+        return write_checkpoint(Path(path), data, meta)
 
     def load_checkpoint(self, path):
-        path = Path(path)
-        try:
-            with np.load(path) as f:
-                data = {k: f[k] for k in f.files}
-            meta = json.loads(bytes(data["meta"]).decode())
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
-        except Exception as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} is not readable ({exc})") from None
-        if meta.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"checkpoint {str(path)!r} has format {meta.get('version')}, expected "
-                                  f"{CHECKPOINT_VERSION}")
-        if meta["network"] != self._signature():
-            raise CheckpointError(f"checkpoint {str(path)!r} belongs to another network: {meta['network']} "
-                                  f"vs {self._signature()}")
-        self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("weight/")})
-        self.runtime.set_moments({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("adam/")})
-        self.runtime.set_feedback(data["feedback"])
+        """Restore the state saved by :meth:`save_checkpoint`. Every array and every field of
+        the metadata is checked before anything changes; a checkpoint of another network or
+        other training settings, or a damaged one, raises :class:`CheckpointError`."""
+        arrays, meta = read_checkpoint(path, self._expected_arrays(), self.runtime.dtype,
+                                       describe_network(self.config), self.training_description())
+        self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weight/")})
+        self.runtime.set_moments({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("adam/")})
+        self.runtime.set_feedback(arrays["feedback"])
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
         self.rng.bit_generator.state = meta["rng"]
