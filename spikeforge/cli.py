@@ -442,7 +442,9 @@ def _regression_nmse(trainer, job) -> dict:
 def cmd_train(args) -> int:
     import time
 
+    from .training.checkpoints import check_checkpoint_path
     from .training.config import load_training
+    from .training.distributed import under_mpi
     from .training.schedules import Schedule
     from .training.trainer import Trainer
 
@@ -454,6 +456,8 @@ def cmd_train(args) -> int:
     if args.epochs and isinstance(options["lr"], Schedule):
         options["lr"] = options["lr"].over(epochs)  # a cosine schedule spans the epochs of this run
     checkpoint = Path(args.checkpoint) if args.checkpoint else job.checkpoint
+    if checkpoint is not None and not under_mpi():  # under MPI, rank 0 checks it (Trainer.fit)
+        check_checkpoint_path(checkpoint)  # before compiling and training, not after the first epoch
     trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
     t0 = time.perf_counter()
     history = trainer.fit(job.train, epochs=epochs, validation=job.test,
@@ -473,7 +477,7 @@ def cmd_train(args) -> int:
         "ranks": trainer.comm.size,
         "epochs": trainer.epoch,
         "train_samples": len(job.train),
-        "test_samples": len(job.test),
+        "test_samples": len(job.test) if job.test is not None else 0,
         "seconds": seconds,
         "samples_per_second": last.get("samples_per_second"),
         "checkpoint": str(checkpoint) if checkpoint else None,
