@@ -21,6 +21,8 @@ from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateM
 from .models.variables import Var
 
 PRECISIONS = ("float", "double")
+#: Neuron, batch and synapse indices are uint32 in the generated code.
+MAX_INDEX = 2**32 - 1
 
 _CXX_RESERVED = {
     "auto", "bool", "break", "case", "char", "class", "const", "continue", "default", "delete", "do",
@@ -149,6 +151,8 @@ class SparseRows:
 
 def _rows_from_pairs(pre, post, n_pre, n_post, order=None) -> SparseRows:
     """CSR of the pairs; ``order`` may be a stable argsort of ``pre * n_post + post``."""
+    if pre.size > MAX_INDEX:  # row starts and synapse indices are uint32
+        raise NetworkError(f"{pre.size} synapses in one projection, more than the {MAX_INDEX} it can index")
     if order is None:
         order = np.argsort(pre.astype(np.int64) * n_post + post, kind="stable")
     pre, post = pre[order], post[order]
@@ -262,6 +266,8 @@ class Network:
     def _check_batch(b):
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise NetworkError(f"batch_size must be a positive integer, got {b!r}")
+        if b > MAX_INDEX:  # batch indices are uint32 in the generated code
+            raise NetworkError(f"batch_size {b} is more than the {MAX_INDEX} instances a network can run")
 
     # -- building the description --------------------------------------------------------
     def _unique(self, name, what):
@@ -282,6 +288,9 @@ class Network:
         self._unique(name, "population")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise NetworkError(f"population '{name}': size must be a positive integer, got {size!r}")
+        if size > MAX_INDEX:  # neuron indices are uint32 in the generated code
+            raise NetworkError(f"population '{name}': size {size} is more than the {MAX_INDEX} neurons a "
+                               "population can hold")
         if not isinstance(model, NeuronModel):
             raise NetworkError(f"population '{name}': model must be a NeuronModel, got {model!r}")
         where = f"population '{name}'"
@@ -331,6 +340,9 @@ class Network:
         steps = round(delay / self.dt)
         if abs(steps * self.dt - delay) > 1e-6 * max(1.0, delay):
             raise NetworkError(f"{where}: delay {delay} ms is not a multiple of dt = {self.dt} ms")
+        if steps >= MAX_INDEX:  # delay slots are uint32 in the generated code
+            raise NetworkError(f"{where}: delay {delay:g} ms is {steps} steps, more than the {MAX_INDEX - 1} "
+                               "a projection can hold")
         ps_init = ps_init or {}
         wu_init = dict(wu_init or {})
         wu_all = {**weight_update.vars, **weight_update.pre_vars, **weight_update.post_vars}
@@ -404,6 +416,10 @@ class Network:
     def _sparse_rows(self, proj: Projection) -> SparseRows:
         conn = proj.connectivity
         n_pre, n_post = proj.pre.size, proj.post.size
+        from .runtime.memory import check_connectivity  # refuse before numpy runs out of memory
+
+        expected = len(conn.pre) if isinstance(conn, FromList) else n_pre * n_post * float(conn.p)
+        check_connectivity(self.name, proj.name, n_pre, expected)
         if isinstance(conn, FromList):
             pre = np.asarray(conn.pre, dtype=np.int64)
             post = np.asarray(conn.post, dtype=np.int64)

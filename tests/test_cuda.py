@@ -9,7 +9,7 @@ import pytest
 from spikeforge import models as m
 from spikeforge.codegen.generate import generate
 from spikeforge.codegen.render import render_network
-from spikeforge.errors import BackendUnavailableError, BuildError, NetworkError
+from spikeforge.errors import BackendUnavailableError, BuildError, MemoryLimitError
 from spikeforge.network import FixedProbability, Network
 from spikeforge.networks import cuba_network
 from tests.conftest import gpu_available, nvcc_path
@@ -165,10 +165,11 @@ def test_model_too_large_for_device_memory_is_caught_before_allocation():
     spec = generate(cuba_network(n=4000))
     need = state_bytes(spec, 512)
     assert need > 512 * 4000 * 4  # at least one float per neuron and instance
-    with pytest.raises(NetworkError, match=r"needs .* MiB .* only .* MiB"):
+    with pytest.raises(MemoryLimitError, match=r"population 'exc' state needs .* MiB .* only .* MiB of GPU memory "
+                                               r"are available \(free on test GPU"):
         check_fits(spec, 512, free=need - 1, total=2 * need, device="test GPU")
     assert check_fits(spec, 512, free=need, total=2 * need) == need
-    with pytest.raises(NetworkError, match=r"state .* MiB \+ recording buffers .* MiB"):
+    with pytest.raises(MemoryLimitError, match=r"in all\), but only .* MiB of GPU memory"):
         check_fits(spec, 512, free=need, total=2 * need, extra_bytes=1)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..codegen.ir import NetworkSpec
 from ..errors import BackendUnavailableError, NetworkError
+from . import memory
 from .device import DeviceBackend
 from .nvcc import build_network_cubin
 
@@ -50,28 +51,14 @@ def import_pycuda():
 
 def state_bytes(spec: NetworkSpec, batch_size: int) -> int:
     """Bytes of device memory the network's state needs at ``batch_size``."""
-    total = 0
-    for a in spec.arrays:
-        shape = a.data.shape if a.data is not None else a.shape(batch_size)
-        itemsize = {"uint8": 1, "int32": 4, "uint32": 4}.get(a.dtype, 8 if spec.precision == "double" else 4)
-        total += int(np.prod(shape)) * itemsize
-    return total
+    return memory.state_bytes(spec, batch_size)
 
 
 def check_fits(spec: NetworkSpec, batch_size: int, free: int, total: int, device: str = "the GPU",
                extra_bytes: int = 0):
-    """Raise before allocating anything if the state (plus ``extra_bytes``: recording
-    buffers, the context) cannot fit in device memory. Returns the bytes needed."""
-    state = state_bytes(spec, batch_size)
-    needed = state + int(extra_bytes)
-    if needed > free:
-        extra = (f" (state {state / 2**20:.1f} MiB + recording buffers {extra_bytes / 2**20:.1f} MiB)"
-                 if extra_bytes else "")
-        raise NetworkError(
-            f"network '{spec.name}' needs {needed / 2**20:.1f} MiB of GPU memory{extra} at batch size "
-            f"{batch_size}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free on {device}; "
-            "reduce the batch size or the network, or record fewer populations")
-    return needed
+    """Raise MemoryLimitError before allocating anything if the state (plus ``extra_bytes``:
+    recording buffers, the context) cannot fit in device memory. Returns the bytes needed."""
+    return memory.check_device(spec, batch_size, free, total, device, extra_bytes)
 
 
 class _Graphs:

@@ -60,10 +60,9 @@ class DeviceBackend:
     # -- memory ------------------------------------------------------------------------
     def buffer_bytes(self) -> int:
         """Device bytes besides the model state: the recording buffers and the context."""
-        total = sum(RECORD_CHUNK * self.batch_size * ((p["size"] + 31) // 32) * 4 for p in self.recorded_pops)
-        total += sum(RECORD_CHUNK * self._var_elements(r) * self._scalar.itemsize for r in self.spec.recorded_vars)
-        n_words = len(HEADER) + len(self.spec.arrays) + len(self.recorded_pops) + len(self.spec.recorded_vars)
-        return total + 8 * n_words
+        from .memory import device_buffer_bytes
+
+        return device_buffer_bytes(self.spec, self.batch_size)
 
     def _allocate_all(self):
         self.ptr: dict[str, int] = {}

@@ -12,6 +12,7 @@ import numpy as np
 from ..codegen.generate import generate
 from ..errors import BackendUnavailableError, NetworkError
 from ..fileio import atomic_savez
+from . import memory
 
 log = logging.getLogger("spikeforge.runtime")
 
@@ -58,6 +59,7 @@ class Simulation:
         if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:
             raise NetworkError(f"batch_offset must be a non-negative integer, got {batch_offset!r}")
         self.batch_offset = batch_offset
+        memory.check_simulation(self.spec, self.batch_size, backend)  # refuse before allocating
         self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads,
                                      batch_offset=batch_offset, **backend_options)
         self.build_seconds = time.perf_counter() - t0
@@ -108,6 +110,7 @@ class Simulation:
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         steps = int(steps)
+        memory.check_recording(self.spec, self.batch_size, steps, self.spec.recorded_vars)
         buffers = []
         for r in self.spec.recorded_vars:
             shape = (steps, self.batch_size, r["size"]) if r["batched"] else (steps, r["size"])

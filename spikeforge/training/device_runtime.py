@@ -17,6 +17,7 @@ import numpy as np
 
 from ..codegen.launch import Launch
 from ..errors import NetworkError
+from ..runtime import memory
 from .codegen import generate_training_kernel, per_neuron_names
 from .model import EpropConfig
 from .runtime import GRADS, WEIGHTS, check_batch, initial_weights
@@ -160,12 +161,10 @@ class _CudaDevice:
         self._done.record(self.stream)
         self._done.synchronize()  # blocks the host thread instead of spinning
 
-    def check_fits(self, nbytes: int, what: str):
+    def free_memory(self) -> tuple[int, int, str]:
+        """(free bytes, total bytes, name) of the GPU."""
         free, total = self.drv.mem_get_info()
-        if nbytes > free:
-            raise NetworkError(f"e-prop network '{self.name}' needs {nbytes / 2**20:.1f} MiB more GPU memory for "
-                               f"{what}, but only {free / 2**20:.1f} MiB of {total / 2**20:.1f} MiB are free; "
-                               "reduce the batch size or the trial length")
+        return free, total, self.drv.Context.get_device().name()
 
     def close(self):
         for addr in list(self.allocs):
@@ -181,12 +180,16 @@ class DeviceEpropRuntime:
         self.cfg = cfg
         self.kernel = generate_training_kernel(cfg, "cuda")
         self.source = self.kernel.source
+        if backend == "cuda-emu":  # its "device" memory is host memory
+            memory.check_eprop(cfg, self.kernel.layout)
         readout_block = max(32, 1 << (cfg.n_outputs - 1).bit_length())
         self.step_launches, self.forward_launches, self.adam_launches, self.sum_launches = _plan(cfg, readout_block)
         launches = self.step_launches + self.adam_launches + self.sum_launches
         self.device = (_EmuDevice(cfg, self.source, launches, threads) if backend == "cuda-emu"
                        else _CudaDevice(cfg, self.source, launches, threads, device))
         self.build = self.device.build
+        if backend != "cuda-emu":
+            self._check_memory()
         self.dtype = np.float32 if cfg.precision == "float" else np.float64
         self.layout = self.kernel.layout
         self.ptr: dict[str, int] = {}
@@ -204,6 +207,17 @@ class DeviceEpropRuntime:
             self._push(f"p_{name}", cfg.per_neuron_params[name])
 
     # -- memory ------------------------------------------------------------------------------
+    def _check_memory(self, T=None, B=None, freed=0):
+        """MemoryLimitError unless the weights (no T, B) or a batch's arrays fit: in GPU
+        memory on ``cuda``, in host memory on ``cuda-emu``."""
+        gpu = getattr(self.device, "free_memory", None)
+        if gpu is None:
+            memory.check_eprop(self.cfg, self.kernel.layout, T, B, freed=freed)
+            return
+        free, total, name = gpu()
+        memory.check_eprop(self.cfg, self.kernel.layout, T, B, freed=freed, available=free,
+                           source=f"free on {name}, of {memory.format_bytes(total)}", of="GPU memory")
+
     def _dtype(self, name):
         return np.int32 if name == "labels" else np.float64 if name.startswith("gsum_") else self.dtype
 
@@ -243,11 +257,8 @@ class DeviceEpropRuntime:
             return
         per_batch = [(n, tuple(T if d == "T" else B if d == "B" else d for d in shape))
                      for n, _, shape in self.layout if "T" in shape or "B" in shape]
-        check = getattr(self.device, "check_fits", None)
-        if check is not None:  # a real GPU: check before allocating (what the old size held is freed first)
-            need = sum(self._nbytes(n, shape) for n, shape in per_batch)
-            held = sum(self._nbytes(n) for n, _ in per_batch if n in self.shapes)
-            check(need - held, f"a batch of {B} trials of {T} steps")
+        # check before allocating (what the old size held is freed first)
+        self._check_memory(T, B, freed=sum(self._nbytes(n) for n, _ in per_batch if n in self.shapes))
         for name, shape in per_batch:
             self._allocate(name, shape)
         self._shape = (T, B)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..errors import NetworkError
+from ..runtime import memory
 from ..runtime.build import build_and_load
 from ..runtime.cpu import GeneratedContext
 from .codegen import generate_training_kernel, per_neuron_names
@@ -62,6 +63,7 @@ class EpropRuntime(GeneratedContext):
     def __init__(self, cfg: EpropConfig, seed: int = 0, threads: int | None = None, init_scale: float = 1.0):
         self.cfg = cfg
         self.kernel = generate_training_kernel(cfg)
+        memory.check_eprop(cfg, self.kernel.layout)  # the weights fit, before compiling or allocating
         self.lib, self.build = build_and_load(self.kernel.source, name=f"{cfg.name}_eprop",
                                               describe=f"e-prop kernel of '{cfg.name}'")
         L = self.lib
@@ -120,6 +122,9 @@ class EpropRuntime(GeneratedContext):
     def _size_batch(self, T: int, B: int):
         if self._shape == (T, B):
             return
+        held = sum(self.arrays[n].nbytes for n, _, shape in self.kernel.layout
+                   if ("T" in shape or "B" in shape) and n in self.arrays)
+        memory.check_eprop(self.cfg, self.kernel.layout, T, B, freed=held)
         for name, dtype, shape in self.kernel.layout:
             if "T" not in shape and "B" not in shape:
                 continue  # weights, feedback and optimiser state keep their arrays
