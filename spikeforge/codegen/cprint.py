@@ -6,7 +6,7 @@ import sympy
 from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
 
-from ..models.expressions import rand_normal, rand_uniform
+from ..models.functions import rand_normal, rand_uniform
 
 
 class CPrinter(C99CodePrinter):
@@ -49,6 +49,17 @@ class CPrinter(C99CodePrinter):
             return self.random_call(kind, int(expr.args[0]))
         return super()._print_Function(expr)
 
+    def _print_exprel(self, expr):
+        return self._guarded_helper("sf_exprel", expr)
+
+    def _print_exprel_prime(self, expr):
+        return self._guarded_helper("sf_exprel_prime", expr)
+
+    def _guarded_helper(self, name, expr):
+        """Helpers of ``templates/common/sf_math.h``: ``sf_exprelf`` in float, ``sf_exprel`` in double."""
+        suffix = "f" if self.precision == "float" else ""
+        return f"{name}{suffix}({self._print(expr.args[0])})"
+
     def _print_Max(self, expr):
         return super()._print_Max(self._floating_args(expr))
 
@@ -71,6 +82,22 @@ class CPrinter(C99CodePrinter):
 
     def _print_Not(self, expr):
         return f"!({self._print(expr.args[0])})"
+
+
+def comment_text(text) -> str:
+    """User text made safe to follow ``//`` in generated C++/CUDA: it can never change the code.
+
+    One line (line breaks become `` | ``), printable characters only, no trailing backslash
+    or whitespace (a ``\\`` at the end of a line would splice the next line of code into the
+    comment), no trigraphs (``??/`` is a backslash to older compilers) and no ``*/``.
+    """
+    lines = [line.strip() for line in str(text).splitlines()]
+    one = " | ".join(line for line in lines if line)
+    one = "".join(c if c.isprintable() else " " for c in one)
+    while "??" in one:
+        one = one.replace("??", "? ?")
+    one = one.replace("*/", "* /")
+    return one.rstrip(" \t\\")
 
 
 def literal(value: float, precision: str) -> str:

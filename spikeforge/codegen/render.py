@@ -13,6 +13,7 @@ from importlib import resources
 import jinja2
 
 from .. import __version__
+from .cprint import comment_text
 from .ir import NetworkSpec
 from .launch import RECORD_BLOCK, kernel_launch
 
@@ -30,6 +31,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["comment"] = comment_text  # user text inside a // comment
     return env
 
 

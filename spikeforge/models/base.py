@@ -8,15 +8,19 @@ import sympy
 
 from ..errors import ModelError
 from .expressions import ParseContext, RandomCounter, parse_expression
+from .reserved import reserved_reason
 from .variables import Var, make_vars
 
 #: Names every model may read: the time of the current step and the time step (ms).
 BUILTIN_NAMES = ("t", "dt")
 
 
-def _check_name(name, model, field):
-    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+def _check_name(name, model, field, what="parameter"):
+    if not isinstance(name, str) or not name.isidentifier():
         raise ModelError(f"'{name}' is not a valid name", model, field)
+    reason = reserved_reason(name)
+    if reason:
+        raise ModelError(f"'{name}' cannot name a {what}: {reason}", model, field)
 
 
 class Model:
@@ -50,7 +54,7 @@ class Model:
         self.derived: dict[str, sympy.Expr] = {}
         self.derived_source: dict[str, str] = {}
         for d, text in (derived or {}).items():
-            _check_name(d, name, "derived")
+            _check_name(d, name, "derived", "derived parameter")
             if d in self.params or d in self.vars:
                 raise ModelError(f"derived parameter '{d}' clashes with a parameter or variable", name, "derived")
             self.derived[d] = parse_expression(text, ctx, f"derived.{d}")

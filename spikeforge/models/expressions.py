@@ -5,8 +5,13 @@ The model language is plain mathematics written as text:
 * an ODE:          ``dv/dt = (v_rest - v + r_m * i_syn) / tau_m``, optionally followed by
                    the flag ``(unless refractory)``
 * a statement:     ``v = v_reset``, ``a += 1``, ``w -= eta * trace`` (also ``*=``, ``/=``)
-* a condition:     ``v > v_th``, ``(v > v_th) & (a < 1)`` (``and``/``or``/``not`` work too)
-* an expression:   anything sympy parses, with the functions of :data:`FUNCTIONS`.
+* a condition:     ``v > v_th``, ``v >= th and not (u > 2)``, ``(v > v_th) & (a < 1)``
+* an expression:   numbers, names, arithmetic, powers and the functions of :data:`FUNCTIONS`.
+
+Text is parsed by an allow-listed walk of Python's ``ast`` (:mod:`.syntax`) and is never
+evaluated: attributes, subscripts, strings, lambdas and anything else outside the model
+language are refused.  Products shaped like ``c * X / (exp(X / k) - 1)`` are rewritten with
+``exprel`` (:mod:`.singular`), so they stay finite at ``X = 0``.
 
 Several ODEs or statements go on separate lines (or are separated by ``;``); ``#`` starts
 a comment.  Every name must be known to the model: parsing checks each symbol against the
@@ -20,68 +25,20 @@ different random numbers, and each call site owns its own counter-based random s
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import sympy
-from sympy.parsing.sympy_parser import (
-    auto_number,
-    auto_symbol,
-    convert_xor,
-    parse_expr,
-)
 
 from ..errors import ModelError
-
-
-class rand_uniform(sympy.Function):  # noqa: N801  (name as written by users)
-    """Uniform random number in (0, 1); the argument is the call-site index."""
-
-    nargs = 1
-
-
-class rand_normal(sympy.Function):  # noqa: N801
-    """Standard normal random number; the argument is the call-site index."""
-
-    nargs = 1
-
-
-def _clip(x, lo, hi):
-    return sympy.Min(sympy.Max(x, lo), hi)
-
-
-def _where(cond, a, b):
-    return sympy.Piecewise((a, cond), (b, True))
-
-
-#: Functions usable in equations, by the name users write.
-FUNCTIONS = {
-    "exp": sympy.exp,
-    "log": sympy.log,
-    "sqrt": sympy.sqrt,
-    "sin": sympy.sin,
-    "cos": sympy.cos,
-    "tan": sympy.tan,
-    "tanh": sympy.tanh,
-    "abs": sympy.Abs,
-    "min": sympy.Min,
-    "max": sympy.Max,
-    "clip": _clip,
-    "where": _where,
-    "floor": sympy.floor,
-    "ceil": sympy.ceiling,
-    "heaviside": lambda x: sympy.Piecewise((1, x > 0), (0, True)),
-    "rand_uniform": rand_uniform,
-    "rand_normal": rand_normal,
-    "pi": sympy.pi,
-}
-
-RANDOM_FUNCTIONS = (rand_uniform, rand_normal)
+from .functions import CONSTANTS, FUNCTIONS, RANDOM_FUNCTIONS, exprel, exprel_prime, rand_normal, rand_uniform
+from .singular import guard_removable_singularities
+from .syntax import Refused, build
 
 _ODE_RE = re.compile(r"^d\s*([A-Za-z_]\w*)\s*/\s*dt\s*=\s*(.+)$")
 _STMT_RE = re.compile(r"^([A-Za-z_]\w*)\s*(\+=|-=|\*=|/=|=)\s*(.+)$")
 _UNLESS_RE = re.compile(r"\(\s*unless\s+refractory\s*\)\s*$")
-_RAND_RE = re.compile(r"\b(rand_uniform|rand_normal)\s*\(\s*\)")
 
 
 @dataclass
@@ -90,13 +47,10 @@ class RandomCounter:
 
     next_index: int = 0
 
-    def number(self, text: str) -> str:
-        def repl(m):
-            idx = self.next_index
-            self.next_index += 1
-            return f"{m.group(1)}({idx})"
-
-        return _RAND_RE.sub(repl, text)
+    def next(self) -> int:
+        idx = self.next_index
+        self.next_index += 1
+        return idx
 
 
 @dataclass(frozen=True)
@@ -150,56 +104,45 @@ def split_lines(text: str | list[str] | None) -> list[str]:
     return out
 
 
-def _symbol_table(names) -> dict:
-    table = {name: sympy.Symbol(name, real=True) for name in names}
-    return table
-
-
 def symbol(name: str) -> sympy.Symbol:
     """The sympy symbol spikeforge uses for a model name (all names are real)."""
     return sympy.Symbol(name, real=True)
 
 
-def _logic_words(text: str) -> str:
-    text = re.sub(r"\band\b", "&", text)
-    text = re.sub(r"\bor\b", "|", text)
-    text = re.sub(r"\bnot\b", "~", text)
-    return text
-
-
 def parse_expression(text: str | float | int, ctx: ParseContext, field_name: str, *, condition=False):
-    """Parse one expression (or condition) and check every symbol and function in it."""
+    """Parse one expression (or condition) and check every symbol and function in it.
+
+    The text is parsed by an allow-listed walk of Python's ``ast`` (:mod:`.syntax`), never
+    evaluated; anything outside the model language is a :class:`ModelError`.
+    """
     if isinstance(text, bool):
         raise ModelError(f"expected an expression, got {text!r}", ctx.model, field_name)
     if isinstance(text, (int, float)):
+        if isinstance(text, float) and not math.isfinite(text):
+            raise ModelError(f"expected a finite number, got {text!r}", ctx.model, field_name)
         return sympy.Float(text) if isinstance(text, float) else sympy.Integer(text)
     if not isinstance(text, str) or not text.strip():
         raise ModelError(f"expected an expression, got {text!r}", ctx.model, field_name)
     source = text.strip()
-    numbered = ctx.counter.number(_logic_words(source))
-    local = _symbol_table(ctx.known)
-    global_dict = {
-        "Integer": sympy.Integer,
-        "Float": sympy.Float,
-        "Rational": sympy.Rational,
-        "Symbol": sympy.Symbol,
-        "Function": sympy.Function,
-    }
-    global_dict.update(FUNCTIONS)
+
+    def symbol_for(name):
+        return symbol(name) if name in ctx.known else None
+
+    def random_site():
+        if not ctx.random_allowed:
+            raise Refused(
+                "random numbers are not allowed here (use a current source or a statement for noise; "
+                "stochastic ODEs are not supported)")
+        return ctx.counter.next()
+
     try:
-        expr = parse_expr(
-            numbered,
-            local_dict=local,
-            global_dict=global_dict,
-            transformations=(auto_symbol, auto_number, convert_xor),
-            evaluate=True,
-        )
-    except Exception as exc:  # sympy raises many kinds on malformed text
+        expr, unknown, undefined = build(source, symbol_for, random_site)
+    except Refused as exc:
         raise ModelError(f"cannot parse '{source}': {exc}", ctx.model, field_name) from None
-    if not isinstance(expr, sympy.Basic):
-        raise ModelError(f"'{source}' is not an expression", ctx.model, field_name)
-    unknown = sorted(s.name for s in expr.free_symbols if s.name not in ctx.known)
+    except Exception as exc:  # sympy refusing an operation on what was parsed
+        raise ModelError(f"cannot parse '{source}': {exc}", ctx.model, field_name) from None
     if unknown:
+        unknown = sorted(set(unknown))
         known = ", ".join(sorted(ctx.known)) or "(none)"
         raise ModelError(
             f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)} "
@@ -207,34 +150,26 @@ def parse_expression(text: str | float | int, ctx: ParseContext, field_name: str
             ctx.model,
             field_name,
         )
-    undefined = sorted(
-        {str(f.func) for f in expr.atoms(sympy.core.function.AppliedUndef)}
-        - {"rand_uniform", "rand_normal"}
-    )
     if undefined:
         raise ModelError(
-            f"unknown function {', '.join(repr(u) for u in undefined)} in '{source}' "
-            f"(known functions: {', '.join(sorted(k for k in FUNCTIONS if k != 'pi'))})",
+            f"unknown function {', '.join(repr(u) for u in sorted(set(undefined)))} in '{source}' "
+            f"(known functions: {', '.join(sorted(FUNCTIONS))})",
             ctx.model,
             field_name,
         )
-    if not ctx.random_allowed and expr.atoms(*RANDOM_FUNCTIONS):
-        raise ModelError(
-            f"random numbers are not allowed in '{source}' (use a current source or a "
-            "statement for noise; stochastic ODEs are not supported)",
-            ctx.model,
-            field_name,
-        )
+    if expr.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+        raise ModelError(f"'{source}' is infinite or undefined (a division by zero?)", ctx.model, field_name)
     is_condition = isinstance(expr, sympy.logic.boolalg.Boolean) and not isinstance(expr, sympy.Expr)
     if condition and not is_condition:
         raise ModelError(f"'{source}' is not a condition (expected e.g. 'v > v_th')", ctx.model, field_name)
     if not condition and is_condition:
         raise ModelError(f"'{source}' is a condition, expected a value", ctx.model, field_name)
-    return expr
+    return guard_removable_singularities(expr)
 
 
-def parse_odes(text, ctx: ParseContext, field_name: str = "equations") -> list[ODE]:
-    """Parse ``d<x>/dt = ...`` lines; each left side must be a state variable of the model."""
+def parse_odes(text, ctx: ParseContext, field_name: str = "equations", state=None) -> list[ODE]:
+    """Parse ``d<x>/dt = ...`` lines; each left side must be a state variable of the model
+    (one of ``state`` when given: a parameter or an input is refused)."""
     odes = []
     seen = set()
     for line in split_lines(text):
@@ -255,6 +190,11 @@ def parse_odes(text, ctx: ParseContext, field_name: str = "equations") -> list[O
         var, rhs_text = m.group(1), m.group(2)
         if var not in ctx.known:
             raise ModelError(f"'{line}' differentiates unknown variable '{var}'", ctx.model, field_name)
+        if state is not None and var not in state:
+            raise ModelError(
+                f"'{line}': '{var}' is not a state variable of the model, so it cannot have a differential "
+                f"equation (only variables evolve; parameters and inputs are constant)",
+                ctx.model, field_name)
         if var in seen:
             raise ModelError(f"variable '{var}' has two differential equations", ctx.model, field_name)
         seen.add(var)
@@ -291,3 +231,10 @@ def parse_statements(
         value = {"=": rhs, "+=": t + rhs, "-=": t - rhs, "*=": t * rhs, "/=": t / rhs}[op]
         stmts.append(Statement(target, value, line, op))
     return stmts
+
+
+__all__ = [
+    "CONSTANTS", "FUNCTIONS", "ODE", "RANDOM_FUNCTIONS", "ParseContext", "RandomCounter", "Statement", "exprel",
+    "exprel_prime", "parse_expression", "parse_odes", "parse_statements", "rand_normal", "rand_uniform",
+    "split_lines", "symbol",
+]

@@ -50,7 +50,8 @@ class NeuronModel(Model):
         if INPUT_NAME in self.vars or INPUT_NAME in self.params:
             raise ModelError(f"'{INPUT_NAME}' is reserved for the synaptic input", name, "vars")
         ctx = self.context(extra=[INPUT_NAME])
-        self.odes = parse_odes(equations, self.context(extra=[INPUT_NAME], random_allowed=False))
+        self.odes = parse_odes(equations, self.context(extra=[INPUT_NAME], random_allowed=False),
+                               state=set(self.vars))
         self.equations_source = equations
         # Statements run every step after integration (e.g. input spike generators' state).
         self.sim_code = parse_statements(sim_code, ctx, "sim_code", set(self.vars))

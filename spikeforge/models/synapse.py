@@ -56,8 +56,8 @@ class WeightUpdateModel(Model):
             if not v.batched or not v.per_element:
                 raise ModelError(f"trace '{v.name}' must be per neuron and batched", name, "pre_vars")
         trace_names = set(self.pre_vars) | set(self.post_vars)
-        self.pre_odes = parse_odes(pre_equations, self.context(trace_names, False), "pre_equations")
-        self.post_odes = parse_odes(post_equations, self.context(trace_names, False), "post_equations")
+        self.pre_odes = parse_odes(pre_equations, self.context(trace_names, False), "pre_equations", trace_names)
+        self.post_odes = parse_odes(post_equations, self.context(trace_names, False), "post_equations", trace_names)
         for odes, side, allowed in ((self.pre_odes, "pre", self.pre_vars), (self.post_odes, "post", self.post_vars)):
             for o in odes:
                 if o.var not in allowed:
@@ -96,7 +96,7 @@ class PostsynapticModel(Model):
 
     def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
-        self.odes = parse_odes(equations, self.context([IN_SYN_NAME], False))
+        self.odes = parse_odes(equations, self.context([IN_SYN_NAME], False), state=set(self.vars))
         self.apply_source = apply
         self.equations_source = equations
 
@@ -120,6 +120,6 @@ class CurrentSourceModel(Model):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         from .expressions import parse_expression
 
-        self.odes = parse_odes(equations, self.context(random_allowed=False))
+        self.odes = parse_odes(equations, self.context(random_allowed=False), state=set(self.vars))
         self.current = parse_expression(current, self.context(), "current")
         self.current_source = current

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..errors import ModelError
+from .reserved import reserved_reason
 
 REDUCTIONS = ("sum", "mean", "max")
 
@@ -168,6 +169,9 @@ def make_vars(spec, model: str, field: str = "vars", **defaults) -> dict[str, Va
                 var = Var(str(name), init, **kw)
             except ModelError as e:
                 raise ModelError(str(e), model, field) from None
+        reason = reserved_reason(var.name)
+        if reason:
+            raise ModelError(f"'{var.name}' cannot name a variable: {reason}", model, field)
         if var.name in out:
             raise ModelError(f"variable '{var.name}' defined twice", model, field)
         out[var.name] = var
