@@ -153,3 +153,67 @@ def test_batch_that_does_not_divide_across_ranks_is_an_error(tmp_path):
                          timeout=120, env=_env(), cwd=ROOT)
     assert res.returncode != 0
     assert "does not divide across 2 ranks" in res.stderr
+
+
+# -- the ranks run the same job -------------------------------------------------------------------
+
+JOB_YAML = """\
+name: mpi_same_job
+dt: 1.0
+data:
+  kind: pattern_generation
+  options: {n_outputs: 2, duration: 20.0, n_inputs: 6}
+  n_samples: 8
+  test_fraction: 0.25
+  seed: 0
+network:
+  hidden: {model: lif_subtractive, size: 8, params: {tau_m: 20.0, v_th: 0.6, r_m: 20.0}}
+training:
+  epochs: 1
+  batch_size: 2
+  lr: 0.01
+"""
+
+
+@pytest.mark.parametrize("change,field,values", [
+    (("size: 8", "size: 10"), "network.n_hidden", "8 on rank 0, 10 on rank 1"),
+    (("lr: 0.01", "lr: 0.02"), "trainer.lr", "0.01 on rank 0, 0.02 on rank 1"),
+    (("seed: 0", "seed: 1"), "fit.train.fingerprint", "on rank 0"),  # other data: found when fit starts
+])
+def test_ranks_with_different_jobs_refuse_to_train_naming_the_field(tmp_path, change, field, values):
+    """Each rank reads its own job file (MPMD launch): a mismatch stops both, non-zero, with
+    the first differing field named by every rank; today they trained to the end, exit 0."""
+    (tmp_path / "a.yaml").write_text(JOB_YAML)
+    (tmp_path / "b.yaml").write_text(JOB_YAML.replace(*change))
+    rank = [sys.executable, "-m", "spikeforge.cli", "train", "--no-progress"]
+    cmd = [MPIEXEC, "-n", "1", *rank, str(tmp_path / "a.yaml"), ":", "-n", "1", *rank, str(tmp_path / "b.yaml")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert res.returncode != 0, res.stdout[-2000:]
+    said = [line for line in res.stderr.splitlines() if "the ranks disagree on their" in line]
+    assert len(said) >= 1 and all(f"{field} is " in line and values in line for line in said), res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "epochs in" not in res.stdout
+
+
+def test_a_hung_rank_is_reported_within_the_configured_timeout(tmp_path):
+    t0 = time.monotonic()
+    res = _run(["cpu", "2"], 2, tmp_path, env=_env(SPIKEFORGE_FAULT="1:2:hang", SPIKEFORGE_MPI_TIMEOUT="3"),
+               timeout=240)
+    elapsed = time.monotonic() - t0
+    assert res.returncode != 0
+    assert ("rank 0: error: no answer from the other ranks within 3 s during a gradient all-reduce"
+            in res.stderr), res.stderr[-3000:]
+    assert elapsed < 200  # not the hour rank 1 sleeps (the kernel may have to be compiled first)
+
+
+def test_the_collective_timeout_is_60_s_unless_configured(tmp_path):
+    code = ("import sys; from spikeforge.training.distributed import communicator; c = communicator(); "
+            "open(f'{sys.argv[1]}/timeout{c.rank}.txt', 'w').write(repr(c.timeout))")
+    for setting, expected in ((None, "60.0"), ("7.5", "7.5")):
+        env = _env()
+        env.pop("SPIKEFORGE_MPI_TIMEOUT")
+        if setting is not None:
+            env["SPIKEFORGE_MPI_TIMEOUT"] = setting
+        res = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                             text=True, timeout=120, env=env, cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert [(tmp_path / f"timeout{r}.txt").read_text() for r in (0, 1)] == [expected, expected]

@@ -453,8 +453,9 @@ class Trainer:
         import hashlib
 
         def data(d):
-            return None if d is None else {"samples": len(d), "fingerprint": d.fingerprint()
-                                           if hasattr(d, "fingerprint") else None}
+            if d is None:
+                return None
+            return {"samples": len(d), "fingerprint": d.fingerprint()[:16] if hasattr(d, "fingerprint") else None}
 
         weights = hashlib.sha256()
         for name, w in self.runtime.get_weights().items():
