@@ -28,7 +28,8 @@ training:
   checkpoint: digits.ckpt.npz # optional; relative to this file
 ```
 The loss follows the data: softmax cross-entropy over the readout window for
-classification, mean squared error for regression. User-defined neuron models can be
+classification, mean squared error for regression (both reported as a mean per step of
+the window: ln C at chance for C classes). User-defined neuron models can be
 given under ``models:`` exactly as in network files (docs/yaml.md).
 
 ``training.lr_schedule`` (optional) varies the learning rate from ``training.lr``
