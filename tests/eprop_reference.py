@@ -4,22 +4,26 @@ This module deliberately does not import spikeforge: tests use it to check the g
 code. Everything is float64, batched along a leading axis B (after the time axis for
 per-step arrays, i.e. per-step arrays have shape (T, B, ...)).
 
-Dynamics (per batch instance; t = 0..T-1, all states 0 at the start, x_{-1} = z_{-1} = 0)::
+Dynamics (per batch instance; t = 0..T-1, v'_{-1} = v_init (default v_rest), a'_{-1} = 0,
+x_{-1} = z_{-1} = 0; v_rest defaults to 0)::
 
     alpha = exp(-dt/tau_m), rho = exp(-dt/tau_a), kappa = exp(-dt/tau_out)
     I_t   = W_in x_{t-1} + W_rec z_{t-1}                 (one-step transmission delay)
-    v_t   = alpha v'_{t-1} + (1 - alpha) I_t               (pre-reset membrane)
+    v_t   = v_rest + alpha (v'_{t-1} - v_rest) + (1 - alpha) I_t    (pre-reset membrane)
     a_t   = rho a'_{t-1}                                   (pre-reset adaptation)
     A_t   = v_th + beta a_t
     z_t   = [v_t > A_t]                                    (strictly greater)
-    psi_t = (gamma / v_th) max(0, 1 - |v_t - A_t| / v_th)  (pseudo-derivative dz_t/dv_t)
-    v'_t  = v_t - z_t v_th,  a'_t = a_t + z_t              (reset)
+    psi_t = (gamma / scale) max(0, 1 - |v_t - A_t| / scale)   (dz_t/dv_t; scale defaults to v_th)
+    v'_t  = v_t - z_t v_th         (reset="subtract", the default)
+    v'_t  = v_reset if z_t else v_t   (reset="constant": v' = v + z (v_reset - v))
+    a'_t  = a_t + z_t
     y_t   = kappa y_{t-1} + (1 - kappa) (W_out z_{t-1} + b)   (y_{-1} = 0)
 
 Gradient conventions (shared by e-prop, BPTT and RTRL here): dz_t/dv_t = psi_t,
-dz_t/da_t = -beta psi_t, the reset term "- z v_th" in v' is a stop-gradient, the
-adaptation increment a' = a + z is differentiated. The diagonal of W_rec is forced to zero
-in the forward pass and its gradient is zeroed.
+dz_t/da_t = -beta psi_t, the spike in v's reset is a stop-gradient (detached), the
+adaptation increment a' = a + z is differentiated. With z detached, the reset map of v has
+the derivative r_t = dv'_t/dv_t = 1 (subtract) or 1 - z_t (constant: a spike forgets v_t).
+The diagonal of W_rec is forced to zero in the forward pass and its gradient is zeroed.
 
 Losses (mask_t selects the readout window)::
 
@@ -43,7 +47,10 @@ __all__ = [
     "forward",
     "loss_and_error",
     "rtrl_gradients",
+    "straight_through_loss",
 ]
+
+RESETS = ("subtract", "constant")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -59,8 +66,16 @@ def _constants(params):
         rho = 0.0
     else:
         rho = float(np.exp(-dt / float(tau_a)))
+    reset = params.get("reset", "subtract")
+    if reset not in RESETS:
+        raise ValueError(f"unknown reset {reset!r}")
     return dict(
         dt=dt,
+        reset=reset,
+        v_reset=float(params.get("v_reset", 0.0)),
+        v_rest=float(params.get("v_rest", 0.0)),
+        v_init=float(params.get("v_init", params.get("v_rest", 0.0))),
+        scale=float(params.get("scale", params["v_th"])),
         alpha=float(np.exp(-dt / float(params["tau_m"]))),
         rho=rho,
         kappa=float(np.exp(-dt / float(params["tau_out"]))),
@@ -68,6 +83,29 @@ def _constants(params):
         beta=beta,
         gamma=float(params.get("gamma", 0.3)),
     )
+
+
+def _surrogate(g, c):
+    """psi = (gamma / scale) max(0, 1 - |g| / scale), g = v - A."""
+    return (c["gamma"] / c["scale"]) * np.maximum(0.0, 1.0 - np.abs(g) / c["scale"])
+
+
+def _surrogate_antiderivative(g, c):
+    """S with S' = psi and S(0) = 0: gamma (u - u |u| / 2) for u = g / scale, clipped to |u| <= 1."""
+    u = np.clip(g / c["scale"], -1.0, 1.0)
+    return c["gamma"] * (u - 0.5 * u * np.abs(u))
+
+
+def _reset_v(v, z, c):
+    """v' from the pre-reset v and the spike z."""
+    if c["reset"] == "subtract":
+        return v - z * c["v_th"]
+    return np.where(z > 0, c["v_reset"], v)
+
+
+def _reset_slope(z, c):
+    """r = dv'/dv with the spike detached: 1 (subtract) or 1 - z (constant)."""
+    return np.ones_like(z) if c["reset"] == "subtract" else 1.0 - z
 
 
 def _weights(weights):
@@ -114,23 +152,23 @@ def forward(X, params, weights):
     X = np.asarray(X, dtype=np.float64)
     T, B, _ = X.shape
     n_h, K = W_in.shape[0], W_out.shape[0]
-    al, rho, ka, v_th, beta, gamma = c["alpha"], c["rho"], c["kappa"], c["v_th"], c["beta"], c["gamma"]
+    al, rho, ka, v_th, beta = c["alpha"], c["rho"], c["kappa"], c["v_th"], c["beta"]
 
     out = {k: np.zeros((T, B, n_h)) for k in ("I", "v", "a", "A", "z", "psi", "v_reset", "a_reset")}
     out["y"] = np.zeros((T, B, K))
     x_prev = np.zeros((B, X.shape[2]))
     z_prev = np.zeros((B, n_h))
-    vr = np.zeros((B, n_h))
+    vr = np.full((B, n_h), c["v_init"])
     ar = np.zeros((B, n_h))
     y = np.zeros((B, K))
     for t in range(T):
         I = x_prev @ W_in.T + z_prev @ W_rec.T
-        v = al * vr + (1.0 - al) * I
+        v = c["v_rest"] + al * (vr - c["v_rest"]) + (1.0 - al) * I
         a = rho * ar
         A = v_th + beta * a
         z = (v > A).astype(np.float64)
-        psi = (gamma / v_th) * np.maximum(0.0, 1.0 - np.abs(v - A) / v_th)
-        vr = v - z * v_th
+        psi = _surrogate(v - A, c)
+        vr = _reset_v(v, z, c)
         ar = a + z
         y = ka * y + (1.0 - ka) * (z_prev @ W_out.T + b)
         for k, val in (("I", I), ("v", v), ("a", a), ("A", A), ("z", z), ("psi", psi), ("v_reset", vr),
@@ -185,16 +223,17 @@ def eprop_gradients(X, targets, mask, params, weights, loss="xent", feedback="sy
 
     Recursions, per instance, for synapse j <- i with presynaptic s (s = x for W_in, z for W_rec)::
 
-        eps_v_{i,t}  = alpha eps_v_{i,t-1} + (1 - alpha) s_{i,t-1}
-        eps_a_{ji,t} = rho (psi_{j,t-1} eps_v_{i,t-1} + (1 - beta psi_{j,t-1}) eps_a_{ji,t-1})
-        e_{ji,t}     = psi_{j,t} (eps_v_{i,t} - beta eps_a_{ji,t})
+        eps_v_{ji,t} = alpha r_{j,t-1} eps_v_{ji,t-1} + (1 - alpha) s_{i,t-1}
+        eps_a_{ji,t} = rho (psi_{j,t-1} eps_v_{ji,t-1} + (1 - beta psi_{j,t-1}) eps_a_{ji,t-1})
+        e_{ji,t}     = psi_{j,t} (eps_v_{ji,t} - beta eps_a_{ji,t})
         ebar_{ji,t}  = kappa ebar_{ji,t-1} + e_{ji,t}
         L_{j,t}      = sum_k B_jk err_{k,t} + R_j,   B = W_out^T or B_rand (N_h, K)
         g_{ji}       = sum_t L_{j,t} (1 - kappa) ebar_{ji,t-1}
 
-    (eps_v = dv_t/dW, eps_a = da_t/dW through the neuron's own state only: dv_t/dv_{t-1} = alpha,
-    dv_t/da_{t-1} = 0, da_t/dv_{t-1} = rho psi_{t-1}, da_t/da_{t-1} = rho (1 - beta psi_{t-1});
-    all eligibility quantities start at 0.) Readout, exact::
+    (eps_v = dv_t/dW, eps_a = da_t/dW through the neuron's own state only: dv_t/dv_{t-1} =
+    alpha r_{t-1} with r the reset map's slope (1, or 1 - z for a reset to a constant: eps_v then
+    depends on j), dv_t/da_{t-1} = 0, da_t/dv_{t-1} = rho psi_{t-1}, da_t/da_{t-1} = rho (1 - beta
+    psi_{t-1}); all eligibility quantities start at 0.) Readout, exact::
 
         zbar_{j,t} = kappa zbar_{j,t-1} + z_{j,t},     g_out_{kj} = sum_t err_{k,t} (1 - kappa) zbar_{j,t-1}
         bbar_t     = kappa bbar_{t-1} + 1 = (1 - kappa^{t+1}) / (1 - kappa),
@@ -215,6 +254,7 @@ def eprop_gradients(X, targets, mask, params, weights, loss="xent", feedback="sy
     beta_j = beta[..., None]  # broadcasts over (B, N_h, n_pre): beta of the postsynaptic neuron j
 
     fw = forward(X, params, weights)
+    r = _reset_slope(fw["z"], c)
     E, err = loss_and_error(fw["y"], targets, mask, loss)
     if isinstance(feedback, str):
         if feedback != "symmetric":
@@ -227,21 +267,21 @@ def eprop_gradients(X, targets, mask, params, weights, loss="xent", feedback="sy
 
     g = {}
     for name, S, n_pre in (("W_in", X, n_in), ("W_rec", z, n_h)):
-        eps_v = np.zeros((B, n_pre))
+        eps_v = np.zeros((B, n_h, n_pre))
         eps_a = np.zeros((B, n_h, n_pre))
         ebar = np.zeros((B, n_h, n_pre))
         grad = np.zeros((B, n_h, n_pre))
         s_prev = np.zeros((B, n_pre))
         psi_prev = np.zeros((B, n_h))
+        r_prev = np.ones((B, n_h))
         for t in range(T):
-            eps_a = rho * (psi_prev[:, :, None] * eps_v[:, None, :]
-                           + (1.0 - beta_j * psi_prev[:, :, None]) * eps_a)
-            eps_v = al * eps_v + (1.0 - al) * s_prev
-            e = psi[t][:, :, None] * (eps_v[:, None, :] - beta_j * eps_a)
+            eps_a = rho * (psi_prev[:, :, None] * eps_v + (1.0 - beta_j * psi_prev[:, :, None]) * eps_a)
+            eps_v = al * r_prev[:, :, None] * eps_v + (1.0 - al) * s_prev[:, None, :]
+            e = psi[t][:, :, None] * (eps_v - beta_j * eps_a)
             L = err[t] @ Bfb.T + R  # (B, N_h)
             grad += L[:, :, None] * (1.0 - ka) * ebar
             ebar = ka * ebar + e
-            s_prev, psi_prev = S[t], psi[t]
+            s_prev, psi_prev, r_prev = S[t], psi[t], r[t]
         g[name] = grad
 
     zbar = np.zeros((B, n_h))
@@ -276,7 +316,7 @@ def bptt_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
         dy_t  = err_t + kappa dy_{t+1}
         gz_t  = (1 - kappa) W_out^T dy_{t+1} + (1 - alpha) W_rec^T gv_{t+1} + rho ga_{t+1}
                 + (1 - kappa) ry_{t+1}                      (ry: reg term, see below)
-        gv_t  = alpha gv_{t+1} + psi_t gz_t
+        gv_t  = alpha r_t gv_{t+1} + psi_t gz_t      (r_t = dv'_t/dv_t, 1 or 1 - z_t)
         ga_t  = rho ga_{t+1} - beta psi_t gz_t
         dW_in  = sum_t (1 - alpha) gv_t x_{t-1}^T,   dW_rec = sum_t (1 - alpha) gv_t z_{t-1}^T
         dW_out = sum_t (1 - kappa) dy_t z_{t-1}^T,   db     = sum_t (1 - kappa) dy_t
@@ -295,6 +335,7 @@ def bptt_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
     fw = forward(X, params, weights)
     E, err = loss_and_error(fw["y"], targets, mask, loss)
     z, psi = fw["z"], fw["psi"]
+    r = _reset_slope(z, c)
     ry = _reg_readout_adjoint(_reg_signal(z, reg, c["dt"]), T, ka)
 
     g_in = np.zeros((B, n_h, n_in))
@@ -308,7 +349,7 @@ def bptt_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
     for t in range(T - 1, -1, -1):
         gz = ((1.0 - ka) * dy_next @ W_out + (1.0 - al) * gv_next @ W_rec + rho * ga_next
               + (1.0 - ka) * ry[t + 1])
-        gv = al * gv_next + psi[t] * gz
+        gv = al * r[t] * gv_next + psi[t] * gz
         ga = rho * ga_next - beta * psi[t] * gz
         dy = err[t] + ka * dy_next
         x_prev = X[t - 1] if t > 0 else zero_in
@@ -331,7 +372,7 @@ def rtrl_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
     Sensitivities w.r.t. theta = (W_in, W_rec) (flattened per post-neuron block)::
 
         Sz_t = psi_t (Sv_t - beta Sa_t)
-        Sv_t = alpha Sv_{t-1} + (1 - alpha) (dI_t/dtheta + W_rec Sz_{t-1})
+        Sv_t = alpha r_{t-1} Sv_{t-1} + (1 - alpha) (dI_t/dtheta + W_rec Sz_{t-1})
         Sa_t = rho (Sa_{t-1} + Sz_{t-1})
         Sy_t = kappa Sy_{t-1} + (1 - kappa) (W_out Sz_{t-1} + R-channel)
         g    = sum_t err_t . Sy_t
@@ -346,6 +387,7 @@ def rtrl_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
     fw = forward(X, params, weights)
     E, err = loss_and_error(fw["y"], targets, mask, loss)
     z, psi = fw["z"], fw["psi"]
+    r = _reset_slope(z, c)
     R = _reg_signal(z, reg, c["dt"])
 
     P = n_h * n_in + n_h * n_h  # parameter count
@@ -355,7 +397,7 @@ def rtrl_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
     Sy = np.zeros((B, K, P))
     Sr = np.zeros((B, n_h, P))  # reg channel: filtered Sz, paired with R
     grad = np.zeros((B, P))
-    x_prev, z_prev = np.zeros((B, n_in)), np.zeros((B, n_h))
+    x_prev, z_prev, r_prev = np.zeros((B, n_in)), np.zeros((B, n_h)), np.ones((B, n_h))
     for t in range(T):
         dI = np.zeros((B, n_h, P))
         for j in range(n_h):
@@ -364,17 +406,60 @@ def rtrl_gradients(X, targets, mask, params, weights, loss="xent", feedback="sym
             dI[:, j, off:off + n_h] = z_prev
         Sy = ka * Sy + (1.0 - ka) * np.einsum("kj,bjp->bkp", W_out, Sz)
         Sr = ka * Sr + (1.0 - ka) * Sz
-        Sv_new = al * Sv + (1.0 - al) * (dI + np.einsum("jl,blp->bjp", W_rec, Sz))
+        Sv_new = al * r_prev[:, :, None] * Sv + (1.0 - al) * (dI + np.einsum("jl,blp->bjp", W_rec, Sz))
         Sa = rho * (Sa + Sz)
         Sv = Sv_new
         Sz = psi[t][:, :, None] * (Sv - beta[..., None] * Sa)
         grad += np.einsum("bk,bkp->bp", err[t], Sy) + np.einsum("bj,bjp->bp", R, Sr)
-        x_prev, z_prev = X[t], z[t]
+        x_prev, z_prev, r_prev = X[t], z[t], r[t]
     g_in = grad[:, :n_h * n_in].reshape(B, n_h, n_in)
     g_rec = grad[:, n_h * n_in:].reshape(B, n_h, n_h)
     # readout gradients are not part of theta here: reuse the exact (BPTT) ones
     ref = bptt_gradients(X, targets, mask, params, weights, loss=loss, reg=reg)["per_instance"]
     return _package(g_in, g_rec, ref["W_out"], ref["b"], E)
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+def straight_through_loss(X, targets, mask, params, weights, frozen, loss="xent"):
+    """Total loss of a smooth stand-in for the network, for finite differences of the surrogate
+    gradient. ``frozen = forward(X, params, base_weights)``. Every step, with g_t = v_t - A_t::
+
+        z_t  = z*_t + S(g_t) - S(g*_t)      (S' = psi: the base run's spike, with the surrogate slope)
+        v'_t = reset of v_t with the spike held at z*_t   (the detached reset)
+        a'_t = a_t + z_t
+
+    and z_t drives the recurrent input, the adaptation and the readout. At the base weights this
+    is the network's forward pass exactly, and its derivative is the surrogate gradient with a
+    detached reset (what BPTT and RTRL compute), so central differences of this function check
+    those gradients without relying on any hand-derived recursion. (S is piecewise quadratic:
+    central differences are exact up to rounding unless some g_t lies within the step of a kink.)
+    """
+    c = _constants(params)
+    W_in, W_rec, W_out, b = _weights(weights)
+    X = np.asarray(X, dtype=np.float64)
+    T, B, _ = X.shape
+    n_h = W_in.shape[0]
+    al, rho, ka, beta = c["alpha"], c["rho"], c["kappa"], c["beta"]
+    x_prev, z_prev = np.zeros((B, X.shape[2])), np.zeros((B, n_h))
+    vr, ar = np.full((B, n_h), c["v_init"]), np.zeros((B, n_h))
+    y = np.zeros((B, W_out.shape[0]))
+    ys = np.zeros((T,) + y.shape)
+    for t in range(T):
+        I = x_prev @ W_in.T + z_prev @ W_rec.T
+        v = c["v_rest"] + al * (vr - c["v_rest"]) + (1.0 - al) * I
+        a = rho * ar
+        A = c["v_th"] + beta * a
+        z_held = frozen["z"][t]
+        z = z_held + _surrogate_antiderivative(v - A, c) - _surrogate_antiderivative(frozen["v"][t] - frozen["A"][t], c)
+        vr = _reset_v(v, z_held, c)
+        ar = a + z
+        y = ka * y + (1.0 - ka) * (z_prev @ W_out.T + b)
+        ys[t] = y
+        x_prev, z_prev = X[t], z
+    E, _ = loss_and_error(ys, targets, mask, loss)
+    return float(E.sum())
 
 
 # ----------------------------------------------------------------------------- Adam

@@ -10,6 +10,7 @@ from tests.eprop_reference import (
     forward,
     loss_and_error,
     rtrl_gradients,
+    straight_through_loss,
 )
 
 N_IN, N_H, K, T, B = 5, 4, 3, 40, 3
@@ -17,6 +18,12 @@ KEYS = ("W_in", "W_rec", "W_out", "b")
 
 LIF = dict(dt=1.0, tau_m=10.0, tau_a=None, tau_out=15.0, v_th=0.6, beta=0.0, gamma=0.3)
 ALIF = dict(dt=1.0, tau_m=10.0, tau_a=30.0, tau_out=15.0, v_th=0.6, beta=0.4, gamma=0.3)
+# resets to a constant: the built-in LIF's shape (rest and reset at -65, threshold 0.6 above),
+# and ALIF with v = 0 instead of v -= v_th
+LIF_CONST = dict(LIF, reset="constant", v_rest=-65.0, v_reset=-65.0, v_th=-64.4, scale=-64.4 - -65.0)
+ALIF_CONST = dict(ALIF, reset="constant", v_reset=0.0)
+ALL = [LIF, ALIF, LIF_CONST, ALIF_CONST]
+ALL_IDS = ["LIF", "ALIF", "LIF_const", "ALIF_const"]
 
 
 def make_problem(seed, recurrent=False, loss="xent", n_batch=B):
@@ -42,6 +49,14 @@ def assert_spiking(X, params, weights):
     per_neuron = z.sum(axis=(0, 1))
     assert np.all(per_neuron > 0), per_neuron  # every hidden neuron spikes
     assert z.mean() < 0.5  # ... but is not saturated
+
+
+def assert_same_direction_and_norm(g, ref, tol=1e-12):
+    """cos(g, ref) = 1 and |g| = |ref|, to ``tol``."""
+    g, ref = np.ravel(g), np.ravel(ref)
+    cos = np.dot(g, ref) / (np.linalg.norm(g) * np.linalg.norm(ref))
+    assert abs(1.0 - cos) < tol, f"cosine {cos!r}, norm ratio {np.linalg.norm(g) / np.linalg.norm(ref)!r}"
+    assert abs(np.linalg.norm(g) / np.linalg.norm(ref) - 1.0) < tol, np.linalg.norm(g) / np.linalg.norm(ref)
 
 
 def assert_grads_close(g1, g2, keys=KEYS, atol=1e-10, rtol=1e-10):
@@ -100,7 +115,7 @@ def test_w_rec_diagonal_forced_zero():
 # ----------------------------------------------------------------------------- 1. exactness without recurrence
 
 
-@pytest.mark.parametrize("params", [LIF, ALIF], ids=["LIF", "ALIF"])
+@pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_eprop_equals_bptt_without_recurrence(params, loss, seed):
@@ -110,6 +125,7 @@ def test_eprop_equals_bptt_without_recurrence(params, loss, seed):
     gb = bptt_gradients(X, targets, mask, params, w, loss=loss)
     # at W_rec = 0 the only dropped e-prop terms (paths through W_rec) vanish, so W_rec matches too
     assert_grads_close(ge, gb)
+    assert_same_direction_and_norm(ge["W_in"], gb["W_in"])
     assert ge["loss"] == gb["loss"]
     assert np.abs(ge["W_in"]).max() > 1e-3  # non-trivial
 
@@ -199,7 +215,7 @@ def test_with_recurrence(params, loss):
     assert cos > 0.0
 
 
-@pytest.mark.parametrize("params", [LIF, ALIF], ids=["LIF", "ALIF"])
+@pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 @pytest.mark.parametrize("reg", [None, (0.5, 10.0)])
 def test_bptt_equals_rtrl_with_recurrence(params, reg):
     """Reverse mode and forward mode (two independent derivations) agree on every path."""
@@ -245,6 +261,64 @@ def test_bptt_readout_matches_finite_differences(loss, params):
             fd[idx] = (_total_loss(X, targets, mask, params, wp, loss)
                        - _total_loss(X, targets, mask, params, wm, loss)) / (2 * h)
         np.testing.assert_allclose(g[key], fd, atol=1e-6, rtol=1e-6, err_msg=key)
+
+
+def _small_problem(seed, n_h, recurrent, loss="mse", n_in=4, k=2, steps=30, n_batch=2):
+    """1-3 hidden neurons: few enough weights to take finite differences of all of them."""
+    rng = np.random.default_rng(seed)
+    X = (rng.random((steps, n_batch, n_in)) < 0.5).astype(np.float64)
+    weights = dict(W_in=rng.uniform(0.2, 1.2, (n_h, n_in)),
+                   W_rec=rng.normal(0.0, 0.5, (n_h, n_h)) if recurrent else None,
+                   W_out=rng.normal(0.0, 1.0, (k, n_h)), b=rng.normal(0.0, 0.3, k))
+    mask = np.zeros(steps)
+    mask[steps // 3:] = 1.0
+    targets = rng.integers(0, k, n_batch) if loss == "xent" else rng.normal(0.0, 0.5, (steps, n_batch, k))
+    return X, targets, mask, weights
+
+
+def surrogate_finite_differences(X, targets, mask, params, w, loss, keys=("W_in", "W_rec"), h=1e-6):
+    """Central differences of the straight-through loss (the surrogate gradient, detached reset)."""
+    frozen = forward(X, params, w)
+    out = {}
+    for key in keys:
+        fd = np.zeros_like(w[key])
+        for idx in np.ndindex(fd.shape):
+            if key == "W_rec" and idx[0] == idx[1]:
+                continue  # no self-connections
+            wp = {k: (None if v is None else np.array(v, copy=True)) for k, v in w.items()}
+            wm = {k: (None if v is None else np.array(v, copy=True)) for k, v in w.items()}
+            wp[key][idx] += h
+            wm[key][idx] -= h
+            fd[idx] = (straight_through_loss(X, targets, mask, params, wp, frozen, loss)
+                       - straight_through_loss(X, targets, mask, params, wm, frozen, loss)) / (2 * h)
+        out[key] = fd
+    return out
+
+
+@pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
+@pytest.mark.parametrize("n_h, recurrent", [(1, False), (3, False), (3, True)],
+                         ids=["1-feedforward", "3-feedforward", "3-recurrent"])
+def test_surrogate_gradient_equals_finite_differences(params, n_h, recurrent):
+    """BPTT (and, without recurrence, e-prop) against central differences of a smooth stand-in
+    whose derivative is the surrogate gradient with a detached reset, on 1 and 3 hidden neurons.
+    The neurons spike, so the reset map (1 or 1 - z) enters every path from the past."""
+    X, targets, mask, w = _small_problem(13 + n_h, n_h, recurrent)
+    if recurrent:
+        w["W_rec"][np.diag_indices(n_h)] = 0.0
+    fw = forward(X, params, w)
+    assert fw["z"].sum(axis=(0, 1)).min() >= 2 and fw["z"].mean() < 0.5
+    E, _ = loss_and_error(fw["y"], targets, mask, "mse")
+    assert straight_through_loss(X, targets, mask, params, w, fw, "mse") == pytest.approx(E.sum(), rel=1e-14)
+    keys = ("W_in", "W_rec") if recurrent else ("W_in",)
+    fd = surrogate_finite_differences(X, targets, mask, params, w, "mse", keys)
+    gb = bptt_gradients(X, targets, mask, params, w, loss="mse")
+    for key in keys:
+        scale = np.abs(fd[key]).max()
+        assert scale > 1e-3
+        np.testing.assert_allclose(gb[key], fd[key], rtol=1e-6, atol=1e-7 * scale, err_msg=key)
+    if not recurrent:
+        ge = eprop_gradients(X, targets, mask, params, w, loss="mse")
+        np.testing.assert_allclose(ge["W_in"], fd["W_in"], rtol=1e-6, atol=1e-7 * np.abs(fd["W_in"]).max())
 
 
 def test_integer_labels_equal_onehot():

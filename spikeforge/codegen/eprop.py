@@ -11,8 +11,11 @@ with ``Phi`` the integrator's discrete update, ``R`` the reset (linear in the sp
 With the pseudo-derivative ``psi = dz/dg`` (a surrogate; triangular by default) sympy
 gives everything e-prop needs:
 
-* ``D = dh_t/dh_{t-1}`` (through the reset and the spike, except for the reset of the
-  variables listed as *detached*, by default the one receiving the input: Bellec's
+* ``D = dh_t/dh_{t-1} = dPhi/dh . dR/dh``. The reset, written ``R = h + z (reset(h) - h)``,
+  is differentiated twice over: at a fixed spike, ``I + z (J_reset - I)`` (the identity for
+  an additive reset ``v -= v_th``, ``1 - z`` for a reset to a constant ``v = v_reset``:
+  a spike forgets the past), and through the spike, ``dR/dz psi dg/dh``, except for the
+  variables listed as *detached* (by default the one receiving the input: Bellec's
   "- z v_th" term carries no gradient),
 * ``c = dPhi/dI``, the input factor,
 * ``dz/dh = psi * dg/dh``.
@@ -20,8 +23,10 @@ gives everything e-prop needs:
 For a synapse j <- i the eligibility vector obeys ``eps_t = D_{t} eps_{t-1} + c s_{i,t-1}``
 and the eligibility trace is ``e_t = dz_t/dh_t . eps_t``. A component of ``eps`` whose
 recursion involves only constants (parameters, dt) and other such components is the same
-for every postsynaptic neuron: it lives *per presynaptic neuron* (LIF's filtered input);
-the others live *per synapse* (ALIF's adaptation component).
+for every postsynaptic neuron: it lives *per presynaptic neuron* (the filtered input of a
+LIF neuron with an additive reset); the others live *per synapse* (ALIF's adaptation
+component; the membrane component of a neuron that resets to a constant, whose recursion
+reads the postsynaptic spike).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class EligibilityDerivation:
     dz_dh: sympy.Matrix  # dz/dh / psi: the gradient of g
     per_presynaptic: list[str] = field(default_factory=list)  # eps components shared by all post neurons
     per_synapse: list[str] = field(default_factory=list)
+    scale: sympy.Expr = sympy.Integer(1)  # the surrogate's width (must be positive)
 
     def trace_update(self) -> dict[str, sympy.Expr]:
         """``eps_k,t`` from ``eps_*,t-1`` (symbols ``eps_<state>``) and the presynaptic
@@ -75,6 +81,15 @@ class EligibilityDerivation:
         """The eligibility trace ``e_t = psi_t * dg/dh . eps_t``."""
         eps = sympy.Matrix([symbol(f"eps_{s}") for s in self.states])
         return sympy.expand(PSI * (self.dz_dh.T * eps)[0])
+
+
+def default_scale(model: NeuronModel) -> str | float:
+    """The surrogate's width: the distance from the reset value to the threshold ``v_th - v_reset``
+    for a model with both parameters (the built-in LIF), else ``v_th`` (Bellec's LIF and ALIF, at
+    rest at 0), else 1."""
+    if "v_th" in model.params and "v_reset" in model.params:
+        return "v_th - v_reset"
+    return "v_th" if "v_th" in model.params else 1.0
 
 
 def _threshold_distance(model: NeuronModel) -> sympy.Expr:
@@ -91,9 +106,8 @@ def derive(model: NeuronModel, params: dict[str, float] | None = None, surrogate
            method: str | None = None) -> EligibilityDerivation:
     """Derive the e-prop factors of ``model``.
 
-    ``scale`` normalises the surrogate (default: the parameter ``v_th`` if the model has
-    one, else 1). ``detached`` lists the state variables whose reset carries no gradient
-    (default: those whose ODE reads ``i_syn``).
+    ``scale`` normalises the surrogate (default: :func:`default_scale`). ``detached`` lists the
+    state variables whose reset carries no gradient (default: those whose ODE reads ``i_syn``).
     """
     if model.threshold is None:
         raise ModelError("e-prop needs a spiking model (a threshold)", model.name, "threshold")
@@ -120,7 +134,7 @@ def derive(model: NeuronModel, params: dict[str, float] | None = None, surrogate
     if not g.free_symbols & {symbol(s) for s in states}:
         raise ModelError("the threshold does not depend on any state variable", model.name, "threshold")
     if scale is None:
-        scale = "v_th" if "v_th" in model.params else 1.0
+        scale = default_scale(model)
     ctx = ParseContext(model.name, set(model.params) | set(model.derived) | {"dt", "gamma", "scale", "_g"},
                        random_allowed=False)
     if surrogate in SURROGATES:
@@ -132,16 +146,24 @@ def derive(model: NeuronModel, params: dict[str, float] | None = None, surrogate
 
     h = sympy.Matrix([symbol(s) for s in states])
     dg_dh = sympy.Matrix([sympy.diff(g, symbol(s)) for s in states])
-    # dR/dh = I + (dR/dz) (dz/dh)^T, with detached variables' dR/dz set to zero
+    # dR/dh = dR/dh|_z + (dR/dz) (dz/dh)^T. The first term is the Jacobian of the reset map at a
+    # fixed spike, I + z (J_reset - I): the identity for additive resets (v -= v_th), (1 - z) for a
+    # reset to a constant (v = v_reset). The second is the path through the spike, left out for
+    # the detached variables.
+    reset_vec = sympy.Matrix([reset[s] for s in states])
     dR_dz = sympy.Matrix([0 if s in detached else sympy.diff(reset[s], Z) for s in states])
-    dR_dh = sympy.eye(len(states)) + dR_dz * (PSI * dg_dh).T
-    # Jacobians of Phi at the post-reset state
+    dR_dh = reset_vec.jacobian(h) + dR_dz * (PSI * dg_dh).T
+    # Jacobians of Phi at the post-reset state. D = dPhi/dh . dR/dh is kept as a sum of
+    # products (not expanded): at a spike a factor (1 - z) then gives an exact zero.
     phi_vec = sympy.Matrix([phi[s] for s in states])
-    dphi_dh = phi_vec.jacobian(h)
     post_reset = {symbol(s): reset[s] for s in states}
-    D = (dphi_dh.xreplace(post_reset) * dR_dh).applyfunc(sympy.expand)
+    dphi_dh = phi_vec.jacobian(h).applyfunc(sympy.expand).xreplace(post_reset)
+    dR_dh = dR_dh.applyfunc(sympy.expand)
+    n = len(states)
+    D = sympy.Matrix(n, n, lambda a, b: sympy.Add(*[dphi_dh[a, k] * dR_dh[k, b] for k in range(n)]))
     c = phi_vec.diff(I).xreplace(post_reset).applyfunc(sympy.expand)
     deriv = EligibilityDerivation(model.name, states, phi, reset, list(detached), g, psi_g, D, c, dg_dh)
+    deriv.scale = scale_expr
     # Which components are the same for every postsynaptic neuron?
     constant = set(model.params) | set(model.derived) | {"dt"}
     shared: set[str] = set()

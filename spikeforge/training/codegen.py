@@ -79,6 +79,12 @@ def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[st
     return out
 
 
+def initial_values(model) -> dict[str, float]:
+    """The hidden state at the start of every trial: each variable's constant initial value (0
+    for a variable without one)."""
+    return {name: getattr(var.init, "value", 0) for name, var in model.vars.items()}
+
+
 def per_neuron_names(cfg: EpropConfig) -> list[str]:
     """The hidden layer's per-neuron parameters, in the model's order."""
     return [p for p in cfg.hidden_model.params if p in cfg.per_neuron_params]
@@ -144,7 +150,7 @@ def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKer
         cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=constants,
         per_neuron=per_neuron, neuron_loads=neuron_loads, synapse_loads=synapse_loads,
         update=update, reset=reset, g=g_text, spike=spike_text, psi=psi_text, D=D, Dzero=Dzero, c=c, czero=czero, dg=dg,
-        layout=layout,
+        layout=layout, initial=initial_values(m),
         method=method, kappa=repr(cfg.kappa), states=deriv.states,
         other_vars=[v for v in m.vars if v not in deriv.states], idx={s: k for k, s in enumerate(deriv.states)},
         equations=[o.source for o in m.odes], threshold=m.threshold_source,
