@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     run.add_argument("--plot", metavar="OUT.png",
                      help="draw spike rasters and population rates (needs matplotlib: pip install 'spikeforge[plot]')")
+    run.add_argument("--check-finite-every", type=_positive_int, metavar="N",
+                     help="also check the state for NaN and inf every N steps (default: at the end of the run)")
+    run.add_argument("--strict", action="store_true",
+                     help="stop with an error (exit 1) at the first NaN or inf state instead of warning")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar and no 'compiling ...' line on stderr")
+    shown.add_argument("--progress", action="store_true",
+                       help="show the progress bar of a long run even when stderr is not a terminal")
     _add_verbose(run)
     run.set_defaults(func=cmd_run)
 
@@ -189,10 +198,14 @@ def cmd_run(args) -> int:
     backend = args.backend or cfg.backend
     save = args.save if args.save is not None else cfg.save
 
-    sim = net.build(backend=backend, threads=args.threads)
+    quiet = bool(getattr(args, "quiet", False))
+    logging.getLogger("spikeforge.compiling").setLevel(logging.WARNING if quiet else logging.INFO)
+    sim = net.build(backend=backend, threads=args.threads, on_nonfinite="raise" if args.strict else "warn",
+                    check_every=args.check_finite_every, progress=False if quiet else (args.progress or None))
+    interrupted = False
     try:
         cfg.apply_inputs(sim)
-        sim.run(duration=duration)
+        interrupted = _run_reporting(sim, duration)
         steps = sim.step
         ms = steps * net.dt
         counts = sim.spike_counts()
@@ -229,13 +242,17 @@ def cmd_run(args) -> int:
             "run_seconds": sim.run_seconds,
             "saved": saved,
             "plot": plotted,
+            "steps_requested": sim.run_steps_requested,
+            "interrupted": interrupted,
+            "nonfinite": [r.as_dict() for r in sim.nonfinite],
         }
     finally:
         sim.close()
 
+    status = 130 if interrupted else 0  # 128 + SIGINT, as a shell reports Ctrl-C
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+        return status
     n_neurons = sum(result["neurons"].values())
     print(
         f"{net.name}: {n_neurons} neurons in {len(net.populations)} populations, "
@@ -243,7 +260,8 @@ def cmd_run(args) -> int:
     )
     how = "loaded from cache" if result["from_cache"] else "compiled"
     print(f"  build  {result['build_seconds']:.2f} s ({how})")
-    print(f"  run    {ms:g} ms ({steps} steps) in {result['run_seconds']:.2f} s")
+    stopped = f", interrupted: {steps} of {sim.run_steps_requested} steps" if interrupted else ""
+    print(f"  run    {ms:g} ms ({steps} steps{stopped}) in {result['run_seconds']:.2f} s")
     if counts:
         width = max(len(p) for p in counts)
         for pop in counts:
@@ -254,7 +272,31 @@ def cmd_run(args) -> int:
         print(f"  saved  {saved}")
     if plotted:
         print(f"  plot   {plotted}")
-    return 0
+    for r in sim.nonfinite:
+        print(f"  NaN/inf  {r.owner}.{r.var}: {r.count} of {r.size} elements, first seen at step {r.first_step}")
+    return status
+
+
+def _run_reporting(sim, duration) -> bool:
+    """``sim.run``; NaN/inf warnings become one ``spikeforge: warning:`` line each, and Ctrl-C
+    stops the run, keeping (and saying) what was simulated. True if it was interrupted."""
+    import warnings
+
+    from .errors import NonFiniteStateWarning
+
+    interrupted = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NonFiniteStateWarning)
+        try:
+            sim.run(duration=duration)
+        except KeyboardInterrupt:
+            interrupted = True
+    for w in caught:
+        print(f"spikeforge: warning: {w.message}", file=sys.stderr)
+    if interrupted:
+        print(f"spikeforge: interrupted at t = {sim.t:g} ms (step {sim.step} of {sim.run_steps_requested}); "
+              "the results cover the part simulated", file=sys.stderr)
+    return interrupted
 
 
 def _write(path: Path, data) -> None:

@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("spikeforge.build")
+#: One line, "compiling <what> ...", each time a compiler actually runs (never on a cache hit).
+compile_log = logging.getLogger("spikeforge.compiling")
 
 # Bump whenever the layout of an entry or the meaning of the key changes.
 CACHE_FORMAT_VERSION = "1"
@@ -385,6 +387,7 @@ def build_artifact(
             shutil.rmtree(stale, ignore_errors=True)
 
         tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=parent))
+        compile_log.info("compiling %s ...", describe)
         try:
             _compile(tmp, source, chain, key, describe, line_comments, root)
             meta = {

@@ -47,7 +47,7 @@ class CpuBackend(GeneratedContext):
         t0 = time.perf_counter()
         self.source = render_network(spec, "cpu")
         self.codegen_seconds = time.perf_counter() - t0
-        self.lib, self.build = build_and_load(self.source, name=spec.name, describe=f"network '{spec.name}'")
+        self.lib, self.build = build_and_load(self.source, name=spec.name, describe=f"network '{spec.name}' (cpu)")
         self._declare()
         if threads is not None:
             self.lib.sf_set_num_threads(int(threads))
@@ -109,6 +109,10 @@ class CpuBackend(GeneratedContext):
 
     def pull(self, name: str) -> np.ndarray:
         return self.arrays[name].copy()
+
+    def peek(self, name: str) -> np.ndarray:
+        """The array itself, not a copy: to read between runs without copying."""
+        return self.arrays[name]
 
     def push(self, name: str, values: np.ndarray):
         self.arrays[name][...] = values

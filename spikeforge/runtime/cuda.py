@@ -125,7 +125,7 @@ class CudaBackend(DeviceBackend):
         self.arch = f"sm_{major}{minor}"
         t0 = time.perf_counter()
         self.source, self.build, self.block_sizes, self.occupancy = build_network_cubin(
-            spec, self.arch, block_sizes, name=spec.name, describe=f"network '{spec.name}'")
+            spec, self.arch, block_sizes, name=spec.name, describe=f"network '{spec.name}' (cuda, {self.arch})")
         self.codegen_seconds = max(0.0, time.perf_counter() - t0 - self.build.seconds)
         if block_sizes is None and self.block_sizes:  # chosen by occupancy: launch what was compiled
             self._set_launches(self.block_sizes)
@@ -146,6 +146,8 @@ class CudaBackend(DeviceBackend):
             raise NetworkError(f"network '{spec.name}': out of GPU memory on {self.device.name()} while allocating "
                                f"its state at batch size {self.batch_size} ({exc})") from None
         self.graphs = _Graphs() if use_graphs else None
+        if self.graphs is not None:
+            self.step_granularity = GRAPH_STEPS  # whole graphs per chunk of a run
         self._graph_cache: dict[int, int | None] = {}
 
     # -- memory --------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class DeviceBackend:
     """
 
     name = "device"
+    #: Chunks of a run (Simulation.run) are kept multiples of this many steps.
+    step_granularity = 1
 
     def __init__(self, spec: NetworkSpec, batch_size: int, batch_offset: int = 0, block_sizes=None):
         self.spec = spec
@@ -197,6 +199,8 @@ class DeviceBackend:
         out = np.zeros(self.host_shape[name], dtype=self.dtypes[name])
         self._download(self.ptr[name], out)
         return out
+
+    peek = pull  # reading device memory always copies
 
     def push(self, name: str, values):
         arr = np.ascontiguousarray(np.broadcast_to(values, self.host_shape[name]), dtype=self.dtypes[name])

@@ -5,18 +5,28 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..codegen.generate import generate
-from ..errors import BackendUnavailableError, NetworkError
+from ..errors import BackendUnavailableError, NetworkError, NonFiniteStateError, NonFiniteStateWarning
 from ..fileio import atomic_savez
 from . import memory
+from .run_control import (
+    CHECKED_ROLES,
+    ChunkPlanner,
+    DeferredInterrupt,
+    NonFiniteState,
+    ProgressBar,
+    nonfinite_count,
+)
 
 log = logging.getLogger("spikeforge.runtime")
 
 BACKENDS = ("cpu", "cuda", "cuda-emu")
+ON_NONFINITE = ("warn", "raise", "ignore")
 
 
 def _make_backend(name: str, spec, batch_size: int, **options):
@@ -46,10 +56,31 @@ class Simulation:
     >>> sim = network.build()            # or Simulation(network, backend="cpu")
     >>> sim.run(duration=1000.0)         # ms
     >>> times, ids = sim.spikes("exc")[0]
+
+    A run goes in chunks of about 0.1 s of work: a run longer than 2 s shows a progress
+    bar on stderr (``progress``: None = when stderr is a terminal, True, False), and
+    Ctrl-C stops it at the end of the chunk in progress, keeping what was simulated
+    (``KeyboardInterrupt`` is raised once ``sim.step``, the spikes and the recordings
+    hold it).
+
+    After every run, and every ``check_every`` steps if given, the model's variables are
+    checked for NaN and inf. What was found is kept in ``sim.nonfinite``
+    (:class:`~spikeforge.runtime.run_control.NonFiniteState`, one per variable) and,
+    by ``on_nonfinite``, reported with a ``NonFiniteStateWarning`` (``"warn"``), raised
+    as ``NonFiniteStateError`` at the first check that sees it (``"raise"``), or not
+    checked at all (``"ignore"``).
     """
 
     def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
+                 on_nonfinite: str = "warn", check_every: int | None = None, progress: bool | None = None,
                  **backend_options):
+        if on_nonfinite not in ON_NONFINITE:
+            raise NetworkError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.check_every = _check_every(check_every)
+        self.progress = progress
+        #: Steps per backend call; None sizes chunks from the measured speed (see run_control).
+        self.chunk_steps: int | None = None
         self.network = network
         self.batch_size = int(network.batch_size)
         t0 = time.perf_counter()
@@ -68,7 +99,13 @@ class Simulation:
         self._pop_info = {p["name"]: p for p in self.spec.populations}
         self._var_chunks: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
         self._spike_inputs: dict[str, tuple] = {}
+        self._checked = [a for a in self.spec.arrays if a.dtype == "scalar" and a.role in CHECKED_ROLES]
+        self._owner_kind = {p["name"]: "population" for p in self.spec.populations}
+        self._owner_kind.update({q["name"]: "projection" for q in self.spec.projections})
         self.run_seconds = 0.0
+        #: Steps the latest run was asked for and steps it ran (fewer if Ctrl-C stopped it).
+        self.run_steps_requested = 0
+        self.run_steps_done = 0
         self.reset()
 
     # -- time ----------------------------------------------------------------------------
@@ -96,9 +133,15 @@ class Simulation:
         for pop, (start, end, times) in self._spike_inputs.items():
             self._push_spike_input(pop, start, end, times)
         self._var_chunks = [[] for _ in self.spec.recorded_vars]
+        #: Variables found holding NaN or inf since the last reset (see the class docstring).
+        self.nonfinite: list[NonFiniteState] = []
+        self._last_check_step: int | None = None
 
-    def run(self, duration: float | None = None, steps: int | None = None):
-        """Advance by ``duration`` ms or by ``steps`` steps; the loop runs in generated code."""
+    def run(self, duration: float | None = None, steps: int | None = None, *, check_every: int | None = None,
+            progress: bool | None = None):
+        """Advance by ``duration`` ms or by ``steps`` steps; the loop runs in generated code,
+        in chunks (see the class docstring). ``check_every`` and ``progress`` override the
+        simulation's settings for this run."""
         if (duration is None) == (steps is None):
             raise ValueError("give exactly one of duration (ms) or steps")
         if steps is None:
@@ -117,14 +160,69 @@ class Simulation:
             buffers.append(np.zeros(shape, dtype=self._scalar))
         if buffers:
             self.backend.set_var_recording(buffers, steps)
+        check_every = _check_every(check_every) if check_every is not None else self.check_every
+        if self.on_nonfinite == "ignore":
+            check_every = None
+        planner = ChunkPlanner(getattr(self.backend, "step_granularity", 1), self.chunk_steps)
+        bar = ProgressBar(steps, self.dt, self.network.name, self.progress if progress is None else progress)
+        log.info("running %d steps (%g ms) on %s", steps, steps * self.dt, self.backend.name)
         t0 = time.perf_counter()
-        self.backend.run(steps)
-        self.run_seconds = time.perf_counter() - t0
-        if buffers:
-            n = self.backend.var_recorded()
-            for chunks, buf in zip(self._var_chunks, buffers):
-                chunks.append(buf[:n])
+        done = 0
+        self.run_steps_requested, self.run_steps_done = steps, 0
+        try:
+            with DeferredInterrupt() as interrupt:
+                while done < steps and not interrupt.interrupted:
+                    n = planner.next(steps - done)
+                    if check_every:
+                        n = min(n, check_every - self.step % check_every)
+                    t_chunk = time.perf_counter()
+                    self.backend.run(n)
+                    planner.measured(n, time.perf_counter() - t_chunk)
+                    done += n
+                    bar.update(done)
+                    if check_every and self.step % check_every == 0 and done < steps:
+                        self._check_finite(check_every)
+        finally:
+            bar.close()
+            self.run_seconds = time.perf_counter() - t0
+            self.run_steps_done = done
+            if buffers:
+                n = self.backend.var_recorded()
+                for chunks, buf in zip(self._var_chunks, buffers):
+                    chunks.append(buf[:n])
+        if self.on_nonfinite != "ignore":
+            self._check_finite(check_every)
+        if interrupt.interrupted:
+            log.info("interrupted after %d of %d steps", done, steps)
+            raise KeyboardInterrupt(f"simulation interrupted at step {self.step} ({done} of {steps} steps run)")
         return self
+
+    # -- NaN and inf -----------------------------------------------------------------------
+    def _check_finite(self, check_every: int | None):
+        """Look for NaN/inf in the model's variables; record, then warn or raise."""
+        step = self.step
+        known = {(r.owner, r.var): r for r in self.nonfinite}
+        new = []
+        for a in self._checked:
+            count = nonfinite_count(self.backend.peek(a.name))
+            record = known.get((a.owner, a.var))
+            if record is not None:
+                record.count = count
+            elif count:
+                record = NonFiniteState(
+                    self._owner_kind.get(a.owner, "current source"), a.owner, a.var, count,
+                    int(np.prod(a.shape(self.batch_size))), step, step * self.dt, self._last_check_step,
+                    check_every)
+                self.nonfinite.append(record)
+                new.append(record)
+        self._last_check_step = step  # every variable not in self.nonfinite was finite here
+        if not new:
+            return
+        if self.on_nonfinite == "raise":
+            more = f" (and {len(new) - 1} more variables)" if len(new) > 1 else ""
+            raise NonFiniteStateError(new[0].message() + more)
+        for record in new:
+            warnings.warn(record.message(), NonFiniteStateWarning, stacklevel=3)
 
     @property
     def _scalar(self):
@@ -259,3 +357,11 @@ class Simulation:
 
     def close(self):
         self.backend.close()
+
+
+def _check_every(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise NetworkError(f"check_every must be a positive number of steps, got {value!r}")
+    return int(value)
