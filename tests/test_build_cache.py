@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spikeforge.errors import BuildError, CompilerNotFoundError
+from spikeforge.errors import BuildError, CacheError, CompilerNotFoundError
 from spikeforge.runtime import build as B
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +83,8 @@ def test_default_flags_are_strict_and_native_only_with_cpu_in_key(monkeypatch):
         assert B.cache_key(src, flags=portable, cxx=GXX) == portable_key
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncate", "missing_meta", "garbage_with_matching_meta"])
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "missing_meta", "garbage_with_matching_meta",
+                                    "another_keys_entry"])
 def test_corrupt_entry_is_detected_and_rebuilt(damage, caplog):
     src = fresh_source(7 * 6)
     first = B.build_shared_library(src)  # not loaded: dlopen would cache the handle by path
@@ -93,6 +95,10 @@ def test_corrupt_entry_is_detected_and_rebuilt(damage, caplog):
         so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])
     elif damage == "missing_meta":
         (so.parent / "meta.json").unlink()
+    elif damage == "another_keys_entry":  # a sound entry, copied to the wrong place
+        other = B.build_shared_library(fresh_source(7)).path.parent
+        shutil.rmtree(so.parent)
+        shutil.copytree(other, so.parent)
     else:  # a damaged .so the checksum cannot catch: only dlopen notices
         so.write_bytes(so.read_bytes()[:200])
         meta = json.loads((so.parent / "meta.json").read_text())
@@ -266,3 +272,152 @@ def test_compiler_probes_are_remembered_across_processes(cache):
             p.write_text(json.dumps(data))
     again = subprocess.run([sys.executable, "-c", code, GXX], capture_output=True, text=True, check=True).stdout
     assert again.startswith("remembered-identity")
+
+
+# --------------------------------------------------------------------------- unusable caches and held locks
+
+
+def test_a_cache_dir_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    from spikeforge.cli import main
+
+    afile = tmp_path / "not-a-dir"
+    afile.write_text("")
+    net = tmp_path / "net.yaml"
+    net.write_text("name: tiny\ndt: 0.1\npopulations:\n  a: {size: 10, model: lif}\n")
+    for path, why in ((afile, "it is a file, not a directory"),
+                      (afile / "sub", f"{afile} is a file, not a directory")):
+        monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(path))
+        with pytest.raises(CacheError, match=f"the compile cache {path} \\(SPIKEFORGE_CACHE_DIR\\) cannot be "
+                                             f"created: {why}; set SPIKEFORGE_CACHE_DIR"):
+            B.build_shared_library(fresh_source())
+        assert main(["run", str(net), "--duration", "1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("spikeforge: error: the compile cache") and len(err.splitlines()) == 1
+
+
+def _read_only_dirs_are_writable(tmp: Path) -> bool:
+    """True for root (CAP_DAC_OVERRIDE), which writes into read-only directories."""
+    tmp.mkdir()
+    tmp.chmod(0o555)
+    try:
+        (tmp / "probe").touch()
+        return True
+    except PermissionError:
+        return False
+    finally:
+        tmp.chmod(0o755)
+
+
+def test_a_read_only_cache_serves_its_entries_and_refuses_new_builds_clearly(cache, tmp_path):
+    if _read_only_dirs_are_writable(tmp_path / "probe-dir"):
+        pytest.skip("this user writes into read-only directories (root)")
+    src = fresh_source()
+    built = B.build_shared_library(src)
+    for d in (cache, *cache.iterdir()):
+        d.chmod(0o555)
+    try:
+        assert B.build_shared_library(src).from_cache  # published entries are read without writing
+        with pytest.raises(CacheError, match=f"the compile cache {cache} .* is not writable"):
+            B.build_shared_library(fresh_source(7))
+    finally:
+        for d in (cache, *cache.iterdir()):
+            d.chmod(0o755)
+    assert built.path.is_file()
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from spikeforge.runtime.build import _KeyLock
+with _KeyLock(Path(sys.argv[1]), "a test library"):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock(src: str, cache: Path, seconds: float) -> subprocess.Popen:
+    """A real process holding the build lock of ``src`` (through the real lock code)."""
+    key = B.cache_key(src)
+    lock = cache / key[:2] / f"{key}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), str(seconds)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert lock.read_text().split()[0] == str(holder.pid)  # the holder says who it is
+    return holder
+
+
+def test_a_stopped_builder_is_reported_then_the_wait_times_out(cache, monkeypatch, caplog):
+    src = fresh_source()
+    holder = hold_lock(src, cache, 600)
+    os.kill(holder.pid, signal.SIGSTOP)
+    try:
+        monkeypatch.setenv("SPIKEFORGE_LOCK_TIMEOUT", "2")
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="spikeforge.build"), \
+                pytest.raises(CacheError, match=f"gave up waiting for another build of test library after 2 s: the "
+                                                f"lock .* is held by pid {holder.pid} \\(stopped\\); resume it "
+                                                f"\\(kill -CONT {holder.pid}\\) or end it, or set "
+                                                "SPIKEFORGE_LOCK_TIMEOUT"):
+            B.build_shared_library(src, describe="test library")
+        assert 2 <= time.monotonic() - t0 < 5
+        notices = [r.getMessage() for r in caplog.records if "waiting for another build" in r.getMessage()]
+        assert len(notices) == 1
+        assert notices[0].startswith(f"waiting for another build of test library, lock held by pid {holder.pid} "
+                                     "(stopped) ...")
+    finally:
+        holder.kill()  # SIGKILL ends a stopped process too
+        holder.wait()
+    # the holder is dead: the kernel dropped its lock, the build goes ahead at once
+    t0 = time.monotonic()
+    res = B.build_shared_library(src)
+    assert not res.from_cache and B.load_library(res.path).answer() == 42
+    assert time.monotonic() - t0 < B.LOCK_NOTICE_SECONDS
+
+
+def test_a_running_builder_is_waited_for_beyond_the_timeout(cache, monkeypatch, caplog):
+    """The timeout counts only while the holder is stopped (or cannot be seen): a slow but
+    live build of the same code is waited for (and said so), and its result used."""
+    src = fresh_source()
+    holder = hold_lock(src, cache, 1.5)
+    monkeypatch.setenv("SPIKEFORGE_LOCK_TIMEOUT", "0.5")
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="spikeforge.build"):
+        res = B.build_shared_library(src, describe="test library")
+    assert time.monotonic() - t0 >= 1.0  # it did wait for the holder
+    assert f"waiting for another build of test library, lock held by pid {holder.pid} ..." in caplog.text
+    assert not res.from_cache and B.load_library(res.path).answer() == 42
+    holder.wait(timeout=10)
+
+
+def test_a_bad_lock_timeout_is_named(cache, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_LOCK_TIMEOUT", "soon")
+    src = fresh_source()
+    holder = hold_lock(src, cache, 600)
+    try:
+        with pytest.raises(CacheError, match="SPIKEFORGE_LOCK_TIMEOUT must be a number of seconds, got 'soon'"):
+            B.build_shared_library(src)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("content", ["[1]", '{"kind": "openmp", "value": "yes"}', '{"value": 3}', "{"])
+def test_damaged_compiler_probes_are_probed_again(cache, content):
+    assert B._probe_openmp(GXX) in (True, False)
+    B._supports_openmp.cache_clear()
+    B._supports_openmp(GXX)
+    probes = list((cache / "probes").glob("*.json"))
+    assert probes
+    for p in probes:
+        p.write_text(content)
+    B._supports_openmp.cache_clear()
+    B.compiler_identity.cache_clear()
+    try:
+        assert B._supports_openmp(GXX) is B._probe_openmp(GXX)
+        assert isinstance(B.compiler_identity(GXX), str)
+    finally:
+        B._supports_openmp.cache_clear()
+        B.compiler_identity.cache_clear()
+    assert all(json.loads(p.read_text())["kind"] in ("openmp", "identity") for p in probes)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spikeforge.errors import BuildError, CompilerNotFoundError
+from spikeforge.errors import BuildError, CacheError, CompilerNotFoundError
 
 try:  # POSIX only; without it builds still work, just without cross-process locking.
     import fcntl
@@ -128,9 +128,12 @@ def _remembered(kind: str, cxx: str, compute):
         return compute()
     ident = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{kind}|{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     file = cache_dir() / "probes" / f"{ident[:32]}.json"
-    try:
-        return json.loads(file.read_text())["value"]
-    except (OSError, ValueError, KeyError):
+    try:  # validated when read: a damaged or foreign file is probed again, never trusted
+        data = json.loads(file.read_text())
+        if isinstance(data, dict) and data.get("kind") == kind and \
+                isinstance(data.get("value"), str if kind == "identity" else bool):
+            return data["value"]
+    except (OSError, ValueError):
         pass
     value = compute()
     try:
@@ -221,7 +224,8 @@ def cpu_fingerprint() -> str:
 
 
 def cache_dir() -> Path:
-    """``$SPIKEFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/spikeforge``, else ``~/.cache/spikeforge``."""
+    """``$SPIKEFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/spikeforge``, else ``~/.cache/spikeforge``
+    (created if missing; CacheError if it cannot be)."""
     if os.environ.get("SPIKEFORGE_CACHE_DIR"):
         root = Path(os.environ["SPIKEFORGE_CACHE_DIR"])
     elif os.environ.get("XDG_CACHE_HOME"):
@@ -229,8 +233,27 @@ def cache_dir() -> Path:
     else:
         root = Path.home() / ".cache" / "spikeforge"
     root = root.expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(_cache_problem(root, "cannot be created", exc)) from None
     return root
+
+
+def _cache_problem(path: Path, what: str, exc: OSError) -> str:
+    """One line: which directory, why it cannot be used, and how to choose another."""
+    if isinstance(exc, FileExistsError) or (path.exists() and not path.is_dir()):
+        why = "it is a file, not a directory"
+    else:
+        blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+        why = exc.strerror or str(exc)
+        if blocker is not None and not blocker.is_dir():
+            why = f"{blocker} is a file, not a directory"
+        elif isinstance(exc, PermissionError) and blocker is not None:
+            why = f"{blocker} is not writable"
+    source = "SPIKEFORGE_CACHE_DIR" if os.environ.get("SPIKEFORGE_CACHE_DIR") else "the default location"
+    return (f"the compile cache {path} ({source}) {what}: {why}; set SPIKEFORGE_CACHE_DIR to a writable "
+            "directory")
 
 
 def _resolve(name: str, flags: Sequence[str] | None, cxx: str | None) -> tuple[str, list[str]]:
@@ -272,7 +295,8 @@ def _entry_ok(entry: Path, output: str, source_name: str = "source.cpp", warn: b
         return False
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        ok = (entry / source_name).is_file() and _sha256_file(entry / output) == meta["sha256"]
+        ok = (meta["key"] == entry.name and (entry / source_name).is_file()
+              and _sha256_file(entry / output) == meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok and warn:
@@ -300,19 +324,120 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-class _KeyLock:
-    """Exclusive flock on ``<parent>/<key>.lock`` (released on exit or process death)."""
+#: Seconds a build may wait for a lock whose holder is stopped or cannot be seen
+#: (``$SPIKEFORGE_LOCK_TIMEOUT``); a holder seen working is waited for 10 times as long.
+DEFAULT_LOCK_TIMEOUT = 120.0
+LOCK_NOTICE_SECONDS = 3.0  # a wait longer than this (or half the timeout) is reported
+_RUNNING_HOLDER_FACTOR = 10
 
-    def __init__(self, path: Path):
+
+def lock_timeout() -> float:
+    text = os.environ.get("SPIKEFORGE_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise CacheError(f"SPIKEFORGE_LOCK_TIMEOUT must be a number of seconds, got {text!r}")
+    return value
+
+
+@dataclass
+class _Holder:
+    """Who holds a build lock, as its lock file says (pid and host), and its state."""
+
+    pid: int | None
+    host: str
+    state: str  # "running", "stopped" or "unknown"
+
+    @classmethod
+    def read(cls, path: Path) -> _Holder:
+        try:
+            pid_text, host = (path.read_text().split() + ["", ""])[:2]
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return cls(None, "", "unknown")
+        if host != platform.node():
+            return cls(pid, host, "unknown")
+        try:  # field 3 of /proc/<pid>/stat, after the command name in parentheses
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return cls(pid, host, "unknown")
+        return cls(pid, host, "stopped" if state in "Tt" else "unknown" if state in "ZXx" else "running")
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "a process that did not say its pid"
+        if self.host != platform.node():
+            return f"pid {self.pid} on {self.host or 'another machine'}"
+        return f"pid {self.pid}" + {"stopped": " (stopped)", "running": ""}.get(self.state, "")
+
+
+class _KeyLock:
+    """Exclusive flock on ``<parent>/<key>.lock`` (released on exit or process death, so a
+    killed builder never leaves it held). The holder writes its pid and host into the file,
+    so a build that waits can say whom it waits for; see :func:`lock_timeout`."""
+
+    def __init__(self, path: Path, describe: str = "this code"):
         self.path = path
+        self.describe = describe
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CacheError(_cache_problem(self.path.parent, "is not writable", exc)) from None
         if fcntl is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                if not self._try():
+                    self._wait()
+            except BaseException:
+                os.close(self.fd)
+                raise
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()} {platform.node()}\n".encode(), 0)
         return self
 
+    def _try(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _wait(self):
+        timeout = lock_timeout()
+        notice_at = min(LOCK_NOTICE_SECONDS, timeout / 2)
+        start = last = time.monotonic()
+        stalled = 0.0  # seconds the holder was seen stopped, or could not be seen
+        noticed = False
+        pause = 0.01
+        while not self._try():
+            time.sleep(pause)
+            pause = min(0.2, pause * 2)
+            now = time.monotonic()
+            holder = _Holder.read(self.path)
+            if holder.state != "running":
+                stalled += now - last
+            last = now
+            if not noticed and now - start >= notice_at:
+                log.warning("waiting for another build of %s, lock held by %s ... (%s)", self.describe,
+                            holder.describe(), self.path)
+                noticed = True
+            if stalled >= timeout or now - start >= _RUNNING_HOLDER_FACTOR * timeout:
+                hint = f"; resume it (kill -CONT {holder.pid}) or end it" if holder.state == "stopped" else ""
+                raise CacheError(
+                    f"gave up waiting for another build of {self.describe} after {now - start:.0f} s: the lock "
+                    f"{self.path} is held by {holder.describe()}{hint}, or set SPIKEFORGE_LOCK_TIMEOUT (seconds) "
+                    "to wait longer")
+
     def __exit__(self, *exc):
+        try:
+            os.ftruncate(self.fd, 0)  # no stale pid for the next reader
+        except OSError:
+            pass
         os.close(self.fd)  # closing drops the flock
 
 
@@ -377,8 +502,11 @@ def build_artifact(
     if _entry_ok(entry, chain.output, chain.source_name):
         return BuildResult(out, key, True, time.perf_counter() - t0)
 
-    parent.mkdir(parents=True, exist_ok=True)
-    with _KeyLock(parent / f"{key}.lock"):
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(_cache_problem(root, "is not writable", exc)) from None
+    with _KeyLock(parent / f"{key}.lock", describe):
         # Someone may have published it while we waited for the lock.
         if _entry_ok(entry, chain.output, chain.source_name, warn=True):
             return BuildResult(out, key, True, time.perf_counter() - t0)
@@ -386,7 +514,10 @@ def build_artifact(
         for stale in parent.glob(f"{key}.tmp-*"):  # left by killed builds (they held the lock)
             shutil.rmtree(stale, ignore_errors=True)
 
-        tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=parent))
+        except OSError as exc:
+            raise CacheError(_cache_problem(root, "is not writable", exc)) from None
         compile_log.info("compiling %s ...", describe)
         try:
             _compile(tmp, source, chain, key, describe, line_comments, root)
