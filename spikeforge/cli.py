@@ -199,9 +199,14 @@ def cmd_run(args) -> int:
     save = args.save if args.save is not None else cfg.save
 
     quiet = bool(getattr(args, "quiet", False))
-    logging.getLogger("spikeforge.compiling").setLevel(logging.WARNING if quiet else logging.INFO)
-    sim = net.build(backend=backend, threads=args.threads, on_nonfinite="raise" if args.strict else "warn",
-                    check_every=args.check_finite_every, progress=False if quiet else (args.progress or None))
+    compiling = logging.getLogger("spikeforge.compiling")  # "compiling ..." on a cache miss
+    level = compiling.level
+    compiling.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        sim = net.build(backend=backend, threads=args.threads, on_nonfinite="raise" if args.strict else "warn",
+                        check_every=args.check_finite_every, progress=False if quiet else (args.progress or None))
+    finally:
+        compiling.setLevel(level)
     interrupted = False
     try:
         cfg.apply_inputs(sim)
