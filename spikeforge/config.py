@@ -1080,8 +1080,13 @@ class _Loader:
 
 def _refuse_non_finite(node, filename: str, where: str = "", line: int = 1) -> None:
     """No value anywhere in a file may be NaN or infinite (``.nan``, ``.inf``): none of
-    spikeforge's numbers means anything then."""
+    spikeforge's numbers means anything then. Every key is a name (a string)."""
     if isinstance(node, LineDict):
+        for k in node:
+            if not isinstance(k, str):
+                hint = " (YAML reads on/off/yes/no/true/false as booleans: quote the name)" * isinstance(k, bool)
+                raise ConfigError(f"{where or 'top level'}: keys must be names, got {_type_name(k)} {k!r}{hint}",
+                                  filename, node.key_lines.get(k, node.line))
         items = ((_at(where, k), v, node.value_lines.get(k, node.line)) for k, v in node.items())
     elif isinstance(node, LineList):
         items = ((f"{where}[{i}]", v, ln) for i, (v, ln) in enumerate(zip(node, node.item_lines, strict=True)))

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import LineDict, _Loader, _parse, _show
-from ..errors import ConfigError
+from ..errors import ConfigError, MemoryLimitError
 from . import datasets, schedules
 from .model import EpropConfig
 
@@ -121,6 +121,9 @@ class _TrainLoader(_Loader):
             raise
         except (TypeError, ValueError, ImportError, OSError) as exc:
             raise ConfigError(f"data ({kind}): {exc}", self.filename, line) from None
+        except (MemoryError, OverflowError) as exc:  # numpy refuses sizes beyond the machine before allocating
+            raise MemoryLimitError(f"{self.filename}:{line}: data ({kind}): the data set does not fit in memory "
+                                   f"({exc}); lower n_samples or the trial duration") from None
         return self.split(node, full, fraction, seed)
 
     def split(self, node: LineDict, full, fraction: float, seed: int):
