@@ -8,7 +8,8 @@ builds it (or loads it from the build cache), runs it and prints a summary::
     spikeforge run examples/cuba.yaml --save spikes.npz
 
 Errors spikeforge raises on purpose are printed as one line, ``spikeforge: error: ...``,
-with exit status 2 (``-v`` adds the traceback and info logging).
+with exit status 2 for a wrong command line or input file and 1 for a failure while doing
+valid work (``-v`` adds the traceback and info logging); see docs/cli.md.
 """
 
 from __future__ import annotations
@@ -19,14 +20,47 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import SpikeforgeError
+from .errors import ConfigError, ModelError, NetworkError, SpikeforgeError
 
 
 class CliError(SpikeforgeError):
     """A command-line mistake found after argument parsing (e.g. no duration anywhere)."""
+
+
+class OutputError(SpikeforgeError):
+    """A result could not be written (e.g. ``--save`` to a folder without write access)."""
+
+
+#: Exit statuses (docs/cli.md): 2 when the command line or an input file it names is wrong
+#: (nothing ran; it fails again until the input changes), 1 when valid work failed
+#: (compiler, backend, memory, I/O), 130 after Ctrl-C.
+USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
+#: The errors that are the user's input mistakes; every other SpikeforgeError is a runtime error.
+USAGE_ERRORS = (CliError, ConfigError, ModelError, NetworkError)
+#: ``schema_version`` of every ``--json`` output; raised when a key changes meaning or goes away.
+JSON_SCHEMA_VERSION = 1
+
+
+def exit_status(exc: SpikeforgeError) -> int:
+    """2 (usage error) for a wrong command line or input file, 1 (runtime error) otherwise."""
+    return USAGE_ERROR if isinstance(exc, USAGE_ERRORS) else RUNTIME_ERROR
+
+
+def _json_text(result) -> str:
+    """A ``--json`` output: ``schema_version`` first, then ``result``'s keys."""
+    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **result}, indent=2)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """spikeforge's warnings as ``spikeforge: warning: ...`` (one line); others as Python prints them."""
+    if category.__module__.startswith("spikeforge"):
+        print(f"spikeforge: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _positive_int(text: str) -> int:
@@ -83,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "then print a summary of the spikes.",
     )
     run.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
-    run.add_argument("--backend", help="backend to run on (default: the file's `backend`, else cpu)")
+    run.add_argument("--backend", choices=["cpu", "cuda", "cuda-emu"],
+                     help="backend to run on (default: the file's `backend`, else cpu)")
     run.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -175,10 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (main() may run several times in one process)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("spikeforge")
     if not any(getattr(h, "_spikeforge_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("spikeforge: %(message)s"))
         handler._spikeforge_cli = True
         logger.addHandler(handler)
@@ -192,6 +239,13 @@ def cmd_run(args) -> int:
     duration = args.duration if args.duration is not None else cfg.duration
     if duration is None:
         raise CliError(f"{args.file}: no duration: set `duration:` (ms) in the file or pass --duration")
+    if args.duration is not None:  # the file's duration was checked by the loader
+        from .network import steps_for_duration
+
+        try:
+            steps_for_duration(duration, net.dt)
+        except SpikeforgeError as exc:
+            raise CliError(f"--duration: {exc}") from None
     if not any(p.record_spikes for p in net.populations.values()) and not net.recorded_vars:
         # Nothing recorded at all: record the spikes of every spiking population.
         net.record_spikes(*(p.name for p in net.populations.values() if p.model.spiking))
@@ -228,7 +282,7 @@ def cmd_run(args) -> int:
             try:
                 saved = str(sim.save(save))
             except OSError as exc:
-                raise CliError(f"cannot save recordings to {str(save)!r}: {exc}") from None
+                raise OutputError(f"cannot save recordings to {str(save)!r}: {exc}") from None
         result = {
             "network": net.name,
             "file": str(args.file),
@@ -256,7 +310,7 @@ def cmd_run(args) -> int:
 
     status = 130 if interrupted else 0  # 128 + SIGINT, as a shell reports Ctrl-C
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(_json_text(result))
         return status
     n_neurons = sum(result["neurons"].values())
     print(
@@ -386,9 +440,9 @@ def cmd_build(args) -> int:
         if occupancy:
             summary["occupancy"] = [{**row, "occupancy": {str(b): round(o, 3) for b, o in row["occupancy"].items()}}
                                     for row in occupancy]
-    _write(out / "build.json", json.dumps(summary, indent=2))
+    _write(out / "build.json", _json_text(summary))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(_json_text(summary))
     else:
         print(f"{net.name}: {len(spec.kernels)} kernels for backend {args.backend} written to {out}")
         for f in files:
@@ -415,7 +469,7 @@ def cmd_show_code(args) -> int:
                            f"{', '.join(k['name'] for k in net.kernels(args.backend))})")
     if args.list:
         if args.json:
-            print(json.dumps(kernels, indent=2))
+            print(_json_text({"network": net.name, "backend": args.backend, "kernels": kernels}))
             return 0
         for k in kernels:
             shape = ""
@@ -538,7 +592,7 @@ def cmd_train(args) -> int:
     if job.config.loss == "mse":
         result.update(_regression_nmse(trainer, job))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(_json_text(result))
         return 0
     print(f"{job.name}: {trainer.epoch} epochs in {seconds:.1f} s "
           f"({result['samples_per_second'] or 0:.0f} samples/s in the last)")
@@ -559,12 +613,19 @@ def main(argv=None) -> int:
     verbose = bool(getattr(args, "verbose", False))
     _setup_logging(verbose)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return args.func(args)
     except SpikeforgeError as exc:
         if verbose:
             traceback.print_exc()
         print(f"spikeforge: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
+    except MemoryError:
+        if verbose:
+            traceback.print_exc()
+        print("spikeforge: error: out of memory", file=sys.stderr)
+        return RUNTIME_ERROR
     except KeyboardInterrupt:
         print("spikeforge: interrupted", file=sys.stderr)
         return 130

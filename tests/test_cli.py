@@ -166,11 +166,15 @@ def test_usage_errors(capsys, tmp_path):
     assert capsys.readouterr().out.strip() == f"spikeforge {__version__}"
 
 
-@needs_cxx
-def test_unknown_backend(capsys):
+def test_unknown_backend_is_a_usage_error(capsys, tmp_path):
     assert main(["run", CUBA, "--duration", "1", "--backend", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("spikeforge: error: ") and "tpu" in err and "Traceback" not in err
+    assert "invalid choice: 'tpu'" in err and "Traceback" not in err
+    path = tmp_path / "tpu.yaml"
+    path.write_text("duration: 1\nbackend: tpu\npopulations: {a: {size: 1, model: lif}}\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spikeforge: error: {path}:2: backend: unknown backend 'tpu'") and err.count("\n") == 1
 
 
 @needs_cxx
@@ -190,3 +194,46 @@ def test_console_script_in_a_subprocess(tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(
         f"spikeforge: error: {bad}:2: invalid YAML"
     )
+
+
+# -- exit statuses: 2 for a wrong command line or input file, 1 for failed work (docs/cli.md) --
+
+
+SMALL = "duration: 1.0\npopulations: {a: {size: 2, model: poisson, init: {rate: 100.0}, record: [spikes]}}\n"
+
+
+@pytest.mark.parametrize("argv_of, text", [
+    (lambda p: ["run", p, "--duration", "0.05"], SMALL),  # not a multiple of dt
+    (lambda p: ["run", p, "--threads", "0"], SMALL),  # argparse
+    (lambda p: ["run", p + ".missing"], SMALL),
+    (lambda p: ["build", p, "--out", p + ".out"], "populations: {a: {size: 2, model: lif, params: {tau_m: -1}}}\n"),
+    (lambda p: ["show-code", p], "populations: {a: {size: 2, model: nope}}\n"),
+    (lambda p: ["train", p], "data: {kind: digits}\nnetwork: {hidden: {model: lif, size: 0}}\n"),
+])
+def test_usage_errors_exit_2(capsys, tmp_path, argv_of, text):
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    assert main(argv_of(str(path))) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_runtime_errors_exit_1(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "f.yaml"
+    path.write_text(SMALL)
+    monkeypatch.setenv("CXX", "no-such-compiler-spikeforge")  # a valid file, but nothing can compile it
+    for argv in (["run", str(path)], ["build", str(path), "--out", str(tmp_path / "out")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("spikeforge: error: ") and "no-such-compiler-spikeforge" in err
+        assert err.count("\n") == 1
+
+
+@needs_cxx
+def test_an_output_that_cannot_be_written_exits_1(capsys, tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text(SMALL)
+    (tmp_path / "a_file").write_text("")
+    assert main(["run", str(path), "--threads", "1", "--save", str(tmp_path / "a_file" / "out.npz")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("spikeforge: error: cannot save recordings to ") and "Traceback" not in err

@@ -35,7 +35,7 @@ def test_show_code_for_the_cuda_backends(backend, capsys):
 
 def test_listed_kernels_match_the_built_ones(capsys):
     assert main(["show-code", CUBA, "--list", "--json", "--backend", "cuda"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    listed = json.loads(capsys.readouterr().out)["kernels"]
     net, _ = load_file(CUBA)
     sim = net.build()
     assert [k["name"] for k in listed] == [k.name for k in sim.spec.kernels]
