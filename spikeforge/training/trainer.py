@@ -271,6 +271,11 @@ class Trainer:
     def _fit(self, train, epochs, validation, callbacks, progress, checkpoint, resume) -> list[dict]:
         """Train for ``epochs`` epochs (in total, counting those of a resumed checkpoint).
 
+        ``train`` and ``validation``: :class:`~.datasets.SpikeDataset` objects or plain lists
+        of ``(x, y)`` pairs (see :meth:`_dataset`). The checkpoint path is checked for
+        writing before the first epoch; training that diverges (a non-finite loss or weight)
+        raises :class:`TrainingDiverged`.
+
         After every epoch: validation metrics, ``callback(trainer, epoch, logs)`` for each
         callback (return ``False`` to stop), and the checkpoint if ``checkpoint`` is set.
         ``resume=True`` continues from ``checkpoint`` if it exists.
