@@ -7,9 +7,9 @@ and refuses values that would run but give wrong numbers.
 **Which parameters are time constants.** A constant ``p`` (parameter or derived
 parameter) is a time constant of a model when
 
-* some ODE ``dx/dt = f`` has ``-c/p`` (``c`` a number) among the terms of its rate
-  ``df/dx``: ``x`` relaxes on the time scale ``p`` (``dv/dt = (v_rest - v)/tau_m``,
-  ``dx/dt = -x/(2*tau)``), or
+* some ODE ``dx/dt = f`` has ``c/p`` (``c`` a number, usually -1) among the terms of
+  its rate ``df/dx``: ``x`` relaxes (or grows) on the time scale ``p``
+  (``dv/dt = (v_rest - v)/tau_m``, ``dx/dt = -x/(2*tau)``); by dimensions ``p`` is a time, or
 * a derived parameter contains ``c*dt/p`` (``exp(-dt/tau_m)``, ``dt/tau``): ``p`` is
   compared with the time step.
 
