@@ -83,11 +83,19 @@ def test_builtin_alif_has_the_same_structure_with_a_unit_jump():
 
 
 def test_triangular_surrogate_is_bellecs():
-    d = derive(LIF)
+    d = derive(LIF_SUBTRACTIVE)
     g, v_th = symbol("_g"), symbol("v_th")
     expected = sympy.Float(0.3) * sympy.Max(0, 1 - sympy.Abs(g) / v_th) / v_th
     assert sympy.simplify(d.psi - expected) == 0
     assert d.g == symbol("v") - v_th
+
+
+def test_surrogate_scale_of_a_model_with_a_reset_value_is_the_reset_to_threshold_distance():
+    """The built-in lif (v_th = -50 mV, v_reset = -65 mV): scale v_th - v_reset = 15 mV, not v_th."""
+    d = derive(LIF)
+    g, scale = symbol("_g"), symbol("v_th") - symbol("v_reset")
+    assert d.scale == scale
+    assert sympy.simplify(d.psi - sympy.Float(0.3) * sympy.Max(0, 1 - sympy.Abs(g) / scale) / scale) == 0
 
 
 def test_user_defined_leak_needs_no_hand_written_trace():

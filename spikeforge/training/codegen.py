@@ -26,7 +26,7 @@ from ..codegen.generate import _emit_odes, _emit_statements, _KernelWriter
 from ..codegen.ir import Line
 from ..codegen.render import environment, philox_header
 from ..models.expressions import symbol
-from .model import EpropConfig, check_per_neuron_params
+from .model import EpropConfig, check_per_neuron_params, check_surrogate_scale
 
 
 def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[str, str, tuple]]:
@@ -109,6 +109,7 @@ def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKer
     by the ``cuda`` and ``cuda-emu`` runtimes)."""
     m = cfg.hidden_model
     deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
+    check_surrogate_scale(cfg, deriv)
     w = _KernelWriter(SimpleNamespace(precision=cfg.precision))
     w.add_params(cfg.params, "", m.name)
     w.add_derived(m, {}, "")

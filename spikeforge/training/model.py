@@ -75,14 +75,14 @@ class EpropConfig:
         from ..models.parameters import check_parameter_values  # time constants > 0, finite derived values
 
         check_parameter_values(self.hidden_model, {**self.params, **self.per_neuron_params}, self.dt, "hidden layer")
-        if self.hidden_model.refractory is not None:
-            steps = 0.0
-            if "t_ref" in self.params:
-                steps = self.params["t_ref"]
-            if "t_ref" in self.per_neuron_params:
-                steps = float(self.per_neuron_params["t_ref"].max())
-            if steps > 0:
-                raise NetworkError("e-prop training does not support refractory periods yet: set t_ref to 0")
+        m = self.hidden_model
+        if m.refractory is not None:
+            # the training kernels have no refractory state: only a period of 0 trains the model as it simulates
+            period = hidden_values(self, m.refractory)
+            if not np.all(np.isfinite(period)) or np.any(period != 0):
+                shown = float(np.nanmax(np.abs(period))) if np.any(np.isfinite(period)) else float("nan")
+                raise NetworkError(f"hidden layer ({m.name}): e-prop training does not model refractoriness, but "
+                                   f"the refractory period '{m.refractory_source}' is {shown:g} ms; set it to 0")
         if self.per_neuron_params:
             check_per_neuron_params(self)
         if self.precision not in ("float", "double"):
@@ -118,6 +118,41 @@ class EpropConfig:
     @property
     def kappa(self) -> float:
         return math.exp(-self.dt / self.tau_out)
+
+
+def hidden_values(cfg: EpropConfig, expr) -> np.ndarray:
+    """The value of ``expr`` (of the hidden model's parameters, derived parameters and ``dt``)
+    for each distinct combination of per-neuron values it uses (one value if it uses none);
+    NaN where it cannot be evaluated to a number."""
+    import sympy
+
+    from ..models.expressions import symbol
+
+    m = cfg.hidden_model
+    env = {symbol(k): sympy.Float(v) for k, v in cfg.params.items()}
+    env[symbol("dt")] = sympy.Float(cfg.dt)
+    per_neuron = sorted({x.name for x in sympy.sympify(expr).free_symbols} & set(cfg.per_neuron_params))
+    rows = np.unique(np.stack([cfg.per_neuron_params[p] for p in per_neuron], axis=1), axis=0) if per_neuron \
+        else np.zeros((1, 0))
+    out = []
+    for row in rows:
+        local = dict(env) | {symbol(p): sympy.Float(v) for p, v in zip(per_neuron, row)}
+        for name, e in m.derived.items():
+            local[symbol(name)] = sympy.sympify(e).xreplace(local)
+        value = sympy.sympify(expr).xreplace(local).evalf()
+        out.append(float(value) if value.is_number and value.is_real else float("nan"))
+    return np.array(out)
+
+
+def check_surrogate_scale(cfg: EpropConfig, deriv) -> None:
+    """The surrogate's width must be a positive number for every hidden neuron: a negative one
+    (the default ``v_th - v_reset`` of a model whose reset lies above its threshold) flips the
+    sign of every gradient through the hidden layer."""
+    scale = hidden_values(cfg, deriv.scale)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        shown = float(np.nanmin(scale)) if np.any(np.isfinite(scale)) else float("nan")
+        raise NetworkError(f"hidden layer ({cfg.hidden_model.name}): the surrogate's scale "
+                           f"'{deriv.scale}' must be positive, got {shown:g}")
 
 
 def check_per_neuron_params(cfg: EpropConfig, deriv=None):
