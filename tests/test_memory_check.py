@@ -203,3 +203,27 @@ def test_a_training_batch_that_does_not_fit_is_refused(monkeypatch):
     monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")  # not even the weights
     with pytest.raises(MemoryLimitError, match=r"e-prop network '.*': initial weights \(float64\) needs"):
         EpropRuntime(cfg, threads=1)
+
+
+def test_a_cgroup_memory_limit_lowers_what_is_available(tmp_path):
+    """cgroup v2 and v1 layouts as the kernel writes them (the process's own cgroup, or
+    the root of a container's namespace)."""
+    v2 = tmp_path / "v2"
+    (v2 / "job").mkdir(parents=True)
+    (v2 / "job" / "memory.max").write_text(f"{8 * 2**30}\n")
+    (v2 / "job" / "memory.current").write_text(f"{3 * 2**30}\n")
+    (v2 / "job" / "memory.stat").write_text(f"anon 1\ninactive_file {2**30}\nactive_file 5\n")
+    (tmp_path / "cg2").write_text("0::/job\n")
+    assert memory._cgroup_available(tmp_path / "cg2", v2) == 6 * 2**30  # 8 - 3 + 1 reclaimable
+    (v2 / "job" / "memory.max").write_text("max\n")
+    assert memory._cgroup_available(tmp_path / "cg2", v2) is None
+
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)  # the container sees its cgroup as the root
+    (v1 / "memory.limit_in_bytes").write_text(f"{4 * 2**30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.stat").write_text("cache 7\ntotal_inactive_file 0\n")
+    (tmp_path / "cg1").write_text("5:cpu,cpuacct:/x\n4:memory:/process_api/abc\n0::/\n")
+    assert memory._cgroup_available(tmp_path / "cg1", tmp_path / "v1") == 3 * 2**30
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert memory._cgroup_available(tmp_path / "cg1", tmp_path / "v1") is None

@@ -110,10 +110,12 @@ def _inactive_file(stat: Path, key: str) -> int:
     return 0
 
 
-def _cgroup_available() -> int | None:
-    """Bytes the process's cgroup still allows (limit - usage + inactive page cache)."""
+def _cgroup_available(cgroup_file: Path = Path("/proc/self/cgroup"),
+                      mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes the process's cgroup still allows (limit - usage + inactive page cache), from
+    cgroup v2 (``memory.max``) or v1 (``memory/memory.limit_in_bytes``); None without a limit."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = cgroup_file.read_text().splitlines()
     except OSError:
         return None
     best = None
@@ -122,10 +124,10 @@ def _cgroup_available() -> int | None:
         rel = path.lstrip("/")
         if controllers == "":  # cgroup v2
             files = ("memory.max", "memory.current", "memory.stat", "inactive_file")
-            dirs = [Path("/sys/fs/cgroup") / rel, Path("/sys/fs/cgroup")]
+            dirs = [mount / rel, mount]
         elif "memory" in controllers.split(","):  # cgroup v1
             files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")
-            dirs = [Path("/sys/fs/cgroup/memory") / rel, Path("/sys/fs/cgroup/memory")]
+            dirs = [mount / "memory" / rel, mount / "memory"]
         else:
             continue
         for d in dirs:  # inside a container the cgroup's own directory is often the root
