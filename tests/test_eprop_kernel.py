@@ -271,6 +271,7 @@ def _izhikevich_straight_through_loss(X, targets, mask, w, frozen, gamma=0.3, dt
     return E, (zs, gs)
 
 
+@pytest.mark.slow
 def test_izhikevich_gradient_equals_finite_differences_on_cpu_and_cuda_emu():
     """A nonlinear model with both kinds of reset (v = c detached: 1 - z; u += d through the
     spike), every eligibility component per synapse: the generated kernels' input-weight gradient
@@ -333,6 +334,7 @@ def test_a_surrogate_scale_that_is_not_positive_is_refused():
         generate_training_kernel(EpropConfig(3, 3, 2, m.LIF, dict(v_reset=-45.0)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found")
 @pytest.mark.parametrize("precision", ["float", "double"])
 def test_reset_to_a_constant_kernels_compile_with_nvcc(precision):
