@@ -66,6 +66,15 @@ class _KernelWriter:
             rename[symbol(name)] = symbol(c)
         self.hoister.invariant = {symbol(n) for n in self.constant_names}
 
+    def is_constant(self, e: sympy.Basic) -> bool:
+        """Whether ``e`` is the same for every element and step (parameters, dt, constants)."""
+        return not e.atoms(rand_uniform, rand_normal) and e.free_symbols <= self.hoister.invariant
+
+    def add_constant(self, name: str, e: sympy.Basic, comment: str):
+        self.constants.append(Line(f"const scalar {name} = {self.printer().doprint(e)};", comment))
+        self.constant_names.add(name)
+        self.hoister.invariant = {symbol(n) for n in self.constant_names}
+
     # -- printing ----------------------------------------------------------------------
     def printer(self, random_owner: int | None = None) -> CPrinter:
         owner = random_owner if random_owner is not None else self.random_owner
@@ -103,20 +112,52 @@ def _emit_odes(w: _KernelWriter, odes: list[ODE], rename: dict, model_name: str,
     if not odes:
         return "none"
     integ = integrate(odes, model_name, method)
-    renamed_new = {}
-    for tmp, e in integ.assignments:
-        ctmp = _temp_name(tmp, rename)
-        lines.append(Line(f"const scalar {ctmp} = {w.expr(e.xreplace({**rename, **renamed_new}))};",
-                          ""))
-        renamed_new[symbol(tmp)] = symbol(ctmp)
+
+    def emit(integration, suffix=""):
+        """Lines (or constants) for the temporaries; returns their C names."""
+        names = {}
+        for tmp, e in integration.assignments:
+            ctmp = _temp_name(tmp, rename) + suffix
+            e = e.xreplace({**rename, **names})
+            if w.is_constant(e):  # e.g. the exact integrator's propagator: computed once, before the loop
+                w.add_constant(ctmp, e, integration.notes.get(tmp, ""))
+            else:
+                lines.append(Line(f"const scalar {ctmp} = {w.expr(e)};", integration.notes.get(tmp, "")))
+            names[symbol(tmp)] = symbol(ctmp)
+        return names
+
+    renamed_new = emit(integ)
+    held = _held_updates(odes, integ, model_name) if hold_if_refractory else None
+    if held is not None:
+        lines.append(Line("", "while refractory, the held variables stand still: the others follow their "
+                              "own equations with those values"))
+        held_names = emit(held, "_held")
     for o in odes:
         var = rename.get(symbol(o.var), symbol(o.var)).name
         tmp = renamed_new[symbol(integ.new[o.var])].name
         if hold_if_refractory and o.unless_refractory:
             lines.append(Line(f"{var} = _refractory ? {var} : {tmp};", f"{o.source}  [{integ.method}]"))
+        elif held is not None and o.var in held.new:
+            held_tmp = held_names[symbol(held.new[o.var])].name
+            lines.append(Line(f"{var} = _refractory ? {held_tmp} : {tmp};", f"{o.source}  [{integ.method}]"))
         else:
             lines.append(Line(f"{var} = {tmp};", f"{o.source}  [{integ.method}]"))
     return integ.method
+
+
+def _held_updates(odes: list[ODE], integ, model_name: str):
+    """The update of the variables not flagged ``(unless refractory)`` while the flagged ones are held,
+    where it differs from their update in the whole system (an integrator that couples them, such as
+    the exact one of a pair, moves them along with the held ones); None where it does not differ."""
+    flagged = [o for o in odes if o.unless_refractory]
+    free = [o for o in odes if not o.unless_refractory]
+    if not flagged or not free:
+        return None
+    held = integrate(free, model_name, integ.method)  # the flagged variables are constants here
+    whole, alone = integ.update_map(), held.update_map()
+    if all(whole[o.var] == alone[o.var] for o in free):
+        return None
+    return held
 
 
 def _temp_name(tmp: str, rename: dict) -> str:
@@ -126,6 +167,10 @@ def _temp_name(tmp: str, rename: dict) -> str:
             return f"_{new.name}_new"
         if tmp.endswith(f"_{old.name}") and tmp.startswith("_k"):
             return tmp[: -len(old.name)] + new.name
+    # temporaries of the exact integrator, _<first variable>_<quantity>, e.g. _v_k12
+    for old, new in rename.items():
+        if tmp.startswith(f"_{old.name}_"):
+            return f"_{new.name}_{tmp[len(old.name) + 2:]}"
     return tmp
 
 

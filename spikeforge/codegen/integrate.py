@@ -4,9 +4,19 @@ Methods, tried in this order unless the model forces one (as Brian2 does):
 
 ``exact``
     for linear systems with constant coefficients ``x' = A x + b`` (inputs such as
-    ``i_syn`` are held constant over the step). A diagonal system gets the closed form
-    ``x + (x + b/a) * expm1(a dt)``; a coupled one gets the matrix exponential of the
-    augmented matrix ``[[A, b], [0, 0]] * dt``.
+    ``i_syn`` are held constant over the step). The variables split into groups that do
+    not influence each other. A single variable gets the closed form
+    ``x + (x + b/a) * expm1(a dt)``. A coupled pair gets ``x + K (A x + b)`` with
+    ``K = (exp(A dt) - I) A^-1``, where ``exp(A dt)`` is written in real arithmetic for
+    either sign of the discriminant of ``A``: with eigenvalues ``mu +- sqrt(q)``, hyperbolic
+    functions of ``sqrt(q) dt`` when ``q > 0`` (real eigenvalues), trigonometric functions of
+    ``sqrt(-q) dt`` when ``q < 0`` (complex ones: damped oscillation, as in an adaptation
+    current coupled to the membrane), the limit when ``q = 0``. ``q`` is a function of the
+    parameters, so the choice is made in the generated code (once per step, among the
+    loop-invariant constants). A coupled group of three gets sympy's matrix exponential of
+    the augmented matrix ``[[A, b], [0, 0]] * dt`` when that is real for all parameter
+    values; where it may be complex, ``exact`` does not apply and the next method is used
+    (the log says so).
 ``exponential_euler``
     every variable's derivative is linear in that variable (``x' = A(y) x + B(y)``).
 ``euler``
@@ -45,6 +55,7 @@ class Integration:
     assignments: list[tuple[str, sympy.Expr]] = field(default_factory=list)
     new: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # temporary -> comment for the generated line
 
     def update_map(self) -> dict[str, sympy.Expr]:
         """New value of each variable as one expression of the old values (temporaries
@@ -77,16 +88,81 @@ def _closed_form(x, a, b):
     return x + (x + sympy.cancel(b / a)) * expm1(a * _DT)
 
 
-def _exact(odes, states):
-    parts = _linear_parts(odes, states)
-    if parts is None:
+def _coupled_groups(A: sympy.Matrix) -> list[list[int]]:
+    """Indices of the variables in groups that do not influence each other (connected through
+    non-zero off-diagonal entries of ``A``), each sorted, in order of their first variable."""
+    n = A.shape[0]
+    group = list(range(n))
+
+    def root(i):
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(n):
+        for j in range(n):
+            if i != j and A[i, j] != 0:
+                group[root(i)] = root(j)
+    out: dict[int, list[int]] = {}
+    for i in range(n):
+        out.setdefault(root(i), []).append(i)
+    return sorted(out.values())
+
+
+def _may_be_complex(e: sympy.Expr) -> bool:
+    """Whether ``e`` may be complex (or undefined) for real parameter values: it contains ``I``,
+    or a root (a power with a non-integer exponent) of something not known to be non-negative."""
+    if e.has(sympy.I, sympy.nan, sympy.zoo, sympy.oo):
+        return True
+    return any(not p.exp.is_integer and not p.base.is_nonnegative for p in e.atoms(sympy.Pow))
+
+
+def _pair(A, rhs, states, assignments, notes):
+    """New values of a coupled pair ``x' = A x + b = rhs``: ``x + K rhs``, ``K = (exp(A dt) - I) A^-1``,
+    in real arithmetic whatever the sign of the discriminant. None if ``A`` is singular for all
+    parameter values (the caller then tries the matrix exponential)."""
+    det = sympy.simplify(A.det())
+    if det == 0:
         return None
-    A, b = parts
+    (a11, a12), (a21, a22) = A.tolist()
+    x0 = states[0].name
+    mu = (a11 + a22) / 2
+    half_diff = (a11 - a22) / 2
+    h = _DT
+    t = {k: symbol(f"_{x0}_{k}") for k in ("q", "em1", "s", "cm1", "pd", "ps", "k11", "k12", "k21", "k22")}
+    q = t["q"]
+    real, imag = sympy.sqrt(q), sympy.sqrt(-q)
+    names = f"({', '.join(x.name for x in states)})"
+    # exp(A h) - I = pd I + ps (A - mu I) with pd = e^(mu h) cosh(sqrt(q) h) - 1 and
+    # ps = e^(mu h) sinh(sqrt(q) h) / sqrt(q), written without cancellation; their forms for q < 0 are
+    # cos and sin of sqrt(-q) h, and the limit for q = 0 (a double eigenvalue) is cm1 = 0, s = h
+    defs = [
+        ("q", half_diff**2 + a12 * a21, f"exact {names}: the eigenvalues of A are mu +- sqrt(q); "
+                                        "complex for q < 0"),
+        ("em1", expm1(mu * h), "expm1(mu dt), mu the mean of the eigenvalues"),
+        ("s", sympy.Piecewise((sympy.sinh(real * h) / real, q > 0), (sympy.sin(imag * h) / imag, q < 0), (h, True)),
+         "sinh(sqrt(q) dt) / sqrt(q); sin(sqrt(-q) dt) / sqrt(-q) for q < 0"),
+        ("cm1", sympy.Piecewise((2 * sympy.sinh(real * h / 2) ** 2, q >= 0), (-2 * sympy.sin(imag * h / 2) ** 2, True)),
+         "cosh(sqrt(q) dt) - 1; cos(sqrt(-q) dt) - 1 for q < 0"),
+        ("pd", t["em1"] + t["cm1"] + t["em1"] * t["cm1"], "exp(A dt) - I = pd I + ps (A - mu I)"),
+        ("ps", (1 + t["em1"]) * t["s"], ""),
+    ]
+    # K = (exp(A h) - I) adj(A) / det(A)
+    P = sympy.Matrix([[t["pd"] + t["ps"] * half_diff, t["ps"] * a12], [t["ps"] * a21, t["pd"] - t["ps"] * half_diff]])
+    K = P * sympy.Matrix([[a22, -a12], [-a21, a11]]) / det
+    for (i, j), key in zip(((0, 0), (0, 1), (1, 0), (1, 1)), ("k11", "k12", "k21", "k22")):
+        defs.append((key, K[i, j], "K = (exp(A dt) - I) A^-1" if key == "k11" else ""))
+    for key, expr, note in defs:
+        assignments.append((t[key].name, expr))
+        if note:
+            notes[t[key].name] = note
+    return [states[i] + t[f"k{i + 1}1"] * rhs[0] + t[f"k{i + 1}2"] * rhs[1] for i in range(2)]
+
+
+def _matrix_exponential(A, b, states):
+    """New values from sympy's exponential of the augmented matrix; None where sympy cannot
+    exponentiate it or the result may be complex for some parameter values."""
     n = len(states)
-    if A.is_diagonal():
-        return [_closed_form(states[i], A[i, i], b[i]) for i in range(n)]
-    if n > 3:
-        return None
     aug = sympy.zeros(n + 1, n + 1)
     aug[:n, :n] = A * _DT
     aug[:n, n] = b * _DT
@@ -94,11 +170,44 @@ def _exact(odes, states):
         E = sympy.simplify(aug.exp())
     except Exception:  # sympy cannot always exponentiate symbolic matrices
         return None
-    if E.has(sympy.I) or E.has(sympy.nan) or E.has(sympy.zoo):
-        return None
     x = sympy.Matrix([*states, 1])
     new = E * x
-    return [new[i] for i in range(n)]
+    new = [new[i] for i in range(n)]
+    if any(_may_be_complex(e) for e in new):
+        return None
+    return new
+
+
+def _exact(odes, states, assignments, notes, why: list[str]):
+    parts = _linear_parts(odes, states)
+    if parts is None:
+        why.append("not linear with constant coefficients")
+        return None
+    A, b = parts
+    n = len(states)
+    new: list = [None] * n
+    for group in _coupled_groups(A):
+        if len(group) == 1:
+            i = group[0]
+            new[i] = _closed_form(states[i], A[i, i], b[i])
+            continue
+        if len(group) > 3:
+            why.append(f"more than 3 coupled variables ({', '.join(states[i].name for i in group)})")
+            return None
+        sub_A = A.extract(group, group)
+        sub_b = b.extract(group, [0])
+        sub_states = [states[i] for i in group]
+        sub_rhs = [odes[i].rhs for i in group]  # = sub_A x + sub_b, as written
+        values = _pair(sub_A, sub_rhs, sub_states, assignments, notes) if len(group) == 2 else None
+        if values is None:
+            values = _matrix_exponential(sub_A, sub_b, sub_states)
+        if values is None:
+            why.append(f"the matrix exponential of {', '.join(x.name for x in sub_states)} may be complex "
+                       "for some parameter values")
+            return None
+        for i, value in zip(group, values):
+            new[i] = value
+    return new
 
 
 def _exponential_euler(odes, states):
@@ -145,12 +254,14 @@ def integrate(odes: list[ODE], model: str, method: str | None = None) -> Integra
         return Integration(method or "none")
     states = [symbol(o.var) for o in odes]
     candidates = [method] if method else ["exact", "exponential_euler", "euler"]
+    why_not_exact: list[str] = []
     for m in candidates:
         if m not in METHODS:
             raise ModelError(f"unknown integrator {m!r} (choose from {', '.join(METHODS)})", model, "integrator")
         assignments: list[tuple[str, sympy.Expr]] = []
+        notes: dict[str, str] = {}
         if m == "exact":
-            new = _exact(odes, states)
+            new = _exact(odes, states, assignments, notes, why_not_exact)
         elif m == "exponential_euler":
             new = _exponential_euler(odes, states)
         elif m == "euler":
@@ -161,16 +272,22 @@ def integrate(odes: list[ODE], model: str, method: str | None = None) -> Integra
             if method:
                 raise ModelError(
                     f"the '{m}' integrator does not apply to these equations "
-                    f"({'not linear with constant coefficients' if m == 'exact' else 'not linear in each variable'})",
+                    f"({why_not_exact[0] if m == 'exact' else 'not linear in each variable'})",
                     model,
                     "integrator",
                 )
             continue
-        result = Integration(m, assignments, sources=[o.source for o in odes])
+        linear_but_not_exact = bool(why_not_exact) and why_not_exact[0] != "not linear with constant coefficients"
+        if m != "exact" and linear_but_not_exact:
+            log.warning("model '%s': the equations are linear but exact integration does not apply (%s); "
+                        "using the '%s' method", model, why_not_exact[0], m)
+        result = Integration(m, assignments, sources=[o.source for o in odes], notes=notes)
         for o, expr in zip(odes, new):
             tmp = f"_{o.var}_new"
             result.assignments.append((tmp, expr))
             result.new[o.var] = tmp
+        if m != "exact" and linear_but_not_exact:
+            result.notes[result.new[odes[0].var]] = f"{m}: exact integration does not apply ({why_not_exact[0]})"
         log.info("model '%s': integrating %s with the '%s' method", model, ", ".join(o.var for o in odes), m)
         return result
     raise AssertionError("euler always applies")
