@@ -583,8 +583,17 @@ def _compile(tmp: Path, source: str, chain: Toolchain, key: str, describe: str, 
 # --------------------------------------------------------------------------- load
 
 
+# OpenMP threads that wait for work sleep instead of spinning, so that a run shares a busy
+# machine well (docs/backends.md, "Threads"). The OpenMP runtime reads these variables once,
+# when the first generated library loads it, so they are set here, before every load;
+# values already in the environment (the user's) are kept.
+OPENMP_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "passive"}
+
+
 def load_library(path: str | os.PathLike) -> ctypes.CDLL:
     """dlopen ``path`` privately; a file that cannot be loaded raises CorruptLibraryError."""
+    for key, value in OPENMP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     try:
         return ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
     except OSError as exc:
