@@ -172,8 +172,8 @@ def test_large_kernels_still_run_on_a_team(team_counts):
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_stdp_results_are_the_same_on_one_and_two_threads(batch_size):
-    """200 x 100 dense STDP synapses: at batch 4 the reduction (80,000 adds) and the neuron
-    update run on a team, at batch 1 on the calling thread; the weights agree exactly."""
+    """200 x 100 dense STDP synapses: at batch 4 the batch reduction (80,000 adds) runs on a
+    team, at batch 1 on the calling thread; weights and spikes agree exactly."""
     results = []
     for threads in (1, 2):
         sim = stdp_network(200, 100, batch_size, name=f"threads_stdp_big_{batch_size}").build(threads=threads)
