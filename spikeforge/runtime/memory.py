@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,13 +153,25 @@ def host_available() -> tuple[int | None, str]:
             return parse_bytes(env), f"{ENV_LIMIT}={env}"
         except ValueError as exc:
             raise ResourceError(f"{ENV_LIMIT}: {exc} (or 'none' to turn the memory check off)") from None
+    now = time.monotonic()
+    if _machine_reading and now - _machine_reading[0] < _READING_TTL_S:
+        return _machine_reading[1]
     free = _meminfo_available()
     cgroup = _cgroup_available()
     if cgroup is not None and (free is None or cgroup < free):
-        return cgroup, "the memory limit of this process's cgroup"
-    if free is None:
-        return None, "unknown"
-    return free, "MemAvailable"
+        reading = cgroup, "the memory limit of this process's cgroup"
+    elif free is None:
+        reading = None, "unknown"
+    else:
+        reading = free, "MemAvailable"
+    _machine_reading[:] = [now, reading]
+    return reading
+
+
+#: The machine's reading is kept this long: a run of many short ``Simulation.run`` calls
+#: reads /proc and the cgroup files once, not once per call.
+_READING_TTL_S = 0.5
+_machine_reading: list = []
 
 
 # --------------------------------------------------------------------------- the check
@@ -170,6 +183,8 @@ def check(needs: list[Need], *, context: str, available: int | None = None, sour
     total exceeds ``available`` (default: :func:`host_available`)."""
     needs = [n for n in needs if n.nbytes > 0]
     total = sum(n.nbytes for n in needs)
+    if not needs:
+        return 0
     if available is None and source is None:
         available, source = host_available()
     if available is None or total <= available or not needs:
