@@ -8,6 +8,9 @@ and CUDA code use, and is tested against it:
 * :func:`normal` matches ``sf_normal_f`` / ``sf_normal_d`` to about one ulp (the last bit of
   log/sqrt/cos depends on the math library).
 
+* :func:`poisson` draws the same Poisson counts as ``sf_poisson`` (inversion below a mean of 10,
+  Hormann's transformed rejection "PTRS" from 10 on).
+
 Stream convention (see the header for the full description)::
 
     key     = (seed & 0xffffffff, seed >> 32)
@@ -20,6 +23,9 @@ against each other like any numpy operation.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -38,6 +44,12 @@ __all__ = [
     "normal",
     "stream_id",
     "init_stream_id",
+    "u64_to_uniform_double",
+    "POISSON_INVERSION_MAX",
+    "PoissonParams",
+    "poisson_setup",
+    "log_factorial",
+    "poisson",
 ]
 
 PHILOX_M0 = 0xD2511F53
@@ -228,3 +240,120 @@ def init_stream_id(population_id: ArrayLike, var_index: ArrayLike):
     p, v = _check_ids(population_id, var_index, "var_index")
     out = np.uint32(INIT_STREAM_BIT) | (p << np.uint32(16)) | v
     return int(out) if out.ndim == 0 else out
+
+
+# -- Poisson counts (sf_poisson) ------------------------------------------------------------
+
+#: Below this mean ``sf_poisson`` inverts the distribution function; from it on, PTRS.
+POISSON_INVERSION_MAX = 10.0
+
+# log(k!) for k < 16, the same decimal literals as the table in philox.h.
+_LOG_FACTORIAL_TABLE = np.array([float(x) for x in (
+    "0.0", "0.0", "0.693147180559945309417", "1.79175946922805500081",
+    "3.17805383034794561965", "4.78749174278204599425", "6.57925121201010099506",
+    "8.52516136106541430017", "10.6046029027452502284", "12.8018274800814696112",
+    "15.1044125730755152952", "17.5023078458738858393", "19.9872144956618861495",
+    "22.5521638531234228856", "25.1912211827386815001", "27.8992713838408915661")])
+_HALF_LOG_2PI = float("0.91893853320467274178")
+_TWO_M52 = 2.0**-52
+
+
+def u64_to_uniform_double(hi: ArrayLike, lo: ArrayLike) -> np.ndarray:
+    """``sf_u64_to_uniform_double``: ``(m + 0.5) * 2**-52``, ``m`` the top 52 bits of ``hi:lo``."""
+    h = _as_u32(hi, "hi").astype(np.uint64)
+    lo64 = _as_u32(lo, "lo").astype(np.uint64)
+    m = (h << np.uint64(20)) | (lo64 >> np.uint64(12))
+    return (m.astype(np.float64) + 0.5) * _TWO_M52
+
+
+@dataclass(frozen=True)
+class PoissonParams:
+    """The constants of one mean (``sf_poisson_params``), computed as ``sf_poisson_setup`` does."""
+
+    lam: float
+    exp_minus_lambda: float
+    log_lambda: float
+    b: float
+    a: float
+    inv_alpha: float
+    v_r: float
+
+    def c_initializer(self) -> str:
+        """The struct's value as a C initialiser of exact (round-trip) double literals."""
+        values = (self.lam, self.exp_minus_lambda, self.log_lambda, self.b, self.a, self.inv_alpha, self.v_r)
+        return "{" + ", ".join(repr(float(v)) for v in values) + "}"
+
+
+def poisson_setup(lam: float) -> PoissonParams:
+    """The constants ``sf_poisson`` needs for mean ``lam`` (a finite number >= 0)."""
+    lam = float(lam)
+    if not (math.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"a Poisson mean must be a finite number >= 0, got {lam!r}")
+    b = 0.931 + 2.53 * math.sqrt(lam)
+    a = -0.059 + 0.02483 * b
+    return PoissonParams(lam, math.exp(-lam), math.log(lam) if lam > 0.0 else 0.0, b, a,
+                         1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2.0))
+
+
+def log_factorial(k: ArrayLike) -> np.ndarray:
+    """``sf_log_factorial``: log(k!) of whole numbers ``k >= 0`` given as float64."""
+    k = np.asarray(k, dtype=np.float64)
+    small = k < 16.0
+    x = np.where(small, 17.0, k + 1.0)
+    r = 1.0 / x
+    r2 = r * r
+    series = r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 * (1.0 / 1260.0 - r2 * (1.0 / 1680.0 -
+                  r2 * (1.0 / 1188.0 - r2 * (691.0 / 360360.0))))))
+    big = (x - 0.5) * np.log(x) - x + _HALF_LOG_2PI + series
+    return np.where(small, _LOG_FACTORIAL_TABLE[np.where(small, k, 0).astype(np.int64)], big)
+
+
+def poisson(
+    seed: ArrayLike, element: ArrayLike, batch: ArrayLike, step: ArrayLike, owner_id: int, lam: float
+) -> np.ndarray:
+    """Poisson(``lam``) counts identical to ``sf_poisson`` (int64 array, broadcast shape).
+
+    Draw ``(element, batch, step)`` uses the Philox calls with stream ``stream_id(owner_id, j)``,
+    attempt ``j = 0, 1, ...``; see philox.h for the layout and the two methods.
+    """
+    p = poisson_setup(lam)
+    e, b, s = np.broadcast_arrays(np.asarray(element), np.asarray(batch), np.asarray(step))
+    shape = e.shape
+    e, b, s = e.ravel(), b.ravel(), s.ravel()
+    out = np.zeros(e.size, dtype=np.int64)
+    if p.lam < POISSON_INVERSION_MAX:
+        w = philox_draw(seed, e, b, s, stream_id(owner_id, 0))
+        u = u64_to_uniform_double(w[:, 0], w[:, 1])
+        pk = np.full(e.size, p.exp_minus_lambda)
+        cdf = pk.copy()
+        active = u > cdf
+        k = 0
+        while active.any():
+            k += 1
+            pk = pk * p.lam / float(k)
+            nxt = cdf + pk
+            out[active] = k
+            active &= nxt != cdf  # the rest of the tail is below double resolution
+            cdf = np.where(active, nxt, cdf)
+            active &= u > cdf
+        return out.reshape(shape)
+    todo = np.arange(e.size)
+    for j in range(0x10000):
+        if not todo.size:
+            break
+        w = philox_draw(seed, e[todo], b[todo], s[todo], stream_id(owner_id, j))
+        U = u64_to_uniform_double(w[:, 0], w[:, 1]) - 0.5
+        V = u64_to_uniform_double(w[:, 2], w[:, 3])
+        us = 0.5 - np.abs(U)
+        k = np.floor((2.0 * p.a / us + p.b) * U + p.lam + 0.43)
+        accept = (us >= 0.07) & (V <= p.v_r)
+        rest = ~accept & ~((k < 0.0) | ((us < 0.013) & (V > us)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kk = np.where(rest, k, 0.0)
+            lhs = np.log(V * p.inv_alpha / (p.a / (us * us) + p.b))
+            rhs = -p.lam + kk * p.log_lambda - log_factorial(kk)
+        accept |= rest & (lhs <= rhs)
+        out[todo[accept]] = k[accept].astype(np.int64)
+        todo = todo[~accept]
+    out[todo] = math.floor(p.lam)
+    return out.reshape(shape)

@@ -192,4 +192,127 @@ SF_HOSTDEV double sf_normal_d(uint64_t seed, uint32_t element, uint32_t batch, u
     return sqrt(-2.0 * log(u0)) * cos(6.28318530717958647692 * u1);
 }
 
+/* ---------------------------------------------------------------------------
+ * Poisson-distributed counts (external Poisson drive)
+ * ---------------------------------------------------------------------------
+ * sf_poisson() draws K ~ Poisson(lambda) for (seed, element, batch, step) on
+ * the streams of one owner (an external Poisson input has an owner id of its
+ * own, like a population):
+ *
+ *   attempt j (j = 0, 1, ...) uses the Philox call with
+ *     counter = (element, batch, step, sf_stream_id(owner_id, j))
+ *   and turns its four words into two uniforms with 52 random bits each:
+ *     U_j = sf_u64_to_uniform_double(v[0], v[1]),  V_j = ... (v[2], v[3]).
+ *
+ * lambda < SF_POISSON_INVERSION_MAX: inversion by sequential search, one
+ *   attempt (U_0 only): the smallest k with U_0 <= P(K <= k), the pmf built up
+ *   as p_0 = exp(-lambda), p_k = p_{k-1} * lambda / k.  About lambda + 1 steps.
+ * lambda >= SF_POISSON_INVERSION_MAX: transformed rejection with squeeze,
+ *   "PTRS" (W. Hormann, "The transformed rejection method for generating
+ *   Poisson random variables", Insurance: Mathematics and Economics 12, 1993):
+ *   a candidate from (U_j, V_j), accepted with the exact Poisson pmf; about
+ *   1.1 attempts per draw (acceptance >= 0.86 for every lambda >= 10).
+ *
+ * The per-lambda constants live in sf_poisson_params (sf_poisson_setup() on
+ * host or device; the code generator computes them once, in Python, with
+ * spikeforge.rng.poisson_setup, and prints them as exact literals).  The draw
+ * itself uses only IEEE +, -, *, /, floor, fabs and (PTRS only) log, so with
+ * no fused multiply-add (the build flags of every backend) the CPU and
+ * cuda-emu backends and spikeforge/rng.py give the same count; a GPU's log may
+ * differ from libm's in the last bit, which changes a count only when a
+ * uniform falls within an ulp of a decision boundary (~1e-16 per draw).
+ * ------------------------------------------------------------------------- */
+
+/* Two 32-bit words -> double uniform on the open interval (0, 1) with 52
+ * random bits: (m + 0.5) * 2^-52, m = the top 52 of the 64 bits hi:lo.
+ * Exact in double; never 0 or 1 (smallest 2^-53, largest 1 - 2^-53). */
+SF_HOSTDEV double sf_u64_to_uniform_double(uint32_t hi, uint32_t lo) {
+    const uint64_t m = ((uint64_t)hi << 20) | (uint64_t)(lo >> 12);
+    return ((double)m + 0.5) * 2.220446049250313080847263336181640625e-16; /* 2^-52 */
+}
+
+/* Below this mean, inversion; from it on, PTRS. */
+#define SF_POISSON_INVERSION_MAX 10.0
+
+/* The constants of one mean lambda (see sf_poisson_setup). */
+struct sf_poisson_params {
+    double lambda;           /* the mean number of events per draw */
+    double exp_minus_lambda; /* inversion: P(K = 0) */
+    double log_lambda;       /* PTRS: log(lambda) */
+    double b;                /* PTRS: 0.931 + 2.53 sqrt(lambda) */
+    double a;                /* PTRS: -0.059 + 0.02483 b */
+    double inv_alpha;        /* PTRS: 1.1239 + 1.1328 / (b - 3.4) */
+    double v_r;              /* PTRS: 0.9277 - 3.6224 / (b - 2), the squeeze */
+};
+
+SF_HOSTDEV sf_poisson_params sf_poisson_setup(double lambda) {
+    sf_poisson_params p;
+    p.lambda = lambda;
+    p.exp_minus_lambda = exp(-lambda);
+    p.log_lambda = lambda > 0.0 ? log(lambda) : 0.0;
+    p.b = 0.931 + 2.53 * sqrt(lambda);
+    p.a = -0.059 + 0.02483 * p.b;
+    p.inv_alpha = 1.1239 + 1.1328 / (p.b - 3.4);
+    p.v_r = 0.9277 - 3.6224 / (p.b - 2.0);
+    return p;
+}
+
+/* log(k!): a table of exact values (rounded to double) for k < 16, above it
+ * Stirling's series for log Gamma(x), x = k + 1 >= 17, to the x^-11 term
+ * (the first term left out is below 1e-16 of the result). */
+SF_HOSTDEV double sf_log_factorial(double k) {
+    if (k < 16.0) {
+        const double table[16] = {
+            0.0, 0.0, 0.693147180559945309417, 1.79175946922805500081,
+            3.17805383034794561965, 4.78749174278204599425, 6.57925121201010099506,
+            8.52516136106541430017, 10.6046029027452502284, 12.8018274800814696112,
+            15.1044125730755152952, 17.5023078458738858393, 19.9872144956618861495,
+            22.5521638531234228856, 25.1912211827386815001, 27.8992713838408915661};
+        return table[(int)k];
+    }
+    const double x = k + 1.0;
+    const double r = 1.0 / x;
+    const double r2 = r * r;
+    /* sum of B_2n / (2n (2n - 1) x^(2n - 1)), n = 1..6 */
+    const double series =
+        r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 * (1.0 / 1260.0 - r2 * (1.0 / 1680.0 -
+        r2 * (1.0 / 1188.0 - r2 * (691.0 / 360360.0))))));
+    return (x - 0.5) * log(x) - x + 0.91893853320467274178 /* log(2 pi) / 2 */ + series;
+}
+
+/* K ~ Poisson(p.lambda) for (seed, element, batch, step) on owner_id's
+ * streams (layout above).  Returns the count. */
+SF_HOSTDEV uint32_t sf_poisson(uint64_t seed, uint32_t element, uint32_t batch, uint32_t step,
+                               uint32_t owner_id, sf_poisson_params p) {
+    if (p.lambda < SF_POISSON_INVERSION_MAX) {
+        const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, 0u));
+        const double u = sf_u64_to_uniform_double(r.v[0], r.v[1]);
+        uint32_t k = 0;
+        double pk = p.exp_minus_lambda; /* P(K = k) */
+        double cdf = pk;                /* P(K <= k) */
+        while (u > cdf) {
+            k += 1u;
+            pk = pk * p.lambda / (double)k;
+            const double next = cdf + pk;
+            if (next == cdf) break; /* the rest of the tail is below double resolution */
+            cdf = next;
+        }
+        return k;
+    }
+    for (uint32_t j = 0; j <= 0xffffu; ++j) {
+        const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, j));
+        const double U = sf_u64_to_uniform_double(r.v[0], r.v[1]) - 0.5;
+        const double V = sf_u64_to_uniform_double(r.v[2], r.v[3]);
+        const double us = 0.5 - fabs(U);
+        const double k = floor((2.0 * p.a / us + p.b) * U + p.lambda + 0.43);
+        if (us >= 0.07 && V <= p.v_r) return (uint32_t)k; /* squeeze: surely accepted */
+        if (k < 0.0 || (us < 0.013 && V > us)) continue;  /* surely rejected */
+        if (log(V * p.inv_alpha / (p.a / (us * us) + p.b)) <=
+            -p.lambda + k * p.log_lambda - sf_log_factorial(k))
+            return (uint32_t)k;
+    }
+    /* 65536 rejections in a row (probability below 1e-50000): the mode. */
+    return (uint32_t)floor(p.lambda);
+}
+
 #endif /* SPIKEFORGE_PHILOX_H */
