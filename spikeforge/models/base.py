@@ -46,6 +46,8 @@ class Model:
                 default = _finite_param(default, name, p)
             self.params[p] = default
         self.vars: dict[str, Var] = make_vars(vars, name, "vars", **(var_defaults or {}))
+        #: name -> declared unit (see :meth:`declare_units`)
+        self.units: dict[str, str] = {}
         self.counter = RandomCounter()
         clash = set(self.params) & set(self.vars)
         if clash:
@@ -68,6 +70,32 @@ class Model:
     def context(self, extra=(), random_allowed=True) -> ParseContext:
         known = self.constant_names() | set(self.vars) | set(extra)
         return ParseContext(self.name, known, random_allowed, self.counter)
+
+    # -- units -------------------------------------------------------------------------
+    #: Names besides parameters and variables whose unit a model of this kind may declare.
+    unit_inputs: tuple[str, ...] = ()
+
+    def declare_units(self, units) -> None:
+        """Declare the unit in which the model computes each of its parameters and variables,
+        e.g. ``{"tau_m": "ms", "g_l": "nS"}``: a YAML value with a unit given to that name is
+        converted to it (see :mod:`spikeforge.units`)."""
+        from ..units import UnitError, check_declaration
+
+        if units is None:
+            return
+        if not isinstance(units, dict):
+            raise ModelError(f"units: expected a mapping name -> unit, got {units!r}", self.name, "units")
+        names = [*self.params, *self.vars, *getattr(self, "pre_vars", ()), *getattr(self, "post_vars", ()),
+                 *self.unit_inputs]
+        for n, text in units.items():
+            if n not in names:
+                raise ModelError(f"units: '{n}' is not a parameter or variable of the model "
+                                 f"(names: {', '.join(names) or 'none'})", self.name, f"units.{n}")
+            try:
+                check_declaration(self.kind, text)
+            except UnitError as err:
+                raise ModelError(f"units.{n}: {err}", self.name, f"units.{n}") from None
+            self.units[n] = text.strip()
 
     # -- parameters --------------------------------------------------------------------
     def bind_params(self, values: dict | None, where: str) -> dict[str, float]:

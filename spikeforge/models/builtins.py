@@ -1,4 +1,9 @@
-"""The built-in model library. Units: ms, mV, nA-like currents (whatever ``i_syn`` is in)."""
+"""The built-in model library. Units: ms, mV, nA-like currents (whatever ``i_syn`` is in).
+
+Each model declares the units it computes in (``units=``), so YAML values with units are
+converted and checked (``tau_m: 0.02 s``); a weight's unit is the unit of the postsynaptic
+input (``post_input``), which ``exp_curr`` takes from the target's ``i_syn`` (nA for ``lif``)
+and ``delta`` from its target variable (mV for ``lif``'s ``v``)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ LIF = NeuronModel(
     threshold="v > v_th",
     reset="v = v_reset",
     refractory="t_ref",
+    units={"tau_m": "ms", "v_rest": "mV", "v_reset": "mV", "v_th": "mV", "r_m": "MOhm", "t_ref": "ms", "v": "mV",
+           "i_syn": "nA"},
 )
 
 ALIF = NeuronModel(
@@ -30,6 +37,7 @@ ALIF = NeuronModel(
     threshold="v > v_th + beta * a",
     reset="v -= v_th; a += 1",
     refractory="t_ref",
+    units={"tau_m": "ms", "tau_a": "ms", "t_ref": "ms"},  # voltages in the units of v_th (e-prop: v_th = 0.6)
 )
 
 LIF_SUBTRACTIVE = NeuronModel(
@@ -39,6 +47,7 @@ LIF_SUBTRACTIVE = NeuronModel(
     equations="dv/dt = (r_m * i_syn - v) / tau_m",
     threshold="v > v_th",
     reset="v -= v_th",
+    units={"tau_m": "ms"},
 )
 """LIF with reset by subtraction and no refractoriness: the hidden neuron of e-prop's LSNNs."""
 
@@ -52,6 +61,7 @@ IZHIKEVICH = NeuronModel(
     """,
     threshold="v >= 30",
     reset="v = c; u += d",
+    units={"a": "1/ms", "c": "mV", "v": "mV"},  # u, b, d and i_syn in Izhikevich's mixed units: plain numbers
 )
 
 LEAKY_INTEGRATOR = NeuronModel(
@@ -59,6 +69,7 @@ LEAKY_INTEGRATOR = NeuronModel(
     params={"tau_m": 20.0, "bias": 0.0},
     vars={"v": 0.0},
     equations="dv/dt = (bias - v + i_syn) / tau_m",
+    units={"tau_m": "ms"},
 )
 
 POISSON = NeuronModel(
@@ -66,6 +77,7 @@ POISSON = NeuronModel(
     params={},
     vars={"rate": 10.0},  # Hz, per neuron and batch instance
     threshold="rand_uniform() < rate * dt / 1000",
+    units={"rate": "Hz"},
 )
 
 SPIKE_SOURCE_ARRAY = SpikeSourceArrayModel()
@@ -78,6 +90,7 @@ EXP_CURR = PostsynapticModel(
     vars={"x": 0.0},
     equations="dx/dt = -x / tau_syn",
     apply="x += in_syn; i_syn += x",
+    units={"tau_syn": "ms", "x": "target.i_syn", "in_syn": "target.i_syn"},
 )
 
 
@@ -85,16 +98,17 @@ def delta_curr(target: str = "v") -> PostsynapticModel:
     """Each delivered input jumps the neuron variable ``target`` (default ``v``) at once."""
     if not isinstance(target, str) or not target.isidentifier():
         raise ModelError(f"target must be a variable name, got {target!r}", "delta", "target")
-    return PostsynapticModel("delta", apply=f"{target} += in_syn")
+    return PostsynapticModel("delta", apply=f"{target} += in_syn", units={"in_syn": f"target.{target}"})
 
 
 DELTA_CURR = delta_curr()
 
 # -- weight update ----------------------------------------------------------------------
 
-STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w")
+STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w", units={"w": "post_input"})
 
-STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w")
+STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w",
+                                    units={"w": "post_input"})
 
 def stdp(reduce: str = "mean", batched: bool = False) -> WeightUpdateModel:
     """Pair-based additive STDP with exponential pre/post traces.
@@ -126,6 +140,8 @@ def stdp(reduce: str = "mean", batched: bool = False) -> WeightUpdateModel:
             w = clip(w - a_minus * x_post, w_min, w_max)   # depression
         """,
         on_post="w = clip(w + a_plus * x_pre, w_min, w_max)   # potentiation",
+        units={"tau_plus": "ms", "tau_minus": "ms", **dict.fromkeys(("w", "w_min", "w_max", "a_plus", "a_minus"),
+                                                                     "post_input")},
     )
 
 
@@ -133,8 +149,9 @@ STDP = stdp()
 
 # -- current sources --------------------------------------------------------------------
 
-DC = CurrentSourceModel("dc", params={"amp": None}, current="amp")
-NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()")
+DC = CurrentSourceModel("dc", params={"amp": None}, current="amp", units={"amp": "target.i_syn"})
+NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()",
+                           units={"mean": "target.i_syn", "sd": "target.i_syn"})
 
 NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY)}
 POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR}

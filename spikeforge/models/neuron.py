@@ -32,6 +32,7 @@ class NeuronModel(Model):
     """
 
     kind = "neuron"
+    unit_inputs = (INPUT_NAME,)
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class NeuronModel(Model):
         derived=None,
         integrator=None,
         sim_code=None,
+        units=None,
     ):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         if INPUT_NAME in self.vars or INPUT_NAME in self.params:
@@ -85,6 +87,7 @@ class NeuronModel(Model):
         for v in self.vars.values():
             if not v.batched and v.name in {o.var for o in self.odes}:
                 raise ModelError(f"variable '{v.name}' has an ODE, so it must be batched", name, "vars")
+        self.declare_units(units)
 
     @property
     def spiking(self) -> bool:

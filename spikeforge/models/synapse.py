@@ -44,6 +44,7 @@ class WeightUpdateModel(Model):
         on_pre=None,
         on_post=None,
         derived=None,
+        units=None,
     ):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": False})
         self.pre_vars = make_vars(pre_vars, name, "pre_vars", per_element=True, batched=True)
@@ -72,6 +73,7 @@ class WeightUpdateModel(Model):
             if st.target == DELIVER_NAME and st.op != "+=":
                 raise ModelError(f"'{st.source}': input is delivered with '{DELIVER_NAME} += ...'", name, "on_pre")
         self.source = {"on_pre": on_pre, "on_post": on_post}
+        self.declare_units(units)
 
     @property
     def delivers(self) -> bool:
@@ -93,9 +95,11 @@ class PostsynapticModel(Model):
     """
 
     kind = "postsynaptic"
+    unit_inputs = (IN_SYN_NAME,)
 
-    def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None):
+    def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None, units=None):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+        self.declare_units(units)
         self.odes = parse_odes(equations, self.context([IN_SYN_NAME], False), state=set(self.vars))
         self.apply_source = apply
         self.equations_source = equations
@@ -116,8 +120,9 @@ class CurrentSourceModel(Model):
 
     kind = "current_source"
 
-    def __init__(self, name, params=None, vars=None, current="0", equations=None, derived=None):
+    def __init__(self, name, params=None, vars=None, current="0", equations=None, derived=None, units=None):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+        self.declare_units(units)
         from .expressions import parse_expression
 
         self.odes = parse_odes(equations, self.context(random_allowed=False), state=set(self.vars))
