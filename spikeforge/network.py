@@ -23,6 +23,8 @@ from .models.variables import Var
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
 MAX_INDEX = 2**32 - 1
+#: Poisson inputs count events per step in uint32: a mean far below 2**32.
+MAX_POISSON_MEAN = 1e9
 
 _CXX_RESERVED = {
     "auto", "bool", "break", "case", "char", "class", "const", "continue", "default", "delete", "do",
@@ -234,6 +236,26 @@ class CurrentSource:
 
 
 @dataclass
+class PoissonInput:
+    """External Poisson drive (Brian2's PoissonInput): each neuron of ``population`` receives
+    the events of ``n`` independent Poisson sources of ``rate_hz`` each; every event adds
+    ``weight`` to the neuron's variable ``target``. Per step a neuron gets Poisson(lam) events,
+    ``lam = n * rate_hz * dt / 1000`` (dt in ms), drawn from the Philox streams of ``id``."""
+
+    name: str
+    population: Population
+    target: str
+    n: int
+    rate_hz: float
+    weight: float
+    id: int = 0
+
+    def lam(self, dt: float) -> float:
+        """The mean number of events per neuron and step of ``dt`` ms."""
+        return self.n * self.rate_hz * dt * 1e-3
+
+
+@dataclass
 class Network:
     """A spiking network: ``dt`` in ms, ``batch_size`` independent instances, one ``seed``.
 
@@ -249,6 +271,7 @@ class Network:
     populations: dict[str, Population] = field(default_factory=dict)
     projections: dict[str, Projection] = field(default_factory=dict)
     current_sources: dict[str, CurrentSource] = field(default_factory=dict)
+    poisson_inputs: dict[str, PoissonInput] = field(default_factory=dict)
     recorded_vars: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
@@ -272,7 +295,8 @@ class Network:
     # -- building the description --------------------------------------------------------
     def _unique(self, name, what):
         check_identifier(name, what)
-        if name in self.populations or name in self.projections or name in self.current_sources:
+        if (name in self.populations or name in self.projections or name in self.current_sources
+                or name in self.poisson_inputs):
             raise NetworkError(f"{what} name '{name}' is already used in network '{self.name}'")
 
     def _population(self, pop, what) -> Population:
@@ -395,6 +419,41 @@ class Network:
         self.current_sources[name] = cs
         return cs
 
+    def add_poisson_input(self, name, population, target, n, rate_hz, weight):
+        """External Poisson drive (Brian2's ``PoissonInput``): at every step, each neuron of
+        ``population`` gets k ~ Poisson(n * rate_hz * dt) events and ``k * weight`` is added to
+        its variable ``target`` (after the threshold test, before the reset; see docs/models.md).
+        ``n`` sources of ``rate_hz`` Hz each; ``weight`` in the unit of ``target``."""
+        self._unique(name, "poisson input")
+        where = f"poisson input '{name}'"
+        pop = self._population(population, where)
+        variables = [v for v, var in pop.vars.items() if var.per_element and var.dtype != "int"]
+        if target not in pop.vars:
+            raise NetworkError(f"{where}: population '{pop.name}' (model '{pop.model.name}') has no variable "
+                               f"{target!r} (variables: {', '.join(variables) or 'none'})")
+        var = pop.vars[target]
+        if not var.per_element or var.dtype == "int":
+            raise NetworkError(f"{where}: target '{target}' must be a real-valued variable per neuron "
+                               f"(variables: {', '.join(variables) or 'none'})")
+        if not var.batched:
+            raise NetworkError(f"{where}: target '{target}' is shared across the batch; the input writes it, so "
+                               "it must be batched")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise NetworkError(f"{where}: n (the number of sources) must be a positive integer, got {n!r}")
+        for field_name, value in (("rate", rate_hz), ("weight", weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise NetworkError(f"{where}: {field_name} must be a finite number, got {value!r}")
+        if rate_hz < 0:
+            raise NetworkError(f"{where}: rate must not be negative, got {rate_hz!r} Hz")
+        pi = PoissonInput(name, pop, target, int(n), float(rate_hz), float(weight), id=self._next_id())
+        lam = pi.lam(self.dt)
+        if lam > MAX_POISSON_MEAN:
+            raise NetworkError(f"{where}: n * rate * dt = {lam:g} events per step, more than the "
+                               f"{MAX_POISSON_MEAN:g} a draw can count")
+        self.poisson_inputs[name] = pi
+        return pi
+
     def record_spikes(self, *populations):
         for p in populations:
             self._population(p, "record spikes").record_spikes = True
@@ -411,7 +470,7 @@ class Network:
             self.recorded_vars.append((pop.name, var))
 
     def _next_id(self) -> int:
-        return len(self.populations) + len(self.projections) + len(self.current_sources)
+        return len(self.populations) + len(self.projections) + len(self.current_sources) + len(self.poisson_inputs)
 
     def _sparse_rows(self, proj: Projection) -> SparseRows:
         conn = proj.connectivity
@@ -490,6 +549,6 @@ class Network:
 
 
 __all__ = [
-    "Network", "Population", "Projection", "CurrentSource", "Dense", "OneToOne", "FixedProbability",
+    "Network", "Population", "Projection", "CurrentSource", "PoissonInput", "Dense", "OneToOne", "FixedProbability",
     "FromList", "Model",
 ]

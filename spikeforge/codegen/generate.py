@@ -13,6 +13,7 @@ import logging
 
 import sympy
 
+from .. import rng
 from ..errors import ModelError, NetworkError
 from ..models.expressions import ODE, Statement, rand_normal, rand_uniform, symbol
 from ..models.neuron import INPUT_NAME, SpikeSourceArrayModel
@@ -186,6 +187,32 @@ def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lin
             lines.append(Line(f"{target} = {w.expr(value, random_owner)};", st.source))
 
 
+def _poisson_input_line(w: _KernelWriter, pi, dt: float) -> Line:
+    """``target += k * weight``, k ~ Poisson(n * rate * dt) from the input's own Philox streams;
+    the sampler's constants are computed here once and printed as exact literals."""
+    lam = pi.lam(dt)
+    const = f"_poisson_{pi.name}"
+    w.constants.append(Line(
+        f"const sf_poisson_params {const} = {rng.poisson_setup(lam).c_initializer()};",
+        f"poisson input '{pi.name}': lambda = n * rate * dt = {pi.n} * {pi.rate_hz:g} Hz * {dt:g} ms = {lam!r}"))
+    draw = f"sf_poisson(_seed, _i, _b + _batch_offset, (uint32_t)_step, {pi.id}u, {const})"
+    return Line(f"{pi.target} += (scalar){draw} * {literal(pi.weight, w.precision)};",
+                f"poisson input '{pi.name}', after the threshold test and before the reset: "
+                f"{pi.target} += k * {pi.weight!r}, k ~ Poisson(lambda)")
+
+
+def param_array_name(owner: str, part: str, name: str) -> str:
+    """The array of a parameter read at run time (``exc_p_c``; ``proj_ps_p_tau`` for a
+    projection's postsynaptic parameter)."""
+    return f"{owner}_{'ps_' if part == 'postsynaptic' else ''}p_{name}"
+
+
+def _read_params(w: _KernelWriter, info: dict):
+    """The arrays of dynamic parameters are read among the kernel's constants: list them."""
+    if w.param_reads:
+        info["reads"] = list(info.get("reads", [])) + sorted(set(w.param_reads))
+
+
 def _written(stmts, odes=()) -> set[str]:
     return {s.target for s in stmts} | {o.var for o in odes}
 
@@ -225,9 +252,11 @@ class Generator:
     # -- whole network -------------------------------------------------------------------
     def run(self) -> NetworkSpec:
         net = self.net
-        for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values()]:
+        for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values(),
+                    *net.poisson_inputs.values()]:
             if obj.id > MAX_OWNER_ID:
-                raise NetworkError("too many populations, projections and current sources (at most 32767)")
+                raise NetworkError("too many populations, projections, current sources and poisson inputs "
+                                   "(at most 32767)")
         slots = {p: 1 for p in net.populations}
         for q in net.projections.values():
             slots[q.pre.name] = max(slots[q.pre.name], q.delay_steps + 1)
@@ -360,9 +389,10 @@ class Generator:
         ps_written = set()
         for q in incoming:
             ps_written |= {s.target for s in q.postsynaptic.parse_apply(list(m.vars))}
+        poisson_inputs = [pi for pi in net.poisson_inputs.values() if pi.population is p]
         for name, v in p.vars.items():
             a = arrays["vars"][name]
-            write = name in written or name in ps_written
+            write = name in written or name in ps_written or any(pi.target == name for pi in poisson_inputs)
             if write and not v.batched:
                 raise ModelError(
                     f"variable '{name}' is written by the neuron update, so it must be batched", m.name, "vars")
@@ -450,6 +480,8 @@ class Generator:
             spike_cond = "_spike"
         else:
             spike_cond = None
+        for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
+            code.append(_poisson_input_line(w, pi, net.dt))
         reset_lines: list[Line] = []
         _emit_statements(w, m.reset, rename_neuron, reset_lines)
         if m.refractory is not None:
