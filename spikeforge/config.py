@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import units as _units
 from .errors import ConfigError, ModelError, NetworkError, ResourceError, SpikeforgeError
 from .models import builtins as _builtins
 from .models.neuron import NeuronModel, SpikeSourceArrayModel
@@ -197,6 +198,15 @@ def _plain(x):
     return x
 
 
+def _copy_lines(node: LineDict) -> LineDict:
+    """A shallow copy of ``node`` that keeps its line numbers."""
+    out = LineDict(node)
+    out.line, out.owner_line = node.line, node.owner_line
+    out.key_lines, out.value_lines = dict(node.key_lines), dict(node.value_lines)
+    out.value_styles = dict(node.value_styles)
+    return out
+
+
 # -- what is allowed ------------------------------------------------------------------------
 
 TOP_LEVEL_KEYS = (
@@ -258,6 +268,8 @@ MODEL_KINDS = {
     "postsynaptic": (PostsynapticModel, ("params", "derived", "vars", "equations", "apply")),
     "current_source": (CurrentSourceModel, ("params", "derived", "vars", "equations", "current")),
 }
+# Every kind of model may declare the units it computes its names in (spikeforge.units).
+MODEL_KINDS = {kind: (cls, (*keys, "units")) for kind, (cls, keys) in MODEL_KINDS.items()}
 #: Model fields holding code or an expression (a string, or a number for expressions).
 _CODE_FIELDS = {
     "equations",
@@ -505,10 +517,12 @@ class _Loader:
             )
         return v
 
-    def get_number(self, node, key, where, default=None, positive=False):
+    def get_number(self, node, key, where, default=None, positive=False, unit=None):
+        """``node[key]``, a number; with ``unit`` (e.g. ``"ms"``) it may also be a value with a
+        unit of the same dimension (``"0.02 s"``), converted to ``unit``."""
         if key not in node:
             return default
-        v = node[key]
+        v = node[key] if unit is None else self.unit_value(node, key, where, unit)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             self.fail(
                 f"{_at(where, key)}: expected a number, got {_type_name(v)} {_show(v)}", self.vline(node, key)
@@ -532,6 +546,65 @@ class _Loader:
 
     def get_mapping(self, node, key, where) -> LineDict:
         return self.check_mapping(node.get(key), _at(where, key), self.vline(node, key))
+
+    # -- values with units (spikeforge.units) -------------------------------------------------
+    def unit_value(self, node, key, where, unit: str):
+        """``node[key]`` in ``unit`` when it is a value with a unit (``"0.02 s"`` -> 20.0 for
+        ``ms``); any other value unchanged."""
+        value = node[key]
+        line = self.vline(node, key)
+
+        def convert(text, at_line):
+            try:
+                return _units.convert(text, unit, _at(where, key))
+            except _units.UnitError as err:
+                self.fail(f"{_at(where, key)}: {err}", at_line)
+
+        return self.map_quantities(value, _at(where, key), line, convert)
+
+    def with_units(self, node, where: str, model, **links):
+        """A copy of ``node`` (the params or init a population, projection part or current
+        source gives ``model``) with every value that has a unit converted to the unit the
+        model computes that name in; ``links``: ``target`` (neuron model) and ``postsynaptic``
+        for units declared as references (see :func:`spikeforge.units.unit_of`)."""
+        if not isinstance(node, LineDict):
+            return node
+        known = {*model.params, *model.vars}
+        out = _copy_lines(node)
+        for name, value in node.items():
+
+            def convert(text, at_line, name=name):
+                if name not in known:  # the model's own error names the unknown parameter or variable
+                    return text
+                try:
+                    return _units.convert_for(text, model, name, **links)
+                except _units.UnitError as err:
+                    self.fail(f"{where}.{name}: {err}", at_line)
+
+            out[name] = self.map_quantities(value, f"{where}.{name}", self.vline(node, name), convert)
+        return out
+
+    def map_quantities(self, value, where: str, line: int, convert):
+        """``value`` with every string that is a number with a unit replaced by ``convert(text,
+        line)``, through mappings and lists (``{uniform: [-60 mV, -50 mV]}``); a unit without a
+        number is refused."""
+        if isinstance(value, LineDict):
+            out = _copy_lines(value)
+            for k, v in value.items():
+                out[k] = self.map_quantities(v, f"{where}.{k}", value.value_lines.get(k, line), convert)
+            return out
+        if isinstance(value, LineList):
+            out = LineList(
+                self.map_quantities(v, f"{where}[{i}]", ln, convert)
+                for i, (v, ln) in enumerate(zip(value, value.item_lines, strict=True))
+            )
+            out.line, out.item_lines = value.line, list(value.item_lines)
+            return out
+        if _units.split_quantity(value) is not None:
+            return convert(value, line)
+        if _units.is_bare_unit(value):
+            self.fail(f"{where}: {value!r} is a unit without a number (write e.g. '20 {value.strip()}')", line)
+        return value
 
     # -- models -----------------------------------------------------------------------------
     def resolve_model(self, name, kind: str, where: str, line: int):
@@ -672,11 +745,11 @@ class _Loader:
         top = self.check_mapping(top, "top level", 1, "a mapping with keys such as name, dt, populations")
         self.check_keys(top, TOP_LEVEL_KEYS, "top level", required=("populations",))
         name = self.get_str(top, "name", "", default=self.default_name, identifier=True)
-        dt = self.get_number(top, "dt", "", default=0.1, positive=True)
+        dt = self.get_number(top, "dt", "", default=0.1, positive=True, unit="ms")
         file_seed = self.get_int(top, "seed", "", default=0)
         file_batch = self.get_int(top, "batch_size", "", default=1)
         precision = self.get_str(top, "precision", "", default="float")
-        duration = self.get_number(top, "duration", "", default=None, positive=True)
+        duration = self.get_number(top, "duration", "", default=None, positive=True, unit="ms")
         if duration is not None:
             with self.building(self.vline(top, "duration")):
                 steps_for_duration(duration, dt)
@@ -726,8 +799,8 @@ class _Loader:
             node = self.check_mapping(node, where, self.vline(pops, name), "a mapping with size and model")
             self.check_keys(node, POPULATION_KEYS, where, required=("size", "model"))
             model = self.resolve_model(node["model"], "neuron", f"{where}.model", self.vline(node, "model"))
-            params = self.get_mapping(node, "params", where)
-            init = self.get_mapping(node, "init", where)
+            params = self.with_units(self.get_mapping(node, "params", where), f"{where}.params", model)
+            init = self.with_units(self.get_mapping(node, "init", where), f"{where}.init", model)
             record, record_lines = self.record_list(node, where)
             is_ssa = isinstance(model, SpikeSourceArrayModel)
             if "spikes" in node and not is_ssa:
@@ -904,6 +977,20 @@ class _Loader:
         init = self.get_mapping(sub, "init", f"{where}.{key}")
         return sub, model, _plain(params), _plain(init)
 
+    def synapse_units(self, where, wu_node, wu, ps_node, ps, post_model):
+        """The params and init of a projection's weight_update and postsynaptic parts with
+        values with units converted: a weight takes the unit of the postsynaptic input, which
+        the postsynaptic model may take from the target neuron (``exp_curr``: its ``i_syn``)."""
+        out = []
+        for part, part_node, model, links in (
+            ("weight_update", wu_node, wu, {"postsynaptic": ps, "target": post_model}),
+            ("postsynaptic", ps_node, ps, {"target": post_model}),
+        ):
+            for key in ("params", "init"):
+                mapping = self.get_mapping(part_node, key, f"{where}.{part}")
+                out.append(_plain(self.with_units(mapping, f"{where}.{part}.{key}", model, **links)))
+        return out
+
     def connectivity(self, node, where):
         if "connectivity" not in node or node["connectivity"] is None:
             return "dense"
@@ -1000,7 +1087,10 @@ class _Loader:
             ps_node, ps, ps_params, ps_init = self.synapse_part(
                 node, "postsynaptic", "postsynaptic", POSTSYNAPTIC_KEYS, where
             )
-            delay = node.get("delay", 0.0)
+            wu_params, wu_init, ps_params, ps_init = self.synapse_units(
+                where, wu_node, wu, ps_node, ps, net.populations[node["post"]].model
+            )
+            delay = self.unit_value(node, "delay", where, "ms") if "delay" in node else 0.0
             if delay is None or isinstance(delay, bool) or not isinstance(delay, (int, float)):
                 self.fail(
                     f"{where}.delay: expected a number of ms, got {_type_name(delay)} {_show(delay)}",
@@ -1071,8 +1161,9 @@ class _Loader:
             model = self.resolve_model(
                 node["model"], "current_source", f"{where}.model", self.vline(node, "model")
             )
-            params = self.get_mapping(node, "params", where)
-            init = self.get_mapping(node, "init", where)
+            target = net.populations[pop].model
+            params = self.with_units(self.get_mapping(node, "params", where), f"{where}.params", model, target=target)
+            init = self.with_units(self.get_mapping(node, "init", where), f"{where}.init", model, target=target)
 
             def locate(err, node=node):
                 if isinstance(err, ModelError):
