@@ -144,6 +144,8 @@ FUNCTIONS = {
     "heaviside": (_heaviside, 1, 1),
     "rand_uniform": (rand_uniform, 0, 0),
     "rand_normal": (rand_normal, 0, 0),
+    "rand": (rand_uniform, 0, 0),  # Brian2's spelling of the two
+    "randn": (rand_normal, 0, 0),
 }
 
 #: Named constants of the model language.

@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Union
 
+import numpy as np
+
 from ..errors import ModelError
 from .reserved import reserved_reason
 
@@ -49,7 +51,47 @@ class Normal:
         return f"normal({self.mean!r}, {self.sd!r})"
 
 
-Initializer = Union[Constant, Uniform, Normal]
+@dataclass(frozen=True, eq=False)
+class Values:
+    """One value per element, given as an array (kept as float64; shape checked where it is used)."""
+
+    values: object  # numpy array
+
+    def describe(self) -> str:
+        return "values given per element (loaded at run time)"
+
+
+@dataclass(frozen=True, eq=False)
+class ValueCounts:
+    """Piecewise-constant values: the first ``counts[0]`` elements take ``values[0]``, and so on."""
+
+    values: tuple
+    counts: tuple
+
+    def describe(self) -> str:
+        return "values given per element as {values, counts} (loaded at run time)"
+
+
+@dataclass(frozen=True)
+class Expression:
+    """An expression of other parameters and variables, the element index ``i`` (and ``j``),
+    ``N`` and random draws (``rand()``, ``randn()``), evaluated for every element before the run."""
+
+    source: str
+
+    def describe(self) -> str:
+        return f"expression '{self.source}' (evaluated at run time)"
+
+
+Initializer = Union[Constant, Uniform, Normal, Values, ValueCounts, Expression]
+#: Initialisers the generated code computes itself (on the Philox initialisation streams); the
+#: others are computed by the runtime and loaded into the arrays.
+GENERATED_INITIALIZERS = (Constant, Uniform, Normal)
+
+
+def is_generated(init) -> bool:
+    """Whether the generated code computes this initialiser (else the runtime loads the values)."""
+    return isinstance(init, GENERATED_INITIALIZERS)
 
 
 def _finite(x, model, field) -> float:
@@ -62,9 +104,56 @@ def _finite(x, model, field) -> float:
     return v
 
 
+def _per_element_values(spec, model, field) -> Values:
+    try:
+        if any(isinstance(x, (bool, np.bool_)) for x in np.ravel(np.asarray(spec, dtype=object))):
+            raise TypeError("booleans")
+        arr = np.array(spec, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError("per-element values must be numbers", model, field) from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise ModelError(f"per-element values must be a non-empty 1-d sequence, got shape {arr.shape}",
+                         model, field)
+    if not np.all(np.isfinite(arr)):
+        raise ModelError(f"per-element values must be finite ({int(np.sum(~np.isfinite(arr)))} are not)",
+                         model, field)
+    arr.setflags(write=False)
+    return Values(arr)
+
+
+def _value_counts(spec: dict, model, field) -> ValueCounts:
+    values, counts = spec["values"], spec["counts"]
+    vals = _per_element_values(values, model, f"{field}.values").values
+    if not isinstance(counts, (list, tuple, np.ndarray)) or any(
+            isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or c < 0 for c in counts):
+        raise ModelError(f"counts must be a list of non-negative integers, got {counts!r}", model, f"{field}.counts")
+    if len(counts) != vals.size:
+        raise ModelError(f"{{values, counts}} needs one count per value, got {vals.size} values and "
+                         f"{len(counts)} counts", model, f"{field}.counts")
+    return ValueCounts(tuple(float(v) for v in vals), tuple(int(c) for c in counts))
+
+
 def make_initializer(spec, model: str = "?", field: str = "init") -> Initializer:
     """Turn a number, an initialiser or a dict (``{uniform: [lo, hi]}``,
-    ``{normal: [mean, sd]}``, ``{constant: x}``) into an initialiser, checking values."""
+    ``{normal: [mean, sd]}``, ``{constant: x}``) into an initialiser, checking values.
+
+    Computed by the runtime instead: a string (an expression, e.g. ``"b*v"`` or
+    ``"-65 + 15*rand()**2"``), a list or array (one value per element), ``{values, counts}``
+    (piecewise constant) and ``{expression: text}``."""
+    if isinstance(spec, (Values, ValueCounts, Expression)):
+        return spec
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise ModelError("expected a number or an expression, got an empty string", model, field)
+        return Expression(spec.strip())
+    if isinstance(spec, (list, tuple, np.ndarray)):
+        return _per_element_values(spec, model, field)
+    if isinstance(spec, dict) and set(spec) == {"values", "counts"}:
+        return _value_counts(spec, model, field)
+    if isinstance(spec, dict) and set(spec) == {"expression"}:
+        return make_initializer(str(spec["expression"]), model, field)
+    if isinstance(spec, (np.floating, np.integer)) and not isinstance(spec, np.bool_):
+        spec = float(spec)
     if isinstance(spec, (Constant, Uniform, Normal)):
         spec = {
             Constant: lambda s: {"constant": s.value},
@@ -98,7 +187,7 @@ def make_initializer(spec, model: str = "?", field: str = "init") -> Initializer
             return Normal(a, b)
     raise ModelError(
         f"unknown initialiser {spec!r} (use a number, {{uniform: [low, high]}}, "
-        "{normal: [mean, sd]} or {constant: x})",
+        "{normal: [mean, sd]}, {constant: x}, an expression, a list of values or {values, counts})",
         model,
         field,
     )
@@ -151,7 +240,8 @@ def make_vars(spec, model: str, field: str = "vars", **defaults) -> dict[str, Va
         if isinstance(opts, Var):
             var = opts
         else:
-            if not isinstance(opts, dict) or not (set(opts) - {"uniform", "normal", "constant"}) and opts:
+            initialiser_keys = {"uniform", "normal", "constant", "values", "counts", "expression"}
+            if not isinstance(opts, dict) or not (set(opts) - initialiser_keys) and opts:
                 opts = {"init": opts}
             unknown = set(opts) - {"init", "per_element", "batched", "reduce", "dtype"}
             if unknown:
