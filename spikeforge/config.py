@@ -584,6 +584,59 @@ class _Loader:
             out[name] = self.map_quantities(value, f"{where}.{name}", self.vline(node, name), convert)
         return out
 
+    def definition_with_units(self, node: LineDict, where: str, model_name: str, kind: str) -> LineDict:
+        """A model definition (in ``models:``) with its values with units converted.
+
+        ``units:`` maps names to units. A default with a unit (in params, vars, pre_vars,
+        post_vars) is converted to the declared unit; a name without a declaration takes the
+        base unit of its default's dimension (``tau: 20 ms`` declares ms, ``g: 10 nS`` nS), and
+        a dimension without a base unit must be declared. ``refractory: 2 ms`` is in ms."""
+        out = _copy_lines(node)
+        units = self.check_mapping(node.get("units"), f"{where}.units", self.vline(node, "units"),
+                                   "a mapping name -> unit")
+        units = _copy_lines(units)
+        for n, text in units.items():
+            if text == 1 and not isinstance(text, bool):
+                units[n] = "1"  # dimensionless
+            elif not isinstance(text, str):
+                self.fail(f"{where}.units.{n}: expected a unit such as ms, mV, nA, nS, pF, Hz, got "
+                          f"{_type_name(text)} {_show(text)}", self.vline(units, n))
+        for key in ("params", "vars", "pre_vars", "post_vars"):
+            group = node.get(key)
+            if not isinstance(group, LineDict):
+                continue
+            role = "parameter" if key == "params" else "variable"
+            converted = _copy_lines(group)
+            for name, value in group.items():
+
+                def convert(text, at_line, name=name, role=role, key=key):
+                    at = f"{where}.{key}.{name}"
+                    try:
+                        unit = units.get(name)
+                        if unit is None:
+                            unit = _units.base_unit(_units.split_quantity(text)[1])
+                            if unit is None:
+                                dimension = _units.describe(_units.parse_unit(_units.split_quantity(text)[1]))
+                                self.fail(f"{at}: {text!r} is {dimension}, which has no base unit: declare the unit "
+                                          f"the model computes '{name}' in (units: {{{name}: ...}})", at_line)
+                            units[name] = unit
+                            units.value_lines[name] = units.key_lines[name] = at_line
+                        elif _units.unit_reference(kind, unit) is not None:
+                            self.fail(f"{at}: the unit of '{name}' is {unit!r}, known only where the model is used: "
+                                      "give the default as a plain number", at_line)
+                        return _units.convert(text, unit, f"{role} '{name}' of model '{model_name}'")
+                    except _units.UnitError as err:
+                        self.fail(f"{at}: {err}", at_line)
+
+                converted[name] = self.map_quantities(value, f"{where}.{key}.{name}", self.vline(group, name), convert)
+            out[key] = converted
+        if "refractory" in node:
+            out["refractory"] = self.unit_value(node, "refractory", where, "ms")
+        out["units"] = units
+        out.key_lines.setdefault("units", node.line)
+        out.value_lines.setdefault("units", node.line)
+        return out
+
     def map_quantities(self, value, where: str, line: int, convert):
         """``value`` with every string that is a number with a unit replaced by ``convert(text,
         line)``, through mappings and lists (``{uniform: [-60 mV, -50 mV]}``); a unit without a
@@ -602,7 +655,7 @@ class _Loader:
             return out
         if _units.split_quantity(value) is not None:
             return convert(value, line)
-        if _units.is_bare_unit(value):
+        if _units.is_bare_unit(value) and len(value.strip()) > 1:  # one letter (m, s, V) may name a variable
             self.fail(f"{where}: {value!r} is a unit without a number (write e.g. '20 {value.strip()}')", line)
         return value
 
@@ -677,6 +730,7 @@ class _Loader:
                 )
             cls, allowed = MODEL_KINDS[kind]
             self.check_keys(node, ("kind", *allowed), f"{where} ({kind} model)")
+            node = self.definition_with_units(node, where, name, kind)
             kwargs = {}
             for key in allowed:
                 if key not in node or node[key] is None:

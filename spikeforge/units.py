@@ -138,7 +138,8 @@ def parse_unit(text: str) -> Unit:
         else:
             name = m.group("name")
             if name not in KNOWN_UNITS:
-                raise UnitError(f"unknown unit {name!r} in {text!r} ({_known_hint()})")
+                inside = f" in {text.strip()!r}" if text.strip() != name else ""
+                raise UnitError(f"unknown unit {name!r}{inside} ({_known_hint()})")
             term = KNOWN_UNITS[name] ** int(m.group("exp") or 1)
         unit = term if unit is None else (unit * term if op == "*" else unit / term)
         expect_term = False
@@ -178,6 +179,10 @@ def describe(unit: Unit) -> str:
     named = _NAMED.get(unit.dims)
     if named is not None:
         return named[0]
+    for num, (num_name, _) in _NAMED.items():  # a quotient of two named dimensions: "a voltage per time"
+        for den, (den_name, _) in _NAMED.items():
+            if any(den) and den != (0, 0, -1, 0) and tuple(a - b for a, b in zip(num, den, strict=True)) == unit.dims:
+                return f"{num_name} per {den_name.split(' ', 1)[1]}"
     parts = [f"{d}^{e}" if e != 1 else d for d, e in zip(_DIMS, unit.dims, strict=True) if e]
     return "of dimension " + " ".join(parts)
 

@@ -94,7 +94,7 @@ class Model:
             try:
                 check_declaration(self.kind, text)
             except UnitError as err:
-                raise ModelError(f"units.{n}: {err}", self.name, f"units.{n}") from None
+                raise ModelError(str(err), self.name, f"units.{n}") from None
             self.units[n] = text.strip()
 
     # -- parameters --------------------------------------------------------------------

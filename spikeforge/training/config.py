@@ -186,6 +186,9 @@ class _TrainLoader(_Loader):
         if not isinstance(recurrent, bool):
             self.fail("network.recurrent: expected true or false", self.vline(node, "recurrent"))
         size = self.get_int(hidden, "size", "network.hidden")
+        if "params" in hidden:  # values with units ("20 ms") in the units the model computes in
+            hidden["params"] = self.with_units(self.get_mapping(hidden, "params", "network.hidden"),
+                                               "network.hidden.params", model)
         params, params_node = self.hidden_params(hidden, size)
 
         def locate(err):  # an error about one hidden parameter: the line of its value
@@ -194,12 +197,12 @@ class _TrainLoader(_Loader):
         with self.building(self.kline(top, "network"), locate):
             return EpropConfig(
                 n_in, size, n_out, model, params, recurrent=recurrent,
-                tau_out=self.get_number(node, "tau_out", "network", 20.0, positive=True), dt=dt, loss=loss,
+                tau_out=self.get_number(node, "tau_out", "network", 20.0, positive=True, unit="ms"), dt=dt, loss=loss,
                 feedback=self.get_str(node, "feedback", "network", "symmetric"),
                 surrogate=self.get_str(node, "surrogate", "network", "triangular"),
                 gamma=self.get_number(node, "gamma", "network", 0.3),
                 reg_rate=self.get_number(reg, "rate", "network.regularisation", 0.0),
-                reg_target_hz=self.get_number(reg, "target_hz", "network.regularisation", 10.0),
+                reg_target_hz=self.get_number(reg, "target_hz", "network.regularisation", 10.0, unit="Hz"),
                 precision=self.get_str(node, "precision", "network", "float"), name=name,
             )
 
@@ -260,7 +263,7 @@ class _TrainLoader(_Loader):
         self.check_keys(top, ("name", "dt", "models", "data", "network", "training"), "the file",
                         required=("data", "network"))
         name = self.get_str(top, "name", "", self.default_name, identifier=True)
-        dt = self.get_number(top, "dt", "", 1.0, positive=True)
+        dt = self.get_number(top, "dt", "", 1.0, positive=True, unit="ms")
         self.load_models(top)
         train, test = self.data(top, dt)
         loss = "xent" if train.task == "classification" else "mse"
