@@ -21,6 +21,7 @@ Schema (all times in ms; see ``docs/yaml.md`` for the long version)::
         kind: neuron      # neuron | weight_update | postsynaptic | current_source
         params: {tau_m: 20.0, v_th: null}     # null: the population must give a value
         derived: {alpha: "exp(-dt / tau_m)"}
+        subexpressions: {drive: "i_syn - (v + 65)"}   # named expressions of the state, per neuron and step
         vars: {v: -65.0, a: {init: 0.0, batched: true}}
         equations: |
           dv/dt = (-v + i_syn) / tau_m  (unless refractory)
@@ -28,11 +29,12 @@ Schema (all times in ms; see ``docs/yaml.md`` for the long version)::
         reset: v = -65
         refractory: 2.0
         integrator: exact # optional: exact | exponential_euler | euler | rk4
-        # neuron:         params, derived, vars, equations, threshold, reset, refractory, integrator, sim_code
-        # weight_update:  params, derived, vars, pre_vars, post_vars, pre_equations, post_equations,
-        #                 on_pre_spike, on_post_spike, on_pre, on_post
-        # postsynaptic:   params, derived, vars, equations, apply
-        # current_source: params, derived, vars, equations, current
+        # neuron:         params, derived, subexpressions, vars, equations, threshold, reset, refractory,
+        #                 integrator, sim_code
+        # weight_update:  params, derived, subexpressions, vars, pre_vars, post_vars, pre_equations,
+        #                 post_equations, on_pre_spike, on_post_spike, on_pre, on_post
+        # postsynaptic:   params, derived, subexpressions, vars, equations, apply
+        # current_source: params, derived, subexpressions, vars, equations, current
     populations:          # required
       exc:
         size: 3200        # required
@@ -247,6 +249,7 @@ MODEL_KINDS = {
             "refractory",
             "integrator",
             "sim_code",
+            "subexpressions",
         ),
     ),
     "weight_update": (
@@ -263,10 +266,11 @@ MODEL_KINDS = {
             "on_post_spike",
             "on_pre",
             "on_post",
+            "subexpressions",
         ),
     ),
-    "postsynaptic": (PostsynapticModel, ("params", "derived", "vars", "equations", "apply")),
-    "current_source": (CurrentSourceModel, ("params", "derived", "vars", "equations", "current")),
+    "postsynaptic": (PostsynapticModel, ("params", "derived", "vars", "equations", "apply", "subexpressions")),
+    "current_source": (CurrentSourceModel, ("params", "derived", "vars", "equations", "current", "subexpressions")),
 }
 # Every kind of model may declare the units it computes its names in (spikeforge.units).
 MODEL_KINDS = {kind: (cls, (*keys, "units")) for kind, (cls, keys) in MODEL_KINDS.items()}
@@ -763,14 +767,14 @@ class _Loader:
                         )
                     if isinstance(value, dict):
                         self.check_mapping(value, f"{where}.params", self.vline(node, key))
-                elif key == "derived":
+                elif key in ("derived", "subexpressions"):
                     value = self.check_mapping(
-                        value, f"{where}.derived", self.vline(node, key), "a mapping name -> expression"
+                        value, f"{where}.{key}", self.vline(node, key), "a mapping name -> expression"
                     )
                     for d, expr in value.items():
                         if isinstance(expr, bool) or not isinstance(expr, (str, int, float)):
                             self.fail(
-                                f"{where}.derived.{d}: expected an expression, got {_type_name(expr)}",
+                                f"{where}.{key}.{d}: expected an expression, got {_type_name(expr)}",
                                 self.vline(value, d),
                             )
                 elif key in ("vars", "pre_vars", "post_vars"):

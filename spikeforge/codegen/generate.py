@@ -175,10 +175,53 @@ def _temp_name(tmp: str, rename: dict) -> str:
     return tmp
 
 
-def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lines: list[Line], random_owner=None):
+class _NamedSubexpressions:
+    """The subexpressions a kernel prints as ``const scalar`` lines, and which of them still hold:
+    a statement that writes a variable one reads makes it stale, and later uses get its
+    definition inline (the value at the point of use, as if the user had written it there)."""
+
+    def __init__(self, model):
+        self.sub = model.subexpressions
+        self.printed: set[str] = set()
+        self.stale: set[str] = set()
+
+    def print_lines(self, w: _KernelWriter, exprs, rename: dict, lines: list[Line], prefix: str = ""):
+        """One line per subexpression ``exprs`` need (with those they need), in dependency order."""
+        for n in self.sub.needed(exprs):
+            if n in self.printed:
+                continue
+            c = prefix + n
+            e = self.use(self.sub.as_written[n]).xreplace(rename)
+            lines.append(Line(f"const scalar {c} = {w.expr(e)};", f"subexpression {n} = {self.sub.source[n]}"))
+            rename[symbol(n)] = symbol(c)
+            self.printed.add(n)
+
+    def use(self, e):
+        """``e`` (as written) with the subexpressions not printed, or stale, inlined."""
+        if not self.sub:
+            return e
+        return self.sub.inline(e, set(self.sub) - (self.printed - self.stale))
+
+    def wrote(self, target: str):
+        self.stale |= {n for n in self.printed if target in self.sub.reads(n)}
+
+
+def _subexpression_comments(model, exprs, skip, lines: list[Line]):
+    """For the subexpressions only the ODEs use: a comment line each (the integrator's update
+    has them expanded, so that it sees the whole equations)."""
+    for n in model.subexpressions.needed(exprs):
+        if n not in skip:
+            lines.append(Line("", f"subexpression {n} = {model.subexpressions.source[n]} "
+                                  "(expanded into the integrator's update below)"))
+
+
+def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lines: list[Line], random_owner=None,
+                     named: _NamedSubexpressions | None = None):
     for st in stmts:
         target = rename.get(symbol(st.target), symbol(st.target)).name
-        value = st.value.xreplace(rename)
+        value = (named.use(st.value) if named is not None else st.value).xreplace(rename)
+        if named is not None:
+            named.wrote(st.target)
         if st.op in ("+=", "-=") and (value - symbol(target)).free_symbols.isdisjoint({symbol(target)}):
             rhs = w.expr(sympy.expand(value - symbol(target)) if st.op == "+=" else
                          sympy.expand(symbol(target) - value), random_owner)
@@ -414,7 +457,9 @@ class Generator:
                 loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
             loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
             code.append(Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}"))
-            _emit_statements(w, ps.parse_apply(list(m.vars)), rename, code, q.id)
+            apply, named_ps = ps.parse_apply(list(m.vars), as_written=True), _NamedSubexpressions(ps)
+            named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
+            _emit_statements(w, apply, rename, code, q.id, named=named_ps)
             code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
             method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
             if ps.odes:
@@ -428,7 +473,10 @@ class Generator:
             w.add_derived(c.model, rename, pre)
             for name in c.model.vars:
                 loads.append(Access(pre + name, cs_arrays[c.name][name].name, "neuron", True, "scalar", True))
-            code.append(Line(f"{INPUT_NAME} += {w.expr(c.model.current.xreplace(rename), c.id)};",
+            named_cs = _NamedSubexpressions(c.model)
+            current = c.model.as_written.get("current", c.model.current)
+            named_cs.print_lines(w, [current], rename, code, prefix=pre)
+            code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
         if m.refractory is not None:
@@ -441,11 +489,21 @@ class Generator:
             code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
             code.append(Line("const bool _refractory = _refrac > 0;",
                              "refractory? (steps since the spike < the period in steps)"))
+        # Subexpressions: the integrator's update has them expanded; the code after it (sim_code,
+        # threshold) names them, each computed once per neuron from the integrated values.
+        as_written = m.as_written
+        sim_code = as_written.get("sim_code", m.sim_code)
+        threshold = as_written.get("threshold", m.threshold)
+        after_update = [st.value for st in sim_code] + ([threshold] if m.threshold is not None and not is_ssa else [])
+        named = _NamedSubexpressions(m)
+        _subexpression_comments(m, [o.rhs for o in as_written.get("equations", [])],
+                                m.subexpressions.needed(after_update), code)
         if m.odes:
             method = _emit_odes(w, m.odes, rename_neuron, m.name, m.integrator, p.name, code,
                                 hold_if_refractory=m.refractory is not None)
             self.integrators[p.name] = method
-        _emit_statements(w, m.sim_code, rename_neuron, code)
+        named.print_lines(w, after_update, rename_neuron, code)
+        _emit_statements(w, sim_code, rename_neuron, code, named=named)
         # Pre/postsynaptic traces of learning synapses live with the neurons.
         trace_blocks = [(q, "pre", q.wu_pre_vars, q.weight_update.pre_odes, q.weight_update.on_pre_spike)
                         for q in outgoing] + \
@@ -472,7 +530,7 @@ class Generator:
         if is_ssa:
             spike_cond = "_ss_fire"
         elif m.threshold is not None:
-            cond = w.expr(m.threshold.xreplace(rename_neuron))
+            cond = w.expr(named.use(threshold).xreplace(rename_neuron))
             if m.refractory is not None:
                 cond = f"!_refractory && ({cond})"
             spike_cond = cond
@@ -483,13 +541,17 @@ class Generator:
         for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
             code.append(_poisson_input_line(w, pi, net.dt))
         reset_lines: list[Line] = []
-        _emit_statements(w, m.reset, rename_neuron, reset_lines)
+        reset = as_written.get("reset", m.reset)
+        named_reset = _NamedSubexpressions(m)  # the reset runs apart from the update (CPU: a second pass)
+        named_reset.print_lines(w, [st.value for st in reset], rename_neuron, reset_lines)
+        first_reset = len(reset_lines)
+        _emit_statements(w, reset, rename_neuron, reset_lines, named=named_reset)
         if m.refractory is not None:
             reset_lines.append(Line("_refrac = _refrac_steps;",
                                     f"refractory for {m.refractory_source}, this step the first"))
         on_spike[:0] = reset_lines
         if m.reset:
-            on_spike[0].comment = "reset: " + on_spike[0].comment
+            on_spike[first_reset].comment = "reset: " + on_spike[first_reset].comment
         info = {
             "size": p.size, "slots": slots, "spike_condition": spike_cond, "on_spike": on_spike,
             "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
@@ -529,7 +591,10 @@ class Generator:
         delivers = any(s.target == DELIVER_NAME for s in stmts)
         if delivers:
             code.append(Line(f"scalar {DELIVER_NAME} = 0;", "input this synapse delivers"))
-        _emit_statements(w, stmts, {}, code)
+        named, rename = _NamedSubexpressions(wu), {}
+        stmts = wu.as_written.get(which, stmts)
+        named.print_lines(w, [st.value for st in stmts], rename, code)
+        _emit_statements(w, stmts, rename, code, named=named)
         src = wu.source[which]
         source_pop = q.pre if which == "on_pre" else q.post
         info = {

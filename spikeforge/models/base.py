@@ -9,6 +9,7 @@ import sympy
 from ..errors import ModelError
 from .expressions import ParseContext, RandomCounter, parse_expression
 from .reserved import reserved_reason
+from .subexpressions import Subexpressions, parse_subexpressions
 from .variables import Var, make_vars
 
 #: Names every model may read: the time of the current step and the time step (ms).
@@ -62,14 +63,39 @@ class Model:
             self.derived[d] = parse_expression(text, ctx, f"derived.{d}")
             self.derived_source[d] = str(text)
             ctx.known.add(d)
+        self.subexpressions = Subexpressions(name)
+        #: fields parsed with subexpressions named (for printing); the attributes hold them expanded
+        self.as_written: dict[str, object] = {}
 
     # -- names -------------------------------------------------------------------------
     def constant_names(self) -> set[str]:
         return set(self.params) | set(self.derived) | set(BUILTIN_NAMES)
 
     def context(self, extra=(), random_allowed=True) -> ParseContext:
-        known = self.constant_names() | set(self.vars) | set(extra)
+        known = self.constant_names() | set(self.vars) | set(extra) | set(self.subexpressions)
         return ParseContext(self.name, known, random_allowed, self.counter)
+
+    def add_subexpressions(self, spec, extra=(), taken=None):
+        """Parse the model's subexpressions (see :mod:`.subexpressions`); ``extra``: inputs they
+        may read, ``taken``: further names they may not use (name -> what uses it)."""
+        taken = {**{p: "a parameter" for p in self.params}, **{d: "a derived parameter" for d in self.derived},
+                 **{v: "a variable" for v in self.vars}, **{x: "an input" for x in extra}, **(taken or {})}
+        known = self.constant_names() | set(self.vars) | set(extra) | (set(taken) - set(BUILTIN_NAMES))
+        self.subexpressions = parse_subexpressions(
+            spec, self.name, known, taken,
+            lambda n: _check_name(n, self.name, f"subexpressions.{n}" if isinstance(n, str) else "subexpressions",
+                                  "subexpression"))
+
+    def expanded(self, field_name: str, parsed):
+        """``parsed`` (an expression, ODEs or statements of ``field_name``) with subexpressions
+        substituted; the form as written is kept in :attr:`as_written` for the code generator."""
+        if not self.subexpressions or parsed is None:
+            return parsed
+        self.as_written[field_name] = parsed
+        sub = self.subexpressions
+        if isinstance(parsed, list):
+            return [sub.expand_odes([x])[0] if hasattr(x, "rhs") else sub.expand_statements([x])[0] for x in parsed]
+        return sub.expand(parsed)
 
     # -- units -------------------------------------------------------------------------
     #: Names besides parameters and variables whose unit a model of this kind may declare.

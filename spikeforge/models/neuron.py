@@ -29,6 +29,10 @@ class NeuronModel(Model):
     never crossed while refractory.  ``integrator`` forces an integration method
     (``exact``, ``exponential_euler``, ``euler``, ``rk4``); by default the first that
     applies is chosen, in that order.
+
+    ``subexpressions`` names expressions of the state that the other fields use by name,
+    e.g. ``{"alpha_m": "0.32 * 4 / exprel((13 - v + VT) / 4)"}``: evaluated per neuron and
+    step (see :mod:`spikeforge.models.subexpressions`).
     """
 
     kind = "neuron"
@@ -46,22 +50,24 @@ class NeuronModel(Model):
         derived=None,
         integrator=None,
         sim_code=None,
+        subexpressions=None,
         units=None,
     ):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         if INPUT_NAME in self.vars or INPUT_NAME in self.params:
             raise ModelError(f"'{INPUT_NAME}' is reserved for the synaptic input", name, "vars")
+        self.add_subexpressions(subexpressions, extra=[INPUT_NAME])
         ctx = self.context(extra=[INPUT_NAME])
-        self.odes = parse_odes(equations, self.context(extra=[INPUT_NAME], random_allowed=False),
-                               state=set(self.vars))
+        self.odes = self.expanded("equations", parse_odes(
+            equations, self.context(extra=[INPUT_NAME], random_allowed=False), state=set(self.vars)))
         self.equations_source = equations
         # Statements run every step after integration (e.g. input spike generators' state).
-        self.sim_code = parse_statements(sim_code, ctx, "sim_code", set(self.vars))
+        self.sim_code = self.expanded("sim_code", parse_statements(sim_code, ctx, "sim_code", set(self.vars)))
         self.threshold = None
         if threshold is not None:
-            self.threshold = parse_expression(threshold, ctx, "threshold", condition=True)
+            self.threshold = self.expanded("threshold", parse_expression(threshold, ctx, "threshold", condition=True))
         self.threshold_source = threshold
-        self.reset = parse_statements(reset, ctx, "reset", set(self.vars))
+        self.reset = self.expanded("reset", parse_statements(reset, ctx, "reset", set(self.vars)))
         if self.reset and self.threshold is None:
             raise ModelError("a reset needs a threshold", name, "reset")
         self.refractory = None

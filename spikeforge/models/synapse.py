@@ -26,6 +26,8 @@ class WeightUpdateModel(Model):
     * ``on_pre``: statements per synapse when a presynaptic spike arrives; ``post_input += w``
       delivers input to the postsynaptic neuron.
     * ``on_post``: statements per synapse when the postsynaptic neuron spikes.
+    * ``subexpressions``: named expressions the other fields use by name (see
+      :mod:`spikeforge.models.subexpressions`).
     """
 
     kind = "weight_update"
@@ -44,6 +46,7 @@ class WeightUpdateModel(Model):
         on_pre=None,
         on_post=None,
         derived=None,
+        subexpressions=None,
         units=None,
     ):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": False})
@@ -57,18 +60,24 @@ class WeightUpdateModel(Model):
             if not v.batched or not v.per_element:
                 raise ModelError(f"trace '{v.name}' must be per neuron and batched", name, "pre_vars")
         trace_names = set(self.pre_vars) | set(self.post_vars)
-        self.pre_odes = parse_odes(pre_equations, self.context(trace_names, False), "pre_equations", trace_names)
-        self.post_odes = parse_odes(post_equations, self.context(trace_names, False), "post_equations", trace_names)
+        self.add_subexpressions(subexpressions, taken={n: "a trace" for n in trace_names})
+        self.pre_odes = self.expanded("pre_equations", parse_odes(
+            pre_equations, self.context(trace_names, False), "pre_equations", trace_names))
+        self.post_odes = self.expanded("post_equations", parse_odes(
+            post_equations, self.context(trace_names, False), "post_equations", trace_names))
         for odes, side, allowed in ((self.pre_odes, "pre", self.pre_vars), (self.post_odes, "post", self.post_vars)):
             for o in odes:
                 if o.var not in allowed:
                     raise ModelError(f"'{o.source}' must be about a {side}-synaptic trace", name, f"{side}_equations")
         ctx = self.context(trace_names)
-        self.on_pre_spike = parse_statements(on_pre_spike, ctx, "on_pre_spike", set(self.pre_vars))
-        self.on_post_spike = parse_statements(on_post_spike, ctx, "on_post_spike", set(self.post_vars))
+        self.on_pre_spike = self.expanded(
+            "on_pre_spike", parse_statements(on_pre_spike, ctx, "on_pre_spike", set(self.pre_vars)))
+        self.on_post_spike = self.expanded(
+            "on_post_spike", parse_statements(on_post_spike, ctx, "on_post_spike", set(self.post_vars)))
         ctx_pre = self.context(trace_names | {DELIVER_NAME})
-        self.on_pre = parse_statements(on_pre, ctx_pre, "on_pre", set(self.vars) | {DELIVER_NAME})
-        self.on_post = parse_statements(on_post, ctx, "on_post", set(self.vars))
+        self.on_pre = self.expanded(
+            "on_pre", parse_statements(on_pre, ctx_pre, "on_pre", set(self.vars) | {DELIVER_NAME}))
+        self.on_post = self.expanded("on_post", parse_statements(on_post, ctx, "on_post", set(self.vars)))
         for st in self.on_pre:
             if st.target == DELIVER_NAME and st.op != "+=":
                 raise ModelError(f"'{st.source}': input is delivered with '{DELIVER_NAME} += ...'", name, "on_pre")
@@ -97,18 +106,23 @@ class PostsynapticModel(Model):
     kind = "postsynaptic"
     unit_inputs = (IN_SYN_NAME,)
 
-    def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None, units=None):
+    def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None, subexpressions=None,
+                 units=None):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         self.declare_units(units)
-        self.odes = parse_odes(equations, self.context([IN_SYN_NAME], False), state=set(self.vars))
+        self.add_subexpressions(subexpressions, extra=[IN_SYN_NAME])
+        self.odes = self.expanded("equations", parse_odes(
+            equations, self.context([IN_SYN_NAME], False), state=set(self.vars)))
         self.apply_source = apply
         self.equations_source = equations
 
-    def parse_apply(self, neuron_vars):
-        """The ``apply`` statements, checked against the target neuron's variables."""
+    def parse_apply(self, neuron_vars, as_written=False):
+        """The ``apply`` statements, checked against the target neuron's variables (with the
+        model's subexpressions substituted, unless ``as_written``)."""
         allowed = set(self.vars) | {INPUT_NAME} | set(neuron_vars)
         ctx = self.context([IN_SYN_NAME, INPUT_NAME, *neuron_vars])
-        return parse_statements(self.apply_source, ctx, "apply", allowed)
+        stmts = parse_statements(self.apply_source, ctx, "apply", allowed)
+        return stmts if as_written else self.subexpressions.expand_statements(stmts)
 
 
 class CurrentSourceModel(Model):
@@ -120,11 +134,14 @@ class CurrentSourceModel(Model):
 
     kind = "current_source"
 
-    def __init__(self, name, params=None, vars=None, current="0", equations=None, derived=None, units=None):
+    def __init__(self, name, params=None, vars=None, current="0", equations=None, derived=None,
+                 subexpressions=None, units=None):
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         self.declare_units(units)
         from .expressions import parse_expression
 
-        self.odes = parse_odes(equations, self.context(random_allowed=False), state=set(self.vars))
-        self.current = parse_expression(current, self.context(), "current")
+        self.add_subexpressions(subexpressions)
+        self.odes = self.expanded("equations", parse_odes(
+            equations, self.context(random_allowed=False), state=set(self.vars)))
+        self.current = self.expanded("current", parse_expression(current, self.context(), "current"))
         self.current_source = current
