@@ -60,7 +60,7 @@ Schema (all times in ms; see ``docs/yaml.md`` for the long version)::
     current_sources:
       drive: {population: exc, model: dc, params: {amp: 1.0}}
     poisson_inputs:       # external Poisson drive (Brian2's PoissonInput)
-      ext: {population: exc, target: v, n: 1000, rate: 10.0, weight: 0.1}   # rate in Hz
+      ext: {population: exc, target: v, n: 1000, rate: 10.0, weight: 0.1}   # rate in Hz (or "10 Hz")
 
 Model code (equations, statements) is passed to the model constructors unchanged; use a
 literal block (``|``) for several lines. Numbers such as ``1e-3`` are read as numbers
@@ -1249,6 +1249,21 @@ class _Loader:
                     self.vline(node, "population"),
                 )
             target = self.get_str(node, "target", where)
+            node = _copy_lines(node)  # values with units: rate in Hz, weight in the unit of the target
+            node["rate"] = self.unit_value(node, "rate", where, "Hz")
+            model = net.populations[pop].model
+            if target not in model.vars:
+                self.fail(f"{where}.target: population '{pop}' (model '{model.name}') has no variable "
+                          f"'{target}' (variables: {', '.join(model.vars) or 'none'})", self.vline(node, "target"))
+
+            def weight_in_target_unit(text, at_line, model=model, target=target, where=where):
+                try:
+                    return _units.convert_for(text, model, target)
+                except _units.UnitError as err:
+                    self.fail(f"{where}.weight: {err}", at_line)
+
+            node["weight"] = self.map_quantities(node["weight"], f"{where}.weight", self.vline(node, "weight"),
+                                                 weight_in_target_unit)
             n = self.get_int(node, "n", where)
             if n < 1:
                 self.fail(f"{where}.n: the number of sources must be a positive integer, got {n!r}",

@@ -353,6 +353,22 @@ def test_bad_yaml_is_one_error_with_file_line_and_field(tmp_path, old, new, line
     assert match in msg or pytest.fail(msg)
 
 
+def test_yaml_values_with_units(tmp_path):
+    """rate in any frequency unit, weight in any unit of the target's dimension; the wrong
+    dimension is an error at its line."""
+    path = tmp_path / "pin.yaml"
+    path.write_text(YAML.replace("rate: 10.0", "rate: 0.02 kHz").replace("weight: 0.1", "weight: 100 uV"))
+    net, _ = load_network(path)
+    assert (net.poisson_inputs["ext"].rate_hz, net.poisson_inputs["ext"].weight) == (20.0, 0.1)
+    for old, new, line, field, match in [("rate: 10.0", "rate: 3 mV", 10, "rate", "is a frequency (Hz)"),
+                                         ("weight: 0.1", "weight: 1 ms", 11, "weight", "is a voltage (mV)")]:
+        path.write_text(YAML.replace(old, new))
+        with pytest.raises(ConfigError) as info:
+            load_network(path)
+        assert str(info.value).startswith(f"{path}:{line}: poisson_inputs.ext.{field}: ")
+        assert match in str(info.value)
+
+
 def test_yaml_builds_the_same_input_as_python():
     net, _ = load_network(textwrap.dedent(YAML))
     pi = net.poisson_inputs["ext"]
