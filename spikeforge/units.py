@@ -104,10 +104,10 @@ _NAMED = {
 BASE_UNITS = {name: base for name, base in _NAMED.values() if base is not None}
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<op>[*/·])|(?P<one>1)(?![\d.])|(?P<name>[A-Za-zµμΩ]+)(?:(?:\^|\*\*)?(?P<exp>[-+]?\d+))?)"
+    r"\s*(?:(?P<op>[*/·])|(?P<one>1)(?![\d.])|(?P<name>[A-Za-zµμΩ_]+)(?:(?:\^|\*\*)?(?P<exp>[-+]?\d+))?)"
 )
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_QUANTITY = re.compile(rf"\s*(?P<number>{_NUMBER})\s*(?P<unit>[A-Za-zµμΩ][A-Za-zµμΩ0-9^*/·\s-]*?)\s*")
+_QUANTITY = re.compile(rf"\s*(?P<number>{_NUMBER})\s*(?P<unit>[A-Za-zµμΩ][A-Za-zµμΩ_0-9^*/·\s-]*?)\s*")
 
 
 def parse_unit(text: str) -> Unit:
