@@ -531,7 +531,7 @@ class _Loader:
             self.fail(
                 f"{_at(where, key)}: expected a number, got {_type_name(v)} {_show(v)}", self.vline(node, key)
             )
-        if not np.isfinite(v):
+        if not np.isfinite(float(v) if isinstance(v, float) or abs(v) < 2**1000 else math.inf):  # huge ints too
             self.fail(f"{_at(where, key)}: expected a finite number, got {v!r}", self.vline(node, key))
         if positive and v <= 0:
             self.fail(f"{_at(where, key)}: must be positive, got {v!r}", self.vline(node, key))
@@ -1278,7 +1278,7 @@ class _Loader:
             except NetworkError as err:  # name the field it is about, at its line
                 message = str(err).removeprefix(f"poisson input '{name}': ")
                 key = "target" if "target" in message or "variable" in message else \
-                    "rate" if "n * rate" in message else None
+                    "rate" if "n * rate" in message else "n" if message.startswith("n (") else None
                 if key is None:
                     self.fail(f"{where}: {message}", line)
                 self.fail(f"{where}.{key}: {message}", self.vline(node, key))

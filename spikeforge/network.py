@@ -438,8 +438,9 @@ class Network:
         if not var.batched:
             raise NetworkError(f"{where}: target '{target}' is shared across the batch; the input writes it, so "
                                "it must be batched")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise NetworkError(f"{where}: n (the number of sources) must be a positive integer, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_INDEX:
+            raise NetworkError(f"{where}: n (the number of sources) must be a positive integer of at most "
+                               f"{MAX_INDEX}, got {n!r}")
         for field_name, value in (("rate", rate_hz), ("weight", weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                     or not math.isfinite(value):

@@ -339,6 +339,8 @@ poisson_inputs:
     ("weight: 0.1", "weight: .inf", 11, "weight", "finite"),
     ("weight: 0.1", "weight: heavy", 11, "weight", "expected a number"),
     ("population: exc", "population: inh", 7, "population", "unknown population 'inh'"),
+    ("rate: 10.0", "rate: 1180591620717411303424", 10, "rate", "events per step, more than the 1e+09"),
+    ("n: 1000", "n: 18446744073709551617", 9, "n", "of at most 4294967295"),
     ("    weight: 0.1\n", "", 6, "", "missing required key 'weight'"),
     ("    weight: 0.1\n", "    weight: 0.1\n    rates: 3\n", 12, "", "unknown key 'rates'"),
 ])
