@@ -192,6 +192,8 @@ def test_subexpressions_of_synapse_postsynaptic_and_current_source_models():
     neuron = next(k for k in spec.kernels if k.name == "neuron_update_dst")
     codes = [line.code for line in neuron.code]
     assert "const scalar ramp_amp = ramp_a*t;" in codes and "i_syn += ramp_amp;" in codes
+    comments = [line.comment for line in neuron.code]
+    assert "subexpression decay = -x / tau (expanded into the integrator's update below)" in comments
 
 
 def test_a_statement_writing_what_a_subexpression_reads_makes_later_uses_inline():
@@ -270,6 +272,15 @@ def test_a_field_using_an_unknown_name_lists_the_subexpressions_as_known():
     with pytest.raises(ModelError, match="'alpha_m', which cannot be written here"):
         NeuronModel("bad", vars={"v": 0.0}, subexpressions={"alpha_m": "v + 1"}, threshold="v > 1",
                     reset="alpha_m = 0")
+
+
+def test_a_reset_reading_the_input_through_a_subexpression_is_refused():
+    """The reset runs apart from the update (on the CPU, a second pass without i_syn): before this
+    check, 'v = i_syn' in a reset was a C++ compile error of the CPU backend."""
+    for fields in ({"subexpressions": {"drive": "2 * i_syn"}, "reset": "v = drive"}, {"reset": "v = i_syn"}):
+        with pytest.raises(ModelError, match=r"the reset cannot read 'i_syn'") as err:
+            NeuronModel("in_reset", vars={"v": 0.0}, equations="dv/dt = -v + i_syn", threshold="v > 1", **fields)
+        assert err.value.field == "reset"
 
 
 YAML = """\

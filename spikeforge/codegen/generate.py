@@ -461,6 +461,7 @@ class Generator:
             named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
             _emit_statements(w, apply, rename, code, q.id, named=named_ps)
             code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
+            _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
             method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
             if ps.odes:
                 self.integrators[f"{q.name} ({ps.name})"] = method
@@ -478,6 +479,8 @@ class Generator:
             named_cs.print_lines(w, [current], rename, code, prefix=pre)
             code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
+            _subexpression_comments(c.model, [o.rhs for o in c.model.as_written.get("equations", [])],
+                                    named_cs.printed, code)
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
         if m.refractory is not None:
             # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the

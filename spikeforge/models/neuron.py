@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ModelError
 from .base import Model
-from .expressions import parse_expression, parse_odes, parse_statements
+from .expressions import parse_expression, parse_odes, parse_statements, symbol
 
 #: The name of the summed synaptic (and current-source) input a neuron model reads.
 INPUT_NAME = "i_syn"
@@ -70,6 +70,10 @@ class NeuronModel(Model):
         self.reset = self.expanded("reset", parse_statements(reset, ctx, "reset", set(self.vars)))
         if self.reset and self.threshold is None:
             raise ModelError("a reset needs a threshold", name, "reset")
+        for st in self.reset:  # the reset runs apart from the update (on the CPU, a pass of its own)
+            if symbol(INPUT_NAME) in st.value.free_symbols:
+                raise ModelError(f"'{st.source}': the reset cannot read '{INPUT_NAME}' (directly or through a "
+                                 f"subexpression); keep the input in a variable in sim_code", name, "reset")
         self.refractory = None
         self.refractory_source = refractory
         if refractory is not None:
