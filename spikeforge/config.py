@@ -974,8 +974,9 @@ class _Loader:
                         f"{where}.{k}: expected a list, got {_type_name(spikes[k])} {_show(spikes[k])}",
                         lines[k],
                     )
+            times = _plain(self.unit_value(spikes, "times", where, "ms"))  # values with units: to ms
             try:
-                times = np.asarray(_plain(spikes["times"]), dtype=float)
+                times = np.asarray(times, dtype=float)
             except (TypeError, ValueError):
                 self.fail(f"{where}.times: expected a list of numbers (ms)", lines["times"])
             ids = np.asarray(_plain(spikes["ids"]))

@@ -117,6 +117,8 @@ def parse_unit(text: str) -> Unit:
         raise UnitError(f"expected a unit such as ms, mV, nA, nS, pF, Hz, got {text!r}")
     pos, unit, op, expect_term = 0, None, "*", True
     text = text.rstrip()
+    if len(text) > 64:
+        raise UnitError(f"cannot read the unit {text[:20]!r}...: longer than 64 characters")
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
@@ -140,7 +142,10 @@ def parse_unit(text: str) -> Unit:
             if name not in KNOWN_UNITS:
                 inside = f" in {text.strip()!r}" if text.strip() != name else ""
                 raise UnitError(f"unknown unit {name!r}{inside} ({_known_hint()})")
-            term = KNOWN_UNITS[name] ** int(m.group("exp") or 1)
+            power = int(m.group("exp") or 1)
+            if not 0 < abs(power) <= 4:
+                raise UnitError(f"cannot read the unit {text!r}: powers are -4 to 4 and not 0, got {power}")
+            term = KNOWN_UNITS[name] ** power
         unit = term if unit is None else (unit * term if op == "*" else unit / term)
         expect_term = False
     if unit is None or expect_term:
@@ -202,7 +207,13 @@ def convert(text: str, target: str, what: str) -> float:
         raise UnitError(
             f"{text.strip()!r} is {describe(given)}, but {what} is {describe(expected)} ({target})"
         )
-    return float(Fraction(number) * given.scale / expected.scale)
+    exponent = re.search(r"[eE]([-+]?\d+)$", number)
+    if exponent is not None and abs(int(exponent.group(1))) > 400:  # beyond any float: no huge exact numbers
+        raise UnitError(f"{text.strip()!r} is out of range")
+    try:
+        return float(Fraction(number) * given.scale / expected.scale)
+    except OverflowError:
+        raise UnitError(f"{text.strip()!r} is out of range in {target}") from None
 
 
 # -- declared units of a model ----------------------------------------------------------------

@@ -59,6 +59,10 @@ def test_the_base_units_the_builtins_compute_in():
         ("20 __import__", r"expected a number with a unit"),
         ("20 ms__import__", r"unknown unit 'ms__import__'"),
         ("5 mV", r"'5 mV' is a voltage, but x is a time \(ms\)"),
+        ("1e400 s", r"out of range"),
+        ("1e99999999999 s", r"out of range"),  # refused before any exact arithmetic on it
+        ("2 ms^99999999", r"powers are -4 to 4"),
+        ("1 " + "ms*" * 40 + "ms", r"longer than 64 characters"),
     ],
 )
 def test_bad_units_in_the_converter(text, message):
@@ -293,3 +297,15 @@ def test_training_file_values_with_units(tmp_path):
     path.write_text(text.replace("tau_out: 0.03 s", "tau_out: 30 mV"))
     with pytest.raises(ConfigError, match=r"network.tau_out: '30 mV' is a voltage, but network.tau_out is a time"):
         load_training(path)
+
+
+def test_spike_times_with_units():
+    text = (
+        "populations:\n  s:\n    size: 2\n    model: spike_source_array\n"
+        "    spikes:\n      times: [1 ms, 0.002 s, 3]\n      ids: [0, 1, 0]\n"
+    )
+    _, run = load_network(text, filename="net.yaml")
+    times, ids = run.spike_inputs["s"]
+    assert times.tolist() == [1.0, 2.0, 3.0] and ids.tolist() == [0, 1, 0]
+    with pytest.raises(ConfigError, match=r"^net.yaml:6: populations.s.spikes.times: '2 mV' is a voltage"):
+        load_network(text.replace("0.002 s", "2 mV"), filename="net.yaml")
