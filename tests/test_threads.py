@@ -48,6 +48,25 @@ def sparse_stdp_network():
     return net
 
 
+def independent_network(batch_size=8, name="threads_independent"):
+    """CUBA-like, with Poisson input and delays, spikes and v recorded: its batch instances
+    never meet (static weights), so the run loop may run them apart."""
+    net = Network(name, dt=0.1, batch_size=batch_size, seed=11, precision="float")
+    lif = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=2.0)
+    net.add_population("input", 200, m.POISSON, init={"rate": 20.0})
+    for pop, size in (("exc", 1600), ("inh", 400)):
+        net.add_population(pop, size, m.LIF, params=lif, init={"v": {"uniform": [-60.0, -50.0]}},
+                           record_spikes=True)
+    net.add_projection("in_exc", "input", "exc", m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.05),
+                       wu_params={"w": 1.0}, ps_params={"tau_syn": 5.0}, delay=1.5)
+    for pre, w, tau, delay in (("exc", 1.62, 5.0, 0.8), ("inh", -9.0, 10.0, 0.0)):
+        for post in ("exc", "inh"):
+            net.add_projection(f"{pre}_{post}", pre, post, m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.04),
+                               wu_params={"w": w}, ps_params={"tau_syn": tau}, delay=delay)
+    net.record_var("exc", "v")
+    return net
+
+
 def eprop_config():
     return EpropConfig(3, 4, 2, m.LIF_SUBTRACTIVE, {"tau_m": 20.0, "v_th": 0.6}, name="threads_eprop")
 
@@ -140,17 +159,26 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def team_counts(tmp_path_factory):
+def team_counter(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("teams")
     (tmp / "counter.cpp").write_text(_COUNTER)
     lib = tmp / "libcounter.so"
     subprocess.run([find_cxx_compiler(), "-O2", "-shared", "-fPIC", "counter.cpp", "-o", lib.name,
                     "-Wl,--no-as-needed", "-lgomp", "-ldl"], cwd=tmp, check=True, capture_output=True)
+    return lib
+
+
+def _run_counting_teams(lib: Path, script: str, *args: str) -> dict:
     env = {**os.environ, "LD_PRELOAD": str(lib)}
-    proc = subprocess.run([sys.executable, "-c", _COUNT_TEAMS.format(tests=str(ROOT / "tests"))], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def team_counts(team_counter):
+    return _run_counting_teams(team_counter, _COUNT_TEAMS.format(tests=str(ROOT / "tests")))
 
 
 def test_small_kernels_start_no_thread_team(team_counts):
@@ -165,6 +193,95 @@ def test_small_kernels_start_no_thread_team(team_counts):
 def test_large_kernels_still_run_on_a_team(team_counts):
     # 2048 Poisson neurons x 2 instances: the neuron update is worth a team every step
     assert team_counts["large_b2"] >= 100
+
+
+# ------------------------------------------------------------------- independent instances: one team per run
+
+# Runs the independent network (batch 8, 800 steps in two runs, so the v recording starts
+# again) on every path of the run loop, saving every array of the final state, the recorded
+# v and the spikes, and counting the thread teams each configuration started.
+_RUN_PATHS = """
+import ctypes, json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_threads import independent_network, stdp_network
+
+teams = ctypes.CDLL(None).sf_test_teams
+out_dir = sys.argv[1]
+configs = {{
+    # name: (threads, steps per backend call: None = as the runtime chooses)
+    "one_thread": (1, None),
+    "two_threads": (2, None),
+    "two_threads_whole_runs": (2, 400),      # two calls: one team each
+    "two_threads_uneven": (2, 97),           # 97-step calls, then a short one on the per-step path
+    "per_step_two_threads": (2, 1),          # one step per call: the per-step path, teams in the kernels
+    "per_step_one_thread": (1, 1),
+}}
+out = {{}}
+for name, (threads, chunk) in configs.items():
+    sim = independent_network().build(threads=threads)
+    sim.chunk_steps = chunk
+    before = teams()
+    sim.run(steps=500)
+    sim.run(steps=300)
+    out[name] = teams() - before
+    result = {{"arr_" + k: v for k, v in sim.backend.arrays.items()}}
+    result["recorded_v"] = sim.recorded("exc", "v")
+    for pop in ("exc", "inh"):
+        for b, (t, i) in enumerate(sim.spikes(pop)):
+            result[f"spikes_{{pop}}_{{b}}_t"], result[f"spikes_{{pop}}_{{b}}_i"] = t, i
+    np.savez(f"{{out_dir}}/{{name}}.npz", **result)
+# shared weights learned across the batch couple the instances: steps stay in lockstep
+sim = stdp_network(n_pre=2048, batch_size=4, name="threads_coupled").build(threads=2)
+sim.chunk_steps = 200
+before = teams()
+sim.run(steps=200)
+out["coupled"] = teams() - before
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def run_paths(team_counter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("paths")
+    teams = _run_counting_teams(team_counter, _RUN_PATHS.format(tests=str(ROOT / "tests")), str(out))
+    return teams, {name: dict(np.load(out / f"{name}.npz")) for name in teams if name != "coupled"}
+
+
+def test_the_generator_marks_networks_whose_instances_never_meet():
+    assert generate(independent_network()).instances_independent
+    assert generate(cuba_network(n=200)).instances_independent
+    # a weight shared across the batch and learned: its batch reduction couples the instances
+    assert not generate(stdp_network(batch_size=4)).instances_independent
+    assert not generate(sparse_stdp_network()).instances_independent
+
+
+def test_independent_instances_run_on_one_thread_team_per_run(run_paths):
+    """Batch 8 on 2 threads: one team for each long enough call of the run loop, not one per
+    kernel and step (which kept a busy machine waiting for the other thread at every join)."""
+    teams, _ = run_paths
+    assert teams["two_threads_whole_runs"] == 3  # calls of 400, 100 and 300 steps
+    assert teams["per_step_two_threads"] >= 800  # one step per call: the kernels start their own teams
+
+
+def test_every_run_path_gives_identical_results(run_paths):
+    """Instance by instance on one or two threads, in calls of any length, or step by step:
+    every state array, the recorded v and the spikes are bit for bit the same."""
+    teams, results = run_paths
+    reference = results["per_step_one_thread"]
+    assert reference["recorded_v"].shape == (800, 8, 1600)
+    assert len(reference["spikes_exc_3_t"]) > 100
+    assert not np.array_equal(reference["recorded_v"][:, 0], reference["recorded_v"][:, 1])  # instances differ
+    for name, got in results.items():
+        assert got.keys() == reference.keys(), name
+        for key in reference:
+            np.testing.assert_array_equal(got[key], reference[key], err_msg=f"{name}: {key}")
+    assert teams["two_threads_whole_runs"] < teams["per_step_two_threads"]  # the paths really differ
+
+
+def test_coupled_instances_keep_the_per_step_path(run_paths):
+    teams, _ = run_paths
+    assert teams["coupled"] >= 200  # the neuron update (2048 x 4) starts a team at every step
 
 
 # ------------------------------------------------------------------- results do not depend on threads

@@ -335,7 +335,16 @@ class Generator:
             "connectivity": q.connectivity.kind, "n_synapses": q.n_synapses, "delay_steps": q.delay_steps,
         } for q in net.projections.values()]
         return NetworkSpec(net.name, net.precision, net.dt, int(net.seed), self.arrays, self.kernels,
-                           pops_info, projs_info, self.integrators, recorded)
+                           pops_info, projs_info, self.integrators, recorded,
+                           instances_independent=self.instances_independent())
+
+    def instances_independent(self) -> bool:
+        """Whether every array a kernel writes is per batch instance. Then instance b's step
+        reads and writes only instance b's data (shared arrays are read-only: connectivity,
+        constant weights), so instances may run apart; a weight shared and learned across the
+        batch (its batch reduction writes the shared array) couples them at every step."""
+        by_name = {a.name: a for a in self.arrays}
+        return all(by_name[name].batched for k in self.kernels for name in k.writes)
 
     def population_arrays(self, p, slots):
         out = {"vars": self.add_vars(p.name, p.id, p.vars, p.size)}
@@ -461,7 +470,6 @@ class Generator:
             named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
             _emit_statements(w, apply, rename, code, q.id, named=named_ps)
             code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
-            _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
             method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
             if ps.odes:
                 self.integrators[f"{q.name} ({ps.name})"] = method
@@ -479,8 +487,6 @@ class Generator:
             named_cs.print_lines(w, [current], rename, code, prefix=pre)
             code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
-            _subexpression_comments(c.model, [o.rhs for o in c.model.as_written.get("equations", [])],
-                                    named_cs.printed, code)
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
         if m.refractory is not None:
             # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the

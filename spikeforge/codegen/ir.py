@@ -104,6 +104,9 @@ class NetworkSpec:
     projections: list[dict]
     integrators: dict[str, str]  # "population" -> method
     recorded_vars: list[dict] = field(default_factory=list)
+    # True when no kernel writes an array shared across the batch (no batch reduction):
+    # then the batch instances never meet and the CPU run loop may run each on its own
+    instances_independent: bool = False
 
     def array(self, name: str) -> ArraySpec:
         for a in self.arrays:
