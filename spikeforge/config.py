@@ -227,7 +227,8 @@ TOP_LEVEL_KEYS = (
     "poisson_inputs",
 )
 BACKENDS = ("cpu", "cuda", "cuda-emu")
-POPULATION_KEYS = ("size", "model", "params", "init", "record", "spikes")
+POPULATION_KEYS = ("size", "model", "params", "init", "record", "spikes", "timed_inputs")
+TIMED_INPUT_KEYS = ("file", "key", "values", "dt")
 PROJECTION_KEYS = ("pre", "post", "connectivity", "weight_update", "postsynaptic", "delay")
 WEIGHT_UPDATE_KEYS = ("model", "params", "init")
 POSTSYNAPTIC_KEYS = ("model", "params", "init", "target")
@@ -859,7 +860,11 @@ class _Loader:
             model = self.resolve_model(node["model"], "neuron", f"{where}.model", self.vline(node, "model"))
             params = self.with_units(self.get_mapping(node, "params", where), f"{where}.params", model)
             init = self.with_units(self.get_mapping(node, "init", where), f"{where}.init", model)
-            record, record_lines = self.record_list(node, where)
+            record, record_lines, record_opts = self.record_list(node, where)
+            if "rate" in record and "rate" not in model.vars:  # a variable named rate keeps its meaning
+                record = ["population_rate" if r == "rate" else r for r in record]
+                record_lines["population_rate"] = record_lines.pop("rate")
+                record_opts["population_rate"] = record_opts.pop("rate")
             is_ssa = isinstance(model, SpikeSourceArrayModel)
             if "spikes" in node and not is_ssa:
                 self.fail(
@@ -867,12 +872,13 @@ class _Loader:
                     f"(model here: '{model.name}')",
                     self.kline(node, "spikes"),
                 )
-            if "spikes" in record and not model.spiking:
-                self.fail(
-                    f"{where}.record: population '{name}' does not spike (model '{model.name}' has no "
-                    "threshold); record its variables instead",
-                    record_lines["spikes"],
-                )
+            for what in ("spikes", "population_rate"):
+                if what in record and not model.spiking:
+                    self.fail(
+                        f"{where}.record: population '{name}' does not spike (model '{model.name}' has no "
+                        f"threshold); record its variables instead",
+                        record_lines[what],
+                    )
 
             def locate(err, node=node):
                 if isinstance(err, ModelError):
@@ -888,46 +894,134 @@ class _Loader:
                     init=_plain(init),
                     record_spikes="spikes" in record,
                 )
-            if "spikes" in record:
-                cfg.record_spikes.append(name)
-            for var in record:
-                if var == "spikes":
-                    continue
-                with self.building(record_lines[var]):
-                    net.record_var(name, var)
-                cfg.record_vars.append((name, var))
+            for what in record:
+                self.record_options(net, name, what, record_opts[what], where, record_lines[what])
+                if what == "spikes":
+                    cfg.record_spikes.append(name)
+                elif what != "population_rate":
+                    cfg.record_vars.append((name, what))
+            if "timed_inputs" in node:
+                self.timed_inputs(node, where, net, name)
             if "spikes" in node:
                 cfg.spike_inputs[name] = self.spike_input(
                     node, where, net.populations[name].size, net.batch_size
                 )
 
     def record_list(self, node, where):
+        """``record:`` as (names, line of each, options of each): a list of names (``spikes``,
+        ``rate``, variables), a mapping name -> options (``{neurons: ..., every: k}``, or
+        true/null for everything), or a list mixing names and one-key such mappings."""
         if "record" not in node or node["record"] is None:
-            return [], {}
+            return [], {}, {}
         value = node["record"]
         line = self.vline(node, "record")
+        expected = "a list of 'spikes', 'rate' and/or variable names, or a mapping of them to options"
         if isinstance(value, str):
-            items, lines = [value], [line]
+            items = [(value, line, None)]
+        elif isinstance(value, LineDict):
+            items = [(k, self.kline(value, k), value[k]) for k in value]
         elif isinstance(value, LineList):
-            items, lines = list(value), value.item_lines
+            items = []
+            for item, item_line in zip(value, value.item_lines, strict=True):
+                if isinstance(item, LineDict) and len(item) == 1:
+                    (k, v), = item.items()
+                    items.append((k, self.kline(item, k), v))
+                else:
+                    items.append((item, item_line, None))
         else:
-            self.fail(
-                f"{where}.record: expected a list of 'spikes' and/or variable names, got "
-                f"{_type_name(value)} {_show(value)}",
-                line,
-            )
-        out, out_lines = [], {}
-        for item, item_line in zip(items, lines, strict=True):
+            self.fail(f"{where}.record: expected {expected}, got {_type_name(value)} {_show(value)}", line)
+        out, out_lines, options = [], {}, {}
+        for item, item_line, opts in items:
             if not isinstance(item, str) or not item.isidentifier():
                 self.fail(
-                    f"{where}.record: expected 'spikes' or a variable name, got {_type_name(item)} "
+                    f"{where}.record: expected 'spikes', 'rate' or a variable name, got {_type_name(item)} "
                     f"{_show(item)}",
                     item_line,
                 )
+            if opts is True:
+                opts = None
+            if opts is False:
+                continue
+            if opts is not None:
+                opts = self.check_mapping(opts, f"{where}.record.{item}", item_line,
+                                          "a mapping with neurons and/or every (or true)")
+                self.check_keys(opts, () if item == "population_rate" else ("neurons",) if item == "spikes"
+                                else ("neurons", "every"), f"{where}.record.{item}")
             if item not in out_lines:
                 out.append(item)
                 out_lines[item] = item_line
-        return out, out_lines
+                options[item] = opts
+        return out, out_lines, options
+
+    def record_options(self, net: Network, name: str, what: str, opts, where: str, line: int):
+        """Apply one ``record:`` entry of population ``name`` (``what``: spikes, a variable or
+        the population rate) with its options; errors carry the line of the option at fault."""
+        opts = opts or {}
+        if what == "population_rate" and opts:
+            key = next(iter(opts))
+            self.fail(f"{where}.record.rate: the population rate counts every neuron at every step; "
+                      f"it takes no {key}", self.kline(opts, key))
+        kwargs = {}
+        for key in ("neurons", "every"):
+            if key in opts:
+                kwargs[key] = _plain(opts[key])
+        try:
+            if what == "spikes":
+                net.record_spikes(name, **kwargs)
+            elif what == "population_rate":
+                net.record_rate(name)
+            else:
+                net.record_var(name, what, **kwargs)
+        except NetworkError as err:  # "<what the network calls it>: <problem>" -> the file's field and line
+            problem = str(err).split(": ", 1)[-1]
+            key = "every" if "every" in problem and "every" in opts else "neurons" if "neurons" in opts else None
+            self.fail(f"{where}.record.{what}{'.' + key if key else ''}: {problem}",
+                      self.vline(opts, key) if key else line)
+
+    def timed_inputs(self, node, where, net: Network, pop: str):
+        """``timed_inputs: {param: {file: x.npz, key: name, dt: ms}}`` (or ``{values: [...], dt: ms}``):
+        parameters that follow an array over time (see spikeforge.timed)."""
+        where = f"{where}.timed_inputs"
+        inputs = self.check_mapping(node["timed_inputs"], where, self.vline(node, "timed_inputs"),
+                                    "a mapping of parameter names to {file, key, dt}")
+        for param, spec in inputs.items():
+            at = f"{where}.{param}"
+            spec = self.check_mapping(spec, at, self.vline(inputs, param), "a mapping with file, key and dt")
+            self.check_keys(spec, TIMED_INPUT_KEYS, at, required=("dt",))
+            dt = self.get_number(spec, "dt", at, positive=True, unit="ms")
+            if ("file" in spec) == ("values" in spec):
+                self.fail(f"{at}: give either file (with key) or values", self.kline(inputs, param))
+            if "values" in spec:
+                if "key" in spec:
+                    self.fail(f"{at}.key: key goes with file, not with values", self.kline(spec, "key"))
+                values_line = self.vline(spec, "values")
+                try:
+                    values = np.asarray(_plain(spec["values"]), dtype=np.float64)
+                except (TypeError, ValueError):
+                    self.fail(f"{at}.values: expected a list (or nested lists) of numbers", values_line)
+            else:
+                if "key" not in spec:
+                    self.fail(f"{at}: file needs key, the name of the array in the .npz", self.kline(inputs, param))
+                rel = self.get_str(spec, "file", at)
+                key = self.get_str(spec, "key", at)
+                path = self.base_dir / rel
+                values_line = self.vline(spec, "key")
+                try:
+                    with np.load(path, allow_pickle=False) as data:
+                        names = list(data.files)
+                        values = np.asarray(data[key]) if key in names else None
+                except FileNotFoundError:
+                    self.fail(f"{at}.file: no such file {str(path)!r} (relative paths are relative to the YAML "
+                              "file)", self.vline(spec, "file"))
+                except (OSError, ValueError) as exc:
+                    self.fail(f"{at}.file: cannot read {str(path)!r} as .npz: {exc}", self.vline(spec, "file"))
+                if values is None:
+                    self.fail(f"{at}.key: {str(path)!r} has no array {key!r} (arrays: "
+                              f"{', '.join(sorted(names)) or 'none'})", values_line)
+                if values.dtype.kind not in "iuf":
+                    self.fail(f"{at}.key: array {key!r} holds {values.dtype}, not numbers", values_line)
+            with self.building(values_line):
+                net.add_timed_input(pop, param, values, dt)
 
     def spike_input(self, node, where, size: int, batch_size: int):
         where = f"{where}.spikes"

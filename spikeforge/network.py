@@ -19,6 +19,8 @@ from .models.neuron import NeuronModel
 from .models.parameters import check_parameter_values
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .models.variables import Var
+from .recording import VarRecording, check_every, neuron_selection
+from .timed import TimedArray, make_timed_array
 
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
@@ -273,6 +275,14 @@ class Network:
     current_sources: dict[str, CurrentSource] = field(default_factory=dict)
     poisson_inputs: dict[str, PoissonInput] = field(default_factory=dict)
     recorded_vars: list[tuple[str, str]] = field(default_factory=list)
+    #: (population, var) -> what of it is recorded (neurons, every); see spikeforge.recording
+    var_recordings: dict = field(default_factory=dict)
+    #: population -> the neurons whose spikes are recorded (absent: all of them)
+    spike_neurons: dict = field(default_factory=dict)
+    #: populations whose spike count per step and batch instance is recorded (population rate)
+    recorded_rates: list[str] = field(default_factory=list)
+    #: (population, parameter) -> TimedArray: parameters that follow an array over time
+    timed_inputs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_identifier(self.name, "network", in_code=False)
@@ -455,20 +465,90 @@ class Network:
         self.poisson_inputs[name] = pi
         return pi
 
-    def record_spikes(self, *populations):
+    def record_spikes(self, *populations, neurons=None):
+        """Record the spikes of ``populations``; ``neurons`` keeps only those neurons (a list
+        of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`)."""
         for p in populations:
-            self._population(p, "record spikes").record_spikes = True
+            pop = self._population(p, "record spikes")
+            if not pop.model.spiking:
+                raise NetworkError(f"record spikes: population '{pop.name}' does not spike (model "
+                                   f"'{pop.model.name}' has no threshold)")
+            pop.record_spikes = True
+            selection = neuron_selection(neurons, pop.size, f"record spikes of '{pop.name}'")
+            if selection is None:
+                self.spike_neurons.pop(pop.name, None)
+            else:
+                self.spike_neurons[pop.name] = selection
 
-    def record_var(self, population, var):
-        """Record ``var`` of ``population`` at every step (all neurons, all batch instances)."""
+    def record_var(self, population, var, neurons=None, every: int = 1):
+        """Record ``var`` of ``population`` (all batch instances): ``neurons`` (default all; a
+        list of indices, a slice or ``{start, stop, step}``) at the steps ``n`` with
+        ``n % every == 0``."""
         pop = self._population(population, "record var")
         if var not in pop.vars:
             raise NetworkError(
                 f"record var: population '{pop.name}' has no variable '{var}' "
                 f"(variables: {', '.join(pop.vars) or 'none'})"
             )
+        where = f"record var '{pop.name}.{var}'"
+        selection = neuron_selection(neurons, pop.size, where)
+        if selection is not None and not pop.vars[var].per_element:
+            raise NetworkError(f"{where}: the variable has one value for the population; it has no neurons "
+                               "to choose")
+        self.var_recordings[(pop.name, var)] = VarRecording(pop.name, var, selection, check_every(every, where))
         if (pop.name, var) not in self.recorded_vars:
             self.recorded_vars.append((pop.name, var))
+
+    def record_rate(self, *populations):
+        """Record the number of spikes of each population per step and batch instance
+        (``Simulation.population_rate`` turns it into Hz); no spike is stored."""
+        for p in populations:
+            pop = self._population(p, "record rate")
+            if not pop.model.spiking:
+                raise NetworkError(f"record rate: population '{pop.name}' does not spike (model "
+                                   f"'{pop.model.name}' has no threshold)")
+            if pop.name not in self.recorded_rates:
+                self.recorded_rates.append(pop.name)
+
+    def add_timed_input(self, population, param: str, values, dt: float | None = None):
+        """Make parameter ``param`` of ``population``'s model follow ``values`` over time,
+        one row every ``dt`` ms (Brian2's TimedArray convention; see :mod:`spikeforge.timed`).
+        ``values`` may be a :class:`~spikeforge.timed.TimedArray` (then no ``dt``)."""
+        pop = self._population(population, "timed input")
+        where = f"population '{pop.name}': timed input '{param}'"
+        if param not in pop.params:
+            raise NetworkError(f"{where}: model '{pop.model.name}' has no parameter '{param}' "
+                               f"(parameters: {', '.join(pop.params) or 'none'})")
+        used_by = [d for d, e in pop.model.derived.items() if any(s.name == param for s in e.free_symbols)]
+        if used_by:
+            raise NetworkError(f"{where}: derived parameter '{used_by[0]}' of model '{pop.model.name}' is "
+                               "computed from it once, so it cannot change over time; use it in the equations")
+        if pop.model.refractory is not None and any(s.name == param for s in pop.model.refractory.free_symbols):
+            raise NetworkError(f"{where}: the refractory period depends on it; it cannot change over time")
+        try:
+            array = values if dt is None else TimedArray(values, dt)
+            array = make_timed_array(array, where)
+        except NetworkError as exc:
+            raise NetworkError(f"{where}: {str(exc).removeprefix('timed array: ')}") from None
+        array.check_for(pop.size, self.batch_size, where)
+        self.timed_inputs[(pop.name, param)] = array
+        return array
+
+    def _bind_values(self, model, params, where, scope, dynamic, batch_values, draws):
+        return bind_values(model, params, where, scope, dt=self.dt, batch_size=self.batch_size, seed=int(self.seed),
+                           dynamic=dynamic, batch_values=batch_values, draws=draws)
+
+    def value_parts(self):
+        """Every model in its place, with how its parameters are given: (owner, part, model,
+        bound params, ValueSpecs, variables), part being neuron, weight_update, postsynaptic
+        or current_source."""
+        for p in self.populations.values():
+            yield p.name, "neuron", p.model, p.params, p.values, p.vars
+        for q in self.projections.values():
+            yield q.name, "weight_update", q.weight_update, q.wu_params, q.wu_values, q.wu_vars
+            yield q.name, "postsynaptic", q.postsynaptic, q.ps_params, q.ps_values, q.ps_vars
+        for c in self.current_sources.values():
+            yield c.name, "current_source", c.model, c.params, c.values, c.vars
 
     def _next_id(self) -> int:
         return len(self.populations) + len(self.projections) + len(self.current_sources) + len(self.poisson_inputs)

@@ -39,7 +39,7 @@ def philox_header() -> str:
     return (resources.files("spikeforge") / "templates" / "common" / "philox.h").read_text()
 
 
-_CTYPES = {"scalar": "scalar", "int32": "int32_t", "uint32": "uint32_t", "uint8": "uint8_t"}
+_CTYPES = {"scalar": "scalar", "double": "double", "int32": "int32_t", "uint32": "uint32_t", "uint8": "uint8_t"}
 
 
 def kernel_arrays(spec: NetworkSpec, kernel, backend: str = "cpu") -> list[str]:
@@ -48,7 +48,7 @@ def kernel_arrays(spec: NetworkSpec, kernel, backend: str = "cpu") -> list[str]:
     used = {a.array for a in kernel.loads} | {a.delta for a in kernel.loads if a.delta}
     used |= {v for key, v in kernel.info.items() if isinstance(v, str) and v in names
              and not (backend == "cuda" and key == "flags")}  # CUDA gathers spikes in shared memory
-    used |= set(kernel.writes)
+    used |= set(kernel.writes) | (set(kernel.info.get("reads", ())) & names)
     return sorted(used)
 
 

@@ -12,7 +12,7 @@ from ..codegen.ir import NetworkSpec
 from ..codegen.render import render_network
 from .build import build_and_load
 
-_NP = {"int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
+_NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
 
 
 def numpy_dtype(dtype: str, precision: str):

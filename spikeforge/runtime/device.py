@@ -12,6 +12,7 @@ import numpy as np
 
 from ..codegen.ir import NetworkSpec
 from ..codegen.launch import Launch, plan
+from ..recording import rows_between
 from .cpu import numpy_dtype
 
 #: Words of the context header, before the array pointers (see templates/cuda/model.cu.j2).
@@ -28,6 +29,11 @@ def decode_spike_bits(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     flags = np.unpackbits(bits[s, b, w].view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
     k, bit = np.nonzero(flags)
     return s[k], b[k], w[k] * 32 + bit
+
+
+def var_chunk_rows(r: dict, chunk: int) -> int:
+    """Rows the device buffer of recording ``r`` needs for ``chunk`` steps."""
+    return -(-chunk // r["every"])
 
 
 class DeviceBackend:
@@ -53,6 +59,13 @@ class DeviceBackend:
         self._var_buffers: list[np.ndarray | None] = []
         self._var_capacity = 0
         self._var_count = 0
+        self._rec_first = 0
+        self._spike_keep = {}  # population -> which neurons' spikes are kept (a subset recorded)
+        for p in self.recorded_pops:
+            if p.get("spike_rec_neurons") is not None:
+                keep = np.zeros(p["size"], dtype=bool)
+                keep[p["spike_rec_neurons"]] = True
+                self._spike_keep[p["name"]] = keep
 
     def _set_launches(self, block_sizes):
         self.launches = plan(self.spec, block_sizes)
@@ -81,7 +94,7 @@ class DeviceBackend:
         for p in self.recorded_pops:
             words = (p["size"] + 31) // 32
             self.rec_ptr[p["name"]] = self._alloc(self.chunk * self.batch_size * words * 4)
-        self.var_rec_ptr = [self._alloc(self.chunk * self._var_elements(r) * self._scalar.itemsize)
+        self.var_rec_ptr = [self._alloc(var_chunk_rows(r, self.chunk) * self._var_elements(r) * self._scalar.itemsize)
                             for r in self.spec.recorded_vars]
         n_words = len(HEADER) + len(self.spec.arrays) + len(self.recorded_pops) + len(self.spec.recorded_vars)
         self.ctx_host = np.zeros(n_words, dtype=np.uint64)
@@ -93,7 +106,8 @@ class DeviceBackend:
         return np.dtype(np.float32 if self.spec.precision == "float" else np.float64)
 
     def _var_elements(self, r) -> int:
-        return (self.batch_size if r["batched"] else 1) * r["size"]
+        """Values of one recorded step: recorded elements, times the batch if batched."""
+        return (self.batch_size if r["batched"] else 1) * r["n"]
 
     def _fill_context(self):
         c = self.ctx_host
@@ -168,21 +182,31 @@ class DeviceBackend:
             bits = np.zeros((chunk, self.batch_size, words), dtype=np.uint32)
             self._download(self.rec_ptr[p["name"]], bits)
             steps, batch, ids = decode_spike_bits(bits)
+            keep = self._spike_keep.get(p["name"])
+            if keep is not None:
+                chosen = keep[ids]
+                steps, batch, ids = steps[chosen], batch[chosen], ids[chosen]
             lists = self._spike_lists[p["name"]]
             order = np.argsort(batch, kind="stable")  # per instance, still in (step, id) order
             bounds = np.searchsorted(batch[order], np.arange(self.batch_size + 1))
             for b in np.nonzero(np.diff(bounds))[0]:
                 sel = order[bounds[b]: bounds[b + 1]]
                 lists[b].append(np.stack([steps[sel] + self._step, ids[sel]], axis=1).astype(np.uint32))
+        room = self._var_capacity - self._var_count
+        n = min(chunk, room)
         for k, r in enumerate(self.spec.recorded_vars):
             buf = self._var_buffers[k] if k < len(self._var_buffers) else None
-            room = self._var_capacity - self._var_count
             if buf is None or room <= 0:
                 continue
-            n = min(chunk, room)
-            tmp = np.zeros((chunk, self._var_elements(r)), dtype=self._scalar)
+            every = r["every"]
+            rows = rows_between(self._step, self._step + n, every)  # recorded steps of this chunk kept
+            if not rows:
+                continue
+            tmp = np.zeros((rows_between(self._step, self._step + chunk, every), self._var_elements(r)),
+                           dtype=self._scalar)
             self._download(self.var_rec_ptr[k], tmp)
-            buf.reshape(self._var_capacity, -1)[self._var_count: self._var_count + n] = tmp[:n]
+            offset = rows_between(self._rec_first, self._step, every)
+            buf.reshape(buf.shape[0], -1)[offset: offset + rows] = tmp[:rows]
         if self.spec.recorded_vars and self._var_buffers:
             self._var_count = min(self._var_capacity, self._var_count + chunk)
 
@@ -226,9 +250,12 @@ class DeviceBackend:
                 lists[b] = []
 
     def set_var_recording(self, buffers, capacity: int):
+        """Record the next ``capacity`` steps into ``buffers`` (one per spec.recorded_vars entry,
+        of as many rows as that recording keeps in those steps)."""
         self._var_buffers = list(buffers)
         self._var_capacity = capacity
         self._var_count = 0
+        self._rec_first = self._step
 
     def var_recorded(self) -> int:
         return self._var_count

@@ -261,12 +261,13 @@ def state_bytes(spec, batch_size: int) -> int:
 
 def device_buffer_bytes(spec, batch_size: int) -> int:
     """Device bytes besides the state: chunked recording buffers and the context."""
-    from .device import HEADER, RECORD_CHUNK
+    from .device import HEADER, RECORD_CHUNK, var_chunk_rows
 
     recorded = [p for p in spec.populations if p["record_spikes"]]
     scalar = 8 if spec.precision == "double" else 4
     total = sum(RECORD_CHUNK * batch_size * ((p["size"] + 31) // 32) * 4 for p in recorded)
-    total += sum(RECORD_CHUNK * (batch_size if r["batched"] else 1) * r["size"] * scalar for r in spec.recorded_vars)
+    total += sum(var_chunk_rows(r, RECORD_CHUNK) * (batch_size if r["batched"] else 1) * r["n"] * scalar
+                 for r in spec.recorded_vars)
     return total + 8 * (len(HEADER) + len(spec.arrays) + len(recorded) + len(spec.recorded_vars))
 
 
@@ -292,11 +293,21 @@ def check_simulation(spec, batch_size: int, backend: str):
           advice="reduce the batch size, the population sizes, the delays or the recorded populations")
 
 
-def check_recording(spec, batch_size: int, steps: int, recorded_vars: list[dict]):
-    """Before buffers for ``steps`` steps of the recorded variables are allocated."""
+def recording_bytes(spec, batch_size: int, steps: int, r: dict, first_step: int = 0) -> int:
+    """Bytes of the host buffer of recording ``r`` (a spec.recorded_vars entry) over ``steps``
+    steps from ``first_step``: the steps it keeps (every ``every``-th) x its recorded elements."""
+    from ..recording import rows_between
+
     scalar = 8 if spec.precision == "double" else 4
+    rows = rows_between(first_step, first_step + steps, r["every"])
+    return rows * (batch_size if r["batched"] else 1) * r["n"] * scalar
+
+
+def check_recording(spec, batch_size: int, steps: int, recorded_vars: list[dict], first_step: int = 0):
+    """Before buffers for ``steps`` steps of the recorded variables (and population rates) are
+    allocated; a recording of a subset of neurons or every k-th step counts only what it keeps."""
     needs = [Need(f"recording {r['population']}.{r['var']} for {steps} steps",
-                  steps * (batch_size if r["batched"] else 1) * r["size"] * scalar) for r in recorded_vars]
+                  recording_bytes(spec, batch_size, steps, r, first_step)) for r in recorded_vars]
     check(needs, context=f"network '{spec.name}'",
           advice="record fewer variables or run in shorter pieces, saving each")
 

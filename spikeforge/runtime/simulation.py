@@ -13,6 +13,8 @@ import numpy as np
 from ..codegen.generate import generate
 from ..errors import BackendUnavailableError, NetworkError, NonFiniteStateError, NonFiniteStateWarning
 from ..fileio import atomic_savez
+from ..recording import recorded_steps, rows_between
+from ..timed import make_timed_array
 from . import memory
 from .run_control import (
     CHECKED_ROLES,
@@ -98,6 +100,7 @@ class Simulation:
         self._spike_pops = [p["name"] for p in self.spec.populations if p["record_spikes"]]
         self._pop_info = {p["name"]: p for p in self.spec.populations}
         self._var_chunks: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
+        self._var_steps: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
         self._spike_inputs: dict[str, tuple] = {}
         self._checked = [a for a in self.spec.arrays if a.dtype == "scalar" and a.role in CHECKED_ROLES]
         self._owner_kind = {p["name"]: "population" for p in self.spec.populations}
@@ -133,6 +136,7 @@ class Simulation:
         for pop, (start, end, times) in self._spike_inputs.items():
             self._push_spike_input(pop, start, end, times)
         self._var_chunks = [[] for _ in self.spec.recorded_vars]
+        self._var_steps: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
         #: Variables found holding NaN or inf since the last reset (see the class docstring).
         self.nonfinite: list[NonFiniteState] = []
         self._last_check_step: int | None = None
@@ -153,10 +157,12 @@ class Simulation:
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
         steps = int(steps)
-        memory.check_recording(self.spec, self.batch_size, steps, self.spec.recorded_vars)
+        step0 = self.step
+        memory.check_recording(self.spec, self.batch_size, steps, self.spec.recorded_vars, step0)
         buffers = []
         for r in self.spec.recorded_vars:
-            shape = (steps, self.batch_size, r["size"]) if r["batched"] else (steps, r["size"])
+            rows = rows_between(step0, step0 + steps, r["every"])
+            shape = (rows, self.batch_size, r["n"]) if r["batched"] else (rows, r["n"])
             buffers.append(np.zeros(shape, dtype=self._scalar))
         if buffers:
             self.backend.set_var_recording(buffers, steps)
@@ -187,9 +193,12 @@ class Simulation:
             self.run_seconds = time.perf_counter() - t0
             self.run_steps_done = done
             if buffers:
-                n = self.backend.var_recorded()
-                for chunks, buf in zip(self._var_chunks, buffers):
-                    chunks.append(buf[:n])
+                end = step0 + self.backend.var_recorded()
+                for r, chunks, steps_kept, buf in zip(self.spec.recorded_vars, self._var_chunks,
+                                                      self._var_steps, buffers):
+                    kept = recorded_steps(step0, end, r["every"])
+                    chunks.append(buf[: kept.size])
+                    steps_kept.append(kept)
         if self.on_nonfinite != "ignore":
             self._check_finite(check_every)
         if interrupt.interrupted:
@@ -303,6 +312,32 @@ class Simulation:
         self._spike_inputs[population] = (start, end, times)
         self._push_spike_input(population, start, end, times)
 
+    # -- timed inputs ----------------------------------------------------------------------
+    def set_timed_input(self, population: str, param: str, values, dt: float | None = None):
+        """Replace the array of a timed input (``Network.add_timed_input``) for the next runs,
+        without recompiling: ``values`` (or a TimedArray) must have the same width (1 or one
+        column per neuron) and the same batch layout; the number of rows and ``dt`` may differ."""
+        old = self.network.timed_inputs.get((population, param))
+        if old is None:
+            known = [f"{p}.{n}" for p, n in self.network.timed_inputs]
+            raise NetworkError(f"'{population}' has no timed input '{param}' (timed inputs: "
+                               f"{', '.join(known) or 'none'})")
+        where = f"population '{population}': timed input '{param}'"
+        try:
+            array = make_timed_array(values if dt is None else (values, dt), where)
+        except NetworkError as exc:
+            raise NetworkError(f"{where}: {str(exc).removeprefix('timed array: ')}") from None
+        array.check_for(self._pop_info[population]["size"], self.batch_size, where)
+        if not old.same_layout(array):
+            raise NetworkError(f"{where}: the new array has shape {array.values.shape}, the generated code "
+                               f"reads shape {old.values.shape} (width and batch must match; rows may differ)")
+        for name, data in ((f"{population}_{param}_timed", array.values),
+                           (f"{population}_{param}_timing", array.timing(self.dt))):
+            spec_array = self.spec.array(name)
+            spec_array.data = np.ascontiguousarray(data, dtype=np.float64 if spec_array.dtype == "double"
+                                                   else self._scalar)
+            self.backend.replace(name, spec_array.data)
+
     def _push_spike_input(self, pop, start, end, times):
         self.backend.replace(f"{pop}_ss_times", times)
         self.backend.push(f"{pop}_ss_start", start)
@@ -326,22 +361,83 @@ class Simulation:
         """Total recorded spikes per population, over all batch instances."""
         return {p: int(sum(ids.size for _, ids in self.spikes(p))) for p in self._spike_pops}
 
+    def _recording(self, population: str, var: str | None, kind: str = "var") -> int:
+        for k, r in enumerate(self.spec.recorded_vars):
+            if r["kind"] == kind and r["population"] == population and (var is None or r["var"] == var):
+                return k
+        if kind == "rate":
+            known = [r["population"] for r in self.spec.recorded_vars if r["kind"] == "rate"]
+            raise NetworkError(f"the population rate of '{population}' is not recorded (recorded: "
+                               f"{', '.join(known) or 'none'}; Network.record_rate or YAML record: [rate])")
+        known = [f"{r['population']}.{r['var']}" for r in self.spec.recorded_vars if r["kind"] == "var"]
+        raise NetworkError(f"{population}.{var} is not recorded (recorded: {', '.join(known) or 'none'})")
+
     def recorded(self, population: str, var: str) -> np.ndarray:
-        """Recorded values of ``population.var``: (steps, batch, n) or (steps, n) if shared."""
-        for r, chunks in zip(self.spec.recorded_vars, self._var_chunks):
-            if r["population"] == population and r["var"] == var:
-                if not chunks:
-                    shape = (0, self.batch_size, r["size"]) if r["batched"] else (0, r["size"])
-                    return np.zeros(shape, dtype=self._scalar)
-                return np.concatenate(chunks, axis=0)
-        raise NetworkError(f"{population}.{var} is not recorded")
+        """Recorded values of ``population.var``: (recorded steps, batch, recorded neurons), or
+        (recorded steps, recorded neurons) if the variable is shared across the batch. Which
+        steps and neurons: :meth:`recorded_steps` (or :meth:`recorded_times`) and
+        :meth:`recorded_indices`."""
+        k = self._recording(population, var)
+        r, chunks = self.spec.recorded_vars[k], self._var_chunks[k]
+        if not chunks:
+            shape = (0, self.batch_size, r["n"]) if r["batched"] else (0, r["n"])
+            return np.zeros(shape, dtype=self._scalar)
+        return np.concatenate(chunks, axis=0)
+
+    def recorded_steps(self, population: str, var: str) -> np.ndarray:
+        """The step of each row of :meth:`recorded`: the value is the state at the end of that step."""
+        steps = self._var_steps[self._recording(population, var)]
+        return np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
+
+    def recorded_times(self, population: str, var: str) -> np.ndarray:
+        """The time (ms) of each row of :meth:`recorded`: the end of the step that computed it,
+        ``(step + 1) * dt``."""
+        return (self.recorded_steps(population, var) + 1) * self.dt
+
+    def recorded_indices(self, population: str, var: str | None = None) -> np.ndarray:
+        """The neuron of each column of :meth:`recorded` (``var`` given) or the neurons whose
+        spikes are recorded (``var`` None)."""
+        if var is None:
+            info = self._pop_info.get(population)
+            if population not in self._spike_pops:
+                raise NetworkError(f"spikes of '{population}' are not recorded (recorded: "
+                                   f"{', '.join(self._spike_pops) or 'none'})")
+            chosen = info.get("spike_rec_neurons")
+            return np.arange(info["size"]) if chosen is None else np.asarray(chosen, dtype=np.int64)
+        r = self.spec.recorded_vars[self._recording(population, var)]
+        if r["neurons"] is None:
+            return np.arange(r["n"])
+        return np.asarray(self.spec.array(r["neurons"]).data, dtype=np.int64)
+
+    def population_rate(self, population: str, bin_ms: float | None = None) -> np.ndarray:
+        """The population rate of ``population`` in Hz, per step and batch instance: shape
+        (steps recorded, batch), the number of its spikes in the step / (N * dt). ``bin_ms``
+        (a multiple of dt) averages over bins of that length instead (a partial last bin is
+        left out); the rows then start at the first recorded step."""
+        k = self._recording(population, None, "rate")
+        r = self.spec.recorded_vars[k]
+        chunks = self._var_chunks[k]
+        counts = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, self.batch_size), self._scalar)
+        counts = counts.reshape(-1, self.batch_size).astype(np.float64)
+        if bin_ms is not None:
+            from ..network import steps_for_duration
+
+            if not isinstance(bin_ms, (int, float)) or isinstance(bin_ms, bool) or bin_ms <= 0:
+                raise NetworkError(f"bin_ms must be a positive number of ms, got {bin_ms!r}")
+            per_bin = steps_for_duration(bin_ms, self.dt)
+            n = counts.shape[0] // per_bin
+            counts = counts[: n * per_bin].reshape(n, per_bin, self.batch_size).mean(axis=1)
+        return counts / (r["population_size"] * self.dt * 1e-3)
 
     def save(self, path) -> Path:
         """Save the recordings to ``path`` (.npz), written atomically.
 
         Layout: ``spikes/<pop>/times`` and ``spikes/<pop>/ids`` (concatenated over the
         batch) with ``spikes/<pop>/batch`` (the batch instance of each spike);
-        ``vars/<pop>/<var>`` with shape (steps, batch, n); ``dt`` and ``batch_size``.
+        ``vars/<pop>/<var>`` with shape (recorded steps, batch, recorded neurons) and, beside it,
+        ``vars/<pop>/<var>/steps``, ``.../times`` (ms) and ``.../indices`` (the neurons);
+        ``rates/<pop>`` (Hz, (steps, batch)) for each population rate; ``spikes/<pop>/indices``
+        where a subset of the neurons' spikes is recorded; ``dt`` and ``batch_size``.
         """
         path = Path(path)
         data = {"dt": np.float64(self.dt), "batch_size": np.int64(self.batch_size)}
@@ -352,7 +448,17 @@ class Simulation:
             data[f"spikes/{pop}/batch"] = np.concatenate(
                 [np.full(i.size, b, dtype=np.int64) for b, (_, i) in enumerate(sp)])
         for r in self.spec.recorded_vars:
-            data[f"vars/{r['population']}/{r['var']}"] = self.recorded(r["population"], r["var"])
+            pop, var = r["population"], r["var"]
+            if r["kind"] == "rate":
+                data[f"rates/{pop}"] = self.population_rate(pop)
+                continue
+            data[f"vars/{pop}/{var}"] = self.recorded(pop, var)
+            data[f"vars/{pop}/{var}/steps"] = self.recorded_steps(pop, var)
+            data[f"vars/{pop}/{var}/times"] = self.recorded_times(pop, var)
+            data[f"vars/{pop}/{var}/indices"] = self.recorded_indices(pop, var)
+        for pop in self._spike_pops:
+            if self._pop_info[pop].get("spike_rec_neurons") is not None:
+                data[f"spikes/{pop}/indices"] = self.recorded_indices(pop)
         return atomic_savez(path, data)
 
     def close(self):
