@@ -246,6 +246,8 @@ def init_stream_id(population_id: ArrayLike, var_index: ArrayLike):
 
 #: Below this mean ``sf_poisson`` inverts the distribution function; from it on, PTRS.
 POISSON_INVERSION_MAX = 10.0
+#: Entries of the inversion's table of P(K <= k) (``SF_POISSON_TABLE``).
+POISSON_TABLE = 16
 
 # log(k!) for k < 16, the same decimal literals as the table in philox.h.
 _LOG_FACTORIAL_TABLE = np.array([float(x) for x in (
@@ -277,11 +279,14 @@ class PoissonParams:
     a: float
     inv_alpha: float
     v_r: float
+    pmf_last: float
+    cdf: tuple[float, ...]  # POISSON_TABLE values
 
     def c_initializer(self) -> str:
         """The struct's value as a C initialiser of exact (round-trip) double literals."""
-        values = (self.lam, self.exp_minus_lambda, self.log_lambda, self.b, self.a, self.inv_alpha, self.v_r)
-        return "{" + ", ".join(repr(float(v)) for v in values) + "}"
+        values = (self.lam, self.exp_minus_lambda, self.log_lambda, self.b, self.a, self.inv_alpha, self.v_r,
+                  self.pmf_last)
+        return "{" + ", ".join(repr(float(v)) for v in values) + ", {" + ", ".join(map(repr, self.cdf)) + "}}"
 
 
 def poisson_setup(lam: float) -> PoissonParams:
@@ -291,8 +296,13 @@ def poisson_setup(lam: float) -> PoissonParams:
         raise ValueError(f"a Poisson mean must be a finite number >= 0, got {lam!r}")
     b = 0.931 + 2.53 * math.sqrt(lam)
     a = -0.059 + 0.02483 * b
+    pk = math.exp(-lam)
+    cdf = [pk]
+    for k in range(1, POISSON_TABLE):
+        pk = pk * lam / float(k)
+        cdf.append(cdf[-1] + pk)
     return PoissonParams(lam, math.exp(-lam), math.log(lam) if lam > 0.0 else 0.0, b, a,
-                         1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2.0))
+                         1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2.0), pk, tuple(cdf))
 
 
 def log_factorial(k: ArrayLike) -> np.ndarray:
@@ -324,10 +334,12 @@ def poisson(
     if p.lam < POISSON_INVERSION_MAX:
         w = philox_draw(seed, e, b, s, stream_id(owner_id, 0))
         u = u64_to_uniform_double(w[:, 0], w[:, 1])
-        pk = np.full(e.size, p.exp_minus_lambda)
-        cdf = pk.copy()
+        table = np.array(p.cdf)
+        out[:] = np.minimum(np.searchsorted(table, u, side="left"), POISSON_TABLE - 1)  # first k: u <= F_k
+        pk = np.full(e.size, p.pmf_last)  # beyond the table: the recurrence from k = 15
+        cdf = np.full(e.size, table[-1])
         active = u > cdf
-        k = 0
+        k = POISSON_TABLE - 1
         while active.any():
             k += 1
             pk = pk * p.lam / float(k)

@@ -96,8 +96,10 @@ int main() {
     const double lams[] = {0.02, 2.0, 10.0, 30.0, 200.0, 12345.5};
     for (double l : lams) {
         const sf_poisson_params p = sf_poisson_setup(l);
-        std::printf("%a %a %a %a %a %a %a\n", p.lambda, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
-                    p.inv_alpha, p.v_r);
+        std::printf("%a %a %a %a %a %a %a %a", p.lambda, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
+                    p.inv_alpha, p.v_r, p.pmf_last);
+        for (int k = 0; k < SF_POISSON_TABLE; k++) std::printf(" %a", p.cdf[k]);
+        std::printf("\n");
     }
     for (int k = 0; k < 40; k++) std::printf("%a\n", sf_log_factorial((double)k));
     std::printf("%a\n", sf_log_factorial(1e6));
@@ -110,7 +112,8 @@ int main() {
     for line, lam in zip(lines[:6], (0.02, 2.0, 10.0, 30.0, 200.0, 12345.5)):
         p = rng.poisson_setup(lam)
         assert [float.fromhex(x) for x in line.split()] == [p.lam, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
-                                                             p.inv_alpha, p.v_r]
+                                                             p.inv_alpha, p.v_r, p.pmf_last, *p.cdf]
+        assert len(p.cdf) == rng.POISSON_TABLE == 16
     ks = np.array([*range(40), 1e6])
     got = np.array([float.fromhex(x) for x in lines[6:]])
     assert np.array_equal(got, rng.log_factorial(ks))

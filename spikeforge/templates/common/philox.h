@@ -205,8 +205,11 @@ SF_HOSTDEV double sf_normal_d(uint64_t seed, uint32_t element, uint32_t batch, u
  *     U_j = sf_u64_to_uniform_double(v[0], v[1]),  V_j = ... (v[2], v[3]).
  *
  * lambda < SF_POISSON_INVERSION_MAX: inversion by sequential search, one
- *   attempt (U_0 only): the smallest k with U_0 <= P(K <= k), the pmf built up
- *   as p_0 = exp(-lambda), p_k = p_{k-1} * lambda / k.  About lambda + 1 steps.
+ *   attempt (U_0 only): the smallest k with U_0 <= F_k = P(K <= k), the pmf
+ *   built up as p_0 = exp(-lambda), p_k = p_{k-1} * lambda / k and
+ *   F_k = F_{k-1} + p_k.  F_0..F_15 are a table in sf_poisson_params (a search
+ *   by comparisons only); beyond it the recurrence goes on from p_15, F_15 and
+ *   stops where F no longer grows (the tail below double resolution).
  * lambda >= SF_POISSON_INVERSION_MAX: transformed rejection with squeeze,
  *   "PTRS" (W. Hormann, "The transformed rejection method for generating
  *   Poisson random variables", Insurance: Mathematics and Economics 12, 1993):
@@ -233,6 +236,8 @@ SF_HOSTDEV double sf_u64_to_uniform_double(uint32_t hi, uint32_t lo) {
 
 /* Below this mean, inversion; from it on, PTRS. */
 #define SF_POISSON_INVERSION_MAX 10.0
+/* Entries of the inversion's table of P(K <= k). */
+#define SF_POISSON_TABLE 16
 
 /* The constants of one mean lambda (see sf_poisson_setup). */
 struct sf_poisson_params {
@@ -243,6 +248,8 @@ struct sf_poisson_params {
     double a;                /* PTRS: -0.059 + 0.02483 b */
     double inv_alpha;        /* PTRS: 1.1239 + 1.1328 / (b - 3.4) */
     double v_r;              /* PTRS: 0.9277 - 3.6224 / (b - 2), the squeeze */
+    double pmf_last;         /* inversion: p_15 = P(K = 15) by the recurrence */
+    double cdf[SF_POISSON_TABLE]; /* inversion: F_k = P(K <= k), k = 0..15, by the recurrence */
 };
 
 SF_HOSTDEV sf_poisson_params sf_poisson_setup(double lambda) {
@@ -254,6 +261,13 @@ SF_HOSTDEV sf_poisson_params sf_poisson_setup(double lambda) {
     p.a = -0.059 + 0.02483 * p.b;
     p.inv_alpha = 1.1239 + 1.1328 / (p.b - 3.4);
     p.v_r = 0.9277 - 3.6224 / (p.b - 2.0);
+    double pk = p.exp_minus_lambda;
+    p.cdf[0] = pk;
+    for (int k = 1; k < SF_POISSON_TABLE; ++k) {
+        pk = pk * lambda / (double)k;
+        p.cdf[k] = p.cdf[k - 1] + pk;
+    }
+    p.pmf_last = pk;
     return p;
 }
 
@@ -288,8 +302,9 @@ SF_HOSTDEV uint32_t sf_poisson(uint64_t seed, uint32_t element, uint32_t batch, 
         const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, 0u));
         const double u = sf_u64_to_uniform_double(r.v[0], r.v[1]);
         uint32_t k = 0;
-        double pk = p.exp_minus_lambda; /* P(K = k) */
-        double cdf = pk;                /* P(K <= k) */
+        while (k < SF_POISSON_TABLE - 1 && u > p.cdf[k]) ++k;
+        double pk = p.pmf_last; /* beyond the table (k = 15 here): P(K = k) */
+        double cdf = p.cdf[k];  /* P(K <= k) */
         while (u > cdf) {
             k += 1u;
             pk = pk * p.lambda / (double)k;
