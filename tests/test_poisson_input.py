@@ -274,11 +274,12 @@ def test_generated_code_names_the_input_and_is_stable():
 
 
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found")
-def test_poisson_input_kernel_compiles_with_nvcc():
+@pytest.mark.parametrize("arch,precision", [("sm_80", "float"), ("sm_90", "double")])
+def test_poisson_input_kernel_compiles_with_nvcc(arch, precision):
     from spikeforge.runtime.nvcc import build_cubin
 
-    net, _, _ = _integrator_net(precision="float")
-    result = build_cubin(render_network(generate(net), "cuda"), "sm_80", name="poisson_input",
+    net, _, _ = _integrator_net(precision=precision)
+    result = build_cubin(render_network(generate(net), "cuda"), arch, name=f"poisson_input_{precision}",
                          describe="poisson input")
     assert b"neuron_update_p" in result.path.read_bytes()
 

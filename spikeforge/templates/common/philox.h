@@ -38,9 +38,10 @@
  *
  * Each Philox call yields four 32-bit words.  A uniform uses word v[0]; a
  * normal uses v[0] and v[1] (Box-Muller, cosine branch only).  Words v[2] and
- * v[3] are currently unused: a second value for the same quantity needs a
+ * v[3] are unused by these: a second value for the same quantity needs a
  * different call_site, never the spare words, so that the float and double
- * paths stay in step.
+ * paths stay in step.  (sf_poisson, below, uses all four words of each call on
+ * the streams of an owner id of its own: its layout is described there.)
  *
  * ---------------------------------------------------------------------------
  * Reproducibility notes
