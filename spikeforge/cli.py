@@ -270,7 +270,7 @@ def cmd_run(args) -> int:
         counts = sim.spike_counts()
         rates = {}
         for pop, n in counts.items():
-            denom = net.populations[pop].size * sim.batch_size * ms / 1000.0
+            denom = len(sim.recorded_indices(pop)) * sim.batch_size * ms / 1000.0  # the neurons recorded
             rates[pop] = n / denom if denom > 0 else 0.0
         plotted = None
         if getattr(args, "plot", None):

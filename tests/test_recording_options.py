@@ -172,3 +172,25 @@ def test_recording_kernels_compile_with_nvcc():
     result = build_cubin(render_network(generate(net), "cuda"), "sm_80", name="recording_options",
                          describe="recording options")
     assert result.path.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_cli_rates_count_only_the_recorded_neurons(tmp_path, capsys):
+    import json
+
+    from spikeforge.cli import main
+
+    path = tmp_path / "sub.yaml"
+    path.write_text("""
+name: sub
+dt: 0.1
+duration: 50
+populations:
+  src:
+    size: 40
+    model: poisson
+    init: {rate: 100.0}
+    record: {spikes: {neurons: {stop: 10}}}
+""")
+    assert main(["run", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 40 < out["rates_hz"]["src"] < 250  # 100 Hz; over all 40 neurons it would read 25 Hz
