@@ -230,18 +230,23 @@ def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lin
             lines.append(Line(f"{target} = {w.expr(value, random_owner)};", st.source))
 
 
-def _poisson_input_line(w: _KernelWriter, pi, dt: float) -> Line:
+def _poisson_input_line(w: _KernelWriter, pi, dt: float, held: bool = False) -> Line:
     """``target += k * weight``, k ~ Poisson(n * rate * dt) from the input's own Philox streams;
-    the sampler's constants are computed here once and printed as exact literals."""
+    the sampler's constants are computed here once and printed as exact literals. ``held``: the
+    target is flagged (unless refractory), so it is read-only while the neuron is refractory."""
     lam = pi.lam(dt)
     const = f"_poisson_{pi.name}"
     w.constants.append(Line(
         f"const sf_poisson_params {const} = {rng.poisson_setup(lam).c_initializer()};",
         f"poisson input '{pi.name}': lambda = n * rate * dt = {pi.n} * {pi.rate_hz:g} Hz * {dt:g} ms = {lam!r}"))
     draw = f"sf_poisson(_seed, _i, _b + _batch_offset, (uint32_t)_step, {pi.id}u, {const})"
-    return Line(f"{pi.target} += (scalar){draw} * {literal(pi.weight, w.precision)};",
-                f"poisson input '{pi.name}', after the threshold test and before the reset: "
-                f"{pi.target} += k * {pi.weight!r}, k ~ Poisson(lambda)")
+    increment = f"(scalar){draw} * {literal(pi.weight, w.precision)}"
+    comment = (f"poisson input '{pi.name}', after the threshold test and before the reset: "
+               f"{pi.target} += k * {pi.weight!r}, k ~ Poisson(lambda)")
+    if held:
+        return Line(f"{pi.target} += _refractory ? (scalar)0 : {increment};",
+                    comment + f"; none while refractory ({pi.target} is flagged unless refractory)")
+    return Line(f"{pi.target} += {increment};", comment)
 
 
 def param_array_name(owner: str, part: str, name: str) -> str:
@@ -454,6 +459,13 @@ class Generator:
         if "refrac" in arrays:
             loads.append(Access("_refrac", arrays["refrac"].name, "neuron", True, "int32", True))
         code.append(Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"))
+        # Brian2's convention: a variable flagged (unless refractory) is read-only while the neuron is
+        # refractory, for inputs too. Input delivered in the previous step is kept from it when the
+        # neuron was refractory in that step (_refrac, not yet counted down, is still above 0).
+        held = sorted({o.var for o in m.odes if o.unless_refractory} & ps_written) if m.refractory is not None else []
+        for name in held:
+            code.append(Line(f"const scalar _{name}_before_input = {name};",
+                             f"{name} is read-only while refractory (unless refractory)"))
         # Postsynaptic models of incoming projections.
         for q in incoming:
             ps = q.postsynaptic
@@ -488,6 +500,9 @@ class Generator:
             code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
+        for name in held:
+            code.append(Line(f"{name} = _refrac > 0 ? _{name}_before_input : {name};",
+                             "input that arrived while refractory is lost"))
         if m.refractory is not None:
             # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
             # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
@@ -547,8 +562,9 @@ class Generator:
             spike_cond = "_spike"
         else:
             spike_cond = None
+        held_by_flag = {o.var for o in m.odes if o.unless_refractory} if m.refractory is not None else set()
         for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
-            code.append(_poisson_input_line(w, pi, net.dt))
+            code.append(_poisson_input_line(w, pi, net.dt, pi.target in held_by_flag))
         reset_lines: list[Line] = []
         reset = as_written.get("reset", m.reset)
         named_reset = _NamedSubexpressions(m)  # the reset runs apart from the update (CPU: a second pass)
