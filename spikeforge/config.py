@@ -1151,12 +1151,15 @@ class _Loader:
         line = self.vline(node, "connectivity")
         allowed = (
             "dense, one_to_one, {fixed_probability: p}, {fixed_probability: {p: .., allow_autapses: ..}}, "
-            "{from_list: {pre: [...], post: [...]}}"
+            "{from_list: {pre: [...], post: [...]}}, {condition: .., probability: .., params: {..}}, "
+            "{fixed_in_degree: k}, {fixed_out_degree: k}, {fixed_total: n}"
         )
         if isinstance(value, str):
             if value not in ("dense", "all_to_all", "one_to_one"):
                 self.fail(f"{where}.connectivity: unknown connectivity {value!r} (allowed: {allowed})", line)
             return value
+        if isinstance(value, LineDict) and set(value) & {"condition", "probability"}:
+            return self.expression_connectivity(value, where)
         if not isinstance(value, LineDict) or len(value) != 1:
             self.fail(f"{where}.connectivity: expected one of {allowed}, got {_show(value)}", line)
         ((kind, arg),) = value.items()
@@ -1199,6 +1202,21 @@ class _Loader:
                         self.vline(arg, side),
                     )
             spec = {"from_list": {"pre": list(arg["pre"]), "post": list(arg["post"])}}
+        elif kind in ("fixed_in_degree", "fixed_out_degree", "fixed_total"):
+            count = "n" if kind == "fixed_total" else "k"
+            if isinstance(arg, LineDict):
+                self.check_keys(arg, (count, "allow_autapses"), f"{where}.connectivity.{kind}", required=(count,))
+                aline = self.vline(arg, count)
+                spec = {kind: {count: arg[count], "allow_autapses": arg.get("allow_autapses", True)}}
+                if not isinstance(spec[kind]["allow_autapses"], bool):
+                    self.fail(f"{where}.connectivity.{kind}.allow_autapses: expected true or false, got "
+                              f"{_show(spec[kind]['allow_autapses'])}", self.vline(arg, "allow_autapses"))
+                number = arg[count]
+            else:
+                spec, number = {kind: arg}, arg
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                self.fail(f"{where}.connectivity.{kind}: expected a whole number of synapses, got "
+                          f"{_type_name(number)} {_show(number)}", aline)
         else:
             self.fail(
                 f"{where}.connectivity: unknown connectivity '{kind}' (allowed: {allowed})",
@@ -1210,6 +1228,34 @@ class _Loader:
             return make_connectivity(spec)
         except SpikeforgeError as err:
             self.fail(f"{where}.connectivity: {err}", aline)
+
+    def expression_connectivity(self, value, where):
+        """``{condition: .., probability: .., params: {..}, allow_autapses: ..}``; each error
+        at the line of its key."""
+        from .connectivity import FromExpressions
+
+        where = f"{where}.connectivity"
+        self.check_keys(value, ("condition", "probability", "params", "allow_autapses"), where)
+        for key in ("condition", "probability"):
+            text = value.get(key)
+            if key in value and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
+                self.fail(f"{where}.{key}: expected an expression, got {_type_name(text)} {_show(text)}",
+                          self.vline(value, key))
+        params = {}
+        if "params" in value:
+            node = self.check_mapping(value["params"], f"{where}.params", self.vline(value, "params"))
+            params = {k: self.get_number(node, k, f"{where}.params") for k in node}
+        autapses = value.get("allow_autapses", True)
+        if not isinstance(autapses, bool):
+            self.fail(f"{where}.allow_autapses: expected true or false, got {_show(autapses)}",
+                      self.vline(value, "allow_autapses"))
+        try:
+            return FromExpressions(value.get("condition"), value.get("probability"), params, autapses)
+        except SpikeforgeError as err:
+            match = re.match(r"connectivity\.(\w+)", str(err))
+            key = match.group(1) if match and match.group(1) in value else None
+            self.fail(f"{where.rsplit('.connectivity', 1)[0]}.{err}", self.vline(value, key) if key
+                      else self.vline(value, next(iter(value))))
 
     def load_projections(self, top, net: Network):
         projs = self.get_mapping(top, "projections", "")
@@ -1268,6 +1314,12 @@ class _Loader:
                     return None
                 if re.search(r"weight-update variable", msg):
                     return self.line_in(wu_node, ["init"], msg) or wu_node.line
+                field = re.search(r"connectivity\.(\w+)", msg)  # drawn connectivity: the line of its key
+                conn_node = node.get("connectivity")
+                if field and isinstance(conn_node, LineDict):
+                    for sub in [conn_node] + [v for v in conn_node.values() if isinstance(v, LineDict)]:
+                        if field.group(1) in sub:
+                            return self.vline(sub, field.group(1))
                 return self.hint_line(
                     msg,
                     node,

@@ -98,12 +98,21 @@ class FromList:
 
 
 def make_connectivity(spec):
-    if isinstance(spec, (Dense, OneToOne, FixedProbability, FromList)):
+    """A connectivity object from what a user gives: ``"dense"``, ``"one_to_one"``, an
+    object, or a mapping (docs/models.md, "Connectivity")."""
+    from .connectivity import FixedInDegree, FixedOutDegree, FixedTotal, FromExpressions
+
+    if isinstance(spec, (Dense, OneToOne, FixedProbability, FromList, FixedInDegree, FixedOutDegree, FixedTotal,
+                         FromExpressions)):
         return spec
-    if spec in ("dense", "all_to_all", None):
+    if isinstance(spec, str) and spec in ("dense", "all_to_all") or spec is None:
         return Dense()
     if spec == "one_to_one":
         return OneToOne()
+    if isinstance(spec, dict) and spec and set(spec) <= {"condition", "probability", "params", "allow_autapses"} \
+            and set(spec) & {"condition", "probability"}:
+        return FromExpressions(spec.get("condition"), spec.get("probability"), spec.get("params") or {},
+                               spec.get("allow_autapses", True))
     if isinstance(spec, dict) and len(spec) == 1:
         (k, v), = spec.items()
         if k == "fixed_probability":
@@ -112,9 +121,20 @@ def make_connectivity(spec):
             return FixedProbability(v)
         if k == "from_list":
             return FromList(tuple(v["pre"]), tuple(v["post"]))
+        counted = {"fixed_in_degree": (FixedInDegree, "k"), "fixed_out_degree": (FixedOutDegree, "k"),
+                   "fixed_total": (FixedTotal, "n")}
+        if k in counted:
+            cls, arg = counted[k]
+            if isinstance(v, dict):
+                unknown = sorted(set(v) - {arg, "allow_autapses"})
+                if unknown or arg not in v:
+                    raise NetworkError(f"connectivity.{k}: expected {{{arg}: .., allow_autapses: ..}}, got {v!r}")
+                return cls(v[arg], v.get("allow_autapses", True))
+            return cls(v)
     raise NetworkError(
         f"unknown connectivity {spec!r} (dense, one_to_one, {{fixed_probability: p}}, "
-        "{from_list: {pre: [...], post: [...]}})"
+        "{from_list: {pre: [...], post: [...]}}, {condition: ..., probability: ..., params: {...}}, "
+        "{fixed_in_degree: k}, {fixed_out_degree: k}, {fixed_total: n})"
     )
 
 
@@ -163,26 +183,6 @@ def _rows_from_pairs(pre, post, n_pre, n_post, order=None) -> SparseRows:
     row_start = np.zeros(n_pre + 1, dtype=np.uint32)
     np.cumsum(np.bincount(pre, minlength=n_pre), out=row_start[1:])
     return SparseRows(row_start, post.astype(np.uint32), n_post)
-
-
-def fixed_probability_rows(n_pre, n_post, p, allow_autapses, rng: np.random.Generator) -> SparseRows:
-    """Draw fixed-probability connectivity without duplicate synapses."""
-    counts = rng.binomial(n_post, p, size=n_pre)
-    pre = np.repeat(np.arange(n_pre, dtype=np.int64), counts)
-    post = rng.integers(0, n_post, size=pre.size, dtype=np.int64)
-    order = None
-    for _ in range(1000):
-        key = pre * n_post + post
-        order = np.argsort(key, kind="stable")
-        bad = np.zeros(pre.size, dtype=bool)
-        bad[order[1:]] = key[order[1:]] == key[order[:-1]]  # duplicates of an earlier pair
-        if not allow_autapses:
-            bad |= pre == post
-        if not bad.any():
-            break
-        post[bad] = rng.integers(0, n_post, size=int(bad.sum()), dtype=np.int64)
-        order = None
-    return _rows_from_pairs(pre, post, n_pre, n_post, order)
 
 
 # -- network elements -------------------------------------------------------------------
@@ -362,7 +362,10 @@ class Network:
             raise NetworkError(f"{where}: postsynaptic must be a PostsynapticModel, got {postsynaptic!r}")
         if not pre_pop.model.spiking:
             raise NetworkError(f"{where}: presynaptic population '{pre_pop.name}' does not spike (no threshold)")
-        conn = make_connectivity(connectivity)
+        try:
+            conn = make_connectivity(connectivity)
+        except NetworkError as exc:
+            raise NetworkError(f"{where}: {exc}") from None
         if conn.kind == "one_to_one" and pre_pop.size != post_pop.size:
             raise NetworkError(
                 f"{where}: one_to_one needs equal sizes, got {pre_pop.size} and {post_pop.size}"
@@ -554,13 +557,15 @@ class Network:
         return len(self.populations) + len(self.projections) + len(self.current_sources) + len(self.poisson_inputs)
 
     def _sparse_rows(self, proj: Projection) -> SparseRows:
+        """Ragged rows of a sparse projection: from_list here, every drawn kind in generated
+        C++ (:mod:`spikeforge.connectivity`), after the memory check."""
+        from .connectivity import draw_rows
+        from .runtime.memory import check_connectivity  # refuse before anything big is allocated
+
         conn = proj.connectivity
         n_pre, n_post = proj.pre.size, proj.post.size
-        from .runtime.memory import check_connectivity  # refuse before numpy runs out of memory
-
-        expected = len(conn.pre) if isinstance(conn, FromList) else n_pre * n_post * float(conn.p)
-        check_connectivity(self.name, proj.name, n_pre, expected)
         if isinstance(conn, FromList):
+            check_connectivity(self.name, proj.name, n_pre, len(conn.pre), drawn=False)
             pre = np.asarray(conn.pre, dtype=np.int64)
             post = np.asarray(conn.post, dtype=np.int64)
             if pre.shape != post.shape or pre.ndim != 1:
@@ -568,8 +573,10 @@ class Network:
             if pre.size and (pre.min() < 0 or pre.max() >= n_pre or post.min() < 0 or post.max() >= n_post):
                 raise NetworkError(f"projection '{proj.name}': from_list has neuron ids out of range")
             return _rows_from_pairs(pre, post, n_pre, n_post)
-        rng = np.random.Generator(np.random.Philox(key=[int(self.seed), proj.id]))
-        return fixed_probability_rows(n_pre, n_post, float(conn.p), conn.allow_autapses, rng)
+        row_start, post = draw_rows(
+            conn, n_pre, n_post, int(self.seed), proj.id, f"projection '{proj.name}'",
+            check_memory=lambda n: check_connectivity(self.name, proj.name, n_pre, n))
+        return SparseRows(row_start, post, n_post)
 
     # -- reading the generated code -------------------------------------------------------
     def generated_code(self, backend: str = "cpu", kernel: str | None = None) -> str:

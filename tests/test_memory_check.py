@@ -141,12 +141,12 @@ projections:
 
 
 def test_connectivity_is_refused_before_it_is_drawn(capsys, tmp_path, monkeypatch):
-    """4000 x 4000 at p = 0.5: 8e6 synapses, ~430 MiB while numpy draws them."""
+    """4000 x 4000 at p = 0.5: 8e6 synapses, ~122 MiB while the builder draws them."""
     monkeypatch.setenv(memory.ENV_LIMIT, "64MiB")
     net = Network("dense_random")
     net.add_population("exc", 4000, m.LIF, params=LIF)
     with pytest.raises(MemoryLimitError, match=r"network 'dense_random': projection 'ee' connectivity \(8e\+06 "
-                                               r"synapses\) needs 427.\d MiB, but only 64.0 MiB"):
+                                               r"synapses\) needs 122.\d MiB, but only 64.0 MiB"):
         net.add_projection("ee", "exc", "exc", m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.5),
                            wu_params={"w": 1.0}, ps_params={"tau_syn": 5.0})
     assert "ee" not in net.projections

@@ -27,11 +27,16 @@ from ..errors import MemoryLimitError, NetworkError, ResourceError
 
 ENV_LIMIT = "SPIKEFORGE_MEMORY_LIMIT"
 
-#: Peak bytes per synapse while fixed-probability (or from-list) connectivity is drawn in
-#: numpy: int64 pre, post, key and sort order, a bool mask, the sorted copies and the
-#: uint32 result (53 measured with tracemalloc); per presynaptic neuron add 16.
+#: Peak bytes per synapse while from-list connectivity is sorted in numpy: int64 pre, post,
+#: key and sort order, the sorted copies and the uint32 result; per presynaptic neuron add 16.
 GENERATION_BYTES_PER_SYNAPSE = 56
 GENERATION_BYTES_PER_ROW = 16
+#: The same for connectivity drawn by the generated C++ builder (spikeforge.connectivity):
+#: the builder's uint32 rows (with vector growth up to 2x) and the numpy copy, or, for
+#: fixed in-degree, its column buffer and the rows; fixed total holds 8-byte keys (16 with
+#: growth) while it draws, hence 16 in all; per row a count and a row start (8).
+DRAWN_BYTES_PER_SYNAPSE = 16
+DRAWN_BYTES_PER_ROW = 8
 #: Sparse connectivity is indexed with uint32 in the generated code.
 MAX_SYNAPSES = 2**32 - 1
 #: Bytes of one (empty) per-instance spike recorder: a std::vector on the cpu backend,
@@ -202,19 +207,22 @@ def check(needs: list[Need], *, context: str, available: int | None = None, sour
 # --------------------------------------------------------------------------- networks
 
 
-def connectivity_needs(name: str, n_pre: int, n_synapses: float) -> list[Need]:
-    """Peak host memory while the synapses of projection ``name`` are drawn in numpy."""
-    nbytes = int(n_synapses * GENERATION_BYTES_PER_SYNAPSE + n_pre * GENERATION_BYTES_PER_ROW)
+def connectivity_needs(name: str, n_pre: int, n_synapses: float, drawn: bool = True) -> list[Need]:
+    """Peak host memory while the synapses of projection ``name`` are drawn (``drawn``: by
+    the generated builder) or sorted from a list in numpy."""
+    per_synapse, per_row = ((DRAWN_BYTES_PER_SYNAPSE, DRAWN_BYTES_PER_ROW) if drawn
+                            else (GENERATION_BYTES_PER_SYNAPSE, GENERATION_BYTES_PER_ROW))
+    nbytes = int(n_synapses * per_synapse + n_pre * per_row)
     return [Need(f"projection '{name}' connectivity ({n_synapses:.3g} synapses)", nbytes)]
 
 
-def check_connectivity(network: str, name: str, n_pre: int, n_synapses: float):
+def check_connectivity(network: str, name: str, n_pre: int, n_synapses: float, drawn: bool = True):
     """Before drawing ``n_synapses`` (expected count) synapses of projection ``name``."""
     if n_synapses > MAX_SYNAPSES:
         raise NetworkError(
             f"projection '{name}': about {n_synapses:.3g} synapses, more than the {MAX_SYNAPSES} that sparse "
             "connectivity can index; lower the connection probability or the population sizes")
-    check(connectivity_needs(name, n_pre, n_synapses), context=f"network '{network}'",
+    check(connectivity_needs(name, n_pre, n_synapses, drawn), context=f"network '{network}'",
           advice="lower the connection probability or the population sizes")
 
 
