@@ -13,9 +13,13 @@ lowered their ISI CV (benchmarks/brunel_regime_b.py, RESULTS.md).
 import math
 
 import numpy as np
+import pytest
 
 from spikeforge import models as m
+from spikeforge.codegen.generate import generate
+from spikeforge.codegen.render import render_network
 from spikeforge.network import Network
+from tests.conftest import nvcc_path
 
 DT, TAU, V_TH, T_REF = 0.1, 10.0, 1.0, 0.5  # 5 refractory steps
 R = 5
@@ -139,3 +143,15 @@ def test_generated_code_says_the_input_is_lost():
     assert _network(LIF0, "refr_text").generated_code("cpu") == _network(LIF0, "refr_text").generated_code("cpu")
     free = _network(LIF0_UNFLAGGED, "refr_text2").generated_code("cpu", "neuron_update_tgt")
     assert "while refractory is lost" not in free
+
+
+@pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found")
+def test_the_rule_compiles_with_nvcc():
+    from spikeforge.runtime.nvcc import build_cubin
+
+    net = _network(LIF0, "refr_nvcc")
+    net.add_poisson_input("ext", "tgt", "v", 10, 100.0, 0.1)
+    source = render_network(generate(net), "cuda")
+    assert "while refractory is lost" in source and "none while refractory" in source
+    result = build_cubin(source, "sm_80", name="refractory_inputs", describe="refractory inputs")
+    assert b"neuron_update_tgt" in result.path.read_bytes()
