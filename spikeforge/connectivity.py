@@ -14,11 +14,12 @@ Kinds (docs/models.md, "Connectivity"):
   (in [0, 1]) draws each selected pair. Evaluated for every pair.
 * ``fixed_in_degree`` / ``fixed_out_degree`` -- exactly K distinct partners for each post /
   pre neuron (Floyd's sampling without replacement).
-* ``fixed_total`` -- exactly n distinct pairs, uniform over all pairs.
+* ``fixed_total`` -- exactly n distinct pairs, uniform over all sets of n pairs (row counts
+  hypergeometric, then each row as a fixed out-degree).
 
 Random numbers: Philox with key = the network's seed and counter = (element, 0, draw,
 stream), stream = ``init_stream_id(projection id, CONNECTIVITY_STREAM_INDEX)``; element is
-the row, the column for fixed in-degree, 0 for fixed total. Rows never share a counter, so
+the row (the column for fixed in-degree; a fixed total's row counts use batch word 1). Rows never share a counter, so
 the result does not depend on the thread count.
 """
 

@@ -121,7 +121,17 @@ def test_fixed_total_exact():
     rs, post = draw_rows(FixedTotal(5000), 100, 80, 7, 4, "t")
     check_rows(rs, post, 80)
     assert post.size == 5000
-    assert stats.chisquare(np.diff(rs.astype(np.int64))).pvalue > ALPHA
+    assert stats.chisquare(np.bincount(post, minlength=80)).pvalue > ALPHA
+    # each row's count is hypergeometric: n pairs of all n_pre * n_post, n_post of them in the row
+    n_pre, n_post, n = 3000, 50, 60000
+    rs, post = draw_rows(FixedTotal(n), n_pre, n_post, 7, 4, "t")
+    assert post.size == n
+    sizes = np.diff(rs.astype(np.int64))
+    edges = np.array([0, 14, 17, 19, 20, 21, 23, 26, n_post + 1])
+    observed = np.histogram(sizes, edges)[0]
+    expected = n_pre * np.diff(stats.hypergeom.cdf(edges - 1, n_pre * n_post, n_post, n))
+    assert stats.chisquare(observed, expected * observed.sum() / expected.sum()).pvalue > ALPHA
+    assert abs(sizes.var() / stats.hypergeom.var(n_pre * n_post, n_post, n) - 1) < 0.1
     rs, post = draw_rows(FixedTotal(90, allow_autapses=False), 10, 10, 7, 4, "t")
     assert np.array_equal(dense_matrix(rs, post, 10), 1 - np.eye(10, dtype=np.int64))
 
