@@ -93,21 +93,10 @@ def nu_ext_hz(nu_ratio, c_e, j=0.1, theta=20.0, tau=20.0):
 # --------------------------------------------------------------------------- spikeforge
 
 
-def in_degree_pairs(n_pre, n_post, k, rng):
-    """Each postsynaptic neuron gets exactly ``k`` distinct presynaptic neurons."""
-    pre = np.empty(n_post * k, np.int64)
-    for start in range(0, n_post, 256):
-        stop = min(n_post, start + 256)
-        keys = rng.random((stop - start, n_pre))
-        pre[start * k:stop * k] = np.argpartition(keys, k - 1, axis=1)[:, :k].ravel()
-    post = np.repeat(np.arange(n_post, dtype=np.int64), k)
-    return pre, post
-
-
 def run_spikeforge(g, nu_ratio, n_e, seed, duration, *, in_degree=False, t_ref=2.0, delay=1.5,
                    precision="float", epsilon=0.1):
     from spikeforge import models as m
-    from spikeforge.network import FromList, Network
+    from spikeforge.network import Network
 
     n_i = n_e // 4
     c_e, c_i = int(epsilon * n_e), int(epsilon * n_i)
@@ -116,14 +105,9 @@ def run_spikeforge(g, nu_ratio, n_e, seed, duration, *, in_degree=False, t_ref=2
     for name, size in (("exc", n_e), ("inh", n_i)):
         net.add_population(name, size, m.LIF, params=lif, init={"v": 0.0}, record_spikes=True)
         net.add_poisson_input(f"ext_{name}", name, "v", n=c_e, rate_hz=nu_ext_hz(nu_ratio, c_e), weight=0.1)
-    rng = np.random.default_rng(seed + 7919)
     for pre, post, w, c in (("exc", "exc", 0.1, c_e), ("exc", "inh", 0.1, c_e),
                             ("inh", "exc", -g * 0.1, c_i), ("inh", "inh", -g * 0.1, c_i)):
-        if in_degree:
-            n_pre, n_post = (n_e if pre == "exc" else n_i), (n_e if post == "exc" else n_i)
-            conn = FromList(*in_degree_pairs(n_pre, n_post, c, rng))
-        else:
-            conn = {"fixed_probability": epsilon}
+        conn = {"fixed_in_degree": c} if in_degree else {"fixed_probability": epsilon}
         net.add_projection(f"{pre}_{post}", pre, post, m.STATIC_CONSTANT, m.delta_curr("v"),
                            connectivity=conn, wu_params={"w": w}, delay=delay)
     t0 = time.perf_counter()

@@ -30,14 +30,6 @@ def test_statistics_of_known_spike_trains():
     assert s["pop_cv"] == pytest.approx(counts.std() / counts.mean())
 
 
-def test_in_degree_pairs_give_every_neuron_k_distinct_inputs():
-    pre, post = bench.in_degree_pairs(50, 30, 7, np.random.default_rng(1))
-    assert np.array_equal(np.bincount(post), np.full(30, 7))
-    for j in range(30):
-        assert len(set(pre[post == j].tolist())) == 7
-    assert pre.min() >= 0 and pre.max() < 50
-
-
 def test_nu_ext_of_the_four_regimes():
     assert bench.nu_ext_hz(1.0, 1000) == pytest.approx(10.0)  # nu_thr = theta / (J C_E tau) = 10 Hz
     assert [bench.nu_ext_hz(r, 1000) for _, r in bench.REGIMES.values()] == pytest.approx([20.0, 40.0, 20.0, 9.0])
