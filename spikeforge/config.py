@@ -1150,7 +1150,8 @@ class _Loader:
         value = node["connectivity"]
         line = self.vline(node, "connectivity")
         allowed = (
-            "dense, one_to_one, {fixed_probability: p}, {fixed_probability: {p: .., allow_autapses: ..}}, "
+            "dense, one_to_one, {fixed_probability: p}, {fixed_probability: {p: .., allow_autapses: .., "
+            "procedural: ..}}, "
             "{from_list: {pre: [...], post: [...]}}, {condition: .., probability: .., params: {..}}, "
             "{fixed_in_degree: k}, {fixed_out_degree: k}, {fixed_total: n}"
         )
@@ -1167,7 +1168,8 @@ class _Loader:
         if kind == "fixed_probability":
             if isinstance(arg, LineDict):
                 self.check_keys(
-                    arg, ("p", "allow_autapses"), f"{where}.connectivity.fixed_probability", required=("p",)
+                    arg, ("p", "allow_autapses", "procedural"), f"{where}.connectivity.fixed_probability",
+                    required=("p",)
                 )
                 p = self.get_number(arg, "p", f"{where}.connectivity.fixed_probability")
                 aa = arg.get("allow_autapses", True)
@@ -1177,7 +1179,11 @@ class _Loader:
                         f"got {_show(aa)}",
                         self.vline(arg, "allow_autapses"),
                     )
-                spec = {"fixed_probability": {"p": p, "allow_autapses": aa}}
+                procedural = arg.get("procedural", False)
+                if not isinstance(procedural, bool):
+                    self.fail(f"{where}.connectivity.fixed_probability.procedural: expected true or false, got "
+                              f"{_show(procedural)}", self.vline(arg, "procedural"))
+                spec = {"fixed_probability": {"p": p, "allow_autapses": aa, "procedural": procedural}}
                 aline = self.vline(arg, "p")
             else:
                 if isinstance(arg, bool) or not isinstance(arg, (int, float)):

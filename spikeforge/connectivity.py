@@ -274,5 +274,15 @@ def draw_rows(conn, n_pre: int, n_post: int, seed: int, projection_id: int, wher
     return row_start, post
 
 
+def procedural_info(projection, seed: int) -> dict:
+    """What a synapse kernel needs to draw a procedural row again (templates/common/procedural_row.j2):
+    the same seed, stream and gap formula as the builder's fixed_probability."""
+    p = float(projection.connectivity.p)
+    return {"conn_seed": int(seed), "conn_p": p,
+            "conn_stream": int(rng.init_stream_id(projection.id, CONNECTIVITY_STREAM_INDEX)),
+            "conn_inv_log_q": repr(1.0 / math.log1p(-p)) if p < 1.0 else "0.0",
+            "conn_autapses": bool(projection.connectivity.allow_autapses)}
+
+
 __all__ = ["FixedInDegree", "FixedOutDegree", "FixedTotal", "FromExpressions", "draw_rows", "check_sizes",
-           "expected_synapses", "CONNECTIVITY_STREAM_INDEX"]
+           "expected_synapses", "procedural_info", "CONNECTIVITY_STREAM_INDEX"]

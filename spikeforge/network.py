@@ -77,15 +77,24 @@ class OneToOne:
 
 @dataclass(frozen=True)
 class FixedProbability:
-    """Each pair is connected independently with probability ``p`` (stored as ragged rows)."""
+    """Each pair is connected independently with probability ``p``: stored as ragged rows,
+    or, ``procedural``, never stored: each spike's row is drawn again from the same Philox
+    numbers (the same synapses as stored; docs/models.md, "Procedural connectivity")."""
 
     p: float
     allow_autapses: bool = True
-    kind = "sparse"
+    procedural: bool = False
 
     def __post_init__(self):
         if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
             raise NetworkError(f"connection probability must be in [0, 1], got {self.p!r}")
+        if not isinstance(self.procedural, bool):
+            raise NetworkError(f"connectivity.fixed_probability.procedural: expected true or false, got "
+                               f"{self.procedural!r}")
+
+    @property
+    def kind(self) -> str:
+        return "procedural" if self.procedural else "sparse"
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def make_connectivity(spec):
         (k, v), = spec.items()
         if k == "fixed_probability":
             if isinstance(v, dict):
-                return FixedProbability(v.get("p"), bool(v.get("allow_autapses", True)))
+                return FixedProbability(v.get("p"), bool(v.get("allow_autapses", True)), v.get("procedural", False))
             return FixedProbability(v)
         if k == "from_list":
             return FromList(tuple(v["pre"]), tuple(v["post"]))
@@ -185,6 +194,20 @@ def _rows_from_pairs(pre, post, n_pre, n_post, order=None) -> SparseRows:
     return SparseRows(row_start, post.astype(np.uint32), n_post)
 
 
+def check_procedural(proj, where: str):
+    """Procedural connectivity keeps nothing per synapse: static weights only."""
+    wu = proj.weight_update
+    per_synapse = [n for n, v in proj.wu_vars.items() if v.per_element]
+    if per_synapse or wu.on_post or wu.has_dynamics:
+        what = (f"per-synapse variable(s) {', '.join(per_synapse)}" if per_synapse
+                else "code on postsynaptic spikes" if wu.on_post else "per-step synapse dynamics")
+        raise NetworkError(f"{where}: procedural connectivity stores nothing per synapse, but weight update "
+                           f"'{wu.name}' has {what}; use a weight given as a parameter (e.g. static_constant) or "
+                           "stored connectivity")
+    if proj.pre.size > MAX_INDEX or proj.post.size > MAX_INDEX:
+        raise NetworkError(f"{where}: procedural connectivity indexes neurons with uint32")
+
+
 # -- network elements -------------------------------------------------------------------
 
 
@@ -224,6 +247,8 @@ class Projection:
             return self.pre.size * self.post.size
         if kind == "one_to_one":
             return self.pre.size
+        if kind == "procedural":  # never drawn as a whole: the expected count
+            return round(self.connectivity.p * self.pre.size * self.post.size)
         return self.rows.n_synapses
 
 
@@ -417,6 +442,8 @@ class Network:
         )
         if conn.kind == "sparse":
             proj.rows = self._sparse_rows(proj)
+        if conn.kind == "procedural":
+            check_procedural(proj, where)
         self.projections[name] = proj
         return proj
 

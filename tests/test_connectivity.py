@@ -13,7 +13,7 @@ from scipy import stats
 from spikeforge import models as m
 from spikeforge.config import load_network
 from spikeforge.connectivity import FixedInDegree, FixedOutDegree, FixedTotal, FromExpressions, draw_rows
-from spikeforge.errors import ConfigError, NetworkError
+from spikeforge.errors import ConfigError, ModelError, NetworkError
 from spikeforge.network import FixedProbability, Network
 
 #: Binomial bounds are two-sided at this level (each test checks few quantities).
@@ -285,3 +285,82 @@ def test_cpu_and_cuda_emu_use_the_same_connectivity():
     spikes_c, spikes_e = cpu.spikes("exc"), emu.spikes("exc")
     assert len(spikes_c[0][0]) > 20
     assert np.array_equal(spikes_c[0][0], spikes_e[0][0]) and np.array_equal(spikes_c[0][1], spikes_e[0][1])
+
+
+# -- procedural connectivity --------------------------------------------------------------
+
+
+def procedural_net(procedural, backend="cpu", steps=400):
+    net = Network("proc", dt=0.1, seed=4)
+    net.add_population("drive", 200, m.POISSON, init={"rate": 50.0})
+    net.add_population("exc", 300, m.LIF)
+    net.add_projection("feed", "drive", "exc", m.STATIC_CONSTANT, m.EXP_CURR,
+                       FixedProbability(0.1, procedural=procedural), wu_params={"w": 3.0})
+    net.add_projection("rec", "exc", "exc", m.STATIC_CONSTANT, m.EXP_CURR,
+                       FixedProbability(0.05, allow_autapses=False, procedural=procedural), wu_params={"w": 0.5},
+                       delay=1.0)
+    net.record_spikes("exc")
+    sim = net.build(backend)
+    sim.run(steps)
+    return net, sim
+
+
+@pytest.mark.slow
+def test_procedural_rows_are_the_stored_rows_on_cpu_and_cuda_emu():
+    """Rows drawn again at each spike from the builder's Philox numbers: the same spikes as
+    the stored projection, on both backends, and no connectivity array in the model."""
+    net, stored = procedural_net(False)
+    spikes = stored.spikes("exc")[0]
+    assert len(spikes[0]) > 100
+    for backend in ("cpu", "cuda-emu"):
+        pnet, proc = procedural_net(True, backend)
+        assert all(q.rows is None for q in pnet.projections.values())
+        got = proc.spikes("exc")[0]
+        assert np.array_equal(got[0], spikes[0]) and np.array_equal(got[1], spikes[1]), backend
+    from spikeforge.codegen.generate import generate
+
+    assert [a.name for a in generate(pnet).arrays if a.role == "connectivity"] == []
+    assert [a.name for a in generate(net).arrays if a.role == "connectivity"] != []
+
+
+def test_procedural_kernels_compile_with_nvcc():
+    from tests.conftest import nvcc_path
+
+    if nvcc_path() is None:
+        pytest.skip("nvcc not found")
+    from spikeforge.codegen.generate import generate
+    from spikeforge.codegen.render import render_network
+    from spikeforge.runtime.nvcc import build_cubin
+
+    net = Network("proc_nvcc", dt=0.1, seed=4)
+    net.add_population("exc", 300, m.LIF)
+    net.add_projection("rec", "exc", "exc", m.STATIC_CONSTANT, m.EXP_CURR,
+                       FixedProbability(0.05, allow_autapses=False, procedural=True), wu_params={"w": 0.5})
+    result = build_cubin(render_network(generate(net), "cuda"), "sm_80", name="proc_nvcc", describe="procedural")
+    assert b"presynaptic_update_rec" in result.path.read_bytes()
+
+
+@pytest.mark.parametrize("weight_update, kwargs, message", [
+    (m.STATIC, {"wu_init": {"w": 1.0}}, r"per-synapse variable\(s\) w"),
+    (m.STDP, {"wu_init": {"w": 1.0}}, r"per-synapse variable\(s\) w"),
+    (m.STATIC_CONSTANT, {"wu_params": {"w": "0.5*rand()"}}, r"values per synapse need stored connectivity"),
+    (m.STATIC_CONSTANT, {"wu_params": {"w": "0.5*i"}}, r"unknown symbol 'i'"),
+])
+def test_procedural_needs_static_weights(weight_update, kwargs, message):
+    net = Network("c", dt=0.1, seed=1)
+    net.add_population("a", 20, m.LIF)
+    with pytest.raises((NetworkError, ModelError), match=message):
+        net.add_projection("aa", "a", "a", weight_update, m.EXP_CURR, {"fixed_probability": {"p": 0.1,
+                                                                                           "procedural": True}},
+                           **kwargs)
+
+
+def test_yaml_procedural():
+    text = YAML.replace('''      condition: "i != j"
+      probability: {prob}
+      params: {tau: 30}''', "      fixed_probability: {p: 0.2, procedural: true}")
+    net, _ = load_network(text, filename="net.yaml")
+    assert net.projections["aa"].connectivity == FixedProbability(0.2, procedural=True)
+    with pytest.raises(ConfigError) as info:
+        load_network(text.replace("procedural: true", "procedural: 1"), filename="net.yaml")
+    assert info.value.line == 9 and "fixed_probability.procedural: expected true or false" in str(info.value)

@@ -635,6 +635,10 @@ class Generator:
                          if k in pa})
             needed = ("row_start", "post_ind") if which == "on_pre" else ("col_start", "col_syn", "pre_ind")
             info["reads"] += [pa[k].name for k in needed]
+        if q.connectivity.kind == "procedural":  # rows drawn again at each spike
+            from ..connectivity import procedural_info
+
+            info.update(procedural_info(q, self.net.seed))
         if delivers:
             info["writes"] = [pa["in_syn"].name]
         kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"
