@@ -18,6 +18,7 @@ DEFAULT_BLOCK = {
     "neuron_update": 128,
     "presynaptic_update": 128,
     "postsynaptic_learning": 128,
+    "synapse_dynamics": 128,
     "batch_reduction": 256,
 }
 RECORD_BLOCK = 256
@@ -45,6 +46,8 @@ def kernel_rows(k: KernelSpec) -> int:
     info = k.info
     if k.kind in ("neuron_update", "batch_reduction"):
         return int(info["size"])
+    if k.kind == "synapse_dynamics":  # one thread per postsynaptic neuron
+        return int(info["n_post"])
     if info["connectivity"] == "dense":
         return int(info["n_post"] if info["which"] == "on_pre" else info["n_pre"])
     # sparse: one thread per possible spike of the source population
