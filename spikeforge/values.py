@@ -25,7 +25,7 @@ import numpy as np
 import sympy
 
 from .errors import ModelError, NetworkError
-from .models.evaluate import ElementScope, dependency_order, evaluate, parse_value, per_element
+from .models.evaluate import ElementScope, dependency_order, evaluate, parse_value, per_element, references
 from .models.expressions import symbol
 from .models.reserved import reserved_reason
 from .models.variables import Expression, Normal, Uniform, ValueCounts, Values, is_generated, make_initializer
@@ -108,7 +108,10 @@ def bind_values(model, params, where: str, scope: ElementScope, *, dt: float, ba
             if isinstance(init, Expression):
                 exprs[name] = parse_value(init.source, scope, known, model.name, fld)
     order = dependency_order(exprs, model.name, lambda n: inits[n][1])
-    env = scope.env(shadowed=known)
+    # the element indices (i, j) are made only when an expression reads them: a large
+    # population of uniform parameters allocates nothing here
+    reads_index = any(references(e) & set(scope.index_names) for e in exprs.values())
+    env = scope.env(shadowed=known if reads_index else known | set(scope.index_names))
     env["dt"] = float(dt)
     env.update({n: float(v) for n, v in bound.items() if n not in given})
     draw_values = {}
