@@ -32,7 +32,8 @@ Schema (all times in ms; see ``docs/yaml.md`` for the long version)::
         # neuron:         params, derived, subexpressions, vars, equations, threshold, reset, refractory,
         #                 integrator, sim_code
         # weight_update:  params, derived, subexpressions, vars, pre_vars, post_vars, pre_equations,
-        #                 post_equations, on_pre_spike, on_post_spike, on_pre, on_post
+        #                 post_equations, on_pre_spike, on_post_spike, on_pre, on_post,
+        #                 equations (per synapse, every step), summed ({Igap: "w*(v_pre - v_post)"})
         # postsynaptic:   params, derived, subexpressions, vars, equations, apply
         # current_source: params, derived, subexpressions, vars, equations, current
     populations:          # required
@@ -227,12 +228,15 @@ TOP_LEVEL_KEYS = (
     "poisson_inputs",
 )
 BACKENDS = ("cpu", "cuda", "cuda-emu")
-POPULATION_KEYS = ("size", "model", "params", "init", "record", "spikes", "timed_inputs")
+#: How parameters are given besides their values (spikeforge.values): names of dynamic
+#: parameters, one value per batch instance, named per-element draws.
+VALUE_KEYS = ("dynamic", "batch_values", "draws")
+POPULATION_KEYS = ("size", "model", "params", "init", "record", "spikes", "timed_inputs", *VALUE_KEYS)
 TIMED_INPUT_KEYS = ("file", "key", "values", "dt")
 PROJECTION_KEYS = ("pre", "post", "connectivity", "weight_update", "postsynaptic", "delay")
-WEIGHT_UPDATE_KEYS = ("model", "params", "init")
-POSTSYNAPTIC_KEYS = ("model", "params", "init", "target")
-CURRENT_SOURCE_KEYS = ("population", "model", "params", "init")
+WEIGHT_UPDATE_KEYS = ("model", "params", "init", *VALUE_KEYS)
+POSTSYNAPTIC_KEYS = ("model", "params", "init", "target", *VALUE_KEYS)
+CURRENT_SOURCE_KEYS = ("population", "model", "params", "init", *VALUE_KEYS)
 POISSON_INPUT_KEYS = ("population", "target", "n", "rate", "weight")
 SPIKES_KEYS = ("times", "ids", "batch", "file")
 
@@ -268,6 +272,8 @@ MODEL_KINDS = {
             "on_pre",
             "on_post",
             "subexpressions",
+            "equations",
+            "summed",
         ),
     ),
     "postsynaptic": (PostsynapticModel, ("params", "derived", "vars", "equations", "apply", "subexpressions")),
@@ -452,6 +458,8 @@ class _Loader:
         msg, parts = str(err), (err.field or "").split(".")
         if parts[0] in ("params", "derived"):
             params = node.get("params") if isinstance(node, LineDict) else None
+            if isinstance(params, LineDict) and len(parts) > 1 and parts[1] in params:  # params.<name>
+                return self.line_in(node, parts, msg)
             if isinstance(params, LineDict):
                 for name in _quoted_names(msg):
                     if name in params:
@@ -768,7 +776,7 @@ class _Loader:
                         )
                     if isinstance(value, dict):
                         self.check_mapping(value, f"{where}.params", self.vline(node, key))
-                elif key in ("derived", "subexpressions"):
+                elif key in ("derived", "subexpressions", "summed"):
                     value = self.check_mapping(
                         value, f"{where}.{key}", self.vline(node, key), "a mapping name -> expression"
                     )
@@ -893,6 +901,7 @@ class _Loader:
                     params=_plain(params),
                     init=_plain(init),
                     record_spikes="spikes" in record,
+                    **self.value_options(node, where),
                 )
             for what in record:
                 self.record_options(net, name, what, record_opts[what], where, record_lines[what])
@@ -906,6 +915,30 @@ class _Loader:
                 cfg.spike_inputs[name] = self.spike_input(
                     node, where, net.populations[name].size, net.batch_size
                 )
+
+    def value_options(self, node, where: str) -> dict:
+        """``dynamic`` (a list of parameter names), ``batch_values`` (parameter -> one number
+        per batch instance) and ``draws`` (name -> initialiser) of a population, projection
+        part or current source, checked for their shape here (for their meaning by the network)."""
+        out = {}
+        if node.get("dynamic") is not None:
+            value = node["dynamic"]
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                self.fail(f"{where}.dynamic: expected a list of parameter names, got {_show(value)}",
+                          self.vline(node, "dynamic"))
+            out["dynamic"] = list(names)
+        for key in ("batch_values", "draws"):
+            if node.get(key) is not None:
+                value = self.check_mapping(node[key], f"{where}.{key}", self.vline(node, key))
+                if key == "batch_values":
+                    for name, values in value.items():
+                        if not isinstance(values, list) or any(
+                                isinstance(x, bool) or not isinstance(x, (int, float)) for x in values):
+                            self.fail(f"{where}.batch_values.{name}: expected a list of numbers (one per batch "
+                                      f"instance), got {_show(values)}", self.vline(value, name))
+                out[key] = _plain(value)
+        return out
 
     def record_list(self, node, where):
         """``record:`` as (names, line of each, options of each): a list of names (``spikes``,
@@ -1316,6 +1349,10 @@ class _Loader:
                             self.vline(ps_node, "target") if "target" in ps_node else ps_node.line
                         )
                     if err.model == wu.name:
+                        in_def = self.user_model_line(wu.name, err.field, msg)  # v_pre, v_post, summed
+                        if in_def is not None and (err.field or "").split(".")[0] in ("on_pre", "on_post",
+                                                                                       "equations", "summed"):
+                            return in_def
                         return self.line_in(wu_node, (err.field or "").split("."), msg) or wu_node.line
                     return None
                 if re.search(r"weight-update variable", msg):
@@ -1351,6 +1388,8 @@ class _Loader:
                     ps_params=ps_params,
                     ps_init=ps_init,
                     delay=float(delay),
+                    **{f"wu_{k}": v for k, v in self.value_options(wu_node, f"{where}.weight_update").items()},
+                    **{f"ps_{k}": v for k, v in self.value_options(ps_node, f"{where}.postsynaptic").items()},
                 )
 
     def load_current_sources(self, top, net: Network):
@@ -1382,7 +1421,8 @@ class _Loader:
                 return None
 
             with self.building(line, locate):
-                net.add_current_source(name, pop, model, params=_plain(params), init=_plain(init))
+                net.add_current_source(name, pop, model, params=_plain(params), init=_plain(init),
+                                       **self.value_options(node, where))
 
     def load_poisson_inputs(self, top, net: Network):
         inputs = self.get_mapping(top, "poisson_inputs", "")

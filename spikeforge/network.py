@@ -15,12 +15,13 @@ import numpy as np
 
 from .errors import NetworkError
 from .models.base import Model
+from .models.evaluate import POSTSYNAPTIC_STREAM_BASE, ElementScope
 from .models.neuron import NeuronModel
-from .models.parameters import check_parameter_values
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .models.variables import Var
 from .recording import VarRecording, check_every, neuron_selection
 from .timed import TimedArray, make_timed_array
+from .values import ValueSpecs, bind_values, bind_var_inits
 
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
@@ -208,6 +209,18 @@ def check_procedural(proj, where: str):
         raise NetworkError(f"{where}: procedural connectivity indexes neurons with uint32")
 
 
+def synapse_indices(proj) -> dict[str, np.ndarray]:
+    """The presynaptic (``i``) and postsynaptic (``j``) neuron of every synapse, in synapse order."""
+    kind, n_post = proj.connectivity.kind, proj.post.size
+    if kind == "dense":
+        k = np.arange(proj.pre.size * n_post, dtype=np.int64)
+        return {"i": k // n_post, "j": k % n_post}
+    if kind == "one_to_one":
+        k = np.arange(proj.pre.size, dtype=np.int64)
+        return {"i": k, "j": k}
+    return {"i": proj.rows.pre_ind, "j": proj.rows.post_ind}
+
+
 # -- network elements -------------------------------------------------------------------
 
 
@@ -220,6 +233,8 @@ class Population:
     vars: dict[str, Var]
     record_spikes: bool = False
     id: int = 0
+    #: how each parameter is given: compiled in, per neuron, dynamic or per batch instance
+    values: ValueSpecs = field(default_factory=ValueSpecs)
 
 
 @dataclass
@@ -239,6 +254,9 @@ class Projection:
     delay_steps: int = 0
     id: int = 0
     rows: SparseRows | None = None
+    #: how each weight-update / postsynaptic parameter is given (see spikeforge.values)
+    wu_values: ValueSpecs = field(default_factory=ValueSpecs)
+    ps_values: ValueSpecs = field(default_factory=ValueSpecs)
 
     @property
     def n_synapses(self) -> int:
@@ -260,6 +278,7 @@ class CurrentSource:
     params: dict[str, float]
     vars: dict[str, Var]
     id: int = 0
+    values: ValueSpecs = field(default_factory=ValueSpecs)
 
 
 @dataclass
@@ -342,8 +361,17 @@ class Network:
             raise NetworkError(f"{what}: unknown population '{pop}' (populations: {known})")
         return self.populations[pop]
 
-    def add_population(self, name, size, model: NeuronModel, params=None, init=None, record_spikes=False):
-        """Add ``size`` neurons of ``model``; ``init`` maps variables to initialisers."""
+    def add_population(self, name, size, model: NeuronModel, params=None, init=None, record_spikes=False, *,
+                       dynamic=None, batch_values=None, draws=None):
+        """Add ``size`` neurons of ``model``; ``init`` maps variables to initialisers.
+
+        A parameter is a number (compiled in), or one value per neuron: a list or array,
+        ``{values, counts}``, ``{uniform: [lo, hi]}``, ``{normal: [mean, sd]}`` or an
+        expression of ``i``, ``N``, ``rand()``, ``randn()``, other parameters and the named
+        per-neuron ``draws`` (``{"r": "rand()"}``). ``dynamic`` names parameters that
+        ``Simulation.set_param`` may change between runs; ``batch_values`` gives a parameter
+        one value per batch instance. An initialiser may also be an expression of
+        parameters, draws and other variables (``"b*v"``), a list or ``{values, counts}``."""
         self._unique(name, "population")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise NetworkError(f"population '{name}': size must be a positive integer, got {size!r}")
@@ -353,11 +381,14 @@ class Network:
         if not isinstance(model, NeuronModel):
             raise NetworkError(f"population '{name}': model must be a NeuronModel, got {model!r}")
         where = f"population '{name}'"
-        bound = model.bind_params(params, where)
-        check_parameter_values(model, bound, self.dt, where)
+        pop_id = self._next_id()
+        scope = ElementScope(int(size), pop_id, counts={"N": int(size)})
+        bound, specs = self._bind_values(model, params, where, scope, dynamic, batch_values, draws)
         pop = Population(
-            name, int(size), model, bound, model.bind_vars(init, where), bool(record_spikes), id=self._next_id(),
+            name, int(size), model, bound, model.bind_vars(init, where), bool(record_spikes), id=pop_id,
+            values=specs,
         )
+        bind_var_inits(model, pop.vars, specs, where)
         self.populations[name] = pop
         return pop
 
@@ -374,9 +405,20 @@ class Network:
         ps_params=None,
         ps_init=None,
         delay=0.0,
+        *,
+        wu_dynamic=None,
+        wu_batch_values=None,
+        wu_draws=None,
+        ps_dynamic=None,
+        ps_batch_values=None,
+        ps_draws=None,
     ):
         """Connect ``pre`` to ``post``. ``delay`` (ms, a multiple of dt) holds every spike
-        for that long before it is delivered."""
+        for that long before it is delivered.
+
+        Weight-update parameters may be given per synapse (expressions of ``i``, ``j``,
+        ``N``, ``N_pre``, ``N_post``...), postsynaptic ones per postsynaptic neuron, and
+        either may be dynamic or per batch instance, as for populations."""
         self._unique(name, "projection")
         where = f"projection '{name}'"
         pre_pop = self._population(pre, f"{where}, pre")
@@ -424,38 +466,57 @@ class Network:
 
         # Postsynaptic 'apply' code may touch the target neuron's variables: check it now.
         postsynaptic.parse_apply(list(post_pop.model.vars))
+        from .models.synapse import check_projection  # v_pre / v_post and summed variables
+
+        check_projection(weight_update, pre_pop, post_pop, self.projections.values(), where)
         clash = set(postsynaptic.vars) & set(post_pop.model.vars)
         if clash:
             raise NetworkError(
                 f"{where}: postsynaptic variable(s) {', '.join(sorted(clash))} clash with variables of "
                 f"neuron model '{post_pop.model.name}'"
             )
-        wu_bound = weight_update.bind_params(wu_params, where)
-        check_parameter_values(weight_update, wu_bound, self.dt, where)
-        ps_bound = postsynaptic.bind_params(ps_params, where)
-        check_parameter_values(postsynaptic, ps_bound, self.dt, where)
+        proj_id = self._next_id()
+        ps_scope = ElementScope(post_pop.size, proj_id, counts={"N": post_pop.size},
+                                stream_base=POSTSYNAPTIC_STREAM_BASE)
+        ps_bound, ps_specs = self._bind_values(postsynaptic, ps_params, where, ps_scope, ps_dynamic,
+                                               ps_batch_values, ps_draws)
         proj = Projection(
             name, pre_pop, post_pop, conn, weight_update,
-            wu_bound, bound(weight_update.vars), bound(weight_update.pre_vars), bound(weight_update.post_vars),
+            {}, bound(weight_update.vars), bound(weight_update.pre_vars), bound(weight_update.post_vars),
             postsynaptic, ps_bound, postsynaptic.bind_vars(ps_init, where),
-            delay_steps=int(steps), id=self._next_id(),
+            delay_steps=int(steps), id=proj_id, ps_values=ps_specs,
         )
         if conn.kind == "sparse":
             proj.rows = self._sparse_rows(proj)
         if conn.kind == "procedural":
             check_procedural(proj, where)
+        indices = ("i", "j") if conn.kind != "procedural" else ()  # procedural: no synapse has an index
+        wu_scope = ElementScope(proj.n_synapses, proj_id, indices, lambda: synapse_indices(proj),
+                                {"N": proj.n_synapses, "N_pre": pre_pop.size, "N_post": post_pop.size})
+        proj.wu_params, proj.wu_values = self._bind_values(weight_update, wu_params, where, wu_scope, wu_dynamic,
+                                                           wu_batch_values, wu_draws)
+        if conn.kind == "procedural" and "element" in proj.wu_values.kinds.values():
+            raise NetworkError(f"{where}: values per synapse need stored connectivity; procedural connectivity "
+                               "keeps nothing per synapse")
+        bind_var_inits(weight_update, proj.wu_vars, proj.wu_values, where)
+        bind_var_inits(weight_update, {**proj.wu_pre_vars, **proj.wu_post_vars}, proj.wu_values, where, traces=True)
+        bind_var_inits(postsynaptic, proj.ps_vars, proj.ps_values, where)
         self.projections[name] = proj
         return proj
 
-    def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None):
+    def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None, *,
+                           dynamic=None, batch_values=None, draws=None):
+        """Inject ``model``'s current into ``population``; parameters as for populations."""
         self._unique(name, "current source")
         pop = self._population(population, f"current source '{name}'")
         if not isinstance(model, CurrentSourceModel):
             raise NetworkError(f"current source '{name}': model must be a CurrentSourceModel, got {model!r}")
         where = f"current source '{name}'"
-        bound = model.bind_params(params, where)
-        check_parameter_values(model, bound, self.dt, where)
-        cs = CurrentSource(name, pop, model, bound, model.bind_vars(init, where), id=self._next_id())
+        cs_id = self._next_id()
+        scope = ElementScope(pop.size, cs_id, counts={"N": pop.size})
+        bound, specs = self._bind_values(model, params, where, scope, dynamic, batch_values, draws)
+        cs = CurrentSource(name, pop, model, bound, model.bind_vars(init, where), id=cs_id, values=specs)
+        bind_var_inits(model, cs.vars, specs, where)
         self.current_sources[name] = cs
         return cs
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import sympy
 
 from .. import rng
 from ..errors import ModelError, NetworkError
 from ..models.expressions import ODE, Statement, rand_normal, rand_uniform, symbol
 from ..models.neuron import INPUT_NAME, SpikeSourceArrayModel
-from ..models.synapse import DELIVER_NAME, IN_SYN_NAME
-from ..models.variables import Constant
+from ..models.synapse import DELIVER_NAME, IN_SYN_NAME, neuron_ref
+from ..models.variables import Constant, is_generated
+from ..timed import ROW_TOLERANCE_STEPS
 from .cprint import CPrinter, Hoister, literal
 from .integrate import integrate
 from .ir import Access, ArraySpec, KernelSpec, Line, NetworkSpec
@@ -47,25 +49,54 @@ class _KernelWriter:
         self.code: list[Line] = []
         self.on_spike: list[Line] = []
         self.random_owner = owner_id_for_random
+        self.param_loads: list[Access] = []  # parameters read per element or per batch instance
+        self.param_reads: list[str] = []  # arrays of dynamic parameters (read once per launch)
+        self.element_lines: list[Line] = []  # derived values computed per element (not constants)
 
     # -- constants -------------------------------------------------------------------
-    def add_params(self, params: dict[str, float], prefix: str, model_name: str):
+    def add_params(self, params: dict[str, float], prefix: str, model_name: str, arrays: dict | None = None,
+                   index: str = "neuron"):
+        """Parameters as kernel constants: a number compiled in, or, for those in ``arrays``,
+        read at run time: a dynamic one (one value) once per launch, among the constants; one
+        given per element (``index``: ``neuron`` or ``syn``) or per batch instance as a local
+        loaded with the element's variables (then it and whatever uses it are not constants)."""
+        arrays = arrays or {}
         for name, value in params.items():
             c = prefix + name
-            self.constants.append(Line(f"const scalar {c} = {literal(value, self.precision)};",
-                                       f"parameter {name} of {model_name}"))
-            self.constant_names.add(c)
+            a = arrays.get(name)
+            if a is None:
+                self.constants.append(Line(f"const scalar {c} = {literal(value, self.precision)};",
+                                           f"parameter {name} of {model_name}"))
+                self.constant_names.add(c)
+            elif a.size == 1 and not a.batched:
+                self.constants.append(Line(f"const scalar {c} = _{a.name}[0];",
+                                           f"parameter {name} of {model_name} (dynamic: set between runs)"))
+                self.constant_names.add(c)
+                self.param_reads.append(a.name)
+            else:
+                self.param_loads.append(Access(c, a.name, index if a.size > 1 else "shared", a.batched))
         self.hoister.invariant = {symbol(n) for n in self.constant_names}
 
-    def add_derived(self, model, rename: dict, prefix: str):
+    def add_derived(self, model, rename: dict, prefix: str, skip=()):
         for name, expr in model.derived.items():
+            if name in skip:
+                continue
             c = prefix + name
-            text = self.printer().doprint(expr.xreplace(rename))
-            self.constants.append(Line(f"const scalar {c} = {text};",
-                                       f"derived: {name} = {model.derived_source[name]}"))
-            self.constant_names.add(c)
+            e = expr.xreplace(rename)
+            comment = f"derived: {name} = {model.derived_source[name]}"
+            if self.is_constant(e):
+                self.constants.append(Line(f"const scalar {c} = {self.printer().doprint(e)};", comment))
+                self.constant_names.add(c)
+            else:  # uses a parameter given per element or per batch instance
+                self.add_element_line(Line(f"const scalar {c} = {self.expr(e)};", comment + " (per element)"))
             rename[symbol(name)] = symbol(c)
         self.hoister.invariant = {symbol(n) for n in self.constant_names}
+
+    def add_element_line(self, line: Line):
+        """A value computed per element from per-element parameters: in the update, and again
+        where code runs apart from it (the CPU's reset pass)."""
+        self.code.append(line)
+        self.element_lines.append(line)
 
     def is_constant(self, e: sympy.Basic) -> bool:
         """Whether ``e`` is the same for every element and step (parameters, dt, constants)."""
@@ -230,6 +261,13 @@ def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lin
             lines.append(Line(f"{target} = {w.expr(value, random_owner)};", st.source))
 
 
+def _statement_symbols(stmts) -> set:
+    out = set()
+    for st in stmts:
+        out |= st.value.free_symbols
+    return out
+
+
 def _poisson_input_line(w: _KernelWriter, pi, dt: float, held: bool = False) -> Line:
     """``target += k * weight``, k ~ Poisson(n * rate * dt) from the input's own Philox streams;
     the sampler's constants are computed here once and printed as exact literals. ``held``: the
@@ -290,16 +328,35 @@ class Generator:
             out[name] = self.add_array(ArraySpec(
                 name=f"{owner}_{name}", owner=owner, var=name,
                 dtype="int32" if v.dtype == "int" else "scalar",
-                size=size if v.per_element else 1, batched=v.batched, role=role, init=v.init,
+                size=size if v.per_element else 1, batched=v.batched, role=role,
+                init=v.init if is_generated(v.init) else None,  # else computed by the runtime
                 init_stream=init_stream_id(owner_id, k),
                 comment=f"{'per element' if v.per_element else 'shared'}, "
                         f"{'per batch instance' if v.batched else 'shared across the batch'}",
             ))
         return out
 
+    def add_param_arrays(self):
+        """An array for every parameter read at run time (per element, dynamic, per batch
+        instance): ``self.params[(owner, part)][name]``. Their values are never in the code."""
+        self.params: dict[tuple[str, str], dict[str, ArraySpec]] = {}
+        for owner, part, model, _, specs, _ in self.net.value_parts():
+            out = self.params[(owner, part)] = {}
+            for name, kind in specs.kinds.items():
+                if kind == "batch" and len(specs.batch[name]) != self.net.batch_size:
+                    raise NetworkError(f"'{owner}': batch_values of '{name}' has {len(specs.batch[name])} values "
+                                       f"but the batch size is {self.net.batch_size}")
+                what = {"element": "one value per element", "dynamic": "dynamic: set between runs",
+                        "batch": "one value per batch instance"}[kind]
+                out[name] = self.add_array(ArraySpec(
+                    param_array_name(owner, part, name), owner, name, "scalar",
+                    specs.scope.size if kind == "element" else 1, kind == "batch", "param", None,
+                    comment=f"parameter {name} of {model.name}: {what} (loaded at run time)"))
+
     # -- whole network -------------------------------------------------------------------
     def run(self) -> NetworkSpec:
         net = self.net
+        self.add_param_arrays()
         for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values(),
                     *net.poisson_inputs.values()]:
             if obj.id > MAX_OWNER_ID:
@@ -316,10 +373,16 @@ class Generator:
                 "name": p.name, "size": p.size, "id": p.id, "slots": slots[p.name],
                 "record_spikes": p.record_spikes, "model": p.model.name,
                 "spike_source_array": isinstance(p.model, SpikeSourceArrayModel),
+                "spike_rec_mask": pop_arrays[p.name]["spike_rec_mask"].name
+                if "spike_rec_mask" in pop_arrays[p.name] else None,
+                "spike_rec_neurons": self.net.spike_neurons.get(p.name) if p.record_spikes else None,
             })
         proj_arrays = {q.name: self.projection_arrays(q) for q in net.projections.values()}
         cs_arrays = {c.name: self.add_vars(c.name, c.id, c.vars, c.population.size)
                      for c in net.current_sources.values()}
+        for q in net.projections.values():  # summed variables are set before the neuron updates read them
+            if q.weight_update.has_dynamics:
+                self.kernels.append(self.synapse_dynamics_kernel(q, proj_arrays))
         for p in net.populations.values():
             self.kernels.append(self.neuron_kernel(p, slots[p.name], pop_arrays, proj_arrays, cs_arrays))
         for q in net.projections.values():
@@ -330,11 +393,7 @@ class Generator:
         for a in list(self.arrays):
             if a.role == "delta":
                 self.kernels.append(self.reduction_kernel(a))
-        recorded = []
-        for k, (pop, var) in enumerate(net.recorded_vars):
-            arr = pop_arrays[pop]["vars"][var]
-            recorded.append({"index": k, "population": pop, "var": var, "array": arr.name,
-                             "batched": arr.batched, "size": arr.size})
+        recorded = self.recordings(pop_arrays)
         projs_info = [{
             "name": q.name, "pre": q.pre.name, "post": q.post.name, "id": q.id,
             "connectivity": q.connectivity.kind, "n_synapses": q.n_synapses, "delay_steps": q.delay_steps,
@@ -351,6 +410,39 @@ class Generator:
         by_name = {a.name: a for a in self.arrays}
         return all(by_name[name].batched for k in self.kernels for name in k.writes)
 
+    def recordings(self, pop_arrays) -> list[dict]:
+        """The variable and population-rate recordings, in the order of their buffers.
+
+        Each entry: ``kind`` ("var" or "rate"), ``population``, ``var``, the ``array`` copied
+        from, ``batched``, ``size`` (elements of that array per instance), ``every`` (steps
+        ``n % every == 0`` are kept), ``neurons`` (the array of recorded indices, or None for
+        all) and ``n`` (values per instance and step). A rate entry copies the population's
+        spike count of the step (``array`` = its spike counts, ``slots`` its queue length)."""
+        net = self.net
+        out = []
+        for pop, var in net.recorded_vars:
+            arr = pop_arrays[pop]["vars"][var]
+            rec = net.var_recordings.get((pop, var))
+            every = rec.every if rec is not None else 1
+            neurons = None if rec is None else rec.neurons
+            entry = {"kind": "var", "index": len(out), "population": pop, "var": var, "array": arr.name,
+                     "batched": arr.batched, "size": arr.size, "every": every, "neurons": None,
+                     "n": arr.size}
+            if neurons is not None:
+                idx = self.add_array(ArraySpec(
+                    f"{pop}_{var}_rec_neurons", pop, f"_{var}_rec_neurons", "uint32", int(neurons.size), False,
+                    "recording", None, comment=f"the neurons whose {var} is recorded",
+                    data=neurons.astype(np.uint32)))
+                entry.update(neurons=idx.name, n=int(neurons.size))
+            out.append(entry)
+        for pop in net.recorded_rates:
+            arrays = pop_arrays[pop]
+            out.append({"kind": "rate", "index": len(out), "population": pop, "var": "spike count",
+                        "array": arrays["spk_cnt"].name, "slots": arrays["spk_cnt"].slots, "batched": True,
+                        "size": 1, "every": 1, "neurons": None, "n": 1,
+                        "population_size": net.populations[pop].size})
+        return out
+
     def population_arrays(self, p, slots):
         out = {"vars": self.add_vars(p.name, p.id, p.vars, p.size)}
         if p.model.refractory is not None:
@@ -363,6 +455,26 @@ class Generator:
         out["spk"] = self.add_array(ArraySpec(
             f"{p.name}_spk", p.name, "_spk", "uint32", p.size, True, "spikes", Constant(0), slots=slots,
             comment="ids of the neurons that spiked, per delay slot and batch instance"))
+        if p.record_spikes and p.name in self.net.spike_neurons:
+            mask = np.zeros(p.size, dtype=np.uint8)
+            mask[self.net.spike_neurons[p.name]] = 1
+            out["spike_rec_mask"] = self.add_array(ArraySpec(
+                f"{p.name}_spike_rec_mask", p.name, "_spike_rec_mask", "uint8", p.size, False, "recording", None,
+                comment="1 for the neurons whose spikes are recorded", data=mask))
+        for param, ta in self.net.timed_inputs.items():
+            if param[0] != p.name:
+                continue
+            where = f"population '{p.name}': timed input '{param[1]}'"
+            ta.check_for(p.size, self.net.batch_size, where)
+            out[("timed", param[1])] = (
+                self.add_array(ArraySpec(
+                    f"{p.name}_{param[1]}_timed", p.name, f"_{param[1]}_timed", "scalar", ta.width, ta.batched,
+                    "timed_input", None, comment=f"timed input {param[1]}: [row]{'[batch]' if ta.batched else ''}"
+                    f"[{'neuron' if ta.width > 1 else 'one value'}]", data=ta.values)),
+                self.add_array(ArraySpec(
+                    f"{p.name}_{param[1]}_timing", p.name, f"_{param[1]}_timing", "double", 2, False,
+                    "timed_input", None, comment=f"timed input {param[1]}: steps per row, rows",
+                    data=ta.timing(self.net.dt))))
         out["flags"] = self.add_array(ArraySpec(
             f"{p.name}_spiked", p.name, "_spiked", "uint8", (p.size + 7) // 8 * 8, True, "scratch", Constant(0),
             comment="which neurons crossed threshold this step (scratch)"))
@@ -421,7 +533,7 @@ class Generator:
         if q.rows is not None:
             r = q.rows
             parts = [("row_start", r.row_start), ("post_ind", r.post_ind)]
-            if q.weight_update.on_post:  # learning on postsynaptic spikes walks columns
+            if q.weight_update.on_post or q.weight_update.has_dynamics:  # these walk columns (per post neuron)
                 parts += [("col_start", r.col_start), ("col_syn", r.col_syn), ("pre_ind", r.pre_ind)]
             for nm, data in parts:
                 a = self.add_array(ArraySpec(f"{q.name}_{nm}", q.name, f"_{nm}", "uint32", int(data.size), False,
@@ -437,7 +549,10 @@ class Generator:
         arrays = pop_arrays[p.name]
         loads: list[Access] = []
         code, on_spike = w.code, w.on_spike
-        w.add_params(p.params, "", m.name)
+        timed = {name: arrays[("timed", name)] for (pop, name) in net.timed_inputs if pop == p.name}
+        w.add_params({k: v for k, v in p.params.items() if k not in timed}, "", m.name, self.params[(p.name, "neuron")])
+        timed_loads = self.timed_input_lines(w, timed)
+        code.extend(timed_loads)
         rename_neuron: dict = {}
         w.add_derived(m, rename_neuron, "")
         written = _written([*m.reset, *m.sim_code], m.odes)
@@ -472,7 +587,7 @@ class Generator:
             pa = proj_arrays[q.name]
             pre = f"{q.name}_"
             rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
-            w.add_params(q.ps_params, pre, ps.name)
+            w.add_params(q.ps_params, pre, ps.name, self.params[(q.name, "postsynaptic")])
             w.add_derived(ps, rename, pre)
             for name in ps.vars:
                 loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
@@ -482,6 +597,7 @@ class Generator:
             named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
             _emit_statements(w, apply, rename, code, q.id, named=named_ps)
             code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
+            _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
             method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
             if ps.odes:
                 self.integrators[f"{q.name} ({ps.name})"] = method
@@ -490,7 +606,7 @@ class Generator:
                 continue
             pre = f"{c.name}_"
             rename = _rename_map([*c.params, *c.model.vars], pre)
-            w.add_params(c.params, pre, c.model.name)
+            w.add_params(c.params, pre, c.model.name, self.params[(c.name, "current_source")])
             w.add_derived(c.model, rename, pre)
             for name in c.model.vars:
                 loads.append(Access(pre + name, cs_arrays[c.name][name].name, "neuron", True, "scalar", True))
@@ -499,6 +615,8 @@ class Generator:
             named_cs.print_lines(w, [current], rename, code, prefix=pre)
             code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
                              f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
+            _subexpression_comments(c.model, [o.rhs for o in c.model.as_written.get("equations", [])],
+                                    named_cs.printed, code)
             _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
         for name in held:
             code.append(Line(f"{name} = _refrac > 0 ? _{name}_before_input : {name};",
@@ -507,9 +625,14 @@ class Generator:
             # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
             # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
             # counting as that multiple (so 2 ms at dt = 0.1 ms is 20 steps in float and double alike).
-            steps = w.printer().doprint(m.refractory.xreplace(rename_neuron) / symbol("dt") + sympy.Float(1e-3))
-            w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)({steps});",
-                                    f"refractory period {m.refractory_source} in steps, rounded down"))
+            period = m.refractory.xreplace(rename_neuron) / symbol("dt") + sympy.Float(1e-3)
+            comment = f"refractory period {m.refractory_source} in steps, rounded down"
+            if w.is_constant(period):
+                w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)({w.printer().doprint(period)});",
+                                        comment))
+            else:  # a period per neuron or per batch instance
+                text = w.printer().doprint(period)  # as the constant is printed: the same rounding
+                w.add_element_line(Line(f"const int32_t _refrac_steps = (int32_t)({text});", comment))
             code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
             code.append(Line("const bool _refractory = _refrac > 0;",
                              "refractory? (steps since the spike < the period in steps)"))
@@ -540,9 +663,11 @@ class Generator:
             wu = q.weight_update
             pre = f"{q.name}_"
             rename = _rename_map([*q.wu_params, *tvars], pre)
+            per_synapse = self.check_trace_params(q, odes, spike_code)
             if q.name not in declared:
-                w.add_params(q.wu_params, pre, wu.name)
-                w.add_derived(wu, rename, pre)
+                w.add_params({k: v for k, v in q.wu_params.items() if k not in per_synapse}, pre, wu.name,
+                             self.params[(q.name, "weight_update")])
+                w.add_derived(wu, rename, pre, skip=per_synapse)
                 declared.add(q.name)
             else:
                 rename.update({symbol(d): symbol(pre + d) for d in wu.derived})
@@ -552,7 +677,7 @@ class Generator:
             _emit_odes(w, odes, rename, wu.name, None, q.name, code)
             _emit_statements(w, spike_code, rename, on_spike, q.id)
         if is_ssa:
-            spike_cond = "_ss_fire"
+            spike_cond = "_ssfire"
         elif m.threshold is not None:
             cond = w.expr(named.use(threshold).xreplace(rename_neuron))
             if m.refractory is not None:
@@ -577,6 +702,8 @@ class Generator:
         on_spike[:0] = reset_lines
         if m.reset:
             on_spike[first_reset].comment = "reset: " + on_spike[first_reset].comment
+        if any(symbol(name) in _statement_symbols(m.reset) for name in timed):
+            on_spike[:0] = timed_loads  # the reset runs apart from the update (CPU: a second pass)
         info = {
             "size": p.size, "slots": slots, "spike_condition": spike_cond, "on_spike": on_spike,
             "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
@@ -584,20 +711,63 @@ class Generator:
             "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
             "writes": [arrays["spk"].name, arrays["spk_cnt"].name],
         }
+        if timed:
+            info["reads"] = [a.name for pair in timed.values() for a in pair]
         if is_ssa:
             info.update({k: arrays[k].name for k in ("start", "end", "ptr", "times")})
-            info["reads"] = [arrays[k].name for k in ("end", "ptr", "times")]
+            info["reads"] = info.get("reads", []) + [arrays[k].name for k in ("end", "ptr", "times")]
             info["writes"].append(arrays["ptr"].name)
         description = (f"neuron update of population '{p.name}' ({p.size} x {m.name}; "
                        f"integrator: {self.integrators.get(p.name, 'none')})")
+        if w.element_lines and on_spike:  # the CPU's reset pass runs apart from the update
+            on_spike[:0] = [Line(line.code, line.comment) for line in w.element_lines]
+        _read_params(w, info)
         return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
-                          w.finish_constants(), loads, code, info)
+                          w.finish_constants(), w.param_loads + loads, code, info)
+
+    @staticmethod
+    def check_trace_params(q, odes, spike_code):
+        """Pre- and postsynaptic traces run per neuron: they cannot read a parameter given per synapse."""
+        per_synapse = {n for n, kind in q.wu_values.kinds.items() if kind == "element"}
+        for d, e in q.weight_update.derived.items():  # with the derived parameters that use them
+            if {s.name for s in e.free_symbols} & per_synapse:
+                per_synapse.add(d)
+        if not per_synapse:
+            return per_synapse
+        used = {s.name for o in odes for s in o.rhs.free_symbols} | {s.name for s in _statement_symbols(spike_code)}
+        for d, e in q.weight_update.derived.items():
+            if d in used:
+                used |= {s.name for s in e.free_symbols}
+        bad = sorted(used & per_synapse)
+        if bad:
+            raise NetworkError(f"projection '{q.name}': parameter '{bad[0]}' is given per synapse, but the pre- or "
+                               "postsynaptic trace code (run per neuron) uses it")
+        return per_synapse
+
+    @staticmethod
+    def timed_input_lines(w: _KernelWriter, timed: dict) -> list[Line]:
+        """Parameters that follow a timed array: the row of this step (once per kernel, among
+        the constants) and the value of this neuron and instance (a local of the update)."""
+        lines = []
+        for name, (values, timing) in timed.items():
+            t = f"_{timing.name}"
+            w.constants.append(Line(
+                f"const double _{name}_at = ((double)_step + {ROW_TOLERANCE_STEPS!r}) / {t}[0];",
+                f"timed input {name}: t / array dt, in rows"))
+            w.constants.append(Line(
+                f"const uint64_t _{name}_row = _{name}_at < {t}[1] - 1.0 ? (uint64_t)_{name}_at : "
+                f"(uint64_t){t}[1] - 1u;", f"timed input {name}: row floor(t / array dt), the last after the end"))
+            row = f"(size_t)_{name}_row * _B + _b" if values.batched else f"(size_t)_{name}_row"
+            column = "_i" if values.size > 1 else "0"
+            lines.append(Line(f"const scalar {name} = _{values.name}[({row}) * {values.size}u + {column}];",
+                              f"timed input: parameter {name} at this step"))
+        return lines
 
     def synapse_kernel(self, q, slots, proj_arrays, which) -> KernelSpec:
         net, wu = self.net, q.weight_update
         pa = proj_arrays[q.name]
         w = _KernelWriter(net, owner_id_for_random=q.id)
-        w.add_params(q.wu_params, "", wu.name)
+        w.add_params(q.wu_params, "", wu.name, self.params[(q.name, "weight_update")], index="syn")
         w.add_derived(wu, {}, "")
         stmts = wu.on_pre if which == "on_pre" else wu.on_post
         written = {s.target for s in stmts}
@@ -612,6 +782,7 @@ class Generator:
             loads.append(Access(name, pa["pre"][name].name, "pre", True))
         for name in q.wu_post_vars:
             loads.append(Access(name, pa["post"][name].name, "post", True))
+        loads += self.neuron_loads(q, _statement_symbols(stmts))
         code = w.code
         delivers = any(s.target == DELIVER_NAME for s in stmts)
         if delivers:
@@ -648,8 +819,74 @@ class Generator:
                        f"{f', delay {q.delay_steps} steps' if which == 'on_pre' and q.delay_steps else ''})")
         if isinstance(src, str):
             description += "; " + " | ".join(line.strip() for line in src.strip().splitlines())
-        return KernelSpec(f"{kind}_{q.name}", kind, q.name, "synapse_update", description, w.finish_constants(), loads,
-                          code, info)
+        _read_params(w, info)
+        return KernelSpec(f"{kind}_{q.name}", kind, q.name, "synapse_update", description, w.finish_constants(),
+                          w.param_loads + loads, code, info)
+
+    def neuron_loads(self, q, symbols) -> list[Access]:
+        """Locals ``v_pre``, ``v_post``... for the neuron variables per-synapse code reads
+        (``symbols``: what it mentions), loaded from the pre- or postsynaptic population."""
+        by_name = {a.name: a for a in self.arrays}
+        out = []
+        for name in sorted({s.name for s in symbols} & set(q.weight_update.neuron_names)):
+            side, var = neuron_ref(name)
+            a = by_name[f"{(q.pre if side == 'pre' else q.post).name}_{var}"]
+            out.append(Access(name, a.name, side if a.size > 1 else "shared", a.batched, a.dtype))
+        return out
+
+    def synapse_dynamics_kernel(self, q, proj_arrays) -> KernelSpec:
+        """Per-step synapse code of a projection: for each postsynaptic neuron, its incoming
+        synapses in a fixed order (presynaptic index), each adding its summed expressions to the
+        neuron's sums and then integrating its equations; the sums are stored in the neuron's
+        variables. Everything reads the state at the start of the step (after the last step's
+        updates, resets and spike deliveries)."""
+        net, wu = self.net, q.weight_update
+        pa = proj_arrays[q.name]
+        w = _KernelWriter(net, owner_id_for_random=q.id)
+        w.add_params(q.wu_params, "", wu.name, self.params[(q.name, "weight_update")], index="syn")
+        w.add_derived(wu, {}, "")
+        ode_vars = {o.var for o in wu.odes}
+        loads = []
+        for name, v in q.wu_vars.items():
+            a = pa["syn"][name]
+            loads.append(Access(name, a.name, "syn" if v.per_element else "shared", v.batched, a.dtype,
+                                name in ode_vars))
+        for name in q.wu_pre_vars:
+            loads.append(Access(name, pa["pre"][name].name, "pre", True))
+        for name in q.wu_post_vars:
+            loads.append(Access(name, pa["post"][name].name, "post", True))
+        exprs = [*wu.summed.values(), *(o.rhs for o in wu.odes)]
+        loads += self.neuron_loads(q, set().union(*(e.free_symbols for e in exprs)))
+        code = w.code
+        named, rename = _NamedSubexpressions(wu), {}
+        summed_as_written = {t: wu.as_written.get(f"summed.{t}", e) for t, e in wu.summed.items()}
+        named.print_lines(w, list(summed_as_written.values()), rename, code)
+        by_name = {a.name: a for a in self.arrays}
+        summed = []
+        for target, e in summed_as_written.items():
+            acc = f"_sum_{target}"
+            code.append(Line(f"{acc} += {w.expr(named.use(e).xreplace(rename))};",
+                             f"summed: {q.post.name}.{target} = sum over incoming synapses of "
+                             f"{wu.summed_source[target]}"))
+            summed.append({"local": acc, "var": target, "array": by_name[f"{q.post.name}_{target}"].name})
+        _subexpression_comments(wu, [o.rhs for o in wu.as_written.get("equations", [])], named.printed, code)
+        if wu.odes:
+            self.integrators[f"{q.name} ({wu.name}, per synapse)"] = _emit_odes(
+                w, wu.odes, {}, wu.name, None, q.name, code)
+        info = {
+            "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
+            "n_synapses": q.n_synapses, "summed": summed, "writes": [s["array"] for s in summed],
+        }
+        if q.rows is not None:
+            info.update({k: pa[k].name for k in ("col_start", "col_syn", "pre_ind")})
+            info["reads"] = [pa[k].name for k in ("col_start", "col_syn", "pre_ind")]
+        parts = ([f"equations: {' | '.join(o.source for o in wu.odes)}"] if wu.odes else []) + \
+            [f"{t}_post = {wu.summed_source[t]} (summed)" for t in wu.summed]
+        description = (f"synapse dynamics of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
+                       f"{q.connectivity.kind}, {wu.name}): " + "; ".join(parts))
+        _read_params(w, info)
+        return KernelSpec(f"synapse_dynamics_{q.name}", "synapse_dynamics", q.name, "synapse_dynamics",
+                          description, w.finish_constants(), w.param_loads + loads, code, info)
 
     def reduction_kernel(self, delta: ArraySpec) -> KernelSpec:
         return KernelSpec(

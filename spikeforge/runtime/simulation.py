@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.generate import generate
+from ..codegen.generate import generate, param_array_name
 from ..errors import BackendUnavailableError, NetworkError, NonFiniteStateError, NonFiniteStateWarning
 from ..fileio import atomic_savez
+from ..models.parameters import check_parameter_values
+from ..models.variables import is_generated
 from ..recording import recorded_steps, rows_between
 from ..timed import make_timed_array
+from ..values import host_initial_values
 from . import memory
 from .run_control import (
     CHECKED_ROLES,
@@ -109,6 +112,8 @@ class Simulation:
         #: Steps the latest run was asked for and steps it ran (fewer if Ctrl-C stopped it).
         self.run_steps_requested = 0
         self.run_steps_done = 0
+        #: current values of the parameters read at run time, by array name (see set_param)
+        self._params = self._initial_params()
         self.reset()
 
     # -- time ----------------------------------------------------------------------------
@@ -133,6 +138,7 @@ class Simulation:
     def reset(self):
         """Back to the initial state (same seed, same initial values), recordings cleared."""
         self.backend.initialise()
+        self._load_values()
         for pop, (start, end, times) in self._spike_inputs.items():
             self._push_spike_input(pop, start, end, times)
         self._var_chunks = [[] for _ in self.spec.recorded_vars]
@@ -268,6 +274,97 @@ class Simulation:
                 f"{shape}" + (" (batch, elements)" if a.batched else "")
             ) from None
         self.backend.push(a.name, arr)
+
+    # -- parameters read at run time ------------------------------------------------------
+    def _initial_params(self) -> dict[str, np.ndarray]:
+        out = {}
+        for owner, part, _, params, specs, _ in self.network.value_parts():
+            for name, kind in specs.kinds.items():
+                a = self.spec.array(param_array_name(owner, part, name))
+                value = specs.batch[name].reshape(-1, 1) if kind == "batch" else params[name]
+                out[a.name] = np.broadcast_to(np.asarray(value, dtype=np.float64), a.shape(self.batch_size)).copy()
+        return out
+
+    def _current_params(self, owner, part, params, specs) -> dict:
+        """Every parameter of one model: a float, (n,) per element, (batch, 1) per instance."""
+        out = {}
+        for name, value in params.items():
+            kind = specs.kind(name)
+            if kind == "constant":
+                out[name] = float(value)
+            else:
+                values = self._params[param_array_name(owner, part, name)]
+                out[name] = float(values[0]) if kind == "dynamic" else values
+        return out
+
+    def _load_values(self):
+        """Load the parameters read at run time, then compute the variables initialised by
+        expressions, arrays or {values, counts} (after the generated initialisation, whose
+        values they may use)."""
+        for name, values in self._params.items():
+            self.backend.push(name, values)
+        for owner, part, model, params, specs, vars_ in self.network.value_parts():
+            if all(is_generated(v.init) for v in vars_.values()):
+                continue
+            values = host_initial_values(
+                model, vars_, specs, self._current_params(owner, part, params, specs), dt=self.dt,
+                seed=int(self.network.seed), batch_size=self.batch_size, batch_offset=self.batch_offset,
+                read_var=lambda n, owner=owner: self.backend.pull(f"{owner}_{n}"), where=f"'{owner}'")
+            for name, v in values.items():
+                self.backend.push(f"{owner}_{name}", v)
+
+    def _param_part(self, owner: str, name: str, part: str | None):
+        parts = [p for p in self.network.value_parts() if p[0] == owner]
+        if not parts:
+            raise NetworkError(f"no population, projection or current source named '{owner}'")
+        found = [p for p in parts if name in p[2].params and (part is None or p[1] == part)]
+        if not found:
+            known = sorted({n for p in parts for n in p[2].params})
+            raise NetworkError(f"'{owner}' has no parameter '{name}'" + (f" in its {part} model" if part else "")
+                               + f" (parameters: {', '.join(known) or 'none'})")
+        if len(found) > 1:
+            raise NetworkError(f"'{owner}': both its {found[0][1]} and {found[1][1]} models have a parameter "
+                               f"'{name}'; say which with part=")
+        return found[0]
+
+    def set_param(self, owner: str, name: str, value, part: str | None = None):
+        """Change a parameter read at run time, for the next runs, without recompiling: a
+        dynamic one (one number; or one per batch instance if it has ``batch_values``) or
+        one given per element (a number for all, or one value per element). ``part``
+        (``weight_update`` or ``postsynaptic``) picks a projection's model when both have
+        ``name``. A parameter compiled in (a plain number) cannot change: declare it
+        dynamic. Variables initialised from it keep their values until :meth:`reset`."""
+        owner_name, part, model, params, specs, _ = self._param_part(owner, name, part)
+        kind = specs.kind(name)
+        if kind == "constant":
+            raise NetworkError(f"{owner}.{name} is compiled into the generated code; declare it dynamic "
+                               f"(dynamic: [{name}]) to set it between runs without rebuilding")
+        a = self.spec.array(param_array_name(owner_name, part, name))
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise NetworkError(f"{owner}.{name}: expected numbers, got {value!r}") from None
+        if not np.all(np.isfinite(arr)):
+            raise NetworkError(f"{owner}.{name}: values must be finite")
+        n = {"dynamic": 1, "batch": self.batch_size, "element": a.size}[kind]
+        what = {"dynamic": "one number (it is dynamic)", "batch": f"a number or {n} (one per batch instance)",
+                "element": f"a number or {n} (one per element)"}[kind]
+        if not (arr.size == 1 or (arr.ndim == 1 and arr.size == n)):
+            raise NetworkError(f"{owner}.{name}: expected {what}, got shape {arr.shape}")
+        check_parameter_values(model, {**params, name: arr.ravel()}, self.dt, f"'{owner}'")
+        values = np.broadcast_to(arr.reshape(-1, 1) if kind == "batch" else arr.ravel(), a.shape(self.batch_size))
+        self._params[a.name] = values.copy()
+        self.backend.push(a.name, self._params[a.name])
+
+    def get_param(self, owner: str, name: str, part: str | None = None):
+        """The current value of a parameter: a float (compiled in or dynamic), or an array
+        (one value per element, or per batch instance)."""
+        owner_name, part, _, params, specs, _ = self._param_part(owner, name, part)
+        kind = specs.kind(name)
+        if kind == "constant":
+            return float(params[name])
+        values = self._params[param_array_name(owner_name, part, name)]
+        return float(values[0]) if kind == "dynamic" else values.ravel().copy()
 
     # -- spikes in ------------------------------------------------------------------------
     def set_spike_times(self, population: str, spikes):
