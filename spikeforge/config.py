@@ -1392,6 +1392,16 @@ class _Loader:
                     **{f"ps_{k}": v for k, v in self.value_options(ps_node, f"{where}.postsynaptic").items()},
                 )
 
+    def get_population(self, node, where: str, net: Network) -> str:
+        """The ``population`` key of ``node``: the name of a population of ``net``."""
+        pop = self.get_str(node, "population", where)
+        if pop not in net.populations:
+            self.fail(
+                f"{where}.population: unknown population '{pop}' (populations: {', '.join(net.populations)})",
+                self.vline(node, "population"),
+            )
+        return pop
+
     def load_current_sources(self, top, net: Network):
         sources = self.get_mapping(top, "current_sources", "")
         for name, node in sources.items():
@@ -1401,13 +1411,7 @@ class _Loader:
                 node, where, self.vline(sources, name), "a mapping with population and model"
             )
             self.check_keys(node, CURRENT_SOURCE_KEYS, where, required=("population", "model"))
-            pop = self.get_str(node, "population", where)
-            if pop not in net.populations:
-                self.fail(
-                    f"{where}.population: unknown population '{pop}' "
-                    f"(populations: {', '.join(net.populations)})",
-                    self.vline(node, "population"),
-                )
+            pop = self.get_population(node, where, net)
             model = self.resolve_model(
                 node["model"], "current_source", f"{where}.model", self.vline(node, "model")
             )
@@ -1434,13 +1438,7 @@ class _Loader:
             )
             required = ("population", "target", "n", "rate", "weight")
             self.check_keys(node, POISSON_INPUT_KEYS, where, required=required)
-            pop = self.get_str(node, "population", where)
-            if pop not in net.populations:
-                self.fail(
-                    f"{where}.population: unknown population '{pop}' "
-                    f"(populations: {', '.join(net.populations)})",
-                    self.vline(node, "population"),
-                )
+            pop = self.get_population(node, where, net)
             target = self.get_str(node, "target", where)
             node = _copy_lines(node)  # values with units: rate in Hz, weight in the unit of the target
             node["rate"] = self.unit_value(node, "rate", where, "Hz")
