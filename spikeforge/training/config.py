@@ -59,6 +59,15 @@ from . import datasets, schedules
 from .model import EpropConfig
 
 DATA_KINDS = ("evidence_accumulation", "pattern_generation", "digits", "shd")
+#: The keys of each mapping of a job file (docs/training.md, "The job file", lists them all).
+JOB_KEYS = {
+    "": ("name", "dt", "models", "data", "network", "training"),
+    "data": ("kind", "options", "n_samples", "test_fraction", "seed", "train", "test"),
+    "network": ("hidden", "recurrent", "tau_out", "feedback", "surrogate", "gamma", "regularisation", "precision"),
+    "network.hidden": ("model", "size", "params"),
+    "network.regularisation": ("rate", "target_hz"),
+    "training": ("epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale", "checkpoint", "clamp"),
+}
 #: For each kind of training.lr_schedule: its keys besides kind and warmup_steps, and those required.
 SCHEDULE_KINDS = {
     "constant": ((), ()),
@@ -83,8 +92,7 @@ class TrainingJob:
 class _TrainLoader(_Loader):
     def data(self, top: LineDict, dt: float):
         node = self.get_mapping(top, "data", "")
-        self.check_keys(node, ("kind", "options", "n_samples", "test_fraction", "seed", "train", "test"), "data",
-                        required=("kind",))
+        self.check_keys(node, JOB_KEYS["data"], "data", required=("kind",))
         kind = self.get_str(node, "kind", "data")
         if kind not in DATA_KINDS:
             self.fail(f"data.kind: unknown data set '{kind}' (known: {', '.join(DATA_KINDS)})",
@@ -175,13 +183,12 @@ class _TrainLoader(_Loader):
 
     def network(self, top: LineDict, name: str, dt: float, n_in: int, n_out: int, loss: str) -> EpropConfig:
         node = self.get_mapping(top, "network", "")
-        self.check_keys(node, ("hidden", "recurrent", "tau_out", "feedback", "surrogate", "gamma",
-                               "regularisation", "precision"), "network", required=("hidden",))
+        self.check_keys(node, JOB_KEYS["network"], "network", required=("hidden",))
         hidden = self.get_mapping(node, "hidden", "network")
-        self.check_keys(hidden, ("model", "size", "params"), "network.hidden", required=("model", "size"))
+        self.check_keys(hidden, JOB_KEYS["network.hidden"], "network.hidden", required=("model", "size"))
         model = self.resolve_model(hidden["model"], "neuron", "network.hidden.model", self.vline(hidden, "model"))
         reg = self.get_mapping(node, "regularisation", "network")
-        self.check_keys(reg, ("rate", "target_hz"), "network.regularisation")
+        self.check_keys(reg, JOB_KEYS["network.regularisation"], "network.regularisation")
         recurrent = node.get("recurrent", True)
         if not isinstance(recurrent, bool):
             self.fail("network.recurrent: expected true or false", self.vline(node, "recurrent"))
@@ -260,8 +267,7 @@ class _TrainLoader(_Loader):
 
     def job(self, top) -> TrainingJob:
         top = self.check_mapping(top, "the file", 1)
-        self.check_keys(top, ("name", "dt", "models", "data", "network", "training"), "the file",
-                        required=("data", "network"))
+        self.check_keys(top, JOB_KEYS[""], "the file", required=("data", "network"))
         name = self.get_str(top, "name", "", self.default_name, identifier=True)
         dt = self.get_number(top, "dt", "", 1.0, positive=True, unit="ms")
         self.load_models(top)
@@ -269,8 +275,7 @@ class _TrainLoader(_Loader):
         loss = "xent" if train.task == "classification" else "mse"
         cfg = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss)
         node = self.get_mapping(top, "training", "")
-        self.check_keys(node, ("epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale",
-                               "checkpoint", "clamp"), "training")
+        self.check_keys(node, JOB_KEYS["training"], "training")
         lr = self.get_number(node, "lr", "training", 1e-3)
         if lr < 0:
             self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))
