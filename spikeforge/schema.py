@@ -81,6 +81,8 @@ def _user_model() -> dict:
         "subexpressions": _named(CODE), "vars": _named(ANY_VALUE), "pre_vars": _named(ANY_VALUE),
         "post_vars": _named(ANY_VALUE), "summed": _named(CODE), "units": _named({"type": "string"}),
         "integrator": _enum(("exact", "exponential_euler", "euler", "rk4")),
+        # event code, or named pathways: {up: code, down: code}
+        "on_pre": {"anyOf": [CODE, _named(CODE)]}, "on_post": {"anyOf": [CODE, _named(CODE)]},
     }
     branches = []
     for kind, (_, keys) in config.MODEL_KINDS.items():
