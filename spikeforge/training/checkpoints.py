@@ -101,19 +101,8 @@ class _Reader:
         return data
 
     def meta(self, data: dict) -> dict:
-        if "meta" not in data:
-            self.fail("missing array 'meta' (not a spikeforge checkpoint?)")
-        raw = data["meta"]
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            self.fail(f"'meta' must be a 1-D uint8 array of JSON text, got {raw.dtype} of shape {raw.shape}")
-        try:
-            meta = json.loads(raw.tobytes().decode("utf-8"))
-        except UnicodeDecodeError:
-            self.fail("'meta' is not UTF-8 text")
-        except json.JSONDecodeError as exc:
-            self.fail(f"'meta' is not valid JSON ({exc})")
-        if not isinstance(meta, dict):
-            self.fail(f"'meta' must be a JSON object, got {type(meta).__name__}")
+        """The checkpoint's ``meta`` object, decoded and checked key by key."""
+        meta = self.decode_meta(data)
         version = meta.get("version")
         if version != CHECKPOINT_VERSION or isinstance(version, bool):
             self.fail(f"has format {show(version)}, this spikeforge reads format {CHECKPOINT_VERSION} "
@@ -127,16 +116,7 @@ class _Reader:
         for key in ("epoch", "step"):
             if not _is_count(meta[key]):
                 self.fail(f"meta.{key} must be a non-negative integer, got {show(meta[key])}")
-        history = meta["history"]
-        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-            self.fail("meta.history must be a list of per-epoch logs (objects)")
-        if len(history) != meta["epoch"]:
-            self.fail(f"meta.history has {len(history)} epoch logs but meta.epoch is {meta['epoch']}")
-        for i, logs in enumerate(history):
-            for k, v in logs.items():
-                number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                if v is not None and not number:
-                    self.fail(f"meta.history[{i}].{k} must be a finite number or null, got {show(v)}")
+        self.check_history(meta["history"], meta["epoch"])
         try:
             if not isinstance(meta["rng"], dict):
                 raise TypeError
@@ -144,6 +124,35 @@ class _Reader:
         except Exception:
             self.fail(f"meta.rng is not the state of a PCG64 generator: {show(meta['rng'])}")
         return meta
+
+    def decode_meta(self, data: dict) -> dict:
+        """The JSON object stored as UTF-8 bytes in the array ``meta``."""
+        if "meta" not in data:
+            self.fail("missing array 'meta' (not a spikeforge checkpoint?)")
+        raw = data["meta"]
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            self.fail(f"'meta' must be a 1-D uint8 array of JSON text, got {raw.dtype} of shape {raw.shape}")
+        try:
+            meta = json.loads(raw.tobytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            self.fail("'meta' is not UTF-8 text")
+        except json.JSONDecodeError as exc:
+            self.fail(f"'meta' is not valid JSON ({exc})")
+        if not isinstance(meta, dict):
+            self.fail(f"'meta' must be a JSON object, got {type(meta).__name__}")
+        return meta
+
+    def check_history(self, history, epochs: int):
+        """``meta.history``: one log (an object of finite numbers or nulls) per epoch trained."""
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            self.fail("meta.history must be a list of per-epoch logs (objects)")
+        if len(history) != epochs:
+            self.fail(f"meta.history has {len(history)} epoch logs but meta.epoch is {epochs}")
+        for i, logs in enumerate(history):
+            for k, v in logs.items():
+                number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                if v is not None and not number:
+                    self.fail(f"meta.history[{i}].{k} must be a finite number or null, got {show(v)}")
 
     def same(self, field: str, stored, expected, what: str):
         if not isinstance(stored, dict):
