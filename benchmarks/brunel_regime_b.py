@@ -93,23 +93,36 @@ def nu_ext_hz(nu_ratio, c_e, j=0.1, theta=20.0, tau=20.0):
 # --------------------------------------------------------------------------- spikeforge
 
 
-def run_spikeforge(g, nu_ratio, n_e, seed, duration, *, in_degree=False, t_ref=2.0, delay=1.5,
-                   precision="float", epsilon=0.1):
+def brunel_network(g, nu_ratio, n_e, seed, *, in_degree=False, t_ref=2.0, delay=1.5, precision="float",
+                   epsilon=0.1, g_dynamic=False):
+    """The spikeforge network. ``g`` a number: compiled in (or ``g_dynamic``: settable with
+    ``set_param`` on ``inh_exc`` and ``inh_inh``); a list: a sweep, one value per batch instance
+    (batch size = its length, ``batch_values`` of the inhibitory weight ``w = -g J``)."""
     from spikeforge import models as m
     from spikeforge.network import Network
 
+    sweep = list(g) if isinstance(g, (list, tuple)) else None
     n_i = n_e // 4
     c_e, c_i = int(epsilon * n_e), int(epsilon * n_i)
-    net = Network("brunel", dt=0.1, seed=seed, precision=precision)
+    net = Network("brunel", dt=0.1, seed=seed, precision=precision, batch_size=len(sweep) if sweep else 1)
     lif = {"tau_m": 20.0, "v_rest": 0.0, "v_reset": 10.0, "v_th": 20.0, "t_ref": t_ref, "r_m": 1.0}
     for name, size in (("exc", n_e), ("inh", n_i)):
         net.add_population(name, size, m.LIF, params=lif, init={"v": 0.0}, record_spikes=True)
         net.add_poisson_input(f"ext_{name}", name, "v", n=c_e, rate_hz=nu_ext_hz(nu_ratio, c_e), weight=0.1)
+    w_inh = -(sweep[0] if sweep else g) * 0.1
     for pre, post, w, c in (("exc", "exc", 0.1, c_e), ("exc", "inh", 0.1, c_e),
-                            ("inh", "exc", -g * 0.1, c_i), ("inh", "inh", -g * 0.1, c_i)):
+                            ("inh", "exc", w_inh, c_i), ("inh", "inh", w_inh, c_i)):
         conn = {"fixed_in_degree": c} if in_degree else {"fixed_probability": epsilon}
+        inh = pre == "inh"
         net.add_projection(f"{pre}_{post}", pre, post, m.STATIC_CONSTANT, m.delta_curr("v"),
-                           connectivity=conn, wu_params={"w": w}, delay=delay)
+                           connectivity=conn, wu_params={"w": w}, delay=delay,
+                           wu_batch_values={"w": [-gb * 0.1 for gb in sweep]} if inh and sweep else None,
+                           wu_dynamic=["w"] if inh and g_dynamic else None)
+    return net
+
+
+def run_spikeforge(g, nu_ratio, n_e, seed, duration, **options):
+    net = brunel_network(g, nu_ratio, n_e, seed, **options)
     t0 = time.perf_counter()
     sim = net.build()
     sim.run(duration=duration)
@@ -117,7 +130,7 @@ def run_spikeforge(g, nu_ratio, n_e, seed, duration, *, in_degree=False, t_ref=2
     (te, ie), = sim.spikes("exc")
     (ti, ii), = sim.spikes("inh")
     sim.close()
-    return np.concatenate([te, ti]), np.concatenate([ie, ii + n_e]), n_e + n_i, wall
+    return np.concatenate([te, ti]), np.concatenate([ie, ii + n_e]), n_e + n_e // 4, wall
 
 
 # --------------------------------------------------------------------------- Brian2 (peer venv)
@@ -133,13 +146,18 @@ from brian2 import (NeuronGroup, PoissonInput, SpikeMonitor, Synapses, defaultcl
                     run, set_device)
 cfg = json.loads(sys.argv[1])
 set_device("cpp_standalone", build_on_run=False)
+prefs.devices.cpp_standalone.openmp_threads = cfg.get("threads", 0)  # 0: Brian2's default, no OpenMP
 n_e = cfg["n_e"]; n_i = n_e // 4; N = n_e + n_i; eps = 0.1; C_E = int(eps * n_e)
 tau = 20 * ms; theta = 20 * mV; V_r = 10 * mV; J = 0.1 * mV; D = 1.5 * ms; g = cfg["g"]
 defaultclock.dt = 0.1 * ms
 neurons = NeuronGroup(N, "dv/dt = -v/tau : volt (unless refractory)", threshold="v > theta",
                       reset="v = V_r", refractory=2 * ms, method="exact")
 exc = Synapses(neurons[:n_e], neurons, on_pre="v += J", delay=D)
-inh = Synapses(neurons[n_e:], neurons, on_pre="v += -g*J", delay=D)
+sweep = cfg.get("g_values")  # a sweep: the inhibitory weight is a variable set per run (run_args), not compiled in
+if sweep:
+    inh = Synapses(neurons[n_e:], neurons, "w_inh : volt (shared)", on_pre="v += w_inh", delay=D)
+else:
+    inh = Synapses(neurons[n_e:], neurons, on_pre="v += -g*J", delay=D)
 if cfg["variant"] == "in_degree":  # drawn here once: every run of the binary has this connectivity
     rng = np.random.default_rng(cfg["seeds"][0])
     for syn, n_pre in ((exc, n_e), (inh, n_i)):
@@ -157,20 +175,26 @@ device.build(directory=cfg["dir"], run=False)
 build_s = time.perf_counter() - t0
 result = {"build_s": build_s, "runs": []}
 for s in cfg["seeds"]:
-    t0 = time.perf_counter()
-    device.run(results_directory=f"results_{s}", with_output=False)
-    wall = time.perf_counter() - t0
-    path = f"{cfg['out']}_{s}.npz"
-    np.savez(path, t=np.asarray(mon.t / ms), i=np.asarray(mon.i))
-    result["runs"].append({"seed": s, "path": path, "wall": wall})
+    for k, g_k in enumerate(sweep or [g]):
+        tag = f"{s}_g{k}" if sweep else f"{s}"
+        t0 = time.perf_counter()
+        device.run(results_directory=f"results_{tag}", with_output=False,
+                   run_args={inh.w_inh: -g_k * J} if sweep else None)
+        wall = time.perf_counter() - t0
+        path = f"{cfg['out']}_{tag}.npz"
+        np.savez(path, t=np.asarray(mon.t / ms), i=np.asarray(mon.i))
+        result["runs"].append({"seed": s, "g": g_k, "path": path, "wall": wall})
 print(json.dumps(result))
 '''
 
 
-def run_brian2(g, nu_ratio, n_e, seeds, duration, variant, workdir):
-    cfg = {"g": g, "nu_ext": nu_ext_hz(nu_ratio, int(0.1 * n_e)), "n_e": n_e, "seeds": list(seeds),
-           "duration": duration, "variant": variant, "dir": str(Path(workdir) / f"b2_{variant}"),
-           "out": str(Path(workdir) / f"b2_{variant}")}
+def run_brian2(g, nu_ratio, n_e, seeds, duration, variant, workdir, threads=0):
+    """``g`` a number: compiled in; a list: one build, its binary run once per value and seed with
+    the inhibitory weight set by ``device.run(run_args=...)``."""
+    sweep = list(g) if isinstance(g, (list, tuple)) else None
+    cfg = {"g": sweep[0] if sweep else g, "g_values": sweep, "nu_ext": nu_ext_hz(nu_ratio, int(0.1 * n_e)),
+           "n_e": n_e, "seeds": list(seeds), "duration": duration, "variant": variant, "threads": threads,
+           "dir": str(Path(workdir) / f"b2_{variant}"), "out": str(Path(workdir) / f"b2_{variant}")}
     script = Path(workdir) / "brunel_brian2.py"
     script.write_text(brian2_worker_source())
     proc = subprocess.run([str(PEER_PYTHON), str(script), json.dumps(cfg)], capture_output=True, text=True,
