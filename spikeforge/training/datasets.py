@@ -309,42 +309,14 @@ class SpikeDataset:
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"from_pairs: item {i} is not an (x, y) pair")
-            x, y = pair
-            try:
-                x = np.asarray(x)
-                if x.dtype == object:
-                    raise TypeError
-                x = x.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"from_pairs: pair {i}: x must be an array of numbers") from None
-            if x.ndim != 2 or x.shape[1] != n_inputs:
-                raise ValueError(f"from_pairs: pair {i}: x must have shape (n_steps, n_inputs={n_inputs}), "
-                                 f"got {x.shape}")
-            if n_steps is None:
-                n_steps = x.shape[0]
-            if x.shape[0] != n_steps or n_steps < 1:
-                raise ValueError(f"from_pairs: pair {i}: x has {x.shape[0]} steps, pair 0 has {n_steps} "
-                                 "(every trial must have the same length, at least 1 step)")
-            if not np.all((x == 0) | (x == 1)):
-                raise ValueError(f"from_pairs: pair {i}: x must hold spikes, 0 or 1 per step and input")
+            x = _pair_spikes(i, pair[0], n_inputs, n_steps)
+            n_steps = x.shape[0]
             step, channel = np.nonzero(x)
             times.append(step * float(dt))
             ids.append(channel)
             offsets.append(offsets[-1] + step.size)
-            if task == "classification":
-                if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)) or not 0 <= y < n_outputs:
-                    raise ValueError(f"from_pairs: pair {i}: y must be a class, an integer in [0, {n_outputs}), "
-                                     f"got {y!r}")
-                ys.append(int(y))
-            else:
-                try:
-                    target = np.asarray(y, dtype=np.float64)
-                except (TypeError, ValueError):
-                    raise ValueError(f"from_pairs: pair {i}: y must be an array of numbers") from None
-                if target.shape != (n_steps, n_outputs) or not np.all(np.isfinite(target)):
-                    raise ValueError(f"from_pairs: pair {i}: y must be ({n_steps}, {n_outputs}) finite numbers "
-                                     f"(the target of every step), got shape {target.shape}")
-                ys.append(target)
+            ys.append(_pair_label(i, pair[1], n_outputs) if task == "classification"
+                      else _pair_target(i, pair[1], n_steps, n_outputs))
         meta: dict[str, Any] = dict(n_inputs=n_inputs, n_outputs=n_outputs, duration=n_steps * float(dt), dt=dt,
                                     task=task, readout_window=readout_window, info={"name": "pairs"})
         if task == "classification":
@@ -1058,40 +1030,8 @@ def load_shd(
         max_samples = int(max_samples)
         if max_samples < 0:
             raise ValueError(f"load_shd: max_samples must be >= 0, got {max_samples}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        compressed = path.endswith((".gz", ".zip"))
-        hint = " (SHD files are distributed compressed: decompress them first)" if compressed else ""
-        raise ValueError(f"load_shd: {path!r} is not a readable HDF5 file{hint}: {exc}") from None
-    with f:
-        missing = [name for name in ("spikes/times", "spikes/units", "labels") if name not in f]
-        if missing:
-            raise ValueError(
-                f"load_shd: {path!r} is not an SHD file: missing {', '.join(repr(m) for m in missing)} "
-                "(expected datasets spikes/times, spikes/units and labels)"
-            )
-        d_times, d_units, d_labels = f["spikes/times"], f["spikes/units"], f["labels"]
-        for name, d in (("spikes/times", d_times), ("spikes/units", d_units), ("labels", d_labels)):
-            if not isinstance(d, h5py.Dataset) or d.ndim != 1:
-                raise ValueError(f"load_shd: {path!r}: {name!r} must be a one-dimensional dataset")
-        n = d_labels.shape[0]
-        if d_times.shape[0] != n or d_units.shape[0] != n:
-            raise ValueError(
-                f"load_shd: {path!r}: spikes/times has {d_times.shape[0]} samples, spikes/units {d_units.shape[0]}, "
-                f"labels {n}; they must match"
-            )
-        if max_samples is not None:
-            n = min(n, max_samples)
-        times_list = list(d_times[:n])
-        units_list = list(d_units[:n])
-        labels = np.asarray(d_labels[:n])
-        speaker = None
-        if "extra/speaker" in f and isinstance(f["extra/speaker"], h5py.Dataset):
-            sp = f["extra/speaker"]
-            if sp.ndim == 1 and sp.shape[0] >= n:
-                speaker = np.asarray(sp[:n])
-
+    times_list, units_list, labels, speaker = _read_shd_arrays(h5py, path, max_samples)
+    n = labels.shape[0]
     lengths = np.zeros(n, np.int64)
     for i in range(n):
         times_list[i] = np.asarray(times_list[i], dtype=np.float64).reshape(-1) * 1000.0
@@ -1134,3 +1074,82 @@ def load_shd(
         )
     except ValueError as exc:
         raise ValueError(f"load_shd: {path!r}: {exc}") from None
+
+
+def _read_shd_arrays(h5py, path: str, max_samples: int | None):
+    """(spike times per sample in s, units per sample, labels, speakers or None) of the first
+    ``max_samples`` samples (all if None) of the SHD file at ``path``; checks its layout."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        compressed = path.endswith((".gz", ".zip"))
+        hint = " (SHD files are distributed compressed: decompress them first)" if compressed else ""
+        raise ValueError(f"load_shd: {path!r} is not a readable HDF5 file{hint}: {exc}") from None
+    with f:
+        missing = [name for name in ("spikes/times", "spikes/units", "labels") if name not in f]
+        if missing:
+            raise ValueError(
+                f"load_shd: {path!r} is not an SHD file: missing {', '.join(repr(m) for m in missing)} "
+                "(expected datasets spikes/times, spikes/units and labels)"
+            )
+        d_times, d_units, d_labels = f["spikes/times"], f["spikes/units"], f["labels"]
+        for name, d in (("spikes/times", d_times), ("spikes/units", d_units), ("labels", d_labels)):
+            if not isinstance(d, h5py.Dataset) or d.ndim != 1:
+                raise ValueError(f"load_shd: {path!r}: {name!r} must be a one-dimensional dataset")
+        n = d_labels.shape[0]
+        if d_times.shape[0] != n or d_units.shape[0] != n:
+            raise ValueError(
+                f"load_shd: {path!r}: spikes/times has {d_times.shape[0]} samples, spikes/units {d_units.shape[0]}, "
+                f"labels {n}; they must match"
+            )
+        if max_samples is not None:
+            n = min(n, max_samples)
+        times_list = list(d_times[:n])
+        units_list = list(d_units[:n])
+        labels = np.asarray(d_labels[:n])
+        speaker = None
+        if "extra/speaker" in f and isinstance(f["extra/speaker"], h5py.Dataset):
+            sp = f["extra/speaker"]
+            if sp.ndim == 1 and sp.shape[0] >= n:
+                speaker = np.asarray(sp[:n])
+    return times_list, units_list, labels, speaker
+
+def _pair_spikes(i: int, x, n_inputs: int, n_steps: int | None) -> np.ndarray:
+    """``x`` of pair ``i`` of :meth:`SpikeDataset.from_pairs`: (n_steps, n_inputs) zeros and ones,
+    as long as the pairs before it (``n_steps``, None for the first)."""
+    try:
+        x = np.asarray(x)
+        if x.dtype == object:
+            raise TypeError
+        x = x.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"from_pairs: pair {i}: x must be an array of numbers") from None
+    if x.ndim != 2 or x.shape[1] != n_inputs:
+        raise ValueError(f"from_pairs: pair {i}: x must have shape (n_steps, n_inputs={n_inputs}), got {x.shape}")
+    if n_steps is None:
+        n_steps = x.shape[0]
+    if x.shape[0] != n_steps or n_steps < 1:
+        raise ValueError(f"from_pairs: pair {i}: x has {x.shape[0]} steps, pair 0 has {n_steps} "
+                         "(every trial must have the same length, at least 1 step)")
+    if not np.all((x == 0) | (x == 1)):
+        raise ValueError(f"from_pairs: pair {i}: x must hold spikes, 0 or 1 per step and input")
+    return x
+
+
+def _pair_label(i: int, y, n_outputs: int) -> int:
+    """``y`` of pair ``i`` of a classification: a class in [0, n_outputs)."""
+    if isinstance(y, (bool, np.bool_)) or not isinstance(y, (int, np.integer)) or not 0 <= y < n_outputs:
+        raise ValueError(f"from_pairs: pair {i}: y must be a class, an integer in [0, {n_outputs}), got {y!r}")
+    return int(y)
+
+
+def _pair_target(i: int, y, n_steps: int, n_outputs: int) -> np.ndarray:
+    """``y`` of pair ``i`` of a regression: (n_steps, n_outputs) finite numbers."""
+    try:
+        target = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"from_pairs: pair {i}: y must be an array of numbers") from None
+    if target.shape != (n_steps, n_outputs) or not np.all(np.isfinite(target)):
+        raise ValueError(f"from_pairs: pair {i}: y must be ({n_steps}, {n_outputs}) finite numbers "
+                         f"(the target of every step), got shape {target.shape}")
+    return target
