@@ -246,8 +246,10 @@ def init_stream_id(population_id: ArrayLike, var_index: ArrayLike):
 
 #: Below this mean ``sf_poisson`` inverts the distribution function; from it on, PTRS.
 POISSON_INVERSION_MAX = 10.0
-#: Entries of the inversion's table of P(K <= k) (``SF_POISSON_TABLE``).
-POISSON_TABLE = 16
+#: Entries of the inversion's table of thresholds (``SF_POISSON_TABLE``; at most 47 are used).
+POISSON_TABLE = 48
+#: The threshold of the table's unused entries (``SF_POISSON_NEVER``): above every 52-bit integer.
+POISSON_NEVER = 2**52
 
 # log(k!) for k < 16, the same decimal literals as the table in philox.h.
 _LOG_FACTORIAL_TABLE = np.array([float(x) for x in (
@@ -270,7 +272,8 @@ def u64_to_uniform_double(hi: ArrayLike, lo: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PoissonParams:
-    """The constants of one mean (``sf_poisson_params``), computed as ``sf_poisson_setup`` does."""
+    """The constants of one mean (``sf_poisson_params``), computed as ``sf_poisson_setup`` does,
+    and ``cdf``: the distribution function the inversion's thresholds come from."""
 
     lam: float
     exp_minus_lambda: float
@@ -279,14 +282,21 @@ class PoissonParams:
     a: float
     inv_alpha: float
     v_r: float
-    pmf_last: float
-    cdf: tuple[float, ...]  # POISSON_TABLE values
+    cdf: tuple[float, ...]  # F_0, F_1, ... until F stops growing (empty from POISSON_INVERSION_MAX on)
+    threshold: tuple[int, ...]  # POISSON_TABLE values: poisson_threshold(F_k), then POISSON_NEVER
 
     def c_initializer(self) -> str:
-        """The struct's value as a C initialiser of exact (round-trip) double literals."""
-        values = (self.lam, self.exp_minus_lambda, self.log_lambda, self.b, self.a, self.inv_alpha, self.v_r,
-                  self.pmf_last)
-        return "{" + ", ".join(repr(float(v)) for v in values) + ", {" + ", ".join(map(repr, self.cdf)) + "}}"
+        """The struct's value as a C initialiser of exact (round-trip) double and integer literals."""
+        values = (self.lam, self.exp_minus_lambda, self.log_lambda, self.b, self.a, self.inv_alpha, self.v_r)
+        return ("{" + ", ".join(repr(float(v)) for v in values) + ", {"
+                + ", ".join(f"{t}ull" for t in self.threshold) + "}}")
+
+
+def poisson_threshold(F: float) -> int:
+    """``sf_poisson_threshold``: the smallest integer ``m`` with ``(m + 0.5) * 2**-52 > F``."""
+    x = F * 2.0**52  # exact, and so is x - floor(x)
+    whole = math.floor(x)
+    return int(whole) + (1 if x - whole >= 0.5 else 0)
 
 
 def poisson_setup(lam: float) -> PoissonParams:
@@ -296,13 +306,21 @@ def poisson_setup(lam: float) -> PoissonParams:
         raise ValueError(f"a Poisson mean must be a finite number >= 0, got {lam!r}")
     b = 0.931 + 2.53 * math.sqrt(lam)
     a = -0.059 + 0.02483 * b
-    pk = math.exp(-lam)
-    cdf = [pk]
-    for k in range(1, POISSON_TABLE):
-        pk = pk * lam / float(k)
-        cdf.append(cdf[-1] + pk)
+    cdf: list[float] = []
+    if lam < POISSON_INVERSION_MAX:
+        pk = math.exp(-lam)
+        cdf.append(pk)
+        for k in range(1, POISSON_TABLE):
+            pk = pk * lam / float(k)
+            nxt = cdf[-1] + pk
+            if nxt == cdf[-1]:  # F stopped growing: the tail is below double resolution
+                break
+            cdf.append(nxt)
+        else:  # pragma: no cover - cannot happen below a mean of 10 (at most 47 terms)
+            raise AssertionError(f"the inversion table is too short for the mean {lam!r}")
+    threshold = [poisson_threshold(F) for F in cdf] + [POISSON_NEVER] * (POISSON_TABLE - len(cdf))
     return PoissonParams(lam, math.exp(-lam), math.log(lam) if lam > 0.0 else 0.0, b, a,
-                         1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2.0), pk, tuple(cdf))
+                         1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2.0), tuple(cdf), tuple(threshold))
 
 
 def log_factorial(k: ArrayLike) -> np.ndarray:
@@ -332,22 +350,11 @@ def poisson(
     e, b, s = e.ravel(), b.ravel(), s.ravel()
     out = np.zeros(e.size, dtype=np.int64)
     if p.lam < POISSON_INVERSION_MAX:
+        # the smallest k with u <= F_k, or len(cdf) where u is above every F (the search in
+        # doubles; the header compares integers against thresholds, which is the same)
         w = philox_draw(seed, e, b, s, stream_id(owner_id, 0))
         u = u64_to_uniform_double(w[:, 0], w[:, 1])
-        table = np.array(p.cdf)
-        out[:] = np.minimum(np.searchsorted(table, u, side="left"), POISSON_TABLE - 1)  # first k: u <= F_k
-        pk = np.full(e.size, p.pmf_last)  # beyond the table: the recurrence from k = 15
-        cdf = np.full(e.size, table[-1])
-        active = u > cdf
-        k = POISSON_TABLE - 1
-        while active.any():
-            k += 1
-            pk = pk * p.lam / float(k)
-            nxt = cdf + pk
-            out[active] = k
-            active &= nxt != cdf  # the rest of the tail is below double resolution
-            cdf = np.where(active, nxt, cdf)
-            active &= u > cdf
+        out[:] = np.searchsorted(np.array(p.cdf), u, side="left")
         return out.reshape(shape)
     todo = np.arange(e.size)
     for j in range(0x10000):

@@ -96,9 +96,9 @@ int main() {
     const double lams[] = {0.02, 2.0, 10.0, 30.0, 200.0, 12345.5};
     for (double l : lams) {
         const sf_poisson_params p = sf_poisson_setup(l);
-        std::printf("%a %a %a %a %a %a %a %a", p.lambda, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
-                    p.inv_alpha, p.v_r, p.pmf_last);
-        for (int k = 0; k < SF_POISSON_TABLE; k++) std::printf(" %a", p.cdf[k]);
+        std::printf("%a %a %a %a %a %a %a", p.lambda, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
+                    p.inv_alpha, p.v_r);
+        for (int k = 0; k < SF_POISSON_TABLE; k++) std::printf(" %llu", (unsigned long long)p.threshold[k]);
         std::printf("\n");
     }
     for (int k = 0; k < 40; k++) std::printf("%a\n", sf_log_factorial((double)k));
@@ -111,9 +111,12 @@ int main() {
     lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()
     for line, lam in zip(lines[:6], (0.02, 2.0, 10.0, 30.0, 200.0, 12345.5)):
         p = rng.poisson_setup(lam)
-        assert [float.fromhex(x) for x in line.split()] == [p.lam, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
-                                                             p.inv_alpha, p.v_r, p.pmf_last, *p.cdf]
-        assert len(p.cdf) == rng.POISSON_TABLE == 16
+        words = line.split()
+        assert [float.fromhex(x) for x in words[:7]] == [p.lam, p.exp_minus_lambda, p.log_lambda, p.b, p.a,
+                                                          p.inv_alpha, p.v_r]
+        assert [int(x) for x in words[7:]] == list(p.threshold)
+        assert len(p.threshold) == rng.POISSON_TABLE == 48
+        assert (len(p.cdf) > 5) == (lam < 10)  # the inversion's table is used below a mean of 10 only
     ks = np.array([*range(40), 1e6])
     got = np.array([float.fromhex(x) for x in lines[6:]])
     assert np.array_equal(got, rng.log_factorial(ks))
@@ -121,6 +124,58 @@ int main() {
     mpmath.mp.dps = 40
     exact = np.array([float(mpmath.loggamma(int(k) + 1)) for k in ks])
     assert np.allclose(got, exact, rtol=5e-16, atol=0)  # within about 2 ulp of log(k!)
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-12, 0.02, 0.7, 4.0, 9.0, 9.8907, 10 - 1e-12])
+def test_inversion_thresholds_split_the_uniforms_exactly_at_the_distribution_function(lam):
+    """The header compares the 52-bit integer m of U = (m + 0.5) 2^-52 with T_k instead of U
+    with F_k: T_k - 1 must give U <= F_k and T_k must give U > F_k, for every F_k of the table
+    (the numbers are exact in double, so the comparison below is too). The table ends where F
+    stops growing, within 47 entries for every lambda < 10, and the rest never counts."""
+    p = rng.poisson_setup(lam)
+    assert 1 <= len(p.cdf) <= 47 < rng.POISSON_TABLE
+    assert all(a < b for a, b in zip(p.cdf, p.cdf[1:]))
+    for F, T in zip(p.cdf, p.threshold):
+        assert 0 < T <= rng.POISSON_NEVER
+        assert (T - 1 + 0.5) * 2.0**-52 <= F
+        if T < rng.POISSON_NEVER:
+            assert (T + 0.5) * 2.0**-52 > F
+    assert set(p.threshold[len(p.cdf):]) == {rng.POISSON_NEVER} and rng.POISSON_NEVER > 2**52 - 1
+
+
+def test_lambda_just_below_ten_needs_47_terms():
+    """The longest table: the recurrence stops growing F after 47 terms at lambda ~ 9.9, and
+    never needs more below 10 (where PTRS takes over)."""
+    longest = max(len(rng.poisson_setup(lam).cdf) for lam in np.linspace(9.0, 10.0, 2001)[:-1])
+    assert longest == 47
+    assert rng.poisson_setup(10.0).cdf == () and set(rng.poisson_setup(10.0).threshold) == {rng.POISSON_NEVER}
+
+
+def test_neuron_loop_with_poisson_input_is_vectorised(tmp_path):
+    """The inversion is branch-free (a fixed table, the Philox rounds unrolled), so the C++
+    compiler vectorises a neuron update that draws Poisson counts: the Brunel network spends
+    most of its time there. Checked with GCC's optimisation report, the CPU backend's flags."""
+    from spikeforge.runtime import build
+
+    cxx = build.find_cxx_compiler()
+    if "g++" not in build.compiler_identity(cxx) and "GCC" not in build.compiler_identity(cxx):
+        pytest.skip("the optimisation report checked here is GCC's")
+    net = Network("vec", dt=0.1, seed=1)
+    net.add_population("exc", 1000, m.LIF, params=dict(v_rest=0.0, v_reset=10.0, v_th=20.0, t_ref=2.0))
+    net.add_poisson_input("ext", "exc", "v", 1000, 40.0, 0.1)  # lambda = 4: inversion
+    source = net.generated_code("cpu")
+    lines = source.splitlines()
+    kernel = next(n for n, line in enumerate(lines) if "neuron_update_exc_instance(" in line)
+    loop = next(n for n in range(kernel, len(lines)) if "for (uint32_t _i = 0; _i < 1000u; _i++)" in lines[n])
+    assert "sf_poisson_inversion(" in "\n".join(lines[loop:loop + 40])
+    (tmp_path / "vec.cpp").write_text(source)
+    flags = [f for f in build._default_flags(cxx) if f != "-shared"]
+    report = subprocess.run([cxx, *flags, "-c", "-fopt-info-vec-optimized", str(tmp_path / "vec.cpp"), "-o",
+                             str(tmp_path / "vec.o")], capture_output=True, text=True, check=True).stderr
+    # GCC names the loop by a line of its head or its first statement
+    vectorised = {int(line.split("vec.cpp:")[1].split(":")[0]) for line in report.splitlines()
+                  if "vec.cpp:" in line and "optimized: loop vectorized" in line}
+    assert vectorised & {loop + 1, loop + 2}, report
 
 
 def _exact_pmf(lam: float, kmax: int) -> np.ndarray:
@@ -269,7 +324,9 @@ def test_generated_code_names_the_input_and_is_stable():
     net, _, _ = _integrator_net()
     text = net.generated_code("cpu", "neuron_update_p")
     assert "poisson input 'ext_v'" in text and "lambda = n * rate * dt = 1000 * 20 Hz * 0.1 ms = 2.0" in text
-    assert "sf_poisson(_seed, _i, _b + _batch_offset, (uint32_t)_step," in text
+    # each input calls the method of its lambda: inversion for 2, PTRS for 30
+    assert text.count("sf_poisson_inversion(_seed, _i, _b + _batch_offset, (uint32_t)_step,") == 1
+    assert text.count("sf_poisson_ptrs(_seed, _i, _b + _batch_offset, (uint32_t)_step,") == 1
     assert net.generated_code("cpu") == _integrator_net()[0].generated_code("cpu")
 
 

@@ -277,10 +277,12 @@ def _poisson_input_line(w: _KernelWriter, pi, dt: float, held: bool = False) -> 
     w.constants.append(Line(
         f"const sf_poisson_params {const} = {rng.poisson_setup(lam).c_initializer()};",
         f"poisson input '{pi.name}': lambda = n * rate * dt = {pi.n} * {pi.rate_hz:g} Hz * {dt:g} ms = {lam!r}"))
-    draw = f"sf_poisson(_seed, _i, _b + _batch_offset, (uint32_t)_step, {pi.id}u, {const})"
+    # the method for this lambda, called directly: inversion has no branch, so the loop vectorises
+    method = "inversion" if lam < rng.POISSON_INVERSION_MAX else "ptrs"
+    draw = f"sf_poisson_{method}(_seed, _i, _b + _batch_offset, (uint32_t)_step, {pi.id}u, {const})"
     increment = f"(scalar){draw} * {literal(pi.weight, w.precision)}"
     comment = (f"poisson input '{pi.name}', after the threshold test and before the reset: "
-               f"{pi.target} += k * {pi.weight!r}, k ~ Poisson(lambda)")
+               f"{pi.target} += k * {pi.weight!r}, k ~ Poisson(lambda) by {method}")
     if held:
         return Line(f"{pi.target} += _refractory ? (scalar)0 : {increment};",
                     comment + f"; none while refractory ({pi.target} is flagged unless refractory)")

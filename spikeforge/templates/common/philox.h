@@ -71,6 +71,19 @@
 #endif
 #endif
 
+/* Unroll the loop that follows completely (a fixed, small trip count): with no
+ * loop left inside, a loop over elements that calls these functions can be
+ * vectorised by the C++ compiler.  Only a hint; the results do not depend on it. */
+#ifndef SF_UNROLL
+#if defined(__CUDACC__) || defined(__clang__)
+#define SF_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define SF_UNROLL _Pragma("GCC unroll 64")
+#else
+#define SF_UNROLL
+#endif
+#endif
+
 /* Philox-4x32 constants, as in Random123. */
 #define SF_PHILOX_M0 0xD2511F53u /* round multiplier applied to word 0 */
 #define SF_PHILOX_M1 0xCD9E8D57u /* round multiplier applied to word 2 */
@@ -108,6 +121,7 @@ SF_HOSTDEV sf_philox4 sf_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, ui
                                        uint32_t k0, uint32_t k1) {
     uint32_t x[4] = {c0, c1, c2, c3};
     sf_philox4x32_round_(x, k0, k1);
+    SF_UNROLL
     for (int r = 1; r < 10; ++r) {
         k0 += SF_PHILOX_W0;
         k1 += SF_PHILOX_W1;
@@ -205,12 +219,19 @@ SF_HOSTDEV double sf_normal_d(uint64_t seed, uint32_t element, uint32_t batch, u
  *   and turns its four words into two uniforms with 52 random bits each:
  *     U_j = sf_u64_to_uniform_double(v[0], v[1]),  V_j = ... (v[2], v[3]).
  *
- * lambda < SF_POISSON_INVERSION_MAX: inversion by sequential search, one
- *   attempt (U_0 only): the smallest k with U_0 <= F_k = P(K <= k), the pmf
- *   built up as p_0 = exp(-lambda), p_k = p_{k-1} * lambda / k and
- *   F_k = F_{k-1} + p_k.  F_0..F_15 are a table in sf_poisson_params (a search
- *   by comparisons only); beyond it the recurrence goes on from p_15, F_15 and
- *   stops where F no longer grows (the tail below double resolution).
+ * lambda < SF_POISSON_INVERSION_MAX: inversion, one attempt (U_0 only): the
+ *   smallest k with U_0 <= F_k = P(K <= k), the distribution function built
+ *   up by the recurrence p_0 = exp(-lambda), p_k = p_{k-1} * lambda / k,
+ *   F_k = F_{k-1} + p_k, which stops at the first k where F no longer grows
+ *   (the tail below double resolution); where U_0 is above every F, the k
+ *   where it stopped.  U_0 = (m + 0.5) * 2^-52 with m the 52-bit integer of
+ *   the two words, so U_0 > F_k exactly when m >= T_k, the threshold
+ *   T_k = floor(F_k * 2^52 - 0.5) + 1 (sf_poisson_threshold), and the count
+ *   is k = the number of thresholds T_k <= m: integer comparisons against a
+ *   table, a fixed number of them with no branch, so that a loop over
+ *   neurons is vectorised (Philox included).  The recurrence stops within
+ *   47 terms for every lambda < 10; the table has SF_POISSON_TABLE entries,
+ *   the unused ones SF_POISSON_NEVER (above every m).
  * lambda >= SF_POISSON_INVERSION_MAX: transformed rejection with squeeze,
  *   "PTRS" (W. Hormann, "The transformed rejection method for generating
  *   Poisson random variables", Insurance: Mathematics and Economics 12, 1993):
@@ -237,21 +258,32 @@ SF_HOSTDEV double sf_u64_to_uniform_double(uint32_t hi, uint32_t lo) {
 
 /* Below this mean, inversion; from it on, PTRS. */
 #define SF_POISSON_INVERSION_MAX 10.0
-/* Entries of the inversion's table of P(K <= k). */
-#define SF_POISSON_TABLE 16
+/* Entries of the inversion's table of thresholds (at most 47 are used, for lambda just below 10). */
+#define SF_POISSON_TABLE 48
+/* A threshold no 52-bit m reaches: the table's unused entries (and all of them for PTRS). */
+#define SF_POISSON_NEVER 0x10000000000000ull /* 2^52 */
 
 /* The constants of one mean lambda (see sf_poisson_setup). */
 struct sf_poisson_params {
     double lambda;           /* the mean number of events per draw */
-    double exp_minus_lambda; /* inversion: P(K = 0) */
+    double exp_minus_lambda; /* P(K = 0) */
     double log_lambda;       /* PTRS: log(lambda) */
     double b;                /* PTRS: 0.931 + 2.53 sqrt(lambda) */
     double a;                /* PTRS: -0.059 + 0.02483 b */
     double inv_alpha;        /* PTRS: 1.1239 + 1.1328 / (b - 3.4) */
     double v_r;              /* PTRS: 0.9277 - 3.6224 / (b - 2), the squeeze */
-    double pmf_last;         /* inversion: p_15 = P(K = 15) by the recurrence */
-    double cdf[SF_POISSON_TABLE]; /* inversion: F_k = P(K <= k), k = 0..15, by the recurrence */
+    uint64_t threshold[SF_POISSON_TABLE]; /* inversion: T_k, U_0 > F_k <=> m >= T_k */
 };
+
+/* T = the smallest integer m with (m + 0.5) * 2^-52 > F, for 0 <= F <= 1:
+ * x = F * 2^52 is exact, so is its fractional part x - floor(x), and
+ * m + 0.5 > x holds from m = floor(x) on if that part is below 1/2, else from
+ * floor(x) + 1. */
+SF_HOSTDEV uint64_t sf_poisson_threshold(double F) {
+    const double x = F * 4503599627370496.0; /* 2^52 */
+    const double whole = floor(x);
+    return (uint64_t)whole + (x - whole >= 0.5 ? 1u : 0u);
+}
 
 SF_HOSTDEV sf_poisson_params sf_poisson_setup(double lambda) {
     sf_poisson_params p;
@@ -262,13 +294,18 @@ SF_HOSTDEV sf_poisson_params sf_poisson_setup(double lambda) {
     p.a = -0.059 + 0.02483 * p.b;
     p.inv_alpha = 1.1239 + 1.1328 / (p.b - 3.4);
     p.v_r = 0.9277 - 3.6224 / (p.b - 2.0);
-    double pk = p.exp_minus_lambda;
-    p.cdf[0] = pk;
-    for (int k = 1; k < SF_POISSON_TABLE; ++k) {
-        pk = pk * lambda / (double)k;
-        p.cdf[k] = p.cdf[k - 1] + pk;
+    for (int k = 0; k < SF_POISSON_TABLE; ++k) p.threshold[k] = SF_POISSON_NEVER;
+    if (lambda < SF_POISSON_INVERSION_MAX) {
+        double pk = p.exp_minus_lambda, cdf = pk;
+        p.threshold[0] = sf_poisson_threshold(cdf);
+        for (int k = 1; k < SF_POISSON_TABLE; ++k) {
+            pk = pk * lambda / (double)k;
+            const double next = cdf + pk;
+            if (next == cdf) break; /* F stopped growing: the tail is below double resolution */
+            cdf = next;
+            p.threshold[k] = sf_poisson_threshold(cdf);
+        }
     }
-    p.pmf_last = pk;
     return p;
 }
 
@@ -295,26 +332,22 @@ SF_HOSTDEV double sf_log_factorial(double k) {
     return (x - 0.5) * log(x) - x + 0.91893853320467274178 /* log(2 pi) / 2 */ + series;
 }
 
-/* K ~ Poisson(p.lambda) for (seed, element, batch, step) on owner_id's
- * streams (layout above).  Returns the count. */
-SF_HOSTDEV uint32_t sf_poisson(uint64_t seed, uint32_t element, uint32_t batch, uint32_t step,
-                               uint32_t owner_id, sf_poisson_params p) {
-    if (p.lambda < SF_POISSON_INVERSION_MAX) {
-        const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, 0u));
-        const double u = sf_u64_to_uniform_double(r.v[0], r.v[1]);
-        uint32_t k = 0;
-        while (k < SF_POISSON_TABLE - 1 && u > p.cdf[k]) ++k;
-        double pk = p.pmf_last; /* beyond the table (k = 15 here): P(K = k) */
-        double cdf = p.cdf[k];  /* P(K <= k) */
-        while (u > cdf) {
-            k += 1u;
-            pk = pk * p.lambda / (double)k;
-            const double next = cdf + pk;
-            if (next == cdf) break; /* the rest of the tail is below double resolution */
-            cdf = next;
-        }
-        return k;
-    }
+/* K ~ Poisson(p.lambda), p.lambda < SF_POISSON_INVERSION_MAX: inversion with
+ * the threshold table (layout above).  No branch and no loop of variable
+ * length: a loop over elements that calls it can be vectorised. */
+SF_HOSTDEV uint32_t sf_poisson_inversion(uint64_t seed, uint32_t element, uint32_t batch, uint32_t step,
+                                         uint32_t owner_id, const sf_poisson_params& p) {
+    const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, 0u));
+    const uint64_t m = ((uint64_t)r.v[0] << 20) | (uint64_t)(r.v[1] >> 12); /* U_0 = (m + 0.5) 2^-52 */
+    uint32_t k = 0;
+    SF_UNROLL
+    for (int j = 0; j < SF_POISSON_TABLE; ++j) k += m >= p.threshold[j] ? 1u : 0u;
+    return k;
+}
+
+/* K ~ Poisson(p.lambda), p.lambda >= SF_POISSON_INVERSION_MAX: PTRS (above). */
+SF_HOSTDEV uint32_t sf_poisson_ptrs(uint64_t seed, uint32_t element, uint32_t batch, uint32_t step,
+                                    uint32_t owner_id, const sf_poisson_params& p) {
     for (uint32_t j = 0; j <= 0xffffu; ++j) {
         const sf_philox4 r = sf_philox_draw(seed, element, batch, step, sf_stream_id(owner_id, j));
         const double U = sf_u64_to_uniform_double(r.v[0], r.v[1]) - 0.5;
@@ -329,6 +362,15 @@ SF_HOSTDEV uint32_t sf_poisson(uint64_t seed, uint32_t element, uint32_t batch, 
     }
     /* 65536 rejections in a row (probability below 1e-50000): the mode. */
     return (uint32_t)floor(p.lambda);
+}
+
+/* K ~ Poisson(p.lambda) for (seed, element, batch, step) on owner_id's
+ * streams (layout above), either method.  Returns the count.  Generated code
+ * calls the method for its lambda directly. */
+SF_HOSTDEV uint32_t sf_poisson(uint64_t seed, uint32_t element, uint32_t batch, uint32_t step,
+                               uint32_t owner_id, const sf_poisson_params& p) {
+    return p.lambda < SF_POISSON_INVERSION_MAX ? sf_poisson_inversion(seed, element, batch, step, owner_id, p)
+                                               : sf_poisson_ptrs(seed, element, batch, step, owner_id, p);
 }
 
 #endif /* SPIKEFORGE_PHILOX_H */
