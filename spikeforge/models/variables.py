@@ -164,33 +164,38 @@ def make_initializer(spec, model: str = "?", field: str = "init") -> Initializer
         raise ModelError(f"expected a number or an initialiser, got {spec!r}", model, field)
     if isinstance(spec, (int, float)):
         return Constant(_finite(spec, model, field))
-    if isinstance(spec, dict) and len(spec) == 1:
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("constant", "uniform", "normal"):
         (kind, args), = spec.items()
-        if kind == "constant":
-            return Constant(_finite(args, model, field))
-        if kind in ("uniform", "normal"):
-            if isinstance(args, dict):
-                keys = ("low", "high") if kind == "uniform" else ("mean", "sd")
-                missing = [k for k in keys if k not in args]
-                if missing:
-                    raise ModelError(f"{kind} initialiser needs {', '.join(keys)}", model, field)
-                args = [args[k] for k in keys]
-            if not isinstance(args, (list, tuple)) or len(args) != 2:
-                raise ModelError(f"{kind} initialiser takes two numbers, got {args!r}", model, field)
-            a, b = (_finite(x, model, field) for x in args)
-            if kind == "uniform":
-                if b < a:
-                    raise ModelError(f"uniform initialiser has high < low ({a}, {b})", model, field)
-                return Uniform(a, b)
-            if b < 0:
-                raise ModelError(f"normal initialiser has negative sd {b}", model, field)
-            return Normal(a, b)
+        return _distribution(kind, args, model, field)
     raise ModelError(
         f"unknown initialiser {spec!r} (use a number, {{uniform: [low, high]}}, "
         "{normal: [mean, sd]}, {constant: x}, an expression, a list of values or {values, counts})",
         model,
         field,
     )
+
+
+def _distribution(kind: str, args, model: str, field: str) -> Initializer:
+    """``{constant: x}``, ``{uniform: [low, high]}`` or ``{normal: [mean, sd]}`` (the two numbers
+    may also be given by name: ``{uniform: {low: .., high: ..}}``)."""
+    if kind == "constant":
+        return Constant(_finite(args, model, field))
+    if isinstance(args, dict):
+        keys = ("low", "high") if kind == "uniform" else ("mean", "sd")
+        missing = [k for k in keys if k not in args]
+        if missing:
+            raise ModelError(f"{kind} initialiser needs {', '.join(keys)}", model, field)
+        args = [args[k] for k in keys]
+    if not isinstance(args, (list, tuple)) or len(args) != 2:
+        raise ModelError(f"{kind} initialiser takes two numbers, got {args!r}", model, field)
+    a, b = (_finite(x, model, field) for x in args)
+    if kind == "uniform":
+        if b < a:
+            raise ModelError(f"uniform initialiser has high < low ({a}, {b})", model, field)
+        return Uniform(a, b)
+    if b < 0:
+        raise ModelError(f"normal initialiser has negative sd {b}", model, field)
+    return Normal(a, b)
 
 
 @dataclass(frozen=True)
