@@ -90,6 +90,7 @@ from .models.neuron import NeuronModel, SpikeSourceArrayModel
 from .models.parameters import ParameterWarning
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .network import Network, steps_for_duration
+from .runtime.backends import backend_names
 
 __all__ = ["RunConfig", "load_network", "load_file", "TOP_LEVEL_KEYS", "MODEL_KINDS"]
 
@@ -227,7 +228,7 @@ TOP_LEVEL_KEYS = (
     "current_sources",
     "poisson_inputs",
 )
-BACKENDS = ("cpu", "cuda", "cuda-emu")
+BACKENDS = backend_names()  # the registered backends (spikeforge.runtime.backends)
 #: How parameters are given besides their values (spikeforge.values): names of dynamic
 #: parameters, one value per batch instance, named per-element draws.
 VALUE_KEYS = ("dynamic", "batch_values", "draws")

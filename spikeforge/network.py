@@ -709,30 +709,25 @@ class Network:
         """The code spikeforge generates for this network: the whole translation unit, or
         one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``)."""
         from .codegen.generate import generate
-        from .codegen.render import render_kernel, render_network
+        from .runtime.backends import get_backend
 
-        target = {"cpu": "cpu", "cuda": "cuda", "cuda-emu": "cuda"}.get(backend)
-        if target is None:
-            raise NetworkError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        chosen = get_backend(backend)
         spec = generate(self)
         if kernel is None:
-            if backend == "cuda-emu":
-                from .codegen.launch import plan
-                from .runtime.cuda_emu import render_emu_source
-
-                return render_emu_source(spec, render_network(spec, "cuda"), plan(spec))
-            return render_network(spec, target)
+            return chosen.render(spec).text
         names = [k.name for k in spec.kernels]
         if kernel not in names:
             raise NetworkError(f"no kernel named '{kernel}' (kernels: {', '.join(names)})")
-        return render_kernel(spec, spec.kernels[names.index(kernel)], target)
+        return chosen.render_kernel(spec, spec.kernels[names.index(kernel)])
 
     def kernels(self, backend: str = "cpu") -> list[dict]:
         """What each generated kernel does: name, kind, target, the arrays it reads and
         writes (with their dimensions) and, for the CUDA backends, its launch shape."""
         from .codegen.generate import generate
         from .codegen.launch import kernel_launch
+        from .runtime.backends import get_backend
 
+        with_launch = get_backend(backend).device
         spec = generate(self)
         out = []
         for k in spec.kernels:
@@ -744,7 +739,7 @@ class Network:
 
             entry = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
                      "reads": [dims(n) for n in k.reads], "writes": [dims(n) for n in k.writes]}
-            if backend in ("cuda", "cuda-emu"):
+            if with_launch:
                 launch = kernel_launch(k)
                 entry["launch"] = {"grid": [launch.grid_x, self.batch_size if launch.batched else 1],
                                    "block": launch.block, "barriers": launch.barriers}
