@@ -294,6 +294,7 @@ def test_pathway_kernels_compile_with_nvcc():
     ({"int": "post_input += w"}, "'int' cannot name a pathway: it is a C++", "on_pre"),
     ({"up": "post_input += w", "down": "  # nothing"}, "pathway 'down' has no code", "on_pre.down"),
     ({"up": ""}, "pathway 'up' has no code", "on_pre.up"),
+    ({"up": 3}, "pathway 'up': expected statements (text), got int", "on_pre.up"),
     ({}, "no pathways", "on_pre"),
     ({"up": "post_input = w"}, "input is delivered with 'post_input += ...'", "on_pre.up"),
     ({"up": "post_input += w", "down": "q = 1"}, "assigns unknown variable 'q'", "on_pre.down"),

@@ -165,7 +165,10 @@ class WeightUpdateModel(Model):
         for path, text in spec.items():
             _check_name(path, self.name, "on_pre", "pathway")
             where = self.pre_field(path)
-            if not isinstance(text, (str, list, tuple)) or not split_lines(text):
+            if not isinstance(text, (str, list, tuple)):
+                raise ModelError(f"pathway '{path}': expected statements (text), got {type(text).__name__}",
+                                 self.name, where)
+            if not split_lines(text):
                 raise ModelError(f"pathway '{path}' has no code (expected statements such as "
                                  f"'{DELIVER_NAME} += w')", self.name, where)
             out[path] = self.expanded(where, parse_statements(text, ctx, where, set(self.vars) | {DELIVER_NAME}))
