@@ -129,7 +129,8 @@ def network_schema() -> dict:
         "model": _model_name("postsynaptic"), "target": NAME, **values}, required=("model",))]}
     projection = _mapping(config.PROJECTION_KEYS, {
         "pre": NAME, "post": NAME, "connectivity": _connectivity(), "weight_update": weight_update,
-        "postsynaptic": postsynaptic, "delay": ANY_VALUE}, required=("pre", "post"))
+        "postsynaptic": postsynaptic, "delay": ANY_VALUE,
+        "max_delay": QUANTITY}, required=("pre", "post"))
     current_source = _mapping(config.CURRENT_SOURCE_KEYS, {
         "population": NAME, "model": _model_name("current_source"), **values}, required=("population", "model"))
     poisson_input = _mapping(config.POISSON_INPUT_KEYS, {

@@ -366,7 +366,7 @@ class Generator:
                                    "(at most 32767)")
         slots = {p: 1 for p in net.populations}
         for q in net.projections.values():
-            slots[q.pre.name] = max(slots[q.pre.name], max(q.pre_delays().values()) + 1)
+            slots[q.pre.name] = max(slots[q.pre.name], q.delay_steps + 1)
         pops_info = []
         pop_arrays = {}
         for p in net.populations.values():
@@ -387,16 +387,14 @@ class Generator:
                 self.kernels.append(self.synapse_dynamics_kernel(q, proj_arrays))
         for p in net.populations.values():
             self.kernels.append(self.neuron_kernel(p, slots[p.name], pop_arrays, proj_arrays, cs_arrays))
-        for q in net.projections.values():  # named pathways one after another, in the order written
-            for pathway in q.pre_delays():
-                self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_pre", pathway))
+        for q in net.projections.values():
+            self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_pre"))
         for q in net.projections.values():
             if q.weight_update.on_post:
                 self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_post"))
         for a in list(self.arrays):
             if a.role == "delta":
                 self.kernels.append(self.reduction_kernel(a))
-        self.check_kernel_names()
         recorded = self.recordings(pop_arrays)
         projs_info = [{
             "name": q.name, "pre": q.pre.name, "post": q.post.name, "id": q.id,
@@ -405,16 +403,6 @@ class Generator:
         return NetworkSpec(net.name, net.precision, net.dt, int(net.seed), self.arrays, self.kernels,
                            pops_info, projs_info, self.integrators, recorded,
                            instances_independent=self.instances_independent())
-
-    def check_kernel_names(self):
-        """Kernel names are function names: a pathway ``c`` of projection ``a_b`` and a projection
-        ``a_b_c`` would both give ``presynaptic_update_a_b_c``."""
-        seen = {}
-        for k in self.kernels:
-            if k.name in seen:
-                raise NetworkError(f"two kernels of the generated code would both be named '{k.name}' (of "
-                                   f"'{seen[k.name]}' and of '{k.target}'); rename a projection or a pathway")
-            seen[k.name] = k.target
 
     def instances_independent(self) -> bool:
         """Whether every array a kernel writes is per batch instance. Then instance b's step
@@ -544,6 +532,16 @@ class Generator:
         out["in_syn"] = self.add_array(ArraySpec(
             f"{q.name}_in_syn", q.name, IN_SYN_NAME, "scalar", n_post, True, "in_syn", Constant(0),
             comment="input delivered to each postsynaptic neuron since the last step"))
+        if q.synapse_delay_steps is not None:  # per-synapse delays (spikeforge.delays)
+            steps = q.synapse_delay_steps
+            out["syn_delay"] = self.add_array(ArraySpec(
+                f"{q.name}_syn_delay", q.name, "_syn_delay", "uint8" if steps.dtype == np.uint8 else "uint32",
+                n_syn, False, "connectivity", None, data=steps,
+                comment="delay of each synapse in steps (its input waits that long in the dendritic buffer)"))
+            out["den"] = self.add_array(ArraySpec(
+                f"{q.name}_den", q.name, "_den", "scalar", n_post, True, "dendritic_delay", Constant(0),
+                slots=q.dendritic_slots,
+                comment=f"dendritic delay buffer: input due at each of the next {q.dendritic_slots} steps"))
         if q.rows is not None:
             r = q.rows
             parts = [("row_start", r.row_start), ("post_ind", r.post_ind)]
@@ -571,6 +569,7 @@ class Generator:
         w.add_derived(m, rename_neuron, "")
         written = _written([*m.reset, *m.sim_code], m.odes)
         incoming = [q for q in net.projections.values() if q.post is p]
+        drained = []  # dendritic delay buffers of incoming projections (per-synapse delays)
         outgoing = [q for q in net.projections.values() if q.pre is p]
         ps_written = set()
         for q in incoming:
@@ -605,8 +604,18 @@ class Generator:
             w.add_derived(ps, rename, pre)
             for name in ps.vars:
                 loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
-            loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
+            if "den" not in pa:  # (with per-synapse delays the input is read from the dendritic buffer)
+                loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
             code.append(Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}"))
+            if "den" in pa:  # per-synapse delays: the slot of the dendritic buffer that is due
+                den, n_slots, due = pa["den"].name, q.dendritic_slots, f"_dueslot{q.id}"
+                w.constants.append(Line(f"const uint32_t {due} = (uint32_t)((_step + {n_slots - 1}u) % {n_slots}u);",
+                                        f"dendritic buffer slot of '{q.name}' filled for this step"))
+                cell = f"_{den}[((size_t){due} * _B + _b) * {p.size}u + _i]"
+                code.append(Line(f"scalar {pre}{IN_SYN_NAME} = {cell};",
+                                 "input of the synapses whose per-synapse delay ends now"))
+                code.append(Line(f"{cell} = 0;", "dendritic buffer slot emptied for reuse"))
+                drained.append(den)
             apply, named_ps = ps.parse_apply(list(m.vars), as_written=True), _NamedSubexpressions(ps)
             named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
             _emit_statements(w, apply, rename, code, q.id, named=named_ps)
@@ -723,7 +732,7 @@ class Generator:
             "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
             "flags_stride": arrays["flags"].size,
             "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
-            "writes": [arrays["spk"].name, arrays["spk_cnt"].name],
+            "writes": [arrays["spk"].name, arrays["spk_cnt"].name, *drained],
         }
         if timed:
             info["reads"] = [a.name for pair in timed.values() for a in pair]
@@ -777,16 +786,13 @@ class Generator:
                               f"timed input: parameter {name} at this step"))
         return lines
 
-    def synapse_kernel(self, q, slots, proj_arrays, which, pathway=None) -> KernelSpec:
-        """The code of ``q`` on presynaptic (``which`` = "on_pre"; of one named ``pathway``, if
-        the model has them) or postsynaptic spikes."""
+    def synapse_kernel(self, q, slots, proj_arrays, which) -> KernelSpec:
         net, wu = self.net, q.weight_update
         pa = proj_arrays[q.name]
         w = _KernelWriter(net, owner_id_for_random=q.id)
         w.add_params(q.wu_params, "", wu.name, self.params[(q.name, "weight_update")], index="syn")
         w.add_derived(wu, {}, "")
-        field_name = wu.pre_field(pathway) if which == "on_pre" else which
-        stmts = wu.pathways[pathway] if pathway is not None else wu.on_pre if which == "on_pre" else wu.on_post
+        stmts = wu.on_pre if which == "on_pre" else wu.on_post
         written = {s.target for s in stmts}
         loads = []
         for name, v in q.wu_vars.items():
@@ -805,15 +811,14 @@ class Generator:
         if delivers:
             code.append(Line(f"scalar {DELIVER_NAME} = 0;", "input this synapse delivers"))
         named, rename = _NamedSubexpressions(wu), {}
-        stmts = wu.as_written.get(field_name, stmts)
+        stmts = wu.as_written.get(which, stmts)
         named.print_lines(w, [st.value for st in stmts], rename, code)
         _emit_statements(w, stmts, rename, code, named=named)
-        src = wu.source[which] if pathway is None else wu.source[which][pathway]
+        src = wu.source[which]
         source_pop = q.pre if which == "on_pre" else q.post
-        delay_steps = q.pre_delays()[pathway] if which == "on_pre" else 0
         info = {
             "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
-            "n_synapses": q.n_synapses, "delay_steps": delay_steps,
+            "n_synapses": q.n_synapses, "delay_steps": q.delay_steps if which == "on_pre" else 0,
             "slots": slots[source_pop.name], "spk": f"{source_pop.name}_spk",
             "spk_cnt": f"{source_pop.name}_spk_cnt", "delivers": delivers, "in_syn": pa["in_syn"].name,
             "which": which,
@@ -830,22 +835,20 @@ class Generator:
             info.update(procedural_info(q, self.net.seed))
         if delivers:
             info["writes"] = [pa["in_syn"].name]
+        info["dendritic"] = None
+        if delivers and "den" in pa:  # per-synapse delays: the input waits in the dendritic buffer
+            info.update(dendritic=pa["den"].name, syn_delay=pa["syn_delay"].name, dendritic_slots=q.dendritic_slots)
+            info["reads"].append(pa["syn_delay"].name)
+            info["writes"] = [pa["den"].name]
         kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"
         spikes = "presynaptic" if which == "on_pre" else "postsynaptic"
-        if pathway is None:
-            description = (f"{spikes} spikes of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
-                           f"{q.connectivity.kind}, {wu.name}"
-                           f"{f', delay {delay_steps} steps' if delay_steps else ''})")
-        else:
-            order = list(wu.pathways)
-            description = (f"{spikes} spikes of projection '{q.name}', pathway '{pathway}' ({order.index(pathway) + 1} "
-                           f"of {len(order)}: {', '.join(order)}; {q.pre.name} -> {q.post.name}, "
-                           f"{q.connectivity.kind}, {wu.name}, delay {delay_steps} steps)")
+        description = (f"{spikes} spikes of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
+                       f"{q.connectivity.kind}, {wu.name}"
+                       f"{f', delay {q.delay_steps} steps' if which == 'on_pre' and q.delay_steps else ''})")
         if isinstance(src, str):
             description += "; " + " | ".join(line.strip() for line in src.strip().splitlines())
         _read_params(w, info)
-        name = f"{kind}_{q.name}" if pathway is None else f"{kind}_{q.name}_{pathway}"
-        return KernelSpec(name, kind, q.name, "synapse_update", description, w.finish_constants(),
+        return KernelSpec(f"{kind}_{q.name}", kind, q.name, "synapse_update", description, w.finish_constants(),
                           w.param_loads + loads, code, info)
 
     def neuron_loads(self, q, symbols) -> list[Access]:

@@ -39,6 +39,9 @@ DRAWN_BYTES_PER_SYNAPSE = 16
 DRAWN_BYTES_PER_ROW = 8
 #: Sparse connectivity is indexed with uint32 in the generated code.
 MAX_SYNAPSES = 2**32 - 1
+#: Bytes of one (empty) per-instance spike recorder: a std::vector on the cpu backend,
+#: a Python list (and its slot in the outer list) on the device backends.
+SPIKE_RECORDER_BYTES = {"cpu": 24, "cuda": 64, "cuda-emu": 64}
 
 _ITEMSIZE = {"uint8": 1, "int32": 4, "uint32": 4, "double": 8}
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
@@ -252,6 +255,8 @@ def state_needs(spec, batch_size: int, include_fixed: bool = True) -> list[Need]
             part = "connectivity"
         elif a.role in ("spikes", "spike_count") and a.slots > 1:
             part = f"spike delay buffer ({a.slots} steps)"
+        elif a.role == "dendritic_delay":
+            part = f"dendritic delay buffer ({a.slots} steps)"
         else:
             part = "state"
         what = f"{kinds.get(a.owner, 'current source')} '{a.owner}' {part}"
@@ -278,17 +283,13 @@ def device_buffer_bytes(spec, batch_size: int) -> int:
 
 def host_needs(spec, batch_size: int, backend: str) -> list[Need]:
     """Host memory a Simulation of ``spec`` allocates on ``backend`` when it is created."""
-    from .backends import get_backend
-
-    chosen = get_backend(backend)
     needs = []
-    if not chosen.device:  # the state is numpy arrays (fixed ones, e.g. connectivity, exist already)
+    if backend == "cpu":
         needs += state_needs(spec, batch_size, include_fixed=False)
-    elif not chosen.gpu:  # "device" memory is host memory
+    elif backend == "cuda-emu":  # "device" memory is host memory
         needs += state_needs(spec, batch_size)
         needs.append(Need("recording buffers", device_buffer_bytes(spec, batch_size)))
-    # a std::vector per instance on the cpu backend, a Python list (and its slot) on the device backends
-    per_instance = chosen.spike_recorder_bytes
+    per_instance = SPIKE_RECORDER_BYTES.get(backend, 64)
     for p in spec.populations:
         if p["record_spikes"]:
             needs.append(Need(f"population '{p['name']}' spike recorders ({batch_size} instances)",
