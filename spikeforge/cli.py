@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, ModelError, NetworkError, SpikeforgeError
+from .runtime.backends import backend_names, get_backend
 
 
 class CliError(SpikeforgeError):
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then print a summary of the spikes.",
     )
     run.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
-    run.add_argument("--backend", choices=["cpu", "cuda", "cuda-emu"],
+    run.add_argument("--backend", choices=backend_names(),
                      help="backend to run on (default: the file's `backend`, else cpu)")
     run.add_argument(
         "--batch-size",
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "present (nvcc for --backend cuda: no GPU needed).",
     )
     build.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
-    build.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"],
+    build.add_argument("--backend", default="cpu", choices=backend_names(),
                        help="which code to generate (default: cpu)")
     build.add_argument("--arch", default="sm_90", help="CUDA architecture for --backend cuda (default: sm_90)")
     build.add_argument("--out", required=True, metavar="DIR", help="directory to write the files into")
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "then evaluate it on the held-out data.",
     )
     train.add_argument("file", metavar="FILE.yaml", help="the training job")
-    train.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"],
+    train.add_argument("--backend", default="cpu", choices=backend_names(),
                        help="backend to train on (default: cpu)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="epochs (overrides the file)")
     train.add_argument("--batch-size", type=_positive_int, metavar="N", help="minibatch size (overrides the file)")
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "population and integrator, every line by the equation it came from.",
     )
     show.add_argument("file", metavar="FILE.yaml")
-    show.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"])
+    show.add_argument("--backend", default="cpu", choices=backend_names())
     show.add_argument("--kernel", metavar="NAME", help="only this kernel")
     show.add_argument("--population", metavar="NAME", help="only the kernels of this population or projection")
     show.add_argument("--list", action="store_true",
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("a", metavar="A.yaml")
     diff.add_argument("b", metavar="B.yaml")
-    diff.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "cuda-emu"])
+    diff.add_argument("--backend", default="cpu", choices=backend_names())
     diff.add_argument("--kernel", metavar="NAME", help="only this kernel")
     diff.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
     diff.set_defaults(func=cmd_diff_code)
@@ -366,63 +367,41 @@ def _write(path: Path, data) -> None:
 
 
 def cmd_build(args) -> int:
-    import shutil
     import time
 
     from .codegen.generate import generate
     from .codegen.launch import plan
-    from .codegen.render import render_network
     from .config import load_file
     from .errors import CompilerNotFoundError
 
     net, _ = load_file(args.file)
+    backend = get_backend(args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     spec = generate(net)
-    files, compiled, note = [], False, None
+    sources, compiled, note = backend.render(spec), False, None
     block_sizes, occupancy = None, []
-    if args.backend == "cpu":
-        from .runtime.build import build_shared_library
-
-        source = render_network(spec, "cpu")
-        _write(out / f"{net.name}.cpp", source)
-        files.append(f"{net.name}.cpp")
-        result = build_shared_library(source, name=net.name, describe=f"network '{net.name}'")
-        shutil.copyfile(result.path, out / f"lib{net.name}.so")
-        files.append(f"lib{net.name}.so")
-        compiled = True
+    try:  # for a GPU, only the compiler is needed (cuda: nvcc, for args.arch; block sizes chosen by occupancy)
+        options = {"arch": args.arch} if backend.gpu else {"load": False}
+        artefact = backend.build(sources, **options)
+    except CompilerNotFoundError as exc:
+        if not backend.gpu:
+            raise
+        note = f"not compiled: {exc}"
     else:
-        cu = render_network(spec, "cuda")
-        if args.backend == "cuda":
-            from .runtime.nvcc import build_network_cubin
-
-            try:  # block sizes chosen by occupancy for args.arch (ptxas's register counts)
-                cu, result, block_sizes, occupancy = build_network_cubin(
-                    spec, args.arch, name=net.name, describe=f"network '{net.name}'")
-            except CompilerNotFoundError as exc:
-                note = f"not compiled: {exc}"
-            else:
-                _write(out / f"{net.name}.cubin", result.path.read_bytes())
-                files.append(f"{net.name}.cubin")
-                compiled = True
-        else:
-            from .runtime.build import build_shared_library
-            from .runtime.cuda_emu import render_emu_source
-
-            emu = render_emu_source(spec, cu, plan(spec))
-            _write(out / f"{net.name}_emu.cpp", emu)
-            files.append(f"{net.name}_emu.cpp")
-            result = build_shared_library(emu, name=f"{net.name}_emu", describe=f"network '{net.name}' (cuda-emu)")
-            shutil.copyfile(result.path, out / f"lib{net.name}_emu.so")
-            files.append(f"lib{net.name}_emu.so")
-            compiled = True
-        _write(out / f"{net.name}.cu", cu)  # the source that was compiled
-        files.insert(0, f"{net.name}.cu")
+        sources, block_sizes, occupancy = artefact.sources, artefact.sources.block_sizes, artefact.occupancy
+        compiled = True
+    files = list(sources.files)
+    for name, text in sources.files.items():
+        _write(out / name, text)
+    if compiled:
+        _write(out / artefact.build.path.name, artefact.build.path.read_bytes())
+        files.append(artefact.build.path.name)
     summary = {
         "network": net.name,
         "backend": args.backend,
-        "arch": args.arch if args.backend == "cuda" else None,
+        "arch": args.arch if backend.gpu else None,
         "out": str(out),
         "files": files,
         "compiled": compiled,
@@ -431,7 +410,7 @@ def cmd_build(args) -> int:
         "kernels": [k.name for k in spec.kernels],
         "seconds": time.perf_counter() - t0,
     }
-    if args.backend != "cpu":
+    if backend.device:
         summary["launches"] = [
             {"kernel": launch.name, "grid_x": launch.grid_x, "block": launch.block,
              "batch_on_y": launch.batched, "phase": launch.phase}

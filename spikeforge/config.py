@@ -91,6 +91,7 @@ from .models.neuron import NeuronModel, SpikeSourceArrayModel
 from .models.parameters import ParameterWarning
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .network import Network, steps_for_duration
+from .runtime.backends import backend_names
 
 __all__ = ["RunConfig", "load_network", "load_file", "TOP_LEVEL_KEYS", "MODEL_KINDS"]
 
@@ -228,7 +229,7 @@ TOP_LEVEL_KEYS = (
     "current_sources",
     "poisson_inputs",
 )
-BACKENDS = ("cpu", "cuda", "cuda-emu")
+BACKENDS = backend_names()  # the registered backends (spikeforge.runtime.backends)
 #: How parameters are given besides their values (spikeforge.values): names of dynamic
 #: parameters, one value per batch instance, named per-element draws.
 VALUE_KEYS = ("dynamic", "batch_values", "draws")
@@ -750,7 +751,12 @@ class _Loader:
                 if key not in node or node[key] is None:
                     continue
                 value = node[key]
-                if key in _CODE_FIELDS:
+                if key in ("on_pre", "on_post") and isinstance(value, LineDict):  # pathways (on_post: refused)
+                    for path, text in value.items():
+                        if not isinstance(text, str):
+                            self.fail(f"{where}.{key}.{path}: expected text (the pathway's statements), got "
+                                      f"{_type_name(text)} {_show(text)}", self.vline(value, path))
+                elif key in _CODE_FIELDS:
                     ok = isinstance(value, str) or (
                         key in _EXPRESSION_FIELDS
                         and isinstance(value, (int, float))
@@ -1330,7 +1336,9 @@ class _Loader:
                 where, wu_node, wu, ps_node, ps, net.populations[node["post"]].model
             )
             delay = self.unit_value(node, "delay", where, "ms") if "delay" in node else 0.0
-            if is_per_synapse(delay):  # one delay per synapse, in ms (spikeforge.delays)
+            if self.is_pathway_delays(delay, wu):
+                delay = self.pathway_delays(delay, wu, f"{where}.delay", self.kline(node, "delay"))
+            elif is_per_synapse(delay):  # one delay per synapse, in ms (spikeforge.delays)
                 delay = _plain(delay)
             elif delay is None or isinstance(delay, bool) or not isinstance(delay, (int, float)):
                 self.fail(
@@ -1360,6 +1368,9 @@ class _Loader:
                     return None
                 if re.search(r"weight-update variable", msg):
                     return self.line_in(wu_node, ["init"], msg) or wu_node.line
+                path = re.search(r"\bdelay\.(\w+)", msg)  # the delay of a named pathway: the line of its entry
+                if path and isinstance(node.get("delay"), LineDict) and path.group(1) in node["delay"]:
+                    return self.vline(node["delay"], path.group(1))
                 field = re.search(r"connectivity\.(\w+)", msg)  # drawn connectivity: the line of its key
                 conn_node = node.get("connectivity")
                 if field and isinstance(conn_node, LineDict):
@@ -1406,6 +1417,30 @@ class _Loader:
             self.fail(f"{where}.max_delay: expected a number of ms, got {_type_name(value)} {_show(value)}",
                       self.vline(node, "max_delay"))
         return float(value)
+
+    @staticmethod
+    def is_pathway_delays(delay, wu) -> bool:
+        """Whether a projection's ``delay`` maps the named pathways of ``wu`` to their delays
+        (``{up: 1 ms, down: 3 ms}``) rather than giving values per synapse (``{uniform: ...}``)."""
+        if not isinstance(delay, LineDict) or not wu.pathways:
+            return False
+        return set(delay) <= set(wu.pathways) or not set(delay) & {"values", "counts", "uniform", "normal",
+                                                                     "expression"}
+
+    def pathway_delays(self, delay: LineDict, wu, where: str, line: int) -> dict:
+        """One delay in ms per named pathway (each checked here, with the line of its entry)."""
+        for path, value in delay.items():
+            if path not in wu.pathways:
+                self.fail(f"{where}.{path}: '{path}' is not a pathway of '{wu.name}' (pathways: "
+                          f"{', '.join(wu.pathways)})", self.kline(delay, path))
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(f"{where}.{path}: expected a number of ms, got {_type_name(value)} {_show(value)}",
+                          self.vline(delay, path))
+        missing = [p for p in wu.pathways if p not in delay]
+        if missing:
+            self.fail(f"{where}: pathway '{missing[0]}' of '{wu.name}' has no delay; give every pathway one "
+                      f"(e.g. '{missing[0]}: 0 ms')", line)
+        return {p: float(delay[p]) for p in wu.pathways}
 
     def get_population(self, node, where: str, net: Network) -> str:
         """The ``population`` key of ``node``: the name of a population of ``net``."""

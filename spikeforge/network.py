@@ -257,10 +257,19 @@ class Projection:
     #: how each weight-update / postsynaptic parameter is given (see spikeforge.values)
     wu_values: ValueSpecs = field(default_factory=ValueSpecs)
     ps_values: ValueSpecs = field(default_factory=ValueSpecs)
+    #: named pathways given their own delays (``delay={"up": 1.0, "down": 3.0}``): pathway -> steps
+    #: added to ``delay_steps``; empty when one delay holds for every pathway
+    pathway_delay_steps: dict[str, int] = field(default_factory=dict)
     #: per-synapse (dendritic) delays in steps, one per synapse, or None (see spikeforge.delays)
     synapse_delay_steps: np.ndarray | None = None
     #: slots of the dendritic delay buffer (the largest allowed per-synapse delay + 1)
     dendritic_slots: int = 0
+
+    def pre_delays(self) -> dict[str | None, int]:
+        """The delay in steps of each piece of on_pre code: ``{pathway: steps}`` in the order
+        written, or ``{None: steps}`` for plain on_pre code."""
+        paths = self.weight_update.pathways or {None: None}
+        return {p: self.delay_steps + self.pathway_delay_steps.get(p, 0) for p in paths}
 
     @property
     def n_synapses(self) -> int:
@@ -419,7 +428,8 @@ class Network:
         max_delay=None,
     ):
         """Connect ``pre`` to ``post``. ``delay`` (ms, a multiple of dt) holds every spike
-        for that long before it is delivered.
+        for that long before it is delivered; for a weight-update model with named pathways it
+        may map each pathway to its own delay (``{"up": 1.0, "down": 3.0}``).
 
         Weight-update parameters may be given per synapse (expressions of ``i``, ``j``,
         ``N``, ``N_pre``, ``N_post``...), postsynaptic ones per postsynaptic neuron, and
@@ -449,20 +459,18 @@ class Network:
             )
         from .delays import check_delay_options, is_per_synapse
 
-        per_synapse_delay = delay if is_per_synapse(delay) else None
+        pathway_delays = isinstance(delay, dict) and bool(weight_update.pathways) and set(delay) <= set(
+            weight_update.pathways)  # {up: 1, down: 3}: one delay per named pathway, even one named 'values'
+        per_synapse_delay = delay if is_per_synapse(delay) and not pathway_delays else None
         check_delay_options(per_synapse_delay, max_delay, weight_update, wu_dynamic, where)
         if per_synapse_delay is not None:
             delay = 0.0  # the spike reaches the synapses at once; each synapse's input waits its own delay
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay):
-            raise NetworkError(f"{where}: delay must be a number of ms, got {delay!r}")
-        if delay < 0:
-            raise NetworkError(f"{where}: delay must not be negative, got {delay} ms")
-        steps = round(delay / self.dt)
-        if abs(steps * self.dt - delay) > 1e-6 * max(1.0, delay):
-            raise NetworkError(f"{where}: delay {delay} ms is not a multiple of dt = {self.dt} ms")
-        if steps >= MAX_INDEX:  # delay slots are uint32 in the generated code
-            raise NetworkError(f"{where}: delay {delay:g} ms is {steps} steps, more than the {MAX_INDEX - 1} "
-                               "a projection can hold")
+        pathway_steps = {}
+        if isinstance(delay, dict):  # one delay per named pathway
+            pathway_steps = {p: self._delay_steps(d, f"{where}: delay.{p}") for p, d in
+                             self._pathway_delays(delay, weight_update, where).items()}
+            delay = 0.0
+        steps = self._delay_steps(delay, f"{where}: delay")
         ps_init = ps_init or {}
         wu_init = dict(wu_init or {})
         wu_all = {**weight_update.vars, **weight_update.pre_vars, **weight_update.post_vars}
@@ -500,7 +508,7 @@ class Network:
             name, pre_pop, post_pop, conn, weight_update,
             {}, bound(weight_update.vars), bound(weight_update.pre_vars), bound(weight_update.post_vars),
             postsynaptic, ps_bound, postsynaptic.bind_vars(ps_init, where),
-            delay_steps=int(steps), id=proj_id, ps_values=ps_specs,
+            delay_steps=int(steps), id=proj_id, ps_values=ps_specs, pathway_delay_steps=pathway_steps,
         )
         if conn.kind == "sparse":
             proj.rows = self._sparse_rows(proj)
@@ -528,6 +536,38 @@ class Network:
                                                     "N_post": post_pop.size}, stream_base=base))
         self.projections[name] = proj
         return proj
+
+    def _delay_steps(self, delay, what: str) -> int:
+        """A delay in ms as a whole number of steps (``what``: "projection 'p': delay")."""
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay):
+            raise NetworkError(f"{what} must be a number of ms, got {delay!r}")
+        if delay < 0:
+            raise NetworkError(f"{what} must not be negative, got {delay} ms")
+        steps = round(delay / self.dt)
+        if abs(steps * self.dt - delay) > 1e-6 * max(1.0, delay):
+            raise NetworkError(f"{what} {delay} ms is not a multiple of dt = {self.dt} ms")
+        if steps >= MAX_INDEX:  # delay slots are uint32 in the generated code
+            raise NetworkError(f"{what} {delay:g} ms is {steps} steps, more than the {MAX_INDEX - 1} "
+                               "a projection can hold")
+        return steps
+
+    @staticmethod
+    def _pathway_delays(delay: dict, wu: WeightUpdateModel, where: str) -> dict:
+        """``delay`` given per pathway: every named pathway of ``wu`` has exactly one entry
+        (returned in the order the pathways are written)."""
+        paths = list(wu.pathways)
+        if not paths:
+            raise NetworkError(f"{where}: delay is a mapping, but the on_pre code of '{wu.name}' has no named "
+                               "pathways; give one delay in ms")
+        unknown = [p for p in delay if p not in wu.pathways]
+        if unknown:
+            raise NetworkError(f"{where}: delay.{unknown[0]}: '{unknown[0]}' is not a pathway of '{wu.name}' "
+                               f"(pathways: {', '.join(paths)})")
+        missing = [p for p in paths if p not in delay]
+        if missing:
+            raise NetworkError(f"{where}: delay.{missing[0]}: pathway '{missing[0]}' of '{wu.name}' has no delay; "
+                               f"give every pathway one (e.g. '{missing[0]}: 0')")
+        return {p: delay[p] for p in paths}
 
     def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None, *,
                            dynamic=None, batch_values=None, draws=None):
@@ -696,30 +736,25 @@ class Network:
         """The code spikeforge generates for this network: the whole translation unit, or
         one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``)."""
         from .codegen.generate import generate
-        from .codegen.render import render_kernel, render_network
+        from .runtime.backends import get_backend
 
-        target = {"cpu": "cpu", "cuda": "cuda", "cuda-emu": "cuda"}.get(backend)
-        if target is None:
-            raise NetworkError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        chosen = get_backend(backend)
         spec = generate(self)
         if kernel is None:
-            if backend == "cuda-emu":
-                from .codegen.launch import plan
-                from .runtime.cuda_emu import render_emu_source
-
-                return render_emu_source(spec, render_network(spec, "cuda"), plan(spec))
-            return render_network(spec, target)
+            return chosen.render(spec).text
         names = [k.name for k in spec.kernels]
         if kernel not in names:
             raise NetworkError(f"no kernel named '{kernel}' (kernels: {', '.join(names)})")
-        return render_kernel(spec, spec.kernels[names.index(kernel)], target)
+        return chosen.render_kernel(spec, spec.kernels[names.index(kernel)])
 
     def kernels(self, backend: str = "cpu") -> list[dict]:
         """What each generated kernel does: name, kind, target, the arrays it reads and
         writes (with their dimensions) and, for the CUDA backends, its launch shape."""
         from .codegen.generate import generate
         from .codegen.launch import kernel_launch
+        from .runtime.backends import get_backend
 
+        with_launch = get_backend(backend).device
         spec = generate(self)
         out = []
         for k in spec.kernels:
@@ -731,7 +766,7 @@ class Network:
 
             entry = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
                      "reads": [dims(n) for n in k.reads], "writes": [dims(n) for n in k.writes]}
-            if backend in ("cuda", "cuda-emu"):
+            if with_launch:
                 launch = kernel_launch(k)
                 entry["launch"] = {"grid": [launch.grid_x, self.batch_size if launch.batched else 1],
                                    "block": launch.block, "barriers": launch.barriers}

@@ -366,7 +366,7 @@ class Generator:
                                    "(at most 32767)")
         slots = {p: 1 for p in net.populations}
         for q in net.projections.values():
-            slots[q.pre.name] = max(slots[q.pre.name], q.delay_steps + 1)
+            slots[q.pre.name] = max(slots[q.pre.name], max(q.pre_delays().values()) + 1)
         pops_info = []
         pop_arrays = {}
         for p in net.populations.values():
@@ -387,14 +387,16 @@ class Generator:
                 self.kernels.append(self.synapse_dynamics_kernel(q, proj_arrays))
         for p in net.populations.values():
             self.kernels.append(self.neuron_kernel(p, slots[p.name], pop_arrays, proj_arrays, cs_arrays))
-        for q in net.projections.values():
-            self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_pre"))
+        for q in net.projections.values():  # named pathways one after another, in the order written
+            for pathway in q.pre_delays():
+                self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_pre", pathway))
         for q in net.projections.values():
             if q.weight_update.on_post:
                 self.kernels.append(self.synapse_kernel(q, slots, proj_arrays, "on_post"))
         for a in list(self.arrays):
             if a.role == "delta":
                 self.kernels.append(self.reduction_kernel(a))
+        self.check_kernel_names()
         recorded = self.recordings(pop_arrays)
         projs_info = [{
             "name": q.name, "pre": q.pre.name, "post": q.post.name, "id": q.id,
@@ -403,6 +405,16 @@ class Generator:
         return NetworkSpec(net.name, net.precision, net.dt, int(net.seed), self.arrays, self.kernels,
                            pops_info, projs_info, self.integrators, recorded,
                            instances_independent=self.instances_independent())
+
+    def check_kernel_names(self):
+        """Kernel names are function names: a pathway ``c`` of projection ``a_b`` and a projection
+        ``a_b_c`` would both give ``presynaptic_update_a_b_c``."""
+        seen = {}
+        for k in self.kernels:
+            if k.name in seen:
+                raise NetworkError(f"two kernels of the generated code would both be named '{k.name}' (of "
+                                   f"'{seen[k.name]}' and of '{k.target}'); rename a projection or a pathway")
+            seen[k.name] = k.target
 
     def instances_independent(self) -> bool:
         """Whether every array a kernel writes is per batch instance. Then instance b's step
@@ -786,13 +798,16 @@ class Generator:
                               f"timed input: parameter {name} at this step"))
         return lines
 
-    def synapse_kernel(self, q, slots, proj_arrays, which) -> KernelSpec:
+    def synapse_kernel(self, q, slots, proj_arrays, which, pathway=None) -> KernelSpec:
+        """The code of ``q`` on presynaptic (``which`` = "on_pre"; of one named ``pathway``, if
+        the model has them) or postsynaptic spikes."""
         net, wu = self.net, q.weight_update
         pa = proj_arrays[q.name]
         w = _KernelWriter(net, owner_id_for_random=q.id)
         w.add_params(q.wu_params, "", wu.name, self.params[(q.name, "weight_update")], index="syn")
         w.add_derived(wu, {}, "")
-        stmts = wu.on_pre if which == "on_pre" else wu.on_post
+        field_name = wu.pre_field(pathway) if which == "on_pre" else which
+        stmts = wu.pathways[pathway] if pathway is not None else wu.on_pre if which == "on_pre" else wu.on_post
         written = {s.target for s in stmts}
         loads = []
         for name, v in q.wu_vars.items():
@@ -811,14 +826,15 @@ class Generator:
         if delivers:
             code.append(Line(f"scalar {DELIVER_NAME} = 0;", "input this synapse delivers"))
         named, rename = _NamedSubexpressions(wu), {}
-        stmts = wu.as_written.get(which, stmts)
+        stmts = wu.as_written.get(field_name, stmts)
         named.print_lines(w, [st.value for st in stmts], rename, code)
         _emit_statements(w, stmts, rename, code, named=named)
-        src = wu.source[which]
+        src = wu.source[which] if pathway is None else wu.source[which][pathway]
         source_pop = q.pre if which == "on_pre" else q.post
+        delay_steps = q.pre_delays()[pathway] if which == "on_pre" else 0
         info = {
             "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
-            "n_synapses": q.n_synapses, "delay_steps": q.delay_steps if which == "on_pre" else 0,
+            "n_synapses": q.n_synapses, "delay_steps": delay_steps,
             "slots": slots[source_pop.name], "spk": f"{source_pop.name}_spk",
             "spk_cnt": f"{source_pop.name}_spk_cnt", "delivers": delivers, "in_syn": pa["in_syn"].name,
             "which": which,
@@ -842,13 +858,20 @@ class Generator:
             info["writes"] = [pa["den"].name]
         kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"
         spikes = "presynaptic" if which == "on_pre" else "postsynaptic"
-        description = (f"{spikes} spikes of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
-                       f"{q.connectivity.kind}, {wu.name}"
-                       f"{f', delay {q.delay_steps} steps' if which == 'on_pre' and q.delay_steps else ''})")
+        if pathway is None:
+            description = (f"{spikes} spikes of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
+                           f"{q.connectivity.kind}, {wu.name}"
+                           f"{f', delay {delay_steps} steps' if delay_steps else ''})")
+        else:
+            order = list(wu.pathways)
+            description = (f"{spikes} spikes of projection '{q.name}', pathway '{pathway}' ({order.index(pathway) + 1} "
+                           f"of {len(order)}: {', '.join(order)}; {q.pre.name} -> {q.post.name}, "
+                           f"{q.connectivity.kind}, {wu.name}, delay {delay_steps} steps)")
         if isinstance(src, str):
             description += "; " + " | ".join(line.strip() for line in src.strip().splitlines())
         _read_params(w, info)
-        return KernelSpec(f"{kind}_{q.name}", kind, q.name, "synapse_update", description, w.finish_constants(),
+        name = f"{kind}_{q.name}" if pathway is None else f"{kind}_{q.name}_{pathway}"
+        return KernelSpec(name, kind, q.name, "synapse_update", description, w.finish_constants(),
                           w.param_loads + loads, code, info)
 
     def neuron_loads(self, q, symbols) -> list[Access]:

@@ -7,8 +7,8 @@ import dataclasses
 import re
 
 from ..errors import ModelError, NetworkError
-from .base import Model
-from .expressions import parse_expression, parse_odes, parse_statements
+from .base import Model, _check_name
+from .expressions import parse_expression, parse_odes, parse_statements, split_lines
 from .neuron import INPUT_NAME
 from .variables import make_vars
 
@@ -46,7 +46,10 @@ class WeightUpdateModel(Model):
       instance), with ODEs in ``pre_equations`` / ``post_equations`` (integrated exactly)
       and updates on the neuron's own spike in ``on_pre_spike`` / ``on_post_spike``.
     * ``on_pre``: statements per synapse when a presynaptic spike arrives; ``post_input += w``
-      delivers input to the postsynaptic neuron.
+      delivers input to the postsynaptic neuron. Or named pathways, a mapping name ->
+      statements (``{"up": "post_input += w", "down": "w -= 0.01"}``): each pathway is its own
+      code with its own delay (the projection's ``delay`` then maps pathway names to delays);
+      pathways that fire on the same step run in the order written.
     * ``on_post``: statements per synapse when the postsynaptic neuron spikes.
     * ``equations``: ODEs of per-synapse variables, integrated every step for every synapse
       (e.g. NMDA gating ``ds/dt = -s/tau_decay + alpha*x*(1 - s)``); such a variable is per
@@ -118,21 +121,58 @@ class WeightUpdateModel(Model):
         self.on_post_spike = self.expanded(
             "on_post_spike", parse_statements(on_post_spike, ctx, "on_post_spike", set(self.post_vars)))
         ctx_pre = self.context(trace_names | {DELIVER_NAME} | set(self.neuron_names))
-        self.on_pre = self.expanded(
-            "on_pre", parse_statements(on_pre, ctx_pre, "on_pre", set(self.vars) | {DELIVER_NAME}))
+        #: named pathways of on_pre (name -> statements, in the order written); empty when on_pre is
+        #: one piece of code. ``on_pre`` then holds every pathway's statements, one after another.
+        self.pathways = self._parse_pathways(on_pre, ctx_pre)
+        if self.pathways:
+            self.on_pre = [st for stmts in self.pathways.values() for st in stmts]
+        else:
+            self.on_pre = self.expanded(
+                "on_pre", parse_statements(on_pre, ctx_pre, "on_pre", set(self.vars) | {DELIVER_NAME}))
+        if isinstance(on_post, dict):
+            raise ModelError("named pathways are for on_pre only; give on_post as statements (the code run on "
+                             "postsynaptic spikes, which have no delay)", name, "on_post")
         ctx_syn = self.context(trace_names | set(self.neuron_names))
         self.on_post = self.expanded("on_post", parse_statements(on_post, ctx_syn, "on_post", set(self.vars)))
         self.odes = self.expanded("equations", parse_odes(
             equations, self.context(set(self.neuron_names), False), "equations", set(self.vars)))
         self._per_instance_ode_vars()
         self.summed = self._parse_summed(summed, self.context(set(self.neuron_names), False))
-        for st in self.on_pre:
-            if st.target == DELIVER_NAME and st.op != "+=":
-                raise ModelError(f"'{st.source}': input is delivered with '{DELIVER_NAME} += ...'", name, "on_pre")
+        for path, stmts in (self.pathways or {None: self.on_pre}).items():
+            for st in stmts:
+                if st.target == DELIVER_NAME and st.op != "+=":
+                    raise ModelError(f"'{st.source}': input is delivered with '{DELIVER_NAME} += ...'", name,
+                                     self.pre_field(path))
         self.source = {"on_pre": on_pre, "on_post": on_post, "equations": equations}
         self.summed_source = {k: str(v).strip() for k, v in (summed or {}).items()} if isinstance(summed, dict) \
             else {}
         self.declare_units(units)
+
+    @staticmethod
+    def pre_field(pathway: str | None) -> str:
+        """The field name of a pathway's code (``on_pre.up``), or ``on_pre`` for plain code."""
+        return "on_pre" if pathway is None else f"on_pre.{pathway}"
+
+    def _parse_pathways(self, spec, ctx) -> dict:
+        """``on_pre`` given as named pathways (Brian2's ``on_pre={'up': ..., 'down': ...}``):
+        name -> parsed statements (subexpressions substituted), in the order written."""
+        if not isinstance(spec, dict):
+            return {}
+        if not spec:
+            raise ModelError("no pathways: give on_pre as statements, or as a mapping pathway name -> "
+                             "statements", self.name, "on_pre")
+        out = {}
+        for path, text in spec.items():
+            _check_name(path, self.name, "on_pre", "pathway")
+            where = self.pre_field(path)
+            if not isinstance(text, (str, list, tuple)):
+                raise ModelError(f"pathway '{path}': expected statements (text), got {type(text).__name__}",
+                                 self.name, where)
+            if not split_lines(text):
+                raise ModelError(f"pathway '{path}' has no code (expected statements such as "
+                                 f"'{DELIVER_NAME} += w')", self.name, where)
+            out[path] = self.expanded(where, parse_statements(text, ctx, where, set(self.vars) | {DELIVER_NAME}))
+        return out
 
     def _per_instance_ode_vars(self):
         """A variable with a per-synapse equation evolves in every batch instance: it is made per
@@ -169,7 +209,9 @@ class WeightUpdateModel(Model):
     def neuron_reads(self) -> dict[str, str]:
         """The neuron variables the per-synapse fields read, each with the first field that
         reads it: ``{"v_post": "summed.Igap", "v_pre": "on_pre"}``."""
-        fields = [("on_pre", [s.value for s in self.on_pre]), ("on_post", [s.value for s in self.on_post]),
+        pre_fields = [(self.pre_field(p), [s.value for s in stmts])
+                      for p, stmts in (self.pathways or {None: self.on_pre}).items()]
+        fields = [*pre_fields, ("on_post", [s.value for s in self.on_post]),
                   ("equations", [o.rhs for o in self.odes]),
                   *((f"summed.{t}", [e]) for t, e in self.summed.items())]
         out: dict[str, str] = {}

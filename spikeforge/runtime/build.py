@@ -209,6 +209,11 @@ def _default_flags(cxx: str) -> list[str]:
     return [*BASE_FLAGS, *extra]
 
 
+def debug_flags(cxx: str | None = None) -> list[str]:
+    """The default flags with ``-O3`` replaced by ``-O0 -g``: a build to step through in gdb."""
+    return [f for f in _default_flags(cxx or find_cxx_compiler()) if f != "-O3"] + ["-O0", "-g"]
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_fingerprint() -> str:
     """What the compiler's -march=native sees: the CPU model and its feature flags."""

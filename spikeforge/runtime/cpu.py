@@ -4,13 +4,10 @@ the system C++ compiler, state in numpy arrays the library works on in place."""
 from __future__ import annotations
 
 import ctypes
-import time
 
 import numpy as np
 
 from ..codegen.ir import NetworkSpec
-from ..codegen.render import render_network
-from .build import build_and_load
 
 _NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
 
@@ -41,13 +38,13 @@ class CpuBackend(GeneratedContext):
 
     name = "cpu"
 
-    def __init__(self, spec: NetworkSpec, batch_size: int, threads: int | None = None, batch_offset: int = 0):
+    def __init__(self, spec: NetworkSpec, batch_size: int, artefact, threads: int | None = None,
+                 batch_offset: int = 0):
+        """``artefact``: the loaded library (spikeforge.runtime.backends.Artefact)."""
         self.spec = spec
         self.batch_size = batch_size
-        t0 = time.perf_counter()
-        self.source = render_network(spec, "cpu")
-        self.codegen_seconds = time.perf_counter() - t0
-        self.lib, self.build = build_and_load(self.source, name=spec.name, describe=f"network '{spec.name}' (cpu)")
+        self.source, self.codegen_seconds = artefact.sources.text, artefact.sources.seconds
+        self.lib, self.build = artefact.library, artefact.build
         self._declare()
         if threads is not None:
             self.lib.sf_set_num_threads(int(threads))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import time
 
 import numpy as np
 
@@ -19,7 +18,6 @@ from ..codegen.ir import NetworkSpec
 from ..errors import BackendUnavailableError, NetworkError
 from . import memory
 from .device import DeviceBackend
-from .nvcc import build_network_cubin
 
 log = logging.getLogger("spikeforge.runtime")
 
@@ -47,6 +45,19 @@ def import_pycuda():
         raise BackendUnavailableError("the 'cuda' backend found no CUDA GPU on this machine; "
                                       "use backend='cuda-emu' to run the same kernels on the CPU.")
     return drv
+
+
+def gpu_arch(device: int = 0) -> str:
+    """The CUDA architecture (``sm_XY``) of GPU ``device``, or a clear error if there is none."""
+    drv = import_pycuda()
+    _check_device(drv, device)
+    major, minor = drv.Device(device).compute_capability()
+    return f"sm_{major}{minor}"
+
+
+def _check_device(drv, device: int):
+    if not 0 <= device < drv.Device.count():
+        raise BackendUnavailableError(f"CUDA device {device} does not exist ({drv.Device.count()} found)")
 
 
 def state_bytes(spec: NetworkSpec, batch_size: int) -> int:
@@ -103,32 +114,29 @@ class _Graphs:
 class CudaBackend(DeviceBackend):
     name = "cuda"
 
-    def __init__(self, spec: NetworkSpec, batch_size: int, threads=None, batch_offset: int = 0,
-                 block_sizes=None, device: int = 0, use_graphs: bool = True):
+    def __init__(self, spec: NetworkSpec, batch_size: int, artefact, batch_offset: int = 0, device: int = 0,
+                 use_graphs: bool = True):
+        """``artefact``: the cubin (spikeforge.runtime.backends.Artefact) built for this GPU."""
         drv = import_pycuda()
-        super().__init__(spec, batch_size, batch_offset, block_sizes)
+        # launch the block sizes that were compiled (given, or chosen by occupancy)
+        super().__init__(spec, batch_size, batch_offset, artefact.sources.block_sizes)
         self.drv = drv
-        if not 0 <= device < drv.Device.count():
-            raise BackendUnavailableError(f"CUDA device {device} does not exist ({drv.Device.count()} found)")
+        _check_device(drv, device)
         self.device = drv.Device(device)
         self.context = self.device.retain_primary_context()
         self.context.push()
         try:
-            self._setup(spec, block_sizes, use_graphs)
+            self._setup(spec, artefact, use_graphs)
         except BaseException:
             self.close()  # pops the context and frees what was allocated
             raise
 
-    def _setup(self, spec, block_sizes, use_graphs):
+    def _setup(self, spec, artefact, use_graphs):
         drv = self.drv
-        major, minor = self.device.compute_capability()
-        self.arch = f"sm_{major}{minor}"
-        t0 = time.perf_counter()
-        self.source, self.build, self.block_sizes, self.occupancy = build_network_cubin(
-            spec, self.arch, block_sizes, name=spec.name, describe=f"network '{spec.name}' (cuda, {self.arch})")
-        self.codegen_seconds = max(0.0, time.perf_counter() - t0 - self.build.seconds)
-        if block_sizes is None and self.block_sizes:  # chosen by occupancy: launch what was compiled
-            self._set_launches(self.block_sizes)
+        self.arch = artefact.arch
+        self.source, self.build = artefact.sources.text, artefact.build
+        self.block_sizes, self.occupancy = artefact.sources.block_sizes or {}, artefact.occupancy
+        self.codegen_seconds = artefact.sources.seconds
         self.module = drv.module_from_buffer(self.build.path.read_bytes())
         self.functions = {}
         for launch in self.launches:

@@ -10,14 +10,12 @@ recording) is the same code as the ``cuda`` backend's.
 from __future__ import annotations
 
 import ctypes
-import time
 from importlib import resources
 
 import numpy as np
 
 from ..codegen.ir import NetworkSpec
-from ..codegen.render import environment, render_network
-from .build import build_and_load
+from ..codegen.render import environment
 from .device import DeviceBackend
 
 
@@ -36,20 +34,14 @@ def render_emu_source(spec: NetworkSpec, cu_source: str, launches, ctx_type: str
 class CudaEmuBackend(DeviceBackend):
     name = "cuda-emu"
 
-    def __init__(self, spec: NetworkSpec, batch_size: int, threads: int | None = None, batch_offset: int = 0,
-                 block_sizes=None, debug: bool = False):
-        super().__init__(spec, batch_size, batch_offset, block_sizes)
-        t0 = time.perf_counter()
-        self.source = render_network(spec, "cuda", block_sizes)  # the .cu text, as the GPU gets it
-        self.emu_source = render_emu_source(spec, self.source, self.launches)
-        self.codegen_seconds = time.perf_counter() - t0
-        flags = None
-        if debug:
-            from .build import _default_flags, find_cxx_compiler
-
-            flags = [f for f in _default_flags(find_cxx_compiler()) if f != "-O3"] + ["-O0", "-g"]
-        self.lib, self.build = build_and_load(self.emu_source, name=f"{spec.name}_emu", flags=flags,
-                                              describe=f"network '{spec.name}' (cuda-emu)")
+    def __init__(self, spec: NetworkSpec, batch_size: int, artefact, threads: int | None = None,
+                 batch_offset: int = 0):
+        """``artefact``: the loaded emulation library (spikeforge.runtime.backends.Artefact)."""
+        super().__init__(spec, batch_size, batch_offset, artefact.sources.block_sizes)
+        self.source = artefact.sources.files[f"{spec.name}.cu"]  # the .cu text, as the GPU gets it
+        self.emu_source = artefact.sources.text
+        self.codegen_seconds = artefact.sources.seconds
+        self.lib, self.build = artefact.library, artefact.build
         L = self.lib
         L.sf_emu_launch.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
         L.sf_emu_launch.restype = ctypes.c_int

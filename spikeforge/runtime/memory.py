@@ -39,9 +39,6 @@ DRAWN_BYTES_PER_SYNAPSE = 16
 DRAWN_BYTES_PER_ROW = 8
 #: Sparse connectivity is indexed with uint32 in the generated code.
 MAX_SYNAPSES = 2**32 - 1
-#: Bytes of one (empty) per-instance spike recorder: a std::vector on the cpu backend,
-#: a Python list (and its slot in the outer list) on the device backends.
-SPIKE_RECORDER_BYTES = {"cpu": 24, "cuda": 64, "cuda-emu": 64}
 
 _ITEMSIZE = {"uint8": 1, "int32": 4, "uint32": 4, "double": 8}
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
@@ -283,13 +280,17 @@ def device_buffer_bytes(spec, batch_size: int) -> int:
 
 def host_needs(spec, batch_size: int, backend: str) -> list[Need]:
     """Host memory a Simulation of ``spec`` allocates on ``backend`` when it is created."""
+    from .backends import get_backend
+
+    chosen = get_backend(backend)
     needs = []
-    if backend == "cpu":
+    if not chosen.device:  # the state is numpy arrays (fixed ones, e.g. connectivity, exist already)
         needs += state_needs(spec, batch_size, include_fixed=False)
-    elif backend == "cuda-emu":  # "device" memory is host memory
+    elif not chosen.gpu:  # "device" memory is host memory
         needs += state_needs(spec, batch_size)
         needs.append(Need("recording buffers", device_buffer_bytes(spec, batch_size)))
-    per_instance = SPIKE_RECORDER_BYTES.get(backend, 64)
+    # a std::vector per instance on the cpu backend, a Python list (and its slot) on the device backends
+    per_instance = chosen.spike_recorder_bytes
     for p in spec.populations:
         if p["record_spikes"]:
             needs.append(Need(f"population '{p['name']}' spike recorders ({batch_size} instances)",

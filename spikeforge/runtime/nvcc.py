@@ -89,19 +89,20 @@ def build_log(build: BuildResult) -> str:
 
 
 def build_network_cubin(spec, arch: str, block_sizes: dict | None = None, *, name: str, describe: str,
-                        nvcc: str | None = None):
+                        nvcc: str | None = None, source: str | None = None):
     """Render and compile a network's CUDA kernels for ``arch``.
 
     Without ``block_sizes``, the block sizes are chosen by occupancy
     (:mod:`spikeforge.codegen.occupancy`) from the registers and shared memory ptxas
     reports for the default sizes; when that changes any of them, the kernels are rendered
     and compiled again (both builds are cached). Returns (source, build, block sizes,
-    occupancy report)."""
+    occupancy report). ``source``: the kernels already rendered with ``block_sizes``."""
     from ..codegen.launch import plan
     from ..codegen.occupancy import choose_block_sizes, parse_ptxas
     from ..codegen.render import render_network
 
-    source = render_network(spec, "cuda", block_sizes)
+    if source is None:
+        source = render_network(spec, "cuda", block_sizes)
     build = build_cubin(source, arch, name=name, describe=describe, nvcc=nvcc)
     if block_sizes is not None:
         return source, build, dict(block_sizes), []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen.generate import generate, param_array_name
-from ..errors import BackendUnavailableError, NetworkError, NonFiniteStateError, NonFiniteStateWarning
+from ..errors import NetworkError, NonFiniteStateError, NonFiniteStateWarning
 from ..fileio import atomic_savez
 from ..models.parameters import check_parameter_values
 from ..models.variables import is_generated
@@ -19,6 +19,7 @@ from ..recording import recorded_steps, rows_between
 from ..timed import make_timed_array
 from ..values import host_initial_values
 from . import memory
+from .backends import get_backend
 from .run_control import (
     CHECKED_ROLES,
     ChunkPlanner,
@@ -30,25 +31,7 @@ from .run_control import (
 
 log = logging.getLogger("spikeforge.runtime")
 
-BACKENDS = ("cpu", "cuda", "cuda-emu")
 ON_NONFINITE = ("warn", "raise", "ignore")
-
-
-def _make_backend(name: str, spec, batch_size: int, **options):
-    if name == "cpu":
-        from .cpu import CpuBackend
-
-        options.pop("block_sizes", None)
-        return CpuBackend(spec, batch_size, **options)
-    if name == "cuda-emu":
-        from .cuda_emu import CudaEmuBackend
-
-        return CudaEmuBackend(spec, batch_size, **options)
-    if name == "cuda":
-        from .cuda import CudaBackend
-
-        return CudaBackend(spec, batch_size, **options)
-    raise BackendUnavailableError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
 
 
 class Simulation:
@@ -95,9 +78,10 @@ class Simulation:
         if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:
             raise NetworkError(f"batch_offset must be a non-negative integer, got {batch_offset!r}")
         self.batch_offset = batch_offset
-        memory.check_simulation(self.spec, self.batch_size, backend)  # refuse before allocating
-        self.backend = _make_backend(backend, self.spec, self.batch_size, threads=threads,
-                                     batch_offset=batch_offset, **backend_options)
+        chosen = get_backend(backend)  # an unknown name is refused before anything is built
+        memory.check_simulation(self.spec, self.batch_size, chosen.name)  # refuse before allocating
+        self.backend = chosen.create(self.spec, self.batch_size, threads=threads, batch_offset=batch_offset,
+                                     **backend_options)
         self.build_seconds = time.perf_counter() - t0
         self.from_cache = self.backend.build.from_cache
         self._spike_pops = [p["name"] for p in self.spec.populations if p["record_spikes"]]

@@ -24,12 +24,12 @@ from .. import __version__
 from ..codegen.eprop import PSI, Z, derive
 from ..codegen.generate import _emit_odes, _emit_statements, _KernelWriter
 from ..codegen.ir import Line
-from ..codegen.render import environment, philox_header
+from ..codegen.render import TARGETS, environment, philox_header
 from ..models.expressions import symbol
 from .model import EpropConfig, check_per_neuron_params, check_surrogate_scale
 
 
-def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[str, str, tuple]]:
+def array_layout(cfg: EpropConfig, deriv, target: str = "cpu") -> list[tuple[str, str, tuple]]:
     """(name, dtype, shape) of every array; ``B`` and ``T`` are filled in at run time."""
     n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
     out = [
@@ -68,10 +68,10 @@ def array_layout(cfg: EpropConfig, deriv, backend: str = "cpu") -> list[tuple[st
         for s in deriv.per_synapse:
             out.append((f"eps_{src}_{s}", "scalar", ("B", n_h, n_src)))
         out.append((f"ebar_{src}", "scalar", ("B", n_h, n_src)))
-        if backend == "cuda":
+        if target == "cuda":
             for s in deriv.per_presynaptic:  # the previous step's values, for the per-synapse kernel
                 out.append((f"eps_old_{src}_{s}", "scalar", ("B", n_src)))
-    if backend == "cuda":
+    if target == "cuda":
         out += [("bbar", "scalar", ("B",)), ("err", "scalar", ("B", k)), ("L", "scalar", ("B", n_h))]
         # gradients summed over the batch, for the all-reduce across ranks
         out += [("gsum_in", "double", (n_h, n_in)), ("gsum_rec", "double", (n_h, n_h)),
@@ -104,9 +104,9 @@ class EpropKernel:
     layout: list
 
 
-def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKernel:
-    """The training kernel source for ``backend``: ``cpu`` (C++) or ``cuda`` (kernels shared
-    by the ``cuda`` and ``cuda-emu`` runtimes)."""
+def generate_training_kernel(cfg: EpropConfig, target: str = "cpu") -> EpropKernel:
+    """The training kernel source for the template ``target`` (a backend's ``target``): ``cpu``
+    (C++) or ``cuda`` (kernels shared by the ``cuda`` and ``cuda-emu`` runtimes)."""
     m = cfg.hidden_model
     deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
     check_surrogate_scale(cfg, deriv)
@@ -145,8 +145,8 @@ def generate_training_kernel(cfg: EpropConfig, backend: str = "cpu") -> EpropKer
     neuron_loads = _per_neuron_loads(per_neuron, neuron_exprs)
     synapse_loads = _per_neuron_loads(per_neuron, synapse_exprs)
     env = environment()
-    template = env.get_template("cpu/eprop_trial.cpp.j2" if backend == "cpu" else "cuda/eprop_trial.cu.j2")
-    layout = array_layout(cfg, deriv, backend)
+    template = env.get_template(f"{target}/eprop_trial{TARGETS[target].suffix}")
+    layout = array_layout(cfg, deriv, target)
     source = template.render(
         cfg=cfg, deriv=deriv, version=__version__, philox=philox_header(), constants=constants,
         per_neuron=per_neuron, neuron_loads=neuron_loads, synapse_loads=synapse_loads,

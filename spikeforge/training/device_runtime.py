@@ -16,8 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..codegen.launch import Launch
-from ..errors import NetworkError
+from ..errors import BackendUnavailableError, NetworkError
 from ..runtime import memory
+from ..runtime.backends import get_backend
 from .codegen import generate_training_kernel, per_neuron_names
 from .model import EpropConfig
 from .runtime import GRADS, WEIGHTS, check_batch, initial_weights
@@ -177,18 +178,21 @@ class _CudaDevice:
 class DeviceEpropRuntime:
     def __init__(self, cfg: EpropConfig, backend: str = "cuda-emu", seed: int = 0, threads: int | None = None,
                  init_scale: float = 1.0, device: int = 0):
+        chosen = get_backend(backend)
+        if not chosen.device:
+            raise BackendUnavailableError(f"the e-prop device runtime runs on a device backend, not {backend!r}")
         self.cfg = cfg
-        self.kernel = generate_training_kernel(cfg, "cuda")
+        self.kernel = generate_training_kernel(cfg, chosen.target)
         self.source = self.kernel.source
-        if backend == "cuda-emu":  # its "device" memory is host memory
+        if not chosen.gpu:  # its "device" memory is host memory
             memory.check_eprop(cfg, self.kernel.layout)
         readout_block = max(32, 1 << (cfg.n_outputs - 1).bit_length())
         self.step_launches, self.forward_launches, self.adam_launches, self.sum_launches = _plan(cfg, readout_block)
         launches = self.step_launches + self.adam_launches + self.sum_launches
-        self.device = (_EmuDevice(cfg, self.source, launches, threads) if backend == "cuda-emu"
-                       else _CudaDevice(cfg, self.source, launches, threads, device))
+        self.device = (_CudaDevice(cfg, self.source, launches, threads, device) if chosen.gpu
+                       else _EmuDevice(cfg, self.source, launches, threads))
         self.build = self.device.build
-        if backend != "cuda-emu":
+        if chosen.gpu:
             self._check_memory()
         self.dtype = np.float32 if cfg.precision == "float" else np.float64
         self.layout = self.kernel.layout

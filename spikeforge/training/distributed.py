@@ -258,7 +258,9 @@ class NcclAllreduce:
 def device_allreducer(comm, runtime, backend: str):
     """The NCCL all-reduce for a job on GPUs, or None for the host path (see the module
     docstring). Every rank takes the same decision; rank 0 says which path and why."""
-    if comm.size == 1 or backend != "cuda":
+    from ..runtime.backends import get_backend
+
+    if comm.size == 1 or not get_backend(backend).gpu:  # NCCL needs GPUs
         return None
     want = os.environ.get("SPIKEFORGE_NCCL", "auto").strip().lower()
     gpus = comm.allgather(runtime.device_identity())

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NetworkError, SpikeforgeError
+from ..runtime.backends import get_backend
 from .checkpoints import CHECKPOINT_VERSION, CheckpointError, check_checkpoint_path, read_checkpoint, write_checkpoint
 from .identity import describe_network, describe_schedule
 from .model import EpropConfig
@@ -141,10 +142,7 @@ class Trainer:
             if lo >= hi:
                 raise NetworkError(f"clamp must be (low, high) with low < high, got {clamp!r}")
             clamp = (lo, hi)
-        if backend not in ("cpu", "cuda", "cuda-emu"):
-            from ..errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"unknown backend {backend!r} (cpu, cuda, cuda-emu)")
+        chosen = get_backend(backend)  # an unknown name: BackendUnavailableError listing the available ones
         from .distributed import check_same_job, communicator, pin_gpu
 
         self.comm = comm if comm is not None else communicator()
@@ -159,17 +157,19 @@ class Trainer:
         self.clamp = clamp
         self.init_scale = init_scale
         self.backend = backend
+        # weights in host memory are checked for NaN after every batch, device ones after the epoch
+        self._host_weights = not chosen.device
         # every rank must train the same job: compare before anything is compiled
         check_same_job(self.comm, self.job_description(), "job configuration")
         if self.comm.rank != 0:
             self.comm.wait_for_build()  # rank 0 generates and compiles; the others then load from the cache
-        if backend == "cpu":
-            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
-        else:
+        if chosen.device:  # the e-prop kernels of its template target, behind the device protocol
             from .device_runtime import DeviceEpropRuntime
 
             self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
                                               init_scale=init_scale, device=pin_gpu(self.comm.local_rank))
+        else:
+            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
         if self.comm.rank == 0:
             self.comm.wait_for_build()
         from .distributed import device_allreducer
@@ -319,7 +319,7 @@ class Trainer:
                         self._apply(len(idx), epoch, reduced)
                         parts.append(metrics)
                     last = start + self.batch_size >= len(train)
-                    self._check_finite(epoch, parts[-1]["loss_sum"], weights=self.backend == "cpu" or last)
+                    self._check_finite(epoch, parts[-1]["loss_sum"], weights=self._host_weights or last)
                     if bar is not None:
                         logs = _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
                         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
