@@ -26,11 +26,12 @@ it; its standalone binary seeds from the OS, so its rates differ from spikeforge
 noise only. Both simulators use ``--threads`` threads (default 1).
 
     python benchmarks/brunel_sweep.py                       # 32 points, 200 ms each
-    python benchmarks/brunel_sweep.py --quick               # N_E = 1000, 4 points: a smoke run
+    python benchmarks/brunel_sweep.py --quick               # N_E = 1000, 4 points, no Brian2: a smoke run
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -50,6 +51,33 @@ def spread(points: int, measured: int) -> list[int]:
     return sorted({round(k * (points - 1) / max(measured - 1, 1)) for k in range(measured)})
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of the subprocesses it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Meter:
+    """Wall and CPU seconds of the blocks measured with it, and the other processes' load meanwhile
+    (in cores: the machine is shared; on a quiet machine wall ~ CPU with one thread)."""
+
+    def __init__(self):
+        self.load = C.LoadMeter(include_children=True)
+        self.wall = self.cpu = 0.0
+
+    @contextlib.contextmanager
+    def measure(self):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        with self.load.measure():
+            yield
+        self.cpu += cpu_seconds() - c0
+        self.wall += time.perf_counter() - t0
+
+    def per_point(self, points: int) -> dict:
+        return {"per_point_s": self.wall / points, "cpu_per_point_s": self.cpu / points,
+                "other_cores": self.load.as_dict()["other_cores"]}
+
+
 def spikeforge_ways(g, args) -> dict:
     """Batched, dynamic and separate spikeforge runs over the values ``g``."""
     points, n_e, duration, options = len(g), args.n_e, args.duration, {"threads": args.threads}
@@ -57,45 +85,45 @@ def spikeforge_ways(g, args) -> dict:
     # untimed: compile and load the connectivity builder (one per process; a source that depends on no
     # value, cached on disk after a user's first run), so that no way below pays for it
     brunel.brunel_network(-1.0, args.nu_ratio, 100, args.seed).build(**options).close()
-    t0 = time.perf_counter()
-    sim = brunel.brunel_network(g, args.nu_ratio, n_e, args.seed).build(**options)
-    t_build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sim.run(duration=duration)
-    t_run = time.perf_counter() - t0
+    meter = Meter()
+    with meter.measure():
+        sim = brunel.brunel_network(g, args.nu_ratio, n_e, args.seed).build(**options)
+    t_build = meter.wall
+    with meter.measure():
+        sim.run(duration=duration)
     batched = [spikes(sim, b) for b in range(points)]
     sim.close()
-    out["batched"] = {"build_s": t_build, "run_s": t_run, "per_point_s": (t_build + t_run) / points,
+    out["batched"] = {"build_s": t_build, "run_s": meter.wall - t_build, **meter.per_point(points),
                       "spikes": batched}
 
-    t0 = time.perf_counter()
-    sim = brunel.brunel_network(g[0], args.nu_ratio, n_e, args.seed, g_dynamic=True).build(**options)
-    t_build = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    meter = Meter()
+    with meter.measure():
+        sim = brunel.brunel_network(g[0], args.nu_ratio, n_e, args.seed, g_dynamic=True).build(**options)
+    t_build = meter.wall
     dynamic = []
     for gb in g:
-        for projection in ("inh_exc", "inh_inh"):
-            sim.set_param(projection, "w", -gb * 0.1)
-        sim.reset()
-        sim.run(duration=duration)
+        with meter.measure():
+            for projection in ("inh_exc", "inh_inh"):
+                sim.set_param(projection, "w", -gb * 0.1)
+            sim.reset()
+            sim.run(duration=duration)
         dynamic.append(spikes(sim))
-    t_run = time.perf_counter() - t0
     sim.close()
-    out["dynamic"] = {"build_s": t_build, "run_s": t_run, "per_point_s": (t_build + t_run) / points,
+    out["dynamic"] = {"build_s": t_build, "run_s": meter.wall - t_build, **meter.per_point(points),
                       "spikes": dynamic, "point_0_equals_batched": dynamic[0] == batched[0]}
 
     chosen = spread(points, args.separate_points)
-    t_total, t_builds, separate = 0.0, 0.0, {}
+    meter, t_builds, separate = Meter(), 0.0, {}
     for b in chosen:
-        t0 = time.perf_counter()
-        sim = brunel.brunel_network(g[b], args.nu_ratio, n_e, args.seed).build(batch_offset=b, **options)
-        t_builds += time.perf_counter() - t0
-        sim.run(duration=duration)
-        t_total += time.perf_counter() - t0
+        with meter.measure():
+            t0 = time.perf_counter()
+            sim = brunel.brunel_network(g[b], args.nu_ratio, n_e, args.seed).build(batch_offset=b, **options)
+            t_builds += time.perf_counter() - t0
+            sim.run(duration=duration)
         separate[b] = spikes(sim)
         sim.close()
-    out["separate"] = {"points_measured": chosen, "build_s": t_builds / len(chosen),
-                       "per_point_s": t_total / len(chosen), "spikes": separate,
+    out["separate"] = {"points_measured": chosen, "build_s": t_builds / len(chosen), **meter.per_point(len(chosen)),
+                       "spikes": separate,
                        "spikes_agree_with_batched": all(separate[b] == batched[b] for b in chosen)}
     return out
 
@@ -110,27 +138,33 @@ def brian2_ways(g, args, work) -> dict:
     chosen = spread(points, args.brian2_rebuild_points)
     rebuild_dir = Path(work) / "rebuild"  # one project directory for every point, as a user's script
     rebuild_dir.mkdir()
-    walls, builds, counts = [], [], {}
+    meter, walls, cpus, builds, counts = Meter(), [], [], [], {}
     overheads = []  # per process: start Python, import Brian2, build the network objects; neither build nor run
     for b in chosen:
-        t0 = time.perf_counter()
-        info = brunel.run_brian2(g[b], args.nu_ratio, args.n_e, [1], args.duration, "baseline", rebuild_dir,
-                                 threads=args.threads)
-        walls.append(time.perf_counter() - t0)
+        wall, cpu = meter.wall, meter.cpu
+        with meter.measure():
+            info = brunel.run_brian2(g[b], args.nu_ratio, args.n_e, [1], args.duration, "baseline", rebuild_dir,
+                                     threads=args.threads)
+        walls.append(meter.wall - wall)
+        cpus.append(meter.cpu - cpu)
         builds.append(info["build_s"])
         overheads.append(walls[-1] - info["build_s"] - info["runs"][0]["wall"])
         counts[b] = brian2_spike_count(info["runs"][0])
-    others = walls[1:] or walls
-    sweep_s = walls[0] + (points - 1) * sum(others) / len(others)
-    out["rebuild"] = {"points_measured": chosen, "wall_s": walls, "build_s": builds, "spikes": counts,
-                      "process_overhead_s": overheads,
-                      "sweep_s_extrapolated": sweep_s, "per_point_s": sweep_s / points}
 
-    t0 = time.perf_counter()
-    info = brunel.run_brian2(list(g), args.nu_ratio, args.n_e, [1], args.duration, "baseline", work,
-                             threads=args.threads)
-    total = time.perf_counter() - t0
-    out["run_args"] = {"build_s": info["build_s"], "total_s": total, "per_point_s": total / points,
+    def extrapolated(values):  # the first point builds afresh, the others recompile what changed
+        others = values[1:] or values
+        return values[0] + (points - 1) * sum(others) / len(others)
+
+    out["rebuild"] = {"points_measured": chosen, "wall_s": walls, "cpu_s": cpus, "build_s": builds,
+                      "spikes": counts, "process_overhead_s": overheads, **meter.per_point(points),
+                      "sweep_s_extrapolated": extrapolated(walls), "per_point_s": extrapolated(walls) / points,
+                      "cpu_per_point_s": extrapolated(cpus) / points}
+
+    meter = Meter()
+    with meter.measure():
+        info = brunel.run_brian2(list(g), args.nu_ratio, args.n_e, [1], args.duration, "baseline", work,
+                                 threads=args.threads)
+    out["run_args"] = {"build_s": info["build_s"], "total_s": meter.wall, **meter.per_point(points),
                        "run_s": [r["wall"] for r in info["runs"]],
                        "spikes": [brian2_spike_count(r) for r in info["runs"]]}
     return out
@@ -149,9 +183,10 @@ def main(argv=None):
                         help="points measured as separate compiled-in spikeforge runs (default 4)")
     parser.add_argument("--brian2-rebuild-points", type=int, default=4,
                         help="points measured as Brian2 rebuilds (default 4); 0 skips Brian2")
+    parser.add_argument("--brian2", action="store_true", help="run Brian2 even with --quick")
     args = parser.parse_args(argv)
     if args.quick:
-        args.points, args.separate_points, args.brian2_rebuild_points = 4, 2, 2
+        args.points, args.separate_points, args.brian2_rebuild_points = 4, 2, 2 if args.brian2 else 0
         args.n_e, args.duration = 1000, 50.0
     points = args.points
     g = [args.g_max * k / max(points - 1, 1) for k in range(points)]
@@ -180,9 +215,10 @@ def main(argv=None):
     for label, r, builds in ways:
         k = len(r.get("points_measured", ()))
         build = r["build_s"] if not isinstance(r["build_s"], list) else sum(r["build_s"]) / len(r["build_s"])
-        rows.append([label.format(p=points, k=k), C.fmt_s(r["per_point_s"]), C.fmt_s(build), builds,
-                     f"{base / r['per_point_s']:.1f}x"])
-    C.print_table(["way", "wall s per point", "build s (each)", "builds", "vs spikeforge separate"], rows,
+        rows.append([label.format(p=points, k=k), C.fmt_s(r["per_point_s"]), f"{base / r['per_point_s']:.1f}x",
+                     C.fmt_s(r["cpu_per_point_s"]), C.fmt_load(r["other_cores"]), C.fmt_s(build), builds])
+    C.print_table(["way", "wall s per point", "vs spikeforge separate", "CPU s per point", "other load (cores)",
+                   "build s (each)", "builds"], rows,
                   title=f"Brunel 2000, {n} neurons, nu_ext = {args.nu_ratio:g} nu_thr, g = 0..{args.g_max:g} "
                         f"({points} points), {args.duration:g} ms per point, {args.threads} thread(s)")
 
