@@ -1366,6 +1366,9 @@ class _Loader:
                             return in_def
                         return self.line_in(wu_node, (err.field or "").split("."), msg) or wu_node.line
                     return None
+                if "dynamic: the delay cannot be dynamic" in msg and isinstance(wu_node, LineDict) \
+                        and "dynamic" in wu_node:
+                    return self.vline(wu_node, "dynamic")
                 if re.search(r"weight-update variable", msg):
                     return self.line_in(wu_node, ["init"], msg) or wu_node.line
                 path = re.search(r"\bdelay\.(\w+)", msg)  # the delay of a named pathway: the line of its entry

@@ -288,6 +288,7 @@ def test_yaml_delays_with_units_equal_the_python_network():
     ('"rand()"', "    max_delay: 2 mV\n", 15, "max_delay"),
     ("[1 ms, 2 ms]", "", 14, "projection 'p': delay: expected"),
     ("0.5 ms", "    max_delay: 3 ms\n", 15, "projection 'p': max_delay sets the buffer"),
+    ("soon", "", 14, "delay: expected a number of ms or one value per synapse"),
 ])
 def test_yaml_delay_errors_name_file_line_and_field(delay, extra, line, message):
     with pytest.raises(ConfigError) as err:
@@ -317,3 +318,24 @@ def test_per_synapse_delay_kernels_compile_with_nvcc():
         assert "atomicAdd(&_sparse_den[" in text and "_dense_den[((size_t)_dslot" in text
         result = build_cubin(text, arch, name=net.name, describe=net.name)
         assert result.path.read_bytes()[:4] == b"\x7fELF"
+
+
+@pytest.mark.slow
+def test_the_benchmark_script_runs_and_finds_the_same_spikes():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "synaptic_delays.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "give the projection-wide delay's spike count: yes" in out.stdout
+
+
+def test_yaml_a_dynamic_delay_is_refused_at_the_line_of_dynamic():
+    text = YAML.format(delay='"rand()"', extra="").replace(
+        "weight_update: {model: static_constant, params: {w: 1.0}}",
+        "weight_update:\n      model: static_constant\n      params: {w: 1.0}\n      dynamic: [delay]")
+    with pytest.raises(ConfigError) as err:
+        load_network(text, filename="net.yaml")
+    assert str(err.value).startswith("net.yaml:15: projection 'p': dynamic: the delay cannot be dynamic")
