@@ -242,6 +242,27 @@ def test_pathways_on_procedural_connectivity_equal_the_stored_projection(backend
     assert np.ptp(runs[0]) > 1.0  # the input moves the neurons
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_synapse_delays_hold_for_every_pathway(backend):
+    """Per-synapse delays with pathways: each pathway runs when the spike arrives and its input
+    waits its synapse's delay (synapse 0: 1 step, synapse 1: 3 steps), as one plain on_pre would."""
+    runs = []
+    for on_pre in ({"a": "post_input += w", "b": "post_input += 10 * w"}, "post_input += w\npost_input += 10 * w"):
+        net = Network("dendritic_pathways", dt=1.0, precision="double", batch_size=2)
+        net.add_population("pre", 2, m.SPIKE_SOURCE_ARRAY)
+        net.add_population("post", 1, ACC)
+        net.add_projection("p", "pre", "post", WeightUpdateModel("two", vars={"w": 1.0}, on_pre=on_pre),
+                           m.delta_curr("v"), "dense", delay=[1.0, 3.0])
+        net.record_var("post", "v")
+        sim = net.build(backend=backend)
+        sim.set_spike_times("pre", ([2.0, 2.0], [0, 1]))
+        sim.run(steps=10)
+        runs.append(sim.recorded("post", "v")[:, :, 0])
+    for b in range(2):
+        np.testing.assert_array_equal(runs[0][:, b], [0, 0, 0, 0, 11, 11, 22, 22, 22, 22])
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 # -- the generated code ---------------------------------------------------------------------------
 def test_kernels_are_named_and_commented_by_pathway_and_delay():
     spec = generate(_network(False, "sparse"))
