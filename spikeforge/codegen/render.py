@@ -65,7 +65,7 @@ def render_network(spec: NetworkSpec, backend: str = "cpu", block_sizes: dict | 
     ``backend`` is ``cpu`` (C++) or ``cuda`` (the kernels shared by the ``cuda`` and
     ``cuda-emu`` runtimes).
     """
-    kernels = [render_kernel(spec, k, backend, block_sizes) for k in spec.kernels]
+    kernels = [render_kernel(spec, k, backend, block_sizes) for k in [*spec.kernels, *spec.custom_updates]]
     recorded_pops = [p["name"] for p in spec.populations if p["record_spikes"]]
     template = environment().get_template(f"{backend}/model{_SUFFIX[backend]}")
     text = template.render(

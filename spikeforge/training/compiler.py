@@ -1,0 +1,543 @@
+"""e-prop as a compiler over an ordinary :class:`~spikeforge.network.Network` (preview).
+
+The network does not know it is trained. :meth:`EpropCompiler.compile` names its input,
+hidden and readout populations and the trainable projections, and returns a
+:class:`CompiledEprop`: the network's own kernel specs (from :func:`codegen.generate.generate`)
+with, for the hidden and input populations, a :class:`~spikeforge.codegen.generate.NeuronHook`
+(the state e-prop needs from the previous step) and, after the simulation kernels of each
+step, these kernels:
+
+1. ``eprop_error``: the loss object's code: readout error ``err_k`` and loss of this step;
+2. ``eprop_readout_gradient``: ``dW_out += err (1 - kappa) zbar``, ``db += err (1 - kappa) bbar``
+   with ``zbar = kappa zbar + z_{t-1}``, ``bbar = kappa bbar + 1``;
+3. ``eprop_learning_signal``: ``L_j = sum_k B_jk err_k`` (the feedback object's ``B``), plus the
+   firing-rate regularisation;
+4. ``eprop_eligibility_<projection>``: per trainable projection into the hidden layer, the
+   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1}`` (from
+   :func:`codegen.eprop.derive` for the hidden model), ``e_t = psi_t dg/dh . eps_t`` and
+   ``dW += L_t (1 - kappa) ebar_{t-1}``, ``ebar = kappa ebar + e``;
+
+and, outside the step loop (``custom_updates``), one optimiser step per trainable array
+over its per-instance gradients. Timing is the simulation's: a spike at step t reaches its
+targets at t+1.
+
+Slice 1 supports: one hidden population of any spiking model with dense trainable
+projections into it (from a ``value_input`` population and from itself), a ``leaky_readout``
+readout fed by a dense projection from the hidden population, the cpu backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from ..codegen.eprop import PSI, Z, derive
+from ..codegen.generate import HookLine, KernelWriter, NeuronHook, generate, param_array_name
+from ..codegen.ir import Access, ArraySpec, KernelSpec, Line
+from ..errors import NetworkError
+from ..models.builtins import VALUE_INPUT
+from ..models.expressions import symbol
+from ..models.synapse import DELIVER_NAME
+from ..models.variables import Constant
+from ..timed import TimedArray
+from .objectives import HYPER_SIZE, Adam, Optimiser, make_feedback, make_loss
+
+
+@dataclass
+class _Plan:
+    """What :meth:`EpropCompiler.compile` resolved from the names it was given."""
+
+    inputs: object
+    hidden: object
+    readout: object
+    readout_projection: object
+    hidden_projections: list
+    train_bias: bool
+    n_steps: int
+    kappa: float
+    dt: float
+
+
+def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpec:
+    return ArraySpec(name, owner, var, "scalar", size, batched, "eprop", Constant(0), slots=slots, comment=comment)
+
+
+def _scalar_literal(value: float) -> str:
+    return f"(scalar){value!r}"
+
+
+class EpropCompiler:
+    """Compiles a network for e-prop training (Bellec et al. 2020) on the cpu backend.
+
+    >>> compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
+    ...     net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+    ...     n_steps=100)
+    >>> result = compiled.run_batch(x, mask, labels=labels)   # x: (steps, batch, inputs)
+    >>> compiled.apply_gradients()
+    """
+
+    def __init__(self, loss="xent", optimiser: Optimiser | None = None, feedback="symmetric",
+                 surrogate: str = "triangular", gamma: float = 0.3, reg_rate: float = 0.0,
+                 reg_target_hz: float = 10.0):
+        self.loss = make_loss(loss)
+        self.optimiser = optimiser if optimiser is not None else Adam()
+        if not isinstance(self.optimiser, Optimiser):
+            raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
+        self.feedback = make_feedback(feedback)
+        self.surrogate = surrogate
+        for name, v in (("gamma", gamma), ("reg_rate", reg_rate), ("reg_target_hz", reg_target_hz)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise NetworkError(f"{name} must be a finite non-negative number, got {v!r}")
+        self.gamma, self.reg_rate, self.reg_target_hz = float(gamma), float(reg_rate), float(reg_target_hz)
+
+    # -- resolving names --------------------------------------------------------------------
+    def _plan(self, network, inputs, hidden, readout, trainable, n_steps) -> _Plan:
+        def pop(name, what):
+            if name not in network.populations:
+                raise NetworkError(f"{what}: no population '{name}' (populations: {', '.join(network.populations)})")
+            return network.populations[name]
+
+        inp, hid, out = pop(inputs, "inputs"), pop(hidden, "hidden"), pop(readout, "readout")
+        if inp.model is not VALUE_INPUT:
+            raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, not "
+                               f"'{inp.model.name}'")
+        if out.model.name != "leaky_readout":
+            raise NetworkError(f"readout: population '{out.name}' must use the leaky_readout model, not "
+                               f"'{out.model.name}'")
+        if not hid.model.spiking:
+            raise NetworkError(f"hidden: population '{hid.name}' ({hid.model.name}) does not spike")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        names = list(trainable)
+        bias = f"{out.name}.bias"
+        train_bias = bias in names
+        projections = []
+        for name in names:
+            if name == bias:
+                continue
+            if name not in network.projections:
+                raise NetworkError(f"trainable: no projection '{name}' (projections: "
+                                   f"{', '.join(network.projections)}; the readout bias is '{bias}')")
+            projections.append(network.projections[name])
+        for q in projections:
+            if q.connectivity.kind != "dense" or q.delay_steps:
+                raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense "
+                                   "projections without delay")
+            if q.post is not hid and q.post is not out:
+                raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at the "
+                                   f"hidden population '{hid.name}' or the readout '{out.name}'")
+            if q.postsynaptic.name != "one_step_curr":
+                raise NetworkError(f"trainable projection '{q.name}': postsynaptic model must be one_step_curr, "
+                                   f"not '{q.postsynaptic.name}'")
+        into_readout = [q for q in projections if q.post is out]
+        if len(into_readout) != 1 or into_readout[0].pre is not hid:
+            raise NetworkError(f"trainable: name exactly one projection from '{hid.name}' to the readout "
+                               f"'{out.name}'")
+        hidden_projections = [q for q in projections if q.post is hid]
+        for q in hidden_projections:
+            if q.pre is not inp and q.pre is not hid:
+                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; the preview takes "
+                                   f"projections from '{inp.name}' or '{hid.name}'")
+        for p in (hid, out):
+            for name, kind in p.values.kinds.items():
+                if kind != "element":
+                    raise NetworkError(f"population '{p.name}': parameter '{name}' is {kind}; the training compiler "
+                                       "(preview) takes numbers or one value per neuron")
+        if train_bias and out.values.kind("bias") != "element":
+            raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron "
+                               f"(e.g. [0.0] * {out.size})")
+        tau = out.params["tau_m"]
+        if out.values.kind("tau_m") != "constant":
+            raise NetworkError(f"readout '{out.name}': tau_m must be one number")
+        kappa = math.exp(-network.dt / float(tau))
+        return _Plan(inp, hid, out, into_readout[0], hidden_projections, train_bias, n_steps, kappa, network.dt)
+
+    # -- compiling ----------------------------------------------------------------------------
+    def compile(self, network, *, inputs: str, hidden: str, readout: str, trainable, n_steps: int,
+                threads: int | None = None) -> CompiledEprop:
+        """The network compiled for training on trials of ``n_steps`` steps (see the module docstring)."""
+        plan = self._plan(network, inputs, hidden, readout, trainable, n_steps)
+        net = copy.copy(network)  # the caller's network stays as it was: the input array is ours
+        net.timed_inputs = dict(network.timed_inputs)
+        net.timed_inputs[(plan.inputs.name, "x")] = TimedArray(
+            np.zeros((n_steps, network.batch_size, plan.inputs.size)), network.dt)
+        deriv = derive(plan.hidden.model, self._hidden_constants(plan), surrogate=self.surrogate, gamma=self.gamma)
+        self._check_per_neuron(plan, deriv)
+        hooks = self._hooks(plan, deriv)
+        spec = generate(net, hooks)
+        self._append(net, spec, plan, deriv)
+        return CompiledEprop(self, net, spec, plan, threads)
+
+    @staticmethod
+    def _hidden_constants(plan) -> dict:
+        hid = plan.hidden
+        return {k: v for k, v in hid.params.items() if hid.values.kind(k) == "constant"}
+
+    @staticmethod
+    def _check_per_neuron(plan, deriv):
+        """Per-neuron parameters are loaded where the postsynaptic neuron is known: not in a
+        derived parameter, nor in an eligibility component kept per presynaptic neuron."""
+        hid, m = plan.hidden, plan.hidden.model
+        names = {k for k, kind in hid.values.kinds.items() if kind == "element"}
+        for d, expr in m.derived.items():
+            used = sorted(names & {s.name for s in expr.free_symbols})
+            if used:
+                raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
+                                   f"per neuron, but the derived parameter '{d}' uses it; give it one value")
+        n = len(deriv.states)
+        for s in deriv.per_presynaptic:
+            a = deriv.states.index(s)
+            used = sorted(names & {x.name for f in [deriv.c[a], *(deriv.D[a, b] for b in range(n))]
+                                   for x in f.free_symbols})
+            if used:
+                raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
+                                   f"per neuron, but the eligibility component of '{s}' is kept per presynaptic "
+                                   "neuron; give it one value")
+
+    @staticmethod
+    def _signal(q) -> sympy.Expr:
+        """What a presynaptic spike of ``q`` delivers per unit weight, d(post_input)/dw, in the
+        presynaptic neuron's names: 1 for ``post_input += w``, ``value`` for ``w * value_pre``."""
+        delivered = [st for st in q.weight_update.on_pre if st.target == DELIVER_NAME]
+        if len(delivered) != 1 or "w" not in q.wu_vars:
+            raise NetworkError(f"trainable projection '{q.name}' ({q.weight_update.name}): the weight update must "
+                               "have a weight 'w' and add to post_input once on a presynaptic spike")
+        ds = sympy.diff(delivered[0].value - symbol(DELIVER_NAME), symbol("w"))
+        pre = {s: symbol(s.name[:-4]) for s in ds.free_symbols if s.name.endswith("_pre")}
+        if ds.has(symbol("w")) or set(ds.free_symbols) - set(pre):
+            raise NetworkError(f"trainable projection '{q.name}': its input must be linear in 'w' and read only "
+                               f"presynaptic variables, got d(post_input)/dw = {ds}")
+        return ds.xreplace(pre)
+
+    def _hooks(self, plan, deriv) -> dict[str, NeuronHook]:
+        hid = plan.hidden
+        hooks: dict[str, NeuronHook] = {}
+
+        def hook(pop) -> NeuronHook:
+            return hooks.setdefault(pop.name, NeuronHook())
+
+        def state(pop, var, comment):
+            name = f"{pop.name}_eprop_{var}"
+            h = hook(pop)
+            h.arrays.append(_zero(name, pop.name, f"_eprop_{var}", pop.size, comment=comment))
+            h.loads.append(Access(f"_eprop_{var}", name, "neuron", True, "scalar", True))
+            return f"_eprop_{var}"
+
+        # the presynaptic signal s (what a spike delivers per unit weight) and its previous value
+        signals: dict[str, sympy.Expr] = {}
+        for q in [*plan.hidden_projections, plan.readout_projection]:
+            s = self._signal(q)
+            if q.pre.name in signals and signals[q.pre.name] != s:
+                raise NetworkError(f"trainable projections from '{q.pre.name}' deliver different signals per unit "
+                                   f"weight ({signals[q.pre.name]} and {s})")
+            signals[q.pre.name] = s
+        for name, s in signals.items():
+            pop = hid if name == hid.name else plan.inputs
+            cur = state(pop, "s", "e-prop: presynaptic signal s of this step")
+            prev = state(pop, "s_prev", "e-prop: presynaptic signal s of the previous step")
+            hook(pop).before.append(HookLine(prev, cur, "e-prop: s_{t-1}"))
+            hook(pop).after_threshold += [
+                HookLine(cur, s, f"e-prop: signal per unit weight, {s}"),
+                HookLine(cur, f"_spike ? {cur} : (scalar)0", "e-prop: nothing without a spike")]
+        # the hidden neurons' state of the previous step, pseudo-derivative and spike
+        h = hook(hid)
+        for var in ("z", "psi"):
+            cur = state(hid, var, f"e-prop: {var} of this step")
+            prev = state(hid, f"{var}_prev", f"e-prop: {var} of the previous step")
+            h.before.append(HookLine(prev, cur, f"e-prop: {var}_(t-1)"))
+        for s in deriv.states:
+            cur = state(hid, f"{s}_pre", f"e-prop: {s} before the reset, this step")
+            prev = state(hid, f"{s}_prev", f"e-prop: {s} before the reset, previous step")
+            h.before.append(HookLine(prev, cur, f"e-prop: {s} before the reset at t-1"))
+        count = state(hid, "count", "e-prop: spikes of this trial")
+        h.after_threshold += [
+            HookLine("const scalar _g", deriv.g, "e-prop: distance to threshold"),
+            HookLine("_eprop_psi", deriv.psi, "e-prop: pseudo-derivative dz/dg"),
+            HookLine("_eprop_z", "_spike ? (scalar)1 : (scalar)0", "e-prop: spike"),
+            *(HookLine(f"_eprop_{s}_pre", symbol(s), f"e-prop: {s} before the reset") for s in deriv.states),
+            HookLine(count, f"{count} + (_spike ? (scalar)1 : (scalar)0)", "e-prop: spike count of the trial"),
+        ]
+        return hooks
+
+    # -- kernels appended to the spec ----------------------------------------------------------
+    def _append(self, net, spec, plan, deriv):
+        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
+        K, T, n_h = out.size, plan.n_steps, hid.size
+        kappa = Line(f"const scalar _kappa = {_scalar_literal(plan.kappa)};",
+                     f"kappa = exp(-dt / tau_m) of the readout '{out.name}'")
+        arrays = [
+            _zero("eprop_err", out.name, "_eprop_err", K, comment="readout error of this step"),
+            _zero("eprop_loss", out.name, "_eprop_loss", 1, comment="loss of this trial"),
+            _zero("eprop_y", out.name, "_eprop_y", K, slots=T, comment="readout values [step][batch][neuron]"),
+            ArraySpec("eprop_mask", "eprop", "mask", "scalar", T, False, "eprop_data",
+                      comment="weight of each step in the loss"),
+            ArraySpec("eprop_learn", "eprop", "learn", "uint32", 1, False, "eprop_data", data=np.ones(1, np.uint32),
+                      comment="1: traces and gradients; 0: the forward pass only"),
+            ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False, "eprop_data",
+                      comment="the optimiser's hyperparameters for its next step"),
+            _zero("eprop_bbar", out.name, "_eprop_bbar", 1, comment="filtered constant input of the bias"),
+            _zero(f"{qo.name}_eprop_zbar", qo.name, "_eprop_zbar", n_h, comment="filtered hidden spikes"),
+            _zero(f"{hid.name}_eprop_L", hid.name, "_eprop_L", n_h, comment="learning signal of this step"),
+            *self.loss.arrays(K, T),
+            *self.feedback.arrays(qo.name, n_h, K),
+        ]
+        grads = {}  # trainable array -> its per-instance gradient array
+        for q in [*plan.hidden_projections, qo]:
+            g = _zero(f"{q.name}_eprop_grad", q.name, "_eprop_grad", q.n_synapses,
+                      comment="gradient of w, per batch instance")
+            arrays.append(g)
+            grads[f"{q.name}_w"] = g
+        if plan.train_bias:
+            g = _zero(f"{out.name}_eprop_grad_bias", out.name, "_eprop_grad_bias", K,
+                      comment="gradient of the bias, per batch instance")
+            arrays.append(g)
+            grads[param_array_name(out.name, "neuron", "bias")] = g
+        for a in arrays:
+            spec.arrays.append(a)
+        kernels = [self._error_kernel(plan, kappa), self._readout_kernel(plan, kappa, grads),
+                   self._signal_kernel(plan)]
+        for q in plan.hidden_projections:
+            kernels.append(self._eligibility_kernel(net, spec, plan, deriv, q, kappa))
+        spec.kernels += kernels
+        for target, g in grads.items():
+            owner = spec.array(target).owner
+            size = spec.array(target).size
+            for a in self.optimiser.arrays(owner, target, size):
+                spec.arrays.append(a)
+            spec.custom_updates.append(KernelSpec(
+                f"optimiser_{target}", "optimiser_step", owner, "custom_update",
+                f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
+                [], [], self.optimiser.code(target, g.name, size),
+                {"reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
+                 "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
+        names = {a.name: a for a in spec.arrays}
+        spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
+        self.gradient_arrays = {t: g.name for t, g in grads.items()}
+
+    def _error_kernel(self, plan, kappa) -> KernelSpec:
+        out, K = plan.readout, plan.readout.size
+        code = [
+            Line(f"const uint32_t K = {K}u;", "readout neurons"),
+            Line(f"if (_step >= {plan.n_steps}u) return;", "past the trial"),
+            Line(f"const scalar* const _y = _{out.name}_v + (size_t)_b * K;", "readout values y_t"),
+            Line("scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line("const scalar _mask = _eprop_mask[_step];"),
+            Line("scalar _loss = _eprop_loss[_b];"),
+            Line("for (uint32_t _k = 0; _k < K; _k++) _eprop_y[((size_t)_step * _B + _b) * K + _k] = _y[_k];",
+                 "kept for the caller"),
+            Line("{"), *self.loss.code(), Line("}"),
+            Line("_eprop_loss[_b] = _loss;"),
+        ]
+        reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in self.loss.arrays(K, plan.n_steps))]
+        return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
+                          f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
+                          {"work": K, "reads": reads, "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
+
+    def _readout_kernel(self, plan, kappa, grads) -> KernelSpec:
+        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
+        K, n_h = out.size, hid.size
+        code = [
+            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("if (!_eprop_learn[0]) return;", "evaluation: no gradients"),
+            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line(f"const scalar* const _zprev = _{hid.name}_eprop_s_prev + (size_t)_b * N;", "z_{t-1}"),
+            Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
+            Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
+            Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
+            Line("const scalar _bbar = _eprop_bbar[_b];"),
+            Line("for (uint32_t _j = 0; _j < N; _j++) _zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];",
+                 "zbar = kappa zbar + z_{t-1}"),
+            Line("for (uint32_t _k = 0; _k < K; _k++) {"),
+            Line("    if (_err[_k] == 0) continue;"),
+            Line("    for (uint32_t _j = 0; _j < N; _j++) _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * "
+                 "_zbar[_j];", "dW_out += err (1 - kappa) zbar"),
+        ]
+        writes = [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar", "eprop_bbar"]
+        if plan.train_bias:
+            code.append(Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
+                             "_bbar;", "db += err (1 - kappa) bbar"))
+            writes.append(f"{out.name}_eprop_grad_bias")
+        code.append(Line("}"))
+        return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
+                          f"e-prop: exact gradients of the readout weights '{qo.name}'"
+                          + (f" and of the bias of '{out.name}'" if plan.train_bias else ""), [kappa], [], code,
+                          {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_prev"],
+                           "writes": writes})
+
+    def _signal_kernel(self, plan) -> KernelSpec:
+        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
+        K, n_h = out.size, hid.size
+        code = [
+            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("if (!_eprop_learn[0]) return;", "evaluation: no learning signals"),
+            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line(f"scalar* const _L = _{hid.name}_eprop_L + (size_t)_b * N;"),
+            Line("for (uint32_t _j = 0; _j < N; _j++) {"),
+            Line("    scalar _l = 0;"),
+            Line(f"    for (uint32_t _k = 0; _k < K; _k++) _l += {self.feedback.matrix(qo.name, K)} * _err[_k];",
+                 f"L_j = sum_k B_jk err_k ({self.feedback.name} feedback)"),
+        ]
+        reads = ["eprop_learn", "eprop_err", f"{qo.name}_w" if self.feedback.name == "symmetric" else
+                 f"{qo.name}_eprop_feedback"]
+        if self.reg_rate > 0:
+            target = self.reg_target_hz * plan.dt / 1000.0  # spikes per step
+            code.append(Line(
+                f"    _l += (scalar){self.reg_rate!r} * (_{hid.name}_eprop_count[(size_t)_b * N + _j] / "
+                f"(scalar)(_step + 1) - (scalar){target!r});",
+                f"firing-rate regularisation towards {self.reg_target_hz:g} Hz"))
+            reads.append(f"{hid.name}_eprop_count")
+        code += [Line("    _L[_j] = _l;"), Line("}")]
+        return KernelSpec(f"eprop_learning_signal_{hid.name}", "eprop_learning_signal", hid.name, "eprop_step",
+                          f"e-prop: learning signals of '{hid.name}' from the readout error", [], [], code,
+                          {"work": K * n_h, "reads": reads, "writes": [f"{hid.name}_eprop_L"]})
+
+    def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
+        hid, m = plan.hidden, plan.hidden.model
+        w = KernelWriter(net)
+        per_neuron = [k for k in hid.params if hid.values.kind(k) == "element"]
+        w.add_params({k: v for k, v in hid.params.items() if k not in per_neuron}, "", m.name)
+        w.add_derived(m, {}, "")
+        prev = {symbol(s): symbol(f"_prev_{s}") for s in deriv.states}
+        prev[PSI] = symbol("_psi_prev")
+        prev[Z] = symbol("_z_prev")
+        states, n = deriv.states, len(deriv.states)
+        D = [[w.expr(sympy.sympify(deriv.D[a, b]).xreplace(prev)) for b in range(n)] for a in range(n)]
+        c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
+        dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
+
+        def ref(s, old):  # an eligibility component: this step's or the previous step's value
+            if s in deriv.per_synapse:
+                return f"_old_{s}" if old else f"_eps_{s}[_k]"
+            return f"_oldp_{s}[_i]" if old else f"_eps_{s}[_i]"
+
+        recursion = {}
+        for a, s in enumerate(states):
+            terms = [f"({D[a][b]}) * {ref(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
+            if deriv.c[a] != 0:
+                terms.append(f"({c[a]}) * _s")
+            recursion[s] = " + ".join(terms) or "(scalar)0"
+        trace = "_psi_j * (" + " + ".join(f"({dg[a]}) * {ref(s, False)}" for a, s in enumerate(states)) + ")"
+        used = set()
+        for a in range(n):
+            if states[a] in deriv.per_synapse:
+                used |= {x.name for e in [deriv.c[a], *(deriv.D[a, b] for b in range(n))] for x in e.free_symbols}
+            used |= {x.name for x in deriv.dz_dh[a].free_symbols}
+        post_params = [(p, param_array_name(hid.name, "neuron", p)) for p in per_neuron if p in used]
+        pre_arrays = {s: f"{q.name}_eprop_eps_{s}" for s in states}
+        new = []
+        for s in deriv.per_presynaptic:
+            new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.pre.size,
+                             comment=f"eligibility component of {s}, per presynaptic neuron"))
+            new.append(_zero(f"{q.name}_eprop_eps_old_{s}", q.name, f"_eprop_eps_old_{s}", q.pre.size,
+                             comment=f"eligibility component of {s} at the previous step"))
+        for s in deriv.per_synapse:
+            new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.n_synapses,
+                             comment=f"eligibility component of {s}, per synapse"))
+        new.append(_zero(f"{q.name}_eprop_ebar", q.name, "_eprop_ebar", q.n_synapses,
+                         comment="filtered eligibility trace"))
+        spec.arrays += new
+        arrays = {
+            "s_prev": f"{q.pre.name}_eprop_s_prev", "grad": f"{q.name}_eprop_grad", "ebar": f"{q.name}_eprop_ebar",
+            "eps": pre_arrays, "eps_old": {s: f"{q.name}_eprop_eps_old_{s}" for s in deriv.per_presynaptic},
+            "psi": f"{hid.name}_eprop_psi", "psi_prev": f"{hid.name}_eprop_psi_prev",
+            "z_prev": f"{hid.name}_eprop_z_prev", "L": f"{hid.name}_eprop_L",
+            "h_prev": {s: f"{hid.name}_eprop_{s}_prev" for s in states},
+        }
+        reads = ["eprop_learn", arrays["s_prev"], arrays["psi"], arrays["psi_prev"], arrays["z_prev"], arrays["L"],
+                 *arrays["h_prev"].values(), *(a for _, a in post_params)]
+        writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
+        info = {
+            "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
+            "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
+            "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
+            "reads": reads, "writes": writes,
+        }
+        header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
+        description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
+                       f"{m.name}): eps_t = D(h_t-1) eps_t-1 + c s_t-1, e_t = psi_t dg/dh . eps_t, "
+                       f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
+                       f"{', '.join(deriv.per_presynaptic) or '-'}; per synapse: {', '.join(deriv.per_synapse) or '-'}")
+        return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
+                          description, [*w.finish_constants(), kappa, *header], [], [], info)
+
+
+class CompiledEprop:
+    """A network compiled for e-prop: its :class:`~spikeforge.runtime.simulation.Simulation`
+    (the network's kernels plus the training kernels) and what runs a minibatch and an
+    optimiser step."""
+
+    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, threads=None):
+        from ..runtime.simulation import Simulation
+
+        self.compiler, self.network, self.spec, self.plan = compiler, network, spec, plan
+        self.batch_size = int(network.batch_size)
+        self.simulation = Simulation(network, backend="cpu", threads=threads, spec=spec, on_nonfinite="ignore",
+                                     progress=False)
+        self.backend = self.simulation.backend
+        self.gradient_arrays = dict(compiler.gradient_arrays)
+        self.steps_taken = 0
+
+    @property
+    def source(self) -> str:
+        return self.simulation.source
+
+    def _trainable_values(self) -> dict[str, np.ndarray]:
+        return {name: self.backend.pull(name) for name in self.gradient_arrays}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The trainable arrays by array name (``<projection>_w`` in [pre][post] order, ``<readout>_p_bias``)."""
+        return self._trainable_values()
+
+    def set_weights(self, values: dict[str, np.ndarray]):
+        for name, v in values.items():
+            if name not in self.gradient_arrays:
+                raise NetworkError(f"'{name}' is not trainable (trainable: {', '.join(self.gradient_arrays)})")
+            shape = self.backend.peek(name).shape
+            arr = np.asarray(v, dtype=float)
+            if arr.size != int(np.prod(shape)) or not np.all(np.isfinite(arr)):
+                raise NetworkError(f"'{name}': expected {int(np.prod(shape))} finite values, got shape {arr.shape}")
+            self.backend.push(name, arr.reshape(shape))
+
+    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True) -> dict:
+        """One trial per batch instance: ``x`` (steps, batch, inputs) drives the input
+        population (step t's values reach the hidden layer at t + 1). Returns the readout
+        values ``y`` (steps, batch, readout), the losses, the hidden spike counts and, when
+        learning, the per-instance gradients by trainable array (leading axis: batch)."""
+        p, T, B = self.plan, self.plan.n_steps, self.batch_size
+        x = np.asarray(x, dtype=float)
+        if x.shape != (T, B, p.inputs.size):
+            raise NetworkError(f"inputs must have shape {(T, B, p.inputs.size)}, got {x.shape}")
+        mask = np.asarray(mask, dtype=float)
+        if mask.shape != (T,):
+            raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
+        kept = self._trainable_values()  # the reset reloads the network's initial values
+        sim = self.simulation
+        sim.reset()
+        for name, v in kept.items():
+            self.backend.push(name, v)
+        sim.set_timed_input(p.inputs.name, "x", (x, self.network.dt))
+        self.backend.push("eprop_mask", mask)
+        self.backend.push("eprop_learn", np.array([int(bool(learn))], dtype=np.uint32))
+        self.compiler.loss.feed(self.backend, B, p.readout.size, T, labels, targets)
+        sim.run(steps=T)
+        out = {"y": self.backend.pull("eprop_y"), "loss": self.backend.pull("eprop_loss").reshape(B),
+               "hidden_spikes": self.backend.pull(f"{p.hidden.name}_eprop_count")}
+        if learn:
+            out["grads"] = {name: self.backend.pull(g) for name, g in self.gradient_arrays.items()}
+        return out
+
+    def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, batch: int | None = None):
+        """One optimiser step on every trainable array from the last batch's gradients, summed
+        (or averaged: ``mean``) over its instances; ``clamp`` = (lo, hi) bounds the weights."""
+        self.steps_taken += 1
+        batch = self.batch_size if batch is None else int(batch)
+        self.backend.push("eprop_optimiser", self.compiler.optimiser.hyper(self.steps_taken, batch, mean, clamp))
+        for index in range(len(self.spec.custom_updates)):
+            self.backend.custom_update(index)
+
+    def close(self):
+        self.simulation.close()

@@ -1,0 +1,159 @@
+"""The training compiler (e-prop over an ordinary Network) against today's e-prop kernel.
+
+Regression oracle of issue 12: the same network built both ways (EpropConfig + EpropRuntime,
+Network + EpropCompiler), the same weights and inputs, must give the same per-instance
+gradients and losses bit for bit in double precision, and the same weights after an Adam
+step. Keep this test until the old path is gone."""
+
+import numpy as np
+import pytest
+
+from spikeforge import models as m
+from spikeforge.errors import NetworkError
+from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, VALUE_INPUT
+from spikeforge.network import Network
+from spikeforge.training.compiler import EpropCompiler
+from spikeforge.training.model import EpropConfig
+from spikeforge.training.objectives import Adam
+from spikeforge.training.runtime import EpropRuntime
+
+N_IN, N_H, K, T = 5, 6, 3, 40
+TAU_OUT, DT = 15.0, 1.0
+LSNN_BETA = [0.0] * 3 + [0.4] * 3  # half plain LIF, half adaptive (Bellec's LSNN)
+HIDDEN = {
+    "lif_subtractive": (m.LIF_SUBTRACTIVE, dict(tau_m=10.0, v_th=0.6)),
+    "alif": (m.ALIF, dict(tau_m=10.0, tau_a=30.0, v_th=0.6, beta=0.4, t_ref=0.0)),
+    "lsnn": (m.ALIF, dict(tau_m=10.0, tau_a=30.0, v_th=0.6, t_ref=0.0)),
+}
+
+
+def _problem(seed, batch, loss, real_valued):
+    rng = np.random.default_rng(seed)
+    spikes = rng.random((T, batch, N_IN)) < 0.4
+    x = spikes * (rng.uniform(0.2, 1.0, spikes.shape) if real_valued else 1.0)  # latency/rate-like values
+    weights = {"w_in": rng.uniform(0.0, 1.5, (N_H, N_IN)), "w_rec": rng.normal(0.0, 0.6, (N_H, N_H)),
+               "w_out": rng.normal(0.0, 1.0, (K, N_H)), "b_out": rng.normal(0.0, 0.3, K)}
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    mask = np.zeros(T)
+    mask[T // 2:] = 1.0
+    target = rng.integers(0, K, batch) if loss == "xent" else rng.normal(0.0, 0.5, (T, batch, K))
+    return x, mask, target, weights
+
+
+def _old(kind, loss, feedback, seed=0):
+    model, params = HIDDEN[kind]
+    params = dict(params, beta=np.array(LSNN_BETA)) if kind == "lsnn" else params
+    cfg = EpropConfig(N_IN, N_H, K, model, params, recurrent=True, tau_out=TAU_OUT, dt=DT, loss=loss,
+                      feedback=feedback, precision="double", name=f"oracle_old_{kind}_{loss}_{feedback}")
+    return EpropRuntime(cfg, seed=seed)
+
+
+def _network(kind, batch, weights):
+    model, params = HIDDEN[kind]
+    if kind == "lsnn":
+        params = dict(params, beta={"values": [0.0, 0.4], "counts": [3, 3]})
+    net = Network(f"oracle_{kind}_{batch}", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("hid", N_H, model, params)
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
+    # weights of the network's projections are [pre][post]: the transposes of the old path's
+    net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
+    net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_rec"].T.ravel()})
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    return net
+
+
+def _compiled(kind, loss, feedback, batch, weights, feedback_matrix=None):
+    from spikeforge.training.objectives import RandomFeedback
+
+    fb = feedback
+    if feedback == "random":
+        fb = RandomFeedback()
+    compiled = EpropCompiler(loss=loss, optimiser=Adam(lr=0.01), feedback=fb).compile(
+        _network(kind, batch, weights), inputs="inp", hidden="hid", readout="out",
+        trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    if feedback_matrix is not None:
+        compiled.backend.push("hid_out_eprop_feedback", feedback_matrix.ravel())
+    return compiled
+
+
+def _as_old(grads, batch):
+    """The compiler's gradients in the old path's layout: [batch][post][pre]."""
+    return {
+        "w_in": grads["inp_hid_w"].reshape(batch, N_IN, N_H).transpose(0, 2, 1),
+        "w_rec": grads["hid_hid_w"].reshape(batch, N_H, N_H).transpose(0, 2, 1),
+        "w_out": grads["hid_out_w"].reshape(batch, N_H, K).transpose(0, 2, 1),
+        "b_out": grads["out_p_bias"].reshape(batch, K),
+    }
+
+
+def _same_bits(new, old, what):
+    assert new.shape == old.shape, what
+    diff = np.flatnonzero(new.view(np.int64) != old.view(np.int64))
+    assert diff.size == 0, (f"{what}: {diff.size} of {new.size} values differ, the largest by "
+                            f"{np.max(np.abs(new - old)):.3g} (max |value| {np.max(np.abs(old)):.3g})")
+
+
+CASES = [(kind, loss, batch) for kind in HIDDEN for loss in ("xent", "mse") for batch in (1, 8)]
+
+
+@pytest.mark.parametrize("kind,loss,batch", CASES, ids=[f"{k}-{loss}-B{b}" for k, loss, b in CASES])
+def test_compiled_gradients_equal_the_old_kernel_bit_for_bit(kind, loss, batch):
+    x, mask, target, weights = _problem(1, batch, loss, real_valued=(kind == "alif"))
+    old = _old(kind, loss, "symmetric")
+    old.set_weights(weights)
+    labels, targets = (target, None) if loss == "xent" else (None, target)
+    ref = old.run_batch(x, mask, labels=labels, targets=targets)
+    assert ref["hidden_spikes"].sum() > 0 and np.abs(ref["grads"]["w_rec"]).max() > 0
+    compiled = _compiled(kind, loss, "symmetric", batch, weights)
+    out = compiled.run_batch(x, mask, labels=labels, targets=targets)
+    _same_bits(out["y"], ref["y"], "readout y")
+    _same_bits(out["loss"], ref["loss"], "loss")
+    _same_bits(out["hidden_spikes"], ref["hidden_spikes"], "hidden spike counts")
+    for name, g in _as_old(out["grads"], batch).items():
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+@pytest.mark.parametrize("feedback", ["symmetric", "random"])
+def test_one_adam_step_equals_the_old_kernel(feedback):
+    batch, kind, loss = 4, "alif", "xent"
+    x, mask, target, weights = _problem(2, batch, loss, real_valued=True)
+    old = _old(kind, loss, feedback)
+    old.set_weights(weights)
+    compiled = _compiled(kind, loss, feedback, batch, weights,
+                         feedback_matrix=old.feedback if feedback == "random" else None)
+    for _ in range(2):  # two batches, two steps: the moments carry over
+        old.run_batch(x, mask, labels=target)
+        out = compiled.run_batch(x, mask, labels=target)
+        assert np.abs(out["grads"]["hid_hid_w"]).max() > 0
+        for index in range(4):
+            old.apply_gradients(index, batch, False, 0.01, 0.9, 0.999, 1e-8, compiled.steps_taken + 1, None)
+        compiled.apply_gradients()
+    new = compiled.weights()
+    got = {"w_in": new["inp_hid_w"].reshape(N_IN, N_H).T, "w_rec": new["hid_hid_w"].reshape(N_H, N_H).T,
+           "w_out": new["hid_out_w"].reshape(N_H, K).T, "b_out": new["out_p_bias"]}
+    for name, w in got.items():
+        assert not np.array_equal(w, weights[name]), f"{name} did not move"
+        _same_bits(np.ascontiguousarray(w), old.weights[name], f"{name} after two Adam steps")
+
+
+def test_evaluation_runs_the_forward_pass_only():
+    x, mask, target, weights = _problem(3, 2, "xent", real_valued=False)
+    compiled = _compiled("lif_subtractive", "xent", "symmetric", 2, weights)
+    learned = compiled.run_batch(x, mask, labels=target)
+    evaluated = compiled.run_batch(x, mask, labels=target, learn=False)
+    assert "grads" not in evaluated
+    np.testing.assert_array_equal(evaluated["y"], learned["y"])
+    assert not compiled.backend.peek("hid_hid_eprop_grad").any()  # the trial's reset zeroed, nothing added
+
+
+def test_compile_errors_name_the_population_or_projection():
+    _, _, _, weights = _problem(0, 1, "xent", real_valued=False)
+    net = _network("alif", 1, weights)
+    compiler = EpropCompiler()
+    with pytest.raises(NetworkError, match="no projection 'nope'"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["nope", "hid_out"], n_steps=5)
+    with pytest.raises(NetworkError, match="readout: population 'hid' must use the leaky_readout model"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="hid", trainable=["hid_out"], n_steps=5)
+    with pytest.raises(NetworkError, match="exactly one projection from 'hid' to the readout"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid"], n_steps=5)
