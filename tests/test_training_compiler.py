@@ -40,11 +40,12 @@ def _problem(seed, batch, loss, real_valued):
     return x, mask, target, weights
 
 
-def _old(kind, loss, feedback, seed=0):
+def _old(kind, loss, feedback, seed=0, reg_rate=0.0):
     model, params = HIDDEN[kind]
     params = dict(params, beta=np.array(LSNN_BETA)) if kind == "lsnn" else params
     cfg = EpropConfig(N_IN, N_H, K, model, params, recurrent=True, tau_out=TAU_OUT, dt=DT, loss=loss,
-                      feedback=feedback, precision="double", name=f"oracle_old_{kind}_{loss}_{feedback}")
+                      feedback=feedback, precision="double", reg_rate=reg_rate, reg_target_hz=20.0,
+                      name=f"oracle_old_{kind}_{loss}_{feedback}_{reg_rate}")
     return EpropRuntime(cfg, seed=seed)
 
 
@@ -63,13 +64,10 @@ def _network(kind, batch, weights):
     return net
 
 
-def _compiled(kind, loss, feedback, batch, weights, feedback_matrix=None):
-    from spikeforge.training.objectives import RandomFeedback
-
-    fb = feedback
-    if feedback == "random":
-        fb = RandomFeedback()
-    compiled = EpropCompiler(loss=loss, optimiser=Adam(lr=0.01), feedback=fb).compile(
+def _compiled(kind, loss, feedback, batch, weights, feedback_matrix=None, optimiser=None, reg_rate=0.0):
+    compiler = EpropCompiler(loss=loss, optimiser=optimiser or Adam(lr=0.01), feedback=feedback, reg_rate=reg_rate,
+                             reg_target_hz=20.0)
+    compiled = compiler.compile(
         _network(kind, batch, weights), inputs="inp", hidden="hid", readout="out",
         trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
     if feedback_matrix is not None:
@@ -112,6 +110,32 @@ def test_compiled_gradients_equal_the_old_kernel_bit_for_bit(kind, loss, batch):
     _same_bits(out["hidden_spikes"], ref["hidden_spikes"], "hidden spike counts")
     for name, g in _as_old(out["grads"], batch).items():
         _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+def test_rate_regularisation_equals_the_old_kernel():
+    x, mask, target, weights = _problem(4, 2, "mse", real_valued=True)
+    old = _old("lsnn", "mse", "symmetric", reg_rate=0.5)
+    old.set_weights(weights)
+    ref = old.run_batch(x, mask, targets=target)
+    out = _compiled("lsnn", "mse", "symmetric", 2, weights, reg_rate=0.5).run_batch(x, mask, targets=target)
+    plain = _compiled("lsnn", "mse", "symmetric", 2, weights).run_batch(x, mask, targets=target)
+    assert not np.array_equal(out["grads"]["inp_hid_w"], plain["grads"]["inp_hid_w"])  # it does something
+    for name, g in _as_old(out["grads"], 2).items():
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+def test_sgd_step_is_minus_lr_times_the_summed_gradient():
+    from spikeforge.training.objectives import SGD
+
+    x, mask, target, weights = _problem(5, 3, "xent", real_valued=False)
+    compiled = _compiled("alif", "xent", "symmetric", 3, weights, optimiser=SGD(lr=0.05))
+    before = compiled.weights()
+    grads = compiled.run_batch(x, mask, labels=target)["grads"]
+    compiled.apply_gradients()
+    after = compiled.weights()
+    for name, g in grads.items():
+        assert np.abs(g).max() > 0, name
+        np.testing.assert_array_equal(after[name], before[name].ravel() - 0.05 * g.sum(axis=0), err_msg=name)
 
 
 @pytest.mark.parametrize("feedback", ["symmetric", "random"])
