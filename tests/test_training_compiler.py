@@ -49,8 +49,9 @@ def _old(kind, loss, feedback, seed=0, reg_rate=0.0):
     return EpropRuntime(cfg, seed=seed)
 
 
-def _network(kind, batch, weights):
+def _network(kind, batch, weights, recurrent=True, hidden_params=None):
     model, params = HIDDEN[kind]
+    params = dict(params, **(hidden_params or {}))
     if kind == "lsnn":
         params = dict(params, beta={"values": [0.0, 0.4], "counts": [3, 3]})
     net = Network(f"oracle_{kind}_{batch}", dt=DT, batch_size=batch, precision="double")
@@ -59,7 +60,9 @@ def _network(kind, batch, weights):
     net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
     # weights of the network's projections are [pre][post]: the transposes of the old path's
     net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
-    net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_rec"].T.ravel()})
+    if recurrent:
+        net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR,
+                           wu_init={"w": weights["w_rec"].T.ravel()})
     net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
     return net
 
@@ -86,8 +89,9 @@ def _as_old(grads, batch):
 
 
 def _same_bits(new, old, what):
-    assert new.shape == old.shape, what
-    diff = np.flatnonzero(new.view(np.int64) != old.view(np.int64))
+    assert new.shape == old.shape and new.dtype == old.dtype, what
+    bits = f"i{new.dtype.itemsize}"
+    diff = np.flatnonzero(np.ascontiguousarray(new).view(bits) != np.ascontiguousarray(old).view(bits))
     assert diff.size == 0, (f"{what}: {diff.size} of {new.size} values differ, the largest by "
                             f"{np.max(np.abs(new - old)):.3g} (max |value| {np.max(np.abs(old)):.3g})")
 
@@ -110,6 +114,31 @@ def test_compiled_gradients_equal_the_old_kernel_bit_for_bit(kind, loss, batch):
     _same_bits(out["hidden_spikes"], ref["hidden_spikes"], "hidden spike counts")
     for name, g in _as_old(out["grads"], batch).items():
         _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+def test_feedforward_and_float_equal_the_old_kernel():
+    """Without a recurrent projection (the old path's recurrent=False), and in single precision."""
+    for recurrent, precision in ((False, "double"), (True, "float")):
+        x, mask, target, weights = _problem(6, 3, "xent", real_valued=True)
+        model, params = HIDDEN["alif"]
+        cfg = EpropConfig(N_IN, N_H, K, model, params, recurrent=recurrent, tau_out=TAU_OUT, dt=DT, loss="xent",
+                          precision=precision, name=f"oracle_old_ff_{recurrent}_{precision}")
+        old = EpropRuntime(cfg)
+        old.set_weights(weights)
+        ref = old.run_batch(x, mask, labels=target)
+        net = _network("alif", 3, weights, recurrent=recurrent)
+        net.precision = precision
+        trainable = ["inp_hid", "hid_out", "out.bias"] + (["hid_hid"] if recurrent else [])
+        out = EpropCompiler(loss="xent").compile(net, inputs="inp", hidden="hid", readout="out", trainable=trainable,
+                                                 n_steps=T).run_batch(x, mask, labels=target)
+        assert ref["hidden_spikes"].sum() > 0
+        _same_bits(out["loss"], ref["loss"], f"loss ({precision})")
+        got = out["grads"]
+        pairs = [("inp_hid_w", "w_in", (N_IN, N_H)), ("hid_out_w", "w_out", (N_H, K))]
+        pairs += [("hid_hid_w", "w_rec", (N_H, N_H))] if recurrent else []
+        for new, name, shape in pairs:
+            g = np.ascontiguousarray(got[new].reshape(3, *shape).transpose(0, 2, 1))
+            _same_bits(g, ref["grads"][name], f"gradient of {name} ({precision}, recurrent={recurrent})")
 
 
 def test_rate_regularisation_equals_the_old_kernel():
@@ -181,3 +210,29 @@ def test_compile_errors_name_the_population_or_projection():
         compiler.compile(net, inputs="inp", hidden="hid", readout="hid", trainable=["hid_out"], n_steps=5)
     with pytest.raises(NetworkError, match="exactly one projection from 'hid' to the readout"):
         compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid"], n_steps=5)
+    refractory = _network("alif", 1, weights, hidden_params={"t_ref": [0.0] * (N_H - 1) + [2.0]})
+    with pytest.raises(NetworkError, match=r"hidden population 'hid' \(alif\): e-prop does not model "
+                                           r"refractoriness, but the refractory period 't_ref' is 2 ms"):
+        compiler.compile(refractory, inputs="inp", hidden="hid", readout="out", trainable=["hid_out"], n_steps=5)
+    flipped = _network("alif", 1, weights, hidden_params={"v_th": -0.5})
+    with pytest.raises(NetworkError, match="the surrogate's scale 'v_th' must be positive, got -0.5"):
+        compiler.compile(flipped, inputs="inp", hidden="hid", readout="out", trainable=["hid_out"], n_steps=5)
+
+
+def test_compiled_network_learns_a_two_class_task():
+    """Class 0 drives inputs 0-1, class 1 inputs 2-4: 40 Adam steps take the loss to a fraction."""
+    rng = np.random.default_rng(7)
+    batch = 8
+    _, mask, _, weights = _problem(7, batch, "xent", real_valued=False)
+    weights["w_out"] *= 0.1
+    compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=0.05)).compile(
+        _network("lif_subtractive", batch, weights), inputs="inp", hidden="hid", readout="out",
+        trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    labels = np.arange(batch) % 2
+    channels = np.where(labels[:, None] == 0, np.arange(N_IN) < 2, np.arange(N_IN) >= 2)
+    losses = []
+    for _ in range(40):
+        x = (rng.random((T, batch, N_IN)) < 0.3) * channels[None]
+        losses.append(compiled.run_batch(x, mask, labels=labels)["loss"].mean())
+        compiled.apply_gradients(mean=True)
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses

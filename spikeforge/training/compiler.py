@@ -167,6 +167,7 @@ class EpropCompiler:
             np.zeros((n_steps, network.batch_size, plan.inputs.size)), network.dt)
         deriv = derive(plan.hidden.model, self._hidden_constants(plan), surrogate=self.surrogate, gamma=self.gamma)
         self._check_per_neuron(plan, deriv)
+        self._check_hidden_values(plan, deriv)
         hooks = self._hooks(plan, deriv)
         spec = generate(net, hooks)
         self._append(net, spec, plan, deriv)
@@ -176,6 +177,30 @@ class EpropCompiler:
     def _hidden_constants(plan) -> dict:
         hid = plan.hidden
         return {k: v for k, v in hid.params.items() if hid.values.kind(k) == "constant"}
+
+    @staticmethod
+    def _check_hidden_values(plan, deriv):
+        """As for ``EpropConfig``: the traces model no refractoriness, so only a period of 0
+        trains the model as it simulates; the surrogate's width must be positive (a negative
+        one flips the sign of every gradient through the hidden layer)."""
+        from types import SimpleNamespace
+
+        from .model import hidden_values
+
+        hid, m = plan.hidden, plan.hidden.model
+        per_neuron = {k: np.asarray(v, dtype=float) for k, v in hid.params.items() if hid.values.kind(k) == "element"}
+        layer = SimpleNamespace(hidden_model=m, dt=plan.dt, per_neuron_params=per_neuron,
+                                params={k: v for k, v in hid.params.items() if k not in per_neuron})
+        where = f"hidden population '{hid.name}' ({m.name})"
+        if m.refractory is not None:
+            period = hidden_values(layer, m.refractory)
+            if not np.all(np.isfinite(period)) or np.any(period != 0):
+                raise NetworkError(f"{where}: e-prop does not model refractoriness, but the refractory period "
+                                   f"'{m.refractory_source}' is {float(np.nanmax(np.abs(period))):g} ms; set it to 0")
+        scale = hidden_values(layer, deriv.scale)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise NetworkError(f"{where}: the surrogate's scale '{deriv.scale}' must be positive, got "
+                               f"{float(np.nanmin(scale)):g}")
 
     @staticmethod
     def _check_per_neuron(plan, deriv):
