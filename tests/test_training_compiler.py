@@ -236,3 +236,44 @@ def test_compiled_network_learns_a_two_class_task():
         losses.append(compiled.run_batch(x, mask, labels=labels)["loss"].mean())
         compiled.apply_gradients(mean=True)
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+
+
+def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
+    """Sparse (stored) input and recurrent projections give the dense network's gradients on
+    their synapses when the dense weights of the missing synapses are 0, bit for bit."""
+    from spikeforge.network import FromList
+
+    batch = 2
+    x, mask, target, weights = _problem(8, batch, "mse", real_valued=True)
+    rng = np.random.default_rng(8)
+    keep = {"w_in": rng.random((N_H, N_IN)) < 0.5, "w_rec": rng.random((N_H, N_H)) < 0.5}
+    keep["w_rec"][1, 1] = True  # an autapse: it never learns, as the dense diagonal
+    dense_weights = {k: np.where(keep[k], v, 0.0) if k in keep else v for k, v in weights.items()}
+    dense_weights["w_rec"][1, 1] = 0.0
+    dense = _compiled("alif", "mse", "symmetric", batch, dense_weights).run_batch(x, mask, targets=target)
+
+    model, params = HIDDEN["alif"]
+    net = Network("oracle_sparse", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("hid", N_H, model, params)
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
+    pairs = {}
+    for name, proj, pre in (("w_in", "inp_hid", "inp"), ("w_rec", "hid_hid", "hid")):
+        post_ids, pre_ids = np.nonzero(keep[name])  # [post][pre] in the old layout
+        order = np.lexsort((post_ids, pre_ids))  # synapse order: by pre, then post
+        pairs[name] = (pre_ids[order], post_ids[order])
+        net.add_projection(proj, pre, "hid", SCALED if pre == "inp" else m.STATIC, ONE_STEP_CURR,
+                           FromList(tuple(int(i) for i in pre_ids[order]), tuple(int(j) for j in post_ids[order])),
+                           wu_init={"w": dense_weights[name][post_ids[order], pre_ids[order]]})
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    sparse = EpropCompiler(loss="mse").compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T,
+    ).run_batch(x, mask, targets=target)
+    _same_bits(sparse["loss"], dense["loss"], "loss")
+    for name, proj, n_pre in (("w_in", "inp_hid", N_IN), ("w_rec", "hid_hid", N_H)):
+        pre_ids, post_ids = pairs[name]
+        on_synapses = dense["grads"][f"{proj}_w"].reshape(batch, n_pre, N_H)[:, pre_ids, post_ids]
+        assert np.abs(on_synapses).max() > 0
+        _same_bits(sparse["grads"][f"{proj}_w"], np.ascontiguousarray(on_synapses), f"sparse gradient of {name}")
+    autapse = np.flatnonzero((pairs["w_rec"][0] == 1) & (pairs["w_rec"][1] == 1))
+    assert autapse.size == 1 and not sparse["grads"]["hid_hid_w"][:, autapse].any()

@@ -21,8 +21,8 @@ and, outside the step loop (``custom_updates``), one optimiser step per trainabl
 over its per-instance gradients. Timing is the simulation's: a spike at step t reaches its
 targets at t+1.
 
-Slice 1 supports: one hidden population of any spiking model with dense trainable
-projections into it (from a ``value_input`` population and from itself), a ``leaky_readout``
+Slice 1 supports: one hidden population of any spiking model with dense or sparse (stored)
+trainable projections into it (from a ``value_input`` population and from itself), a ``leaky_readout``
 readout fed by a dense projection from the hidden population, the cpu backend.
 """
 
@@ -124,9 +124,10 @@ class EpropCompiler:
                                    f"{', '.join(network.projections)}; the readout bias is '{bias}')")
             projections.append(network.projections[name])
         for q in projections:
-            if q.connectivity.kind != "dense" or q.delay_steps:
-                raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense "
-                                   "projections without delay")
+            if q.connectivity.kind not in ("dense", "sparse") or q.delay_steps:
+                raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense or "
+                                   f"sparse (stored) projections without delay, not {q.connectivity.kind}"
+                                   + (f" with a delay of {q.delay_steps} steps" if q.delay_steps else ""))
             if q.post is not hid and q.post is not out:
                 raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at the "
                                    f"hidden population '{hid.name}' or the readout '{out.name}'")
@@ -137,6 +138,9 @@ class EpropCompiler:
         if len(into_readout) != 1 or into_readout[0].pre is not hid:
             raise NetworkError(f"trainable: name exactly one projection from '{hid.name}' to the readout "
                                f"'{out.name}'")
+        if into_readout[0].connectivity.kind != "dense":
+            raise NetworkError(f"trainable projection '{into_readout[0].name}': the projection to the readout must be "
+                               "dense in the training compiler (preview)")
         hidden_projections = [q for q in projections if q.post is hid]
         for q in hidden_projections:
             if q.pre is not inp and q.pre is not hid:
@@ -479,8 +483,11 @@ class EpropCompiler:
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
             "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
             "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
-            "reads": reads, "writes": writes,
+            "reads": reads, "writes": writes, "sparse": q.rows is not None,
         }
+        if q.rows is not None:
+            info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
+            reads += [info["row_start"], info["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
                        f"{m.name}): eps_t = D(h_t-1) eps_t-1 + c s_t-1, e_t = psi_t dg/dh . eps_t, "
