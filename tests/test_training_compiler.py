@@ -49,7 +49,7 @@ def _old(kind, loss, feedback, seed=0, reg_rate=0.0):
     return EpropRuntime(cfg, seed=seed)
 
 
-def _network(kind, batch, weights, recurrent=True, hidden_params=None):
+def _network(kind, batch, weights, recurrent=True, hidden_params=None, delays=(0, 0), input_synapse=SCALED):
     model, params = HIDDEN[kind]
     params = dict(params, **(hidden_params or {}))
     if kind == "lsnn":
@@ -59,10 +59,11 @@ def _network(kind, batch, weights, recurrent=True, hidden_params=None):
     net.add_population("hid", N_H, model, params)
     net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
     # weights of the network's projections are [pre][post]: the transposes of the old path's
-    net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
+    net.add_projection("inp_hid", "inp", "hid", input_synapse, ONE_STEP_CURR,
+                       wu_init={"w": weights["w_in"].T.ravel()}, delay=delays[0] * DT)
     if recurrent:
         net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR,
-                           wu_init={"w": weights["w_rec"].T.ravel()})
+                           wu_init={"w": weights["w_rec"].T.ravel()}, delay=delays[1] * DT)
     net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
     return net
 
@@ -277,3 +278,41 @@ def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
         _same_bits(sparse["grads"][f"{proj}_w"], np.ascontiguousarray(on_synapses), f"sparse gradient of {name}")
     autapse = np.flatnonzero((pairs["w_rec"][0] == 1) & (pairs["w_rec"][1] == 1))
     assert autapse.size == 1 and not sparse["grads"]["hid_hid_w"][:, autapse].any()
+
+
+def test_an_input_delay_equals_inputs_shifted_by_it():
+    """A delay of d steps on the input projection (step t's spikes reach the hidden layer at
+    t + 1 + d) gives the gradients of the undelayed network fed the inputs d steps later."""
+    batch, d = 2, 3
+    x, mask, target, weights = _problem(9, batch, "xent", real_valued=False)
+    shifted = np.concatenate([np.zeros((d, batch, N_IN)), x[:-d]])
+    runs = []
+    for delay, inputs in ((0, shifted), (d, x)):
+        net = _network("lsnn", batch, weights, delays=(delay, 0), input_synapse=m.STATIC)
+        compiled = EpropCompiler(loss="xent").compile(
+            net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+            n_steps=T)
+        assert compiled.spec.array("inp_eprop_s_hist").slots == delay + 2
+        runs.append(compiled.run_batch(inputs, mask, labels=target))
+    plain, delayed = runs
+    assert plain["hidden_spikes"].sum() > 0
+    _same_bits(delayed["loss"], plain["loss"], "loss")
+    for name in ("inp_hid_w", "hid_hid_w", "hid_out_w", "out_p_bias"):
+        _same_bits(delayed["grads"][name], plain["grads"][name], f"gradient of {name}")
+    with pytest.raises(NetworkError, match="'inp_hid' has a delay, but its input reads presynaptic variables "
+                                           r"\(value_pre\) when the spike is delivered"):
+        EpropCompiler().compile(_network("lsnn", batch, weights, delays=(d, 0)), inputs="inp", hidden="hid",
+                                readout="out", trainable=["inp_hid", "hid_out"], n_steps=T)
+
+
+def test_a_recurrent_delay_changes_the_gradients_and_keeps_the_dense_shape():
+    batch, d = 2, 2
+    x, mask, target, weights = _problem(10, batch, "xent", real_valued=False)
+    plain = _compiled("alif", "xent", "symmetric", batch, weights).run_batch(x, mask, labels=target)
+    net = _network("alif", batch, weights, delays=(0, d))
+    delayed = EpropCompiler(loss="xent").compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T,
+    ).run_batch(x, mask, labels=target)
+    g = delayed["grads"]["hid_hid_w"].reshape(batch, N_H, N_H)
+    assert np.abs(g).max() > 0 and not np.diagonal(g, axis1=1, axis2=2).any()
+    assert not np.array_equal(g, plain["grads"]["hid_hid_w"].reshape(batch, N_H, N_H))

@@ -156,12 +156,15 @@ class NeuronHook:
     the generator: ``arrays`` it adds to the spec, ``loads`` (locals loaded from and stored to
     them with the neuron's variables), ``before`` lines at the start of the update (before
     any input is read) and ``after_threshold`` lines right after the threshold test
-    (``_spike`` holds its outcome; the variables hold their values before the reset)."""
+    (``_spike`` holds its outcome; the variables hold their values before the reset).
+    ``writes`` names arrays the lines index themselves (``_<array>[...]``, e.g. one with
+    delay slots), so that the kernel binds them."""
 
     arrays: list[ArraySpec] = field(default_factory=list)
     loads: list[Access] = field(default_factory=list)
     before: list[HookLine] = field(default_factory=list)
     after_threshold: list[HookLine] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
 
 
 def _hook_lines(w: KernelWriter, lines: list[HookLine], rename: dict) -> list[Line]:
@@ -765,6 +768,8 @@ class Generator:
             "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
             "writes": [arrays["spk"].name, arrays["spk_cnt"].name],
         }
+        if hook is not None:
+            info["writes"] += hook.writes
         if timed:
             info["reads"] = [a.name for pair in timed.values() for a in pair]
         if is_ssa:

@@ -13,7 +13,7 @@ step, these kernels:
 3. ``eprop_learning_signal``: ``L_j = sum_k B_jk err_k`` (the feedback object's ``B``), plus the
    firing-rate regularisation;
 4. ``eprop_eligibility_<projection>``: per trainable projection into the hidden layer, the
-   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1}`` (from
+   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1-d}`` (``d`` the projection's delay; from
    :func:`codegen.eprop.derive` for the hidden model), ``e_t = psi_t dg/dh . eps_t`` and
    ``dW += L_t (1 - kappa) ebar_{t-1}``, ``ebar = kappa ebar + e``;
 
@@ -22,7 +22,8 @@ over its per-instance gradients. Timing is the simulation's: a spike at step t r
 targets at t+1.
 
 Slice 1 supports: one hidden population of any spiking model with dense or sparse (stored)
-trainable projections into it (from a ``value_input`` population and from itself), a ``leaky_readout``
+trainable projections into it, with or without a delay (from a ``value_input`` population
+and from itself), a ``leaky_readout``
 readout fed by a dense projection from the hidden population, the cpu backend.
 """
 
@@ -124,10 +125,9 @@ class EpropCompiler:
                                    f"{', '.join(network.projections)}; the readout bias is '{bias}')")
             projections.append(network.projections[name])
         for q in projections:
-            if q.connectivity.kind not in ("dense", "sparse") or q.delay_steps:
+            if q.connectivity.kind not in ("dense", "sparse"):
                 raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense or "
-                                   f"sparse (stored) projections without delay, not {q.connectivity.kind}"
-                                   + (f" with a delay of {q.delay_steps} steps" if q.delay_steps else ""))
+                                   f"sparse (stored) projections, not {q.connectivity.kind}")
             if q.post is not hid and q.post is not out:
                 raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at the "
                                    f"hidden population '{hid.name}' or the readout '{out.name}'")
@@ -138,9 +138,9 @@ class EpropCompiler:
         if len(into_readout) != 1 or into_readout[0].pre is not hid:
             raise NetworkError(f"trainable: name exactly one projection from '{hid.name}' to the readout "
                                f"'{out.name}'")
-        if into_readout[0].connectivity.kind != "dense":
+        if into_readout[0].connectivity.kind != "dense" or into_readout[0].delay_steps:
             raise NetworkError(f"trainable projection '{into_readout[0].name}': the projection to the readout must be "
-                               "dense in the training compiler (preview)")
+                               "dense and without delay in the training compiler (preview)")
         hidden_projections = [q for q in projections if q.post is hid]
         for q in hidden_projections:
             if q.pre is not inp and q.pre is not hid:
@@ -240,7 +240,26 @@ class EpropCompiler:
         if ds.has(symbol("w")) or set(ds.free_symbols) - set(pre):
             raise NetworkError(f"trainable projection '{q.name}': its input must be linear in 'w' and read only "
                                f"presynaptic variables, got d(post_input)/dw = {ds}")
+        if q.delay_steps and pre:
+            raise NetworkError(f"trainable projection '{q.name}' has a delay, but its input reads presynaptic "
+                               f"variables ({', '.join(sorted(str(x) for x in pre))}) when the spike is delivered, "
+                               "not when it was sent; use a synapse whose input is the weight alone (static)")
         return ds.xreplace(pre)
+
+    @staticmethod
+    def signal_slots(plan, population: str) -> int:
+        """Steps of presynaptic signal kept for ``population``: its trainable projections'
+        longest delay + 2 (at step t, s_t is written before s_{t-1-delay} is read)."""
+        projections = [*plan.hidden_projections, plan.readout_projection]
+        delays = [q.delay_steps for q in projections if q.pre.name == population]
+        return max(delays) + 2
+
+    @staticmethod
+    def _signal_at(plan, population: str, delay: int, n: int) -> str:
+        """C text: the start of ``population``'s signal s_{t-1-delay} for batch instance _b."""
+        slots = EpropCompiler.signal_slots(plan, population)
+        return (f"_{population}_eprop_s_hist + ((size_t)((_step + {slots - 1 - delay}u) % {slots}u) * _B + _b) * "
+                f"{n}u")
 
     def _hooks(self, plan, deriv) -> dict[str, NeuronHook]:
         hid = plan.hidden
@@ -264,14 +283,20 @@ class EpropCompiler:
                 raise NetworkError(f"trainable projections from '{q.pre.name}' deliver different signals per unit "
                                    f"weight ({signals[q.pre.name]} and {s})")
             signals[q.pre.name] = s
+        # kept for the longest delay: s_{t-1-d} is read at step t after s_t was written
         for name, s in signals.items():
             pop = hid if name == hid.name else plan.inputs
-            cur = state(pop, "s", "e-prop: presynaptic signal s of this step")
-            prev = state(pop, "s_prev", "e-prop: presynaptic signal s of the previous step")
-            hook(pop).before.append(HookLine(prev, cur, "e-prop: s_{t-1}"))
-            hook(pop).after_threshold += [
-                HookLine(cur, s, f"e-prop: signal per unit weight, {s}"),
-                HookLine(cur, f"_spike ? {cur} : (scalar)0", "e-prop: nothing without a spike")]
+            slots = self.signal_slots(plan, name)
+            hist = f"{pop.name}_eprop_s_hist"
+            h = hook(pop)
+            h.arrays.append(_zero(hist, pop.name, "_eprop_s_hist", pop.size, slots=slots,
+                                  comment=f"e-prop: presynaptic signal s of the last {slots} steps [step % {slots}]"))
+            h.writes.append(hist)
+            h.after_threshold += [
+                HookLine("scalar _eprop_s", s, f"e-prop: presynaptic signal per unit weight, {s}"),
+                HookLine("_eprop_s", "_spike ? _eprop_s : (scalar)0", "e-prop: nothing without a spike"),
+                HookLine(f"_{hist}[((size_t)(_step % {slots}u) * _B + _b) * {pop.size}u + _i]", "_eprop_s",
+                         "e-prop: kept for the projections' delays")]
         # the hidden neurons' state of the previous step, pseudo-derivative and spike
         h = hook(hid)
         for var in ("z", "psi"):
@@ -373,7 +398,7 @@ class EpropCompiler:
             Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
             Line("if (!_eprop_learn[0]) return;", "evaluation: no gradients"),
             Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
-            Line(f"const scalar* const _zprev = _{hid.name}_eprop_s_prev + (size_t)_b * N;", "z_{t-1}"),
+            Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
             Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
             Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
             Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
@@ -394,7 +419,7 @@ class EpropCompiler:
         return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
                           f"e-prop: exact gradients of the readout weights '{qo.name}'"
                           + (f" and of the bias of '{out.name}'" if plan.train_bias else ""), [kappa], [], code,
-                          {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_prev"],
+                          {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"],
                            "writes": writes})
 
     def _signal_kernel(self, plan) -> KernelSpec:
@@ -470,27 +495,29 @@ class EpropCompiler:
                          comment="filtered eligibility trace"))
         spec.arrays += new
         arrays = {
-            "s_prev": f"{q.pre.name}_eprop_s_prev", "grad": f"{q.name}_eprop_grad", "ebar": f"{q.name}_eprop_ebar",
+            "s_hist": f"{q.pre.name}_eprop_s_hist", "grad": f"{q.name}_eprop_grad", "ebar": f"{q.name}_eprop_ebar",
             "eps": pre_arrays, "eps_old": {s: f"{q.name}_eprop_eps_old_{s}" for s in deriv.per_presynaptic},
             "psi": f"{hid.name}_eprop_psi", "psi_prev": f"{hid.name}_eprop_psi_prev",
             "z_prev": f"{hid.name}_eprop_z_prev", "L": f"{hid.name}_eprop_L",
             "h_prev": {s: f"{hid.name}_eprop_{s}_prev" for s in states},
         }
-        reads = ["eprop_learn", arrays["s_prev"], arrays["psi"], arrays["psi_prev"], arrays["z_prev"], arrays["L"],
+        reads = ["eprop_learn", arrays["s_hist"], arrays["psi"], arrays["psi_prev"], arrays["z_prev"], arrays["L"],
                  *arrays["h_prev"].values(), *(a for _, a in post_params)]
         writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
         info = {
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
             "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
             "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
-            "reads": reads, "writes": writes, "sparse": q.rows is not None,
+            "reads": reads, "writes": writes, "sparse": q.rows is not None, "delay": q.delay_steps,
+            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
         }
         if q.rows is not None:
             info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
             reads += [info["row_start"], info["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
-                       f"{m.name}): eps_t = D(h_t-1) eps_t-1 + c s_t-1, e_t = psi_t dg/dh . eps_t, "
+                       f"{m.name}, delay {q.delay_steps}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
+                       f"e_t = psi_t dg/dh . eps_t, "
                        f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
                        f"{', '.join(deriv.per_presynaptic) or '-'}; per synapse: {', '.join(deriv.per_synapse) or '-'}")
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
