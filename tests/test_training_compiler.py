@@ -316,3 +316,38 @@ def test_a_recurrent_delay_changes_the_gradients_and_keeps_the_dense_shape():
     g = delayed["grads"]["hid_hid_w"].reshape(batch, N_H, N_H)
     assert np.abs(g).max() > 0 and not np.diagonal(g, axis1=1, axis2=2).any()
     assert not np.array_equal(g, plain["grads"]["hid_hid_w"].reshape(batch, N_H, N_H))
+
+
+def test_izhikevich_equals_the_old_kernel():
+    """A model that is neither LIF nor ALIF (quadratic, Euler; v = c and u += d: every eligibility
+    component per synapse), recurrent, dt = 0.5 ms, with the surrogate given as an expression."""
+    surrogate = "gamma * exp(-abs(_g) / 30) / 30"
+    n_in, n_h, k, steps, batch, dt = 4, 3, 2, 60, 2, 0.5
+    rng = np.random.default_rng(3)
+    x = (rng.random((steps, batch, n_in)) < 0.4).astype(float)
+    weights = {"w_in": rng.uniform(10.0, 30.0, (n_h, n_in)), "w_rec": rng.normal(0.0, 5.0, (n_h, n_h)),
+               "w_out": rng.normal(0.0, 1.0, (k, n_h)), "b_out": rng.normal(0.0, 0.3, k)}
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    targets, mask = rng.normal(0.0, 0.5, (steps, batch, k)), np.ones(steps)
+    old = EpropRuntime(EpropConfig(n_in, n_h, k, m.IZHIKEVICH, {}, recurrent=True, tau_out=15.0, dt=dt, loss="mse",
+                                   surrogate=surrogate, precision="double", name="oracle_old_izhikevich"))
+    old.set_weights(weights)
+    ref = old.run_batch(x, mask, targets=targets)
+    assert ref["hidden_spikes"].min() >= 2
+    net = Network("oracle_izhikevich", dt=dt, batch_size=batch, precision="double")
+    net.add_population("inp", n_in, VALUE_INPUT)
+    net.add_population("hid", n_h, m.IZHIKEVICH)
+    net.add_population("out", k, LEAKY_READOUT, dict(tau_m=15.0, bias=list(weights["b_out"])))
+    net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
+    net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_rec"].T.ravel()})
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    out = EpropCompiler(loss="mse", surrogate=surrogate).compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+        n_steps=steps).run_batch(x, mask, targets=targets)
+    _same_bits(out["loss"], ref["loss"], "loss")
+    for new, name, shape in (("inp_hid_w", "w_in", (n_in, n_h)), ("hid_hid_w", "w_rec", (n_h, n_h)),
+                             ("hid_out_w", "w_out", (n_h, k))):
+        g = np.ascontiguousarray(out["grads"][new].reshape(batch, *shape).transpose(0, 2, 1))
+        assert np.abs(g).max() > 0, name
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+    _same_bits(out["grads"]["out_p_bias"], ref["grads"]["b_out"], "gradient of b_out")
