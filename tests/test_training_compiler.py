@@ -75,7 +75,7 @@ def _compiled(kind, loss, feedback, batch, weights, feedback_matrix=None, optimi
         _network(kind, batch, weights), inputs="inp", hidden="hid", readout="out",
         trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
     if feedback_matrix is not None:
-        compiled.backend.push("hid_out_eprop_feedback", feedback_matrix.ravel())
+        compiled.backend.push("hid_eprop_feedback", feedback_matrix.ravel())
     return compiled
 
 
@@ -209,15 +209,17 @@ def test_compile_errors_name_the_population_or_projection():
         compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["nope", "hid_out"], n_steps=5)
     with pytest.raises(NetworkError, match="readout: population 'hid' must use the leaky_readout model"):
         compiler.compile(net, inputs="inp", hidden="hid", readout="hid", trainable=["hid_out"], n_steps=5)
-    with pytest.raises(NetworkError, match="exactly one projection from 'hid' to the readout"):
+    with pytest.raises(NetworkError, match=r"name a projection from a hidden population \('hid'\) to the readout"):
         compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid"], n_steps=5)
     refractory = _network("alif", 1, weights, hidden_params={"t_ref": [0.0] * (N_H - 1) + [2.0]})
     with pytest.raises(NetworkError, match=r"hidden population 'hid' \(alif\): e-prop does not model "
                                            r"refractoriness, but the refractory period 't_ref' is 2 ms"):
-        compiler.compile(refractory, inputs="inp", hidden="hid", readout="out", trainable=["hid_out"], n_steps=5)
+        compiler.compile(refractory, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_out"],
+                         n_steps=5)
     flipped = _network("alif", 1, weights, hidden_params={"v_th": -0.5})
     with pytest.raises(NetworkError, match="the surrogate's scale 'v_th' must be positive, got -0.5"):
-        compiler.compile(flipped, inputs="inp", hidden="hid", readout="out", trainable=["hid_out"], n_steps=5)
+        compiler.compile(flipped, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_out"],
+                         n_steps=5)
 
 
 def test_compiled_network_learns_a_two_class_task():
@@ -351,3 +353,106 @@ def test_izhikevich_equals_the_old_kernel():
         assert np.abs(g).max() > 0, name
         _same_bits(g, ref["grads"][name], f"gradient of {name}")
     _same_bits(out["grads"]["out_p_bias"], ref["grads"]["b_out"], "gradient of b_out")
+
+
+# ----------------------------------------------------------------------------- two hidden layers
+
+def _two_layers(batch, rng, record=False):
+    """inp -> h1 (lif_subtractive, recurrent) -> h2 (alif, recurrent) -> out, all trainable."""
+    w = {"inp_h1": rng.uniform(0.0, 1.5, (N_IN, N_H)), "h1_h1": rng.normal(0.0, 0.4, (N_H, N_H)),
+         "h1_h2": rng.uniform(0.0, 1.2, (N_H, N_H)), "h2_h2": rng.normal(0.0, 0.4, (N_H, N_H)),
+         "h2_out": rng.normal(0.0, 1.0, (N_H, K))}  # [pre][post]
+    for name in ("h1_h1", "h2_h2"):
+        np.fill_diagonal(w[name], 0.0)
+    net = Network("two_layers", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("h1", N_H, *HIDDEN["lif_subtractive"], record_spikes=record)
+    net.add_population("h2", N_H, *HIDDEN["alif"])
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=[0.1, -0.2, 0.0]))
+    for name, pre, post, syn in (("inp_h1", "inp", "h1", SCALED), ("h1_h1", "h1", "h1", m.STATIC),
+                                 ("h1_h2", "h1", "h2", m.STATIC), ("h2_h2", "h2", "h2", m.STATIC),
+                                 ("h2_out", "h2", "out", m.STATIC)):
+        net.add_projection(name, pre, post, syn, ONE_STEP_CURR, wu_init={"w": w[name].ravel()})
+    return net, w
+
+
+def test_two_layers_second_layer_equals_one_layer_fed_the_first_layers_spikes():
+    """The second layer's gradients (and the readout's) equal those of a one-layer network whose
+    inputs are the first layer's spikes, bit for bit; the first layer learns through its own
+    random feedback matrix."""
+    batch = 3
+    rng = np.random.default_rng(11)
+    net, w = _two_layers(batch, rng, record=True)
+    x = (rng.random((T, batch, N_IN)) < 0.4).astype(float)
+    target, mask = rng.normal(0.0, 0.5, (T, batch, K)), np.ones(T)
+    compiled = EpropCompiler(loss="mse", feedback={"h1": "random", "h2": "symmetric"}).compile(
+        net, inputs="inp", hidden=["h1", "h2"], readout="out",
+        trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out", "out.bias"], n_steps=T)
+    two = compiled.run_batch(x, mask, targets=target)
+    spikes = np.zeros((T, batch, N_H))
+    for b, (times, ids) in enumerate(compiled.simulation.spikes("h1")):
+        spikes[np.round(times / DT).astype(int), b, ids] = 1.0
+    assert spikes.sum() > 0 and two["hidden_spikes"][:, N_H:].sum() > 0
+    np.testing.assert_array_equal(two["hidden_spikes"][:, :N_H], spikes.sum(axis=0))
+
+    one = Network("one_layer", dt=DT, batch_size=batch, precision="double")
+    one.add_population("inp", N_H, VALUE_INPUT)
+    one.add_population("h2", N_H, *HIDDEN["alif"])
+    one.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=[0.1, -0.2, 0.0]))
+    one.add_projection("h1_h2", "inp", "h2", SCALED, ONE_STEP_CURR, wu_init={"w": w["h1_h2"].ravel()})
+    one.add_projection("h2_h2", "h2", "h2", m.STATIC, ONE_STEP_CURR, wu_init={"w": w["h2_h2"].ravel()})
+    one.add_projection("h2_out", "h2", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": w["h2_out"].ravel()})
+    ref = EpropCompiler(loss="mse").compile(one, inputs="inp", hidden="h2", readout="out",
+                                            trainable=["h1_h2", "h2_h2", "h2_out", "out.bias"], n_steps=T,
+                                            ).run_batch(spikes, mask, targets=target)
+    _same_bits(two["y"], ref["y"], "readout y")
+    for name in ("h1_h2_w", "h2_h2_w", "h2_out_w", "out_p_bias"):
+        assert np.abs(ref["grads"][name]).max() > 0
+        _same_bits(two["grads"][name], ref["grads"][name], f"gradient of {name}")
+
+
+def test_two_layers_first_layer_equals_numpy_eprop_with_its_feedback():
+    """The first layer's gradients against a plain numpy e-prop (tests/eprop_reference.py's
+    forward pass and recursions) with L = B1 err, err from the readout the network computed."""
+    from tests.eprop_reference import _constants, forward
+
+    batch = 2
+    rng = np.random.default_rng(12)
+    net, w = _two_layers(batch, rng)
+    x = (rng.random((T, batch, N_IN)) < 0.4).astype(float)
+    target, mask = rng.normal(0.0, 0.5, (T, batch, K)), np.r_[np.zeros(T // 4), np.ones(T - T // 4)]
+    compiled = EpropCompiler(loss="mse", feedback="random").compile(
+        net, inputs="inp", hidden=["h1", "h2"], readout="out",
+        trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out"], n_steps=T)
+    out = compiled.run_batch(x, mask, targets=target)
+    B1 = compiled.backend.pull("h1_eprop_feedback").reshape(N_H, K)
+    assert not np.array_equal(B1, compiled.backend.pull("h2_eprop_feedback").reshape(N_H, K))
+    err = mask[:, None, None] * (out["y"] - target)  # dE/dy of the mse loss, per step
+
+    params = dict(dt=DT, tau_m=10.0, tau_a=None, tau_out=TAU_OUT, v_th=0.6, beta=0.0, gamma=0.3)
+    fw = forward(x, params, {"W_in": w["inp_h1"].T, "W_rec": w["h1_h1"].T, "W_out": np.zeros((K, N_H)),
+                             "b": np.zeros(K)})
+    c = _constants(params)
+    al, ka = c["alpha"], c["kappa"]
+    for name, S, n_pre in (("inp_h1", x, N_IN), ("h1_h1", fw["z"], N_H)):
+        eps, ebar, grad = (np.zeros((batch, N_H, n_pre)) for _ in range(3))
+        s_prev = np.zeros((batch, n_pre))
+        for t in range(T):
+            eps = al * eps + (1.0 - al) * s_prev[:, None, :]
+            grad += (err[t] @ B1.T)[:, :, None] * (1.0 - ka) * ebar
+            ebar = ka * ebar + fw["psi"][t][:, :, None] * eps
+            s_prev = S[t]
+        if name == "h1_h1":
+            for b in range(batch):
+                np.fill_diagonal(grad[b], 0.0)
+        ours = out["grads"][f"{name}_w"].reshape(batch, n_pre, N_H).transpose(0, 2, 1)
+        assert np.abs(grad).max() > 0
+        np.testing.assert_allclose(ours, grad, rtol=1e-9, atol=1e-12 * np.abs(grad).max(), err_msg=name)
+
+
+def test_symmetric_feedback_needs_a_projection_to_the_readout():
+    net, _ = _two_layers(1, np.random.default_rng(0))
+    with pytest.raises(NetworkError, match="hidden population 'h1': symmetric feedback sends the error back "
+                                           "through its projection to the readout, and it has none"):
+        EpropCompiler(feedback="symmetric").compile(net, inputs="inp", hidden=["h1", "h2"], readout="out",
+                                                    trainable=["inp_h1", "h2_out"], n_steps=5)

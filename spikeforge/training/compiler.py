@@ -10,8 +10,8 @@ step, these kernels:
 1. ``eprop_error``: the loss object's code: readout error ``err_k`` and loss of this step;
 2. ``eprop_readout_gradient``: ``dW_out += err (1 - kappa) zbar``, ``db += err (1 - kappa) bbar``
    with ``zbar = kappa zbar + z_{t-1}``, ``bbar = kappa bbar + 1``;
-3. ``eprop_learning_signal``: ``L_j = sum_k B_jk err_k`` (the feedback object's ``B``), plus the
-   firing-rate regularisation;
+3. ``eprop_learning_signal``: per hidden population with trainable projections into it,
+   ``L_j = sum_k B_jk err_k`` (its feedback object's ``B``), plus the firing-rate regularisation;
 4. ``eprop_eligibility_<projection>``: per trainable projection into the hidden layer, the
    eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1-d}`` (``d`` the projection's delay; from
    :func:`codegen.eprop.derive` for the hidden model), ``e_t = psi_t dg/dh . eps_t`` and
@@ -21,10 +21,11 @@ and, outside the step loop (``custom_updates``), one optimiser step per trainabl
 over its per-instance gradients. Timing is the simulation's: a spike at step t reaches its
 targets at t+1.
 
-Slice 1 supports: one hidden population of any spiking model with dense or sparse (stored)
-trainable projections into it, with or without a delay (from a ``value_input`` population
-and from itself), a ``leaky_readout``
-readout fed by a dense projection from the hidden population, the cpu backend.
+The preview supports: hidden populations of any spiking models with dense or sparse (stored)
+trainable projections into them, with or without a delay, from a ``value_input`` population
+and from hidden populations; a ``leaky_readout`` readout fed by dense projections from hidden
+populations; a learning signal per hidden population through its own feedback; the cpu
+backend.
 """
 
 from __future__ import annotations
@@ -53,14 +54,24 @@ class _Plan:
     """What :meth:`EpropCompiler.compile` resolved from the names it was given."""
 
     inputs: object
-    hidden: object
+    hidden: list  # the hidden populations, in the network's order
     readout: object
-    readout_projection: object
-    hidden_projections: list
+    readout_projections: list  # trainable, from hidden populations to the readout
+    hidden_projections: list  # trainable, into hidden populations
     train_bias: bool
     n_steps: int
     kappa: float
     dt: float
+    feedback: dict  # hidden population (that learns) -> its Feedback
+
+    @property
+    def learning(self) -> list:
+        """The hidden populations with trainable projections into them: they need learning signals."""
+        return [h for h in self.hidden if any(q.post is h for q in self.hidden_projections)]
+
+    def readout_projection(self, hidden):
+        """The trainable projection from ``hidden`` to the readout, or None."""
+        return next((q for q in self.readout_projections if q.pre is hidden), None)
 
 
 def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpec:
@@ -88,7 +99,9 @@ class EpropCompiler:
         self.optimiser = optimiser if optimiser is not None else Adam()
         if not isinstance(self.optimiser, Optimiser):
             raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
-        self.feedback = make_feedback(feedback)
+        # one Feedback for every hidden population, or {population: feedback}
+        self.feedback = ({k: make_feedback(v) for k, v in feedback.items()} if isinstance(feedback, dict)
+                         else make_feedback(feedback))
         self.surrogate = surrogate
         for name, v in (("gamma", gamma), ("reg_rate", reg_rate), ("reg_target_hz", reg_target_hz)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -102,51 +115,61 @@ class EpropCompiler:
                 raise NetworkError(f"{what}: no population '{name}' (populations: {', '.join(network.populations)})")
             return network.populations[name]
 
-        inp, hid, out = pop(inputs, "inputs"), pop(hidden, "hidden"), pop(readout, "readout")
+        inp, out = pop(inputs, "inputs"), pop(readout, "readout")
+        names = [hidden] if isinstance(hidden, str) else list(hidden)
+        if not names or len(set(names)) != len(names):
+            raise NetworkError(f"hidden: name one population or several distinct ones, got {hidden!r}")
+        hid = [pop(name, "hidden") for name in names]
+        hid.sort(key=lambda h: list(network.populations).index(h.name))
         if inp.model is not VALUE_INPUT:
             raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, not "
                                f"'{inp.model.name}'")
         if out.model.name != "leaky_readout":
             raise NetworkError(f"readout: population '{out.name}' must use the leaky_readout model, not "
                                f"'{out.model.name}'")
-        if not hid.model.spiking:
-            raise NetworkError(f"hidden: population '{hid.name}' ({hid.model.name}) does not spike")
+        for h in hid:
+            if not h.model.spiking:
+                raise NetworkError(f"hidden: population '{h.name}' ({h.model.name}) does not spike")
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
-        names = list(trainable)
         bias = f"{out.name}.bias"
-        train_bias = bias in names
+        train_bias = bias in list(trainable)
         projections = []
-        for name in names:
+        for name in trainable:
             if name == bias:
                 continue
             if name not in network.projections:
                 raise NetworkError(f"trainable: no projection '{name}' (projections: "
                                    f"{', '.join(network.projections)}; the readout bias is '{bias}')")
             projections.append(network.projections[name])
+        hidden_names = ", ".join(f"'{h.name}'" for h in hid)
         for q in projections:
             if q.connectivity.kind not in ("dense", "sparse"):
                 raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense or "
                                    f"sparse (stored) projections, not {q.connectivity.kind}")
-            if q.post is not hid and q.post is not out:
-                raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at the "
-                                   f"hidden population '{hid.name}' or the readout '{out.name}'")
+            if q.post not in hid and q.post is not out:
+                raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at a "
+                                   f"hidden population ({hidden_names}) or the readout '{out.name}'")
+            if q.pre is not inp and q.pre not in hid:
+                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; the preview takes "
+                                   f"projections from '{inp.name}' or a hidden population ({hidden_names})")
             if q.postsynaptic.name != "one_step_curr":
                 raise NetworkError(f"trainable projection '{q.name}': postsynaptic model must be one_step_curr, "
                                    f"not '{q.postsynaptic.name}'")
         into_readout = [q for q in projections if q.post is out]
-        if len(into_readout) != 1 or into_readout[0].pre is not hid:
-            raise NetworkError(f"trainable: name exactly one projection from '{hid.name}' to the readout "
-                               f"'{out.name}'")
-        if into_readout[0].connectivity.kind != "dense" or into_readout[0].delay_steps:
-            raise NetworkError(f"trainable projection '{into_readout[0].name}': the projection to the readout must be "
-                               "dense and without delay in the training compiler (preview)")
-        hidden_projections = [q for q in projections if q.post is hid]
-        for q in hidden_projections:
-            if q.pre is not inp and q.pre is not hid:
-                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; the preview takes "
-                                   f"projections from '{inp.name}' or '{hid.name}'")
-        for p in (hid, out):
+        if not into_readout:
+            raise NetworkError(f"trainable: name a projection from a hidden population ({hidden_names}) to the "
+                               f"readout '{out.name}'")
+        for q in into_readout:
+            if q.pre is inp:
+                raise NetworkError(f"trainable projection '{q.name}': the readout learns from hidden populations "
+                                   f"({hidden_names}), not from the input '{inp.name}'")
+            if q.connectivity.kind != "dense" or q.delay_steps:
+                raise NetworkError(f"trainable projection '{q.name}': the projection to the readout must be dense "
+                                   "and without delay in the training compiler (preview)")
+            if sum(r.pre is q.pre for r in into_readout) > 1:
+                raise NetworkError(f"trainable: two projections from '{q.pre.name}' to the readout '{out.name}'")
+        for p in (*hid, out):
             for name, kind in p.values.kinds.items():
                 if kind != "element":
                     raise NetworkError(f"population '{p.name}': parameter '{name}' is {kind}; the training compiler "
@@ -154,36 +177,48 @@ class EpropCompiler:
         if train_bias and out.values.kind("bias") != "element":
             raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron "
                                f"(e.g. [0.0] * {out.size})")
-        tau = out.params["tau_m"]
         if out.values.kind("tau_m") != "constant":
             raise NetworkError(f"readout '{out.name}': tau_m must be one number")
-        kappa = math.exp(-network.dt / float(tau))
-        return _Plan(inp, hid, out, into_readout[0], hidden_projections, train_bias, n_steps, kappa, network.dt)
+        kappa = math.exp(-network.dt / float(out.params["tau_m"]))
+        plan = _Plan(inp, hid, out, into_readout, [q for q in projections if q.post in hid], train_bias, n_steps,
+                     kappa, network.dt, {})
+        for h in plan.learning:
+            fb = self.feedback.get(h.name) if isinstance(self.feedback, dict) else self.feedback
+            if fb is None:
+                raise NetworkError(f"feedback: no feedback given for the hidden population '{h.name}'")
+            if fb.needs_readout_projection and plan.readout_projection(h) is None:
+                raise NetworkError(f"hidden population '{h.name}': {fb.name} feedback sends the error back through "
+                                   f"its projection to the readout, and it has none; use random feedback")
+            plan.feedback[h.name] = fb
+        return plan
 
     # -- compiling ----------------------------------------------------------------------------
-    def compile(self, network, *, inputs: str, hidden: str, readout: str, trainable, n_steps: int,
+    def compile(self, network, *, inputs: str, hidden: str | list[str], readout: str, trainable, n_steps: int,
                 threads: int | None = None) -> CompiledEprop:
-        """The network compiled for training on trials of ``n_steps`` steps (see the module docstring)."""
+        """The network compiled for training on trials of ``n_steps`` steps (see the module
+        docstring): ``inputs``, ``hidden`` (one name or several) and ``readout`` name
+        populations, ``trainable`` projections (and ``"<readout>.bias"``)."""
         plan = self._plan(network, inputs, hidden, readout, trainable, n_steps)
         net = copy.copy(network)  # the caller's network stays as it was: the input array is ours
         net.timed_inputs = dict(network.timed_inputs)
         net.timed_inputs[(plan.inputs.name, "x")] = TimedArray(
             np.zeros((n_steps, network.batch_size, plan.inputs.size)), network.dt)
-        deriv = derive(plan.hidden.model, self._hidden_constants(plan), surrogate=self.surrogate, gamma=self.gamma)
-        self._check_per_neuron(plan, deriv)
-        self._check_hidden_values(plan, deriv)
-        hooks = self._hooks(plan, deriv)
+        derivs = {}  # per hidden population that learns: its model's e-prop factors
+        for h in plan.learning:
+            derivs[h.name] = derive(h.model, self._constants(h), surrogate=self.surrogate, gamma=self.gamma)
+            self._check_per_neuron(h, derivs[h.name])
+            self._check_hidden_values(h, plan.dt, derivs[h.name])
+        hooks = self._hooks(plan, derivs)
         spec = generate(net, hooks)
-        self._append(net, spec, plan, deriv)
+        self._append(net, spec, plan, derivs)
         return CompiledEprop(self, net, spec, plan, threads)
 
     @staticmethod
-    def _hidden_constants(plan) -> dict:
-        hid = plan.hidden
+    def _constants(hid) -> dict:
         return {k: v for k, v in hid.params.items() if hid.values.kind(k) == "constant"}
 
     @staticmethod
-    def _check_hidden_values(plan, deriv):
+    def _check_hidden_values(hid, dt, deriv):
         """As for ``EpropConfig``: the traces model no refractoriness, so only a period of 0
         trains the model as it simulates; the surrogate's width must be positive (a negative
         one flips the sign of every gradient through the hidden layer)."""
@@ -191,9 +226,9 @@ class EpropCompiler:
 
         from .model import hidden_values
 
-        hid, m = plan.hidden, plan.hidden.model
+        m = hid.model
         per_neuron = {k: np.asarray(v, dtype=float) for k, v in hid.params.items() if hid.values.kind(k) == "element"}
-        layer = SimpleNamespace(hidden_model=m, dt=plan.dt, per_neuron_params=per_neuron,
+        layer = SimpleNamespace(hidden_model=m, dt=dt, per_neuron_params=per_neuron,
                                 params={k: v for k, v in hid.params.items() if k not in per_neuron})
         where = f"hidden population '{hid.name}' ({m.name})"
         if m.refractory is not None:
@@ -207,10 +242,10 @@ class EpropCompiler:
                                f"{float(np.nanmin(scale)):g}")
 
     @staticmethod
-    def _check_per_neuron(plan, deriv):
+    def _check_per_neuron(hid, deriv):
         """Per-neuron parameters are loaded where the postsynaptic neuron is known: not in a
         derived parameter, nor in an eligibility component kept per presynaptic neuron."""
-        hid, m = plan.hidden, plan.hidden.model
+        m = hid.model
         names = {k for k, kind in hid.values.kinds.items() if kind == "element"}
         for d, expr in m.derived.items():
             used = sorted(names & {s.name for s in expr.free_symbols})
@@ -250,7 +285,7 @@ class EpropCompiler:
     def signal_slots(plan, population: str) -> int:
         """Steps of presynaptic signal kept for ``population``: its trainable projections'
         longest delay + 2 (at step t, s_t is written before s_{t-1-delay} is read)."""
-        projections = [*plan.hidden_projections, plan.readout_projection]
+        projections = [*plan.hidden_projections, *plan.readout_projections]
         delays = [q.delay_steps for q in projections if q.pre.name == population]
         return max(delays) + 2
 
@@ -261,8 +296,7 @@ class EpropCompiler:
         return (f"_{population}_eprop_s_hist + ((size_t)((_step + {slots - 1 - delay}u) % {slots}u) * _B + _b) * "
                 f"{n}u")
 
-    def _hooks(self, plan, deriv) -> dict[str, NeuronHook]:
-        hid = plan.hidden
+    def _hooks(self, plan, derivs) -> dict[str, NeuronHook]:
         hooks: dict[str, NeuronHook] = {}
 
         def hook(pop) -> NeuronHook:
@@ -277,7 +311,7 @@ class EpropCompiler:
 
         # the presynaptic signal s (what a spike delivers per unit weight) and its previous value
         signals: dict[str, sympy.Expr] = {}
-        for q in [*plan.hidden_projections, plan.readout_projection]:
+        for q in [*plan.hidden_projections, *plan.readout_projections]:
             s = self._signal(q)
             if q.pre.name in signals and signals[q.pre.name] != s:
                 raise NetworkError(f"trainable projections from '{q.pre.name}' deliver different signals per unit "
@@ -285,7 +319,7 @@ class EpropCompiler:
             signals[q.pre.name] = s
         # kept for the longest delay: s_{t-1-d} is read at step t after s_t was written
         for name, s in signals.items():
-            pop = hid if name == hid.name else plan.inputs
+            pop = next(p for p in [plan.inputs, *plan.hidden] if p.name == name)
             slots = self.signal_slots(plan, name)
             hist = f"{pop.name}_eprop_s_hist"
             h = hook(pop)
@@ -297,30 +331,33 @@ class EpropCompiler:
                 HookLine("_eprop_s", "_spike ? _eprop_s : (scalar)0", "e-prop: nothing without a spike"),
                 HookLine(f"_{hist}[((size_t)(_step % {slots}u) * _B + _b) * {pop.size}u + _i]", "_eprop_s",
                          "e-prop: kept for the projections' delays")]
-        # the hidden neurons' state of the previous step, pseudo-derivative and spike
-        h = hook(hid)
-        for var in ("z", "psi"):
-            cur = state(hid, var, f"e-prop: {var} of this step")
-            prev = state(hid, f"{var}_prev", f"e-prop: {var} of the previous step")
-            h.before.append(HookLine(prev, cur, f"e-prop: {var}_(t-1)"))
-        for s in deriv.states:
-            cur = state(hid, f"{s}_pre", f"e-prop: {s} before the reset, this step")
-            prev = state(hid, f"{s}_prev", f"e-prop: {s} before the reset, previous step")
-            h.before.append(HookLine(prev, cur, f"e-prop: {s} before the reset at t-1"))
-        count = state(hid, "count", "e-prop: spikes of this trial")
-        h.after_threshold += [
-            HookLine("const scalar _g", deriv.g, "e-prop: distance to threshold"),
-            HookLine("_eprop_psi", deriv.psi, "e-prop: pseudo-derivative dz/dg"),
-            HookLine("_eprop_z", "_spike ? (scalar)1 : (scalar)0", "e-prop: spike"),
-            *(HookLine(f"_eprop_{s}_pre", symbol(s), f"e-prop: {s} before the reset") for s in deriv.states),
-            HookLine(count, f"{count} + (_spike ? (scalar)1 : (scalar)0)", "e-prop: spike count of the trial"),
-        ]
+        for hid in plan.hidden:
+            count = state(hid, "count", "e-prop: spikes of this trial")
+            hook(hid).after_threshold.append(
+                HookLine(count, f"{count} + (_spike ? (scalar)1 : (scalar)0)", "e-prop: spike count of the trial"))
+        # the learning hidden neurons' state of the previous step, pseudo-derivative and spike
+        for hid in plan.learning:
+            deriv, h = derivs[hid.name], hook(hid)
+            for var in ("z", "psi"):
+                cur = state(hid, var, f"e-prop: {var} of this step")
+                prev = state(hid, f"{var}_prev", f"e-prop: {var} of the previous step")
+                h.before.append(HookLine(prev, cur, f"e-prop: {var}_(t-1)"))
+            for s in deriv.states:
+                cur = state(hid, f"{s}_pre", f"e-prop: {s} before the reset, this step")
+                prev = state(hid, f"{s}_prev", f"e-prop: {s} before the reset, previous step")
+                h.before.append(HookLine(prev, cur, f"e-prop: {s} before the reset at t-1"))
+            h.after_threshold += [
+                HookLine("const scalar _g", deriv.g, "e-prop: distance to threshold"),
+                HookLine("_eprop_psi", deriv.psi, "e-prop: pseudo-derivative dz/dg"),
+                HookLine("_eprop_z", "_spike ? (scalar)1 : (scalar)0", "e-prop: spike"),
+                *(HookLine(f"_eprop_{s}_pre", symbol(s), f"e-prop: {s} before the reset") for s in deriv.states),
+            ]
         return hooks
 
     # -- kernels appended to the spec ----------------------------------------------------------
-    def _append(self, net, spec, plan, deriv):
-        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
-        K, T, n_h = out.size, plan.n_steps, hid.size
+    def _append(self, net, spec, plan, derivs):
+        out = plan.readout
+        K, T = out.size, plan.n_steps
         kappa = Line(f"const scalar _kappa = {_scalar_literal(plan.kappa)};",
                      f"kappa = exp(-dt / tau_m) of the readout '{out.name}'")
         arrays = [
@@ -334,13 +371,17 @@ class EpropCompiler:
             ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False, "eprop_data",
                       comment="the optimiser's hyperparameters for its next step"),
             _zero("eprop_bbar", out.name, "_eprop_bbar", 1, comment="filtered constant input of the bias"),
-            _zero(f"{qo.name}_eprop_zbar", qo.name, "_eprop_zbar", n_h, comment="filtered hidden spikes"),
-            _zero(f"{hid.name}_eprop_L", hid.name, "_eprop_L", n_h, comment="learning signal of this step"),
             *self.loss.arrays(K, T),
-            *self.feedback.arrays(qo.name, n_h, K),
         ]
+        for q in plan.readout_projections:
+            arrays.append(_zero(f"{q.name}_eprop_zbar", q.name, "_eprop_zbar", q.pre.size,
+                                comment="filtered spikes of the hidden population"))
+        for h in plan.learning:
+            arrays.append(_zero(f"{h.name}_eprop_L", h.name, "_eprop_L", h.size,
+                                comment="learning signal of this step"))
+            arrays += plan.feedback[h.name].arrays(h.name, h.size, K)
         grads = {}  # trainable array -> its per-instance gradient array
-        for q in [*plan.hidden_projections, qo]:
+        for q in [*plan.hidden_projections, *plan.readout_projections]:
             g = _zero(f"{q.name}_eprop_grad", q.name, "_eprop_grad", q.n_synapses,
                       comment="gradient of w, per batch instance")
             arrays.append(g)
@@ -352,10 +393,12 @@ class EpropCompiler:
             grads[param_array_name(out.name, "neuron", "bias")] = g
         for a in arrays:
             spec.arrays.append(a)
-        kernels = [self._error_kernel(plan, kappa), self._readout_kernel(plan, kappa, grads),
-                   self._signal_kernel(plan)]
+        kernels = [self._error_kernel(plan, kappa)]
+        kernels += [self._readout_kernel(plan, kappa, q, plan.train_bias and k == 0)
+                    for k, q in enumerate(plan.readout_projections)]
+        kernels += [self._signal_kernel(plan, h) for h in plan.learning]
         for q in plan.hidden_projections:
-            kernels.append(self._eligibility_kernel(net, spec, plan, deriv, q, kappa))
+            kernels.append(self._eligibility_kernel(net, spec, plan, derivs[q.post.name], q, kappa))
         spec.kernels += kernels
         for target, g in grads.items():
             owner = spec.array(target).owner
@@ -391,8 +434,8 @@ class EpropCompiler:
                           f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
                           {"work": K, "reads": reads, "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
 
-    def _readout_kernel(self, plan, kappa, grads) -> KernelSpec:
-        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
+    def _readout_kernel(self, plan, kappa, qo, with_bias: bool) -> KernelSpec:
+        hid, out = qo.pre, plan.readout
         K, n_h = out.size, hid.size
         code = [
             Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
@@ -401,8 +444,8 @@ class EpropCompiler:
             Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
             Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
             Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
-            Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
-            Line("const scalar _bbar = _eprop_bbar[_b];"),
+            *([Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
+               Line("const scalar _bbar = _eprop_bbar[_b];")] if with_bias else []),
             Line("for (uint32_t _j = 0; _j < N; _j++) _zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];",
                  "zbar = kappa zbar + z_{t-1}"),
             Line("for (uint32_t _k = 0; _k < K; _k++) {"),
@@ -410,20 +453,21 @@ class EpropCompiler:
             Line("    for (uint32_t _j = 0; _j < N; _j++) _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * "
                  "_zbar[_j];", "dW_out += err (1 - kappa) zbar"),
         ]
-        writes = [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar", "eprop_bbar"]
-        if plan.train_bias:
+        writes = [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar"]
+        if with_bias:
+            writes.append("eprop_bbar")
             code.append(Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
                              "_bbar;", "db += err (1 - kappa) bbar"))
             writes.append(f"{out.name}_eprop_grad_bias")
         code.append(Line("}"))
         return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
                           f"e-prop: exact gradients of the readout weights '{qo.name}'"
-                          + (f" and of the bias of '{out.name}'" if plan.train_bias else ""), [kappa], [], code,
+                          + (f" and of the bias of '{out.name}'" if with_bias else ""), [kappa], [], code,
                           {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"],
                            "writes": writes})
 
-    def _signal_kernel(self, plan) -> KernelSpec:
-        hid, out, qo = plan.hidden, plan.readout, plan.readout_projection
+    def _signal_kernel(self, plan, hid) -> KernelSpec:
+        out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
         K, n_h = out.size, hid.size
         code = [
             Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
@@ -432,11 +476,10 @@ class EpropCompiler:
             Line(f"scalar* const _L = _{hid.name}_eprop_L + (size_t)_b * N;"),
             Line("for (uint32_t _j = 0; _j < N; _j++) {"),
             Line("    scalar _l = 0;"),
-            Line(f"    for (uint32_t _k = 0; _k < K; _k++) _l += {self.feedback.matrix(qo.name, K)} * _err[_k];",
-                 f"L_j = sum_k B_jk err_k ({self.feedback.name} feedback)"),
+            Line(f"    for (uint32_t _k = 0; _k < K; _k++) _l += {feedback.matrix(hid.name, qo and qo.name)} * "
+                 "_err[_k];", f"L_j = sum_k B_jk err_k ({feedback.name} feedback)"),
         ]
-        reads = ["eprop_learn", "eprop_err", f"{qo.name}_w" if self.feedback.name == "symmetric" else
-                 f"{qo.name}_eprop_feedback"]
+        reads = ["eprop_learn", "eprop_err", *feedback.reads(hid.name, qo and qo.name)]
         if self.reg_rate > 0:
             target = self.reg_target_hz * plan.dt / 1000.0  # spikes per step
             code.append(Line(
@@ -450,7 +493,7 @@ class EpropCompiler:
                           {"work": K * n_h, "reads": reads, "writes": [f"{hid.name}_eprop_L"]})
 
     def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
-        hid, m = plan.hidden, plan.hidden.model
+        hid, m = q.post, q.post.model
         w = KernelWriter(net)
         per_neuron = [k for k in hid.params if hid.values.kind(k) == "element"]
         w.add_params({k: v for k, v in hid.params.items() if k not in per_neuron}, "", m.name)
@@ -564,7 +607,8 @@ class CompiledEprop:
     def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True) -> dict:
         """One trial per batch instance: ``x`` (steps, batch, inputs) drives the input
         population (step t's values reach the hidden layer at t + 1). Returns the readout
-        values ``y`` (steps, batch, readout), the losses, the hidden spike counts and, when
+        values ``y`` (steps, batch, readout), the losses, the spike counts of the hidden
+        populations (batch, their neurons side by side in the order of ``hidden``) and, when
         learning, the per-instance gradients by trainable array (leading axis: batch)."""
         p, T, B = self.plan, self.plan.n_steps, self.batch_size
         x = np.asarray(x, dtype=float)
@@ -583,8 +627,9 @@ class CompiledEprop:
         self.backend.push("eprop_learn", np.array([int(bool(learn))], dtype=np.uint32))
         self.compiler.loss.feed(self.backend, B, p.readout.size, T, labels, targets)
         sim.run(steps=T)
+        counts = [self.backend.pull(f"{h.name}_eprop_count") for h in p.hidden]
         out = {"y": self.backend.pull("eprop_y"), "loss": self.backend.pull("eprop_loss").reshape(B),
-               "hidden_spikes": self.backend.pull(f"{p.hidden.name}_eprop_count")}
+               "hidden_spikes": np.concatenate(counts, axis=1)}
         if learn:
             out["grads"] = {name: self.backend.pull(g) for name, g in self.gradient_arrays.items()}
         return out

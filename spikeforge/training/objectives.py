@@ -7,6 +7,7 @@ define (named in each method's docstring)."""
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -120,43 +121,57 @@ def make_loss(loss) -> Loss:
 # -- feedback ------------------------------------------------------------------------------
 
 class Feedback:
-    """How the readout error reaches a hidden neuron: ``L_j = sum_k B_jk err_k``. ``matrix(j, k)``
-    is the C text of ``B_jk``; ``arrays`` those it reads."""
+    """How the readout error reaches the neurons of a hidden population: ``L_j = sum_k B_jk
+    err_k``. ``matrix(hidden, readout_projection)`` is the C text of ``B_jk`` (for ``_j``,
+    ``_k``), ``arrays`` and ``reads`` the arrays it adds and reads. ``readout_projection`` is
+    the name of the hidden population's projection to the readout, or None."""
 
     name = "feedback"
+    needs_readout_projection = False
 
-    def arrays(self, readout_projection: str, n_hidden: int, n_out: int) -> list[ArraySpec]:
+    def arrays(self, hidden: str, n_hidden: int, n_out: int) -> list[ArraySpec]:
         return []
 
-    def matrix(self, readout_projection: str, n_out: int) -> str:
+    def matrix(self, hidden: str, readout_projection: str | None) -> str:
+        raise NotImplementedError
+
+    def reads(self, hidden: str, readout_projection: str | None) -> list[str]:
         raise NotImplementedError
 
 
 class SymmetricFeedback(Feedback):
-    """``B = W_out^T``: the readout weights themselves (exact for the readout's own gradient)."""
+    """``B = W_out^T``: the weights of the population's projection to the readout."""
 
     name = "symmetric"
+    needs_readout_projection = True
 
-    def matrix(self, readout_projection, n_out):
+    def matrix(self, hidden, readout_projection):
         return f"_{readout_projection}_w[(size_t)_j * K + _k]"
+
+    def reads(self, hidden, readout_projection):
+        return [f"{readout_projection}_w"]
 
 
 class RandomFeedback(Feedback):
-    """A fixed random matrix ``B_jk ~ N(0, 1/K)`` (Bellec's random e-prop), drawn once from ``seed``."""
+    """A fixed random matrix ``B_jk ~ N(0, 1/K)`` per hidden population (Bellec's random
+    e-prop), drawn once from ``seed`` and the population's name."""
 
     name = "random"
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
 
-    def arrays(self, readout_projection, n_hidden, n_out):
-        values = np.random.default_rng(self.seed).normal(0, 1.0 / math.sqrt(n_out), (n_hidden, n_out))
-        return [ArraySpec(f"{readout_projection}_eprop_feedback", readout_projection, "_eprop_feedback", "scalar",
-                          n_hidden * n_out, False, "eprop_data", data=values.ravel(),
-                          comment="random feedback B[hidden][readout]")]
+    def arrays(self, hidden, n_hidden, n_out):
+        rng = np.random.default_rng([self.seed, zlib.crc32(hidden.encode())])
+        values = rng.normal(0, 1.0 / math.sqrt(n_out), (n_hidden, n_out))
+        return [ArraySpec(f"{hidden}_eprop_feedback", hidden, "_eprop_feedback", "scalar", n_hidden * n_out, False,
+                          "eprop_data", data=values.ravel(), comment="random feedback B[hidden][readout]")]
 
-    def matrix(self, readout_projection, n_out):
-        return f"_{readout_projection}_eprop_feedback[(size_t)_j * K + _k]"
+    def matrix(self, hidden, readout_projection):
+        return f"_{hidden}_eprop_feedback[(size_t)_j * K + _k]"
+
+    def reads(self, hidden, readout_projection):
+        return [f"{hidden}_eprop_feedback"]
 
 
 def make_feedback(feedback) -> Feedback:
