@@ -210,8 +210,8 @@ class EpropCompiler:
             self._check_hidden_values(h, plan.dt, derivs[h.name])
         hooks = self._hooks(plan, derivs)
         spec = generate(net, hooks)
-        self._append(net, spec, plan, derivs)
-        return CompiledEprop(self, net, spec, plan, threads)
+        gradients = self._append(net, spec, plan, derivs)
+        return CompiledEprop(self, net, spec, plan, gradients, threads)
 
     @staticmethod
     def _constants(hid) -> dict:
@@ -355,7 +355,9 @@ class EpropCompiler:
         return hooks
 
     # -- kernels appended to the spec ----------------------------------------------------------
-    def _append(self, net, spec, plan, derivs):
+    def _append(self, net, spec, plan, derivs) -> dict[str, str]:
+        """Add the training arrays, kernels and custom updates to ``spec``; returns the gradient
+        array of each trainable array."""
         out = plan.readout
         K, T = out.size, plan.n_steps
         kappa = Line(f"const scalar _kappa = {_scalar_literal(plan.kappa)};",
@@ -413,7 +415,7 @@ class EpropCompiler:
                  "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
         names = {a.name: a for a in spec.arrays}
         spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
-        self.gradient_arrays = {t: g.name for t, g in grads.items()}
+        return {t: g.name for t, g in grads.items()}
 
     def _error_kernel(self, plan, kappa) -> KernelSpec:
         out, K = plan.readout, plan.readout.size
@@ -572,7 +574,7 @@ class CompiledEprop:
     (the network's kernels plus the training kernels) and what runs a minibatch and an
     optimiser step."""
 
-    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, threads=None):
+    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, gradients: dict[str, str], threads=None):
         from ..runtime.simulation import Simulation
 
         self.compiler, self.network, self.spec, self.plan = compiler, network, spec, plan
@@ -580,7 +582,7 @@ class CompiledEprop:
         self.simulation = Simulation(network, backend="cpu", threads=threads, spec=spec, on_nonfinite="ignore",
                                      progress=False)
         self.backend = self.simulation.backend
-        self.gradient_arrays = dict(compiler.gradient_arrays)
+        self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0
 
     @property

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..codegen.ir import ArraySpec, Line
 from ..errors import NetworkError
-from ..models.variables import Constant
 
 
 def _real(value, name: str, positive: bool = False, below_one: bool = False) -> float:
@@ -284,7 +283,3 @@ class SGD(Optimiser):
     def hyper(self, step, batch, mean, clamp):
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
         return np.array([self.lr, 0, 0, 0, step, int(mean), int(clamp is not None), lo, hi, batch], dtype=np.float64)
-
-
-def zero_init() -> Constant:
-    return Constant(0)
