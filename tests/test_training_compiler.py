@@ -199,6 +199,12 @@ def test_evaluation_runs_the_forward_pass_only():
     assert "grads" not in evaluated
     np.testing.assert_array_equal(evaluated["y"], learned["y"])
     assert not compiled.backend.peek("hid_hid_eprop_grad").any()  # the trial's reset zeroed, nothing added
+    with pytest.raises(NetworkError, match=r"inputs must have shape \(40, 2, 5\), got \(40, 2, 4\)"):
+        compiled.run_batch(x[:, :, :4], mask, labels=target)
+    with pytest.raises(NetworkError, match="inputs and mask must be finite"):
+        compiled.run_batch(np.where(x > 0, np.nan, 0.0), mask, labels=target)
+    with pytest.raises(NetworkError, match=r"labels must be 2 integers in \[0, 3\)"):
+        compiled.run_batch(x, mask, labels=[0, 3])
 
 
 def test_compile_errors_name_the_population_or_projection():

@@ -597,6 +597,7 @@ class CompiledEprop:
         return self._trainable_values()
 
     def set_weights(self, values: dict[str, np.ndarray]):
+        """Set trainable arrays (names as :meth:`weights` gives them)."""
         for name, v in values.items():
             if name not in self.gradient_arrays:
                 raise NetworkError(f"'{name}' is not trainable (trainable: {', '.join(self.gradient_arrays)})")
@@ -619,6 +620,8 @@ class CompiledEprop:
         mask = np.asarray(mask, dtype=float)
         if mask.shape != (T,):
             raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(mask))):
+            raise NetworkError("inputs and mask must be finite")
         kept = self._trainable_values()  # the reset reloads the network's initial values
         sim = self.simulation
         sim.reset()

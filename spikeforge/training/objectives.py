@@ -103,6 +103,8 @@ class MeanSquaredError(Loss):
         targets = np.asarray(targets, dtype=float)
         if targets.shape != (n_steps, batch_size, n_out):
             raise NetworkError(f"targets must have shape {(n_steps, batch_size, n_out)}, got {targets.shape}")
+        if not np.all(np.isfinite(targets)):
+            raise NetworkError("targets must be finite")
         backend.push("eprop_targets", targets)
 
 
