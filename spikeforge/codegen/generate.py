@@ -744,6 +744,9 @@ class Generator:
                 code.extend(_hook_lines(w, hook.after_threshold, rename_neuron))
         else:
             spike_cond = None
+        if hook is not None and hook.after_threshold and spike_cond != "_spike":
+            raise NetworkError(f"population '{p.name}' ({m.name}): a neuron hook adds code after the threshold "
+                               "test, and the model has no threshold condition")
         held_by_flag = {o.var for o in m.odes if o.unless_refractory} if m.refractory is not None else set()
         for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
             code.append(_poisson_input_line(w, pi, net.dt, pi.target in held_by_flag))
