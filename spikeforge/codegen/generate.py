@@ -10,6 +10,7 @@ shared across the batch but written per instance, a *batch reduction* kernel.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
@@ -38,8 +39,13 @@ def init_stream_id(owner_id: int, var_index: int) -> int:
     return 0x80000000 | (owner_id << 16) | var_index
 
 
-class _KernelWriter:
-    """Collects constants, hoisted invariants and code lines for one kernel."""
+class KernelWriter:
+    """Collects constants, hoisted invariants and code lines for one kernel.
+
+    Public for compilers that append kernels of their own to a :class:`NetworkSpec` (the
+    training compiler): ``add_params`` and ``add_derived`` declare a model's parameters as
+    constants (or per-element loads), ``expr`` prints a sympy expression with its
+    loop-invariant parts hoisted, and ``finish_constants`` returns the constant lines."""
 
     def __init__(self, net, owner_id_for_random: int | None = None):
         self.precision = net.precision
@@ -128,6 +134,45 @@ class _KernelWriter:
         for name, e in self.hoister.definitions():
             lines.append(Line(f"const scalar {name} = {self.printer().doprint(e)};", "loop invariant"))
         return lines
+
+
+_KernelWriter = KernelWriter  # the name the generator's own code uses
+
+
+@dataclass
+class HookLine:
+    """One line a :class:`NeuronHook` adds: ``target = value;`` where ``value`` is a sympy
+    expression of the model's names (printed by the kernel's writer, so that it shares the
+    kernel's constants and hoisted invariants) or C text used as it is."""
+
+    target: str
+    value: object
+    comment: str = ""
+
+
+@dataclass
+class NeuronHook:
+    """Extra code a compiler adds to the neuron update of one population, without copying
+    the generator: ``arrays`` it adds to the spec, ``loads`` (locals loaded from and stored to
+    them with the neuron's variables), ``before`` lines at the start of the update (before
+    any input is read) and ``after_threshold`` lines right after the threshold test
+    (``_spike`` holds its outcome; the variables hold their values before the reset).
+    ``writes`` names arrays the lines index themselves (``_<array>[...]``, e.g. one with
+    delay slots), so that the kernel binds them."""
+
+    arrays: list[ArraySpec] = field(default_factory=list)
+    loads: list[Access] = field(default_factory=list)
+    before: list[HookLine] = field(default_factory=list)
+    after_threshold: list[HookLine] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+
+
+def _hook_lines(w: KernelWriter, lines: list[HookLine], rename: dict) -> list[Line]:
+    out = []
+    for h in lines:
+        value = h.value if isinstance(h.value, str) else w.expr(sympy.sympify(h.value).xreplace(rename))
+        out.append(Line(f"{h.target} = {value};", h.comment))
+    return out
 
 
 def _rename_map(names, prefix) -> dict:
@@ -306,8 +351,9 @@ def _written(stmts, odes=()) -> set[str]:
 
 
 class Generator:
-    def __init__(self, network):
+    def __init__(self, network, hooks: dict[str, NeuronHook] | None = None):
         self.net = network
+        self.hooks = dict(hooks or {})
         self.arrays: list[ArraySpec] = []
         self.kernels: list[KernelSpec] = []
         self.integrators: dict[str, str] = {}
@@ -380,6 +426,11 @@ class Generator:
                 "spike_rec_neurons": self.net.spike_neurons.get(p.name) if p.record_spikes else None,
             })
         proj_arrays = {q.name: self.projection_arrays(q) for q in net.projections.values()}
+        for name, hook in self.hooks.items():
+            if name not in net.populations:
+                raise NetworkError(f"a neuron hook names an unknown population '{name}'")
+            for a in hook.arrays:
+                self.add_array(a)
         cs_arrays = {c.name: self.add_vars(c.name, c.id, c.vars, c.population.size)
                      for c in net.current_sources.values()}
         for q in net.projections.values():  # summed variables are set before the neuron updates read them
@@ -598,6 +649,10 @@ class Generator:
         is_ssa = isinstance(m, SpikeSourceArrayModel)
         if "refrac" in arrays:
             loads.append(Access("_refrac", arrays["refrac"].name, "neuron", True, "int32", True))
+        hook = self.hooks.get(p.name)
+        if hook is not None:
+            loads += hook.loads
+            code.extend(_hook_lines(w, hook.before, rename_neuron))
         code.append(Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"))
         # Brian2's convention: a variable flagged (unless refractory) is read-only while the neuron is
         # refractory, for inputs too. Input delivered in the previous step is kept from it when the
@@ -720,8 +775,13 @@ class Generator:
             spike_cond = cond
             code.append(Line(f"const bool _spike = {cond};", f"threshold: {m.threshold_source}"))
             spike_cond = "_spike"
+            if hook is not None:
+                code.extend(_hook_lines(w, hook.after_threshold, rename_neuron))
         else:
             spike_cond = None
+        if hook is not None and hook.after_threshold and spike_cond != "_spike":
+            raise NetworkError(f"population '{p.name}' ({m.name}): a neuron hook adds code after the threshold "
+                               "test, and the model has no threshold condition")
         held_by_flag = {o.var for o in m.odes if o.unless_refractory} if m.refractory is not None else set()
         for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
             code.append(_poisson_input_line(w, pi, net.dt, pi.target in held_by_flag))
@@ -746,6 +806,8 @@ class Generator:
             "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
             "writes": [arrays["spk"].name, arrays["spk_cnt"].name, *drained],
         }
+        if hook is not None:
+            info["writes"] += hook.writes
         if timed:
             info["reads"] = [a.name for pair in timed.values() for a in pair]
         if is_ssa:
@@ -948,9 +1010,10 @@ class Generator:
         )
 
 
-def generate(network) -> NetworkSpec:
-    """Turn a :class:`~spikeforge.network.Network` into kernel specs."""
-    return Generator(network).run()
+def generate(network, hooks: dict[str, NeuronHook] | None = None) -> NetworkSpec:
+    """Turn a :class:`~spikeforge.network.Network` into kernel specs; ``hooks`` (population
+    name -> :class:`NeuronHook`) add a compiler's code to neuron updates."""
+    return Generator(network, hooks).run()
 
 
-__all__ = ["generate", "rand_normal", "rand_uniform"]
+__all__ = ["HookLine", "KernelWriter", "NeuronHook", "generate", "rand_normal", "rand_uniform"]

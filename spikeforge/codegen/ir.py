@@ -107,6 +107,9 @@ class NetworkSpec:
     # True when no kernel writes an array shared across the batch (no batch reduction):
     # then the batch instances never meet and the CPU run loop may run each on its own
     instances_independent: bool = False
+    # Kernels run outside the step loop, when the runtime asks (``custom_update(index)``):
+    # a training compiler's batch reductions and optimiser steps, between trials
+    custom_updates: list[KernelSpec] = field(default_factory=list)
 
     def array(self, name: str) -> ArraySpec:
         for a in self.arrays:

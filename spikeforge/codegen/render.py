@@ -79,7 +79,7 @@ def render_network(spec: NetworkSpec, target: str = "cpu", block_sizes: dict | N
     ``target`` is ``cpu`` (C++) or ``cuda`` (the kernels shared by the ``cuda`` and
     ``cuda-emu`` runtimes); see :data:`TARGETS`.
     """
-    kernels = [render_kernel(spec, k, target, block_sizes) for k in spec.kernels]
+    kernels = [render_kernel(spec, k, target, block_sizes) for k in [*spec.kernels, *spec.custom_updates]]
     recorded_pops = [p["name"] for p in spec.populations if p["record_spikes"]]
     template = environment().get_template(f"{target}/model{TARGETS[target].suffix}")
     text = template.render(

@@ -72,6 +72,29 @@ LEAKY_INTEGRATOR = NeuronModel(
     units={"tau_m": "ms"},
 )
 
+LEAKY_READOUT = NeuronModel(
+    "leaky_readout",
+    params={"tau_m": 20.0, "bias": 0.0},
+    vars={"v": 0.0},
+    derived={"kappa": "exp(-dt / tau_m)"},
+    sim_code="v = kappa * v + (1 - kappa) * (bias + i_syn)",
+    units={"tau_m": "ms"},
+)
+"""A leaky integrator written as its exact one-step update, ``v_t = kappa v_{t-1} + (1 - kappa)
+(bias + i_syn)`` with ``kappa = exp(-dt / tau_m)``: the readout of e-prop networks (its
+arithmetic is the one the training kernels' gradients assume)."""
+
+VALUE_INPUT = NeuronModel(
+    "value_input",
+    params={"x": 0.0},
+    vars={"value": 0.0},
+    sim_code="value = x",
+    threshold="value != 0",
+)
+"""An input whose value each step is the parameter ``x`` (give it a timed input): a neuron with
+a value other than 0 sends it (``value_pre`` in the synapse code; see ``SCALED``), 0 sends
+nothing. Spike trains are values 0 and 1; latency or rate encodings any real numbers."""
+
 POISSON = NeuronModel(
     "poisson",
     params={},
@@ -103,9 +126,16 @@ def delta_curr(target: str = "v") -> PostsynapticModel:
 
 DELTA_CURR = delta_curr()
 
+ONE_STEP_CURR = PostsynapticModel("one_step_curr", apply="i_syn += in_syn", units={"in_syn": "target.i_syn"})
+"""The input delivered in a step is the target's ``i_syn`` for the next step only (the sum of the
+weights of the spikes that arrived): the synaptic input of e-prop networks."""
+
 # -- weight update ----------------------------------------------------------------------
 
 STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w", units={"w": "post_input"})
+
+SCALED = WeightUpdateModel("scaled", vars={"w": 0.0}, on_pre="post_input += w * value_pre")
+"""A weight times the presynaptic ``value`` (of a ``value_input`` population): real-valued inputs."""
 
 STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w",
                                     units={"w": "post_input"})

@@ -82,6 +82,8 @@ class CpuBackend(GeneratedContext):
         L.sf_var_recorded.restype = u64
         L.sf_set_num_threads.argtypes = [ctypes.c_int]
         L.sf_set_num_threads.restype = ctypes.c_int
+        L.sf_custom_update.argtypes = [vp, ctypes.c_int]
+        L.sf_custom_update.restype = ctypes.c_int
 
     def _bind(self, index: int, name: str, arr: np.ndarray):
         self.arrays[name] = arr
@@ -95,6 +97,11 @@ class CpuBackend(GeneratedContext):
 
     def run(self, n_steps: int):
         self.lib.sf_run(self.ctx, int(n_steps))
+
+    def custom_update(self, index: int):
+        """Run custom update ``index`` of the spec (outside the step loop)."""
+        if self.lib.sf_custom_update(self.ctx, int(index)) != 0:
+            raise RuntimeError(f"the generated library has no custom update {index}")
 
     @property
     def step(self) -> int:

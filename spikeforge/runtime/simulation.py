@@ -61,7 +61,7 @@ class Simulation:
 
     def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
                  on_nonfinite: str = "warn", check_every: int | None = None, progress: bool | None = None,
-                 **backend_options):
+                 spec=None, **backend_options):
         if on_nonfinite not in ON_NONFINITE:
             raise NetworkError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -72,7 +72,9 @@ class Simulation:
         self.network = network
         self.batch_size = int(network.batch_size)
         t0 = time.perf_counter()
-        self.spec = generate(network)
+        # ``spec``: the network's kernel specs with a compiler's kernels added (training); by default
+        # the network's own
+        self.spec = generate(network) if spec is None else spec
         for name, method in self.spec.integrators.items():
             log.info("%s: integrator %s", name, method)
         if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:

@@ -1,0 +1,652 @@
+"""e-prop as a compiler over an ordinary :class:`~spikeforge.network.Network` (preview).
+
+The network does not know it is trained. :meth:`EpropCompiler.compile` names its input,
+hidden and readout populations and the trainable projections, and returns a
+:class:`CompiledEprop`: the network's own kernel specs (from :func:`codegen.generate.generate`)
+with, for the hidden and input populations, a :class:`~spikeforge.codegen.generate.NeuronHook`
+(the state e-prop needs from the previous step) and, after the simulation kernels of each
+step, these kernels:
+
+1. ``eprop_error``: the loss object's code: readout error ``err_k`` and loss of this step;
+2. ``eprop_readout_gradient``: ``dW_out += err (1 - kappa) zbar``, ``db += err (1 - kappa) bbar``
+   with ``zbar = kappa zbar + z_{t-1}``, ``bbar = kappa bbar + 1``;
+3. ``eprop_learning_signal``: per hidden population with trainable projections into it,
+   ``L_j = sum_k B_jk err_k`` (its feedback object's ``B``), plus the firing-rate regularisation;
+4. ``eprop_eligibility_<projection>``: per trainable projection into the hidden layer, the
+   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1-d}`` (``d`` the projection's delay; from
+   :func:`codegen.eprop.derive` for the hidden model), ``e_t = psi_t dg/dh . eps_t`` and
+   ``dW += L_t (1 - kappa) ebar_{t-1}``, ``ebar = kappa ebar + e``;
+
+and, outside the step loop (``custom_updates``), one optimiser step per trainable array
+over its per-instance gradients. Timing is the simulation's: a spike at step t reaches its
+targets at t+1.
+
+The preview supports: hidden populations of any spiking models with dense or sparse (stored)
+trainable projections into them, with or without a delay, from a ``value_input`` population
+and from hidden populations; a ``leaky_readout`` readout fed by dense projections from hidden
+populations; a learning signal per hidden population through its own feedback; the cpu
+backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from ..codegen.eprop import PSI, Z, derive
+from ..codegen.generate import HookLine, KernelWriter, NeuronHook, generate, param_array_name
+from ..codegen.ir import Access, ArraySpec, KernelSpec, Line
+from ..errors import NetworkError
+from ..models.builtins import VALUE_INPUT
+from ..models.expressions import symbol
+from ..models.synapse import DELIVER_NAME
+from ..models.variables import Constant
+from ..timed import TimedArray
+from .objectives import HYPER_SIZE, Adam, Optimiser, make_feedback, make_loss
+
+
+@dataclass
+class _Plan:
+    """What :meth:`EpropCompiler.compile` resolved from the names it was given."""
+
+    inputs: object
+    hidden: list  # the hidden populations, in the network's order
+    readout: object
+    readout_projections: list  # trainable, from hidden populations to the readout
+    hidden_projections: list  # trainable, into hidden populations
+    train_bias: bool
+    n_steps: int
+    kappa: float
+    dt: float
+    feedback: dict  # hidden population (that learns) -> its Feedback
+
+    @property
+    def learning(self) -> list:
+        """The hidden populations with trainable projections into them: they need learning signals."""
+        return [h for h in self.hidden if any(q.post is h for q in self.hidden_projections)]
+
+    def readout_projection(self, hidden):
+        """The trainable projection from ``hidden`` to the readout, or None."""
+        return next((q for q in self.readout_projections if q.pre is hidden), None)
+
+
+def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpec:
+    return ArraySpec(name, owner, var, "scalar", size, batched, "eprop", Constant(0), slots=slots, comment=comment)
+
+
+def _scalar_literal(value: float) -> str:
+    return f"(scalar){value!r}"
+
+
+class EpropCompiler:
+    """Compiles a network for e-prop training (Bellec et al. 2020) on the cpu backend.
+
+    >>> compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
+    ...     net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+    ...     n_steps=100)
+    >>> result = compiled.run_batch(x, mask, labels=labels)   # x: (steps, batch, inputs)
+    >>> compiled.apply_gradients()
+    """
+
+    def __init__(self, loss="xent", optimiser: Optimiser | None = None, feedback="symmetric",
+                 surrogate: str = "triangular", gamma: float = 0.3, reg_rate: float = 0.0,
+                 reg_target_hz: float = 10.0):
+        self.loss = make_loss(loss)
+        self.optimiser = optimiser if optimiser is not None else Adam()
+        if not isinstance(self.optimiser, Optimiser):
+            raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
+        # one Feedback for every hidden population, or {population: feedback}
+        self.feedback = ({k: make_feedback(v) for k, v in feedback.items()} if isinstance(feedback, dict)
+                         else make_feedback(feedback))
+        self.surrogate = surrogate
+        for name, v in (("gamma", gamma), ("reg_rate", reg_rate), ("reg_target_hz", reg_target_hz)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise NetworkError(f"{name} must be a finite non-negative number, got {v!r}")
+        self.gamma, self.reg_rate, self.reg_target_hz = float(gamma), float(reg_rate), float(reg_target_hz)
+
+    # -- resolving names --------------------------------------------------------------------
+    def _plan(self, network, inputs, hidden, readout, trainable, n_steps) -> _Plan:
+        def pop(name, what):
+            if name not in network.populations:
+                raise NetworkError(f"{what}: no population '{name}' (populations: {', '.join(network.populations)})")
+            return network.populations[name]
+
+        inp, out = pop(inputs, "inputs"), pop(readout, "readout")
+        names = [hidden] if isinstance(hidden, str) else list(hidden)
+        if not names or len(set(names)) != len(names):
+            raise NetworkError(f"hidden: name one population or several distinct ones, got {hidden!r}")
+        hid = [pop(name, "hidden") for name in names]
+        hid.sort(key=lambda h: list(network.populations).index(h.name))
+        if inp.model is not VALUE_INPUT:
+            raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, not "
+                               f"'{inp.model.name}'")
+        if out.model.name != "leaky_readout":
+            raise NetworkError(f"readout: population '{out.name}' must use the leaky_readout model, not "
+                               f"'{out.model.name}'")
+        for h in hid:
+            if not h.model.spiking:
+                raise NetworkError(f"hidden: population '{h.name}' ({h.model.name}) does not spike")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        bias = f"{out.name}.bias"
+        train_bias = bias in list(trainable)
+        projections = []
+        for name in trainable:
+            if name == bias:
+                continue
+            if name not in network.projections:
+                raise NetworkError(f"trainable: no projection '{name}' (projections: "
+                                   f"{', '.join(network.projections)}; the readout bias is '{bias}')")
+            projections.append(network.projections[name])
+        hidden_names = ", ".join(f"'{h.name}'" for h in hid)
+        for q in projections:
+            if q.connectivity.kind not in ("dense", "sparse"):
+                raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense or "
+                                   f"sparse (stored) projections, not {q.connectivity.kind}")
+            if q.post not in hid and q.post is not out:
+                raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at a "
+                                   f"hidden population ({hidden_names}) or the readout '{out.name}'")
+            if q.pre is not inp and q.pre not in hid:
+                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; the preview takes "
+                                   f"projections from '{inp.name}' or a hidden population ({hidden_names})")
+            if q.postsynaptic.name != "one_step_curr":
+                raise NetworkError(f"trainable projection '{q.name}': postsynaptic model must be one_step_curr, "
+                                   f"not '{q.postsynaptic.name}'")
+        into_readout = [q for q in projections if q.post is out]
+        if not into_readout:
+            raise NetworkError(f"trainable: name a projection from a hidden population ({hidden_names}) to the "
+                               f"readout '{out.name}'")
+        for q in into_readout:
+            if q.pre is inp:
+                raise NetworkError(f"trainable projection '{q.name}': the readout learns from hidden populations "
+                                   f"({hidden_names}), not from the input '{inp.name}'")
+            if q.connectivity.kind != "dense" or q.delay_steps:
+                raise NetworkError(f"trainable projection '{q.name}': the projection to the readout must be dense "
+                                   "and without delay in the training compiler (preview)")
+            if sum(r.pre is q.pre for r in into_readout) > 1:
+                raise NetworkError(f"trainable: two projections from '{q.pre.name}' to the readout '{out.name}'")
+        for p in (*hid, out):
+            for name, kind in p.values.kinds.items():
+                if kind != "element":
+                    raise NetworkError(f"population '{p.name}': parameter '{name}' is {kind}; the training compiler "
+                                       "(preview) takes numbers or one value per neuron")
+        if train_bias and out.values.kind("bias") != "element":
+            raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron "
+                               f"(e.g. [0.0] * {out.size})")
+        if out.values.kind("tau_m") != "constant":
+            raise NetworkError(f"readout '{out.name}': tau_m must be one number")
+        kappa = math.exp(-network.dt / float(out.params["tau_m"]))
+        plan = _Plan(inp, hid, out, into_readout, [q for q in projections if q.post in hid], train_bias, n_steps,
+                     kappa, network.dt, {})
+        for h in plan.learning:
+            fb = self.feedback.get(h.name) if isinstance(self.feedback, dict) else self.feedback
+            if fb is None:
+                raise NetworkError(f"feedback: no feedback given for the hidden population '{h.name}'")
+            if fb.needs_readout_projection and plan.readout_projection(h) is None:
+                raise NetworkError(f"hidden population '{h.name}': {fb.name} feedback sends the error back through "
+                                   f"its projection to the readout, and it has none; use random feedback")
+            plan.feedback[h.name] = fb
+        return plan
+
+    # -- compiling ----------------------------------------------------------------------------
+    def compile(self, network, *, inputs: str, hidden: str | list[str], readout: str, trainable, n_steps: int,
+                threads: int | None = None) -> CompiledEprop:
+        """The network compiled for training on trials of ``n_steps`` steps (see the module
+        docstring): ``inputs``, ``hidden`` (one name or several) and ``readout`` name
+        populations, ``trainable`` projections (and ``"<readout>.bias"``)."""
+        plan = self._plan(network, inputs, hidden, readout, trainable, n_steps)
+        net = copy.copy(network)  # the caller's network stays as it was: the input array is ours
+        net.timed_inputs = dict(network.timed_inputs)
+        net.timed_inputs[(plan.inputs.name, "x")] = TimedArray(
+            np.zeros((n_steps, network.batch_size, plan.inputs.size)), network.dt)
+        derivs = {}  # per hidden population that learns: its model's e-prop factors
+        for h in plan.learning:
+            derivs[h.name] = derive(h.model, self._constants(h), surrogate=self.surrogate, gamma=self.gamma)
+            self._check_per_neuron(h, derivs[h.name])
+            self._check_hidden_values(h, plan.dt, derivs[h.name])
+        hooks = self._hooks(plan, derivs)
+        spec = generate(net, hooks)
+        gradients = self._append(net, spec, plan, derivs)
+        return CompiledEprop(self, net, spec, plan, gradients, threads)
+
+    @staticmethod
+    def _constants(hid) -> dict:
+        return {k: v for k, v in hid.params.items() if hid.values.kind(k) == "constant"}
+
+    @staticmethod
+    def _check_hidden_values(hid, dt, deriv):
+        """As for ``EpropConfig``: the traces model no refractoriness, so only a period of 0
+        trains the model as it simulates; the surrogate's width must be positive (a negative
+        one flips the sign of every gradient through the hidden layer)."""
+        from types import SimpleNamespace
+
+        from .model import hidden_values
+
+        m = hid.model
+        per_neuron = {k: np.asarray(v, dtype=float) for k, v in hid.params.items() if hid.values.kind(k) == "element"}
+        layer = SimpleNamespace(hidden_model=m, dt=dt, per_neuron_params=per_neuron,
+                                params={k: v for k, v in hid.params.items() if k not in per_neuron})
+        where = f"hidden population '{hid.name}' ({m.name})"
+        if m.refractory is not None:
+            period = hidden_values(layer, m.refractory)
+            if not np.all(np.isfinite(period)) or np.any(period != 0):
+                raise NetworkError(f"{where}: e-prop does not model refractoriness, but the refractory period "
+                                   f"'{m.refractory_source}' is {float(np.nanmax(np.abs(period))):g} ms; set it to 0")
+        scale = hidden_values(layer, deriv.scale)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise NetworkError(f"{where}: the surrogate's scale '{deriv.scale}' must be positive, got "
+                               f"{float(np.nanmin(scale)):g}")
+
+    @staticmethod
+    def _check_per_neuron(hid, deriv):
+        """Per-neuron parameters are loaded where the postsynaptic neuron is known: not in a
+        derived parameter, nor in an eligibility component kept per presynaptic neuron."""
+        m = hid.model
+        names = {k for k, kind in hid.values.kinds.items() if kind == "element"}
+        for d, expr in m.derived.items():
+            used = sorted(names & {s.name for s in expr.free_symbols})
+            if used:
+                raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
+                                   f"per neuron, but the derived parameter '{d}' uses it; give it one value")
+        n = len(deriv.states)
+        for s in deriv.per_presynaptic:
+            a = deriv.states.index(s)
+            used = sorted(names & {x.name for f in [deriv.c[a], *(deriv.D[a, b] for b in range(n))]
+                                   for x in f.free_symbols})
+            if used:
+                raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
+                                   f"per neuron, but the eligibility component of '{s}' is kept per presynaptic "
+                                   "neuron; give it one value")
+
+    @staticmethod
+    def _signal(q) -> sympy.Expr:
+        """What a presynaptic spike of ``q`` delivers per unit weight, d(post_input)/dw, in the
+        presynaptic neuron's names: 1 for ``post_input += w``, ``value`` for ``w * value_pre``."""
+        delivered = [st for st in q.weight_update.on_pre if st.target == DELIVER_NAME]
+        if len(delivered) != 1 or "w" not in q.wu_vars:
+            raise NetworkError(f"trainable projection '{q.name}' ({q.weight_update.name}): the weight update must "
+                               "have a weight 'w' and add to post_input once on a presynaptic spike")
+        ds = sympy.diff(delivered[0].value - symbol(DELIVER_NAME), symbol("w"))
+        pre = {s: symbol(s.name[:-4]) for s in ds.free_symbols if s.name.endswith("_pre")}
+        if ds.has(symbol("w")) or set(ds.free_symbols) - set(pre):
+            raise NetworkError(f"trainable projection '{q.name}': its input must be linear in 'w' and read only "
+                               f"presynaptic variables, got d(post_input)/dw = {ds}")
+        if q.delay_steps and pre:
+            raise NetworkError(f"trainable projection '{q.name}' has a delay, but its input reads presynaptic "
+                               f"variables ({', '.join(sorted(str(x) for x in pre))}) when the spike is delivered, "
+                               "not when it was sent; use a synapse whose input is the weight alone (static)")
+        return ds.xreplace(pre)
+
+    @staticmethod
+    def signal_slots(plan, population: str) -> int:
+        """Steps of presynaptic signal kept for ``population``: its trainable projections'
+        longest delay + 2 (at step t, s_t is written before s_{t-1-delay} is read)."""
+        projections = [*plan.hidden_projections, *plan.readout_projections]
+        delays = [q.delay_steps for q in projections if q.pre.name == population]
+        return max(delays) + 2
+
+    @staticmethod
+    def _signal_at(plan, population: str, delay: int, n: int) -> str:
+        """C text: the start of ``population``'s signal s_{t-1-delay} for batch instance _b."""
+        slots = EpropCompiler.signal_slots(plan, population)
+        return (f"_{population}_eprop_s_hist + ((size_t)((_step + {slots - 1 - delay}u) % {slots}u) * _B + _b) * "
+                f"{n}u")
+
+    def _hooks(self, plan, derivs) -> dict[str, NeuronHook]:
+        hooks: dict[str, NeuronHook] = {}
+
+        def hook(pop) -> NeuronHook:
+            return hooks.setdefault(pop.name, NeuronHook())
+
+        def state(pop, var, comment):
+            name = f"{pop.name}_eprop_{var}"
+            h = hook(pop)
+            h.arrays.append(_zero(name, pop.name, f"_eprop_{var}", pop.size, comment=comment))
+            h.loads.append(Access(f"_eprop_{var}", name, "neuron", True, "scalar", True))
+            return f"_eprop_{var}"
+
+        # the presynaptic signal s (what a spike delivers per unit weight) and its previous value
+        signals: dict[str, sympy.Expr] = {}
+        for q in [*plan.hidden_projections, *plan.readout_projections]:
+            s = self._signal(q)
+            if q.pre.name in signals and signals[q.pre.name] != s:
+                raise NetworkError(f"trainable projections from '{q.pre.name}' deliver different signals per unit "
+                                   f"weight ({signals[q.pre.name]} and {s})")
+            signals[q.pre.name] = s
+        # kept for the longest delay: s_{t-1-d} is read at step t after s_t was written
+        for name, s in signals.items():
+            pop = next(p for p in [plan.inputs, *plan.hidden] if p.name == name)
+            slots = self.signal_slots(plan, name)
+            hist = f"{pop.name}_eprop_s_hist"
+            h = hook(pop)
+            h.arrays.append(_zero(hist, pop.name, "_eprop_s_hist", pop.size, slots=slots,
+                                  comment=f"e-prop: presynaptic signal s of the last {slots} steps [step % {slots}]"))
+            h.writes.append(hist)
+            h.after_threshold += [
+                HookLine("scalar _eprop_s", s, f"e-prop: presynaptic signal per unit weight, {s}"),
+                HookLine("_eprop_s", "_spike ? _eprop_s : (scalar)0", "e-prop: nothing without a spike"),
+                HookLine(f"_{hist}[((size_t)(_step % {slots}u) * _B + _b) * {pop.size}u + _i]", "_eprop_s",
+                         "e-prop: kept for the projections' delays")]
+        for hid in plan.hidden:
+            count = state(hid, "count", "e-prop: spikes of this trial")
+            hook(hid).after_threshold.append(
+                HookLine(count, f"{count} + (_spike ? (scalar)1 : (scalar)0)", "e-prop: spike count of the trial"))
+        # the learning hidden neurons' state of the previous step, pseudo-derivative and spike
+        for hid in plan.learning:
+            deriv, h = derivs[hid.name], hook(hid)
+            for var in ("z", "psi"):
+                cur = state(hid, var, f"e-prop: {var} of this step")
+                prev = state(hid, f"{var}_prev", f"e-prop: {var} of the previous step")
+                h.before.append(HookLine(prev, cur, f"e-prop: {var}_(t-1)"))
+            for s in deriv.states:
+                cur = state(hid, f"{s}_pre", f"e-prop: {s} before the reset, this step")
+                prev = state(hid, f"{s}_prev", f"e-prop: {s} before the reset, previous step")
+                h.before.append(HookLine(prev, cur, f"e-prop: {s} before the reset at t-1"))
+            h.after_threshold += [
+                HookLine("const scalar _g", deriv.g, "e-prop: distance to threshold"),
+                HookLine("_eprop_psi", deriv.psi, "e-prop: pseudo-derivative dz/dg"),
+                HookLine("_eprop_z", "_spike ? (scalar)1 : (scalar)0", "e-prop: spike"),
+                *(HookLine(f"_eprop_{s}_pre", symbol(s), f"e-prop: {s} before the reset") for s in deriv.states),
+            ]
+        return hooks
+
+    # -- kernels appended to the spec ----------------------------------------------------------
+    def _append(self, net, spec, plan, derivs) -> dict[str, str]:
+        """Add the training arrays, kernels and custom updates to ``spec``; returns the gradient
+        array of each trainable array."""
+        out = plan.readout
+        K, T = out.size, plan.n_steps
+        kappa = Line(f"const scalar _kappa = {_scalar_literal(plan.kappa)};",
+                     f"kappa = exp(-dt / tau_m) of the readout '{out.name}'")
+        arrays = [
+            _zero("eprop_err", out.name, "_eprop_err", K, comment="readout error of this step"),
+            _zero("eprop_loss", out.name, "_eprop_loss", 1, comment="loss of this trial"),
+            _zero("eprop_y", out.name, "_eprop_y", K, slots=T, comment="readout values [step][batch][neuron]"),
+            ArraySpec("eprop_mask", "eprop", "mask", "scalar", T, False, "eprop_data",
+                      comment="weight of each step in the loss"),
+            ArraySpec("eprop_learn", "eprop", "learn", "uint32", 1, False, "eprop_data", data=np.ones(1, np.uint32),
+                      comment="1: traces and gradients; 0: the forward pass only"),
+            ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False, "eprop_data",
+                      comment="the optimiser's hyperparameters for its next step"),
+            _zero("eprop_bbar", out.name, "_eprop_bbar", 1, comment="filtered constant input of the bias"),
+            *self.loss.arrays(K, T),
+        ]
+        for q in plan.readout_projections:
+            arrays.append(_zero(f"{q.name}_eprop_zbar", q.name, "_eprop_zbar", q.pre.size,
+                                comment="filtered spikes of the hidden population"))
+        for h in plan.learning:
+            arrays.append(_zero(f"{h.name}_eprop_L", h.name, "_eprop_L", h.size,
+                                comment="learning signal of this step"))
+            arrays += plan.feedback[h.name].arrays(h.name, h.size, K)
+        grads = {}  # trainable array -> its per-instance gradient array
+        for q in [*plan.hidden_projections, *plan.readout_projections]:
+            g = _zero(f"{q.name}_eprop_grad", q.name, "_eprop_grad", q.n_synapses,
+                      comment="gradient of w, per batch instance")
+            arrays.append(g)
+            grads[f"{q.name}_w"] = g
+        if plan.train_bias:
+            g = _zero(f"{out.name}_eprop_grad_bias", out.name, "_eprop_grad_bias", K,
+                      comment="gradient of the bias, per batch instance")
+            arrays.append(g)
+            grads[param_array_name(out.name, "neuron", "bias")] = g
+        for a in arrays:
+            spec.arrays.append(a)
+        kernels = [self._error_kernel(plan, kappa)]
+        kernels += [self._readout_kernel(plan, kappa, q, plan.train_bias and k == 0)
+                    for k, q in enumerate(plan.readout_projections)]
+        kernels += [self._signal_kernel(plan, h) for h in plan.learning]
+        for q in plan.hidden_projections:
+            kernels.append(self._eligibility_kernel(net, spec, plan, derivs[q.post.name], q, kappa))
+        spec.kernels += kernels
+        for target, g in grads.items():
+            owner = spec.array(target).owner
+            size = spec.array(target).size
+            for a in self.optimiser.arrays(owner, target, size):
+                spec.arrays.append(a)
+            spec.custom_updates.append(KernelSpec(
+                f"optimiser_{target}", "optimiser_step", owner, "custom_update",
+                f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
+                [], [], self.optimiser.code(target, g.name, size),
+                {"reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
+                 "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
+        names = {a.name: a for a in spec.arrays}
+        spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
+        return {t: g.name for t, g in grads.items()}
+
+    def _error_kernel(self, plan, kappa) -> KernelSpec:
+        out, K = plan.readout, plan.readout.size
+        code = [
+            Line(f"const uint32_t K = {K}u;", "readout neurons"),
+            Line(f"if (_step >= {plan.n_steps}u) return;", "past the trial"),
+            Line(f"const scalar* const _y = _{out.name}_v + (size_t)_b * K;", "readout values y_t"),
+            Line("scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line("const scalar _mask = _eprop_mask[_step];"),
+            Line("scalar _loss = _eprop_loss[_b];"),
+            Line("for (uint32_t _k = 0; _k < K; _k++) _eprop_y[((size_t)_step * _B + _b) * K + _k] = _y[_k];",
+                 "kept for the caller"),
+            Line("{"), *self.loss.code(), Line("}"),
+            Line("_eprop_loss[_b] = _loss;"),
+        ]
+        reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in self.loss.arrays(K, plan.n_steps))]
+        return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
+                          f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
+                          {"work": K, "reads": reads, "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
+
+    def _readout_kernel(self, plan, kappa, qo, with_bias: bool) -> KernelSpec:
+        hid, out = qo.pre, plan.readout
+        K, n_h = out.size, hid.size
+        code = [
+            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("if (!_eprop_learn[0]) return;", "evaluation: no gradients"),
+            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
+            Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
+            Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
+            *([Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
+               Line("const scalar _bbar = _eprop_bbar[_b];")] if with_bias else []),
+            Line("for (uint32_t _j = 0; _j < N; _j++) _zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];",
+                 "zbar = kappa zbar + z_{t-1}"),
+            Line("for (uint32_t _k = 0; _k < K; _k++) {"),
+            Line("    if (_err[_k] == 0) continue;"),
+            Line("    for (uint32_t _j = 0; _j < N; _j++) _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * "
+                 "_zbar[_j];", "dW_out += err (1 - kappa) zbar"),
+        ]
+        writes = [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar"]
+        if with_bias:
+            writes.append("eprop_bbar")
+            code.append(Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
+                             "_bbar;", "db += err (1 - kappa) bbar"))
+            writes.append(f"{out.name}_eprop_grad_bias")
+        code.append(Line("}"))
+        return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
+                          f"e-prop: exact gradients of the readout weights '{qo.name}'"
+                          + (f" and of the bias of '{out.name}'" if with_bias else ""), [kappa], [], code,
+                          {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"],
+                           "writes": writes})
+
+    def _signal_kernel(self, plan, hid) -> KernelSpec:
+        out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
+        K, n_h = out.size, hid.size
+        code = [
+            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("if (!_eprop_learn[0]) return;", "evaluation: no learning signals"),
+            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            Line(f"scalar* const _L = _{hid.name}_eprop_L + (size_t)_b * N;"),
+            Line("for (uint32_t _j = 0; _j < N; _j++) {"),
+            Line("    scalar _l = 0;"),
+            Line(f"    for (uint32_t _k = 0; _k < K; _k++) _l += {feedback.matrix(hid.name, qo and qo.name)} * "
+                 "_err[_k];", f"L_j = sum_k B_jk err_k ({feedback.name} feedback)"),
+        ]
+        reads = ["eprop_learn", "eprop_err", *feedback.reads(hid.name, qo and qo.name)]
+        if self.reg_rate > 0:
+            target = self.reg_target_hz * plan.dt / 1000.0  # spikes per step
+            code.append(Line(
+                f"    _l += (scalar){self.reg_rate!r} * (_{hid.name}_eprop_count[(size_t)_b * N + _j] / "
+                f"(scalar)(_step + 1) - (scalar){target!r});",
+                f"firing-rate regularisation towards {self.reg_target_hz:g} Hz"))
+            reads.append(f"{hid.name}_eprop_count")
+        code += [Line("    _L[_j] = _l;"), Line("}")]
+        return KernelSpec(f"eprop_learning_signal_{hid.name}", "eprop_learning_signal", hid.name, "eprop_step",
+                          f"e-prop: learning signals of '{hid.name}' from the readout error", [], [], code,
+                          {"work": K * n_h, "reads": reads, "writes": [f"{hid.name}_eprop_L"]})
+
+    def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
+        hid, m = q.post, q.post.model
+        w = KernelWriter(net)
+        per_neuron = [k for k in hid.params if hid.values.kind(k) == "element"]
+        w.add_params({k: v for k, v in hid.params.items() if k not in per_neuron}, "", m.name)
+        w.add_derived(m, {}, "")
+        prev = {symbol(s): symbol(f"_prev_{s}") for s in deriv.states}
+        prev[PSI] = symbol("_psi_prev")
+        prev[Z] = symbol("_z_prev")
+        states, n = deriv.states, len(deriv.states)
+        D = [[w.expr(sympy.sympify(deriv.D[a, b]).xreplace(prev)) for b in range(n)] for a in range(n)]
+        c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
+        dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
+
+        def ref(s, old):  # an eligibility component: this step's or the previous step's value
+            if s in deriv.per_synapse:
+                return f"_old_{s}" if old else f"_eps_{s}[_k]"
+            return f"_oldp_{s}[_i]" if old else f"_eps_{s}[_i]"
+
+        recursion = {}
+        for a, s in enumerate(states):
+            terms = [f"({D[a][b]}) * {ref(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
+            if deriv.c[a] != 0:
+                terms.append(f"({c[a]}) * _s")
+            recursion[s] = " + ".join(terms) or "(scalar)0"
+        trace = "_psi_j * (" + " + ".join(f"({dg[a]}) * {ref(s, False)}" for a, s in enumerate(states)) + ")"
+        used = set()
+        for a in range(n):
+            if states[a] in deriv.per_synapse:
+                used |= {x.name for e in [deriv.c[a], *(deriv.D[a, b] for b in range(n))] for x in e.free_symbols}
+            used |= {x.name for x in deriv.dz_dh[a].free_symbols}
+        post_params = [(p, param_array_name(hid.name, "neuron", p)) for p in per_neuron if p in used]
+        pre_arrays = {s: f"{q.name}_eprop_eps_{s}" for s in states}
+        new = []
+        for s in deriv.per_presynaptic:
+            new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.pre.size,
+                             comment=f"eligibility component of {s}, per presynaptic neuron"))
+            new.append(_zero(f"{q.name}_eprop_eps_old_{s}", q.name, f"_eprop_eps_old_{s}", q.pre.size,
+                             comment=f"eligibility component of {s} at the previous step"))
+        for s in deriv.per_synapse:
+            new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.n_synapses,
+                             comment=f"eligibility component of {s}, per synapse"))
+        new.append(_zero(f"{q.name}_eprop_ebar", q.name, "_eprop_ebar", q.n_synapses,
+                         comment="filtered eligibility trace"))
+        spec.arrays += new
+        arrays = {
+            "s_hist": f"{q.pre.name}_eprop_s_hist", "grad": f"{q.name}_eprop_grad", "ebar": f"{q.name}_eprop_ebar",
+            "eps": pre_arrays, "eps_old": {s: f"{q.name}_eprop_eps_old_{s}" for s in deriv.per_presynaptic},
+            "psi": f"{hid.name}_eprop_psi", "psi_prev": f"{hid.name}_eprop_psi_prev",
+            "z_prev": f"{hid.name}_eprop_z_prev", "L": f"{hid.name}_eprop_L",
+            "h_prev": {s: f"{hid.name}_eprop_{s}_prev" for s in states},
+        }
+        reads = ["eprop_learn", arrays["s_hist"], arrays["psi"], arrays["psi_prev"], arrays["z_prev"], arrays["L"],
+                 *arrays["h_prev"].values(), *(a for _, a in post_params)]
+        writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
+        info = {
+            "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
+            "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
+            "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
+            "reads": reads, "writes": writes, "sparse": q.rows is not None, "delay": q.delay_steps,
+            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
+        }
+        if q.rows is not None:
+            info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
+            reads += [info["row_start"], info["post_ind"]]
+        header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
+        description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
+                       f"{m.name}, delay {q.delay_steps}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
+                       f"e_t = psi_t dg/dh . eps_t, "
+                       f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
+                       f"{', '.join(deriv.per_presynaptic) or '-'}; per synapse: {', '.join(deriv.per_synapse) or '-'}")
+        return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
+                          description, [*w.finish_constants(), kappa, *header], [], [], info)
+
+
+class CompiledEprop:
+    """A network compiled for e-prop: its :class:`~spikeforge.runtime.simulation.Simulation`
+    (the network's kernels plus the training kernels) and what runs a minibatch and an
+    optimiser step."""
+
+    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, gradients: dict[str, str], threads=None):
+        from ..runtime.simulation import Simulation
+
+        self.compiler, self.network, self.spec, self.plan = compiler, network, spec, plan
+        self.batch_size = int(network.batch_size)
+        self.simulation = Simulation(network, backend="cpu", threads=threads, spec=spec, on_nonfinite="ignore",
+                                     progress=False)
+        self.backend = self.simulation.backend
+        self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
+        self.steps_taken = 0
+
+    @property
+    def source(self) -> str:
+        return self.simulation.source
+
+    def _trainable_values(self) -> dict[str, np.ndarray]:
+        return {name: self.backend.pull(name) for name in self.gradient_arrays}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The trainable arrays by array name (``<projection>_w`` in [pre][post] order, ``<readout>_p_bias``)."""
+        return self._trainable_values()
+
+    def set_weights(self, values: dict[str, np.ndarray]):
+        """Set trainable arrays (names as :meth:`weights` gives them)."""
+        for name, v in values.items():
+            if name not in self.gradient_arrays:
+                raise NetworkError(f"'{name}' is not trainable (trainable: {', '.join(self.gradient_arrays)})")
+            shape = self.backend.peek(name).shape
+            arr = np.asarray(v, dtype=float)
+            if arr.size != int(np.prod(shape)) or not np.all(np.isfinite(arr)):
+                raise NetworkError(f"'{name}': expected {int(np.prod(shape))} finite values, got shape {arr.shape}")
+            self.backend.push(name, arr.reshape(shape))
+
+    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True) -> dict:
+        """One trial per batch instance: ``x`` (steps, batch, inputs) drives the input
+        population (step t's values reach the hidden layer at t + 1). Returns the readout
+        values ``y`` (steps, batch, readout), the losses, the spike counts of the hidden
+        populations (batch, their neurons side by side in the order of ``hidden``) and, when
+        learning, the per-instance gradients by trainable array (leading axis: batch)."""
+        p, T, B = self.plan, self.plan.n_steps, self.batch_size
+        x = np.asarray(x, dtype=float)
+        if x.shape != (T, B, p.inputs.size):
+            raise NetworkError(f"inputs must have shape {(T, B, p.inputs.size)}, got {x.shape}")
+        mask = np.asarray(mask, dtype=float)
+        if mask.shape != (T,):
+            raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(mask))):
+            raise NetworkError("inputs and mask must be finite")
+        kept = self._trainable_values()  # the reset reloads the network's initial values
+        sim = self.simulation
+        sim.reset()
+        for name, v in kept.items():
+            self.backend.push(name, v)
+        sim.set_timed_input(p.inputs.name, "x", (x, self.network.dt))
+        self.backend.push("eprop_mask", mask)
+        self.backend.push("eprop_learn", np.array([int(bool(learn))], dtype=np.uint32))
+        self.compiler.loss.feed(self.backend, B, p.readout.size, T, labels, targets)
+        sim.run(steps=T)
+        counts = [self.backend.pull(f"{h.name}_eprop_count") for h in p.hidden]
+        out = {"y": self.backend.pull("eprop_y"), "loss": self.backend.pull("eprop_loss").reshape(B),
+               "hidden_spikes": np.concatenate(counts, axis=1)}
+        if learn:
+            out["grads"] = {name: self.backend.pull(g) for name, g in self.gradient_arrays.items()}
+        return out
+
+    def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, batch: int | None = None):
+        """One optimiser step on every trainable array from the last batch's gradients, summed
+        (or averaged: ``mean``) over its instances; ``clamp`` = (lo, hi) bounds the weights."""
+        self.steps_taken += 1
+        batch = self.batch_size if batch is None else int(batch)
+        self.backend.push("eprop_optimiser", self.compiler.optimiser.hyper(self.steps_taken, batch, mean, clamp))
+        for index in range(len(self.spec.custom_updates)):
+            self.backend.custom_update(index)
+
+    def close(self):
+        self.simulation.close()

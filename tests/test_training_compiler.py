@@ -1,0 +1,491 @@
+"""The training compiler (e-prop over an ordinary Network) against today's e-prop kernel.
+
+Regression oracle of issue 12: the same network built both ways (EpropConfig + EpropRuntime,
+Network + EpropCompiler), the same weights and inputs, must give the same per-instance
+gradients and losses bit for bit in double precision, and the same weights after an Adam
+step. Keep this test until the old path is gone."""
+
+import numpy as np
+import pytest
+
+from spikeforge import models as m
+from spikeforge.errors import NetworkError
+from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, VALUE_INPUT
+from spikeforge.network import Network
+from spikeforge.training.compiler import EpropCompiler
+from spikeforge.training.model import EpropConfig
+from spikeforge.training.objectives import Adam
+from spikeforge.training.runtime import EpropRuntime
+
+N_IN, N_H, K, T = 5, 6, 3, 40
+TAU_OUT, DT = 15.0, 1.0
+LSNN_BETA = [0.0] * 3 + [0.4] * 3  # half plain LIF, half adaptive (Bellec's LSNN)
+HIDDEN = {
+    "lif_subtractive": (m.LIF_SUBTRACTIVE, dict(tau_m=10.0, v_th=0.6)),
+    "alif": (m.ALIF, dict(tau_m=10.0, tau_a=30.0, v_th=0.6, beta=0.4, t_ref=0.0)),
+    "lsnn": (m.ALIF, dict(tau_m=10.0, tau_a=30.0, v_th=0.6, t_ref=0.0)),
+}
+
+
+def _problem(seed, batch, loss, real_valued):
+    rng = np.random.default_rng(seed)
+    spikes = rng.random((T, batch, N_IN)) < 0.4
+    x = spikes * (rng.uniform(0.2, 1.0, spikes.shape) if real_valued else 1.0)  # latency/rate-like values
+    weights = {"w_in": rng.uniform(0.0, 1.5, (N_H, N_IN)), "w_rec": rng.normal(0.0, 0.6, (N_H, N_H)),
+               "w_out": rng.normal(0.0, 1.0, (K, N_H)), "b_out": rng.normal(0.0, 0.3, K)}
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    mask = np.zeros(T)
+    mask[T // 2:] = 1.0
+    target = rng.integers(0, K, batch) if loss == "xent" else rng.normal(0.0, 0.5, (T, batch, K))
+    return x, mask, target, weights
+
+
+def _old(kind, loss, feedback, seed=0, reg_rate=0.0):
+    model, params = HIDDEN[kind]
+    params = dict(params, beta=np.array(LSNN_BETA)) if kind == "lsnn" else params
+    cfg = EpropConfig(N_IN, N_H, K, model, params, recurrent=True, tau_out=TAU_OUT, dt=DT, loss=loss,
+                      feedback=feedback, precision="double", reg_rate=reg_rate, reg_target_hz=20.0,
+                      name=f"oracle_old_{kind}_{loss}_{feedback}_{reg_rate}")
+    return EpropRuntime(cfg, seed=seed)
+
+
+def _network(kind, batch, weights, recurrent=True, hidden_params=None, delays=(0, 0), input_synapse=SCALED):
+    model, params = HIDDEN[kind]
+    params = dict(params, **(hidden_params or {}))
+    if kind == "lsnn":
+        params = dict(params, beta={"values": [0.0, 0.4], "counts": [3, 3]})
+    net = Network(f"oracle_{kind}_{batch}", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("hid", N_H, model, params)
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
+    # weights of the network's projections are [pre][post]: the transposes of the old path's
+    net.add_projection("inp_hid", "inp", "hid", input_synapse, ONE_STEP_CURR,
+                       wu_init={"w": weights["w_in"].T.ravel()}, delay=delays[0] * DT)
+    if recurrent:
+        net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR,
+                           wu_init={"w": weights["w_rec"].T.ravel()}, delay=delays[1] * DT)
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    return net
+
+
+def _compiled(kind, loss, feedback, batch, weights, feedback_matrix=None, optimiser=None, reg_rate=0.0):
+    compiler = EpropCompiler(loss=loss, optimiser=optimiser or Adam(lr=0.01), feedback=feedback, reg_rate=reg_rate,
+                             reg_target_hz=20.0)
+    compiled = compiler.compile(
+        _network(kind, batch, weights), inputs="inp", hidden="hid", readout="out",
+        trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    if feedback_matrix is not None:
+        compiled.backend.push("hid_eprop_feedback", feedback_matrix.ravel())
+    return compiled
+
+
+def _as_old(grads, batch):
+    """The compiler's gradients in the old path's layout: [batch][post][pre]."""
+    return {
+        "w_in": grads["inp_hid_w"].reshape(batch, N_IN, N_H).transpose(0, 2, 1),
+        "w_rec": grads["hid_hid_w"].reshape(batch, N_H, N_H).transpose(0, 2, 1),
+        "w_out": grads["hid_out_w"].reshape(batch, N_H, K).transpose(0, 2, 1),
+        "b_out": grads["out_p_bias"].reshape(batch, K),
+    }
+
+
+def _same_bits(new, old, what):
+    assert new.shape == old.shape and new.dtype == old.dtype, what
+    bits = f"i{new.dtype.itemsize}"
+    diff = np.flatnonzero(np.ascontiguousarray(new).view(bits) != np.ascontiguousarray(old).view(bits))
+    assert diff.size == 0, (f"{what}: {diff.size} of {new.size} values differ, the largest by "
+                            f"{np.max(np.abs(new - old)):.3g} (max |value| {np.max(np.abs(old)):.3g})")
+
+
+CASES = [(kind, loss, batch) for kind in HIDDEN for loss in ("xent", "mse") for batch in (1, 8)]
+
+
+@pytest.mark.parametrize("kind,loss,batch", CASES, ids=[f"{k}-{loss}-B{b}" for k, loss, b in CASES])
+def test_compiled_gradients_equal_the_old_kernel_bit_for_bit(kind, loss, batch):
+    x, mask, target, weights = _problem(1, batch, loss, real_valued=(kind == "alif"))
+    old = _old(kind, loss, "symmetric")
+    old.set_weights(weights)
+    labels, targets = (target, None) if loss == "xent" else (None, target)
+    ref = old.run_batch(x, mask, labels=labels, targets=targets)
+    assert ref["hidden_spikes"].sum() > 0 and np.abs(ref["grads"]["w_rec"]).max() > 0
+    compiled = _compiled(kind, loss, "symmetric", batch, weights)
+    out = compiled.run_batch(x, mask, labels=labels, targets=targets)
+    _same_bits(out["y"], ref["y"], "readout y")
+    _same_bits(out["loss"], ref["loss"], "loss")
+    _same_bits(out["hidden_spikes"], ref["hidden_spikes"], "hidden spike counts")
+    for name, g in _as_old(out["grads"], batch).items():
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+def test_feedforward_and_float_equal_the_old_kernel():
+    """Without a recurrent projection (the old path's recurrent=False), and in single precision."""
+    for recurrent, precision in ((False, "double"), (True, "float")):
+        x, mask, target, weights = _problem(6, 3, "xent", real_valued=True)
+        model, params = HIDDEN["alif"]
+        cfg = EpropConfig(N_IN, N_H, K, model, params, recurrent=recurrent, tau_out=TAU_OUT, dt=DT, loss="xent",
+                          precision=precision, name=f"oracle_old_ff_{recurrent}_{precision}")
+        old = EpropRuntime(cfg)
+        old.set_weights(weights)
+        ref = old.run_batch(x, mask, labels=target)
+        net = _network("alif", 3, weights, recurrent=recurrent)
+        net.precision = precision
+        trainable = ["inp_hid", "hid_out", "out.bias"] + (["hid_hid"] if recurrent else [])
+        out = EpropCompiler(loss="xent").compile(net, inputs="inp", hidden="hid", readout="out", trainable=trainable,
+                                                 n_steps=T).run_batch(x, mask, labels=target)
+        assert ref["hidden_spikes"].sum() > 0
+        _same_bits(out["loss"], ref["loss"], f"loss ({precision})")
+        got = out["grads"]
+        pairs = [("inp_hid_w", "w_in", (N_IN, N_H)), ("hid_out_w", "w_out", (N_H, K))]
+        pairs += [("hid_hid_w", "w_rec", (N_H, N_H))] if recurrent else []
+        for new, name, shape in pairs:
+            g = np.ascontiguousarray(got[new].reshape(3, *shape).transpose(0, 2, 1))
+            _same_bits(g, ref["grads"][name], f"gradient of {name} ({precision}, recurrent={recurrent})")
+
+
+def test_rate_regularisation_equals_the_old_kernel():
+    x, mask, target, weights = _problem(4, 2, "mse", real_valued=True)
+    old = _old("lsnn", "mse", "symmetric", reg_rate=0.5)
+    old.set_weights(weights)
+    ref = old.run_batch(x, mask, targets=target)
+    out = _compiled("lsnn", "mse", "symmetric", 2, weights, reg_rate=0.5).run_batch(x, mask, targets=target)
+    plain = _compiled("lsnn", "mse", "symmetric", 2, weights).run_batch(x, mask, targets=target)
+    assert not np.array_equal(out["grads"]["inp_hid_w"], plain["grads"]["inp_hid_w"])  # it does something
+    for name, g in _as_old(out["grads"], 2).items():
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+
+
+def test_sgd_step_is_minus_lr_times_the_summed_gradient():
+    from spikeforge.training.objectives import SGD
+
+    x, mask, target, weights = _problem(5, 3, "xent", real_valued=False)
+    compiled = _compiled("alif", "xent", "symmetric", 3, weights, optimiser=SGD(lr=0.05))
+    before = compiled.weights()
+    grads = compiled.run_batch(x, mask, labels=target)["grads"]
+    compiled.apply_gradients()
+    after = compiled.weights()
+    for name, g in grads.items():
+        assert np.abs(g).max() > 0, name
+        np.testing.assert_array_equal(after[name], before[name].ravel() - 0.05 * g.sum(axis=0), err_msg=name)
+
+
+@pytest.mark.parametrize("feedback", ["symmetric", "random"])
+def test_one_adam_step_equals_the_old_kernel(feedback):
+    batch, kind, loss = 4, "alif", "xent"
+    x, mask, target, weights = _problem(2, batch, loss, real_valued=True)
+    old = _old(kind, loss, feedback)
+    old.set_weights(weights)
+    compiled = _compiled(kind, loss, feedback, batch, weights,
+                         feedback_matrix=old.feedback if feedback == "random" else None)
+    for _ in range(2):  # two batches, two steps: the moments carry over
+        old.run_batch(x, mask, labels=target)
+        out = compiled.run_batch(x, mask, labels=target)
+        assert np.abs(out["grads"]["hid_hid_w"]).max() > 0
+        for index in range(4):
+            old.apply_gradients(index, batch, False, 0.01, 0.9, 0.999, 1e-8, compiled.steps_taken + 1, None)
+        compiled.apply_gradients()
+    new = compiled.weights()
+    got = {"w_in": new["inp_hid_w"].reshape(N_IN, N_H).T, "w_rec": new["hid_hid_w"].reshape(N_H, N_H).T,
+           "w_out": new["hid_out_w"].reshape(N_H, K).T, "b_out": new["out_p_bias"]}
+    for name, w in got.items():
+        assert not np.array_equal(w, weights[name]), f"{name} did not move"
+        _same_bits(np.ascontiguousarray(w), old.weights[name], f"{name} after two Adam steps")
+
+
+def test_evaluation_runs_the_forward_pass_only():
+    x, mask, target, weights = _problem(3, 2, "xent", real_valued=False)
+    compiled = _compiled("lif_subtractive", "xent", "symmetric", 2, weights)
+    learned = compiled.run_batch(x, mask, labels=target)
+    evaluated = compiled.run_batch(x, mask, labels=target, learn=False)
+    assert "grads" not in evaluated
+    np.testing.assert_array_equal(evaluated["y"], learned["y"])
+    assert not compiled.backend.peek("hid_hid_eprop_grad").any()  # the trial's reset zeroed, nothing added
+    with pytest.raises(NetworkError, match=r"inputs must have shape \(40, 2, 5\), got \(40, 2, 4\)"):
+        compiled.run_batch(x[:, :, :4], mask, labels=target)
+    with pytest.raises(NetworkError, match="inputs and mask must be finite"):
+        compiled.run_batch(np.where(x > 0, np.nan, 0.0), mask, labels=target)
+    with pytest.raises(NetworkError, match=r"labels must be 2 integers in \[0, 3\)"):
+        compiled.run_batch(x, mask, labels=[0, 3])
+
+
+def test_compile_errors_name_the_population_or_projection():
+    _, _, _, weights = _problem(0, 1, "xent", real_valued=False)
+    net = _network("alif", 1, weights)
+    compiler = EpropCompiler()
+    with pytest.raises(NetworkError, match="no projection 'nope'"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["nope", "hid_out"], n_steps=5)
+    with pytest.raises(NetworkError, match="readout: population 'hid' must use the leaky_readout model"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="hid", trainable=["hid_out"], n_steps=5)
+    with pytest.raises(NetworkError, match=r"name a projection from a hidden population \('hid'\) to the readout"):
+        compiler.compile(net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid"], n_steps=5)
+    refractory = _network("alif", 1, weights, hidden_params={"t_ref": [0.0] * (N_H - 1) + [2.0]})
+    with pytest.raises(NetworkError, match=r"hidden population 'hid' \(alif\): e-prop does not model "
+                                           r"refractoriness, but the refractory period 't_ref' is 2 ms"):
+        compiler.compile(refractory, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_out"],
+                         n_steps=5)
+    flipped = _network("alif", 1, weights, hidden_params={"v_th": -0.5})
+    with pytest.raises(NetworkError, match="the surrogate's scale 'v_th' must be positive, got -0.5"):
+        compiler.compile(flipped, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_out"],
+                         n_steps=5)
+
+
+def test_compiled_network_learns_a_two_class_task():
+    """Class 0 drives inputs 0-1, class 1 inputs 2-4: 40 Adam steps take the loss to a fraction."""
+    rng = np.random.default_rng(7)
+    batch = 8
+    _, mask, _, weights = _problem(7, batch, "xent", real_valued=False)
+    weights["w_out"] *= 0.1
+    compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=0.05)).compile(
+        _network("lif_subtractive", batch, weights), inputs="inp", hidden="hid", readout="out",
+        trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    labels = np.arange(batch) % 2
+    channels = np.where(labels[:, None] == 0, np.arange(N_IN) < 2, np.arange(N_IN) >= 2)
+    losses = []
+    for _ in range(40):
+        x = (rng.random((T, batch, N_IN)) < 0.3) * channels[None]
+        losses.append(compiled.run_batch(x, mask, labels=labels)["loss"].mean())
+        compiled.apply_gradients(mean=True)
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+
+
+def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
+    """Sparse (stored) input and recurrent projections give the dense network's gradients on
+    their synapses when the dense weights of the missing synapses are 0, bit for bit."""
+    from spikeforge.network import FromList
+
+    batch = 2
+    x, mask, target, weights = _problem(8, batch, "mse", real_valued=True)
+    rng = np.random.default_rng(8)
+    keep = {"w_in": rng.random((N_H, N_IN)) < 0.5, "w_rec": rng.random((N_H, N_H)) < 0.5}
+    keep["w_rec"][1, 1] = True  # an autapse: it never learns, as the dense diagonal
+    dense_weights = {k: np.where(keep[k], v, 0.0) if k in keep else v for k, v in weights.items()}
+    dense_weights["w_rec"][1, 1] = 0.0
+    dense = _compiled("alif", "mse", "symmetric", batch, dense_weights).run_batch(x, mask, targets=target)
+
+    model, params = HIDDEN["alif"]
+    net = Network("oracle_sparse", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("hid", N_H, model, params)
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
+    pairs = {}
+    for name, proj, pre in (("w_in", "inp_hid", "inp"), ("w_rec", "hid_hid", "hid")):
+        post_ids, pre_ids = np.nonzero(keep[name])  # [post][pre] in the old layout
+        order = np.lexsort((post_ids, pre_ids))  # synapse order: by pre, then post
+        pairs[name] = (pre_ids[order], post_ids[order])
+        net.add_projection(proj, pre, "hid", SCALED if pre == "inp" else m.STATIC, ONE_STEP_CURR,
+                           FromList(tuple(int(i) for i in pre_ids[order]), tuple(int(j) for j in post_ids[order])),
+                           wu_init={"w": dense_weights[name][post_ids[order], pre_ids[order]]})
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    sparse = EpropCompiler(loss="mse").compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T,
+    ).run_batch(x, mask, targets=target)
+    _same_bits(sparse["loss"], dense["loss"], "loss")
+    for name, proj, n_pre in (("w_in", "inp_hid", N_IN), ("w_rec", "hid_hid", N_H)):
+        pre_ids, post_ids = pairs[name]
+        on_synapses = dense["grads"][f"{proj}_w"].reshape(batch, n_pre, N_H)[:, pre_ids, post_ids]
+        assert np.abs(on_synapses).max() > 0
+        _same_bits(sparse["grads"][f"{proj}_w"], np.ascontiguousarray(on_synapses), f"sparse gradient of {name}")
+    autapse = np.flatnonzero((pairs["w_rec"][0] == 1) & (pairs["w_rec"][1] == 1))
+    assert autapse.size == 1 and not sparse["grads"]["hid_hid_w"][:, autapse].any()
+
+
+def test_an_input_delay_equals_inputs_shifted_by_it():
+    """A delay of d steps on the input projection (step t's spikes reach the hidden layer at
+    t + 1 + d) gives the gradients of the undelayed network fed the inputs d steps later."""
+    batch, d = 2, 3
+    x, mask, target, weights = _problem(9, batch, "xent", real_valued=False)
+    shifted = np.concatenate([np.zeros((d, batch, N_IN)), x[:-d]])
+    runs = []
+    for delay, inputs in ((0, shifted), (d, x)):
+        net = _network("lsnn", batch, weights, delays=(delay, 0), input_synapse=m.STATIC)
+        compiled = EpropCompiler(loss="xent").compile(
+            net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+            n_steps=T)
+        assert compiled.spec.array("inp_eprop_s_hist").slots == delay + 2
+        runs.append(compiled.run_batch(inputs, mask, labels=target))
+    plain, delayed = runs
+    assert plain["hidden_spikes"].sum() > 0
+    _same_bits(delayed["loss"], plain["loss"], "loss")
+    for name in ("inp_hid_w", "hid_hid_w", "hid_out_w", "out_p_bias"):
+        _same_bits(delayed["grads"][name], plain["grads"][name], f"gradient of {name}")
+    with pytest.raises(NetworkError, match="'inp_hid' has a delay, but its input reads presynaptic variables "
+                                           r"\(value_pre\) when the spike is delivered"):
+        EpropCompiler().compile(_network("lsnn", batch, weights, delays=(d, 0)), inputs="inp", hidden="hid",
+                                readout="out", trainable=["inp_hid", "hid_out"], n_steps=T)
+
+
+def test_a_recurrent_delay_changes_the_gradients_and_keeps_the_dense_shape():
+    batch, d = 2, 2
+    x, mask, target, weights = _problem(10, batch, "xent", real_valued=False)
+    plain = _compiled("alif", "xent", "symmetric", batch, weights).run_batch(x, mask, labels=target)
+    net = _network("alif", batch, weights, delays=(0, d))
+    delayed = EpropCompiler(loss="xent").compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T,
+    ).run_batch(x, mask, labels=target)
+    g = delayed["grads"]["hid_hid_w"].reshape(batch, N_H, N_H)
+    assert np.abs(g).max() > 0 and not np.diagonal(g, axis1=1, axis2=2).any()
+    assert not np.array_equal(g, plain["grads"]["hid_hid_w"].reshape(batch, N_H, N_H))
+
+
+def test_izhikevich_equals_the_old_kernel():
+    """A model that is neither LIF nor ALIF (quadratic, Euler; v = c and u += d: every eligibility
+    component per synapse), recurrent, dt = 0.5 ms, with the surrogate given as an expression."""
+    surrogate = "gamma * exp(-abs(_g) / 30) / 30"
+    n_in, n_h, k, steps, batch, dt = 4, 3, 2, 60, 2, 0.5
+    rng = np.random.default_rng(3)
+    x = (rng.random((steps, batch, n_in)) < 0.4).astype(float)
+    weights = {"w_in": rng.uniform(10.0, 30.0, (n_h, n_in)), "w_rec": rng.normal(0.0, 5.0, (n_h, n_h)),
+               "w_out": rng.normal(0.0, 1.0, (k, n_h)), "b_out": rng.normal(0.0, 0.3, k)}
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    targets, mask = rng.normal(0.0, 0.5, (steps, batch, k)), np.ones(steps)
+    old = EpropRuntime(EpropConfig(n_in, n_h, k, m.IZHIKEVICH, {}, recurrent=True, tau_out=15.0, dt=dt, loss="mse",
+                                   surrogate=surrogate, precision="double", name="oracle_old_izhikevich"))
+    old.set_weights(weights)
+    ref = old.run_batch(x, mask, targets=targets)
+    assert ref["hidden_spikes"].min() >= 2
+    net = Network("oracle_izhikevich", dt=dt, batch_size=batch, precision="double")
+    net.add_population("inp", n_in, VALUE_INPUT)
+    net.add_population("hid", n_h, m.IZHIKEVICH)
+    net.add_population("out", k, LEAKY_READOUT, dict(tau_m=15.0, bias=list(weights["b_out"])))
+    net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
+    net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_rec"].T.ravel()})
+    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    out = EpropCompiler(loss="mse", surrogate=surrogate).compile(
+        net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+        n_steps=steps).run_batch(x, mask, targets=targets)
+    _same_bits(out["loss"], ref["loss"], "loss")
+    for new, name, shape in (("inp_hid_w", "w_in", (n_in, n_h)), ("hid_hid_w", "w_rec", (n_h, n_h)),
+                             ("hid_out_w", "w_out", (n_h, k))):
+        g = np.ascontiguousarray(out["grads"][new].reshape(batch, *shape).transpose(0, 2, 1))
+        assert np.abs(g).max() > 0, name
+        _same_bits(g, ref["grads"][name], f"gradient of {name}")
+    _same_bits(out["grads"]["out_p_bias"], ref["grads"]["b_out"], "gradient of b_out")
+
+
+# ----------------------------------------------------------------------------- two hidden layers
+
+def _two_layers(batch, rng, record=False):
+    """inp -> h1 (lif_subtractive, recurrent) -> h2 (alif, recurrent) -> out, all trainable."""
+    w = {"inp_h1": rng.uniform(0.0, 1.5, (N_IN, N_H)), "h1_h1": rng.normal(0.0, 0.4, (N_H, N_H)),
+         "h1_h2": rng.uniform(0.0, 1.2, (N_H, N_H)), "h2_h2": rng.normal(0.0, 0.4, (N_H, N_H)),
+         "h2_out": rng.normal(0.0, 1.0, (N_H, K))}  # [pre][post]
+    for name in ("h1_h1", "h2_h2"):
+        np.fill_diagonal(w[name], 0.0)
+    net = Network("two_layers", dt=DT, batch_size=batch, precision="double")
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("h1", N_H, *HIDDEN["lif_subtractive"], record_spikes=record)
+    net.add_population("h2", N_H, *HIDDEN["alif"])
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=[0.1, -0.2, 0.0]))
+    for name, pre, post, syn in (("inp_h1", "inp", "h1", SCALED), ("h1_h1", "h1", "h1", m.STATIC),
+                                 ("h1_h2", "h1", "h2", m.STATIC), ("h2_h2", "h2", "h2", m.STATIC),
+                                 ("h2_out", "h2", "out", m.STATIC)):
+        net.add_projection(name, pre, post, syn, ONE_STEP_CURR, wu_init={"w": w[name].ravel()})
+    return net, w
+
+
+def test_two_layers_second_layer_equals_one_layer_fed_the_first_layers_spikes():
+    """The second layer's gradients (and the readout's) equal those of a one-layer network whose
+    inputs are the first layer's spikes, bit for bit; the first layer learns through its own
+    random feedback matrix."""
+    batch = 3
+    rng = np.random.default_rng(11)
+    net, w = _two_layers(batch, rng, record=True)
+    x = (rng.random((T, batch, N_IN)) < 0.4).astype(float)
+    target, mask = rng.normal(0.0, 0.5, (T, batch, K)), np.ones(T)
+    compiled = EpropCompiler(loss="mse", feedback={"h1": "random", "h2": "symmetric"}).compile(
+        net, inputs="inp", hidden=["h1", "h2"], readout="out",
+        trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out", "out.bias"], n_steps=T)
+    two = compiled.run_batch(x, mask, targets=target)
+    spikes = np.zeros((T, batch, N_H))
+    for b, (times, ids) in enumerate(compiled.simulation.spikes("h1")):
+        spikes[np.round(times / DT).astype(int), b, ids] = 1.0
+    assert spikes.sum() > 0 and two["hidden_spikes"][:, N_H:].sum() > 0
+    np.testing.assert_array_equal(two["hidden_spikes"][:, :N_H], spikes.sum(axis=0))
+
+    one = Network("one_layer", dt=DT, batch_size=batch, precision="double")
+    one.add_population("inp", N_H, VALUE_INPUT)
+    one.add_population("h2", N_H, *HIDDEN["alif"])
+    one.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=[0.1, -0.2, 0.0]))
+    one.add_projection("h1_h2", "inp", "h2", SCALED, ONE_STEP_CURR, wu_init={"w": w["h1_h2"].ravel()})
+    one.add_projection("h2_h2", "h2", "h2", m.STATIC, ONE_STEP_CURR, wu_init={"w": w["h2_h2"].ravel()})
+    one.add_projection("h2_out", "h2", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": w["h2_out"].ravel()})
+    ref = EpropCompiler(loss="mse").compile(one, inputs="inp", hidden="h2", readout="out",
+                                            trainable=["h1_h2", "h2_h2", "h2_out", "out.bias"], n_steps=T,
+                                            ).run_batch(spikes, mask, targets=target)
+    _same_bits(two["y"], ref["y"], "readout y")
+    for name in ("h1_h2_w", "h2_h2_w", "h2_out_w", "out_p_bias"):
+        assert np.abs(ref["grads"][name]).max() > 0
+        _same_bits(two["grads"][name], ref["grads"][name], f"gradient of {name}")
+
+
+def test_two_layers_first_layer_equals_numpy_eprop_with_its_feedback():
+    """The first layer's gradients against a plain numpy e-prop (tests/eprop_reference.py's
+    forward pass and recursions) with L = B1 err, err from the readout the network computed."""
+    from tests.eprop_reference import _constants, forward
+
+    batch = 2
+    rng = np.random.default_rng(12)
+    net, w = _two_layers(batch, rng)
+    x = (rng.random((T, batch, N_IN)) < 0.4).astype(float)
+    target, mask = rng.normal(0.0, 0.5, (T, batch, K)), np.r_[np.zeros(T // 4), np.ones(T - T // 4)]
+    compiled = EpropCompiler(loss="mse", feedback="random").compile(
+        net, inputs="inp", hidden=["h1", "h2"], readout="out",
+        trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out"], n_steps=T)
+    out = compiled.run_batch(x, mask, targets=target)
+    B1 = compiled.backend.pull("h1_eprop_feedback").reshape(N_H, K)
+    assert not np.array_equal(B1, compiled.backend.pull("h2_eprop_feedback").reshape(N_H, K))
+    err = mask[:, None, None] * (out["y"] - target)  # dE/dy of the mse loss, per step
+
+    params = dict(dt=DT, tau_m=10.0, tau_a=None, tau_out=TAU_OUT, v_th=0.6, beta=0.0, gamma=0.3)
+    fw = forward(x, params, {"W_in": w["inp_h1"].T, "W_rec": w["h1_h1"].T, "W_out": np.zeros((K, N_H)),
+                             "b": np.zeros(K)})
+    c = _constants(params)
+    al, ka = c["alpha"], c["kappa"]
+    for name, S, n_pre in (("inp_h1", x, N_IN), ("h1_h1", fw["z"], N_H)):
+        eps, ebar, grad = (np.zeros((batch, N_H, n_pre)) for _ in range(3))
+        s_prev = np.zeros((batch, n_pre))
+        for t in range(T):
+            eps = al * eps + (1.0 - al) * s_prev[:, None, :]
+            grad += (err[t] @ B1.T)[:, :, None] * (1.0 - ka) * ebar
+            ebar = ka * ebar + fw["psi"][t][:, :, None] * eps
+            s_prev = S[t]
+        if name == "h1_h1":
+            for b in range(batch):
+                np.fill_diagonal(grad[b], 0.0)
+        ours = out["grads"][f"{name}_w"].reshape(batch, n_pre, N_H).transpose(0, 2, 1)
+        assert np.abs(grad).max() > 0
+        np.testing.assert_allclose(ours, grad, rtol=1e-9, atol=1e-12 * np.abs(grad).max(), err_msg=name)
+
+
+def test_symmetric_feedback_needs_a_projection_to_the_readout():
+    net, _ = _two_layers(1, np.random.default_rng(0))
+    with pytest.raises(NetworkError, match="hidden population 'h1': symmetric feedback sends the error back "
+                                           "through its projection to the readout, and it has none"):
+        EpropCompiler(feedback="symmetric").compile(net, inputs="inp", hidden=["h1", "h2"], readout="out",
+                                                    trainable=["inp_h1", "h2_out"], n_steps=5)
+
+
+def test_threads_give_the_same_gradients():
+    """Kernels with enough work per step run on a thread team: instances split across threads,
+    each instance's arithmetic unchanged."""
+    n_h, batch = 64, 4
+    rng = np.random.default_rng(13)
+    x = (rng.random((T, batch, N_IN)) < 0.4).astype(float)
+    weights = {"w_in": rng.uniform(0.0, 1.0, (n_h, N_IN)), "w_rec": rng.normal(0.0, 0.2, (n_h, n_h)),
+               "w_out": rng.normal(0.0, 1.0, (K, n_h)), "b_out": np.zeros(K)}
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    labels, mask = rng.integers(0, K, batch), np.ones(T)
+    runs = []
+    for threads in (1, 2):
+        net = Network("threads", dt=DT, batch_size=batch, precision="double")
+        net.add_population("inp", N_IN, VALUE_INPUT)
+        net.add_population("hid", n_h, *HIDDEN["alif"])
+        net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=[0.0] * K))
+        net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": weights["w_in"].T.ravel()})
+        net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_rec"].T.ravel()})
+        net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+        compiled = EpropCompiler().compile(net, inputs="inp", hidden="hid", readout="out",
+                                           trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T, threads=threads)
+        runs.append(compiled.run_batch(x, mask, labels=labels))
+    assert runs[0]["hidden_spikes"].sum() > 0
+    for name, g in runs[0]["grads"].items():
+        _same_bits(runs[1]["grads"][name], g, f"gradient of {name}, 2 threads")
