@@ -350,6 +350,44 @@ def _written(stmts, odes=()) -> set[str]:
     return {s.target for s in stmts} | {o.var for o in odes}
 
 
+@dataclass
+class _NeuronContext:
+    """What the emitters of one neuron update share: the population, its model, the kernel's
+    writer (constants, code, the code run on a spike), the loads, and the names in scope."""
+
+    p: object
+    m: object
+    w: KernelWriter
+    arrays: dict
+    timed: dict  # parameters that follow a timed array -> (values, timing) arrays
+    timed_loads: list[Line]
+    hook: NeuronHook | None
+    incoming: list = field(default_factory=list)
+    outgoing: list = field(default_factory=list)
+    poisson_inputs: list = field(default_factory=list)
+    loads: list[Access] = field(default_factory=list)
+    rename: dict = field(default_factory=dict)  # model names -> C names (derived values, subexpressions)
+    ps_written: set[str] = field(default_factory=set)  # variables the postsynaptic models write
+    drained: list[str] = field(default_factory=list)  # dendritic delay buffers emptied (per-synapse delays)
+
+    @property
+    def code(self) -> list[Line]:
+        return self.w.code
+
+    @property
+    def on_spike(self) -> list[Line]:
+        return self.w.on_spike
+
+    @property
+    def is_ssa(self) -> bool:
+        return isinstance(self.m, SpikeSourceArrayModel)
+
+    @property
+    def held_by_flag(self) -> set[str]:
+        """Variables flagged (unless refractory): read-only while refractory."""
+        return {o.var for o in self.m.odes if o.unless_refractory} if self.m.refractory is not None else set()
+
+
 class Generator:
     def __init__(self, network, hooks: dict[str, NeuronHook] | None = None):
         self.net = network
@@ -405,26 +443,12 @@ class Generator:
     def run(self) -> NetworkSpec:
         net = self.net
         self.add_param_arrays()
-        for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values(),
-                    *net.poisson_inputs.values()]:
-            if obj.id > MAX_OWNER_ID:
-                raise NetworkError("too many populations, projections, current sources and poisson inputs "
-                                   "(at most 32767)")
+        self.check_owner_ids()
         slots = {p: 1 for p in net.populations}
         for q in net.projections.values():
             slots[q.pre.name] = max(slots[q.pre.name], max(q.pre_delays().values()) + 1)
-        pops_info = []
-        pop_arrays = {}
-        for p in net.populations.values():
-            pop_arrays[p.name] = self.population_arrays(p, slots[p.name])
-            pops_info.append({
-                "name": p.name, "size": p.size, "id": p.id, "slots": slots[p.name],
-                "record_spikes": p.record_spikes, "model": p.model.name,
-                "spike_source_array": isinstance(p.model, SpikeSourceArrayModel),
-                "spike_rec_mask": pop_arrays[p.name]["spike_rec_mask"].name
-                if "spike_rec_mask" in pop_arrays[p.name] else None,
-                "spike_rec_neurons": self.net.spike_neurons.get(p.name) if p.record_spikes else None,
-            })
+        pop_arrays = {p.name: self.population_arrays(p, slots[p.name]) for p in net.populations.values()}
+        pops_info = [self.population_info(p, slots[p.name], pop_arrays[p.name]) for p in net.populations.values()]
         proj_arrays = {q.name: self.projection_arrays(q) for q in net.projections.values()}
         for name, hook in self.hooks.items():
             if name not in net.populations:
@@ -456,6 +480,25 @@ class Generator:
         return NetworkSpec(net.name, net.precision, net.dt, int(net.seed), self.arrays, self.kernels,
                            pops_info, projs_info, self.integrators, recorded,
                            instances_independent=self.instances_independent())
+
+    def check_owner_ids(self):
+        """Owner ids key the random streams (15 bits of the stream id)."""
+        net = self.net
+        for obj in [*net.populations.values(), *net.projections.values(), *net.current_sources.values(),
+                    *net.poisson_inputs.values()]:
+            if obj.id > MAX_OWNER_ID:
+                raise NetworkError("too many populations, projections, current sources and poisson inputs "
+                                   "(at most 32767)")
+
+    def population_info(self, p, slots: int, arrays: dict) -> dict:
+        """The facts about population ``p`` the runtime needs (``NetworkSpec.populations``)."""
+        return {
+            "name": p.name, "size": p.size, "id": p.id, "slots": slots,
+            "record_spikes": p.record_spikes, "model": p.model.name,
+            "spike_source_array": isinstance(p.model, SpikeSourceArrayModel),
+            "spike_rec_mask": arrays["spike_rec_mask"].name if "spike_rec_mask" in arrays else None,
+            "spike_rec_neurons": self.net.spike_neurons.get(p.name) if p.record_spikes else None,
+        }
 
     def check_kernel_names(self):
         """Kernel names are function names: a pathway ``c`` of projection ``a_b`` and a projection
@@ -619,208 +662,269 @@ class Generator:
 
     # -- kernels -------------------------------------------------------------------------
     def neuron_kernel(self, p, slots, pop_arrays, proj_arrays, cs_arrays) -> KernelSpec:
+        """The neuron update of population ``p``, emitted part by part in the order the code runs:
+        parameters and loads, the hook's first lines, inputs (postsynaptic models, current
+        sources), the refractory countdown, the model's equations and code, the traces of learning
+        synapses, the threshold test, Poisson inputs, and the reset (the code run on a spike)."""
+        k = self.neuron_context(p, pop_arrays)
+        self.emit_hook_before(k)
+        held = self.emit_input_start(k)
+        for q in k.incoming:
+            self.emit_postsynaptic(k, q, proj_arrays[q.name])
+        for c in self.net.current_sources.values():
+            if c.population is p:
+                self.emit_current_source(k, c, cs_arrays[c.name])
+        self.emit_input_end(k, held)
+        self.emit_refractory(k)
+        named, threshold = self.emit_dynamics(k)
+        self.emit_traces(k, proj_arrays)
+        spike_cond = self.emit_threshold(k, named, threshold)
+        for pi in k.poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
+            k.code.append(_poisson_input_line(k.w, pi, self.net.dt, pi.target in k.held_by_flag))
+        self.emit_reset(k)
+        return self.neuron_spec(k, slots, spike_cond)
+
+    def neuron_context(self, p, pop_arrays) -> _NeuronContext:
+        """The writer of ``p``'s neuron update with the model's parameters (those following a
+        timed array read per step) and derived values declared, and the loads of its variables
+        and refractory counter."""
         net, m = self.net, p.model
         w = _KernelWriter(net, owner_id_for_random=p.id)
         arrays = pop_arrays[p.name]
-        loads: list[Access] = []
-        code, on_spike = w.code, w.on_spike
         timed = {name: arrays[("timed", name)] for (pop, name) in net.timed_inputs if pop == p.name}
         w.add_params({k: v for k, v in p.params.items() if k not in timed}, "", m.name, self.params[(p.name, "neuron")])
-        timed_loads = self.timed_input_lines(w, timed)
-        code.extend(timed_loads)
-        rename_neuron: dict = {}
-        w.add_derived(m, rename_neuron, "")
-        written = _written([*m.reset, *m.sim_code], m.odes)
-        incoming = [q for q in net.projections.values() if q.post is p]
-        drained = []  # dendritic delay buffers of incoming projections (per-synapse delays)
-        outgoing = [q for q in net.projections.values() if q.pre is p]
-        ps_written = set()
-        for q in incoming:
-            ps_written |= {s.target for s in q.postsynaptic.parse_apply(list(m.vars))}
-        poisson_inputs = [pi for pi in net.poisson_inputs.values() if pi.population is p]
+        k = _NeuronContext(p, m, w, arrays, timed, self.timed_input_lines(w, timed), self.hooks.get(p.name),
+                           incoming=[q for q in net.projections.values() if q.post is p],
+                           outgoing=[q for q in net.projections.values() if q.pre is p],
+                           poisson_inputs=[pi for pi in net.poisson_inputs.values() if pi.population is p])
+        k.code.extend(k.timed_loads)
+        w.add_derived(m, k.rename, "")
+        for q in k.incoming:
+            k.ps_written |= {s.target for s in q.postsynaptic.parse_apply(list(m.vars))}
+        written = _written([*m.reset, *m.sim_code], m.odes) | k.ps_written | {pi.target for pi in k.poisson_inputs}
         for name, v in p.vars.items():
             a = arrays["vars"][name]
-            write = name in written or name in ps_written or any(pi.target == name for pi in poisson_inputs)
-            if write and not v.batched:
+            if name in written and not v.batched:
                 raise ModelError(
                     f"variable '{name}' is written by the neuron update, so it must be batched", m.name, "vars")
-            loads.append(Access(name, a.name, "neuron" if v.per_element else "shared", v.batched,
-                                a.dtype, write))
-        is_ssa = isinstance(m, SpikeSourceArrayModel)
+            k.loads.append(Access(name, a.name, "neuron" if v.per_element else "shared", v.batched,
+                                  a.dtype, name in written))
         if "refrac" in arrays:
-            loads.append(Access("_refrac", arrays["refrac"].name, "neuron", True, "int32", True))
-        hook = self.hooks.get(p.name)
-        if hook is not None:
-            loads += hook.loads
-            code.extend(_hook_lines(w, hook.before, rename_neuron))
-        code.append(Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"))
+            k.loads.append(Access("_refrac", arrays["refrac"].name, "neuron", True, "int32", True))
+        return k
+
+    @staticmethod
+    def emit_hook_before(k: _NeuronContext):
+        """A compiler's neuron hook: its loads, and its lines at the start of the update."""
+        if k.hook is not None:
+            k.loads += k.hook.loads
+            k.code.extend(_hook_lines(k.w, k.hook.before, k.rename))
+
+    @staticmethod
+    def emit_input_start(k: _NeuronContext) -> list[str]:
+        """The summed input set to 0, and the values before any input of the variables that are
+        read-only while refractory and that inputs write; returns their names."""
+        m = k.m
+        k.code.append(Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"))
         # Brian2's convention: a variable flagged (unless refractory) is read-only while the neuron is
         # refractory, for inputs too. Input delivered in the previous step is kept from it when the
         # neuron was refractory in that step (_refrac, not yet counted down, is still above 0).
-        held = sorted({o.var for o in m.odes if o.unless_refractory} & ps_written) if m.refractory is not None else []
+        held = sorted({o.var for o in m.odes if o.unless_refractory} & k.ps_written) if m.refractory is not None else []
         for name in held:
-            code.append(Line(f"const scalar _{name}_before_input = {name};",
-                             f"{name} is read-only while refractory (unless refractory)"))
-        # Postsynaptic models of incoming projections.
-        for q in incoming:
-            ps = q.postsynaptic
-            pa = proj_arrays[q.name]
-            pre = f"{q.name}_"
-            rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
-            w.add_params(q.ps_params, pre, ps.name, self.params[(q.name, "postsynaptic")])
-            w.add_derived(ps, rename, pre)
-            for name in ps.vars:
-                loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
-            if "den" not in pa:  # (with per-synapse delays the input is read from the dendritic buffer)
-                loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
-            code.append(Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}"))
-            if "den" in pa:  # per-synapse delays: the slot of the dendritic buffer that is due
-                den, n_slots, due = pa["den"].name, q.dendritic_slots, f"_dueslot{q.id}"
-                w.constants.append(Line(f"const uint32_t {due} = (uint32_t)((_step + {n_slots - 1}u) % {n_slots}u);",
-                                        f"dendritic buffer slot of '{q.name}' filled for this step"))
-                cell = f"_{den}[((size_t){due} * _B + _b) * {p.size}u + _i]"
-                code.append(Line(f"scalar {pre}{IN_SYN_NAME} = {cell};",
-                                 "input of the synapses whose per-synapse delay ends now"))
-                code.append(Line(f"{cell} = 0;", "dendritic buffer slot emptied for reuse"))
-                drained.append(den)
-            apply, named_ps = ps.parse_apply(list(m.vars), as_written=True), _NamedSubexpressions(ps)
-            named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
-            _emit_statements(w, apply, rename, code, q.id, named=named_ps)
-            code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
-            _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
-            method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
-            if ps.odes:
-                self.integrators[f"{q.name} ({ps.name})"] = method
-        for c in net.current_sources.values():
-            if c.population is not p:
-                continue
-            pre = f"{c.name}_"
-            rename = _rename_map([*c.params, *c.model.vars], pre)
-            w.add_params(c.params, pre, c.model.name, self.params[(c.name, "current_source")])
-            w.add_derived(c.model, rename, pre)
-            for name in c.model.vars:
-                loads.append(Access(pre + name, cs_arrays[c.name][name].name, "neuron", True, "scalar", True))
-            named_cs = _NamedSubexpressions(c.model)
-            current = c.model.as_written.get("current", c.model.current)
-            named_cs.print_lines(w, [current], rename, code, prefix=pre)
-            code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
-                             f"current source '{c.name}' ({c.model.name}): {c.model.current_source}"))
-            _subexpression_comments(c.model, [o.rhs for o in c.model.as_written.get("equations", [])],
-                                    named_cs.printed, code)
-            _emit_odes(w, c.model.odes, rename, c.model.name, None, c.name, code)
+            k.code.append(Line(f"const scalar _{name}_before_input = {name};",
+                               f"{name} is read-only while refractory (unless refractory)"))
+        return held
+
+    @staticmethod
+    def emit_input_end(k: _NeuronContext, held: list[str]):
+        """Input that reached a variable read-only while refractory is dropped when refractory."""
         for name in held:
-            code.append(Line(f"{name} = _refrac > 0 ? _{name}_before_input : {name};",
-                             "input that arrived while refractory is lost"))
-        if m.refractory is not None:
-            # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
-            # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
-            # counting as that multiple (so 2 ms at dt = 0.1 ms is 20 steps in float and double alike).
-            period = m.refractory.xreplace(rename_neuron) / symbol("dt") + sympy.Float(1e-3)
-            comment = f"refractory period {m.refractory_source} in steps, rounded down"
-            if w.is_constant(period):
-                w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)({w.printer().doprint(period)});",
-                                        comment))
-            else:  # a period per neuron or per batch instance
-                text = w.printer().doprint(period)  # as the constant is printed: the same rounding
-                w.add_element_line(Line(f"const int32_t _refrac_steps = (int32_t)({text});", comment))
-            code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
-            code.append(Line("const bool _refractory = _refrac > 0;",
-                             "refractory? (steps since the spike < the period in steps)"))
+            k.code.append(Line(f"{name} = _refrac > 0 ? _{name}_before_input : {name};",
+                               "input that arrived while refractory is lost"))
+
+    def emit_postsynaptic(self, k: _NeuronContext, q, pa: dict):
+        """The postsynaptic model of incoming projection ``q``: its state, the input delivered
+        (from ``in_syn``, or from the due slot of the dendritic buffer with per-synapse delays),
+        its apply code and its equations."""
+        w, code, ps, pre = k.w, k.code, q.postsynaptic, f"{q.name}_"
+        rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+        w.add_params(q.ps_params, pre, ps.name, self.params[(q.name, "postsynaptic")])
+        w.add_derived(ps, rename, pre)
+        for name in ps.vars:
+            k.loads.append(Access(pre + name, pa["ps"][name].name, "neuron", True, "scalar", True))
+        if "den" not in pa:  # (with per-synapse delays the input is read from the dendritic buffer)
+            k.loads.append(Access(pre + IN_SYN_NAME, pa["in_syn"].name, "neuron", True, "scalar", True))
+        code.append(Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}"))
+        if "den" in pa:  # per-synapse delays: the slot of the dendritic buffer that is due
+            den, n_slots, due = pa["den"].name, q.dendritic_slots, f"_dueslot{q.id}"
+            w.constants.append(Line(f"const uint32_t {due} = (uint32_t)((_step + {n_slots - 1}u) % {n_slots}u);",
+                                    f"dendritic buffer slot of '{q.name}' filled for this step"))
+            cell = f"_{den}[((size_t){due} * _B + _b) * {k.p.size}u + _i]"
+            code.append(Line(f"scalar {pre}{IN_SYN_NAME} = {cell};",
+                             "input of the synapses whose per-synapse delay ends now"))
+            code.append(Line(f"{cell} = 0;", "dendritic buffer slot emptied for reuse"))
+            k.drained.append(den)
+        apply, named_ps = ps.parse_apply(list(k.m.vars), as_written=True), _NamedSubexpressions(ps)
+        named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
+        _emit_statements(w, apply, rename, code, q.id, named=named_ps)
+        code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
+        _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
+        method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
+        if ps.odes:
+            self.integrators[f"{q.name} ({ps.name})"] = method
+
+    def emit_current_source(self, k: _NeuronContext, c, cs_arrays: dict):
+        """Current source ``c``: its state, its current added to the summed input, its equations."""
+        w, code, model, pre = k.w, k.code, c.model, f"{c.name}_"
+        rename = _rename_map([*c.params, *model.vars], pre)
+        w.add_params(c.params, pre, model.name, self.params[(c.name, "current_source")])
+        w.add_derived(model, rename, pre)
+        for name in model.vars:
+            k.loads.append(Access(pre + name, cs_arrays[name].name, "neuron", True, "scalar", True))
+        named_cs = _NamedSubexpressions(model)
+        current = model.as_written.get("current", model.current)
+        named_cs.print_lines(w, [current], rename, code, prefix=pre)
+        code.append(Line(f"{INPUT_NAME} += {w.expr(named_cs.use(current).xreplace(rename), c.id)};",
+                         f"current source '{c.name}' ({model.name}): {model.current_source}"))
+        _subexpression_comments(model, [o.rhs for o in model.as_written.get("equations", [])],
+                                named_cs.printed, code)
+        _emit_odes(w, model.odes, rename, model.name, None, c.name, code)
+
+    @staticmethod
+    def emit_refractory(k: _NeuronContext):
+        """The refractory period in steps (a constant, or a value per element) and the countdown."""
+        m, w = k.m, k.w
+        if m.refractory is None:
+            return
+        # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
+        # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
+        # counting as that multiple (so 2 ms at dt = 0.1 ms is 20 steps in float and double alike).
+        period = m.refractory.xreplace(k.rename) / symbol("dt") + sympy.Float(1e-3)
+        comment = f"refractory period {m.refractory_source} in steps, rounded down"
+        if w.is_constant(period):
+            w.constants.append(Line(f"const int32_t _refrac_steps = (int32_t)({w.printer().doprint(period)});",
+                                    comment))
+        else:  # a period per neuron or per batch instance
+            text = w.printer().doprint(period)  # as the constant is printed: the same rounding
+            w.add_element_line(Line(f"const int32_t _refrac_steps = (int32_t)({text});", comment))
+        k.code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
+        k.code.append(Line("const bool _refractory = _refrac > 0;",
+                           "refractory? (steps since the spike < the period in steps)"))
+
+    def emit_dynamics(self, k: _NeuronContext):
+        """The model's equations (integrated) and its code after them; returns the named
+        subexpressions printed and the threshold as written (both for the threshold test)."""
+        m, p = k.m, k.p
         # Subexpressions: the integrator's update has them expanded; the code after it (sim_code,
         # threshold) names them, each computed once per neuron from the integrated values.
         as_written = m.as_written
         sim_code = as_written.get("sim_code", m.sim_code)
         threshold = as_written.get("threshold", m.threshold)
-        after_update = [st.value for st in sim_code] + ([threshold] if m.threshold is not None and not is_ssa else [])
+        after_update = [st.value for st in sim_code] + ([threshold] if m.threshold is not None and not k.is_ssa else [])
         named = _NamedSubexpressions(m)
         _subexpression_comments(m, [o.rhs for o in as_written.get("equations", [])],
-                                m.subexpressions.needed(after_update), code)
+                                m.subexpressions.needed(after_update), k.code)
         if m.odes:
-            method = _emit_odes(w, m.odes, rename_neuron, m.name, m.integrator, p.name, code,
-                                hold_if_refractory=m.refractory is not None)
-            self.integrators[p.name] = method
-        named.print_lines(w, after_update, rename_neuron, code)
-        _emit_statements(w, sim_code, rename_neuron, code, named=named)
-        # Pre/postsynaptic traces of learning synapses live with the neurons.
+            self.integrators[p.name] = _emit_odes(k.w, m.odes, k.rename, m.name, m.integrator, p.name, k.code,
+                                                  hold_if_refractory=m.refractory is not None)
+        named.print_lines(k.w, after_update, k.rename, k.code)
+        _emit_statements(k.w, sim_code, k.rename, k.code, named=named)
+        return named, threshold
+
+    def emit_traces(self, k: _NeuronContext, proj_arrays):
+        """Pre- and postsynaptic traces of learning synapses, which live with the neurons: their
+        equations in the update, their spike code on this population's spikes."""
         trace_blocks = [(q, "pre", q.wu_pre_vars, q.weight_update.pre_odes, q.weight_update.on_pre_spike)
-                        for q in outgoing] + \
+                        for q in k.outgoing] + \
                        [(q, "post", q.wu_post_vars, q.weight_update.post_odes, q.weight_update.on_post_spike)
-                        for q in incoming]
+                        for q in k.incoming]
         declared = set()  # a recurrent projection appears on both sides: declare its constants once
         for q, side, tvars, odes, spike_code in trace_blocks:
             if not tvars:
                 continue
-            wu = q.weight_update
-            pre = f"{q.name}_"
+            wu, w, pre = q.weight_update, k.w, f"{q.name}_"
             rename = _rename_map([*q.wu_params, *tvars], pre)
             per_synapse = self.check_trace_params(q, odes, spike_code)
             if q.name not in declared:
-                w.add_params({k: v for k, v in q.wu_params.items() if k not in per_synapse}, pre, wu.name,
+                w.add_params({n: v for n, v in q.wu_params.items() if n not in per_synapse}, pre, wu.name,
                              self.params[(q.name, "weight_update")])
                 w.add_derived(wu, rename, pre, skip=per_synapse)
                 declared.add(q.name)
             else:
                 rename.update({symbol(d): symbol(pre + d) for d in wu.derived})
             for name in tvars:
-                loads.append(Access(pre + name, proj_arrays[q.name][side][name].name, "neuron", True, "scalar",
-                                    True))
-            _emit_odes(w, odes, rename, wu.name, None, q.name, code)
-            _emit_statements(w, spike_code, rename, on_spike, q.id)
-        if is_ssa:
+                k.loads.append(Access(pre + name, proj_arrays[q.name][side][name].name, "neuron", True, "scalar",
+                                      True))
+            _emit_odes(w, odes, rename, wu.name, None, q.name, k.code)
+            _emit_statements(w, spike_code, rename, k.on_spike, q.id)
+
+    @staticmethod
+    def emit_threshold(k: _NeuronContext, named: _NamedSubexpressions, threshold) -> str | None:
+        """The threshold test (never while refractory) and the hook's lines after it; returns the
+        spike condition the template tests (None for a population that never spikes)."""
+        m, hook = k.m, k.hook
+        if k.is_ssa:
             spike_cond = "_ssfire"
         elif m.threshold is not None:
-            cond = w.expr(named.use(threshold).xreplace(rename_neuron))
+            cond = k.w.expr(named.use(threshold).xreplace(k.rename))
             if m.refractory is not None:
                 cond = f"!_refractory && ({cond})"
-            spike_cond = cond
-            code.append(Line(f"const bool _spike = {cond};", f"threshold: {m.threshold_source}"))
+            k.code.append(Line(f"const bool _spike = {cond};", f"threshold: {m.threshold_source}"))
             spike_cond = "_spike"
             if hook is not None:
-                code.extend(_hook_lines(w, hook.after_threshold, rename_neuron))
+                k.code.extend(_hook_lines(k.w, hook.after_threshold, k.rename))
         else:
             spike_cond = None
         if hook is not None and hook.after_threshold and spike_cond != "_spike":
-            raise NetworkError(f"population '{p.name}' ({m.name}): a neuron hook adds code after the threshold "
+            raise NetworkError(f"population '{k.p.name}' ({m.name}): a neuron hook adds code after the threshold "
                                "test, and the model has no threshold condition")
-        held_by_flag = {o.var for o in m.odes if o.unless_refractory} if m.refractory is not None else set()
-        for pi in poisson_inputs:  # after the threshold test, before the reset (Brian2's schedule)
-            code.append(_poisson_input_line(w, pi, net.dt, pi.target in held_by_flag))
+        return spike_cond
+
+    @staticmethod
+    def emit_reset(k: _NeuronContext):
+        """The code run on a spike: the reset and the start of the refractory period, before the
+        traces' spike code; with what it needs recomputed, as it runs apart from the update."""
+        m, w, on_spike = k.m, k.w, k.on_spike
         reset_lines: list[Line] = []
-        reset = as_written.get("reset", m.reset)
+        reset = m.as_written.get("reset", m.reset)
         named_reset = _NamedSubexpressions(m)  # the reset runs apart from the update (CPU: a second pass)
-        named_reset.print_lines(w, [st.value for st in reset], rename_neuron, reset_lines)
+        named_reset.print_lines(w, [st.value for st in reset], k.rename, reset_lines)
         first_reset = len(reset_lines)
-        _emit_statements(w, reset, rename_neuron, reset_lines, named=named_reset)
+        _emit_statements(w, reset, k.rename, reset_lines, named=named_reset)
         if m.refractory is not None:
             reset_lines.append(Line("_refrac = _refrac_steps;",
                                     f"refractory for {m.refractory_source}, this step the first"))
         on_spike[:0] = reset_lines
         if m.reset:
             on_spike[first_reset].comment = "reset: " + on_spike[first_reset].comment
-        if any(symbol(name) in _statement_symbols(m.reset) for name in timed):
-            on_spike[:0] = timed_loads  # the reset runs apart from the update (CPU: a second pass)
+        if any(symbol(name) in _statement_symbols(m.reset) for name in k.timed):
+            on_spike[:0] = k.timed_loads  # the reset runs apart from the update (CPU: a second pass)
+
+    def neuron_spec(self, k: _NeuronContext, slots: int, spike_cond: str | None) -> KernelSpec:
+        """The kernel spec: the template's facts and the arrays read and written beyond the loads."""
+        p, arrays, w, on_spike = k.p, k.arrays, k.w, k.on_spike
         info = {
             "size": p.size, "slots": slots, "spike_condition": spike_cond, "on_spike": on_spike,
             "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
             "flags_stride": arrays["flags"].size,
-            "spike_source_array": is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
-            "writes": [arrays["spk"].name, arrays["spk_cnt"].name, *drained],
+            "spike_source_array": k.is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
+            "writes": [arrays["spk"].name, arrays["spk_cnt"].name, *k.drained],
         }
-        if hook is not None:
-            info["writes"] += hook.writes
-        if timed:
-            info["reads"] = [a.name for pair in timed.values() for a in pair]
-        if is_ssa:
-            info.update({k: arrays[k].name for k in ("start", "end", "ptr", "times")})
-            info["reads"] = info.get("reads", []) + [arrays[k].name for k in ("end", "ptr", "times")]
+        if k.hook is not None:
+            info["writes"] += k.hook.writes
+        if k.timed:
+            info["reads"] = [a.name for pair in k.timed.values() for a in pair]
+        if k.is_ssa:
+            info.update({n: arrays[n].name for n in ("start", "end", "ptr", "times")})
+            info["reads"] = info.get("reads", []) + [arrays[n].name for n in ("end", "ptr", "times")]
             info["writes"].append(arrays["ptr"].name)
-        description = (f"neuron update of population '{p.name}' ({p.size} x {m.name}; "
+        description = (f"neuron update of population '{p.name}' ({p.size} x {k.m.name}; "
                        f"integrator: {self.integrators.get(p.name, 'none')})")
         if w.element_lines and on_spike:  # the CPU's reset pass runs apart from the update
             on_spike[:0] = [Line(line.code, line.comment) for line in w.element_lines]
         _read_params(w, info)
         return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
-                          w.finish_constants(), w.param_loads + loads, code, info)
+                          w.finish_constants(), w.param_loads + k.loads, k.code, info)
 
     @staticmethod
     def check_trace_params(q, odes, spike_code):
