@@ -78,6 +78,14 @@ def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpe
     return ArraySpec(name, owner, var, "scalar", size, batched, "eprop", Constant(0), slots=slots, comment=comment)
 
 
+def _loop(index: str, count: int) -> dict:
+    """A kernel's loop over elements (``info["loop"]``): the cpu templates write it as a
+    ``for`` over ``index``, the CUDA ones give each element its own thread; ``info["body"]``
+    is the code of one element, ``info["once"]`` code run once per instance beside it (it must
+    not touch what the body touches)."""
+    return {"index": index, "count": int(count), "ctype": "size_t" if index == "_k" else "uint32_t"}
+
+
 def _scalar_literal(value: float) -> str:
     return f"(scalar){value!r}"
 
@@ -411,7 +419,8 @@ class EpropCompiler:
                 f"optimiser_{target}", "optimiser_step", owner, "custom_update",
                 f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
                 [], [], self.optimiser.code(target, g.name, size),
-                {"reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
+                {"loop": _loop("_k", size), "body": self.optimiser.body(target, g.name, size), "once": [],
+                 "reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
                  "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
         names = {a.name: a for a in spec.arrays}
         spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
@@ -434,65 +443,75 @@ class EpropCompiler:
         reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in self.loss.arrays(K, plan.n_steps))]
         return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
                           f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
-                          {"work": K, "reads": reads, "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
+                          {"work": K, "loop": None, "body": [], "once": [], "reads": reads,
+                           "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
 
     def _readout_kernel(self, plan, kappa, qo, with_bias: bool) -> KernelSpec:
         hid, out = qo.pre, plan.readout
         K, n_h = out.size, hid.size
         code = [
             Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("(void)K; (void)N;"),
             Line("if (!_eprop_learn[0]) return;", "evaluation: no gradients"),
             Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
             Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
             Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
             Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
-            *([Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
-               Line("const scalar _bbar = _eprop_bbar[_b];")] if with_bias else []),
-            Line("for (uint32_t _j = 0; _j < N; _j++) _zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];",
-                 "zbar = kappa zbar + z_{t-1}"),
+        ]
+        # per hidden neuron _j: its filtered spikes and its row of the gradient
+        body = [
+            Line("_zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];", "zbar = kappa zbar + z_{t-1}"),
             Line("for (uint32_t _k = 0; _k < K; _k++) {"),
             Line("    if (_err[_k] == 0) continue;"),
-            Line("    for (uint32_t _j = 0; _j < N; _j++) _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * "
-                 "_zbar[_j];", "dW_out += err (1 - kappa) zbar"),
+            Line("    _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * _zbar[_j];",
+                 "dW_out += err (1 - kappa) zbar"),
+            Line("}"),
         ]
-        writes = [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar"]
-        if with_bias:
-            writes.append("eprop_bbar")
-            code.append(Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
-                             "_bbar;", "db += err (1 - kappa) bbar"))
-            writes.append(f"{out.name}_eprop_grad_bias")
-        code.append(Line("}"))
+        once, writes = [], [f"{qo.name}_eprop_grad", f"{qo.name}_eprop_zbar"]
+        if with_bias:  # once per instance: the bias gradient does not touch the weights'
+            once = [Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
+                    Line("const scalar _bbar = _eprop_bbar[_b];"),
+                    Line("for (uint32_t _k = 0; _k < K; _k++) {"),
+                    Line("    if (_err[_k] == 0) continue;"),
+                    Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
+                         "_bbar;", "db += err (1 - kappa) bbar"),
+                    Line("}")]
+            writes += ["eprop_bbar", f"{out.name}_eprop_grad_bias"]
         return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
                           f"e-prop: exact gradients of the readout weights '{qo.name}'"
                           + (f" and of the bias of '{out.name}'" if with_bias else ""), [kappa], [], code,
-                          {"work": K * n_h, "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"],
-                           "writes": writes})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": once,
+                           "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"], "writes": writes})
 
     def _signal_kernel(self, plan, hid) -> KernelSpec:
         out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
         K, n_h = out.size, hid.size
         code = [
             Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+            Line("(void)K; (void)N;"),
             Line("if (!_eprop_learn[0]) return;", "evaluation: no learning signals"),
             Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
             Line(f"scalar* const _L = _{hid.name}_eprop_L + (size_t)_b * N;"),
-            Line("for (uint32_t _j = 0; _j < N; _j++) {"),
-            Line("    scalar _l = 0;"),
-            Line(f"    for (uint32_t _k = 0; _k < K; _k++) _l += {feedback.matrix(hid.name, qo and qo.name)} * "
+        ]
+        # per hidden neuron _j; the sum over the readout in the order k = 0, 1, ... on every backend
+        body = [
+            Line("scalar _l = 0;"),
+            Line(f"for (uint32_t _k = 0; _k < K; _k++) _l += {feedback.matrix(hid.name, qo and qo.name)} * "
                  "_err[_k];", f"L_j = sum_k B_jk err_k ({feedback.name} feedback)"),
         ]
         reads = ["eprop_learn", "eprop_err", *feedback.reads(hid.name, qo and qo.name)]
         if self.reg_rate > 0:
             target = self.reg_target_hz * plan.dt / 1000.0  # spikes per step
-            code.append(Line(
-                f"    _l += (scalar){self.reg_rate!r} * (_{hid.name}_eprop_count[(size_t)_b * N + _j] / "
+            body.append(Line(
+                f"_l += (scalar){self.reg_rate!r} * (_{hid.name}_eprop_count[(size_t)_b * N + _j] / "
                 f"(scalar)(_step + 1) - (scalar){target!r});",
                 f"firing-rate regularisation towards {self.reg_target_hz:g} Hz"))
             reads.append(f"{hid.name}_eprop_count")
-        code += [Line("    _L[_j] = _l;"), Line("}")]
+        body.append(Line("_L[_j] = _l;"))
         return KernelSpec(f"eprop_learning_signal_{hid.name}", "eprop_learning_signal", hid.name, "eprop_step",
                           f"e-prop: learning signals of '{hid.name}' from the readout error", [], [], code,
-                          {"work": K * n_h, "reads": reads, "writes": [f"{hid.name}_eprop_L"]})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": [], "reads": reads,
+                           "writes": [f"{hid.name}_eprop_L"]})
 
     def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
         hid, m = q.post, q.post.model
@@ -639,13 +658,24 @@ class CompiledEprop:
             out["grads"] = {name: self.backend.pull(g) for name, g in self.gradient_arrays.items()}
         return out
 
-    def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, batch: int | None = None):
-        """One optimiser step on every trainable array from the last batch's gradients, summed
-        (or averaged: ``mean``) over its instances; ``clamp`` = (lo, hi) bounds the weights."""
-        self.steps_taken += 1
+    def apply_gradients(self, *, mean: bool = False, clamp: tuple | dict | None = None, batch: int | None = None,
+                        lr: float | None = None, step: int | None = None):
+        """One optimiser step on every trainable array from the gradients of the first ``batch``
+        instances of the last batch (default: all), summed (or averaged: ``mean``); ``clamp`` =
+        (lo, hi) bounds every trainable array, or {array name: (lo, hi)} those named. ``lr``
+        replaces the optimiser's learning rate for this step and ``step`` the count of steps
+        taken (this one included): run-time values, never compiled in."""
+        self.steps_taken = self.steps_taken + 1 if step is None else int(step)
         batch = self.batch_size if batch is None else int(batch)
-        self.backend.push("eprop_optimiser", self.compiler.optimiser.hyper(self.steps_taken, batch, mean, clamp))
-        for index in range(len(self.spec.custom_updates)):
+        if not 1 <= batch <= self.batch_size:
+            raise NetworkError(f"apply_gradients: batch {batch}, but the network runs {self.batch_size} instances")
+        for index, update in enumerate(self.spec.custom_updates):
+            target = update.name[len("optimiser_"):]
+            bounds = clamp.get(target) if isinstance(clamp, dict) else clamp
+            hyper = self.compiler.optimiser.hyper(self.steps_taken, batch, mean, bounds)
+            if lr is not None:
+                hyper[0] = lr  # every optimiser keeps its learning rate first
+            self.backend.push("eprop_optimiser", hyper)
             self.backend.custom_update(index)
 
     def close(self):

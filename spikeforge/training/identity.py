@@ -13,6 +13,8 @@ import dataclasses
 import hashlib
 import json
 
+import numpy as np
+
 from .model import EpropConfig
 
 
@@ -103,3 +105,38 @@ def show(value, limit: int = 60) -> str:
     """A value for an error message, shortened."""
     text = json.dumps(value) if not isinstance(value, str) or value == MISSING else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _values(v):
+    arr = np.asarray(v) if not isinstance(v, str) else None
+    if arr is None or arr.dtype == object:
+        return str(v)
+    return float(arr) if arr.ndim == 0 else [float(x) for x in arr.ravel()]
+
+
+def describe_network_job(network, compiler, inputs, hidden, readout, trainable) -> dict:
+    """A network trained by the compiler: every population (size, model, parameter values),
+    every projection (ends, models, connectivity, delay, parameter values), the roles the
+    compiler gives them and the compiler's settings (not the network's name)."""
+    def pop(p):
+        return {"size": p.size, "model": describe_model(p.model) if p.model.spiking else p.model.name,
+                "params": {k: _values(v) for k, v in sorted(p.params.items())}}
+
+    def proj(q):
+        return {"pre": q.pre.name, "post": q.post.name, "weight_update": q.weight_update.name,
+                "postsynaptic": q.postsynaptic.name, "connectivity": q.connectivity.kind,
+                "synapses": int(q.n_synapses), "delay_steps": int(q.delay_steps or 0),
+                "params": {k: _values(v) for k, v in sorted({**q.wu_params, **q.ps_params}.items())}}
+
+    feedback = compiler.feedback
+    return {
+        "dt": float(network.dt), "precision": network.precision, "seed": int(network.seed),
+        "populations": {name: pop(p) for name, p in network.populations.items()},
+        "projections": {name: proj(q) for name, q in network.projections.items()},
+        "roles": {"inputs": inputs, "hidden": hidden, "readout": readout, "trainable": list(trainable)},
+        "compiler": {"loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
+                     "feedback": ({k: f.name for k, f in feedback.items()} if isinstance(feedback, dict)
+                                  else feedback.name),
+                     "surrogate": str(compiler.surrogate), "gamma": compiler.gamma, "reg_rate": compiler.reg_rate,
+                     "reg_target_hz": compiler.reg_target_hz},
+    }

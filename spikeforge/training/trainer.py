@@ -3,6 +3,15 @@
 >>> trainer = Trainer(EpropConfig(64, 128, 10, ALIF), batch_size=32, lr=5e-3)
 >>> history = trainer.fit(train_set, epochs=10, validation=test_set, checkpoint="run.ckpt.npz")
 >>> trainer.evaluate(test_set)["accuracy"]
+
+or, any network the training compiler takes:
+
+>>> trainer = Trainer(net, compiler=EpropCompiler(loss="xent"), inputs="inp", hidden=["h1", "h2"],
+...                   readout="out", trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out", "out.bias"])
+
+An ``EpropConfig`` is translated into such a network (:func:`.network_runtime.translate`)
+and trained by the compiler (``engine="compiler"``, the default on backends without a
+device); ``engine="kernel"`` keeps the older single-kernel path (the regression oracle).
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ import numpy as np
 from ..errors import NetworkError, SpikeforgeError
 from ..runtime.backends import get_backend
 from .checkpoints import CHECKPOINT_VERSION, CheckpointError, check_checkpoint_path, read_checkpoint, write_checkpoint
-from .identity import describe_network, describe_schedule
+from .identity import describe_network, describe_network_job, describe_schedule
 from .model import EpropConfig
 from .runtime import WEIGHTS, EpropRuntime
+
+ENGINES = ("compiler", "kernel")
 
 __all__ = ["Adam", "Trainer", "TrainingDiverged", "CheckpointError", "CHECKPOINT_VERSION"]
 
@@ -58,7 +69,7 @@ class Adam:
     eps: float = 1e-8
 
 
-def _metrics(cfg: EpropConfig, out: dict, y_true, mask: np.ndarray) -> dict:
+def _metrics(classify: bool, out: dict, y_true, mask: np.ndarray) -> dict:
     """Loss, accuracy (classification) or squared error (regression) of one batch.
 
     The kernel sums each trial's loss over the steps of the readout window (weighted by the
@@ -70,7 +81,7 @@ def _metrics(cfg: EpropConfig, out: dict, y_true, mask: np.ndarray) -> dict:
     res = {"loss_sum": float(out["loss"].sum(dtype=np.float64)) / max(window_steps, 1e-300), "n": B,
            "spikes": float(out["hidden_spikes"].sum()), "steps": out["y"].shape[0]}
     window = mask > 0
-    if cfg.loss == "xent":
+    if classify:
         pred = out["y"][window].mean(axis=0).argmax(axis=1) if window.any() else np.zeros(B, dtype=int)
         res["correct"] = int((pred == np.asarray(y_true)).sum())
     else:
@@ -80,10 +91,10 @@ def _metrics(cfg: EpropConfig, out: dict, y_true, mask: np.ndarray) -> dict:
     return res
 
 
-def _summarise(cfg: EpropConfig, parts: list[dict], n_hidden: int, dt: float, targets=None) -> dict:
+def _summarise(classify: bool, parts: list[dict], n_hidden: int, dt: float) -> dict:
     n = sum(p["n"] for p in parts)
     logs = {"loss": sum(p["loss_sum"] for p in parts) / max(n, 1)}
-    if cfg.loss == "xent":
+    if classify:
         logs["accuracy"] = sum(p["correct"] for p in parts) / max(n, 1)
     else:
         logs["mse"] = sum(p["sq_err"] for p in parts) / max(sum(p["sq_n"] for p in parts), 1)
@@ -105,26 +116,45 @@ def _check_number(what: str, value, positive: bool = False, below_one: bool = Fa
 
 
 class Trainer:
-    """Trains an :class:`EpropConfig` network with e-prop.
+    """Trains a network with e-prop: an :class:`EpropConfig`, or a
+    :class:`~spikeforge.network.Network` with a ``compiler``
+    (:class:`~.compiler.EpropCompiler`) and the names of its ``inputs``, ``hidden`` and
+    ``readout`` populations and ``trainable`` projections (see the module docstring).
 
     ``reduce`` says how per-instance gradients combine across the batch (``mean`` or
     ``sum``); ``lr`` may be a number or a function ``(epoch, step) -> lr`` (a schedule).
-    ``clamp`` = (lo, hi) clips the hidden weights after every step.
+    ``clamp`` = (lo, hi) clips the hidden weights (the projections into hidden
+    populations) after every step. With a network, the compiler's optimiser takes the steps
+    (``optimizer`` must be left out) and ``lr`` replaces its learning rate at every step.
     """
 
-    def __init__(self, config: EpropConfig, *, batch_size: int = 32, lr: float | Callable = 1e-3,
+    def __init__(self, config, *, batch_size: int = 32, lr: float | Callable = 1e-3,
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
                  clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu",
-                 comm=None):
-        if not isinstance(config, EpropConfig):
-            raise NetworkError(f"Trainer needs an EpropConfig, got {type(config).__name__}")
+                 comm=None, compiler=None, inputs: str | None = None, hidden=None, readout: str | None = None,
+                 trainable=None, engine: str | None = None):
+        from ..network import Network
+
+        if isinstance(config, Network):
+            if compiler is None or any(v is None for v in (inputs, hidden, readout, trainable)):
+                raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) and the names inputs=, "
+                                   "hidden=, readout= and trainable=")
+            if optimizer is not None:
+                raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
+                                   "(EpropCompiler(optimiser=...)); leave optimizer out")
+            if engine not in (None, "compiler"):
+                raise NetworkError(f"Trainer: a Network is trained by the compiler, not engine={engine!r}")
+        elif not isinstance(config, EpropConfig):
+            raise NetworkError(f"Trainer needs an EpropConfig or a Network, got {type(config).__name__}")
+        if engine is not None and engine not in ENGINES:
+            raise NetworkError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
         if reduce not in ("mean", "sum"):
             raise NetworkError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
         if not callable(lr):
             _check_number("lr (the learning rate)", lr, positive=True)
-        self.optimizer = optimizer or Adam()
+        self.optimizer = optimizer or _adam_of(compiler)
         if not isinstance(self.optimizer, Adam):
             raise NetworkError(f"optimizer must be an Adam, got {type(self.optimizer).__name__}")
         _check_number("Adam's beta1", self.optimizer.beta1, below_one=True)
@@ -150,6 +180,9 @@ class Trainer:
             raise NetworkError(f"the global batch size {batch_size} does not divide across {self.comm.size} ranks; "
                                f"use a multiple of {self.comm.size}")
         self.config = config
+        self.network = config if isinstance(config, Network) else None
+        self._roles = (compiler, inputs, hidden, readout, None if trainable is None else list(trainable))
+        self.engine = "compiler" if self.network is not None else engine or ("kernel" if chosen.device else "compiler")
         self.batch_size = batch_size
         self.lr = lr
         self.reduce = reduce
@@ -163,7 +196,9 @@ class Trainer:
         check_same_job(self.comm, self.job_description(), "job configuration")
         if self.comm.rank != 0:
             self.comm.wait_for_build()  # rank 0 generates and compiles; the others then load from the cache
-        if chosen.device:  # the e-prop kernels of its template target, behind the device protocol
+        if self.engine == "compiler":
+            self.runtime = self._compiled_runtime(compiler, inputs, hidden, readout, trainable, threads)
+        elif chosen.device:  # the e-prop kernels of its template target, behind the device protocol
             from .device_runtime import DeviceEpropRuntime
 
             self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
@@ -172,6 +207,7 @@ class Trainer:
             self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
         if self.comm.rank == 0:
             self.comm.wait_for_build()
+        self._io = self._describe_io()
         from .distributed import device_allreducer
 
         self._device_reduce = device_allreducer(self.comm, self.runtime, backend)
@@ -180,6 +216,41 @@ class Trainer:
         self.last_lr: float | None = None  # the learning rate of the last optimiser step
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
+
+    def _compiled_runtime(self, compiler, inputs, hidden, readout, trainable, threads):
+        """The compiler's runtime: of the network given, or of the EpropConfig translated."""
+        from .network_runtime import CompiledRuntime, NetworkJob, copy_with_batch, network_weights, translate
+
+        local = self.batch_size // self.comm.size
+        if self.network is None:
+            opt = self.optimizer
+            from .objectives import Adam as AdamSteps
+
+            steps = AdamSteps(lr=1e-3, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
+            job, names, initial, feedback = translate(self.config, local, self.seed, self.init_scale, steps)
+            return CompiledRuntime(job, names, threads=threads, feedback=feedback, initial=initial)
+        trainable = list(trainable)
+        job = NetworkJob(copy_with_batch(self.network, local), compiler, inputs, hidden, readout, trainable)
+        runtime = CompiledRuntime(job, network_weights(job), threads=threads)
+        runtime.check()  # names, models and the rest of the job, before any data is read
+        return runtime
+
+    def _describe_io(self):
+        """What data fits the job: inputs, outputs, dt, task, hidden neurons, clamped weights."""
+        from types import SimpleNamespace
+
+        if self.network is None:
+            cfg = self.config
+            return SimpleNamespace(n_inputs=cfg.n_inputs, n_outputs=cfg.n_outputs, dt=cfg.dt,
+                                   classify=cfg.loss == "xent", n_hidden=cfg.n_hidden, loss=cfg.loss,
+                                   clamped=("w_in", "w_rec"), names=WEIGHTS)
+        plan = self.runtime.plan
+        names = list(self.runtime.names)
+        clamped = tuple(f"{q.name}_w" for q in plan.hidden_projections)
+        classify = plan_loss_classifies(self.runtime.job.compiler)
+        return SimpleNamespace(n_inputs=plan.inputs.size, n_outputs=plan.readout.size, dt=plan.dt,
+                               classify=classify, n_hidden=sum(h.size for h in plan.hidden),
+                               loss=self.runtime.job.compiler.loss.name, clamped=clamped, names=tuple(names))
 
     # -- weights ---------------------------------------------------------------------------
     @property
@@ -203,6 +274,16 @@ class Trainer:
         self.step += 1
         opt = self.optimizer
         lr = self.last_lr = self._lr(epoch)
+        if self.engine == "compiler":
+            clamp = {} if self.clamp is None else {name: self.clamp for name in self._io.clamped}
+            if reduced is None:
+                self.runtime.step(batch=batch, mean=self.reduce == "mean", lr=lr, step=self.step, clamp=clamp)
+                return
+            scale = 1.0 / batch if self.reduce == "mean" else 1.0
+            for name in self._io.names:
+                self.runtime.set_gradient(name, reduced[name], scale)
+            self.runtime.step(batch=1, mean=False, lr=lr, step=self.step, clamp=clamp)
+            return
         for index, name in enumerate(WEIGHTS):
             if name == "w_rec" and not self.config.recurrent:
                 continue
@@ -224,8 +305,8 @@ class Trainer:
         or the ``(steps, n_outputs)`` target). Checked against the network."""
         from .datasets import SpikeDataset
 
-        cfg = self.config
-        task = "classification" if cfg.loss == "xent" else "regression"
+        cfg = self._io
+        task = "classification" if cfg.classify else "regression"
         if not all(hasattr(data, a) for a in ("n_inputs", "n_outputs", "dt", "task", "to_dense")):
             if isinstance(data, (str, bytes)) or not isinstance(data, (list, tuple)):
                 raise NetworkError(f"the {what} must be a SpikeDataset or a list of (x, y) pairs, "
@@ -251,7 +332,7 @@ class Trainer:
         """One minibatch; ``learn=False``: the forward pass only. The per-instance gradients
         stay in the runtime."""
         x, y, mask = data.to_dense(samples)
-        if self.config.loss == "xent":
+        if self._io.classify:
             out = self.runtime.run_batch(x, mask, labels=y, learn=learn, grads=False)
         else:
             out = self.runtime.run_batch(x, mask, targets=y, learn=learn, grads=False)
@@ -313,7 +394,7 @@ class Trainer:
                         out, y, mask = self._run(train, samples)
                         self._apply(len(samples), epoch)
                         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                            parts.append(_metrics(self.config, out, y, mask))
+                            parts.append(_metrics(self._io.classify, out, y, mask))
                     else:
                         reduced, metrics = self._distributed_batch(train, idx)
                         self._apply(len(idx), epoch, reduced)
@@ -321,11 +402,11 @@ class Trainer:
                     last = start + self.batch_size >= len(train)
                     self._check_finite(epoch, parts[-1]["loss_sum"], weights=self._host_weights or last)
                     if bar is not None:
-                        logs = _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
+                        logs = _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
                         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
                         bar.update(1)
-                logs = {f"train_{k}": v for k, v in _summarise(self.config, parts, self.config.n_hidden,
-                                                               self.config.dt).items()}
+                logs = {f"train_{k}": v for k, v in _summarise(self._io.classify, parts, self._io.n_hidden,
+                                                               self._io.dt).items()}
                 seconds = time.perf_counter() - t0
                 logs.update(epoch=epoch + 1, seconds=seconds, samples_per_second=len(train) / seconds)
                 logs["lr"] = self.last_lr  # the learning rate of the epoch's last optimiser step
@@ -355,7 +436,7 @@ class Trainer:
         if not (bad_loss or weights):
             return
         current = self.runtime.weights
-        bad = {name: int(np.count_nonzero(~np.isfinite(current[name]))) for name in WEIGHTS}
+        bad = {name: int(np.count_nonzero(~np.isfinite(current[name]))) for name in self._io.names}
         bad = {name: n for name, n in bad.items() if n}
         if not bad and not bad_loss:
             return
@@ -381,8 +462,8 @@ class Trainer:
                 parts.append(self._distributed_batch(data, idx, gradients=False)[1])
                 continue
             out, y, mask = self._run(data, [data[int(i)] for i in idx], learn=False)
-            parts.append(_metrics(self.config, out, y, mask))
-        return _summarise(self.config, parts, self.config.n_hidden, self.config.dt)
+            parts.append(_metrics(self._io.classify, out, y, mask))
+        return _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
 
     def predict(self, data, batch_size: int | None = None) -> np.ndarray:
         """Classes (classification: argmax of the mean readout over the window) or the readout
@@ -393,11 +474,11 @@ class Trainer:
         for start in range(0, len(data), bs):
             samples = [data[i] for i in range(start, min(start + bs, len(data)))]
             out, _, mask = self._run(data, samples, learn=False)
-            if self.config.loss == "xent":
+            if self._io.classify:
                 outs.append(out["y"][mask > 0].mean(axis=0).argmax(axis=1))
             else:
                 outs.append(out["y"])
-        return np.concatenate(outs, axis=0 if self.config.loss == "xent" else 1)
+        return np.concatenate(outs, axis=0 if self._io.classify else 1)
 
     _METRIC_KEYS = ("loss_sum", "n", "spikes", "correct", "sq_err", "sq_n")
 
@@ -415,7 +496,7 @@ class Trainer:
         steps = data.n_steps
         if local.size:
             out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
-            metrics.update(_metrics(self.config, out, y, mask))
+            metrics.update(_metrics(self._io.classify, out, y, mask))
             steps = metrics.pop("steps")
         device = gradients and self._device_reduce is not None
         grads = {}
@@ -423,8 +504,8 @@ class Trainer:
             self._device_reduce.allreduce(self.runtime.device_gradient_sums(zero=not local.size))
         elif gradients:
             grads = (self.runtime.gradient_sums() if local.size
-                     else {w: np.zeros(self.runtime.weight_shape(w)) for w in WEIGHTS})
-        parts = [grads[w].ravel() for w in WEIGHTS] if grads else []
+                     else {w: np.zeros(self.runtime.weight_shape(w)) for w in self._io.names})
+        parts = [grads[w].ravel() for w in self._io.names] if grads else []
         parts.append(np.array([float(metrics.get(k, 0.0)) for k in self._METRIC_KEYS]))
         vector = np.concatenate(parts)
         total = self.comm.allreduce_sum(vector)
@@ -450,9 +531,17 @@ class Trainer:
     def job_description(self) -> dict:
         """The whole job as data (see :mod:`.identity`): what every rank of an MPI job must
         agree on."""
-        return {"network": {"name": self.config.name, **describe_network(self.config)},
+        return {"network": {"name": self._name(), **self._network_description()},
                 "trainer": {**self.training_description(), "lr": describe_schedule(self.lr), "seed": int(self.seed),
                             "init_scale": float(self.init_scale), "backend": self.backend}}
+
+    def _name(self) -> str:
+        return self.network.name if self.network is not None else self.config.name
+
+    def _network_description(self) -> dict:
+        if self.network is None:
+            return describe_network(self.config)
+        return describe_network_job(self.network, *self._roles)
 
     def _fit_description(self, train, validation, epochs) -> dict:
         import hashlib
@@ -470,10 +559,12 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _expected_arrays(self) -> dict[str, tuple]:
-        shapes = {w: tuple(self.runtime.weight_shape(w)) for w in WEIGHTS}
-        expected = {f"weight/{w}": shapes[w] for w in WEIGHTS}
-        expected.update({f"adam/{k}_{w}": shapes[w] for w in WEIGHTS for k in ("m", "v")})
-        expected["feedback"] = (self.config.n_hidden, self.config.n_outputs)
+        names = self._io.names
+        shapes = {w: tuple(self.runtime.weight_shape(w)) for w in names}
+        expected = {f"weight/{w}": shapes[w] for w in names}
+        expected.update({f"adam/{k}_{w}": shapes[w] for w in names for k in ("m", "v")})
+        if self.network is None:  # the old path's feedback matrix
+            expected["feedback"] = (self.config.n_hidden, self.config.n_outputs)
         return expected
 
     def save_checkpoint(self, path) -> Path:
@@ -481,10 +572,11 @@ class Trainer:
         :mod:`.checkpoints` for the format)."""
         data = {f"weight/{k}": v for k, v in self.runtime.get_weights().items()}
         data.update({f"adam/{k}": v for k, v in self.runtime.moments().items()})
-        data["feedback"] = np.asarray(self.runtime.feedback)
+        if self.network is None:
+            data["feedback"] = np.asarray(self.runtime.feedback)
         meta = {"version": CHECKPOINT_VERSION, "epoch": self.epoch, "step": self.step,
                 "rng": self.rng.bit_generator.state, "history": self.history,
-                "network": describe_network(self.config), "training": self.training_description()}
+                "network": self._network_description(), "training": self.training_description()}
         return write_checkpoint(Path(path), data, meta)
 
     def load_checkpoint(self, path):
@@ -492,9 +584,23 @@ class Trainer:
         the metadata is checked before anything changes; a checkpoint of another network or
         other training settings, or a damaged one, raises :class:`CheckpointError`."""
         arrays, meta = read_checkpoint(path, self._expected_arrays(), self.runtime.dtype,
-                                       describe_network(self.config), self.training_description())
+                                       self._network_description(), self.training_description())
         self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weight/")})
         self.runtime.set_moments({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("adam/")})
-        self.runtime.set_feedback(arrays["feedback"])
+        if "feedback" in arrays:
+            self.runtime.set_feedback(arrays["feedback"])
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
         self.rng.bit_generator.state = meta["rng"]
+
+
+def _adam_of(compiler) -> Adam:
+    """The trainer's Adam constants: the compiler's Adam's (its steps are the compiler's)."""
+    opt = getattr(compiler, "optimiser", None)
+    if opt is not None and getattr(opt, "name", "") == "adam":
+        return Adam(lr=opt.lr, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
+    return Adam()
+
+
+def plan_loss_classifies(compiler) -> bool:
+    """A classification loss (one label per trial) or a regression loss (targets per step)."""
+    return compiler.loss.name == "softmax_cross_entropy"
