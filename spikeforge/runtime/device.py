@@ -71,6 +71,8 @@ class DeviceBackend:
         self.launches = plan(self.spec, block_sizes)
         self.step_launches = [launch for launch in self.launches if launch.phase == "step"]
         self.init_launches = [launch for launch in self.launches if launch.phase == "init"]
+        #: The spec's custom updates (e.g. a training compiler's optimiser steps), by index.
+        self.custom_launches = [launch for launch in self.launches if launch.phase == "custom"]
 
     # -- memory ------------------------------------------------------------------------
     def buffer_bytes(self) -> int:
@@ -175,6 +177,14 @@ class DeviceBackend:
         for _ in range(n):
             for launch, grid in grids:
                 self._launch(launch, grid, launch.block)
+
+    def custom_update(self, index: int):
+        """Run custom update ``index`` of the spec (outside the step loop) and wait for it."""
+        if not 0 <= int(index) < len(self.custom_launches):
+            raise RuntimeError(f"the generated kernels have no custom update {index}")
+        launch = self.custom_launches[int(index)]
+        self._launch(launch, self._grid(launch), launch.block)
+        self._synchronise()
 
     def _pull_recordings(self, chunk: int):
         for p in self.recorded_pops:

@@ -24,8 +24,9 @@ targets at t+1.
 The preview supports: hidden populations of any spiking models with dense or sparse (stored)
 trainable projections into them, with or without a delay, from a ``value_input`` population
 and from hidden populations; a ``leaky_readout`` readout fed by dense projections from hidden
-populations; a learning signal per hidden population through its own feedback; the cpu
-backend.
+populations; a learning signal per hidden population through its own feedback; every backend
+of the registry (cpu, cuda, cuda-emu: the CUDA kernels give each hidden neuron, synapse and
+trainable element its own thread, with the cpu's arithmetic order).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _scalar_literal(value: float) -> str:
 
 
 class EpropCompiler:
-    """Compiles a network for e-prop training (Bellec et al. 2020) on the cpu backend.
+    """Compiles a network for e-prop training (Bellec et al. 2020) on any registered backend.
 
     >>> compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
     ...     net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
@@ -202,10 +203,14 @@ class EpropCompiler:
 
     # -- compiling ----------------------------------------------------------------------------
     def compile(self, network, *, inputs: str, hidden: str | list[str], readout: str, trainable, n_steps: int,
-                threads: int | None = None) -> CompiledEprop:
+                threads: int | None = None, backend: str = "cpu", **backend_options) -> CompiledEprop:
         """The network compiled for training on trials of ``n_steps`` steps (see the module
         docstring): ``inputs``, ``hidden`` (one name or several) and ``readout`` name
-        populations, ``trainable`` projections (and ``"<readout>.bias"``)."""
+        populations, ``trainable`` projections (and ``"<readout>.bias"``). ``backend``: a name
+        from the backend registry (cpu, cuda, cuda-emu); ``backend_options`` go to it."""
+        from ..runtime.backends import get_backend
+
+        get_backend(backend)  # an unknown name is refused before anything is generated
         plan = self._plan(network, inputs, hidden, readout, trainable, n_steps)
         net = copy.copy(network)  # the caller's network stays as it was: the input array is ours
         net.timed_inputs = dict(network.timed_inputs)
@@ -219,7 +224,7 @@ class EpropCompiler:
         hooks = self._hooks(plan, derivs)
         spec = generate(net, hooks)
         gradients = self._append(net, spec, plan, derivs)
-        return CompiledEprop(self, net, spec, plan, gradients, threads)
+        return CompiledEprop(self, net, spec, plan, gradients, threads, backend, **backend_options)
 
     @staticmethod
     def _constants(hid) -> dict:
@@ -593,13 +598,14 @@ class CompiledEprop:
     (the network's kernels plus the training kernels) and what runs a minibatch and an
     optimiser step."""
 
-    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, gradients: dict[str, str], threads=None):
+    def __init__(self, compiler: EpropCompiler, network, spec, plan: _Plan, gradients: dict[str, str], threads=None,
+                 backend: str = "cpu", **backend_options):
         from ..runtime.simulation import Simulation
 
         self.compiler, self.network, self.spec, self.plan = compiler, network, spec, plan
         self.batch_size = int(network.batch_size)
-        self.simulation = Simulation(network, backend="cpu", threads=threads, spec=spec, on_nonfinite="ignore",
-                                     progress=False)
+        self.simulation = Simulation(network, backend=backend, threads=threads, spec=spec, on_nonfinite="ignore",
+                                     progress=False, **backend_options)
         self.backend = self.simulation.backend
         self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0

@@ -189,8 +189,9 @@ def make_feedback(feedback) -> Feedback:
 
 class Optimiser:
     """One step on a trainable array from its per-instance gradients: ``arrays(name, size)`` its
-    state, ``code(...)`` the body of the step (C text), ``hyper(step)`` the values of the
-    array ``eprop_optimiser`` the step reads (learning rates and such: never compiled in)."""
+    state, ``code(...)`` the lines run once per step (C text), ``body(...)`` those run for each
+    element ``_k`` (a loop on the cpu, a thread per element on a GPU), ``hyper(step)`` the values
+    of the array ``eprop_optimiser`` the step reads (learning rates and such: never compiled in)."""
 
     name = "optimiser"
 
@@ -198,6 +199,9 @@ class Optimiser:
         return []
 
     def code(self, target: str, grad: str, size: int) -> list[Line]:
+        raise NotImplementedError
+
+    def body(self, target: str, grad: str, size: int) -> list[Line]:
         raise NotImplementedError
 
     def hyper(self, step: int, batch: int, mean: bool, clamp) -> np.ndarray:
@@ -241,18 +245,20 @@ class Adam(Optimiser):
             Line(f"scalar* const _m = _{target}_adam_m;"), Line(f"scalar* const _v = _{target}_adam_v;"),
             Line("const double c1 = 1.0 - pow(_beta1, (double)_n), c2 = 1.0 - pow(_beta2, (double)_n);",
                  "bias corrections"),
-            Line(f"for (size_t _k = 0; _k < {size}u; _k++) {{"),
-            Line("    double _g = 0;"),
-            Line(f"    for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
-                 "reduce over the batch"),
-            Line("    if (_mean) _g /= _batch;"),
-            Line("    _m[_k] = (scalar)(_beta1 * _m[_k] + (1.0 - _beta1) * _g);", "m = beta1 m + (1 - beta1) g"),
-            Line("    _v[_k] = (scalar)(_beta2 * _v[_k] + (1.0 - _beta2) * _g * _g);", "v = beta2 v + (1 - beta2) g^2"),
-            Line(f"    double _w = _{target}[_k] - _lr * (_m[_k] / c1) / (sqrt(_v[_k] / c2) + _eps);",
+        ]
+
+    def body(self, target, grad, size):
+        return [
+            Line("double _g = 0;"),
+            Line(f"for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
+                 "reduce over the batch, in instance order"),
+            Line("if (_mean) _g /= _batch;"),
+            Line("_m[_k] = (scalar)(_beta1 * _m[_k] + (1.0 - _beta1) * _g);", "m = beta1 m + (1 - beta1) g"),
+            Line("_v[_k] = (scalar)(_beta2 * _v[_k] + (1.0 - _beta2) * _g * _g);", "v = beta2 v + (1 - beta2) g^2"),
+            Line(f"double _w = _{target}[_k] - _lr * (_m[_k] / c1) / (sqrt(_v[_k] / c2) + _eps);",
                  "w -= lr m^ / (sqrt(v^) + eps)"),
-            Line("    if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
-            Line(f"    _{target}[_k] = (scalar)_w;"),
-            Line("}"),
+            Line("if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
+            Line(f"_{target}[_k] = (scalar)_w;"),
         ]
 
     def hyper(self, step, batch, mean, clamp):
@@ -270,16 +276,17 @@ class SGD(Optimiser):
         self.lr = _real(lr, "SGD: lr", positive=True)
 
     def code(self, target, grad, size):
-        return _hyper_lines() + [
-            Line(f"for (size_t _k = 0; _k < {size}u; _k++) {{"),
-            Line("    double _g = 0;"),
-            Line(f"    for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
-                 "reduce over the batch"),
-            Line("    if (_mean) _g /= _batch;"),
-            Line(f"    double _w = _{target}[_k] - _lr * _g;", "w -= lr g"),
-            Line("    if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
-            Line(f"    _{target}[_k] = (scalar)_w;"),
-            Line("}"),
+        return _hyper_lines()
+
+    def body(self, target, grad, size):
+        return [
+            Line("double _g = 0;"),
+            Line(f"for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
+                 "reduce over the batch, in instance order"),
+            Line("if (_mean) _g /= _batch;"),
+            Line(f"double _w = _{target}[_k] - _lr * _g;", "w -= lr g"),
+            Line("if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
+            Line(f"_{target}[_k] = (scalar)_w;"),
         ]
 
     def hyper(self, step, batch, mean, clamp):
