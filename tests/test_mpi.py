@@ -15,7 +15,8 @@ JOB = ROOT / "tests" / "mpi_job.py"
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec")
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+# every test here starts mpiexec (and most train): the quick loop, pytest -m "not slow", leaves them to CI
+pytestmark = [pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)"), pytest.mark.slow]
 
 
 def _env(**extra):

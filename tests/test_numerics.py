@@ -143,6 +143,8 @@ def test_poisson_rate_is_right():
     assert 45.0 < rate < 55.0
 
 
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow),  # 4000 neurons
+                                     pytest.param("cuda", marks=pytest.mark.gpu)], indirect=True)
 @pytest.mark.parametrize("precision", ["float", "double"])
 def test_cuba_runs_with_plausible_rate(precision, backend):
     from spikeforge.networks import cuba_network
