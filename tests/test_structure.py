@@ -11,9 +11,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spikeforge"
 
 #: What each stage may not import (its own later stages, and the front ends above them).
 FORBIDDEN = {
-    "models": ("codegen", "runtime", "training", "network", "config", "cli"),
-    "codegen": ("runtime", "training", "config", "cli"),
-    "runtime": ("training", "config", "cli"),
+    "models": ("codegen", "runtime", "training", "network", "config", "frontend", "cli"),
+    "codegen": ("runtime", "training", "config", "frontend", "cli"),
+    "runtime": ("training", "config", "frontend", "cli"),
 }
 #: Private names imported across packages today, each to go (issue "One pipeline": the
 #: training compiler replaces the second pipeline that needs them). The test fails when one
@@ -22,9 +22,6 @@ KNOWN_PRIVATE_IMPORTS = {
     ("training/codegen.py", "codegen.generate", "_KernelWriter"),
     ("training/codegen.py", "codegen.generate", "_emit_odes"),
     ("training/codegen.py", "codegen.generate", "_emit_statements"),
-    ("training/config.py", "config", "_Loader"),
-    ("training/config.py", "config", "_parse"),
-    ("training/config.py", "config", "_show"),
 }
 
 

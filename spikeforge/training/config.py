@@ -53,8 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LineDict, _Loader, _parse, _show
 from ..errors import ConfigError, MemoryLimitError
+from ..frontend import LineDict, Reader, parse, plain, show
+from ..network import Network
 from . import datasets, schedules
 from .model import EpropConfig
 
@@ -68,6 +69,16 @@ JOB_KEYS = {
     "network.regularisation": ("rate", "target_hz"),
     "training": ("epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale", "checkpoint", "clamp"),
 }
+#: A job whose ``network:`` is an ordinary network description (docs/yaml.md): the keys of its
+#: ``training:`` section, which also names the roles of the network's populations and projections.
+NETWORK_JOB_KEYS = {
+    "training": ("inputs", "hidden", "readout", "trainable", "loss", "optimiser", "feedback", "surrogate", "gamma",
+                 "regularisation", *(k for k in JOB_KEYS["training"] if k != "init_scale")),
+    "training.optimiser": ("kind", "beta1", "beta2", "eps"),
+    "training.regularisation": ("rate", "target_hz"),
+}
+OPTIMISERS = ("adam", "sgd")
+FEEDBACK = ("symmetric", "random")
 #: For each kind of training.lr_schedule: its keys besides kind and warmup_steps, and those required.
 SCHEDULE_KINDS = {
     "constant": ((), ()),
@@ -80,7 +91,7 @@ SCHEDULE_KINDS = {
 @dataclass
 class TrainingJob:
     name: str
-    config: EpropConfig
+    config: EpropConfig | Network  # a Network: trainer_options name its roles and hold its compiler
     train: object
     test: object  # None when nothing is held out (test_fraction 0)
     trainer_options: dict
@@ -89,7 +100,7 @@ class TrainingJob:
     filename: str
 
 
-class _TrainLoader(_Loader):
+class _TrainLoader(Reader):
     def data(self, top: LineDict, dt: float):
         node = self.get_mapping(top, "data", "")
         self.check_keys(node, JOB_KEYS["data"], "data", required=("kind",))
@@ -156,7 +167,7 @@ class _TrainLoader(_Loader):
                 kind = "integers" if integers else "numbers"
                 if not isinstance(v, list) or not v or any(
                         isinstance(x, bool) or not isinstance(x, int if integers else (int, float)) for x in v):
-                    self.fail(f"{what}: expected a list of {kind}, got {_show(v)}", at)
+                    self.fail(f"{what}: expected a list of {kind}, got {show(v)}", at)
                 return v
 
             if isinstance(value, dict):
@@ -166,7 +177,7 @@ class _TrainLoader(_Loader):
                 counts = numbers(value["counts"], f"{where}.counts", self.vline(value, "counts"), integers=True)
                 if len(counts) != len(values) or min(counts) < 0:
                     self.fail(f"{where}.counts: expected {len(values)} non-negative integers (one per value), "
-                              f"got {_show(counts)}", self.vline(value, "counts"))
+                              f"got {show(counts)}", self.vline(value, "counts"))
                 if isinstance(size, int) and sum(counts) != size:
                     self.fail(f"{where}.counts: must sum to network.hidden.size = {size}, got {sum(counts)}",
                               self.vline(value, "counts"))
@@ -265,6 +276,100 @@ class _TrainLoader(_Loader):
                 schedule = schedules.Warmup(schedule, steps=warmup)
         return schedule
 
+    def described_network(self, top: LineDict, name: str, dt: float, train) -> Network:
+        """``network:`` as an ordinary network description (docs/yaml.md), read by the network
+        schema's reader with this file's models; its dt is the job's."""
+        from ..frontend.network import NetworkReader
+
+        node = self.get_mapping(top, "network", "")
+        if "dt" in node and self.get_number(node, "dt", "network", positive=True, unit="ms") != dt:
+            self.fail(f"network.dt: must equal the job's dt ({dt!r} ms: the data is binned at it); leave it out",
+                      self.vline(node, "dt"))
+        for key in ("batch_size", "duration"):
+            if key in node:
+                self.fail(f"network.{key}: set by the training job (training.batch_size, the data's trials); "
+                          "leave it out", self.kline(node, key))
+        node.setdefault("name", name)
+        node.setdefault("dt", dt)
+        reader = NetworkReader(self.filename, self.base_dir, name)
+        reader.user_models = self.user_models
+        net, _ = reader.load(node)
+        return net
+
+    def roles(self, net: Network, node: LineDict, train, loss: str) -> dict:
+        """The trainer's options that name the network's roles and build its compiler."""
+        from .compiler import EpropCompiler
+        from .objectives import SGD, Adam, RandomFeedback, SymmetricFeedback
+
+        keys = NETWORK_JOB_KEYS
+        self.check_keys(node, keys["training"], "training", required=("inputs", "hidden", "readout", "trainable"))
+
+        def population(key):
+            value = self.get_str(node, key, "training")
+            if value not in net.populations:
+                self.fail(f"training.{key}: no population '{value}' in network.populations "
+                          f"({', '.join(net.populations)})", self.vline(node, key))
+            return value
+
+        inputs, readout = population("inputs"), population("readout")
+        hidden = node["hidden"] if isinstance(node["hidden"], list) else [node["hidden"]]
+        for h in hidden:
+            if h not in net.populations:
+                self.fail(f"training.hidden: no population {show(h)} in network.populations "
+                          f"({', '.join(net.populations)})", self.vline(node, "hidden"))
+        trainable = node["trainable"]
+        if not isinstance(trainable, list) or not all(isinstance(t, str) for t in trainable):
+            self.fail(f"training.trainable: expected a list of projection names (and '<readout>.bias'), got "
+                      f"{show(trainable)}", self.vline(node, "trainable"))
+        for t in trainable:
+            if t not in net.projections and t != f"{readout}.bias":
+                self.fail(f"training.trainable: no projection '{t}' in network.projections "
+                          f"({', '.join(net.projections)}; the readout's bias is '{readout}.bias')",
+                          self.vline(node, "trainable"))
+        for what, pop, n in (("inputs", inputs, train.n_inputs), ("readout", readout, train.n_outputs)):
+            if net.populations[pop].size != n:
+                self.fail(f"training.{what}: population '{pop}' has {net.populations[pop].size} neurons, the data "
+                          f"{n} {'input channels' if what == 'inputs' else 'outputs/classes'}", self.vline(node, what))
+        given = self.get_str(node, "loss", "training", loss)
+        if given not in ("xent", "mse"):
+            self.fail(f"training.loss: expected xent or mse, got '{given}'", self.vline(node, "loss"))
+        if given != loss:
+            self.fail(f"training.loss: the data is a {train.task} task, whose loss is {loss}", self.vline(node, "loss"))
+        opt = self.get_mapping(node, "optimiser", "training")
+        self.check_keys(opt, keys["training.optimiser"], "training.optimiser")
+        kind = self.get_str(opt, "kind", "training.optimiser", "adam")
+        if kind not in OPTIMISERS:
+            self.fail(f"training.optimiser.kind: expected {' or '.join(OPTIMISERS)}, got '{kind}'",
+                      self.vline(opt, "kind"))
+        feedback = node.get("feedback", "symmetric")
+        choices = feedback if isinstance(feedback, dict) else {None: feedback}
+        for pop, fb in choices.items():
+            if fb not in FEEDBACK or (pop is not None and pop not in hidden):
+                self.fail("training.feedback: expected symmetric, random or {hidden population: symmetric | random}, "
+                          f"got {show(plain(feedback))}", self.vline(node, "feedback"))
+        reg = self.get_mapping(node, "regularisation", "training")
+        self.check_keys(reg, keys["training.regularisation"], "training.regularisation")
+
+        def make_feedback(fb):
+            return RandomFeedback() if fb == "random" else SymmetricFeedback()
+
+        with self.building(self.kline(node, "optimiser") if "optimiser" in node else node.line):
+            optimiser = SGD() if kind == "sgd" else Adam(
+                beta1=self.get_number(opt, "beta1", "training.optimiser", 0.9),
+                beta2=self.get_number(opt, "beta2", "training.optimiser", 0.999),
+                eps=self.get_number(opt, "eps", "training.optimiser", 1e-8, positive=True))
+        with self.building(self.kline(node, "inputs")):
+            compiler = EpropCompiler(
+                loss=loss, optimiser=optimiser,
+                feedback=({k: make_feedback(v) for k, v in feedback.items()} if isinstance(feedback, dict)
+                          else make_feedback(feedback)),
+                surrogate=self.get_str(node, "surrogate", "training", "triangular"),
+                gamma=self.get_number(node, "gamma", "training", 0.3),
+                reg_rate=self.get_number(reg, "rate", "training.regularisation", 0.0),
+                reg_target_hz=self.get_number(reg, "target_hz", "training.regularisation", 10.0, unit="Hz"))
+        return {"compiler": compiler, "inputs": inputs, "hidden": hidden if len(hidden) > 1 else hidden[0],
+                "readout": readout, "trainable": list(trainable)}
+
     def job(self, top) -> TrainingJob:
         top = self.check_mapping(top, "the file", 1)
         self.check_keys(top, JOB_KEYS[""], "the file", required=("data", "network"))
@@ -273,9 +378,14 @@ class _TrainLoader(_Loader):
         self.load_models(top)
         train, test = self.data(top, dt)
         loss = "xent" if train.task == "classification" else "mse"
-        cfg = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss)
         node = self.get_mapping(top, "training", "")
-        self.check_keys(node, JOB_KEYS["training"], "training")
+        described = "populations" in self.get_mapping(top, "network", "")
+        if described:  # an ordinary network and the roles of its parts
+            cfg = self.described_network(top, name, dt, train)
+            roles = self.roles(cfg, node, train, loss)
+        else:
+            cfg, roles = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss), {}
+            self.check_keys(node, JOB_KEYS["training"], "training")
         lr = self.get_number(node, "lr", "training", 1e-3)
         if lr < 0:
             self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))
@@ -305,9 +415,12 @@ class _TrainLoader(_Loader):
                     and all(isinstance(c, (int, float)) and not isinstance(c, bool) and np.isfinite(c)
                             for c in clamp) and clamp[0] < clamp[1]):
                 self.fail(f"training.clamp: expected [low, high], two finite numbers with low < high, got "
-                          f"{_show(clamp)}", self.vline(node, "clamp"))
+                          f"{show(clamp)}", self.vline(node, "clamp"))
             options["clamp"] = tuple(clamp)
         ckpt = self.get_str(node, "checkpoint", "training")
+        if described:
+            options.pop("init_scale")
+        options.update(roles)
         return TrainingJob(name, cfg, train, test, options, epochs, self.base_dir / ckpt if ckpt else None,
                            self.filename)
 
@@ -321,4 +434,4 @@ def load_training(path) -> TrainingJob:
         raise ConfigError("no such file", str(path)) from None
     stem = path.stem if path.stem.isidentifier() else "eprop"
     loader = _TrainLoader(str(path), path.resolve().parent, stem)
-    return loader.job(_parse(text, str(path)))
+    return loader.job(parse(text, str(path)))
