@@ -177,8 +177,23 @@ def training_schema() -> dict:
         "lr": NUMBER, "lr_schedule": {"anyOf": [schedule, {"type": "null"}]}, "reduce": _enum(("mean", "sum")),
         "seed": COUNT, "init_scale": NUMBER, "checkpoint": {"type": "string"},
         "clamp": {"type": "array", "items": NUMBER, "minItems": 2, "maxItems": 2}})
+    # the other form: network: an ordinary network description; training: also names its roles
+    described = {k: v for k, v in network_schema().items() if k not in ("$schema", "$id", "title", "description")}
+    described["description"] = "an ordinary network description (docs/yaml.md) without batch_size and duration"
+    net_keys = training_config.NETWORK_JOB_KEYS
+    roles = _mapping(net_keys["training"], {
+        **training["properties"], "inputs": NAME, "readout": NAME,
+        "hidden": {"anyOf": [NAME, {"type": "array", "items": NAME}]},
+        "trainable": {"type": "array", "items": {"type": "string"}}, "loss": _enum(("xent", "mse")),
+        "optimiser": _mapping(net_keys["training.optimiser"], {"kind": _enum(training_config.OPTIMISERS),
+                                                               "beta1": NUMBER, "beta2": NUMBER, "eps": NUMBER}),
+        "feedback": {"anyOf": [_enum(training_config.FEEDBACK), _named(_enum(training_config.FEEDBACK))]},
+        "surrogate": network["properties"]["surrogate"], "gamma": NUMBER,
+        "regularisation": network["properties"]["regularisation"]},
+        required=("inputs", "hidden", "readout", "trainable"))
     top = _mapping(keys[""], {"name": NAME, "dt": QUANTITY, "models": _named(_user_model()), "data": data,
-                              "network": network, "training": training}, required=("data", "network"))
+                              "network": {"anyOf": [network, described]},
+                              "training": {"anyOf": [training, roles]}}, required=("data", "network"))
     return {"$schema": DIALECT, "$id": "https://spikeforge.invalid/schemas/training.schema.json",
             "title": "spikeforge training job file", "description": "docs/training.md", **top}
 

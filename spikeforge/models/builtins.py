@@ -183,7 +183,8 @@ DC = CurrentSourceModel("dc", params={"amp": None}, current="amp", units={"amp":
 NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()",
                            units={"mean": "target.i_syn", "sd": "target.i_syn"})
 
-NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY)}
-POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR}
-WEIGHT_UPDATES = {m.name: m for m in (STATIC, STATIC_CONSTANT, STDP)}
+NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY,
+                               VALUE_INPUT, LEAKY_READOUT)}
+POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR, "one_step_curr": ONE_STEP_CURR}
+WEIGHT_UPDATES = {m.name: m for m in (STATIC, STATIC_CONSTANT, STDP, SCALED)}
 CURRENT_SOURCES = {m.name: m for m in (DC, NOISE)}

@@ -1,0 +1,212 @@
+"""The Trainer on the training compiler's path (issue 12, slice 2).
+
+An EpropConfig is translated into a Network + EpropCompiler; trained by the Trainer it must
+give the old kernel's weights bit for bit (double precision, cpu, batch 8), resume from
+checkpoints (its own and the old path's), load the old training YAML through the translation,
+and train networks described in the new YAML form."""
+
+import numpy as np
+import pytest
+
+from spikeforge.errors import ConfigError, NetworkError
+from spikeforge.training.config import load_training
+from spikeforge.training.network_runtime import CompiledRuntime
+from spikeforge.training.schedules import StepDecay
+from spikeforge.training.trainer import Trainer
+from tests.test_trainer import _config, _toy
+
+
+def _same_bits(a, b, what):
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    assert a.tobytes() == b.tobytes(), f"{what}: differs by up to {np.max(np.abs(a - b)):.3g}"
+
+
+def _pair(**options):
+    data = _toy(n=36)  # 36 = 4 batches of 8 and one of 4: the padded last batch counts too
+    out = {}
+    for engine in ("kernel", "compiler"):
+        trainer = Trainer(_config(precision="double", name="h9_pair"), batch_size=8, seed=5, threads=1,
+                          engine=engine, **options)
+        trainer.initial = trainer.weights
+        trainer.fit(data, epochs=2, progress=False)
+        out[engine] = trainer
+    return out["kernel"], out["compiler"]
+
+
+@pytest.mark.parametrize("options", [
+    {"lr": 0.01},
+    {"lr": StepDecay(0.02, every=1, factor=0.5), "reduce": "sum", "clamp": (-0.3, 0.3)},
+], ids=["plain", "schedule-sum-clamp"])
+def test_trainer_on_the_compiler_equals_the_old_kernel_bit_for_bit(options):
+    old, new = _pair(**options)
+    assert isinstance(new.runtime, CompiledRuntime) and not isinstance(old.runtime, CompiledRuntime)
+    assert new.step == old.step == 10
+    for name, w in old.weights.items():
+        assert np.any(w != old.initial[name]), f"{name} did not move"
+        _same_bits(new.weights[name], w, name)
+    for key in ("train_loss", "train_accuracy", "train_rate_hz", "lr"):
+        assert new.history[-1][key] == old.history[-1][key], key
+    np.testing.assert_array_equal(new.predict(_toy(n=8)), old.predict(_toy(n=8)))
+    if "clamp" in options:
+        assert np.abs(new.weights["w_in"]).max() <= 0.3
+
+
+def test_the_compiler_is_the_default_engine_on_the_cpu():
+    trainer = Trainer(_config(precision="double", name="h9_default"), batch_size=4)
+    assert trainer.engine == "compiler" and isinstance(trainer.runtime, CompiledRuntime)
+    with pytest.raises(NetworkError, match="engine must be one of compiler, kernel"):
+        Trainer(_config(name="h9_default"), engine="fast")
+
+
+def test_checkpoints_resume_on_the_compiler_path_and_from_the_old_path(tmp_path):
+    data = _toy(n=16)
+
+    def trainer(engine="compiler"):
+        return Trainer(_config(precision="double", name="h9_ckpt"), batch_size=8, lr=0.01, seed=2, threads=1,
+                       engine=engine)
+
+    straight = trainer()
+    straight.fit(data, epochs=4, progress=False)
+    for first in ("compiler", "kernel"):  # the old path's checkpoint loads on the new one, moments included
+        path = tmp_path / f"{first}.ckpt.npz"
+        a = trainer(first)
+        a.fit(data, epochs=2, progress=False, checkpoint=path)
+        b = trainer()
+        b.fit(data, epochs=4, progress=False, checkpoint=path, resume=True)
+        assert b.step == straight.step == 8
+        for name, w in straight.weights.items():
+            _same_bits(b.weights[name], w, f"{name} (resumed from the {first} path)")
+
+
+OLD_JOB = """\
+name: h9_old_job
+dt: 1.0
+data:
+  kind: pattern_generation
+  options: {n_outputs: 2, duration: 30.0, n_inputs: 8}
+  n_samples: 6
+  test_fraction: 0.0
+network:
+  hidden:
+    model: alif
+    size: 10
+    params: {tau_m: 20.0, tau_a: 50.0, v_th: 0.6, beta: {values: [0.0, 0.2], counts: [5, 5]}, r_m: 20.0}
+  recurrent: true
+  tau_out: 20.0
+  precision: double
+  regularisation: {rate: 0.3, target_hz: 10.0}
+training:
+  epochs: 2
+  batch_size: 4
+  lr: 0.01
+"""
+
+
+def test_the_old_yaml_trains_through_the_translation_as_before(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_JOB)
+    job = load_training(path)
+    runs = {}
+    for engine in ("kernel", None):
+        trainer = Trainer(job.config, threads=1, engine=engine, **job.trainer_options)
+        trainer.fit(job.train, epochs=job.epochs, progress=False)
+        runs[trainer.engine] = trainer
+    assert isinstance(runs["compiler"].runtime, CompiledRuntime)
+    assert runs["compiler"].history[-1]["train_mse"] == runs["kernel"].history[-1]["train_mse"]
+    for name, w in runs["kernel"].weights.items():
+        _same_bits(runs["compiler"].weights[name], w, name)
+
+
+NEW_JOB = """\
+name: h9_new_job
+dt: 1.0
+data:
+  kind: pattern_generation
+  options: {n_outputs: 2, duration: 30.0, n_inputs: 8}
+  n_samples: 6
+  test_fraction: 0.0
+network:
+  precision: double
+  populations:
+    inp: {size: 8, model: value_input}
+    hid:
+      size: 10
+      model: alif
+      params: {tau_m: 20.0, tau_a: 50.0, v_th: 0.6, beta: {values: [0.0, 0.2], counts: [5, 5]}, r_m: 20.0}
+    out: {size: 2, model: leaky_readout, params: {tau_m: 20.0, bias: {values: [0.0], counts: [2]}}}
+  projections:
+    inp_hid: {pre: inp, post: hid, weight_update: scaled, postsynaptic: one_step_curr}
+    hid_hid: {pre: hid, post: hid, weight_update: static, postsynaptic: one_step_curr}
+    hid_out: {pre: hid, post: out, weight_update: static, postsynaptic: one_step_curr}
+training:
+  inputs: inp
+  hidden: hid
+  readout: out
+  trainable: [inp_hid, hid_hid, hid_out, out.bias]
+  regularisation: {rate: 0.3, target_hz: 10.0}
+  epochs: 2
+  batch_size: 4
+  lr: 0.01
+"""
+
+
+def test_the_new_yaml_form_equals_the_old_form_of_the_same_network(tmp_path):
+    """The same network written both ways, started from the same weights: the same training."""
+    (tmp_path / "old.yaml").write_text(OLD_JOB)
+    (tmp_path / "new.yaml").write_text(NEW_JOB)
+    old_job, new_job = load_training(tmp_path / "old.yaml"), load_training(tmp_path / "new.yaml")
+    old = Trainer(old_job.config, threads=1, **old_job.trainer_options)
+    new = Trainer(new_job.config, threads=1, **new_job.trainer_options)
+    w = old.weights
+    new.runtime.set_weights({"inp_hid_w": w["w_in"].T, "hid_hid_w": w["w_rec"].T, "hid_out_w": w["w_out"].T,
+                             "out_p_bias": w["b_out"]})
+    for t in (old, new):
+        t.fit(old_job.train, epochs=2, progress=False)
+    got = new.weights
+    for name, mine in (("w_in", "inp_hid_w"), ("w_rec", "hid_hid_w"), ("w_out", "hid_out_w")):
+        assert np.any(got[mine] != w[name].T), name
+        _same_bits(np.ascontiguousarray(got[mine].T), old.weights[name], name)
+    _same_bits(got["out_p_bias"], old.weights["b_out"], "bias")
+
+
+def test_the_new_yaml_form_checkpoints_and_resumes(tmp_path):
+    (tmp_path / "new.yaml").write_text(NEW_JOB)
+    job = load_training(tmp_path / "new.yaml")
+    straight = Trainer(job.config, threads=1, **job.trainer_options)
+    straight.fit(job.train, epochs=3, progress=False)
+    first = Trainer(job.config, threads=1, **job.trainer_options)
+    first.fit(job.train, epochs=1, progress=False, checkpoint=tmp_path / "ck.npz")
+    resumed = Trainer(job.config, threads=1, **job.trainer_options)
+    resumed.fit(job.train, epochs=3, progress=False, checkpoint=tmp_path / "ck.npz", resume=True)
+    for name, w in straight.weights.items():
+        _same_bits(resumed.weights[name], w, name)
+    other = load_training(tmp_path / "new.yaml")
+    other.config.populations["hid"].params["tau_m"] = 25.0
+    from spikeforge.training.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="tau_m"):
+        Trainer(other.config, threads=1, **other.trainer_options).load_checkpoint(tmp_path / "ck.npz")
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("  hidden: hid\n", "  hidden: [hid, hidd]\n", "  hidden: [hid, hidd]",
+     "training.hidden: no population 'hidd' in network.populations (inp, hid, out)"),
+    ("trainable: [inp_hid, hid_hid, hid_out, out.bias]", "trainable: [inp_hid, hid_hidd]",
+     "  trainable: [inp_hid, hid_hidd]", "training.trainable: no projection 'hid_hidd'"),
+    ("    inp: {size: 8,", "    inp: {size: 9,", "  inputs: inp",
+     "training.inputs: population 'inp' has 9 neurons, the data 8 input channels"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  init_scale: 2.0\n", "  init_scale: 2.0", "unknown key 'init_scale'"),
+    ("  precision: double\n", "  precision: double\n  dt: 0.5\n", "  dt: 0.5", "network.dt: must equal the job's dt"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  loss: xent\n", "  loss: xent", "the data is a regression task"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  optimiser: {kind: rmsprop}\n", "  optimiser: {kind: rmsprop}",
+     "training.optimiser.kind: expected adam or sgd"),
+])
+def test_new_yaml_form_errors_name_the_line(tmp_path, old, new, line, message):
+    text = NEW_JOB.replace(old, new)
+    assert text != NEW_JOB
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_training(path)
+    assert message in str(err.value)
+    assert err.value.line == text.splitlines().index(line) + 1, str(err.value)
