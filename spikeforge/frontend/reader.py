@@ -361,6 +361,7 @@ class Reader:
             self.fail(f"{where}: {value!r} is a unit without a number (write e.g. '20 {value.strip()}')", line)
         return value
 
+    # -- how values are given besides their numbers (spikeforge.values) ---------------------------
     def value_options(self, node, where: str) -> dict:
         """``dynamic`` (a list of parameter names), ``batch_values`` (parameter -> one number
         per batch instance) and ``draws`` (name -> initialiser) of a population, projection
