@@ -210,3 +210,28 @@ def test_new_yaml_form_errors_name_the_line(tmp_path, old, new, line, message):
         load_training(path)
     assert message in str(err.value)
     assert err.value.line == text.splitlines().index(line) + 1, str(err.value)
+
+
+@pytest.mark.slow
+def test_two_mpi_ranks_on_the_compiler_equal_one_rank_of_the_old_kernel(tmp_path):
+    """Real mpiexec ranks: each runs half of every batch on the compiled network, the gradient
+    sums are all-reduced and one optimiser step follows; the same weights as the old kernel
+    on one rank with the whole batch (33 samples: rank 1's shard of the last batch is empty)."""
+    pytest.importorskip("mpi4py")
+    from tests.test_mpi import MPIEXEC, _run, _weights
+
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec (pip install mpich)")
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    r1 = _run(["cpu", "2", "n=33", "engine=kernel"], 1, one)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = _run(["cpu", "2", "n=33", "engine=compiler"], 2, two)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    ref = _weights(one / "weights_rank0.npz")
+    w0, w1 = _weights(two / "weights_rank0.npz"), _weights(two / "weights_rank1.npz")
+    for name in ref:
+        assert w0[name].tobytes() == w1[name].tobytes(), name
+        assert np.any(ref[name] != 0), name
+        np.testing.assert_allclose(w0[name], ref[name], rtol=1e-9, atol=1e-11, err_msg=name)
