@@ -39,6 +39,8 @@ class NetworkJob:
     readout: str
     trainable: list = field(default_factory=list)
     n_steps: int | None = None  # the trial length, when known before the data
+    backend: str = "cpu"  # a name of the backend registry
+    backend_options: dict = field(default_factory=dict)  # e.g. device= (the GPU) for cuda
 
 
 @dataclass
@@ -155,7 +157,8 @@ class CompiledRuntime:
             j = self.job
             self.compiled[n_steps] = j.compiler.compile(j.network, inputs=j.inputs, hidden=j.hidden,
                                                          readout=j.readout, trainable=j.trainable, n_steps=n_steps,
-                                                         threads=self.threads)
+                                                         threads=self.threads, backend=j.backend,
+                                                         **j.backend_options)
             self._push_feedback(self.compiled[n_steps])
         c = self.compiled[n_steps]
         if activate and c is not self._active:
@@ -270,7 +273,7 @@ class CompiledRuntime:
             if wt.fixed:
                 out[name] = np.zeros(wt.shape)
                 continue
-            g = self._active.backend.peek(self._active.gradient_arrays[wt.array])[: self._n]
+            g = self._active.backend.pull(self._active.gradient_arrays[wt.array])[: self._n]
             out[name] = wt.from_compiled(g.reshape(self._n, -1).sum(axis=0, dtype=np.float64))
         return out
 

@@ -10,8 +10,8 @@ or, any network the training compiler takes:
 ...                   readout="out", trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out", "out.bias"])
 
 An ``EpropConfig`` is translated into such a network (:func:`.network_runtime.translate`)
-and trained by the compiler (``engine="compiler"``, the default on backends without a
-device); ``engine="kernel"`` keeps the older single-kernel path (the regression oracle).
+and trained by the compiler (``engine="compiler"``, the default, on every backend of the
+registry); ``engine="kernel"`` keeps the older single-kernel path (the regression oracle).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class Trainer:
         self.config = config
         self.network = config if isinstance(config, Network) else None
         self._roles = (compiler, inputs, hidden, readout, None if trainable is None else list(trainable))
-        self.engine = "compiler" if self.network is not None else engine or ("kernel" if chosen.device else "compiler")
+        self.engine = engine or "compiler"
         self.batch_size = batch_size
         self.lr = lr
         self.reduce = reduce
@@ -197,7 +197,7 @@ class Trainer:
         if self.comm.rank != 0:
             self.comm.wait_for_build()  # rank 0 generates and compiles; the others then load from the cache
         if self.engine == "compiler":
-            self.runtime = self._compiled_runtime(compiler, inputs, hidden, readout, trainable, threads)
+            self.runtime = self._compiled_runtime(compiler, inputs, hidden, readout, trainable, threads, chosen)
         elif chosen.device:  # the e-prop kernels of its template target, behind the device protocol
             from .device_runtime import DeviceEpropRuntime
 
@@ -210,27 +210,32 @@ class Trainer:
         self._io = self._describe_io()
         from .distributed import device_allreducer
 
-        self._device_reduce = device_allreducer(self.comm, self.runtime, backend)
+        # the compiler's runtime all-reduces through the host (MPI); the old kernel may use NCCL
+        self._device_reduce = None if self.engine == "compiler" else device_allreducer(self.comm, self.runtime, backend)
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
         self.last_lr: float | None = None  # the learning rate of the last optimiser step
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
 
-    def _compiled_runtime(self, compiler, inputs, hidden, readout, trainable, threads):
+    def _compiled_runtime(self, compiler, inputs, hidden, readout, trainable, threads, chosen):
         """The compiler's runtime: of the network given, or of the EpropConfig translated."""
+        from .distributed import pin_gpu
         from .network_runtime import CompiledRuntime, NetworkJob, copy_with_batch, network_weights, translate
 
         local = self.batch_size // self.comm.size
+        options = {"device": pin_gpu(self.comm.local_rank)} if chosen.gpu else {}
         if self.network is None:
             opt = self.optimizer
             from .objectives import Adam as AdamSteps
 
             steps = AdamSteps(lr=1e-3, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
             job, names, initial, feedback = translate(self.config, local, self.seed, self.init_scale, steps)
+            job.backend, job.backend_options = self.backend, options
             return CompiledRuntime(job, names, threads=threads, feedback=feedback, initial=initial)
         trainable = list(trainable)
-        job = NetworkJob(copy_with_batch(self.network, local), compiler, inputs, hidden, readout, trainable)
+        job = NetworkJob(copy_with_batch(self.network, local), compiler, inputs, hidden, readout, trainable,
+                         backend=self.backend, backend_options=options)
         runtime = CompiledRuntime(job, network_weights(job), threads=threads)
         runtime.check()  # names, models and the rest of the job, before any data is read
         return runtime
