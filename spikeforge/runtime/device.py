@@ -136,12 +136,17 @@ class DeviceBackend:
 
     # -- the backend interface ------------------------------------------------------------
     def initialise(self):
-        for a in self.spec.arrays:
-            n = max(1, int(np.prod(self.host_shape[a.name]))) * self.dtypes[a.name].itemsize
-            if a.data is not None:
-                self._upload(self.ptr[a.name], np.ascontiguousarray(a.data, dtype=self.dtypes[a.name]))
-            else:
-                self._memset0(self.ptr[a.name], n)
+        """The arrays with an initialiser back to their initial values (the rest, e.g. an
+        optimiser's moments or values pushed since, keep theirs, as on the cpu backend); the
+        first call also loads every array's data or zeros."""
+        if not getattr(self, "_state_loaded", False):
+            for a in self.spec.arrays:
+                n = max(1, int(np.prod(self.host_shape[a.name]))) * self.dtypes[a.name].itemsize
+                if a.data is not None:
+                    self._upload(self.ptr[a.name], np.ascontiguousarray(a.data, dtype=self.dtypes[a.name]))
+                else:
+                    self._memset0(self.ptr[a.name], n)
+            self._state_loaded = True
         self._step = 0
         self._set_header(step=0, rec_first_step=0, rec_capacity=0)
         for launch in self.init_launches:
