@@ -568,7 +568,7 @@ def cmd_train(args) -> int:
         for k in ("loss", "accuracy", "mse", "rate_hz"):
             if f"{split}_{k}" in last:
                 result[f"{'test' if split == 'val' else 'train'}_{k}"] = last[f"{split}_{k}"]
-    if job.config.loss == "mse":
+    if job.train.task == "regression":
         result.update(_regression_nmse(trainer, job))
     if args.json:
         print(_json_text(result))

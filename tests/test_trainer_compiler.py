@@ -235,3 +235,16 @@ def test_two_mpi_ranks_on_the_compiler_equal_one_rank_of_the_old_kernel(tmp_path
         assert w0[name].tobytes() == w1[name].tobytes(), name
         assert np.any(ref[name] != 0), name
         np.testing.assert_allclose(w0[name], ref[name], rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_spikeforge_train_runs_the_new_yaml_form(tmp_path, capsys):
+    import json
+
+    from spikeforge.cli import main
+
+    path = tmp_path / "new.yaml"
+    path.write_text(NEW_JOB.replace("test_fraction: 0.0", "test_fraction: 0.5"))
+    assert main(["train", str(path), "--json", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epochs"] == 2 and out["train_samples"] == 3 and out["test_samples"] == 3
+    assert "train_nmse" in out and "test_nmse" in out and out["test_mse"] > 0
