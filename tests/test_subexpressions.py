@@ -108,7 +108,7 @@ def test_the_integrator_sees_the_expanded_equations():
 
 def test_generated_code_shows_each_rate_function_once_per_neuron_with_its_source():
     kernel, source = _neuron_code(_cobahh(True), "e")
-    text = "\n".join(f"{line.code}  // {line.comment}" for line in kernel.code)
+    text = "\n".join(f"{line.code}  // {line.comment}" for line in kernel.code + kernel.info["dynamics"])
     for name, definition in RATES.items():
         assert text.count(f"subexpression {name} = {definition}") == 1, name
     # used only by the ODEs: the integrator's update has them expanded (no dead computation)
@@ -144,18 +144,18 @@ def _soft_net(named):
 
 def test_threshold_and_reset_use_the_named_subexpression_in_dependency_order():
     kernel, _ = _neuron_code(_soft_net(True), "p")
-    code = [line.code for line in kernel.code]
-    reset = [line.code for line in kernel.info["on_spike"]]
+    code = [line.code for line in kernel.code + kernel.info["dynamics"]]
+    reset = [line.code for line in kernel.info["reset"]]
     # the threshold reads 'excess', computed once after the update; 'target' is expanded into it
     assert code.count("const scalar excess = -theta + v;") == 1
-    assert code.index("const scalar excess = -theta + v;") < code.index("const bool _spike = excess > 0;")
+    assert kernel.info["threshold"]["condition"] == "excess > 0"  # the test follows the model's code
     assert not any("const scalar target" in c for c in code)
     # the reset (a pass of its own on the CPU) computes what it reads, 'excess' before 'over'
     assert reset[:2] == ["const scalar excess = -theta + v;", "const scalar over = (1.0/2.0)*excess;"]
     assert reset[2:4] == ["c += over;", "v = -over + v_reset;"]
     # after 'v = ...', the old values of 'over' and 'excess' no longer hold: the definition is used
     assert reset[4] == "c += -theta + v;"
-    comments = [line.comment for line in kernel.info["on_spike"]]
+    comments = [line.comment for line in kernel.info["reset"]]
     assert comments[:2] == ["subexpression excess = v - theta", "subexpression over = excess / 2"]
 
 
@@ -203,7 +203,7 @@ def test_a_statement_writing_what_a_subexpression_reads_makes_later_uses_inline(
     net = Network("stale_net", dt=0.1)
     net.add_population("p", 2, model)
     kernel, _ = _neuron_code(net, "p")
-    code = [line.code for line in kernel.code]
+    code = [line.code for line in kernel.info["dynamics"]]
     i = code.index("const scalar twice = k*v;")
     assert code[i + 1:i + 4] == ["a = twice;", "v = v + 1;", "b = k*v;"]
 
@@ -340,7 +340,7 @@ def test_yaml_subexpressions_load_into_the_same_model(tmp_path):
                          threshold="v > 2 * (0.32*4/exprel((13 - v + VT)/4))")
     assert model.threshold == inline.threshold
     kernel, _ = _neuron_code(net, "p")
-    code = [line.code for line in kernel.code]
+    code = [line.code for line in kernel.info["dynamics"]]
     assert code.index(next(c for c in code if c.startswith("const scalar alpha_m"))) < code.index(
         next(c for c in code if c.startswith("const scalar gamma_m")))
 

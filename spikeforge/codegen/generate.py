@@ -369,6 +369,11 @@ class _NeuronContext:
     rename: dict = field(default_factory=dict)  # model names -> C names (derived values, subexpressions)
     ps_written: set[str] = field(default_factory=set)  # variables the postsynaptic models write
     drained: list[str] = field(default_factory=list)  # dendritic delay buffers emptied (per-synapse delays)
+    # the template writes the refractory countdown and the threshold test between these parts of the code
+    update_start: int = 0  # code[:update_start]: inputs; code[update_start:threshold_at]: the model's update
+    threshold_at: int = 0  # code[threshold_at:]: after the threshold test (hook lines, Poisson inputs)
+    threshold: dict | None = None  # {"condition": C text, "source": as written}
+    reset: list[Line] = field(default_factory=list)  # on a spike, before the refractory period starts
 
     @property
     def code(self) -> list[Line]:
@@ -792,9 +797,11 @@ class Generator:
 
     @staticmethod
     def emit_refractory(k: _NeuronContext):
-        """The refractory period in steps (a constant, or a value per element) and the countdown."""
+        """The refractory period in steps (a constant, or a value per element); the countdown
+        (``_refrac``, ``_refractory``) is the template's, after the inputs."""
         m, w = k.m, k.w
         if m.refractory is None:
+            k.update_start = len(k.code)
             return
         # Brian2's convention: refractory while fewer than _refrac_steps steps have passed since the
         # spike; the period in steps is rounded down, a period within dt/1000 below a multiple of dt
@@ -807,9 +814,7 @@ class Generator:
         else:  # a period per neuron or per batch instance
             text = w.printer().doprint(period)  # as the constant is printed: the same rounding
             w.add_element_line(Line(f"const int32_t _refrac_steps = (int32_t)({text});", comment))
-        k.code.append(Line("_refrac = _refrac > 0 ? _refrac - 1 : 0;", "one more step since the last spike"))
-        k.code.append(Line("const bool _refractory = _refrac > 0;",
-                           "refractory? (steps since the spike < the period in steps)"))
+        k.update_start = len(k.code)  # the template counts down _refrac and sets _refractory here
 
     def emit_dynamics(self, k: _NeuronContext):
         """The model's equations (integrated) and its code after them; returns the named
@@ -860,16 +865,18 @@ class Generator:
 
     @staticmethod
     def emit_threshold(k: _NeuronContext, named: _NamedSubexpressions, threshold) -> str | None:
-        """The threshold test (never while refractory) and the hook's lines after it; returns the
-        spike condition the template tests (None for a population that never spikes)."""
+        """The threshold condition (never while refractory; the template declares ``_spike``) and
+        the hook's lines after the test; returns the spike condition the template tests (None for
+        a population that never spikes)."""
         m, hook = k.m, k.hook
+        k.threshold_at = len(k.code)
         if k.is_ssa:
             spike_cond = "_ssfire"
         elif m.threshold is not None:
             cond = k.w.expr(named.use(threshold).xreplace(k.rename))
             if m.refractory is not None:
                 cond = f"!_refractory && ({cond})"
-            k.code.append(Line(f"const bool _spike = {cond};", f"threshold: {m.threshold_source}"))
+            k.threshold = {"condition": cond, "source": m.threshold_source}
             spike_cond = "_spike"
             if hook is not None:
                 k.code.extend(_hook_lines(k.w, hook.after_threshold, k.rename))
@@ -882,29 +889,32 @@ class Generator:
 
     @staticmethod
     def emit_reset(k: _NeuronContext):
-        """The code run on a spike: the reset and the start of the refractory period, before the
-        traces' spike code; with what it needs recomputed, as it runs apart from the update."""
-        m, w, on_spike = k.m, k.w, k.on_spike
-        reset_lines: list[Line] = []
+        """The reset, run on a spike before the refractory period starts (the template's) and the
+        traces' spike code; with what it reads recomputed, as it runs apart from the update."""
+        m, reset_lines = k.m, k.reset
         reset = m.as_written.get("reset", m.reset)
         named_reset = _NamedSubexpressions(m)  # the reset runs apart from the update (CPU: a second pass)
-        named_reset.print_lines(w, [st.value for st in reset], k.rename, reset_lines)
+        named_reset.print_lines(k.w, [st.value for st in reset], k.rename, reset_lines)
         first_reset = len(reset_lines)
-        _emit_statements(w, reset, k.rename, reset_lines, named=named_reset)
-        if m.refractory is not None:
-            reset_lines.append(Line("_refrac = _refrac_steps;",
-                                    f"refractory for {m.refractory_source}, this step the first"))
-        on_spike[:0] = reset_lines
+        _emit_statements(k.w, reset, k.rename, reset_lines, named=named_reset)
         if m.reset:
-            on_spike[first_reset].comment = "reset: " + on_spike[first_reset].comment
+            reset_lines[first_reset].comment = "reset: " + reset_lines[first_reset].comment
         if any(symbol(name) in _statement_symbols(m.reset) for name in k.timed):
-            on_spike[:0] = k.timed_loads  # the reset runs apart from the update (CPU: a second pass)
+            reset_lines[:0] = k.timed_loads  # the reset runs apart from the update (CPU: a second pass)
 
     def neuron_spec(self, k: _NeuronContext, slots: int, spike_cond: str | None) -> KernelSpec:
-        """The kernel spec: the template's facts and the arrays read and written beyond the loads."""
-        p, arrays, w, on_spike = k.p, k.arrays, k.w, k.on_spike
+        """The kernel spec: the code in its parts (``code``: the inputs; ``info``: ``dynamics``,
+        ``after_threshold``, ``reset`` and ``on_spike``, the traces' spike code), the mechanics the
+        template writes between them (``refractory``, ``threshold``), and the arrays read and
+        written beyond the loads."""
+        p, arrays, w, m = k.p, k.arrays, k.w, k.m
+        refractory = {"source": m.refractory_source} if m.refractory is not None else None
+        if w.element_lines and (k.reset or refractory or k.on_spike):  # the CPU's reset pass runs apart
+            k.reset[:0] = [Line(line.code, line.comment) for line in w.element_lines]
         info = {
-            "size": p.size, "slots": slots, "spike_condition": spike_cond, "on_spike": on_spike,
+            "size": p.size, "slots": slots, "spike_condition": spike_cond,
+            "dynamics": k.code[k.update_start:k.threshold_at], "after_threshold": k.code[k.threshold_at:],
+            "refractory": refractory, "threshold": k.threshold, "reset": k.reset, "on_spike": k.on_spike,
             "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
             "flags_stride": arrays["flags"].size,
             "spike_source_array": k.is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
@@ -920,11 +930,9 @@ class Generator:
             info["writes"].append(arrays["ptr"].name)
         description = (f"neuron update of population '{p.name}' ({p.size} x {k.m.name}; "
                        f"integrator: {self.integrators.get(p.name, 'none')})")
-        if w.element_lines and on_spike:  # the CPU's reset pass runs apart from the update
-            on_spike[:0] = [Line(line.code, line.comment) for line in w.element_lines]
         _read_params(w, info)
         return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
-                          w.finish_constants(), w.param_loads + k.loads, k.code, info)
+                          w.finish_constants(), w.param_loads + k.loads, k.code[:k.update_start], info)
 
     @staticmethod
     def check_trace_params(q, odes, spike_code):
