@@ -82,6 +82,23 @@ def bind_values(model, params, where: str, scope: ElementScope, *, dt: float, ba
     bound = model.bind_params({**scalars, **{n: 0.0 for n in given if n in model.params}, **{
         n: v for n, v in given.items() if n not in model.params}}, where)
     specs = ValueSpecs(scope)
+    draws = _checked_draws(model, draws, where)
+    _bind_per_element(model, given, draws, bound, specs, where, dt=dt, seed=seed)
+    for name in _names(dynamic, "dynamic", model.name, "dynamic"):
+        if name not in model.params:
+            raise ModelError(f"{where}: dynamic: unknown parameter '{name}' "
+                             f"(parameters: {', '.join(model.params) or 'none'})", model.name, "dynamic")
+        if specs.kind(name) == "constant":
+            specs.kinds[name] = "dynamic"
+    per_batch = _bind_batch_values(model, batch_values, specs, where, batch_size)
+    check_parameter_values(model, {**bound, **per_batch}, dt, where)
+    for name, arr in per_batch.items():
+        bound[name] = float(arr[0])
+    return bound, specs
+
+
+def _checked_draws(model, draws, where: str) -> dict:
+    """The named draws (name -> initialiser), each checked to be a free, valid name."""
     draws = dict(draws or {}) if draws is None or isinstance(draws, dict) else None
     if draws is None:
         raise ModelError(f"{where}: draws must be a mapping name -> initialiser", model.name, "draws")
@@ -93,6 +110,14 @@ def bind_values(model, params, where: str, scope: ElementScope, *, dt: float, ba
         if name in taken:
             raise ModelError(f"{where}: draw '{name}' has the name of a parameter or variable of the model",
                              model.name, f"draws.{name}")
+    return draws
+
+
+def _bind_per_element(model, given: dict, draws: dict, bound: dict, specs: ValueSpecs, where: str, *,
+                      dt: float, seed: int):
+    """Evaluate the named draws and the parameters ``given`` per element (in dependency order):
+    the parameters go into ``bound`` (kind ``element``), the draws into ``specs.draws``."""
+    scope = specs.scope
     # parse (numbering random call sites in the order given: draws, then parameters)
     known = set(model.params) | set(draws)
     inits, exprs = {}, {}
@@ -129,12 +154,10 @@ def bind_values(model, params, where: str, scope: ElementScope, *, dt: float, ba
             bound[name] = values
             specs.kinds[name] = "element"
     specs.draws = draw_values
-    for name in _names(dynamic, "dynamic", model.name, "dynamic"):
-        if name not in model.params:
-            raise ModelError(f"{where}: dynamic: unknown parameter '{name}' "
-                             f"(parameters: {', '.join(model.params) or 'none'})", model.name, "dynamic")
-        if specs.kind(name) == "constant":
-            specs.kinds[name] = "dynamic"
+
+
+def _bind_batch_values(model, batch_values, specs: ValueSpecs, where: str, batch_size: int) -> dict:
+    """The parameters given one value per batch instance (name -> array), marked ``batch`` in ``specs``."""
     if batch_values is not None and not isinstance(batch_values, dict):
         raise ModelError(f"{where}: batch_values must be a mapping name -> list of values", model.name,
                          "batch_values")
@@ -151,10 +174,7 @@ def bind_values(model, params, where: str, scope: ElementScope, *, dt: float, ba
         specs.kinds[name] = "batch"
         specs.batch[name] = arr
         per_batch[name] = arr
-    check_parameter_values(model, {**bound, **per_batch}, dt, where)
-    for name, arr in per_batch.items():
-        bound[name] = float(arr[0])
-    return bound, specs
+    return per_batch
 
 
 def batch_array(values, batch_size: int, what: str, model=None, fld=None) -> np.ndarray:

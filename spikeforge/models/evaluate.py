@@ -18,6 +18,7 @@ on every backend and every run with the same seed:
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,48 +108,53 @@ def evaluate(expr: sympy.Basic, env: dict[str, object], draw) -> np.ndarray | fl
     broadcast), ``draw(kind, site)`` gives the random numbers of a call site."""
 
     def ev(e):
-        if e.is_Symbol:
-            return env[e.name]
-        if e.is_Number or e is sympy.pi or e is sympy.E:
-            return float(e)
-        if e is sympy.true:
-            return True
-        if e is sympy.false:
-            return False
-        if isinstance(e, rand_uniform):
-            return draw("uniform", int(e.args[0]))
-        if isinstance(e, rand_normal):
-            return draw("normal", int(e.args[0]))
-        args = [ev(a) for a in e.args]
-        if e.is_Add:
-            out = args[0]
-            for a in args[1:]:
-                out = out + a
-            return out
-        if e.is_Mul:
-            out = args[0]
-            for a in args[1:]:
-                out = out * a
-            return out
-        if e.is_Pow:
-            return np.power(np.asarray(args[0], dtype=np.float64), args[1])
-        if isinstance(e, sympy.Piecewise):
-            conds = [np.asarray(c, dtype=bool) for c in args[1::2]]
-            return np.select(conds, [np.asarray(v, dtype=np.float64) for v in args[0::2]], default=np.nan)
-        if isinstance(e, sympy.Min):
-            return _reduce(np.minimum, args)
-        if isinstance(e, sympy.Max):
-            return _reduce(np.maximum, args)
-        func = _FUNCS.get(type(e))
-        if func is not None:
-            return func(*args)
-        for kind, f in _RELATIONAL.items():
-            if isinstance(e, kind):
-                return f(*args)
-        raise ModelError(f"cannot evaluate '{e}' before the run")
+        value = _leaf(e, env, draw)
+        return _apply(e, [ev(a) for a in e.args]) if value is _NOT_A_LEAF else value
 
     with np.errstate(all="ignore"):
         return ev(expr)
+
+
+_NOT_A_LEAF = object()
+
+
+def _leaf(e: sympy.Basic, env: dict[str, object], draw):
+    """The value of a name, number, truth value or random draw; ``_NOT_A_LEAF`` for anything else."""
+    if e.is_Symbol:
+        return env[e.name]
+    if e.is_Number or e is sympy.pi or e is sympy.E:
+        return float(e)
+    if e is sympy.true or e is sympy.false:
+        return e is sympy.true
+    if isinstance(e, rand_uniform):
+        return draw("uniform", int(e.args[0]))
+    if isinstance(e, rand_normal):
+        return draw("normal", int(e.args[0]))
+    return _NOT_A_LEAF
+
+
+def _apply(e: sympy.Basic, args: list):
+    """The operation or function of node ``e`` applied to the values of its arguments."""
+    if e.is_Add:
+        return _reduce(operator.add, args)
+    if e.is_Mul:
+        return _reduce(operator.mul, args)
+    if e.is_Pow:
+        return np.power(np.asarray(args[0], dtype=np.float64), args[1])
+    if isinstance(e, sympy.Piecewise):
+        conds = [np.asarray(c, dtype=bool) for c in args[1::2]]
+        return np.select(conds, [np.asarray(v, dtype=np.float64) for v in args[0::2]], default=np.nan)
+    if isinstance(e, sympy.Min):
+        return _reduce(np.minimum, args)
+    if isinstance(e, sympy.Max):
+        return _reduce(np.maximum, args)
+    func = _FUNCS.get(type(e))
+    if func is not None:
+        return func(*args)
+    for kind, f in _RELATIONAL.items():
+        if isinstance(e, kind):
+            return f(*args)
+    raise ModelError(f"cannot evaluate '{e}' before the run")
 
 
 def _reduce(f, args):
