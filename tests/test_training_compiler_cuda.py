@@ -183,3 +183,26 @@ def test_every_training_kernel_compiles_with_nvcc(arch):
         assert any(n.endswith("_presynaptic") for n in names) and any(n.startswith("optimiser_") for n in names)
         for name in names:
             assert name.encode() in data, name
+
+
+@pytest.mark.gpu
+def test_cuda_on_a_gpu_equals_cpu_to_libm_rounding():
+    """On a GPU the arithmetic order is the same (and nvcc fuses no multiply-adds), but exp, log,
+    expm1 and pow come from CUDA's maths library, not the C library: the readout, losses and
+    gradients agree to a few ulp per step, not bit for bit."""
+    from tests.conftest import gpu_available
+
+    if not gpu_available():
+        pytest.skip("needs a CUDA GPU and pycuda")
+    x, mask, target, weights = _problem(1, 8, "xent", real_valued=False)
+    runs = {backend: _run(_network("lsnn", 8, weights), backend, x, mask, labels=target, steps=2)
+            for backend in ("cpu", "cuda")}
+    gpu, cpu = runs["cuda"], runs["cpu"]
+    np.testing.assert_array_equal(gpu["hidden_spikes"], cpu["hidden_spikes"])
+    for key in ("y", "loss"):
+        np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-10, atol=1e-12)
+    for name, g in cpu["grads"].items():
+        np.testing.assert_allclose(gpu["grads"][name], g, rtol=1e-9, atol=1e-12, err_msg=name)
+    for wg, wc in zip(gpu["weights"], cpu["weights"], strict=True):
+        for name in wc:
+            np.testing.assert_allclose(wg[name], wc[name], rtol=1e-9, atol=1e-12, err_msg=name)
