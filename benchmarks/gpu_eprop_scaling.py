@@ -527,6 +527,27 @@ def _weights(path: Path) -> dict | None:
         return {k.split("/", 1)[1]: f[k].astype(np.float64) for k in f.files if k.startswith("weight/")}
 
 
+def _mpi_run(args, launcher: str, job: Path, work: Path, ranks: int) -> dict:
+    """The training job on ``ranks`` MPI ranks (1: a plain process), its checkpoint in ``work``."""
+    ckpt = work / f"ranks{ranks}.ckpt.npz"
+    if ckpt.exists():
+        ckpt.unlink()
+    cmd = [sys.executable, "-m", "spikeforge.cli", "train", str(job), "--backend", args.backend, "--json",
+           "--no-progress", "--checkpoint", str(ckpt)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if ranks > 1:
+        cmd = [launcher, "-n", str(ranks), *cmd]
+    print(f"\n{ranks} rank(s): {' '.join(cmd)}", flush=True)
+    r = _train(cmd, timeout=args.mpi_timeout)
+    r["checkpoint"] = str(ckpt)
+    for line in r["log"]:
+        print(f"  {line}")
+    if r["rc"] != 0 or r["result"] is None:
+        print(f"  FAILED (exit status {r['rc']}):\n    " + "\n    ".join(r["stderr_tail"]))
+    return r
+
+
 def mpi_check(args) -> int:
     import numpy as np
 
@@ -560,24 +581,7 @@ def mpi_check(args) -> int:
     raw["job"] = job.read_text()
     runs = {}
     for ranks in (1, 2):
-        ckpt = work / f"ranks{ranks}.ckpt.npz"
-        if ckpt.exists():
-            ckpt.unlink()
-        cmd = [sys.executable, "-m", "spikeforge.cli", "train", str(job), "--backend", args.backend, "--json",
-               "--no-progress", "--checkpoint", str(ckpt)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if ranks > 1:
-            cmd = [launcher, "-n", str(ranks), *cmd]
-        print(f"\n{ranks} rank(s): {' '.join(cmd)}", flush=True)
-        r = _train(cmd, timeout=args.mpi_timeout)
-        r["checkpoint"] = str(ckpt)
-        runs[ranks] = r
-        raw.setdefault("runs", {})[str(ranks)] = r
-        for line in r["log"]:
-            print(f"  {line}")
-        if r["rc"] != 0 or r["result"] is None:
-            print(f"  FAILED (exit status {r['rc']}):\n    " + "\n    ".join(r["stderr_tail"]))
+        runs[ranks] = raw.setdefault("runs", {})[str(ranks)] = _mpi_run(args, launcher, job, work, ranks)
         res.save()
 
     ok = all(r["rc"] == 0 and r["result"] for r in runs.values())
