@@ -17,6 +17,7 @@ SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu
 GPU_SCRIPTS = [(script, backend) for script in ("gpu_cuba.py", "gpu_eprop_shd.py") for backend in ("cuda-emu", "cpu")]
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_runs_quick(script, tmp_path):
     out = tmp_path / "out.json"
@@ -27,6 +28,7 @@ def test_benchmark_script_runs_quick(script, tmp_path):
     assert out.exists() and out.stat().st_size > 0
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 @pytest.mark.parametrize("script,backend", GPU_SCRIPTS)
 def test_gpu_benchmark_script_runs_quick(script, backend, tmp_path):
     out = tmp_path / "out.json"
@@ -52,6 +54,7 @@ def _run_scaling(args, tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 @pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
 def test_scaling_estimate_runs_quick(backend, tmp_path):
     """gpu_eprop_scaling.py measures every per-rank batch of the global batch and prints the
@@ -89,6 +92,7 @@ def test_scaling_ring_model():
     assert small_allreduce(32, 20) == pytest.approx(5 * 20e-6)
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_scaling_mpi_path_check_quick(tmp_path):
     """--mpi-check on the cpu backend: 1 process vs 2 MPI ranks give the same weights (or the
     check says clearly that there is no MPI launcher, and exits 0)."""

@@ -54,6 +54,7 @@ def test_every_generated_kernel_compiles_with_nvcc(arch, tmp_path):
             assert k.name.encode() in data
 
 
+@pytest.mark.slow
 def test_cpu_and_cuda_emu_give_identical_cuba_spikes_at_batch_1_and_4():
     """Same arithmetic in the same order: identical spikes (one thread: the emulator then
     fills each spike queue in neuron order, as the CPU does)."""
@@ -74,6 +75,7 @@ def test_cpu_and_cuda_emu_give_identical_cuba_spikes_at_batch_1_and_4():
         np.testing.assert_array_equal(cpu.get("exc", "v"), emu.get("exc", "v"))
 
 
+@pytest.mark.slow
 def test_cuda_emu_with_parallel_blocks_agrees_in_rate():
     """With blocks on several threads the order of atomics varies, so input sums may differ
     in the last bits; the documented tolerance is agreement of the rates."""
@@ -86,6 +88,7 @@ def test_cuda_emu_with_parallel_blocks_agrees_in_rate():
     assert a > 0 and abs(a - b) <= 0.1 * a
 
 
+@pytest.mark.slow
 def test_all_kernel_kinds_run_on_cuda_emu_like_cpu():
     nets = {name: net for name, net in _test_networks()}
     net = nets["kinds"]
@@ -186,6 +189,7 @@ def test_cli_build_writes_sources_and_cubin(tmp_path):
     assert meta["arch"] == "sm_90" and "neuron_update_exc" in meta["kernels"]
 
 
+@pytest.mark.slow
 def test_cli_runs_on_cuda_emu(capsys):
     from spikeforge.cli import main
 

@@ -57,6 +57,7 @@ def same_run(a, b):
     return all(np.array_equal(x, y) for x, y in zip(state_a, state_b, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_equal_per_synapse_delays_equal_the_projection_wide_delay_bit_for_bit(backend):
     wide = run_cuba(cuba(0.3), backend)

@@ -181,6 +181,7 @@ def team_counts(team_counter):
     return _run_counting_teams(team_counter, _COUNT_TEAMS.format(tests=str(ROOT / "tests")))
 
 
+@pytest.mark.slow
 def test_small_kernels_start_no_thread_team(team_counts):
     """100 steps of small networks at batch 1 (the STDP batch reduction ran a team every step)
     and 2 (the synapse updates did), and one small e-prop trial: not a single team."""
@@ -190,6 +191,7 @@ def test_small_kernels_start_no_thread_team(team_counts):
     assert team_counts["eprop_b1"] == 0
 
 
+@pytest.mark.slow
 def test_large_kernels_still_run_on_a_team(team_counts):
     # 2048 Poisson neurons x 2 instances: the neuron update is worth a team every step
     assert team_counts["large_b2"] >= 100
@@ -256,6 +258,7 @@ def test_the_generator_marks_networks_whose_instances_never_meet():
     assert not generate(sparse_stdp_network()).instances_independent
 
 
+@pytest.mark.slow
 def test_independent_instances_run_on_one_thread_team_per_run(run_paths):
     """Batch 8 on 2 threads: one team for each long enough call of the run loop, not one per
     kernel and step (which kept a busy machine waiting for the other thread at every join)."""
@@ -264,6 +267,7 @@ def test_independent_instances_run_on_one_thread_team_per_run(run_paths):
     assert teams["per_step_two_threads"] >= 800  # one step per call: the kernels start their own teams
 
 
+@pytest.mark.slow
 def test_every_run_path_gives_identical_results(run_paths):
     """Instance by instance on one or two threads, in calls of any length, or step by step:
     every state array, the recorded v and the spikes are bit for bit the same."""
@@ -279,6 +283,7 @@ def test_every_run_path_gives_identical_results(run_paths):
     assert teams["two_threads_whole_runs"] < teams["per_step_two_threads"]  # the paths really differ
 
 
+@pytest.mark.slow
 def test_coupled_instances_keep_the_per_step_path(run_paths):
     teams, _ = run_paths
     assert teams["coupled"] >= 200  # the neuron update (2048 x 4) starts a team at every step

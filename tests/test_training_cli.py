@@ -25,6 +25,7 @@ training:
 """
 
 
+@pytest.mark.slow
 def test_train_prints_json_results(tmp_path, capsys):
     path = tmp_path / "job.yaml"
     path.write_text(JOB)
