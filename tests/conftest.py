@@ -28,7 +28,14 @@ def gpu_available() -> bool:
         return False
 
 
-@pytest.fixture(params=["cpu", "cuda-emu", pytest.param("cuda", marks=pytest.mark.gpu)])
+BACKENDS = ["cpu", "cuda-emu", pytest.param("cuda", marks=pytest.mark.gpu)]
+# The same, with cuda-emu marked slow, for tests whose cuda-emu run takes seconds (the emulator runs each CUDA
+# thread as a fiber): @pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
+BACKENDS_SLOW_EMU = ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow),
+                     pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     """Every backend that can run here: the numerics tests run on each of them."""
     if request.param == "cuda" and not gpu_available():

@@ -5,10 +5,12 @@ import pytest
 
 from spikeforge import models as m
 from spikeforge.network import FixedProbability, FromList, Network
+from tests.conftest import BACKENDS_SLOW_EMU
 
 LIF_PARAMS = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=5.0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_lif_membrane_matches_analytic_solution_under_constant_input(backend):
     """Exact integration: v(t) = v_inf + (v0 - v_inf) exp(-t / tau), to float precision."""
     net = Network("lif_dc", dt=0.1, precision="float")
@@ -64,6 +66,7 @@ def _poisson_lif_net(batch_size, seed=7):
     return net
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_batch_of_b_instances_equals_b_separate_runs_bit_for_bit(backend):
     B = 4
     batched = _poisson_lif_net(B).build(backend=backend, threads=1)
@@ -101,6 +104,7 @@ def test_reset_reproduces_the_run():
     np.testing.assert_array_equal(sim.recorded("out", "v"), first)
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_delay_shifts_delivery_by_the_delay(backend):
     def run(delay):
         net = Network(f"delay{int(delay * 10)}", dt=0.1)
@@ -143,8 +147,7 @@ def test_poisson_rate_is_right():
     assert 45.0 < rate < 55.0
 
 
-@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow),  # 4000 neurons
-                                     pytest.param("cuda", marks=pytest.mark.gpu)], indirect=True)
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)  # 4000 neurons
 @pytest.mark.parametrize("precision", ["float", "double"])
 def test_cuba_runs_with_plausible_rate(precision, backend):
     from spikeforge.networks import cuba_network
