@@ -165,6 +165,7 @@ def test_cuda_emu_eprop_equals_numpy_eprop(params, loss):
     np.testing.assert_allclose(out["loss"], ref["per_instance"]["loss"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_cuda_emu_training_steps_match_cpu():
     """Same minibatches, same generated Adam: the weights after training agree with the CPU backend."""
     from spikeforge.training.trainer import Trainer

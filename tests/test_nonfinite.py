@@ -17,6 +17,7 @@ from spikeforge import models as m
 from spikeforge.errors import NonFiniteStateError, NonFiniteStateWarning
 from spikeforge.models import NeuronModel
 from spikeforge.network import Network
+from tests.conftest import BACKENDS_SLOW_EMU
 
 # Forward Euler on dv/dt = -k v with k dt = 2.5: v is multiplied by -1.5 each step, so it
 # overflows float (about 3.4e38) after some 220 steps. Exact integration would be stable.
@@ -79,6 +80,7 @@ def test_raise_stops_at_the_first_check_that_sees_it(backend):
     assert v.shape[0] == 250 and not np.isfinite(v[-1]).all()  # the recordings hold the part simulated
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_a_healthy_network_reports_nothing(backend):
     net = Network("healthy", dt=0.1, batch_size=2)
     net.add_population("inp", 20, m.POISSON, init={"rate": 50.0})
@@ -131,7 +133,7 @@ def _cli(tmp_path, *args):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
-@pytest.mark.parametrize("cli_backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("cli_backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_cli_reports_nan_state_in_json_and_on_stderr(tmp_path, cli_backend):
     proc = _cli(tmp_path, "--backend", cli_backend, "--json", "-q")
     assert proc.returncode == 0, proc.stderr

@@ -223,6 +223,7 @@ def test_stdp_with_a_later_plasticity_pathway(backend):
         np.testing.assert_array_equal(v_late, v_cpu)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pathways_on_procedural_connectivity_equal_the_stored_projection(backend):
     """Each pathway's kernel draws the rows again: the same synapses as the stored projection."""

@@ -27,7 +27,7 @@ def _network(batch_size=2):
     return net
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_populations_named_like_generated_locals_compile_and_run(backend):
     sim = _network().build(backend=backend, threads=1)
     sim.run(steps=200)

@@ -19,7 +19,7 @@ from spikeforge import models as m
 from spikeforge.codegen.generate import generate
 from spikeforge.codegen.render import render_network
 from spikeforge.network import Network
-from tests.conftest import nvcc_path
+from tests.conftest import BACKENDS_SLOW_EMU, nvcc_path
 
 DT, TAU, V_TH, T_REF = 0.1, 10.0, 1.0, 0.5  # 5 refractory steps
 R = 5
@@ -97,6 +97,7 @@ LIF0_UNFLAGGED = m.NeuronModel("lif0_free", params={"tau_m": 10.0, "v_th": 1.0, 
                                refractory="t_ref")
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_synaptic_input_is_lost_while_refractory(backend):
     want, want_spikes, lost = brian2_schedule(_arrivals())
     assert len(want_spikes) >= 8 and lost >= 30  # the rule is exercised: many inputs fall in refractory steps
@@ -107,6 +108,7 @@ def test_synaptic_input_is_lost_while_refractory(backend):
         assert np.all(v[k: k + R] == 0.0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_an_unflagged_variable_still_takes_input_while_refractory(backend):
     """Brian2's first form of refractoriness: only the threshold is off, v integrates and takes input."""
     want, want_spikes, _ = brian2_schedule(_arrivals(), flagged=False)

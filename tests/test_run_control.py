@@ -20,6 +20,7 @@ import pytest
 from spikeforge import models as m
 from spikeforge.network import FixedProbability, Network
 from spikeforge.runtime.run_control import ChunkPlanner
+from tests.conftest import BACKENDS_SLOW_EMU
 
 REPO = Path(__file__).resolve().parents[1]
 LIF = dict(tau_m=10.0, v_rest=0.0, v_reset=0.0, v_th=1.0, t_ref=2.0)
@@ -62,6 +63,7 @@ def _simulate(backend, chunk_steps):
     return out, calls
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_chunked_runs_give_the_results_of_one_call(backend):
     whole, calls_whole = _simulate(backend, 10**9)
     chunked, calls_chunked = _simulate(backend, 7)

@@ -5,6 +5,7 @@ import pytest
 
 from spikeforge import models as m
 from spikeforge.network import Network
+from tests.conftest import BACKENDS_SLOW_EMU
 
 PRE = ([2.0, 10.0, 11.0, 30.0, 31.5, 45.0], [0, 1, 3, 2, 4, 0])
 POST = ([5.0, 12.0, 29.0, 40.0], [0, 2, 1, 2])
@@ -24,6 +25,7 @@ def _run(reduce, batch_size, pre=PRE, post=POST, batched=False, backend="cpu"):
     return sim.get("syn", "w")
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_stdp_changes_weights_with_the_right_signs(backend):
     w = _run("mean", 1, backend=backend).reshape(5, 3)
     dw = w - 0.5
@@ -34,12 +36,14 @@ def test_stdp_changes_weights_with_the_right_signs(backend):
 
 
 @pytest.mark.parametrize("reduce", ["mean", "max"])
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_identical_instances_give_exactly_the_batch_1_result(reduce, backend):
     single = _run(reduce, 1, backend=backend)
     batched = _run(reduce, 4, backend=backend)
     np.testing.assert_array_equal(batched, single)
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_sum_gives_batch_size_times_the_update(backend):
     single = _run("sum", 1, backend=backend) - 0.5
     batched = _run("sum", 4, backend=backend) - 0.5
