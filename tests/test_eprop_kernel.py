@@ -148,6 +148,7 @@ def test_batch_of_repeated_sample_gives_b_times_the_gradient():
         np.testing.assert_allclose(many[key].mean(0), one[key][0], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow  # eight cuda-emu trainings; the quick loop keeps cuda-emu e-prop in the finite-difference check
 @pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_cuda_emu_eprop_equals_numpy_eprop(params, loss):

@@ -84,7 +84,7 @@ def test_values_live_in_arrays_not_in_the_source():
     assert "beta" not in pre  # the per-presynaptic kernel never needs it
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_uniform_arrays_give_the_scalar_gradients(backend):
     """Every ALIF parameter the kernel can load per neuron (beta, v_th, tau_a), given as
     arrays of one repeated value, trains like the same values given as numbers."""

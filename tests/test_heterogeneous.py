@@ -17,7 +17,7 @@ from spikeforge.codegen.render import render_network
 from spikeforge.config import load_file
 from spikeforge.errors import ConfigError, ModelError, NetworkError
 from spikeforge.network import FixedProbability, Network
-from tests.conftest import nvcc_path
+from tests.conftest import BACKENDS_SLOW_EMU, nvcc_path
 
 N_EXC, N_INH = 40, 10
 
@@ -155,6 +155,7 @@ def _lif_drive(tau_m, t_ref, amp, n, batch_size=1, precision="double", dynamic=N
     return net
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_per_neuron_tau_gives_the_trajectories_of_separate_single_neuron_runs(backend):
     """The exact integrator's propagator and the refractory period per neuron: each neuron as
     if it ran alone with its values compiled in."""
@@ -196,6 +197,7 @@ def test_new_values_never_recompile(tmp_path, monkeypatch):
     np.testing.assert_array_equal(b.get_param("p", "tau_m"), [7.0, 9.0, 30.0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_set_param_changes_a_dynamic_parameter_without_recompiling(tmp_path, monkeypatch, backend):
     monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(tmp_path / "cache"))
     sim = _lif_drive(20.0, 2.0, 14.0, 3, dynamic=["tau_m"]).build(backend=backend)
@@ -256,6 +258,7 @@ def cuba_sweep(g_values, batch_size, precision="double", n=200, seed=3):
     return net
 
 
+@pytest.mark.slow  # nine CUBA runs per backend: 10 s of CPU on cpu, 30 s on cuda-emu
 @pytest.mark.parametrize("emu_backend", ["cpu", "cuda-emu"])
 def test_batch_sweep_equals_separate_runs_bit_for_bit(emu_backend):
     g = [-0.0, -2.0, -4.5, -9.0, -13.0, -18.0, -27.0, -40.0]

@@ -86,6 +86,7 @@ def test_run_plot_writes_a_raster_png(tmp_path, capsys):
     _png_ok(out)
 
 
+@pytest.mark.slow
 def test_train_plot_writes_curves(tmp_path, capsys):
     from tests.test_training_cli import JOB
 

@@ -21,7 +21,7 @@ from spikeforge import models as m
 from spikeforge.codegen.integrate import integrate
 from spikeforge.models import NeuronModel
 from spikeforge.network import Network
-from tests.conftest import nvcc_path
+from tests.conftest import BACKENDS_SLOW_EMU, nvcc_path
 
 TAU_M, TAU_W, V_REST, R, AMP = 20.0, 30.0, -65.0, 1.0, 12.0
 DT = 0.1
@@ -110,6 +110,7 @@ def _pair_network(precision="double"):
     return net
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_compiled_simulation_matches_the_matrix_exponential_for_both_signs(backend):
     sim = _pair_network().build(backend=backend)
     assert set(sim.spec.integrators.values()) == {"exact"}

@@ -9,7 +9,7 @@ from spikeforge.codegen.render import render_network
 from spikeforge.errors import ConfigError, NetworkError
 from spikeforge.networks import cuba_network
 from spikeforge.runtime import memory
-from tests.conftest import nvcc_path
+from tests.conftest import BACKENDS_SLOW_EMU, nvcc_path
 
 N = 120  # cuba_network(n=N): 96 excitatory neurons
 
@@ -30,6 +30,7 @@ def _run(sim, pieces=(7, 30, 13)):
     return sim
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_subset_and_every_k_equal_slices_of_the_full_recording(backend):
     net, exc = _network()
     full = _run(net.build(backend=backend))
@@ -61,6 +62,7 @@ def test_neuron_slices(selection, expected):
     np.testing.assert_array_equal(sim.recorded(exc, "v"), full.recorded(exc, "v")[::3][:, :, expected])
 
 
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_EMU, indirect=True)
 def test_spikes_of_a_subset_and_the_population_rate(backend):
     net, exc = _network(batch_size=3, rate=True)
     full = _run(net.build(backend=backend), (70, 130))

@@ -117,6 +117,7 @@ def test_compiled_gradients_equal_the_old_kernel_bit_for_bit(kind, loss, batch):
         _same_bits(g, ref["grads"][name], f"gradient of {name}")
 
 
+@pytest.mark.slow
 def test_feedforward_and_float_equal_the_old_kernel():
     """Without a recurrent projection (the old path's recurrent=False), and in single precision."""
     for recurrent, precision in ((False, "double"), (True, "float")):
@@ -142,6 +143,7 @@ def test_feedforward_and_float_equal_the_old_kernel():
             _same_bits(g, ref["grads"][name], f"gradient of {name} ({precision}, recurrent={recurrent})")
 
 
+@pytest.mark.slow
 def test_rate_regularisation_equals_the_old_kernel():
     x, mask, target, weights = _problem(4, 2, "mse", real_valued=True)
     old = _old("lsnn", "mse", "symmetric", reg_rate=0.5)
@@ -382,6 +384,7 @@ def _two_layers(batch, rng, record=False):
     return net, w
 
 
+@pytest.mark.slow
 def test_two_layers_second_layer_equals_one_layer_fed_the_first_layers_spikes():
     """The second layer's gradients (and the readout's) equal those of a one-layer network whose
     inputs are the first layer's spikes, bit for bit; the first layer learns through its own
