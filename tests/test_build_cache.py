@@ -133,6 +133,7 @@ print(json.dumps({"from_cache": res.from_cache, "path": str(res.path),
 """
 
 
+@pytest.mark.slow  # a race of 4 processes
 @pytest.mark.parametrize("n", [4])
 def test_concurrent_builds_compile_once(n, tmp_path, cache):
     src_file = tmp_path / "src.cpp"
@@ -348,6 +349,7 @@ def hold_lock(src: str, cache: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.slow  # waits out a 2 s lock timeout
 def test_a_stopped_builder_is_reported_then_the_wait_times_out(cache, monkeypatch, caplog):
     src = fresh_source()
     holder = hold_lock(src, cache, 600)
@@ -376,6 +378,7 @@ def test_a_stopped_builder_is_reported_then_the_wait_times_out(cache, monkeypatc
     assert time.monotonic() - t0 < B.LOCK_NOTICE_SECONDS
 
 
+@pytest.mark.slow  # waits 1.5 s for the other builder
 def test_a_running_builder_is_waited_for_beyond_the_timeout(cache, monkeypatch, caplog):
     """The timeout counts only while the holder is stopped (or cannot be seen): a slow but
     live build of the same code is waited for (and said so), and its result used."""
