@@ -85,6 +85,7 @@ def test_spike_steps_follow_brian2s_convention_exactly(precision):
     assert np.all(v[k: k + 20] == 0.0) and v[k + 20] > 0.0
 
 
+@pytest.mark.slow  # 400 steps on cuda-emu
 def test_refractory_period_on_the_cuda_kernels():
     """The CUDA template uses the same generated lines: run them through cuda-emu."""
     n_steps = 400
