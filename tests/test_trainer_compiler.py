@@ -248,3 +248,29 @@ def test_spikeforge_train_runs_the_new_yaml_form(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["epochs"] == 2 and out["train_samples"] == 3 and out["test_samples"] == 3
     assert "train_nmse" in out and "test_nmse" in out and out["test_mse"] > 0
+
+
+def test_a_network_trained_with_sgd_checkpoints_and_steps_by_minus_lr_times_the_mean_gradient(tmp_path):
+    """The compiler's optimiser takes the steps; the trainer's lr replaces its learning rate."""
+    from spikeforge.training.objectives import SGD
+
+    text = NEW_JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  optimiser: {kind: sgd}\n")
+    for name, init in (("scaled", "randn()"), ("static", "randn() / 3")):  # random weights: the layer spikes
+        text = text.replace(f"weight_update: {name},", f"weight_update: {{model: {name}, init: {{w: '{init}'}}}},")
+    (tmp_path / "new.yaml").write_text(text)
+    job = load_training(tmp_path / "new.yaml")
+    assert isinstance(job.trainer_options["compiler"].optimiser, SGD)
+    trainer = Trainer(job.config, threads=1, **dict(job.trainer_options, batch_size=6, lr=0.05))
+    before = trainer.weights
+    x, y, mask = job.train.to_dense([job.train[i] for i in range(6)])
+    grads = trainer.runtime.run_batch(x, mask, targets=y)["grads"]
+    trainer._apply(6, 0)
+    for name, w in trainer.weights.items():
+        assert np.abs(grads[name]).max() > 0, name
+        expected = (before[name].astype(np.float64) - 0.05 * grads[name].sum(axis=0) / 6).astype(w.dtype)
+        np.testing.assert_allclose(w, expected, rtol=1e-12, atol=1e-15, err_msg=name)
+    trainer.save_checkpoint(tmp_path / "sgd.npz")
+    again = Trainer(job.config, threads=1, **dict(job.trainer_options, batch_size=6, lr=0.05))
+    again.load_checkpoint(tmp_path / "sgd.npz")
+    for name, w in trainer.weights.items():
+        _same_bits(again.weights[name], w, name)

@@ -208,14 +208,19 @@ class CompiledRuntime:
             if self._active is not None and not wt.fixed:
                 self._active.backend.push(wt.array, wt.to_compiled(self._weights[name]).astype(self.dtype))
 
+    def _has_moments(self, wt: _Weight) -> bool:
+        """Whether the compiled network keeps Adam's moments of ``wt`` (not for SGD)."""
+        return not wt.fixed and any(a.name == f"{wt.array}_adam_m" for a in self._active.spec.arrays)
+
     def moments(self) -> dict[str, np.ndarray]:
+        """Adam's moments by the trainer's names (``m_<w>``, ``v_<w>``; zeros for SGD)."""
         if self._active is None:
             return {k: v.copy() for k, v in self._moments.items()}
         out = {}
         for name, wt in self.names.items():
             for m in ("m", "v"):
-                out[f"{m}_{name}"] = (self._moments[f"{m}_{name}"].copy() if wt.fixed
-                                      else wt.from_compiled(self._pull(f"{wt.array}_adam_{m}")))
+                out[f"{m}_{name}"] = (wt.from_compiled(self._pull(f"{wt.array}_adam_{m}")) if self._has_moments(wt)
+                                      else self._moments[f"{m}_{name}"].copy())
         return out
 
     def set_moments(self, moments: dict):
@@ -223,7 +228,7 @@ class CompiledRuntime:
             m, name = key.split("_", 1)
             wt = self.names[name]
             self._moments[key] = np.array(value, dtype=self.dtype)
-            if self._active is not None and not wt.fixed:
+            if self._active is not None and self._has_moments(wt):
                 self._active.backend.push(f"{wt.array}_adam_{m}", wt.to_compiled(value).astype(self.dtype))
 
     @property
