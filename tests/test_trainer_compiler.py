@@ -274,3 +274,16 @@ def test_a_network_trained_with_sgd_checkpoints_and_steps_by_minus_lr_times_the_
     again.load_checkpoint(tmp_path / "sgd.npz")
     for name, w in trainer.weights.items():
         _same_bits(again.weights[name], w, name)
+
+
+def test_a_network_job_refuses_what_belongs_to_an_eprop_config(tmp_path):
+    (tmp_path / "new.yaml").write_text(NEW_JOB)
+    job = load_training(tmp_path / "new.yaml")
+    with pytest.raises(NetworkError, match="init_scale applies to an EpropConfig only"):
+        Trainer(job.config, init_scale=2.0, **job.trainer_options)
+    with pytest.raises(NetworkError, match="the optimiser is the compiler's"):
+        from spikeforge.training.trainer import Adam
+
+        Trainer(job.config, optimizer=Adam(), **job.trainer_options)
+    with pytest.raises(NetworkError, match="needs compiler=EpropCompiler"):
+        Trainer(job.config)

@@ -144,6 +144,9 @@ class Trainer:
                                    "(EpropCompiler(optimiser=...)); leave optimizer out")
             if engine not in (None, "compiler"):
                 raise NetworkError(f"Trainer: a Network is trained by the compiler, not engine={engine!r}")
+            if init_scale != 1.0:
+                raise NetworkError("Trainer: a Network starts from its own initial weights; init_scale applies to "
+                                   "an EpropConfig only")
         elif not isinstance(config, EpropConfig):
             raise NetworkError(f"Trainer needs an EpropConfig or a Network, got {type(config).__name__}")
         if engine is not None and engine not in ENGINES:
