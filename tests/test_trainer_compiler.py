@@ -150,6 +150,7 @@ training:
 """
 
 
+@pytest.mark.slow
 def test_the_new_yaml_form_equals_the_old_form_of_the_same_network(tmp_path):
     """The same network written both ways, started from the same weights: the same training."""
     (tmp_path / "old.yaml").write_text(OLD_JOB)
@@ -250,6 +251,7 @@ def test_spikeforge_train_runs_the_new_yaml_form(tmp_path, capsys):
     assert "train_nmse" in out and "test_nmse" in out and out["test_mse"] > 0
 
 
+@pytest.mark.slow
 def test_a_network_trained_with_sgd_checkpoints_and_steps_by_minus_lr_times_the_mean_gradient(tmp_path):
     """The compiler's optimiser takes the steps; the trainer's lr replaces its learning rate."""
     from spikeforge.training.objectives import SGD
