@@ -144,7 +144,7 @@ def test_cli_reports_nan_state_in_json_and_on_stderr(tmp_path, cli_backend):
     assert record["count"] == 20 and record["size"] == 20 and record["first_step"] == 500
 
 
-@pytest.mark.parametrize("cli_backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("cli_backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_cli_strict_stops_with_exit_1(tmp_path, cli_backend):
     proc = _cli(tmp_path, "--backend", cli_backend, "--strict", "--check-finite-every", "10", "-q")
     assert proc.returncode == 1

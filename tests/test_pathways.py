@@ -84,6 +84,7 @@ def _run(net, backend, steps=400):
     return sim.recorded("out", "v"), [s[1] for s in sim.spikes("out")], c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("connectivity", ["dense", "sparse"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_pathways_equal_two_projections_bit_for_bit(backend, connectivity):
