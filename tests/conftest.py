@@ -6,7 +6,9 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Tests build into their own cache unless the caller chose one (CI reuses it)."""
+    """Tests build into their own cache unless the caller chose one (CI reuses it). One cache for the whole
+    session: a program that several tests generate identically is compiled once; with SPIKEFORGE_CACHE_DIR
+    set, once for every session (the README's quick local loop)."""
     if "SPIKEFORGE_CACHE_DIR" not in os.environ:
         os.environ["SPIKEFORGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("spikeforge-cache"))
     yield
