@@ -296,13 +296,10 @@ class _TrainLoader(Reader):
         net, _ = reader.load(node)
         return net
 
-    def roles(self, net: Network, node: LineDict, train, loss: str) -> dict:
-        """The trainer's options that name the network's roles and build its compiler."""
-        from .compiler import EpropCompiler
-        from .objectives import SGD, Adam, RandomFeedback, SymmetricFeedback
-
-        keys = NETWORK_JOB_KEYS
-        self.check_keys(node, keys["training"], "training", required=("inputs", "hidden", "readout", "trainable"))
+    def role_names(self, net: Network, node: LineDict, train) -> tuple:
+        """``training``'s inputs, hidden, readout and trainable, each checked against the
+        network (populations and projections it has) and the data (inputs and readout sizes):
+        ``(inputs, hidden as a list, readout, trainable)``."""
 
         def population(key):
             value = self.get_str(node, key, "training")
@@ -330,6 +327,16 @@ class _TrainLoader(Reader):
             if net.populations[pop].size != n:
                 self.fail(f"training.{what}: population '{pop}' has {net.populations[pop].size} neurons, the data "
                           f"{n} {'input channels' if what == 'inputs' else 'outputs/classes'}", self.vline(node, what))
+        return inputs, hidden, readout, trainable
+
+    def roles(self, net: Network, node: LineDict, train, loss: str) -> dict:
+        """The trainer's options that name the network's roles and build its compiler."""
+        from .compiler import EpropCompiler
+        from .objectives import SGD, Adam, RandomFeedback, SymmetricFeedback
+
+        keys = NETWORK_JOB_KEYS
+        self.check_keys(node, keys["training"], "training", required=("inputs", "hidden", "readout", "trainable"))
+        inputs, hidden, readout, trainable = self.role_names(net, node, train)
         given = self.get_str(node, "loss", "training", loss)
         if given not in ("xent", "mse"):
             self.fail(f"training.loss: expected xent or mse, got '{given}'", self.vline(node, "loss"))
