@@ -224,6 +224,23 @@ def _hyper_lines() -> list[Line]:
     ]
 
 
+
+def _batch_gradient(grad: str, size: int) -> list[Line]:
+    """``_g``: element ``_k`` of the gradient array ``grad`` summed over the batch in instance
+    order (the order every backend keeps), divided by the batch size for a mean."""
+    return [
+        Line("double _g = 0;"),
+        Line(f"for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
+             "reduce over the batch, in instance order"),
+        Line("if (_mean) _g /= _batch;"),
+    ]
+
+
+def _clamp_and_store(target: str) -> list[Line]:
+    """The new value ``_w`` clipped to [lo, hi] when clamping, stored into ``target``."""
+    return [Line("if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"), Line(f"_{target}[_k] = (scalar)_w;")]
+
+
 class Adam(Optimiser):
     """Adam (Kingma & Ba, bias-corrected); the gradient is the sum (or mean) over the batch."""
 
@@ -249,16 +266,12 @@ class Adam(Optimiser):
 
     def body(self, target, grad, size):
         return [
-            Line("double _g = 0;"),
-            Line(f"for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
-                 "reduce over the batch, in instance order"),
-            Line("if (_mean) _g /= _batch;"),
+            *_batch_gradient(grad, size),
             Line("_m[_k] = (scalar)(_beta1 * _m[_k] + (1.0 - _beta1) * _g);", "m = beta1 m + (1 - beta1) g"),
             Line("_v[_k] = (scalar)(_beta2 * _v[_k] + (1.0 - _beta2) * _g * _g);", "v = beta2 v + (1 - beta2) g^2"),
             Line(f"double _w = _{target}[_k] - _lr * (_m[_k] / c1) / (sqrt(_v[_k] / c2) + _eps);",
                  "w -= lr m^ / (sqrt(v^) + eps)"),
-            Line("if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
-            Line(f"_{target}[_k] = (scalar)_w;"),
+            *_clamp_and_store(target),
         ]
 
     def hyper(self, step, batch, mean, clamp):
@@ -279,15 +292,8 @@ class SGD(Optimiser):
         return _hyper_lines()
 
     def body(self, target, grad, size):
-        return [
-            Line("double _g = 0;"),
-            Line(f"for (uint32_t _b = 0; _b < _batch; _b++) _g += _{grad}[(size_t)_b * {size}u + _k];",
-                 "reduce over the batch, in instance order"),
-            Line("if (_mean) _g /= _batch;"),
-            Line(f"double _w = _{target}[_k] - _lr * _g;", "w -= lr g"),
-            Line("if (_clamp) _w = fmin(fmax(_w, _lo), _hi);"),
-            Line(f"_{target}[_k] = (scalar)_w;"),
-        ]
+        return [*_batch_gradient(grad, size), Line(f"double _w = _{target}[_k] - _lr * _g;", "w -= lr g"),
+                *_clamp_and_store(target)]
 
     def hyper(self, step, batch, mean, clamp):
         lo, hi = clamp if clamp is not None else (0.0, 0.0)
