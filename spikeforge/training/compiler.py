@@ -119,16 +119,35 @@ class EpropCompiler:
 
     # -- resolving names --------------------------------------------------------------------
     def _plan(self, network, inputs, hidden, readout, trainable, n_steps) -> _Plan:
-        def pop(name, what):
-            if name not in network.populations:
-                raise NetworkError(f"{what}: no population '{name}' (populations: {', '.join(network.populations)})")
-            return network.populations[name]
+        """The roles of ``network``'s parts resolved and checked: populations, ``n_steps``,
+        trainable projections, parameter values and each learning population's feedback."""
+        inp, hid, out = self._plan_populations(network, inputs, hidden, readout)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        projections, train_bias = self._plan_trainable(network, trainable, inp, hid, out)
+        into_readout = self._plan_into_readout(projections, inp, hid, out)
+        self._check_plan_values(hid, out, train_bias)
+        kappa = math.exp(-network.dt / float(out.params["tau_m"]))
+        plan = _Plan(inp, hid, out, into_readout, [q for q in projections if q.post in hid], train_bias, n_steps,
+                     kappa, network.dt, {})
+        self._plan_feedback(plan)
+        return plan
 
-        inp, out = pop(inputs, "inputs"), pop(readout, "readout")
+    @staticmethod
+    def _population(network, name, what):
+        """The population ``name`` of ``network``; ``what``: the option that named it."""
+        if name not in network.populations:
+            raise NetworkError(f"{what}: no population '{name}' (populations: {', '.join(network.populations)})")
+        return network.populations[name]
+
+    def _plan_populations(self, network, inputs, hidden, readout) -> tuple:
+        """``(inputs, hidden populations in the network's order, readout)``, each of the model
+        its role needs: value_input, spiking models, leaky_readout."""
+        inp, out = self._population(network, inputs, "inputs"), self._population(network, readout, "readout")
         names = [hidden] if isinstance(hidden, str) else list(hidden)
         if not names or len(set(names)) != len(names):
             raise NetworkError(f"hidden: name one population or several distinct ones, got {hidden!r}")
-        hid = [pop(name, "hidden") for name in names]
+        hid = [self._population(network, name, "hidden") for name in names]
         hid.sort(key=lambda h: list(network.populations).index(h.name))
         if inp.model is not VALUE_INPUT:
             raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, not "
@@ -139,8 +158,13 @@ class EpropCompiler:
         for h in hid:
             if not h.model.spiking:
                 raise NetworkError(f"hidden: population '{h.name}' ({h.model.name}) does not spike")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        return inp, hid, out
+
+    @staticmethod
+    def _plan_trainable(network, trainable, inp, hid, out) -> tuple:
+        """``(the trainable projections, whether the readout bias trains)``: each projection
+        stored (dense or sparse), from the input or a hidden population, into a hidden
+        population or the readout, through one_step_curr."""
         bias = f"{out.name}.bias"
         train_bias = bias in list(trainable)
         projections = []
@@ -165,6 +189,13 @@ class EpropCompiler:
             if q.postsynaptic.name != "one_step_curr":
                 raise NetworkError(f"trainable projection '{q.name}': postsynaptic model must be one_step_curr, "
                                    f"not '{q.postsynaptic.name}'")
+        return projections, train_bias
+
+    @staticmethod
+    def _plan_into_readout(projections, inp, hid, out) -> list:
+        """The trainable projections into the readout: at least one, each dense, without
+        delay, from a hidden population, and no two from the same one."""
+        hidden_names = ", ".join(f"'{h.name}'" for h in hid)
         into_readout = [q for q in projections if q.post is out]
         if not into_readout:
             raise NetworkError(f"trainable: name a projection from a hidden population ({hidden_names}) to the "
@@ -178,6 +209,12 @@ class EpropCompiler:
                                    "and without delay in the training compiler (preview)")
             if sum(r.pre is q.pre for r in into_readout) > 1:
                 raise NetworkError(f"trainable: two projections from '{q.pre.name}' to the readout '{out.name}'")
+        return into_readout
+
+    @staticmethod
+    def _check_plan_values(hid, out, train_bias):
+        """Parameters of the hidden populations and the readout are numbers or one value per
+        neuron; a trained bias is one per neuron; the readout's tau_m is one number."""
         for p in (*hid, out):
             for name, kind in p.values.kinds.items():
                 if kind != "element":
@@ -188,9 +225,10 @@ class EpropCompiler:
                                f"(e.g. [0.0] * {out.size})")
         if out.values.kind("tau_m") != "constant":
             raise NetworkError(f"readout '{out.name}': tau_m must be one number")
-        kappa = math.exp(-network.dt / float(out.params["tau_m"]))
-        plan = _Plan(inp, hid, out, into_readout, [q for q in projections if q.post in hid], train_bias, n_steps,
-                     kappa, network.dt, {})
+
+    def _plan_feedback(self, plan: _Plan):
+        """Each learning hidden population's feedback into ``plan.feedback``; symmetric
+        feedback needs the population's projection to the readout."""
         for h in plan.learning:
             fb = self.feedback.get(h.name) if isinstance(self.feedback, dict) else self.feedback
             if fb is None:
@@ -199,7 +237,6 @@ class EpropCompiler:
                 raise NetworkError(f"hidden population '{h.name}': {fb.name} feedback sends the error back through "
                                    f"its projection to the readout, and it has none; use random feedback")
             plan.feedback[h.name] = fb
-        return plan
 
     # -- compiling ----------------------------------------------------------------------------
     def compile(self, network, *, inputs: str, hidden: str | list[str], readout: str, trainable, n_steps: int,
