@@ -115,6 +115,59 @@ def _check_number(what: str, value, positive: bool = False, below_one: bool = Fa
     return float(value)
 
 
+def _check_job(config, optimizer, engine, init_scale, compiler, inputs, hidden, readout, trainable):
+    """What the Trainer trains: an EpropConfig, or a Network with its compiler and the names
+    of its roles (and then neither an optimizer, another engine nor an init_scale); an engine
+    that exists."""
+    from ..network import Network
+
+    if isinstance(config, Network):
+        if compiler is None or any(v is None for v in (inputs, hidden, readout, trainable)):
+            raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) and the names inputs=, "
+                               "hidden=, readout= and trainable=")
+        if optimizer is not None:
+            raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
+                               "(EpropCompiler(optimiser=...)); leave optimizer out")
+        if engine not in (None, "compiler"):
+            raise NetworkError(f"Trainer: a Network is trained by the compiler, not engine={engine!r}")
+        if init_scale != 1.0:
+            raise NetworkError("Trainer: a Network starts from its own initial weights; init_scale applies to "
+                               "an EpropConfig only")
+    elif not isinstance(config, EpropConfig):
+        raise NetworkError(f"Trainer needs an EpropConfig or a Network, got {type(config).__name__}")
+    if engine is not None and engine not in ENGINES:
+        raise NetworkError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def _check_batching(batch_size, reduce, lr):
+    """A positive integer batch size, ``reduce`` of mean or sum, and a positive learning rate
+    (unless ``lr`` is a schedule, checked at every step)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if reduce not in ("mean", "sum"):
+        raise NetworkError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    if not callable(lr):
+        _check_number("lr (the learning rate)", lr, positive=True)
+
+
+def _check_run_options(seed, init_scale, threads, clamp):
+    """Checks ``seed``, ``init_scale`` and ``threads``; returns ``clamp`` as ``(low, high)``
+    floats (or None)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise NetworkError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_number("init_scale", init_scale, positive=True)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise NetworkError(f"threads must be a positive integer, got {threads!r}")
+    if clamp is not None:
+        if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
+            raise NetworkError(f"clamp must be (low, high), got {clamp!r}")
+        lo, hi = (_check_number(f"clamp's {k}", v) for k, v in zip(("low", "high"), clamp))
+        if lo >= hi:
+            raise NetworkError(f"clamp must be (low, high) with low < high, got {clamp!r}")
+        clamp = (lo, hi)
+    return clamp
+
+
 class Trainer:
     """Trains a network with e-prop: an :class:`EpropConfig`, or a
     :class:`~spikeforge.network.Network` with a ``compiler``
@@ -135,46 +188,15 @@ class Trainer:
                  trainable=None, engine: str | None = None):
         from ..network import Network
 
-        if isinstance(config, Network):
-            if compiler is None or any(v is None for v in (inputs, hidden, readout, trainable)):
-                raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) and the names inputs=, "
-                                   "hidden=, readout= and trainable=")
-            if optimizer is not None:
-                raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
-                                   "(EpropCompiler(optimiser=...)); leave optimizer out")
-            if engine not in (None, "compiler"):
-                raise NetworkError(f"Trainer: a Network is trained by the compiler, not engine={engine!r}")
-            if init_scale != 1.0:
-                raise NetworkError("Trainer: a Network starts from its own initial weights; init_scale applies to "
-                                   "an EpropConfig only")
-        elif not isinstance(config, EpropConfig):
-            raise NetworkError(f"Trainer needs an EpropConfig or a Network, got {type(config).__name__}")
-        if engine is not None and engine not in ENGINES:
-            raise NetworkError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise NetworkError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if reduce not in ("mean", "sum"):
-            raise NetworkError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-        if not callable(lr):
-            _check_number("lr (the learning rate)", lr, positive=True)
+        _check_job(config, optimizer, engine, init_scale, compiler, inputs, hidden, readout, trainable)
+        _check_batching(batch_size, reduce, lr)
         self.optimizer = optimizer or _adam_of(compiler)
         if not isinstance(self.optimizer, Adam):
             raise NetworkError(f"optimizer must be an Adam, got {type(self.optimizer).__name__}")
         _check_number("Adam's beta1", self.optimizer.beta1, below_one=True)
         _check_number("Adam's beta2", self.optimizer.beta2, below_one=True)
         _check_number("Adam's eps", self.optimizer.eps, positive=True)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise NetworkError(f"seed must be a non-negative integer, got {seed!r}")
-        _check_number("init_scale", init_scale, positive=True)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise NetworkError(f"threads must be a positive integer, got {threads!r}")
-        if clamp is not None:
-            if not isinstance(clamp, (tuple, list)) or len(clamp) != 2:
-                raise NetworkError(f"clamp must be (low, high), got {clamp!r}")
-            lo, hi = (_check_number(f"clamp's {k}", v) for k, v in zip(("low", "high"), clamp))
-            if lo >= hi:
-                raise NetworkError(f"clamp must be (low, high) with low < high, got {clamp!r}")
-            clamp = (lo, hi)
+        clamp = _check_run_options(seed, init_scale, threads, clamp)
         chosen = get_backend(backend)  # an unknown name: BackendUnavailableError listing the available ones
         from .distributed import check_same_job, communicator, pin_gpu
 
@@ -369,19 +391,7 @@ class Trainer:
         callback (return ``False`` to stop), and the checkpoint if ``checkpoint`` is set.
         ``resume=True`` continues from ``checkpoint`` if it exists.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise NetworkError(f"epochs must be a positive integer, got {epochs!r}")
-        train = self._dataset(train, "training data")
-        if validation is not None:
-            validation = self._dataset(validation, "validation data")
-        if checkpoint is not None and self.comm.rank == 0:
-            check_checkpoint_path(checkpoint)  # before any epoch is spent, not after the first
-        if resume and checkpoint is not None and Path(checkpoint).exists():
-            self.load_checkpoint(checkpoint)
-        if self.comm.size > 1:  # the same data and the same starting point on every rank
-            from .distributed import check_same_job
-
-            check_same_job(self.comm, self._fit_description(train, validation, epochs), "training data and state")
+        train, validation = self._prepare_fit(train, epochs, validation, checkpoint, resume)
         bar = None
         if progress and self.comm.rank == 0:
             from tqdm.auto import tqdm
@@ -392,27 +402,7 @@ class Trainer:
             while self.epoch < epochs:
                 epoch = self.epoch
                 t0 = time.perf_counter()
-                order = self.rng.permutation(len(train))
-                parts = []
-                for start in range(0, len(train), self.batch_size):
-                    idx = order[start: start + self.batch_size]
-                    _inject_fault(self.comm.rank, self.step)
-                    if self.comm.size == 1:
-                        samples = [train[int(i)] for i in idx]
-                        out, y, mask = self._run(train, samples)
-                        self._apply(len(samples), epoch)
-                        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                            parts.append(_metrics(self._io.classify, out, y, mask))
-                    else:
-                        reduced, metrics = self._distributed_batch(train, idx)
-                        self._apply(len(idx), epoch, reduced)
-                        parts.append(metrics)
-                    last = start + self.batch_size >= len(train)
-                    self._check_finite(epoch, parts[-1]["loss_sum"], weights=self._host_weights or last)
-                    if bar is not None:
-                        logs = _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
-                        bar.update(1)
+                parts = self._train_epoch(train, epoch, bar)
                 logs = {f"train_{k}": v for k, v in _summarise(self._io.classify, parts, self._io.n_hidden,
                                                                self._io.dt).items()}
                 seconds = time.perf_counter() - t0
@@ -434,6 +424,52 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self.history
+
+    def _prepare_fit(self, train, epochs, validation, checkpoint, resume) -> tuple:
+        """Before :meth:`_fit`'s first epoch: ``epochs`` checked, ``(train, validation)`` as
+        data sets (see :meth:`_dataset`), the checkpoint path checked for writing, a resumed
+        checkpoint loaded, and (with several ranks) the same job on every rank."""
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise NetworkError(f"epochs must be a positive integer, got {epochs!r}")
+        train = self._dataset(train, "training data")
+        if validation is not None:
+            validation = self._dataset(validation, "validation data")
+        if checkpoint is not None and self.comm.rank == 0:
+            check_checkpoint_path(checkpoint)  # before any epoch is spent, not after the first
+        if resume and checkpoint is not None and Path(checkpoint).exists():
+            self.load_checkpoint(checkpoint)
+        if self.comm.size > 1:  # the same data and the same starting point on every rank
+            from .distributed import check_same_job
+
+            check_same_job(self.comm, self._fit_description(train, validation, epochs), "training data and state")
+        return train, validation
+
+    def _train_epoch(self, train, epoch: int, bar) -> list[dict]:
+        """One epoch over ``train`` in a fresh random order: a minibatch and an optimiser step
+        at a time, each checked for divergence; the progress ``bar`` (or None) advanced. The
+        metrics of every minibatch."""
+        order = self.rng.permutation(len(train))
+        parts = []
+        for start in range(0, len(train), self.batch_size):
+            idx = order[start: start + self.batch_size]
+            _inject_fault(self.comm.rank, self.step)
+            if self.comm.size == 1:
+                samples = [train[int(i)] for i in idx]
+                out, y, mask = self._run(train, samples)
+                self._apply(len(samples), epoch)
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+                    parts.append(_metrics(self._io.classify, out, y, mask))
+            else:
+                reduced, metrics = self._distributed_batch(train, idx)
+                self._apply(len(idx), epoch, reduced)
+                parts.append(metrics)
+            last = start + self.batch_size >= len(train)
+            self._check_finite(epoch, parts[-1]["loss_sum"], weights=self._host_weights or last)
+            if bar is not None:
+                logs = _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+                bar.update(1)
+        return parts
 
     def _check_finite(self, epoch: int, loss: float, weights: bool):
         """Stop training that diverged: the loss of the batch just run, and (``weights``) every
