@@ -204,8 +204,10 @@ def run(args, res: Results) -> dict:
 
     cfg = shd_config(args)
     t0 = time.perf_counter()
+    # the single-layer kernel's engine: this script drives its per-weight gradient interface
+    # (apply_gradients / apply_reduced / device_gradient_sums) step by step
     trainer = Trainer(cfg, batch_size=G, **TRAINER_OPTIONS, backend=args.backend, threads=args.threads,
-                      comm=SingleProcess())
+                      comm=SingleProcess(), engine="kernel")
     out["build_seconds"] = time.perf_counter() - t0
     runtime = trainer.runtime
     out["from_cache"] = getattr(getattr(runtime, "build", None), "from_cache", None)
