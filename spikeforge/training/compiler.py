@@ -79,6 +79,17 @@ def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpe
     return ArraySpec(name, owner, var, "scalar", size, batched, "eprop", Constant(0), slots=slots, comment=comment)
 
 
+
+def _learning_step_start(K: int, n_h: int, what: str) -> list[Line]:
+    """The first lines of a kernel that learns from the readout error: the sizes, nothing to do
+    when only evaluating, and this instance's errors ``_err``."""
+    return [
+        Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
+        Line("(void)K; (void)N;"),
+        Line("if (!_eprop_learn[0]) return;", f"evaluation: no {what}"),
+        Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+    ]
+
 def _loop(index: str, count: int) -> dict:
     """A kernel's loop over elements (``info["loop"]``): the cpu templates write it as a
     ``for`` over ``index``, the CUDA ones give each element its own thread; ``info["body"]``
@@ -492,10 +503,7 @@ class EpropCompiler:
         hid, out = qo.pre, plan.readout
         K, n_h = out.size, hid.size
         code = [
-            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
-            Line("(void)K; (void)N;"),
-            Line("if (!_eprop_learn[0]) return;", "evaluation: no gradients"),
-            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            *_learning_step_start(K, n_h, "gradients"),
             Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
             Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
             Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
@@ -529,10 +537,7 @@ class EpropCompiler:
         out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
         K, n_h = out.size, hid.size
         code = [
-            Line(f"const uint32_t K = {K}u, N = {n_h}u;", "readout and hidden neurons"),
-            Line("(void)K; (void)N;"),
-            Line("if (!_eprop_learn[0]) return;", "evaluation: no learning signals"),
-            Line("const scalar* const _err = _eprop_err + (size_t)_b * K;"),
+            *_learning_step_start(K, n_h, "learning signals"),
             Line(f"scalar* const _L = _{hid.name}_eprop_L + (size_t)_b * N;"),
         ]
         # per hidden neuron _j; the sum over the readout in the order k = 0, 1, ... on every backend
