@@ -174,17 +174,21 @@ class InputReader(Reader):
             )
         return pop
 
+    def _entries(self, top, section: str, net: Network, keys, required: tuple):
+        """The checked entries of the ``section:`` mapping of ``top``, each a mapping with the
+        ``keys`` allowed (``required`` among them) and a ``population`` of ``net``: yields
+        ``(name, node, where, line, population)``."""
+        entries = self.get_mapping(top, section, "")
+        for name, node in entries.items():
+            where = f"{section}.{name}"
+            node = self.check_mapping(node, where, self.vline(entries, name), f"a mapping with {_listed(required)}")
+            self.check_keys(node, keys, where, required=required)
+            yield name, node, where, self.kline(entries, name), self.get_population(node, where, net)
+
     def load_current_sources(self, top, net: Network):
         """Add the ``current_sources:`` of ``top`` to ``net``."""
-        sources = self.get_mapping(top, "current_sources", "")
-        for name, node in sources.items():
-            where = f"current_sources.{name}"
-            line = self.kline(sources, name)
-            node = self.check_mapping(
-                node, where, self.vline(sources, name), "a mapping with population and model"
-            )
-            self.check_keys(node, CURRENT_SOURCE_KEYS, where, required=("population", "model"))
-            pop = self.get_population(node, where, net)
+        entries = self._entries(top, "current_sources", net, CURRENT_SOURCE_KEYS, ("population", "model"))
+        for name, node, where, line, pop in entries:
             model = self.resolve_model(
                 node["model"], "current_source", f"{where}.model", self.vline(node, "model")
             )
@@ -203,16 +207,8 @@ class InputReader(Reader):
 
     def load_poisson_inputs(self, top, net: Network):
         """Add the ``poisson_inputs:`` of ``top`` to ``net``."""
-        inputs = self.get_mapping(top, "poisson_inputs", "")
-        for name, node in inputs.items():
-            where = f"poisson_inputs.{name}"
-            line = self.kline(inputs, name)
-            node = self.check_mapping(
-                node, where, self.vline(inputs, name), "a mapping with population, target, n, rate and weight"
-            )
-            required = ("population", "target", "n", "rate", "weight")
-            self.check_keys(node, POISSON_INPUT_KEYS, where, required=required)
-            pop = self.get_population(node, where, net)
+        required = ("population", "target", "n", "rate", "weight")
+        for name, node, where, line, pop in self._entries(top, "poisson_inputs", net, POISSON_INPUT_KEYS, required):
             target = self.get_str(node, "target", where)
             node = copy_lines(node)  # values with units: rate in Hz, weight in the unit of the target
             node["rate"] = self.unit_value(node, "rate", where, "Hz")
@@ -247,3 +243,8 @@ class InputReader(Reader):
                 if key is None:
                     self.fail(f"{where}: {message}", line)
                 self.fail(f"{where}.{key}: {message}", self.vline(node, key))
+
+
+def _listed(names) -> str:
+    """``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
