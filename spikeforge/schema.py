@@ -23,6 +23,7 @@ from pathlib import Path
 from . import config
 from .models import builtins
 from .training import config as training_config
+from .training.objectives import READOUTS
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -185,6 +186,7 @@ def training_schema() -> dict:
         **training["properties"], "inputs": NAME, "readout": NAME,
         "hidden": {"anyOf": [NAME, {"type": "array", "items": NAME}]},
         "trainable": {"type": "array", "items": {"type": "string"}}, "loss": _enum(("xent", "mse")),
+        "readout_output": _enum(READOUTS),
         "optimiser": _mapping(net_keys["training.optimiser"], {"kind": _enum(training_config.OPTIMISERS),
                                                                "beta1": NUMBER, "beta2": NUMBER, "eps": NUMBER}),
         "feedback": {"anyOf": [_enum(training_config.FEEDBACK), _named(_enum(training_config.FEEDBACK))]},

@@ -7,7 +7,9 @@ with, for the hidden and input populations, a :class:`~spikeforge.codegen.genera
 (the state e-prop needs from the previous step) and, after the simulation kernels of each
 step, these kernels:
 
-1. ``eprop_error``: the loss object's code: readout error ``err_k`` and loss of this step;
+1. ``eprop_error``: the loss object's code: readout error ``err_k`` and loss of this step (for a
+   readout that aggregates over the window, :class:`~.objectives.ErrorTable`'s: ``err_k`` read
+   from a table the host computed after a forward pass, see :meth:`CompiledEprop.run_batch`);
 2. ``eprop_readout_gradient``: ``dW_out += err (1 - kappa) zbar``, ``db += err (1 - kappa) bbar``
    with ``zbar = kappa zbar + z_{t-1}``, ``bbar = kappa bbar + 1``;
 3. ``eprop_learning_signal``: per hidden population with trainable projections into it,
@@ -47,7 +49,7 @@ from ..models.expressions import symbol
 from ..models.synapse import DELIVER_NAME
 from ..models.variables import Constant
 from ..timed import TimedArray
-from .objectives import HYPER_SIZE, Adam, Optimiser, make_feedback, make_loss
+from .objectives import HYPER_SIZE, Adam, Loss, Optimiser, make_feedback, make_loss, make_readout
 
 
 @dataclass
@@ -114,8 +116,10 @@ class EpropCompiler:
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, feedback="symmetric",
                  surrogate: str = "triangular", gamma: float = 0.3, reg_rate: float = 0.0,
-                 reg_target_hz: float = 10.0):
+                 reg_target_hz: float = 10.0, readout="per_step"):
         self.loss = make_loss(loss)
+        # what the loss is of: y at every step of the window, or its sum, mean, max or last value
+        self.readout = make_readout(readout)
         self.optimiser = optimiser if optimiser is not None else Adam()
         if not isinstance(self.optimiser, Optimiser):
             raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
@@ -127,6 +131,12 @@ class EpropCompiler:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise NetworkError(f"{name} must be a finite non-negative number, got {v!r}")
         self.gamma, self.reg_rate, self.reg_target_hz = float(gamma), float(reg_rate), float(reg_target_hz)
+
+    @property
+    def kernel_loss(self) -> Loss:
+        """The loss object whose code the error kernel runs: the loss itself for a per-step
+        readout, the error table for one that aggregates over the window."""
+        return self.readout.kernel_loss(self.loss)
 
     # -- resolving names --------------------------------------------------------------------
     def _plan(self, network, inputs, hidden, readout, trainable, n_steps) -> _Plan:
@@ -434,7 +444,7 @@ class EpropCompiler:
             ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False, "eprop_data",
                       comment="the optimiser's hyperparameters for its next step"),
             _zero("eprop_bbar", out.name, "_eprop_bbar", 1, comment="filtered constant input of the bias"),
-            *self.loss.arrays(K, T),
+            *self.kernel_loss.arrays(K, T),
         ]
         for q in plan.readout_projections:
             arrays.append(_zero(f"{q.name}_eprop_zbar", q.name, "_eprop_zbar", q.pre.size,
@@ -480,7 +490,7 @@ class EpropCompiler:
         return {t: g.name for t, g in grads.items()}
 
     def _error_kernel(self, plan, kappa) -> KernelSpec:
-        out, K = plan.readout, plan.readout.size
+        out, K, loss = plan.readout, plan.readout.size, self.kernel_loss
         code = [
             Line(f"const uint32_t K = {K}u;", "readout neurons"),
             Line(f"if (_step >= {plan.n_steps}u) return;", "past the trial"),
@@ -490,12 +500,12 @@ class EpropCompiler:
             Line("scalar _loss = _eprop_loss[_b];"),
             Line("for (uint32_t _k = 0; _k < K; _k++) _eprop_y[((size_t)_step * _B + _b) * K + _k] = _y[_k];",
                  "kept for the caller"),
-            Line("{"), *self.loss.code(), Line("}"),
+            Line("{"), *loss.code(), Line("}"),
             Line("_eprop_loss[_b] = _loss;"),
         ]
-        reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in self.loss.arrays(K, plan.n_steps))]
+        reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in loss.arrays(K, plan.n_steps))]
         return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
-                          f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
+                          f"e-prop: readout error and loss ({loss.name}) of '{out.name}'", [], [], code,
                           {"work": K, "loop": None, "body": [], "once": [], "reads": reads,
                            "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
 
@@ -645,6 +655,8 @@ class CompiledEprop:
         from ..runtime.simulation import Simulation
 
         self.compiler, self.network, self.spec, self.plan = compiler, network, spec, plan
+        # as compiled: the readout and the loss object whose code the error kernel runs
+        self.readout, self.kernel_loss = compiler.readout, compiler.kernel_loss
         self.batch_size = int(network.batch_size)
         self.simulation = Simulation(network, backend=backend, threads=threads, spec=spec, on_nonfinite="ignore",
                                      progress=False, **backend_options)
@@ -678,8 +690,15 @@ class CompiledEprop:
         """One trial per batch instance: ``x`` (steps, batch, inputs) drives the input
         population (step t's values reach the hidden layer at t + 1). Returns the readout
         values ``y`` (steps, batch, readout), the losses, the spike counts of the hidden
-        populations (batch, their neurons side by side in the order of ``hidden``) and, when
-        learning, the per-instance gradients by trainable array (leading axis: batch)."""
+        populations (batch, their neurons side by side in the order of ``hidden``), each
+        trial's ``output`` (batch, readout: see :class:`~.objectives.Readout`) and, when
+        learning, the per-instance gradients by trainable array (leading axis: batch).
+
+        With a readout that aggregates over the window, ``dLoss/dy_t`` is known only once the
+        trial is over: the trial runs forward first (no traces), the host computes the output,
+        the loss and ``err_t`` of every step, and, when learning, the trial runs again with
+        them (the same inputs, initial state and random numbers: the same trajectory, checked
+        bit for bit)."""
         p, T, B = self.plan, self.plan.n_steps, self.batch_size
         x = np.asarray(x, dtype=float)
         if x.shape != (T, B, p.inputs.size):
@@ -689,6 +708,23 @@ class CompiledEprop:
             raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(mask))):
             raise NetworkError("inputs and mask must be finite")
+        readout, K = self.readout, p.readout.size
+        if not readout.aggregated:
+            out = self._trial(x, mask, learn, labels, targets)
+            out["output"] = readout.output(out["y"], mask)
+            return out
+        forward = self._trial(x, mask, False, None, np.zeros((T, B, K)))
+        loss, err, output = readout.loss_and_error(self.compiler.loss, forward["y"], mask, labels, targets)
+        out = self._trial(x, mask, True, None, err) if learn else forward
+        if learn and out["y"].tobytes() != forward["y"].tobytes():
+            raise RuntimeError(f"readout '{p.readout.name}': the learning pass's readout differs from the forward "
+                               "pass's (the trial must run the same twice: no state may survive a reset)")
+        out.update(loss=loss.astype(out["y"].dtype), output=output)
+        return out
+
+    def _trial(self, x, mask, learn: bool, labels, targets) -> dict:
+        """Run one trial from the initial state; the kernel loss is fed ``labels`` and ``targets``."""
+        p, T, B = self.plan, self.plan.n_steps, self.batch_size
         kept = self._trainable_values()  # the reset reloads the network's initial values
         sim = self.simulation
         sim.reset()
@@ -697,7 +733,7 @@ class CompiledEprop:
         sim.set_timed_input(p.inputs.name, "x", (x, self.network.dt))
         self.backend.push("eprop_mask", mask)
         self.backend.push("eprop_learn", np.array([int(bool(learn))], dtype=np.uint32))
-        self.compiler.loss.feed(self.backend, B, p.readout.size, T, labels, targets)
+        self.kernel_loss.feed(self.backend, B, p.readout.size, T, labels, targets)
         sim.run(steps=T)
         counts = [self.backend.pull(f"{h.name}_eprop_count") for h in p.hidden]
         out = {"y": self.backend.pull("eprop_y"), "loss": self.backend.pull("eprop_loss").reshape(B),

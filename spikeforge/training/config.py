@@ -72,8 +72,8 @@ JOB_KEYS = {
 #: A job whose ``network:`` is an ordinary network description (docs/yaml.md): the keys of its
 #: ``training:`` section, which also names the roles of the network's populations and projections.
 NETWORK_JOB_KEYS = {
-    "training": ("inputs", "hidden", "readout", "trainable", "loss", "optimiser", "feedback", "surrogate", "gamma",
-                 "regularisation", *(k for k in JOB_KEYS["training"] if k != "init_scale")),
+    "training": ("inputs", "hidden", "readout", "trainable", "loss", "readout_output", "optimiser", "feedback",
+                 "surrogate", "gamma", "regularisation", *(k for k in JOB_KEYS["training"] if k != "init_scale")),
     "training.optimiser": ("kind", "beta1", "beta2", "eps"),
     "training.regularisation": ("rate", "target_hz"),
 }
@@ -332,7 +332,7 @@ class _TrainLoader(Reader):
     def roles(self, net: Network, node: LineDict, train, loss: str) -> dict:
         """The trainer's options that name the network's roles and build its compiler."""
         from .compiler import EpropCompiler
-        from .objectives import SGD, Adam, RandomFeedback, SymmetricFeedback
+        from .objectives import READOUTS, SGD, Adam, RandomFeedback, SymmetricFeedback
 
         keys = NETWORK_JOB_KEYS
         self.check_keys(node, keys["training"], "training", required=("inputs", "hidden", "readout", "trainable"))
@@ -342,6 +342,10 @@ class _TrainLoader(Reader):
             self.fail(f"training.loss: expected xent or mse, got '{given}'", self.vline(node, "loss"))
         if given != loss:
             self.fail(f"training.loss: the data is a {train.task} task, whose loss is {loss}", self.vline(node, "loss"))
+        output = self.get_str(node, "readout_output", "training", "per_step")
+        if output not in READOUTS:
+            self.fail(f"training.readout_output: expected {', '.join(READOUTS)}, got '{output}'",
+                      self.vline(node, "readout_output"))
         opt = self.get_mapping(node, "optimiser", "training")
         self.check_keys(opt, keys["training.optimiser"], "training.optimiser")
         kind = self.get_str(opt, "kind", "training.optimiser", "adam")
@@ -367,7 +371,7 @@ class _TrainLoader(Reader):
                 eps=self.get_number(opt, "eps", "training.optimiser", 1e-8, positive=True))
         with self.building(self.kline(node, "inputs")):
             compiler = EpropCompiler(
-                loss=loss, optimiser=optimiser,
+                loss=loss, optimiser=optimiser, readout=output,
                 feedback=({k: make_feedback(v) for k, v in feedback.items()} if isinstance(feedback, dict)
                           else make_feedback(feedback)),
                 surrogate=self.get_str(node, "surrogate", "training", "triangular"),

@@ -129,7 +129,7 @@ def describe_network_job(network, compiler, inputs, hidden, readout, trainable) 
                 "params": {k: _values(v) for k, v in sorted({**q.wu_params, **q.ps_params}.items())}}
 
     feedback = compiler.feedback
-    return {
+    described = {
         "dt": float(network.dt), "precision": network.precision, "seed": int(network.seed),
         "populations": {name: pop(p) for name, p in network.populations.items()},
         "projections": {name: proj(q) for name, q in network.projections.items()},
@@ -140,3 +140,7 @@ def describe_network_job(network, compiler, inputs, hidden, readout, trainable) 
                      "surrogate": str(compiler.surrogate), "gamma": compiler.gamma, "reg_rate": compiler.reg_rate,
                      "reg_target_hz": compiler.reg_target_hz},
     }
+    readout_kind = getattr(compiler, "readout", None)
+    if readout_kind is not None and readout_kind.aggregated:  # per step: as before readouts were named
+        described["compiler"]["readout"] = readout_kind.name
+    return described

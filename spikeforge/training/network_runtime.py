@@ -265,7 +265,8 @@ class CompiledRuntime:
                 targets = np.concatenate([targets, np.zeros((T, pad, *targets.shape[2:]))], axis=1)
         out = c.run_batch(x, mask, labels=labels, targets=targets, learn=learn)
         self._n = n
-        result = {"y": out["y"][:, :n], "loss": out["loss"][:n], "hidden_spikes": out["hidden_spikes"][:n]}
+        result = {"y": out["y"][:, :n], "loss": out["loss"][:n], "hidden_spikes": out["hidden_spikes"][:n],
+                  "output": out["output"][:n]}
         if learn and grads:
             result["grads"] = {name: np.stack([wt.from_compiled(g) for g in out["grads"][wt.array][:n]])
                                for name, wt in self.names.items() if not wt.fixed}

@@ -1,4 +1,4 @@
-"""The pieces of an e-prop training job that are objects: losses, feedback and optimisers.
+"""The pieces of an e-prop training job that are objects: losses, readouts, feedback and optimisers.
 
 Each adds its own arrays to the network's spec and its own lines of generated code; the
 templates never branch on which one it is. Code is C text over the locals the kernels
@@ -45,6 +45,16 @@ class Loss:
         """Write one minibatch's targets into the arrays."""
         raise NotImplementedError
 
+    def check(self, batch_size: int, n_out: int, n_steps: int, labels, targets) -> np.ndarray:
+        """One minibatch's labels or targets, checked (what :meth:`feed` writes)."""
+        raise NotImplementedError
+
+    def of_output(self, output: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """On the host, for a readout that aggregates over the window: the loss of each
+        instance (batch,) and its derivative by the aggregated ``output`` (batch, readout),
+        against ``truth`` (the labels, or the targets aggregated as the output is)."""
+        raise NotImplementedError
+
 
 class SoftmaxCrossEntropy(Loss):
     """Per-step softmax cross-entropy against one label per instance, weighted by the mask
@@ -72,12 +82,27 @@ class SoftmaxCrossEntropy(Loss):
         return [Line("", "softmax cross-entropy: p = softmax(y), loss -= mask log p[label], "
                          "err = mask (p - onehot(label))")] + [Line(x) for x in c]
 
-    def feed(self, backend, batch_size, n_out, n_steps, labels, targets):
+    def check(self, batch_size, n_out, n_steps, labels, targets):
         labels = np.asarray(labels)
         if labels.shape != (batch_size,) or not np.issubdtype(labels.dtype, np.integer) \
                 or labels.min() < 0 or labels.max() >= n_out:
             raise NetworkError(f"labels must be {batch_size} integers in [0, {n_out})")
+        return labels
+
+    def feed(self, backend, batch_size, n_out, n_steps, labels, targets):
+        labels = self.check(batch_size, n_out, n_steps, labels, targets)
         backend.push("eprop_labels", labels.astype(np.int32).reshape(batch_size, 1))
+
+    def of_output(self, output, truth):
+        """``loss = -log softmax(output)[label]``, ``d/doutput = softmax(output) - onehot(label)``."""
+        shifted = output - output.max(axis=1, keepdims=True)
+        p = np.exp(shifted)
+        p /= p.sum(axis=1, keepdims=True)
+        rows = np.arange(output.shape[0])
+        loss = -np.log(np.maximum(p[rows, truth], 1e-30))
+        grad = p.copy()
+        grad[rows, truth] -= 1.0
+        return loss, grad
 
 
 class MeanSquaredError(Loss):
@@ -99,13 +124,21 @@ class MeanSquaredError(Loss):
                 Line("    _err[_k] = _mask * _d;"),
                 Line("}")]
 
-    def feed(self, backend, batch_size, n_out, n_steps, labels, targets):
+    def check(self, batch_size, n_out, n_steps, labels, targets):
         targets = np.asarray(targets, dtype=float)
         if targets.shape != (n_steps, batch_size, n_out):
             raise NetworkError(f"targets must have shape {(n_steps, batch_size, n_out)}, got {targets.shape}")
         if not np.all(np.isfinite(targets)):
             raise NetworkError("targets must be finite")
-        backend.push("eprop_targets", targets)
+        return targets
+
+    def feed(self, backend, batch_size, n_out, n_steps, labels, targets):
+        backend.push("eprop_targets", self.check(batch_size, n_out, n_steps, labels, targets))
+
+    def of_output(self, output, truth):
+        """``loss = |output - target|^2 / 2``, ``d/doutput = output - target``."""
+        d = output - truth
+        return 0.5 * np.sum(d * d, axis=1), d
 
 
 LOSSES = {"xent": SoftmaxCrossEntropy, "softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MeanSquaredError}
@@ -117,6 +150,176 @@ def make_loss(loss) -> Loss:
     if loss not in LOSSES:
         raise NetworkError(f"loss must be one of {', '.join(LOSSES)} or a Loss, got {loss!r}")
     return LOSSES[loss]()
+
+
+class ErrorTable(Loss):
+    """The readout error of every step read from a table the host wrote before the trial
+    (``[step][batch][readout]``): how a readout that aggregates over the window learns. The
+    host runs the trial forward first, computes the aggregated output, its loss and
+    ``err_t = dLoss/dy_t`` (:meth:`Readout.loss_and_error`), writes them here and runs the
+    trial again, learning; the kernel adds nothing to the loss (the host has it)."""
+
+    name = "error_table"
+
+    def arrays(self, n_out, n_steps):
+        return [ArraySpec("eprop_err_table", "eprop", "err_table", "scalar", n_out, True, "eprop_data",
+                          slots=n_steps, comment="dLoss/dy of each step, batch instance and readout neuron")]
+
+    def code(self):
+        return [Line("", "readout error from the table the host wrote: err = dLoss/dy_t"),
+                Line("const scalar* const _table = _eprop_err_table + ((size_t)_step * _B + _b) * K;"),
+                Line("for (uint32_t _k = 0; _k < K; _k++) _err[_k] = _table[_k];"),
+                Line("(void)_mask;")]
+
+    def feed(self, backend, batch_size, n_out, n_steps, labels, targets):
+        """``targets``: the table, (steps, batch, readout)."""
+        backend.push("eprop_err_table", np.asarray(targets, dtype=float).reshape(n_steps, batch_size, n_out))
+
+
+# -- readouts --------------------------------------------------------------------------------
+
+class Readout:
+    """What the loss is of: the readout ``y_t`` at every step of the window (:class:`PerStep`),
+    or one output per trial and readout neuron aggregated over the window (the steps with a
+    mask above 0). ``kernel_loss(loss)`` is the loss object whose code the error kernel runs;
+    ``output(y, mask)`` the output of each trial (batch, readout) from the readout values
+    (steps, batch, readout); ``loss_and_error`` the host's side of an aggregated readout."""
+
+    name = "readout"
+    aggregated = True
+
+    def kernel_loss(self, loss: Loss) -> Loss:
+        return ErrorTable()
+
+    def output(self, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def spread(self, grad: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``err_t = dLoss/dy_t`` (steps, batch, readout) from ``grad = dLoss/doutput`` (batch, readout)."""
+        raise NotImplementedError
+
+    def window(self, mask: np.ndarray) -> np.ndarray:
+        """The steps of the window; at least one."""
+        steps = np.flatnonzero(np.asarray(mask) > 0)
+        if steps.size == 0:
+            raise NetworkError(f"readout '{self.name}': the mask selects no step (the window is empty)")
+        return steps
+
+    def loss_and_error(self, loss: Loss, y, mask, labels, targets) -> tuple:
+        """``(loss of each instance, err (steps, batch, readout), output (batch, readout))`` of
+        the readout values ``y`` (steps, batch, readout) against the labels or targets (the
+        targets aggregated as ``y`` is)."""
+        y = np.asarray(y, dtype=np.float64)
+        T, B, K = y.shape
+        truth = loss.check(B, K, T, labels, targets)
+        if truth.ndim == 3:  # targets per step: aggregated as y is (max: each target's own maximum)
+            truth = self.output(truth, mask)
+        out = self.output(y, mask)
+        value, grad = loss.of_output(out, truth)
+        return value, self.spread(grad, y, mask), out
+
+    def loss_scale(self, mask) -> float:
+        """What divides a trial's loss when it is reported: 1 (one loss per trial)."""
+        return 1.0
+
+
+class PerStep(Readout):
+    """The loss of ``y_t`` at every step of the window, weighted by the mask, summed over the
+    steps; the error of each step is computed as the trial runs (by the loss's own code).
+    A trial's output (what a prediction takes) is the mean of ``y`` over the window."""
+
+    name = "per_step"
+    aggregated = False
+
+    def kernel_loss(self, loss):
+        return loss
+
+    def output(self, y, mask):
+        window = np.asarray(mask) > 0
+        if not window.any():
+            return np.zeros(y.shape[1:])
+        return y[window].mean(axis=0)
+
+    def loss_scale(self, mask):
+        """The steps of the window: the reported loss is a mean per step."""
+        return max(float(np.asarray(mask, dtype=np.float64).sum()), 1e-300)
+
+
+class SumReadout(Readout):
+    """``Y = sum_t mask_t y_t``; ``err_t = mask_t dLoss/dY``."""
+
+    name = "sum"
+
+    def window(self, mask):
+        return np.flatnonzero(np.asarray(mask) > 0)  # an empty window sums to 0
+
+    def output(self, y, mask):
+        return np.tensordot(np.asarray(mask, dtype=np.float64), y, axes=(0, 0))
+
+    def spread(self, grad, y, mask):
+        return np.asarray(mask, dtype=np.float64)[:, None, None] * grad[None]
+
+
+class MeanReadout(Readout):
+    """``Y = sum_t mask_t y_t / sum_t mask_t`` (the mean over the window for a 0/1 mask);
+    ``err_t = mask_t dLoss/dY / sum_t mask_t``."""
+
+    name = "mean"
+
+    def _weights(self, mask):
+        self.window(mask)
+        m = np.asarray(mask, dtype=np.float64)
+        return m / m.sum()
+
+    def output(self, y, mask):
+        return np.tensordot(self._weights(mask), y, axes=(0, 0))
+
+    def spread(self, grad, y, mask):
+        return self._weights(mask)[:, None, None] * grad[None]
+
+
+class MaxReadout(Readout):
+    """``Y_k = max_t y_tk`` over the window, per instance and readout neuron; the error reaches
+    the step of the maximum only (the first such step on a tie)."""
+
+    name = "max"
+
+    def _argmax(self, y, mask):
+        steps = self.window(mask)
+        return steps[np.argmax(y[steps], axis=0)]  # (batch, readout): the step of each maximum
+
+    def output(self, y, mask):
+        return np.take_along_axis(y, self._argmax(y, mask)[None], axis=0)[0]
+
+    def spread(self, grad, y, mask):
+        err = np.zeros(y.shape)
+        np.put_along_axis(err, self._argmax(y, mask)[None], grad[None], axis=0)
+        return err
+
+
+class LastReadout(Readout):
+    """``Y = y_t`` at the last step of the window; the error reaches that step only."""
+
+    name = "last"
+
+    def output(self, y, mask):
+        return y[self.window(mask)[-1]]
+
+    def spread(self, grad, y, mask):
+        err = np.zeros(y.shape)
+        err[self.window(mask)[-1]] = grad
+        return err
+
+
+READOUTS = {r.name: r for r in (PerStep, SumReadout, MeanReadout, MaxReadout, LastReadout)}
+
+
+def make_readout(readout) -> Readout:
+    if isinstance(readout, Readout):
+        return readout
+    if not isinstance(readout, str) or readout not in READOUTS:
+        raise NetworkError(f"readout must be one of {', '.join(READOUTS)} or a Readout, got {readout!r}")
+    return READOUTS[readout]()
 
 
 # -- feedback ------------------------------------------------------------------------------

@@ -69,21 +69,31 @@ class Adam:
     eps: float = 1e-8
 
 
-def _metrics(classify: bool, out: dict, y_true, mask: np.ndarray) -> dict:
+def _metrics(classify: bool, out: dict, y_true, mask: np.ndarray, readout=None) -> dict:
     """Loss, accuracy (classification) or squared error (regression) of one batch.
 
-    The kernel sums each trial's loss over the steps of the readout window (weighted by the
-    mask); the reported loss is its mean per step, so cross-entropy at chance is ln C for C
-    classes and the mse loss is half the squared error of one step, summed over the outputs.
-    ``loss_sum`` is the sum of these per-trial means over the batch."""
+    With the per-step readout (``readout`` None or :class:`~.objectives.PerStep`) the kernel
+    sums each trial's loss over the steps of the readout window (weighted by the mask); the
+    reported loss is its mean per step, so cross-entropy at chance is ln C for C classes and
+    the mse loss is half the squared error of one step, summed over the outputs; a trial's
+    class is the argmax of its mean readout over the window. A readout that aggregates over
+    the window has one loss per trial (reported as it is), its output gives the class, and
+    the squared error is its output's against the targets aggregated alike. ``loss_sum`` is
+    the sum of the per-trial losses over the batch."""
+    from .objectives import PerStep
+
+    readout = readout or PerStep()
     B = out["y"].shape[1]
-    window_steps = float(np.asarray(mask, dtype=np.float64).sum())
-    res = {"loss_sum": float(out["loss"].sum(dtype=np.float64)) / max(window_steps, 1e-300), "n": B,
+    res = {"loss_sum": float(out["loss"].sum(dtype=np.float64)) / readout.loss_scale(mask), "n": B,
            "spikes": float(out["hidden_spikes"].sum()), "steps": out["y"].shape[0]}
     window = mask > 0
     if classify:
-        pred = out["y"][window].mean(axis=0).argmax(axis=1) if window.any() else np.zeros(B, dtype=int)
+        pred = readout.output(out["y"], mask).argmax(axis=1)
         res["correct"] = int((pred == np.asarray(y_true)).sum())
+    elif readout.aggregated:
+        err = (readout.output(out["y"], mask) - readout.output(np.asarray(y_true, dtype=np.float64), mask)) ** 2
+        res["sq_err"] = float(err.sum())
+        res["sq_n"] = int(err.size)
     else:
         err = (out["y"][window] - np.asarray(y_true)[window]) ** 2
         res["sq_err"] = float(err.sum())
@@ -269,18 +279,21 @@ class Trainer:
         """What data fits the job: inputs, outputs, dt, task, hidden neurons, clamped weights."""
         from types import SimpleNamespace
 
+        from .objectives import PerStep
+
         if self.network is None:
             cfg = self.config
             return SimpleNamespace(n_inputs=cfg.n_inputs, n_outputs=cfg.n_outputs, dt=cfg.dt,
                                    classify=cfg.loss == "xent", n_hidden=cfg.n_hidden, loss=cfg.loss,
-                                   clamped=("w_in", "w_rec"), names=WEIGHTS)
+                                   clamped=("w_in", "w_rec"), names=WEIGHTS, readout=PerStep())
         plan = self.runtime.plan
         names = list(self.runtime.names)
         clamped = tuple(f"{q.name}_w" for q in plan.hidden_projections)
         classify = plan_loss_classifies(self.runtime.job.compiler)
         return SimpleNamespace(n_inputs=plan.inputs.size, n_outputs=plan.readout.size, dt=plan.dt,
                                classify=classify, n_hidden=sum(h.size for h in plan.hidden),
-                               loss=self.runtime.job.compiler.loss.name, clamped=clamped, names=tuple(names))
+                               loss=self.runtime.job.compiler.loss.name, clamped=clamped, names=tuple(names),
+                               readout=self.runtime.job.compiler.readout)
 
     # -- weights ---------------------------------------------------------------------------
     @property
@@ -458,7 +471,7 @@ class Trainer:
                 out, y, mask = self._run(train, samples)
                 self._apply(len(samples), epoch)
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                    parts.append(_metrics(self._io.classify, out, y, mask))
+                    parts.append(_metrics(self._io.classify, out, y, mask, self._io.readout))
             else:
                 reduced, metrics = self._distributed_batch(train, idx)
                 self._apply(len(idx), epoch, reduced)
@@ -506,23 +519,25 @@ class Trainer:
                 parts.append(self._distributed_batch(data, idx, gradients=False)[1])
                 continue
             out, y, mask = self._run(data, [data[int(i)] for i in idx], learn=False)
-            parts.append(_metrics(self._io.classify, out, y, mask))
+            parts.append(_metrics(self._io.classify, out, y, mask, self._io.readout))
         return _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
 
     def predict(self, data, batch_size: int | None = None) -> np.ndarray:
-        """Classes (classification: argmax of the mean readout over the window) or the readout
-        traces (regression: (steps, samples, outputs))."""
+        """Classes (classification: argmax of each trial's output: the mean readout over the
+        window, or the aggregate of a readout that aggregates) or, for regression, the readout
+        traces ((steps, samples, outputs)) or the aggregated outputs ((samples, outputs))."""
         data = self._dataset(data, "prediction data")
         outs = []
         bs = batch_size or self.batch_size
         for start in range(0, len(data), bs):
             samples = [data[i] for i in range(start, min(start + bs, len(data)))]
             out, _, mask = self._run(data, samples, learn=False)
+            readout = self._io.readout
             if self._io.classify:
-                outs.append(out["y"][mask > 0].mean(axis=0).argmax(axis=1))
+                outs.append(readout.output(out["y"], mask).argmax(axis=1))
             else:
-                outs.append(out["y"])
-        return np.concatenate(outs, axis=0 if self._io.classify else 1)
+                outs.append(readout.output(out["y"], mask) if readout.aggregated else out["y"])
+        return np.concatenate(outs, axis=0 if self._io.classify or self._io.readout.aggregated else 1)
 
     _METRIC_KEYS = ("loss_sum", "n", "spikes", "correct", "sq_err", "sq_n")
 
@@ -540,7 +555,7 @@ class Trainer:
         steps = data.n_steps
         if local.size:
             out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
-            metrics.update(_metrics(self._io.classify, out, y, mask))
+            metrics.update(_metrics(self._io.classify, out, y, mask, self._io.readout))
             steps = metrics.pop("steps")
         device = gradients and self._device_reduce is not None
         grads = {}
