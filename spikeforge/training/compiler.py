@@ -15,7 +15,7 @@ step, these kernels:
 3. ``eprop_learning_signal``: per hidden population with trainable projections into it,
    ``L_j = sum_k B_jk err_k`` (its feedback object's ``B``), plus the firing-rate regularisation;
 4. ``eprop_eligibility_<projection>``: per trainable projection into the hidden layer, the
-   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1-d}`` (``d`` the projection's delay; from
+   eligibility vector ``eps_t = D(h_{t-1}) eps_{t-1} + c s_{t-1-d}`` (``d`` the synapse's delay; from
    :func:`codegen.eprop.derive` for the hidden model), ``e_t = psi_t dg/dh . eps_t`` and
    ``dW += L_t (1 - kappa) ebar_{t-1}``, ``ebar = kappa ebar + e``;
 
@@ -24,7 +24,8 @@ over its per-instance gradients. Timing is the simulation's: a spike at step t r
 targets at t+1.
 
 The preview supports: hidden populations of any spiking models with dense or sparse (stored)
-trainable projections into them, with or without a delay, from a ``value_input`` population
+trainable projections into them, with or without a delay (one for the projection, or one per
+synapse: then every eligibility component is kept per synapse), from a ``value_input`` population
 and from hidden populations; a ``leaky_readout`` readout fed by dense projections from hidden
 populations; a learning signal per hidden population through its own feedback; every backend
 of the registry (cpu, cuda, cuda-emu: the CUDA kernels give each hidden neuron, synapse and
@@ -225,9 +226,10 @@ class EpropCompiler:
             if q.pre is inp:
                 raise NetworkError(f"trainable projection '{q.name}': the readout learns from hidden populations "
                                    f"({hidden_names}), not from the input '{inp.name}'")
-            if q.connectivity.kind != "dense" or q.delay_steps:
+            if q.connectivity.kind != "dense" or q.delay_steps or q.synapse_delay_steps is not None:
                 raise NetworkError(f"trainable projection '{q.name}': the projection to the readout must be dense "
-                                   "and without delay in the training compiler (preview)")
+                                   "and without delay (delay: 0, not per synapse) in the training compiler "
+                                   "(preview)")
             if sum(r.pre is q.pre for r in into_readout) > 1:
                 raise NetworkError(f"trainable: two projections from '{q.pre.name}' to the readout '{out.name}'")
         return into_readout
@@ -346,6 +348,10 @@ class EpropCompiler:
         if ds.has(symbol("w")) or set(ds.free_symbols) - set(pre):
             raise NetworkError(f"trainable projection '{q.name}': its input must be linear in 'w' and read only "
                                f"presynaptic variables, got d(post_input)/dw = {ds}")
+        if any(q.pathway_delay_steps.values()):
+            raise NetworkError(f"trainable projection '{q.name}': delay: one delay per named pathway "
+                               f"({', '.join(q.pathway_delay_steps)}); the training compiler takes one delay for the "
+                               "projection or one per synapse")
         if q.delay_steps and pre:
             raise NetworkError(f"trainable projection '{q.name}' has a delay, but its input reads presynaptic "
                                f"variables ({', '.join(sorted(str(x) for x in pre))}) when the spike is delivered, "
@@ -353,11 +359,18 @@ class EpropCompiler:
         return ds.xreplace(pre)
 
     @staticmethod
+    def longest_delay(q) -> int:
+        """The longest delay in steps of a synapse of ``q``: its projection-wide delay, plus
+        the largest its per-synapse delays may be (the dendritic buffer's slots - 1)."""
+        per_synapse = q.dendritic_slots - 1 if q.synapse_delay_steps is not None else 0
+        return q.delay_steps + per_synapse
+
+    @staticmethod
     def signal_slots(plan, population: str) -> int:
         """Steps of presynaptic signal kept for ``population``: its trainable projections'
         longest delay + 2 (at step t, s_t is written before s_{t-1-delay} is read)."""
         projections = [*plan.hidden_projections, *plan.readout_projections]
-        delays = [q.delay_steps for q in projections if q.pre.name == population]
+        delays = [EpropCompiler.longest_delay(q) for q in projections if q.pre.name == population]
         return max(delays) + 2
 
     @staticmethod
@@ -583,9 +596,14 @@ class EpropCompiler:
         D = [[w.expr(sympy.sympify(deriv.D[a, b]).xreplace(prev)) for b in range(n)] for a in range(n)]
         c = [w.expr(sympy.sympify(deriv.c[a]).xreplace(prev)) for a in range(n)]
         dg = [w.expr(deriv.dz_dh[a]) for a in range(n)]
+        # per-synapse delays: each synapse reads its own s_t-1-d, so no component is shared by
+        # the synapses of a presynaptic neuron; every one is kept per synapse (same arithmetic)
+        per_synapse_delays = q.synapse_delay_steps is not None
+        per_pre = [] if per_synapse_delays else list(deriv.per_presynaptic)
+        per_syn = list(states) if per_synapse_delays else list(deriv.per_synapse)
 
         def ref(s, old):  # an eligibility component: this step's or the previous step's value
-            if s in deriv.per_synapse:
+            if s in per_syn:
                 return f"_old_{s}" if old else f"_eps_{s}[_k]"
             return f"_oldp_{s}[_i]" if old else f"_eps_{s}[_i]"
 
@@ -598,18 +616,18 @@ class EpropCompiler:
         trace = "_psi_j * (" + " + ".join(f"({dg[a]}) * {ref(s, False)}" for a, s in enumerate(states)) + ")"
         used = set()
         for a in range(n):
-            if states[a] in deriv.per_synapse:
+            if states[a] in per_syn:
                 used |= {x.name for e in [deriv.c[a], *(deriv.D[a, b] for b in range(n))] for x in e.free_symbols}
             used |= {x.name for x in deriv.dz_dh[a].free_symbols}
         post_params = [(p, param_array_name(hid.name, "neuron", p)) for p in per_neuron if p in used]
         pre_arrays = {s: f"{q.name}_eprop_eps_{s}" for s in states}
         new = []
-        for s in deriv.per_presynaptic:
+        for s in per_pre:
             new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.pre.size,
                              comment=f"eligibility component of {s}, per presynaptic neuron"))
             new.append(_zero(f"{q.name}_eprop_eps_old_{s}", q.name, f"_eprop_eps_old_{s}", q.pre.size,
                              comment=f"eligibility component of {s} at the previous step"))
-        for s in deriv.per_synapse:
+        for s in per_syn:
             new.append(_zero(pre_arrays[s], q.name, f"_eprop_eps_{s}", q.n_synapses,
                              comment=f"eligibility component of {s}, per synapse"))
         new.append(_zero(f"{q.name}_eprop_ebar", q.name, "_eprop_ebar", q.n_synapses,
@@ -617,7 +635,7 @@ class EpropCompiler:
         spec.arrays += new
         arrays = {
             "s_hist": f"{q.pre.name}_eprop_s_hist", "grad": f"{q.name}_eprop_grad", "ebar": f"{q.name}_eprop_ebar",
-            "eps": pre_arrays, "eps_old": {s: f"{q.name}_eprop_eps_old_{s}" for s in deriv.per_presynaptic},
+            "eps": pre_arrays, "eps_old": {s: f"{q.name}_eprop_eps_old_{s}" for s in per_pre},
             "psi": f"{hid.name}_eprop_psi", "psi_prev": f"{hid.name}_eprop_psi_prev",
             "z_prev": f"{hid.name}_eprop_z_prev", "L": f"{hid.name}_eprop_L",
             "h_prev": {s: f"{hid.name}_eprop_{s}_prev" for s in states},
@@ -627,20 +645,27 @@ class EpropCompiler:
         writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
         info = {
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
-            "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
+            "per_presynaptic": per_pre, "per_synapse": per_syn, "recursion": recursion,
             "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
             "reads": reads, "writes": writes, "sparse": q.rows is not None, "delay": q.delay_steps,
-            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
+            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size), "syn_delay": None,
         }
+        if per_synapse_delays:
+            slots = self.signal_slots(plan, q.pre.name)
+            info.update(syn_delay=f"{q.name}_syn_delay", s_syn=(
+                f"_{arrays['s_hist']}[((size_t)((_step + {slots - 1}u - _d) % {slots}u) * _B + _b) * {q.pre.size}u"
+                " + _i]"))
+            reads.append(info["syn_delay"])
         if q.rows is not None:
             info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
             reads += [info["row_start"], info["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
+        delay = f"{q.delay_steps} + per synapse" if per_synapse_delays else q.delay_steps
         description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
-                       f"{m.name}, delay {q.delay_steps}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
+                       f"{m.name}, delay {delay}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
                        f"e_t = psi_t dg/dh . eps_t, "
                        f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
-                       f"{', '.join(deriv.per_presynaptic) or '-'}; per synapse: {', '.join(deriv.per_synapse) or '-'}")
+                       f"{', '.join(per_pre) or '-'}; per synapse: {', '.join(per_syn) or '-'}")
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
                           description, [*w.finish_constants(), kappa, *header], [], [], info)
 
