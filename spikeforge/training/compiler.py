@@ -236,18 +236,18 @@ class EpropCompiler:
 
     @staticmethod
     def _check_plan_values(hid, out, train_bias):
-        """Parameters of the hidden populations and the readout are numbers or one value per
-        neuron; a trained bias is one per neuron; the readout's tau_m is one number."""
-        for p in (*hid, out):
-            for name, kind in p.values.kinds.items():
-                if kind != "element":
-                    raise NetworkError(f"population '{p.name}': parameter '{name}' is {kind}; the training compiler "
-                                       "(preview) takes numbers or one value per neuron")
+        """Parameters of the hidden populations and the readout may be of any kind (numbers,
+        one value per neuron, dynamic, one value per batch instance; the hidden ones are checked
+        against the eligibility factors in :meth:`_check_per_neuron`); a trained bias is one per
+        neuron; the readout's tau_m is one number, compiled in (the kernels' kappa)."""
         if train_bias and out.values.kind("bias") != "element":
             raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron "
                                f"(e.g. [0.0] * {out.size})")
-        if out.values.kind("tau_m") != "constant":
-            raise NetworkError(f"readout '{out.name}': tau_m must be one number")
+        kind = out.values.kind("tau_m")
+        if kind != "constant":
+            what = {"element": "one value per neuron", "batch": "one value per batch instance"}.get(kind, kind)
+            raise NetworkError(f"readout '{out.name}': parameter 'tau_m' is {what}, but the training compiler "
+                               "compiles kappa = exp(-dt / tau_m) into its kernels: give tau_m one number")
 
     def _plan_feedback(self, plan: _Plan):
         """Each learning hidden population's feedback into ``plan.feedback``; symmetric
@@ -284,47 +284,63 @@ class EpropCompiler:
         hooks = self._hooks(plan, derivs)
         spec = generate(net, hooks)
         gradients = self._append(net, spec, plan, derivs)
-        return CompiledEprop(self, net, spec, plan, gradients, threads, backend, **backend_options)
+        compiled = CompiledEprop(self, net, spec, plan, gradients, threads, backend, **backend_options)
+        compiled.derivations = derivs  # for the checks of set_param
+        return compiled
 
     @staticmethod
     def _constants(hid) -> dict:
         return {k: v for k, v in hid.params.items() if hid.values.kind(k) == "constant"}
 
     @staticmethod
-    def _check_hidden_values(hid, dt, deriv):
+    def _check_hidden_values(hid, dt, deriv, current: dict | None = None):
         """As for ``EpropConfig``: the traces model no refractoriness, so only a period of 0
         trains the model as it simulates; the surrogate's width must be positive (a negative
-        one flips the sign of every gradient through the hidden layer)."""
+        one flips the sign of every gradient through the hidden layer). Checked for every
+        batch instance; ``current``: the parameters' values now (name -> a number, or an
+        array per neuron or per instance; default: the network's)."""
         from types import SimpleNamespace
 
         from .model import hidden_values
 
         m = hid.model
-        per_neuron = {k: np.asarray(v, dtype=float) for k, v in hid.params.items() if hid.values.kind(k) == "element"}
-        layer = SimpleNamespace(hidden_model=m, dt=dt, per_neuron_params=per_neuron,
-                                params={k: v for k, v in hid.params.items() if k not in per_neuron})
+        kinds = {k: hid.values.kind(k) for k in hid.params}
+        values = current if current is not None else {
+            k: hid.values.batch[k] if kinds[k] == "batch" else v for k, v in hid.params.items()}
+        per_neuron = {k: np.asarray(values[k], dtype=float) for k in kinds if kinds[k] == "element"}
+        per_instance = [k for k in kinds if kinds[k] == "batch"]
+        # each distinct combination of the per-instance values (one row if there are none)
+        rows = np.unique(np.stack([np.ravel(values[k]) for k in per_instance], axis=1), axis=0) if per_instance \
+            else np.zeros((1, 0))
         where = f"hidden population '{hid.name}' ({m.name})"
-        if m.refractory is not None:
-            period = hidden_values(layer, m.refractory)
-            if not np.all(np.isfinite(period)) or np.any(period != 0):
-                raise NetworkError(f"{where}: e-prop does not model refractoriness, but the refractory period "
-                                   f"'{m.refractory_source}' is {float(np.nanmax(np.abs(period))):g} ms; set it to 0")
-        scale = hidden_values(layer, deriv.scale)
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise NetworkError(f"{where}: the surrogate's scale '{deriv.scale}' must be positive, got "
-                               f"{float(np.nanmin(scale)):g}")
+        for row in rows:
+            params = {k: float(v) for k, v in values.items() if kinds[k] in ("constant", "dynamic")}
+            layer = SimpleNamespace(hidden_model=m, dt=dt, per_neuron_params=per_neuron,
+                                    params=params | dict(zip(per_instance, map(float, row))))
+            if m.refractory is not None:
+                period = hidden_values(layer, m.refractory)
+                if not np.all(np.isfinite(period)) or np.any(period != 0):
+                    raise NetworkError(f"{where}: e-prop does not model refractoriness, but the refractory period "
+                                       f"'{m.refractory_source}' is {float(np.nanmax(np.abs(period))):g} ms; set it "
+                                       "to 0")
+            scale = hidden_values(layer, deriv.scale)
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise NetworkError(f"{where}: the surrogate's scale '{deriv.scale}' must be positive, got "
+                                   f"{float(np.nanmin(scale)):g}")
 
     @staticmethod
     def _check_per_neuron(hid, deriv):
         """Per-neuron parameters are loaded where the postsynaptic neuron is known: not in a
-        derived parameter, nor in an eligibility component kept per presynaptic neuron."""
+        derived parameter, nor in an eligibility component kept per presynaptic neuron. (Values
+        per batch instance may: that component is kept per presynaptic neuron of each instance.)"""
         m = hid.model
         names = {k for k, kind in hid.values.kinds.items() if kind == "element"}
         for d, expr in m.derived.items():
             used = sorted(names & {s.name for s in expr.free_symbols})
             if used:
                 raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
-                                   f"per neuron, but the derived parameter '{d}' uses it; give it one value")
+                                   f"per neuron, but the derived parameter '{d}' uses it; give it one value (or "
+                                   "one per batch instance)")
         n = len(deriv.states)
         for s in deriv.per_presynaptic:
             a = deriv.states.index(s)
@@ -333,7 +349,7 @@ class EpropCompiler:
             if used:
                 raise NetworkError(f"hidden population '{hid.name}' ({m.name}): parameter '{used[0]}' has one value "
                                    f"per neuron, but the eligibility component of '{s}' is kept per presynaptic "
-                                   "neuron; give it one value")
+                                   "neuron; give it one value (or one per batch instance)")
 
     @staticmethod
     def _signal(q) -> sympy.Expr:
@@ -587,7 +603,12 @@ class EpropCompiler:
         hid, m = q.post, q.post.model
         w = KernelWriter(net)
         per_neuron = [k for k in hid.params if hid.values.kind(k) == "element"]
-        w.add_params({k: v for k, v in hid.params.items() if k not in per_neuron}, "", m.name)
+        instance_lines, instance_reads = self._instance_params(w, spec, hid)
+        dynamic = {k: spec.array(param_array_name(hid.name, "neuron", k)) for k in hid.params
+                   if hid.values.kind(k) == "dynamic"}  # read once per launch, among the constants
+        w.add_params({k: v for k, v in hid.params.items() if hid.values.kind(k) in ("constant", "dynamic")}, "",
+                     m.name, dynamic)
+        fixed = len(w.constants)  # the parameters' lines; then the derived values and invariants
         w.add_derived(m, {}, "")
         prev = {symbol(s): symbol(f"_prev_{s}") for s in deriv.states}
         prev[PSI] = symbol("_psi_prev")
@@ -641,7 +662,8 @@ class EpropCompiler:
             "h_prev": {s: f"{hid.name}_eprop_{s}_prev" for s in states},
         }
         reads = ["eprop_learn", arrays["s_hist"], arrays["psi"], arrays["psi_prev"], arrays["z_prev"], arrays["L"],
-                 *arrays["h_prev"].values(), *(a for _, a in post_params)]
+                 *arrays["h_prev"].values(), *(a for _, a in post_params), *sorted(set(w.param_reads)),
+                 *instance_reads]
         writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
         info = {
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
@@ -661,13 +683,34 @@ class EpropCompiler:
             reads += [info["row_start"], info["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         delay = f"{q.delay_steps} + per synapse" if per_synapse_delays else q.delay_steps
+        constants = w.finish_constants()
+        if instance_lines:  # values of a batch instance: loaded, and what is computed from them, once _b is known
+            constants, instance_lines = constants[:fixed], instance_lines + constants[fixed:]
+        info["instance_lines"] = instance_lines
         description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
                        f"{m.name}, delay {delay}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
                        f"e_t = psi_t dg/dh . eps_t, "
                        f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
                        f"{', '.join(per_pre) or '-'}; per synapse: {', '.join(per_syn) or '-'}")
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
-                          description, [*w.finish_constants(), kappa, *header], [], [], info)
+                          description, [*constants, kappa, *header], [], [], info)
+
+    @staticmethod
+    def _instance_params(w, spec, hid) -> tuple[list[Line], list[str]]:
+        """The parameters of ``hid`` given one value per batch instance, declared to ``w`` as
+        constants of the kernel (their derived values and the invariants computed from them
+        are hoisted as for a number) whose lines load this instance's value: ``(those lines,
+        the arrays they read)``. The templates write them where the instance ``_b`` is known."""
+        lines, reads = [], []
+        for k in hid.params:
+            if hid.values.kind(k) == "batch":
+                array = param_array_name(hid.name, "neuron", k)
+                w.add_params({k: 0.0}, "", hid.model.name)
+                w.constants.pop()  # not compiled in: loaded per instance
+                lines.append(Line(f"const scalar {k} = _{array}[_b];",
+                                  f"parameter {k} of {hid.model.name}: one value per batch instance"))
+                reads.append(spec.array(array).name)
+        return lines, reads
 
 
 class CompiledEprop:
@@ -688,6 +731,7 @@ class CompiledEprop:
         self.backend = self.simulation.backend
         self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0
+        self.derivations: dict = {}  # learning hidden population -> its model's e-prop factors
 
     @property
     def source(self) -> str:
@@ -710,6 +754,25 @@ class CompiledEprop:
             if arr.size != int(np.prod(shape)) or not np.all(np.isfinite(arr)):
                 raise NetworkError(f"'{name}': expected {int(np.prod(shape))} finite values, got shape {arr.shape}")
             self.backend.push(name, arr.reshape(shape))
+
+    def set_param(self, owner: str, name: str, value, part: str | None = None):
+        """Change a parameter read at run time (dynamic, one value per batch instance or per
+        element) for the next batches, without recompiling: as
+        :meth:`~spikeforge.runtime.simulation.Simulation.set_param`, and for a learning hidden
+        population with the compiler's checks (no refractory period, a positive surrogate
+        width); a refused value leaves the parameter as it was."""
+        sim = self.simulation
+        before = sim.get_param(owner, name, part)
+        sim.set_param(owner, name, value, part)
+        hid = next((h for h in self.plan.learning if h.name == owner), None)
+        if hid is None:
+            return
+        try:
+            EpropCompiler._check_hidden_values(hid, self.plan.dt, self.derivations[owner],
+                                               {k: sim.get_param(owner, k) for k in hid.params})
+        except NetworkError:
+            sim.set_param(owner, name, before, part)
+            raise
 
     def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True) -> dict:
         """One trial per batch instance: ``x`` (steps, batch, inputs) drives the input
