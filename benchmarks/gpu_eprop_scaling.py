@@ -8,20 +8,23 @@ each GPU then runs a per-rank batch of B = 512 / K.
 Measured, on ONE device (``--backend cuda``, default; ``cpu`` and ``cuda-emu`` for smoke
 runs with ``--quick``), for each B, after ``--warmup`` steps, the median of ``--repeats``:
 
-* ``run_batch(grads=False)``: upload of the dense input, the forward pass with
-  eligibility traces and per-instance gradients on the device, download of the outputs;
-* the per-rank sum of the gradients over the batch: ``device_gradient_sums()`` (the NCCL
-  path: the float64 sums stay on the device) and ``gradient_sums()`` (the host path: the
-  same sums, downloaded), plus, for the host path, packing the sums into one vector
+* ``run_batch(grads=False)`` of the trainer's runtime (the network the EpropConfig
+  translates into, compiled for a batch of B by the training compiler): upload of the
+  dense input, the forward pass with eligibility traces and per-instance gradients on the
+  device, download of the outputs;
+* the per-rank sum of the gradients over the batch, ``gradient_sums()`` (the host path:
+  the per-instance gradients downloaded and summed), packing the sums into one vector
   (``np.concatenate``, as the trainer does) and ``set_gradient`` (the upload of the
   reduced sums);
-* the Adam step: ``apply_reduced`` of all 4 weights (w_in, w_rec, w_out, b_out);
+* the Adam step from the reduced sums: ``step(batch=1)`` (every trainable array);
 * for the 1-GPU baseline, the training step as one process runs it: ``run_batch`` +
-  ``apply_gradients`` of the 4 weights (the batch reduced inside the Adam kernels).
+  ``step(batch=B)`` (the batch reduced inside the optimiser kernels).
 
-T_nccl(B) = run_batch + device sums + Adam; T_host(B) = run_batch + host sums + pack +
-set_gradient + Adam (its device<->host copies are thus measured, not modelled);
-T_1 = the single-process step at the global batch.
+T_host(B) = run_batch + host sums + pack + set_gradient + Adam (its device<->host copies
+are thus measured, not modelled); T_1 = the single-process step at the global batch.
+T_nccl(B) = run_batch + device sums + Adam needs the sums on the device, which the
+trainer's runtime does not offer (it all-reduces through the host): the NCCL columns stay
+empty ("-") and are kept for a runtime that does.
 
 Modelled: the all-reduce. Payload = float64 sums of all weights (700x256 + 256x256 +
 20x256 + 20 values: 2.0 MB for SHD) + the metric vector (6 float64). A ring all-reduce
@@ -60,7 +63,7 @@ with B too), contention between the ranks of a node for host CPUs and PCIe, stra
 ``--mpi-check`` is a different job: the path check of data-parallel training on one
 device. A small training job (evidence accumulation, written as YAML into ``--workdir``)
 runs with ``spikeforge train`` as one process and as ``mpiexec -n 2`` (both ranks share
-the device, so on ``cuda`` NCCL is refused and the host path is used; rank 0 says so);
+the device; the gradients are all-reduced through the host with MPI);
 final weights (from the checkpoints), accuracy and samples/s are compared. Without an
 MPI launcher that matches mpi4py, it says so and exits 0.
 
@@ -117,16 +120,12 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def measure_batch(runtime, data, B: int, global_batch: int, repeats: int, warmup: int, recurrent: bool) -> dict:
+def measure_batch(runtime, data, B: int, global_batch: int, repeats: int, warmup: int) -> dict:
     """Time one optimiser step's pieces at per-rank batch ``B`` (see the module docstring)."""
     import numpy as np
 
-    from spikeforge.training.runtime import WEIGHTS
-    from spikeforge.training.trainer import Adam
-
-    opt = Adam()  # the trainer's defaults
-    beta1, beta2, eps, lr = opt.beta1, opt.beta2, opt.eps, TRAINER_OPTIONS["lr"]
-    indices = [i for i, w in enumerate(WEIGHTS) if w != "w_rec" or recurrent]
+    lr = TRAINER_OPTIONS["lr"]
+    names = list(runtime.names)
     device_sums = callable(getattr(runtime, "device_gradient_sums", None))
 
     t0 = time.perf_counter()
@@ -148,27 +147,25 @@ def measure_batch(runtime, data, B: int, global_batch: int, repeats: int, warmup
         t0 = time.perf_counter()
         sums = runtime.gradient_sums()
         t["host_sums"] = time.perf_counter() - t0
-        # the single-process step: the batch reduced inside the Adam kernels (before
-        # set_gradient, which on the cpu backend writes into the per-instance gradients)
+        # the single-process step: the batch reduced inside the optimiser kernels (before
+        # set_gradient, which writes into the first instance's gradients)
         step += 1
         t0 = time.perf_counter()
-        for index in indices:
-            runtime.apply_gradients(index, B, True, lr, beta1, beta2, eps, step, None)
+        runtime.step(batch=B, mean=True, lr=lr, step=step, clamp={})
         t["adam_single"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        vector = np.concatenate([sums[w].ravel() for w in WEIGHTS] + [np.zeros(METRICS)])
+        vector = np.concatenate([sums[w].ravel() for w in names] + [np.zeros(METRICS)])
         t["pack"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         offset = 0
-        for w in WEIGHTS:
+        for w in names:
             n = sums[w].size
-            runtime.set_gradient(w, vector[offset: offset + n].reshape(sums[w].shape))
+            runtime.set_gradient(w, vector[offset: offset + n].reshape(sums[w].shape), 1.0 / global_batch)
             offset += n
         t["set_gradient"] = time.perf_counter() - t0
         step += 1
         t0 = time.perf_counter()
-        for index in indices:
-            runtime.apply_reduced(index, 1.0 / global_batch, lr, beta1, beta2, eps, step, None)
+        runtime.step(batch=1, mean=False, lr=lr, step=step, clamp={})
         t["adam_reduced"] = time.perf_counter() - t0
         if i >= warmup:
             for k, v in t.items():
@@ -188,11 +185,22 @@ def measure_batch(runtime, data, B: int, global_batch: int, repeats: int, warmup
     return out
 
 
-def run(args, res: Results) -> dict:
-    import numpy as np
-
+def build_runtime(args, cfg, data, B: int):
+    """The trainer's runtime of ``cfg`` for a batch of ``B``, compiled for the trial length
+    of ``data`` (one untimed batch runs); the seconds it took."""
     from spikeforge.training.distributed import SingleProcess
     from spikeforge.training.trainer import Trainer
+
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, batch_size=B, **TRAINER_OPTIONS, backend=args.backend, threads=args.threads,
+                      comm=SingleProcess())
+    x, y, mask = data[:B].to_dense()
+    trainer.runtime.run_batch(x, mask, labels=y, learn=False)
+    return trainer.runtime, time.perf_counter() - t0
+
+
+def run(args, res: Results) -> dict:
+    import numpy as np
 
     out = res.data
     G = args.global_batch
@@ -203,18 +211,11 @@ def run(args, res: Results) -> dict:
           f"({fmt_s(out['data_seconds'])} to draw)", flush=True)
 
     cfg = shd_config(args)
-    t0 = time.perf_counter()
-    # the single-layer kernel's engine: this script drives its per-weight gradient interface
-    # (apply_gradients / apply_reduced / device_gradient_sums) step by step
-    trainer = Trainer(cfg, batch_size=G, **TRAINER_OPTIONS, backend=args.backend, threads=args.threads,
-                      comm=SingleProcess(), engine="kernel")
-    out["build_seconds"] = time.perf_counter() - t0
-    runtime = trainer.runtime
-    out["from_cache"] = getattr(getattr(runtime, "build", None), "from_cache", None)
-    print(f"build (Trainer construction: codegen, compile or cache, allocation): {fmt_s(out['build_seconds'])}"
-          + (" (cached)" if out["from_cache"] else ""), flush=True)
+    runtime, out["build_seconds"] = build_runtime(args, cfg, data, G)
+    print(f"build (Trainer construction and the first batch: codegen, compile or cache, allocation): "
+          f"{fmt_s(out['build_seconds'])}", flush=True)
 
-    shapes = {w: tuple(int(d) for d in runtime.weight_shape(w)) for w in ("w_in", "w_rec", "w_out", "b_out")}
+    shapes = {w: tuple(int(d) for d in runtime.weight_shape(w)) for w in runtime.names}
     out["weight_shapes"] = shapes
     out["payload_bytes"] = 8 * sum(math.prod(s) for s in shapes.values())
     out["metric_bytes"] = 8 * METRICS
@@ -223,18 +224,21 @@ def run(args, res: Results) -> dict:
     res.save()
 
     # the global batch first (the 1-GPU baseline), then the smallest per-rank batches, which
-    # cost least: a run stopped by a time limit loses the large ones (few GPUs) first
+    # cost least: a run stopped by a time limit loses the large ones (few GPUs) first. The
+    # network is compiled for its batch size: one runtime per per-rank batch
     for B in [G] + sorted({G // k for k in args.gpus} - {G}):
+        if B != G:
+            runtime.close()
+            runtime, seconds = build_runtime(args, cfg, data, B)
+            print(f"  per-rank batch {B}: built in {fmt_s(seconds)}", flush=True)
         print(f"  per-rank batch {B}: {args.warmup} warm-up + {args.repeats} timed steps ...", flush=True)
-        m = measure_batch(runtime, data, B, G, args.repeats, args.warmup, cfg.recurrent)
+        m = measure_batch(runtime, data, B, G, args.repeats, args.warmup)
         m["gpu_used_mib"] = gpu_used_mib(runtime)
         out["measured"].append(m)
-        print(f"    T_nccl {fmt_s(m['T_nccl'])}, T_host {fmt_s(m['T_host'])}, single process "
-              f"{fmt_s(m['T_single'])} (run_batch {fmt_s(m['median']['run_batch'])})", flush=True)
+        print(f"    T_host {fmt_s(m['T_host'])}, single process {fmt_s(m['T_single'])} "
+              f"(run_batch {fmt_s(m['median']['run_batch'])})", flush=True)
         res.save()
-    close = getattr(runtime, "close", None)
-    if callable(close):
-        close()
+    runtime.close()
     return out
 
 
@@ -321,8 +325,8 @@ def report(args, out: dict):
                      fmt_s(md["set_gradient"]), fmt_s(md["adam_reduced"]), fmt_s(m["T_nccl"]), fmt_s(m["T_host"]),
                      fmt_s(m["T_single"]), fmt(m["batch"] / (m["T_nccl"] or m["T_host"]), 4)])
     print_table(["per-GPU batch B", "K", "to_dense (not in T)", "run_batch", "device sums", "host sums (+D2H)",
-                 "pack", "set_gradient (H2D)", "Adam (apply_reduced x4)", "T_nccl(B)", "T_host(B)",
-                 "1 process (+apply_gradients)", "samples/s per rank"], rows,
+                 "pack", "set_gradient (H2D)", "Adam (step, batch=1)", "T_nccl(B)", "T_host(B)",
+                 "1 process (+step, batch=B)", "samples/s per rank"], rows,
                 title=f"Measured on one device ({where}, backend {backend}): one optimiser step per rank, median of "
                       f"{args.repeats} after {args.warmup} warm-up; {args.inputs}-{args.hidden} ALIF-{args.outputs}, "
                       f"{args.steps} steps", align="rrrrrrrrrrrrr")
@@ -612,16 +616,7 @@ def mpi_check(args) -> int:
     if runs[2]["result"] is not None and ranks2 != 2:
         ok = False
         print(f"\nNOT a 2-rank job: the launched job reports {ranks2} rank(s) (launcher and mpi4py's MPI differ?)")
-    path_lines = [line for line in runs[2]["log"] if "all-reduced" in line]
-    verdict["path_log"] = path_lines
-    if args.backend == "cuda":
-        host = any("through the host" in line for line in path_lines)
-        verdict["host_path"] = host
-        print(f"gradient path of the 2-rank job (rank 0's log): {path_lines[0] if path_lines else 'NO LOG LINE'}"
-              + ("" if host else "  [expected the host path: both ranks share the GPU]"))
-        ok = ok and host
-    else:
-        print(f"gradient path: host (MPI) all-reduce; backend {args.backend} has no NCCL path")
+    print("gradient path: host (MPI) all-reduce (the trainer's only path)")
     if "same_weights" in verdict:
         print("final weights: " + ("the same up to floating-point rounding (1 process vs 2 ranks)"
                                    if verdict["same_weights"] else "DIFFERENT beyond rounding (max diff > 1e-3 of the "

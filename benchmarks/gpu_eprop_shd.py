@@ -8,12 +8,12 @@ Heidelberg Digits are not needed: the inputs are Poisson-like random spikes
 (``--rate`` Hz per channel, default 10, drawn with numpy), with random labels. The cost
 of a batch does not depend on what the spikes mean, only (a little) on how many there are.
 
-Measured, after ``--warmup`` batches (code generation and nvcc happen before, in the
-Trainer's constructor, reported as build):
+Measured, after ``--warmup`` batches (the Trainer's runtime compiles its network for the
+trial length on the first batch: a warm-up batch):
 
 * train step: a ``Trainer.fit`` call over one batch (gathering the samples, ``to_dense``,
   ``run_batch`` = upload + forward pass with eligibility traces and per-instance
-  gradients on the device + download of the outputs, the Adam steps of the four weights, metrics), min and median
+  gradients on the device + download of the outputs, the Adam step of the trainable arrays, metrics), min and median
   of ``--batches`` batches; of it: ``run_batch``, Adam, and the rest (host side); and
   inside ``run_batch``: host<->device copies and memsets, and the wait for the kernels.
 * ``run_batch`` called directly on one dense batch (min of ``--repeats`` calls): with
@@ -176,7 +176,7 @@ def run(args, res: Results) -> dict:
           + (" (cached)" if out["from_cache"] else ""), flush=True)
     res.save()
 
-    timers = {"run_batch": CallTimer(runtime, "run_batch"), "adam": CallTimer(runtime, "apply_gradients")}
+    timers = {"run_batch": CallTimer(runtime, "run_batch"), "adam": CallTimer(runtime, "step")}
     device = getattr(runtime, "device", None)
     for name in ("upload", "download", "memset0", "synchronise"):
         timers[name] = CallTimer(device, name)

@@ -3,12 +3,12 @@
 #
 #   bash benchmarks/gpu_session.sh                      # setup, tests, all benchmarks (< ~9 min)
 #   bash benchmarks/gpu_session.sh tests cuba shd       # choose stages (run in the order given)
-#   bash benchmarks/gpu_session.sh scaling mpi          # data-parallel estimate + MPI path check (~3-4 min)
+#   bash benchmarks/gpu_session.sh scaling mpi          # data-parallel estimate + MPI path check (~4-6 min)
 #
 # Stages: tests (pytest -m gpu), cuba (= cuba-host cuba-batch cuba-size), cuba-host,
 # cuba-batch, cuba-size, shd (gpu_eprop_shd.py), scaling (gpu_eprop_scaling.py: one
-# optimiser step at the per-GPU batches of a global batch of 512 on 1-32 GPUs, and the
-# estimated data-parallel speed-up), mpi (path check: a small training job with 1 process
+# optimiser step at the per-GPU batches of a global batch of 512 on 1-32 GPUs, the network
+# compiled for each batch, and the estimated data-parallel speed-up), mpi (path check: a small training job with 1 process
 # and with `mpiexec -n 2` on the one GPU; skipped with a note without an MPI launcher),
 # smoke (gpu_cuba, gpu_eprop_shd and gpu_eprop_scaling with --quick on the cuda backend:
 # a ~1.5 min check that the GPU paths work), all (= tests cuba-host cuba-batch shd
@@ -127,8 +127,7 @@ import importlib
 need = {"numpy": "spikeforge", "sympy": "spikeforge", "jinja2": "spikeforge", "yaml": "spikeforge (pyyaml)",
         "tqdm": "training progress bars only", "pytest": "the tests stage", "markupsafe": "jinja2, mako",
         "typing_extensions": "pytools (pycuda)", "platformdirs": "pytools (pycuda)", "pycuda": "the cuda backend",
-        "pycuda.driver": "the cuda backend", "spikeforge": "everything", "mpi4py": "the mpi stage only",
-        "cupy": "the NCCL path only (not used on one GPU)"}
+        "pycuda.driver": "the cuda backend", "spikeforge": "everything", "mpi4py": "the mpi stage only"}
 missing = []
 for mod, why in need.items():
     try:
@@ -215,7 +214,7 @@ stage() {
                 "$PY" benchmarks/gpu_eprop_shd.py --json "$OUT/gpu_eprop_shd.json" ${SHD_ARGS:-} ;;
         scaling)
             # shellcheck disable=SC2086
-            run_stage scaling "${T_SCALING:-150}" "$OUT/gpu_eprop_scaling.txt" \
+            run_stage scaling "${T_SCALING:-240}" "$OUT/gpu_eprop_scaling.txt" \
                 "$PY" benchmarks/gpu_eprop_scaling.py --json "$OUT/gpu_eprop_scaling.json" ${SCALING_ARGS:-} ;;
         mpi)
             # the job, its checkpoints and the launcher's output stay in $OUT/mpi_check/

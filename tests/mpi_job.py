@@ -1,6 +1,6 @@
 """A small e-prop training job, run by tests/test_mpi.py under mpiexec (or alone).
 
-    python tests/mpi_job.py OUT_DIR BACKEND EPOCHS [CHECKPOINT] [n=SAMPLES] [engine=compiler|kernel]
+    python tests/mpi_job.py OUT_DIR BACKEND EPOCHS [CHECKPOINT] [n=SAMPLES]
 Writes OUT_DIR/weights_rank<R>.npz for every rank.
 """
 
@@ -19,11 +19,10 @@ def main():
     out, backend, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     extra = sys.argv[4:]
     samples = int(next((a[2:] for a in extra if a.startswith("n=")), 32))
-    engine = next((a[len("engine="):] for a in extra if a.startswith("engine=")), None)
-    checkpoint = next((a for a in extra if not a.startswith(("n=", "engine="))), None)
+    checkpoint = next((a for a in extra if not a.startswith("n=")), None)
     data = _toy(n=samples)
     trainer = Trainer(_config(precision="double", name=f"mpi_{backend.replace('-', '_')}"), batch_size=8, lr=0.01,
-                      seed=7, backend=backend, threads=1, engine=engine)
+                      seed=7, backend=backend, threads=1)
     trainer.fit(data, epochs=epochs, progress=False, checkpoint=checkpoint, resume=checkpoint is not None)
     np.savez(out / f"weights_rank{trainer.comm.rank}.npz", ranks=trainer.comm.size,
              accuracy=trainer.history[-1]["train_accuracy"], **trainer.weights)

@@ -202,17 +202,25 @@ def test_cli_runs_on_cuda_emu(capsys):
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_eprop_training_kernels_compile_with_nvcc(arch):
+    """The networks EpropConfigs translate into (the trainer's), compiled by the training
+    compiler for the cuda target."""
+    from spikeforge.codegen.launch import plan
     from spikeforge.runtime.nvcc import build_cubin
-    from spikeforge.training.codegen import generate_training_kernel
     from spikeforge.training.model import EpropConfig
+    from tests.test_eprop_kernel import compiled_spec
 
     cases = ((m.ALIF, "xent", True, "float"), (m.LIF_SUBTRACTIVE, "mse", False, "float"),
              (m.ALIF, "mse", True, "double"))
     for model, loss, recurrent, precision in cases:
         cfg = EpropConfig(7, 5, 3, model, recurrent=recurrent, loss=loss, precision=precision,
                           name=f"eprop_nvcc_{model.name}_{precision}")
-        data = build_cubin(generate_training_kernel(cfg, "cuda").source, arch, name=cfg.name).path.read_bytes()
-        assert b"eprop_syn_in" in data and b"eprop_adam_w_out" in data and b"eprop_sum_w_rec" in data
+        spec = compiled_spec(cfg)
+        data = build_cubin(render_network(spec, "cuda"), arch, name=spec.name, describe=spec.name).path.read_bytes()
+        names = [launch.name for launch in plan(spec)]
+        assert ("eprop_eligibility_hid_hid" in names) == recurrent
+        assert "eprop_eligibility_inp_hid" in names and any(n.startswith("optimiser_") for n in names)
+        for name in names:
+            assert name.encode() in data, name
 
 
 def test_spike_bitmask_decoding_follows_the_set_bits():

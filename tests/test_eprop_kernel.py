@@ -1,4 +1,9 @@
-"""The generated e-prop kernel against the independent numpy reference (tests/eprop_reference.py)."""
+"""e-prop of an EpropConfig (translated into a network and compiled by the training compiler)
+against the independent numpy reference (tests/eprop_reference.py) and finite differences.
+
+In double precision the gradients agree with the reference to rounding, not bit for bit: the
+reference sums in numpy's order (matrix products, pairwise sums), the generated code in its
+loops' order."""
 
 import numpy as np
 import pytest
@@ -6,9 +11,10 @@ import pytest
 from spikeforge import models as m
 from spikeforge.models.neuron import NeuronModel
 from spikeforge.training.model import EpropConfig
-from spikeforge.training.runtime import EpropRuntime
+from spikeforge.training.network_runtime import CompiledRuntime, translate
+from spikeforge.training.objectives import Adam
 from tests.conftest import nvcc_path
-from tests.eprop_reference import bptt_gradients, eprop_gradients, forward
+from tests.eprop_reference import adam_step, bptt_gradients, eprop_gradients, forward
 from tests.test_eprop_reference import (
     ALIF,
     ALIF_CONST,
@@ -60,14 +66,27 @@ def _config(params, recurrent, loss, precision="double", feedback="symmetric", s
                             + "x".join(map(str, sizes)))
 
 
-def _runtime(params, recurrent, loss, precision="double", feedback="symmetric", sizes=(N_IN, N_H, K)):
-    return EpropRuntime(_config(params, recurrent, loss, precision, feedback, sizes))
+def compiled_runtime(cfg, batch=B, backend="cpu", threads=None, optimiser=None):
+    """The trainer's runtime of ``cfg``: its translation into a network of ``batch`` instances,
+    compiled by the training compiler on ``backend`` (smaller batches are padded)."""
+    job, names, initial, feedback = translate(cfg, batch, 0, 1.0, optimiser or Adam())
+    job.backend = backend
+    threads = 1 if backend != "cpu" and threads is None else threads
+    return CompiledRuntime(job, names, threads=threads, feedback=feedback, initial=initial)
+
+
+def _runtime(params, recurrent, loss, precision="double", feedback="symmetric", sizes=(N_IN, N_H, K), batch=B,
+             backend="cpu"):
+    return compiled_runtime(_config(params, recurrent, loss, precision, feedback, sizes), batch, backend)
 
 
 def _run(rt, X, targets, mask, weights, loss):
+    """Set the reference's weights (an EpropConfig has no self-connections: W_rec's diagonal
+    is zero, as in the reference) and run one batch."""
     n_h = weights["W_in"].shape[0]
-    rt.set_weights({"w_in": weights["W_in"], "w_out": weights["W_out"], "b_out": weights["b"],
-                    "w_rec": weights["W_rec"] if weights.get("W_rec") is not None else np.zeros((n_h, n_h))})
+    w_rec = np.array(weights["W_rec"]) if weights.get("W_rec") is not None else np.zeros((n_h, n_h))
+    np.fill_diagonal(w_rec, 0.0)
+    rt.set_weights({"w_in": weights["W_in"], "w_out": weights["W_out"], "b_out": weights["b"], "w_rec": w_rec})
     if loss == "xent":
         return rt.run_batch(X, mask, labels=targets)
     return rt.run_batch(X, mask, targets=targets)
@@ -106,22 +125,19 @@ def test_without_recurrence_generated_eprop_equals_bptt(params):
 @pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
 @pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 def test_generated_gradient_equals_finite_differences_on_three_neurons(backend, params):
-    """End to end on 3 hidden neurons without recurrence: the generated kernel's input-weight
+    """End to end on 3 hidden neurons without recurrence: the generated code's input-weight
     gradient against central differences of the reference's smooth stand-in (surrogate slope,
     detached reset), which uses no hand-derived recursion."""
-    from spikeforge.training.device_runtime import DeviceEpropRuntime
-
     X, targets, mask, weights = _small_problem(31, 3, recurrent=False, n_in=4, k=2)
     assert forward(X, params, weights)["z"].sum(axis=(0, 1)).min() >= 2
     fd = surrogate_finite_differences(X, targets, mask, params, weights, "mse", ("W_in",))["W_in"]
     cfg = _config(params, False, "mse", sizes=(4, 3, 2))
-    rt = EpropRuntime(cfg) if backend == "cpu" else DeviceEpropRuntime(cfg, backend="cuda-emu", threads=1)
-    out = _run(rt, X, targets, mask, weights, "mse")
+    out = _run(compiled_runtime(cfg, X.shape[1], backend), X, targets, mask, weights, "mse")
     np.testing.assert_allclose(out["grads"]["w_in"].sum(0), fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
 @pytest.mark.parametrize("params", [ALIF, ALIF_CONST], ids=["ALIF", "ALIF_const"])
-def test_float_kernel_agrees_with_reference_to_float_precision(params):
+def test_float_agrees_with_reference_to_float_precision(params):
     X, targets, mask, weights = make_problem(3, recurrent=True, loss="xent")
     ref = eprop_gradients(X, targets, mask, params, weights, loss="xent")
     out = _run(_runtime(params, True, "xent", precision="float"), X, targets, mask, weights, "xent")
@@ -139,8 +155,9 @@ def test_random_feedback_uses_its_matrix():
 
 
 def test_batch_of_repeated_sample_gives_b_times_the_gradient():
+    """A batch of one (padded to the compiled four) and the same sample four times."""
     X, targets, mask, weights = make_problem(5, recurrent=True, loss="xent", n_batch=1)
-    rt = _runtime(ALIF, True, "xent")
+    rt = _runtime(ALIF, True, "xent", batch=4)
     one = _run(rt, X, targets, mask, weights, "xent")["grads"]
     many = _run(rt, np.repeat(X, 4, axis=1), np.repeat(targets, 4), mask, weights, "xent")["grads"]
     for key in one:
@@ -153,13 +170,9 @@ def test_batch_of_repeated_sample_gives_b_times_the_gradient():
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_cuda_emu_eprop_equals_numpy_eprop(params, loss):
     """The generated CUDA training kernels, run through cuda-emu, against the numpy reference."""
-    from spikeforge.training.device_runtime import DeviceEpropRuntime
-
     X, targets, mask, weights = make_problem(6, recurrent=True, loss=loss)
     ref = eprop_gradients(X, targets, mask, params, weights, loss=loss)
-    cpu = _runtime(params, True, loss)
-    rt = DeviceEpropRuntime(cpu.cfg, backend="cuda-emu", threads=1)
-    out = _run(rt, X, targets, mask, weights, loss)
+    out = _run(_runtime(params, True, loss, backend="cuda-emu"), X, targets, mask, weights, loss)
     for key, ours in OURS.items():
         np.testing.assert_allclose(out["grads"][ours], ref["per_instance"][key], rtol=1e-9, atol=1e-11,
                                    err_msg=key)
@@ -182,19 +195,12 @@ def test_cuda_emu_training_steps_match_cpu():
         np.testing.assert_allclose(emu.weights[name], w, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-def _both_runtimes(params, loss):
-    from spikeforge.training.device_runtime import DeviceEpropRuntime
-
-    cpu = _runtime(params, True, loss)
-    return {"cpu": cpu, "cuda-emu": DeviceEpropRuntime(cpu.cfg, backend="cuda-emu", threads=1)}
-
-
 @pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_forward_only_pass_gives_the_training_outputs_without_gradients(backend, loss):
     """learn=False (evaluate/predict) skips traces and gradients but computes the same outputs."""
     X, targets, mask, weights = make_problem(5, recurrent=True, loss=loss)
-    rt = _both_runtimes(ALIF, loss)[backend]
+    rt = _runtime(ALIF, True, loss, backend=backend)
     train = _run(rt, X, targets, mask, weights, loss)
     kw = {"labels": targets} if loss == "xent" else {"targets": targets}
     fwd = rt.run_batch(X, mask, learn=False, **kw)
@@ -208,27 +214,41 @@ def test_forward_only_pass_gives_the_training_outputs_without_gradients(backend,
 
 
 @pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
-def test_gradient_sums_and_reduced_adam_step_equal_the_in_kernel_reduction(backend):
-    """gradient_sums() (on the device for cuda-emu) equals the sum of the per-instance
-    gradients; set_gradient + apply_reduced(scale 1/B) takes the same Adam step as
-    apply_gradients reducing the batch by its mean."""
+def test_gradient_sums_and_adam_steps_equal_numpy(backend):
+    """gradient_sums() equals the reference's batch sums; two Adam steps (the generated
+    optimiser reducing the batch by its mean, with a clamp of the input weights) and one from
+    a reduced gradient set from the host (set_gradient, as after an all-reduce) give the
+    reference's Adam (eprop_reference.adam_step) on the reference's gradients."""
     X, targets, mask, weights = make_problem(4, recurrent=True, loss="xent")
-    batch = X.shape[1]
-    pair = [_both_runtimes(ALIF, "xent")[backend] for _ in range(2)]
-    outs = [_run(rt, X, targets, mask, weights, "xent") for rt in pair]
-    sums = pair[0].gradient_sums()
-    for name, g in outs[0]["grads"].items():
-        assert sums[name].dtype == np.float64
-        np.testing.assert_allclose(sums[name], g.sum(axis=0), rtol=1e-12, atol=1e-15, err_msg=name)
-    assert np.abs(sums["w_in"]).max() > 0
-    for index, name in enumerate(("w_in", "w_rec", "w_out", "b_out")):
-        pair[0].apply_gradients(index, batch, True, 0.01, 0.9, 0.999, 1e-8, 1, None)
-        pair[1].set_gradient(name, sums[name])
-        pair[1].apply_reduced(index, 1.0 / batch, 0.01, 0.9, 0.999, 1e-8, 1, None)
-    for name, w in pair[0].get_weights().items():
-        np.testing.assert_allclose(pair[1].get_weights()[name], w, rtol=1e-12, atol=1e-15, err_msg=name)
-        assert not np.allclose(w, {"w_in": weights["W_in"], "w_rec": weights["W_rec"], "w_out": weights["W_out"],
-                                   "b_out": weights["b"]}[name])
+    batch, lr, clamp = X.shape[1], 0.01, (-0.5, 0.5)
+    rt = _runtime(ALIF, True, "xent", backend=backend)
+    ref_w = {key: np.array(weights[key], dtype=np.float64) for key in OURS}
+    np.fill_diagonal(ref_w["W_rec"], 0.0)  # as _run sets it
+    moments = {key: (np.zeros_like(w), np.zeros_like(w)) for key, w in ref_w.items()}
+    _run(rt, X, targets, mask, weights, "xent")
+    for step in (1, 2, 3):
+        ref = eprop_gradients(X, targets, mask, ALIF, ref_w, loss="xent")
+        sums = rt.gradient_sums()
+        for key, ours in OURS.items():
+            assert sums[ours].dtype == np.float64
+            np.testing.assert_allclose(sums[ours], ref[key], rtol=1e-12, atol=1e-12 * np.abs(ref[key]).max(),
+                                       err_msg=f"{ours}, step {step}")
+            w, m_, v_ = adam_step(ref_w[key], ref[key] / batch, *moments[key], step, lr)
+            ref_w[key], moments[key] = (np.clip(w, *clamp) if key == "W_in" else w), (m_, v_)
+        if step < 3:
+            rt.step(batch=batch, mean=True, lr=lr, step=step, clamp={"w_in": clamp})
+        else:
+            for ours in OURS.values():
+                rt.set_gradient(ours, sums[ours], 1.0 / batch)
+            rt.step(batch=1, mean=False, lr=lr, step=step, clamp={"w_in": clamp})
+        got = rt.get_weights()
+        for key, ours in OURS.items():
+            np.testing.assert_allclose(got[ours], ref_w[key], rtol=1e-10, atol=1e-13, err_msg=f"{ours}, step {step}")
+        assert np.abs(got["w_in"]).max() == 0.5  # the clamp bit
+        if step < 3:
+            rt.run_batch(X, mask, labels=targets)
+    for key, ours in OURS.items():
+        assert not np.allclose(got[ours], weights[key]), ours
 
 
 # ----------------------------------------------------------------------------- resets, in general
@@ -278,8 +298,6 @@ def test_izhikevich_gradient_equals_finite_differences_on_cpu_and_cuda_emu():
     """A nonlinear model with both kinds of reset (v = c detached: 1 - z; u += d through the
     spike), every eligibility component per synapse: the generated kernels' input-weight gradient
     against central differences of a hand-written smooth stand-in, on 3 neurons."""
-    from spikeforge.training.device_runtime import DeviceEpropRuntime
-
     rng = np.random.default_rng(3)
     steps = 60
     X = (rng.random((steps, 2, 4)) < 0.4).astype(np.float64)
@@ -297,8 +315,8 @@ def test_izhikevich_gradient_equals_finite_differences_on_cpu_and_cuda_emu():
         fd[idx] = (_izhikevich_straight_through_loss(X, targets, mask, wp, frozen)[0]
                    - _izhikevich_straight_through_loss(X, targets, mask, wm, frozen)[0]) / (2 * h)
     assert np.abs(fd).max() > 1e-3
-    cpu = EpropRuntime(_izhikevich_config("cpu"))
-    emu = DeviceEpropRuntime(_izhikevich_config("emu"), backend="cuda-emu", threads=1)
+    cpu = compiled_runtime(_izhikevich_config("cpu"), 2)
+    emu = compiled_runtime(_izhikevich_config("emu"), 2, "cuda-emu")
     for rt in (cpu, emu):
         out = _run(rt, X, targets, mask, w, "mse")
         np.testing.assert_allclose(out["loss"].sum(), E, rtol=1e-10)
@@ -328,12 +346,18 @@ def test_a_surrogate_scale_that_is_not_positive_is_refused():
     """lif's default scale is v_th - v_reset (15 mV at its defaults; v_th = -50 mV itself would
     flip every hidden gradient's sign); a reset above the threshold makes it negative."""
     from spikeforge.errors import NetworkError
-    from spikeforge.training.codegen import generate_training_kernel
 
-    kernel = generate_training_kernel(EpropConfig(3, 3, 2, m.LIF))
-    assert "1.0f/(-v_reset + v_th)" in kernel.source  # 1 / scale, in the surrogate
-    with pytest.raises(NetworkError, match=r"hidden layer \(lif\): the surrogate's scale .* must be positive, got -5"):
-        generate_training_kernel(EpropConfig(3, 3, 2, m.LIF, dict(v_reset=-45.0)))
+    compiled_runtime(EpropConfig(3, 3, 2, m.LIF, name="eprop_scale_ok"), 1).check()
+    with pytest.raises(NetworkError, match=r"hidden population 'hid' \(lif\): the surrogate's scale "
+                                           r"'-v_reset \+ v_th' must be positive, got -5"):
+        compiled_runtime(EpropConfig(3, 3, 2, m.LIF, dict(v_reset=-45.0), name="eprop_scale_bad"), 1).check()
+
+
+def compiled_spec(cfg, batch=2, n_steps=10):
+    """The network specification the training compiler makes of ``cfg``."""
+    job = compiled_runtime(cfg, batch).job
+    return job.compiler.compile(job.network, inputs=job.inputs, hidden=job.hidden, readout=job.readout,
+                                trainable=job.trainable, n_steps=n_steps).spec
 
 
 @pytest.mark.slow
@@ -341,11 +365,16 @@ def test_a_surrogate_scale_that_is_not_positive_is_refused():
 @pytest.mark.parametrize("precision", ["float", "double"])
 def test_reset_to_a_constant_kernels_compile_with_nvcc(precision):
     """Training kernels whose eligibility components all live per synapse (lif, izhikevich)."""
+    from spikeforge.codegen.eprop import derive
+    from spikeforge.codegen.launch import plan
+    from spikeforge.codegen.render import render_network
     from spikeforge.runtime.nvcc import build_cubin
-    from spikeforge.training.codegen import generate_training_kernel
 
     for cfg in (_config(LIF_CONST, True, "xent", precision=precision), _izhikevich_config("nvcc", precision)):
-        kernel = generate_training_kernel(cfg, "cuda")
-        assert kernel.deriv.per_presynaptic == []
-        data = build_cubin(kernel.source, "sm_80", name=cfg.name).path.read_bytes()
-        assert b"eprop_syn_in" in data and b"eprop_adam_w_in" in data
+        assert derive(cfg.hidden_model, cfg.params, surrogate=cfg.surrogate).per_presynaptic == []
+        spec = compiled_spec(cfg)
+        data = build_cubin(render_network(spec, "cuda"), "sm_80", name=spec.name, describe=spec.name).path.read_bytes()
+        names = [launch.name for launch in plan(spec)]
+        assert "eprop_eligibility_inp_hid" in names and any(n.startswith("optimiser_") for n in names)
+        for name in names:
+            assert name.encode() in data, name

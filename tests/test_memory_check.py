@@ -16,7 +16,6 @@ from spikeforge.errors import MemoryLimitError, NetworkError, ResourceError
 from spikeforge.network import FixedProbability, Network
 from spikeforge.runtime import memory
 from spikeforge.training.model import EpropConfig
-from spikeforge.training.runtime import EpropRuntime
 
 LIF = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=5.0)
 
@@ -187,22 +186,22 @@ def test_a_long_recording_is_refused_before_its_buffer_is_allocated(monkeypatch)
 
 
 def test_a_training_batch_that_does_not_fit_is_refused(monkeypatch):
-    """64 trials through 256 recurrent neurons: per-trial gradients and eligibility
-    traces of 256 x 256 synapses, ~16 MiB each; the weights themselves fit."""
+    """64 trials through 256 recurrent neurons: per-trial gradients and eligibility traces of
+    256 x 256 synapses, ~0.5 MiB each per trial, are refused when the network is compiled for
+    that batch, before the first trial runs; a batch of 2 fits."""
+    from tests.test_eprop_kernel import compiled_runtime
+
     monkeypatch.setenv(memory.ENV_LIMIT, "8MiB")
-    cfg = EpropConfig(64, 256, 10, m.LIF_SUBTRACTIVE, {"tau_m": 20.0, "v_th": 0.6, "r_m": 10.0})
-    rt = EpropRuntime(cfg, threads=1)
+    cfg = EpropConfig(64, 256, 10, m.LIF_SUBTRACTIVE, {"tau_m": 20.0, "v_th": 0.6, "r_m": 10.0},
+                      name="eprop_memory")
     rng = np.random.default_rng(0)
     mask = np.ones(10)
     x = (rng.random((10, 64, 64)) < 0.1).astype(np.float32)
-    with pytest.raises(MemoryLimitError, match=r"e-prop network '.*' at a batch of 64 trials of 10 steps: "
-                                               r"array '(g_rec|ebar_rec)' \(64 x 256 x 256\) needs 16.0 MiB"):
-        rt.run_batch(x, mask, labels=np.zeros(64, dtype=int))
-    out = rt.run_batch(x[:, :2], mask, labels=np.zeros(2, dtype=int))  # a batch of 2 fits
+    with pytest.raises(MemoryLimitError, match=r"network 'eprop_memory' at batch size 64: projection 'hid_hid' "
+                                               r"state needs [0-9.]+ MiB .* but only 8.0 MiB"):
+        compiled_runtime(cfg, 64, threads=1).run_batch(x, mask, labels=np.zeros(64, dtype=int))
+    out = compiled_runtime(cfg, 2, threads=1).run_batch(x[:, :2], mask, labels=np.zeros(2, dtype=int))
     assert out["y"].shape == (10, 2, 10)
-    monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")  # not even the weights
-    with pytest.raises(MemoryLimitError, match=r"e-prop network '.*': initial weights \(float64\) needs"):
-        EpropRuntime(cfg, threads=1)
 
 
 def test_a_cgroup_memory_limit_lowers_what_is_available(tmp_path):

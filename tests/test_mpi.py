@@ -69,44 +69,11 @@ def test_a_rank_without_samples_in_the_last_batch_contributes_nothing(backend, t
     r2 = _run([backend, "1", "n=33"], 2, two)
     assert r2.returncode == 0, r2.stderr[-3000:]
     ref, w0 = _weights(one / "weights_rank0.npz"), _weights(two / "weights_rank0.npz")
+    w1 = _weights(two / "weights_rank1.npz")
     for name in ref:
+        assert w0[name].tobytes() == w1[name].tobytes(), name
+        assert np.any(ref[name] != 0), name
         np.testing.assert_allclose(w0[name], ref[name], rtol=1e-9, atol=1e-11, err_msg=name)
-
-
-NCCL_CHECK = (
-    "import sys; sys.path.insert(0, '.')\n"
-    "from spikeforge.training.distributed import communicator, device_allreducer\n"
-    "from spikeforge.training.device_runtime import DeviceEpropRuntime\n"
-    "from tests.test_trainer import _config\n"
-    "comm = communicator()\n"
-    "rt = DeviceEpropRuntime(_config(name='mpi_nccl_check'), backend='cuda-emu', threads=1)\n"
-    "reducer = device_allreducer(comm, rt, 'cuda')\n"
-    "open(f'{sys.argv[1]}/reducer_rank{comm.rank}.txt', 'w').write(repr(reducer))\n"
-)
-
-
-@pytest.mark.parametrize("setting", ["auto", "0", "1"])
-def test_the_all_reduce_path_is_chosen_by_all_ranks_and_said_once(setting, tmp_path):
-    """Two ranks on one (emulated) device: NCCL is refused (it needs one GPU per rank, and
-    CuPy's NCCL), every rank takes the host path, rank 0 says why; SPIKEFORGE_NCCL=1 makes
-    that an error of the whole job."""
-    script = tmp_path / "nccl_check.py"
-    script.write_text(NCCL_CHECK)
-    res = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), str(tmp_path)], capture_output=True,
-                         text=True, timeout=120, env=_env(SPIKEFORGE_NCCL=setting), cwd=ROOT)
-    if setting == "1":
-        assert res.returncode != 0
-        assert "error: SPIKEFORGE_NCCL=1 but " in res.stderr, res.stderr[-2000:]
-        return
-    assert res.returncode == 0, res.stderr[-3000:]
-    for rank in (0, 1):  # both ranks took the host path
-        assert (tmp_path / f"reducer_rank{rank}.txt").read_text() == "None"
-    said = [line for line in res.stderr.splitlines() if "all-reduced through the host (MPI)" in line]
-    assert len(said) == 1, res.stderr[-2000:]
-    if setting == "0":
-        assert said[0].endswith("SPIKEFORGE_NCCL=0")
-    else:
-        assert said[0].endswith("several ranks share a GPU, which NCCL does not allow")
 
 
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes_on_one_rank(tmp_path):

@@ -15,14 +15,9 @@ FORBIDDEN = {
     "codegen": ("runtime", "training", "config", "frontend", "cli"),
     "runtime": ("training", "config", "frontend", "cli"),
 }
-#: Private names imported across packages today, each to go (issue "One pipeline": the
-#: training compiler replaces the second pipeline that needs them). The test fails when one
-#: is added, and when one listed here is gone (then delete its line).
-KNOWN_PRIVATE_IMPORTS = {
-    ("training/codegen.py", "codegen.generate", "_KernelWriter"),
-    ("training/codegen.py", "codegen.generate", "_emit_odes"),
-    ("training/codegen.py", "codegen.generate", "_emit_statements"),
-}
+#: Private names imported across packages (none): the test fails when one is added, and when
+#: one listed here is gone (then delete its line).
+KNOWN_PRIVATE_IMPORTS: set = set()
 
 
 def imports(path: Path):

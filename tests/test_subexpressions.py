@@ -213,7 +213,7 @@ def test_a_statement_writing_what_a_subexpression_reads_makes_later_uses_inline(
 
 def test_eprop_through_a_model_with_subexpressions_gives_the_inlined_gradients():
     from spikeforge.training.model import EpropConfig
-    from spikeforge.training.runtime import EpropRuntime
+    from tests.test_eprop_kernel import compiled_runtime
     from tests.test_eprop_reference import make_problem
 
     common = dict(params={"tau_m": 20.0, "tau_a": 200.0, "v_th": 0.6, "beta": 0.07, "r_m": 1.0, "v_reset": 0.0},
@@ -227,9 +227,9 @@ def test_eprop_through_a_model_with_subexpressions_gives_the_inlined_gradients()
     X, targets, mask, weights = make_problem(1, recurrent=True, loss="xent")
     grads = []
     for model in (named, inline):
-        rt = EpropRuntime(EpropConfig(X.shape[2], weights["W_in"].shape[0], weights["W_out"].shape[0], model, {},
-                                      recurrent=True, tau_out=20.0, dt=1.0, loss="xent", precision="double",
-                                      name=f"eprop_{model.name}"))
+        rt = compiled_runtime(EpropConfig(X.shape[2], weights["W_in"].shape[0], weights["W_out"].shape[0], model,
+                                          {}, recurrent=True, tau_out=20.0, dt=1.0, loss="xent", precision="double",
+                                          name=f"eprop_{model.name}"), X.shape[1])
         rt.set_weights({"w_in": weights["W_in"], "w_out": weights["W_out"], "b_out": weights["b"],
                         "w_rec": weights["W_rec"]})
         grads.append(rt.run_batch(X, mask, labels=targets)["grads"])

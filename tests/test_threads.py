@@ -23,7 +23,6 @@ from spikeforge.network import FixedProbability, Network
 from spikeforge.networks import cuba_network
 from spikeforge.runtime.build import find_cxx_compiler
 from spikeforge.runtime.cuda_emu import emu_header
-from spikeforge.training.codegen import generate_training_kernel
 from spikeforge.training.model import EpropConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +70,15 @@ def eprop_config():
     return EpropConfig(3, 4, 2, m.LIF_SUBTRACTIVE, {"tau_m": 20.0, "v_th": 0.6}, name="threads_eprop")
 
 
+def eprop_runtime(threads, batch=1):
+    """The trainer's runtime of :func:`eprop_config` (the network it translates into)."""
+    from spikeforge.training.network_runtime import CompiledRuntime, translate
+    from spikeforge.training.objectives import Adam
+
+    job, names, initial, feedback = translate(eprop_config(), batch, 0, 1.0, Adam())
+    return CompiledRuntime(job, names, threads=threads, feedback=feedback, initial=initial)
+
+
 # ------------------------------------------------------------------- every pragma has a work check
 
 
@@ -107,7 +115,10 @@ def test_generated_cpu_code_enters_no_parallel_region_without_a_work_check(make)
 
 
 def test_eprop_and_cuda_emu_code_enter_no_parallel_region_without_a_work_check():
-    source = generate_training_kernel(eprop_config()).source
+    rt = eprop_runtime(threads=None, batch=4)
+    rt.check()
+    source = render_network(rt.compiled[1].spec, "cpu")
+    assert "eprop_eligibility_inp_hid" in source
     assert "#pragma omp parallel" in source
     assert unguarded_parallel_pragmas(source) == []
     assert unguarded_parallel_pragmas(emu_header()) == []
@@ -135,9 +146,8 @@ extern "C" unsigned long sf_test_teams(void) { return teams.load(); }
 _COUNT_TEAMS = """
 import ctypes, json, sys
 sys.path.insert(0, {tests!r})
-from test_threads import stdp_network, eprop_config
+from test_threads import stdp_network, eprop_runtime
 from spikeforge.networks import cuba_network
-from spikeforge.training.runtime import EpropRuntime
 import numpy as np
 
 teams = ctypes.CDLL(None).sf_test_teams
@@ -149,10 +159,12 @@ for name, net in [("stdp_b1", stdp_network()), ("stdp_b4", stdp_network(batch_si
     before = teams()
     sim.run(steps=100)
     out[name] = teams() - before
-rt = EpropRuntime(eprop_config(), threads=2)
+rt = eprop_runtime(threads=2)
 x = (np.random.default_rng(0).random((20, 1, 3)) < 0.3).astype(np.float32)
+rt.run_batch(x, np.ones(20), labels=np.zeros(1, dtype=np.int32))  # compiled for 20 steps on first use
 before = teams()
 rt.run_batch(x, np.ones(20), labels=np.zeros(1, dtype=np.int32))
+rt.step(batch=1, mean=True, lr=0.01, step=1, clamp={})
 out["eprop_b1"] = teams() - before
 print(json.dumps(out))
 """

@@ -6,12 +6,9 @@ computes its gradients, and the ranks all-reduce them before the optimiser step,
 weights stay identical. Without MPI (a plain ``python`` or ``spikeforge`` process) a
 single-process stand-in is used and nothing changes.
 
-Gradient all-reduce: each rank first sums its shard's per-instance gradients where they
-are (on the device for the CUDA backends). With the ``cuda`` backend, one GPU per rank and
-NCCL available (through CuPy's bindings), the sums are all-reduced in place on the devices
-(:class:`NcclAllreduce`); otherwise they cross to the host and go through one MPI
-all-reduce together with the metrics. ``SPIKEFORGE_NCCL=0`` forces the host path,
-``SPIKEFORGE_NCCL=1`` makes a missing NCCL an error.
+Gradient all-reduce: each rank sums its shard's per-instance gradients, and the sums go
+through one MPI all-reduce on the host together with the metrics (on the CUDA backends
+they are copied from the device first).
 
 Start-up: the ranks compare a hash of their job's description (the network, its
 parameters and the trainer's settings, :meth:`Trainer.job_description`) before anything
@@ -226,66 +223,3 @@ def pin_gpu(local_rank: int) -> int:
     if visible:
         return local_rank % max(1, len([d for d in visible.split(",") if d.strip()]))
     return local_rank
-
-
-class NcclAllreduce:
-    """In-place sum of device buffers across ranks with NCCL (CuPy's bindings), on the
-    runtime's CUDA stream. One communicator for the job, built at start from a unique id
-    that rank 0 makes and MPI broadcasts. NCCL has no timeout of its own: the host polls
-    the stream and aborts the job after the communicator's timeout."""
-
-    def __init__(self, comm, stream):
-        from cupy.cuda import nccl
-
-        self.nccl = nccl
-        self.comm = comm
-        self.stream = stream  # a pycuda Stream
-        uid = nccl.get_unique_id() if comm.rank == 0 else None
-        uid = comm.bcast(uid)
-        self.nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
-
-    def allreduce(self, buffers: list[tuple[int, int]]):
-        """Sum each float64 ``(address, count)`` buffer over the ranks, in place."""
-        nccl = self.nccl
-        handle = self.stream.handle
-        nccl.groupStart()
-        for address, count in buffers:
-            self.nccl_comm.allReduce(address, address, count, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, handle)
-        nccl.groupEnd()
-        self.comm.wait_for(self.stream.is_done, "an NCCL gradient all-reduce")
-
-
-def device_allreducer(comm, runtime, backend: str):
-    """The NCCL all-reduce for a job on GPUs, or None for the host path (see the module
-    docstring). Every rank takes the same decision; rank 0 says which path and why."""
-    from ..runtime.backends import get_backend
-
-    if comm.size == 1 or not get_backend(backend).gpu:  # NCCL needs GPUs
-        return None
-    want = os.environ.get("SPIKEFORGE_NCCL", "auto").strip().lower()
-    gpus = comm.allgather(runtime.device_identity())
-    reason = None
-    if want in ("0", "off", "no", "false"):
-        reason = "SPIKEFORGE_NCCL=0"
-    elif len(set(gpus)) < len(gpus):
-        reason = "several ranks share a GPU, which NCCL does not allow"
-    else:
-        try:
-            from cupy.cuda import nccl  # noqa: F401
-
-            if not getattr(nccl, "available", True):
-                raise ImportError
-        except ImportError:
-            reason = "NCCL is not available (pip install cupy-cuda12x or cupy-cuda13x, which bundle its bindings)"
-    reasons = [r for r in comm.allgather(reason) if r]
-    if reasons:
-        if want in ("1", "on", "yes", "true"):
-            comm.abort(f"SPIKEFORGE_NCCL=1 but {reasons[0]}")
-        if comm.rank == 0:
-            print(f"spikeforge: gradients are all-reduced through the host (MPI): {reasons[0]}", file=sys.stderr,
-                  flush=True)
-        return None
-    reducer = NcclAllreduce(comm, runtime.device.stream)
-    if comm.rank == 0:
-        print("spikeforge: gradients are all-reduced on the GPUs with NCCL", file=sys.stderr, flush=True)
-    return reducer

@@ -2,7 +2,8 @@
 
 This description knows nothing about how it is trained or run: ``EpropConfig`` says which
 neuron model the hidden layer uses, the sizes, the readout, the loss and the learning
-signal; :mod:`spikeforge.training.codegen` derives and generates the training kernel.
+signal; :func:`spikeforge.training.network_runtime.translate` turns it into a network that
+the training compiler (:mod:`spikeforge.training.compiler`) trains.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class EpropConfig:
     sequence of ``n_hidden`` numbers, one per neuron: with the ALIF model, ``beta`` zero for
     some neurons makes them plain LIF neurons (Bellec's LSNN). After construction,
     ``params`` holds the scalar parameters (compiled in as constants) and
-    ``per_neuron_params`` the others (float64 arrays, loaded by the kernel per neuron: their
-    values are not part of the generated source). A per-neuron parameter may not enter a
+    ``per_neuron_params`` the others (float64 arrays, one value per neuron in the translated
+    network). A per-neuron parameter may not enter a
     derived parameter or an eligibility component kept per presynaptic neuron.
     """
 
@@ -144,18 +145,7 @@ def hidden_values(cfg: EpropConfig, expr) -> np.ndarray:
     return np.array(out)
 
 
-def check_surrogate_scale(cfg: EpropConfig, deriv) -> None:
-    """The surrogate's width must be a positive number for every hidden neuron: a negative one
-    (the default ``v_th - v_reset`` of a model whose reset lies above its threshold) flips the
-    sign of every gradient through the hidden layer."""
-    scale = hidden_values(cfg, deriv.scale)
-    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-        shown = float(np.nanmin(scale)) if np.any(np.isfinite(scale)) else float("nan")
-        raise NetworkError(f"hidden layer ({cfg.hidden_model.name}): the surrogate's scale "
-                           f"'{deriv.scale}' must be positive, got {shown:g}")
-
-
-def check_per_neuron_params(cfg: EpropConfig, deriv=None):
+def check_per_neuron_params(cfg: EpropConfig):
     """Refuse per-neuron parameters where the kernel evaluates them outside a per-neuron
     context: in a derived parameter (a constant of the whole layer) or in an eligibility
     component kept per presynaptic neuron (shared by all postsynaptic neurons)."""
@@ -174,8 +164,7 @@ def check_per_neuron_params(cfg: EpropConfig, deriv=None):
         used = sorted(names & {s.name for s in expr.free_symbols})
         if used:
             refuse(used[0], f"the derived parameter '{d}' uses it")
-    if deriv is None:
-        deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
+    deriv = derive(m, cfg.params, surrogate=cfg.surrogate, gamma=cfg.gamma)
     n = len(deriv.states)
     for s in deriv.per_presynaptic:
         a = deriv.states.index(s)

@@ -11,7 +11,7 @@ Two kinds of job reach it:
   ``value_input`` inputs, ``scaled`` synapses into the hidden layer, ``one_step_curr``
   postsynaptic models and a ``leaky_readout`` readout. Its weights keep their old names and
   layouts (``w_in`` [hidden][input], ``w_rec``, ``w_out`` [readout][hidden], ``b_out``), so
-  checkpoints of the old path load unchanged.
+  checkpoints written before the translation existed load unchanged.
 
 The trial length is fixed when a network is compiled, so one compiled network is kept per
 trial length met (compiled on first use; weights and moments move with the trainer). A
@@ -21,6 +21,7 @@ batch smaller than the compiled one is padded; only its own instances count.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,16 +63,31 @@ class _Weight:
         return flat.reshape(self.shape).copy()
 
 
+def initial_weights(cfg, seed: int, init_scale: float, dtype) -> tuple[dict, np.ndarray]:
+    """The initial weights of an :class:`~.model.EpropConfig`: Gaussian, scaled by fan-in (no
+    self-connections), zero bias; and its random feedback matrix."""
+    rng = np.random.default_rng(seed)
+    n_in, n_h, k = cfg.n_inputs, cfg.n_hidden, cfg.n_outputs
+    weights = {
+        "w_in": rng.normal(0, init_scale / math.sqrt(n_in), (n_h, n_in)),
+        "w_rec": rng.normal(0, init_scale / math.sqrt(n_h), (n_h, n_h)) if cfg.recurrent else np.zeros((n_h, n_h)),
+        "w_out": rng.normal(0, 1.0 / math.sqrt(n_h), (k, n_h)),
+        "b_out": np.zeros(k),
+    }
+    np.fill_diagonal(weights["w_rec"], 0.0)
+    feedback = rng.normal(0, 1.0 / math.sqrt(k), (n_h, k)).astype(dtype)
+    return {n: w.astype(dtype) for n, w in weights.items()}, feedback
+
+
 def translate(cfg, batch_size: int, seed: int, init_scale: float, optimiser):
     """An :class:`~.model.EpropConfig` as a :class:`NetworkJob` (a network of ``batch_size``
-    instances), the trainer's names of its weights, the old path's initial weights (same
-    seed, same values) and its random feedback matrix (used with random feedback, kept in
-    checkpoints either way)."""
+    instances), the trainer's names of its weights, its initial weights
+    (:func:`initial_weights`) and its random feedback matrix (used with random feedback, kept
+    in checkpoints either way)."""
     from ..models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
     from ..network import Network
     from .compiler import EpropCompiler
     from .objectives import RandomFeedback, SymmetricFeedback
-    from .runtime import initial_weights
 
     dtype = np.float32 if cfg.precision == "float" else np.float64
     w, feedback = initial_weights(cfg, seed, init_scale, dtype)
@@ -248,8 +264,11 @@ class CompiledRuntime:
 
     # -- running -------------------------------------------------------------------------------
     def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
-        """As :meth:`.runtime.EpropRuntime.run_batch`; a batch smaller than the compiled one is
-        padded with silent instances."""
+        """Run one minibatch; ``x`` is (T, B, n_inputs). Returns the readout traces ``y`` (T,
+        B, n_outputs), the losses and the hidden spike counts per instance and, when learning
+        and ``grads``, the per-instance gradients by the trainer's names (arrays with a leading
+        batch axis). ``learn=False`` runs the forward pass only. A batch smaller than the
+        compiled one is padded with silent instances."""
         x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
         if n > self.batch_size:

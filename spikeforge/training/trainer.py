@@ -10,8 +10,7 @@ or, any network the training compiler takes:
 ...                   readout="out", trainable=["inp_h1", "h1_h1", "h1_h2", "h2_h2", "h2_out", "out.bias"])
 
 An ``EpropConfig`` is translated into such a network (:func:`.network_runtime.translate`)
-and trained by the compiler (``engine="compiler"``, the default, on every backend of the
-registry); ``engine="kernel"`` keeps the older single-kernel path (the regression oracle).
+and trained by the compiler too, on every backend of the registry.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +28,7 @@ from ..runtime.backends import get_backend
 from .checkpoints import CHECKPOINT_VERSION, CheckpointError, check_checkpoint_path, read_checkpoint, write_checkpoint
 from .identity import describe_network, describe_network_job, describe_schedule
 from .model import EpropConfig
-from .runtime import WEIGHTS, EpropRuntime
-
-ENGINES = ("compiler", "kernel")
+from .objectives import Adam
 
 __all__ = ["Adam", "Trainer", "TrainingDiverged", "CheckpointError", "CHECKPOINT_VERSION"]
 
@@ -57,16 +53,6 @@ def _inject_fault(rank: int, step: int):
         if kind == "hang":
             time.sleep(3600)
         raise RuntimeError(f"injected fault before optimiser step {step}")
-
-
-@dataclass
-class Adam:
-    """Adam's hyper-parameters; all are run-time values (no recompilation to change them)."""
-
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
 
 
 def _metrics(classify: bool, out: dict, y_true, mask: np.ndarray, readout=None) -> dict:
@@ -125,10 +111,9 @@ def _check_number(what: str, value, positive: bool = False, below_one: bool = Fa
     return float(value)
 
 
-def _check_job(config, optimizer, engine, init_scale, compiler, inputs, hidden, readout, trainable):
+def _check_job(config, optimizer, init_scale, compiler, inputs, hidden, readout, trainable):
     """What the Trainer trains: an EpropConfig, or a Network with its compiler and the names
-    of its roles (and then neither an optimizer, another engine nor an init_scale); an engine
-    that exists."""
+    of its roles (and then neither an optimizer nor an init_scale)."""
     from ..network import Network
 
     if isinstance(config, Network):
@@ -138,15 +123,11 @@ def _check_job(config, optimizer, engine, init_scale, compiler, inputs, hidden, 
         if optimizer is not None:
             raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
                                "(EpropCompiler(optimiser=...)); leave optimizer out")
-        if engine not in (None, "compiler"):
-            raise NetworkError(f"Trainer: a Network is trained by the compiler, not engine={engine!r}")
         if init_scale != 1.0:
             raise NetworkError("Trainer: a Network starts from its own initial weights; init_scale applies to "
                                "an EpropConfig only")
     elif not isinstance(config, EpropConfig):
         raise NetworkError(f"Trainer needs an EpropConfig or a Network, got {type(config).__name__}")
-    if engine is not None and engine not in ENGINES:
-        raise NetworkError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
 def _check_batching(batch_size, reduce, lr):
@@ -195,20 +176,17 @@ class Trainer:
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
                  clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu",
                  comm=None, compiler=None, inputs: str | None = None, hidden=None, readout: str | None = None,
-                 trainable=None, engine: str | None = None):
+                 trainable=None):
         from ..network import Network
 
-        _check_job(config, optimizer, engine, init_scale, compiler, inputs, hidden, readout, trainable)
+        _check_job(config, optimizer, init_scale, compiler, inputs, hidden, readout, trainable)
         _check_batching(batch_size, reduce, lr)
         self.optimizer = optimizer or _adam_of(compiler)
-        if not isinstance(self.optimizer, Adam):
+        if not isinstance(self.optimizer, Adam):  # its constants were checked when it was made
             raise NetworkError(f"optimizer must be an Adam, got {type(self.optimizer).__name__}")
-        _check_number("Adam's beta1", self.optimizer.beta1, below_one=True)
-        _check_number("Adam's beta2", self.optimizer.beta2, below_one=True)
-        _check_number("Adam's eps", self.optimizer.eps, positive=True)
         clamp = _check_run_options(seed, init_scale, threads, clamp)
         chosen = get_backend(backend)  # an unknown name: BackendUnavailableError listing the available ones
-        from .distributed import check_same_job, communicator, pin_gpu
+        from .distributed import check_same_job, communicator
 
         self.comm = comm if comm is not None else communicator()
         if batch_size % self.comm.size:
@@ -217,7 +195,6 @@ class Trainer:
         self.config = config
         self.network = config if isinstance(config, Network) else None
         self._roles = (compiler, inputs, hidden, readout, None if trainable is None else list(trainable))
-        self.engine = engine or "compiler"
         self.batch_size = batch_size
         self.lr = lr
         self.reduce = reduce
@@ -231,22 +208,10 @@ class Trainer:
         check_same_job(self.comm, self.job_description(), "job configuration")
         if self.comm.rank != 0:
             self.comm.wait_for_build()  # rank 0 generates and compiles; the others then load from the cache
-        if self.engine == "compiler":
-            self.runtime = self._compiled_runtime(compiler, inputs, hidden, readout, trainable, threads, chosen)
-        elif chosen.device:  # the e-prop kernels of its template target, behind the device protocol
-            from .device_runtime import DeviceEpropRuntime
-
-            self.runtime = DeviceEpropRuntime(config, backend=backend, seed=seed, threads=threads,
-                                              init_scale=init_scale, device=pin_gpu(self.comm.local_rank))
-        else:
-            self.runtime = EpropRuntime(config, seed=seed, threads=threads, init_scale=init_scale)
+        self.runtime = self._compiled_runtime(compiler, inputs, hidden, readout, trainable, threads, chosen)
         if self.comm.rank == 0:
             self.comm.wait_for_build()
         self._io = self._describe_io()
-        from .distributed import device_allreducer
-
-        # the compiler's runtime all-reduces through the host (MPI); the old kernel may use NCCL
-        self._device_reduce = None if self.engine == "compiler" else device_allreducer(self.comm, self.runtime, backend)
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.step = 0  # optimiser steps taken
         self.last_lr: float | None = None  # the learning rate of the last optimiser step
@@ -260,12 +225,8 @@ class Trainer:
 
         local = self.batch_size // self.comm.size
         options = {"device": pin_gpu(self.comm.local_rank)} if chosen.gpu else {}
-        if self.network is None:
-            opt = self.optimizer
-            from .objectives import Adam as AdamSteps
-
-            steps = AdamSteps(lr=1e-3, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
-            job, names, initial, feedback = translate(self.config, local, self.seed, self.init_scale, steps)
+        if self.network is None:  # the trainer's lr replaces the optimiser's at every step
+            job, names, initial, feedback = translate(self.config, local, self.seed, self.init_scale, self.optimizer)
             job.backend, job.backend_options = self.backend, options
             return CompiledRuntime(job, names, threads=threads, feedback=feedback, initial=initial)
         trainable = list(trainable)
@@ -285,7 +246,8 @@ class Trainer:
             cfg = self.config
             return SimpleNamespace(n_inputs=cfg.n_inputs, n_outputs=cfg.n_outputs, dt=cfg.dt,
                                    classify=cfg.loss == "xent", n_hidden=cfg.n_hidden, loss=cfg.loss,
-                                   clamped=("w_in", "w_rec"), names=WEIGHTS, readout=PerStep())
+                                   clamped=("w_in", "w_rec"), names=tuple(self.runtime.names),
+                                   readout=PerStep())
         plan = self.runtime.plan
         names = list(self.runtime.names)
         clamped = tuple(f"{q.name}_w" for q in plan.hidden_projections)
@@ -310,35 +272,19 @@ class Trainer:
             raise NetworkError(f"learning rate must be a finite non-negative number, got {lr!r}")
         return float(lr)
 
-    def _apply(self, batch: int, epoch: int, reduced: dict | str | None = None):
+    def _apply(self, batch: int, epoch: int, reduced: dict | None = None):
         """One optimiser step. ``reduced``: gradients already summed over the global batch
-        (across ranks): a dict of host arrays, or ``"device"`` when they were all-reduced in
-        place on the device; else the generated kernel reduces this process's batch."""
+        (across ranks), host arrays; else the generated optimiser reduces this process's batch."""
         self.step += 1
-        opt = self.optimizer
         lr = self.last_lr = self._lr(epoch)
-        if self.engine == "compiler":
-            clamp = {} if self.clamp is None else {name: self.clamp for name in self._io.clamped}
-            if reduced is None:
-                self.runtime.step(batch=batch, mean=self.reduce == "mean", lr=lr, step=self.step, clamp=clamp)
-                return
-            scale = 1.0 / batch if self.reduce == "mean" else 1.0
-            for name in self._io.names:
-                self.runtime.set_gradient(name, reduced[name], scale)
-            self.runtime.step(batch=1, mean=False, lr=lr, step=self.step, clamp=clamp)
+        clamp = {} if self.clamp is None else {name: self.clamp for name in self._io.clamped}
+        if reduced is None:
+            self.runtime.step(batch=batch, mean=self.reduce == "mean", lr=lr, step=self.step, clamp=clamp)
             return
-        for index, name in enumerate(WEIGHTS):
-            if name == "w_rec" and not self.config.recurrent:
-                continue
-            clamp = self.clamp if self.clamp is not None and name in ("w_in", "w_rec") else None
-            if reduced is None:
-                self.runtime.apply_gradients(index, batch, self.reduce == "mean", lr, opt.beta1, opt.beta2, opt.eps,
-                                             self.step, clamp)
-            else:
-                scale = 1.0 / batch if self.reduce == "mean" else 1.0
-                if not isinstance(reduced, str):
-                    self.runtime.set_gradient(name, reduced[name])
-                self.runtime.apply_reduced(index, scale, lr, opt.beta1, opt.beta2, opt.eps, self.step, clamp)
+        scale = 1.0 / batch if self.reduce == "mean" else 1.0
+        for name in self._io.names:
+            self.runtime.set_gradient(name, reduced[name], scale)
+        self.runtime.step(batch=1, mean=False, lr=lr, step=self.step, clamp=clamp)
 
     # -- running ---------------------------------------------------------------------------
     def _dataset(self, data, what: str, allow_empty: bool = False):
@@ -544,10 +490,9 @@ class Trainer:
     def _distributed_batch(self, data, idx, gradients: bool = True):
         """Run this rank's shard of a global batch; all-reduce gradients and metrics.
 
-        Gradients are summed over the shard where they are (on the device for the CUDA
-        backends), then all-reduced: in place on the device through NCCL when the job has it
-        (see :mod:`.distributed`), else through the host with MPI together with the metrics.
-        Returns (the reduced gradients: a dict, ``"device"`` or ``None``, the summed metrics)."""
+        Gradients are summed over the shard, then all-reduced through the host with MPI
+        together with the metrics. Returns (the reduced gradients, a dict (empty without
+        ``gradients``), the summed metrics)."""
         from .distributed import shard
 
         local = shard(idx, self.comm.rank, self.comm.size)
@@ -557,18 +502,15 @@ class Trainer:
             out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
             metrics.update(_metrics(self._io.classify, out, y, mask, self._io.readout))
             steps = metrics.pop("steps")
-        device = gradients and self._device_reduce is not None
         grads = {}
-        if device:
-            self._device_reduce.allreduce(self.runtime.device_gradient_sums(zero=not local.size))
-        elif gradients:
+        if gradients:
             grads = (self.runtime.gradient_sums() if local.size
                      else {w: np.zeros(self.runtime.weight_shape(w)) for w in self._io.names})
         parts = [grads[w].ravel() for w in self._io.names] if grads else []
         parts.append(np.array([float(metrics.get(k, 0.0)) for k in self._METRIC_KEYS]))
         vector = np.concatenate(parts)
         total = self.comm.allreduce_sum(vector)
-        reduced, offset = ("device" if device else {}), 0
+        reduced, offset = {}, 0
         for w in grads:
             n = grads[w].size
             reduced[w] = total[offset: offset + n].reshape(grads[w].shape)
@@ -653,11 +595,9 @@ class Trainer:
 
 
 def _adam_of(compiler) -> Adam:
-    """The trainer's Adam constants: the compiler's Adam's (its steps are the compiler's)."""
+    """The trainer's Adam constants: the compiler's Adam (its steps are the compiler's)."""
     opt = getattr(compiler, "optimiser", None)
-    if opt is not None and getattr(opt, "name", "") == "adam":
-        return Adam(lr=opt.lr, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
-    return Adam()
+    return opt if isinstance(opt, Adam) else Adam()
 
 
 def plan_loss_classifies(compiler) -> bool:
