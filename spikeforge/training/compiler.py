@@ -472,9 +472,9 @@ class EpropCompiler:
                 f"optimiser_{target}", "optimiser_step", owner, "custom_update",
                 f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
                 [], [], self.optimiser.code(target, g.name, size),
-                {"loop": _loop("_k", size), "body": self.optimiser.body(target, g.name, size), "once": [],
-                 "reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
-                 "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
+                {"loop": _loop("_k", size), "body": self.optimiser.body(target, g.name, size), "once": []},
+                reads=(g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))),
+                writes=(target, *(a.name for a in self.optimiser.arrays(owner, target, size)))))
         names = {a.name: a for a in spec.arrays}
         spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
         return {t: g.name for t, g in grads.items()}
@@ -496,8 +496,8 @@ class EpropCompiler:
         reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in self.loss.arrays(K, plan.n_steps))]
         return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
                           f"e-prop: readout error and loss ({self.loss.name}) of '{out.name}'", [], [], code,
-                          {"work": K, "loop": None, "body": [], "once": [], "reads": reads,
-                           "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
+                          {"work": K, "loop": None, "body": [], "once": []}, reads=tuple(reads),
+                          writes=("eprop_err", "eprop_loss", "eprop_y"))
 
     def _readout_kernel(self, plan, kappa, qo, with_bias: bool) -> KernelSpec:
         hid, out = qo.pre, plan.readout
@@ -530,8 +530,8 @@ class EpropCompiler:
         return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
                           f"e-prop: exact gradients of the readout weights '{qo.name}'"
                           + (f" and of the bias of '{out.name}'" if with_bias else ""), [kappa], [], code,
-                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": once,
-                           "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"], "writes": writes})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": once},
+                          reads=("eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"), writes=tuple(writes))
 
     def _signal_kernel(self, plan, hid) -> KernelSpec:
         out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
@@ -557,8 +557,8 @@ class EpropCompiler:
         body.append(Line("_L[_j] = _l;"))
         return KernelSpec(f"eprop_learning_signal_{hid.name}", "eprop_learning_signal", hid.name, "eprop_step",
                           f"e-prop: learning signals of '{hid.name}' from the readout error", [], [], code,
-                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": [], "reads": reads,
-                           "writes": [f"{hid.name}_eprop_L"]})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": []}, reads=tuple(reads),
+                          writes=(f"{hid.name}_eprop_L",))
 
     def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
         hid, m = q.post, q.post.model
@@ -618,13 +618,13 @@ class EpropCompiler:
         info = {
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
             "per_presynaptic": deriv.per_presynaptic, "per_synapse": deriv.per_synapse, "recursion": recursion,
-            "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
-            "reads": reads, "writes": writes, "sparse": q.rows is not None, "delay": q.delay_steps,
+            "trace": trace, "post_params": post_params, "no_autapses": q.pre is q.post,
+            "sparse": q.rows is not None, "delay": q.delay_steps,
             "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
         }
         if q.rows is not None:
-            info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
-            reads += [info["row_start"], info["post_ind"]]
+            arrays.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
+            reads += [arrays["row_start"], arrays["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         description = (f"e-prop eligibility traces and gradient of '{q.name}' ({q.pre.name} -> {hid.name}, "
                        f"{m.name}, delay {q.delay_steps}): eps_t = D(h_t-1) eps_t-1 + c s_t-1-delay, "
@@ -632,7 +632,8 @@ class EpropCompiler:
                        f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
                        f"{', '.join(deriv.per_presynaptic) or '-'}; per synapse: {', '.join(deriv.per_synapse) or '-'}")
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
-                          description, [*w.finish_constants(), kappa, *header], [], [], info)
+                          description, [*w.finish_constants(), kappa, *header], [], [], info, reads=tuple(reads),
+                          writes=tuple(writes), arrays=arrays)
 
 
 class CompiledEprop:
