@@ -1,7 +1,7 @@
 """The kernel contract for arrays: a kernel spec names the arrays it touches in typed fields
 (loads, reads, writes, and the arrays its template names by role), each kernel template
 declares the roles it uses in its first line, rendering checks one against the other, and
-the pointers a kernel gets cover every array its body uses."""
+the pointers a kernel gets are the arrays its body uses, no more and no fewer."""
 
 import re
 from importlib import resources
@@ -132,12 +132,16 @@ def _check_pointers_are_the_arrays_used(spec):
             text = render_kernel(spec, k, target)
             pointers = set(POINTER.findall(text))
             used = {n for n in IDENTIFIER.findall(POINTER.sub("", text)) if n in names}
-            assert used <= pointers, (k.name, target, "undeclared:", used - pointers)
+            if target == "cuda" and k.kind == "neuron_update" and not k.info["spike_condition"]:
+                # a population that never spikes: the CPU's update writes its spike count (0) each
+                # step, the CUDA one leaves it to the kernel that starts the step (one spec, both)
+                used.add(k.arrays["spk_cnt"])
+            assert pointers == used, (k.name, target, "unused:", pointers - used, "undeclared:", used - pointers)
             assert set(k.writes) <= pointers and set(k.reads) <= pointers, (k.name, target)
     return kinds
 
 
-def test_every_array_a_kernel_body_uses_is_among_its_pointers(training_spec):
+def test_the_pointers_of_every_kernel_are_exactly_the_arrays_its_body_uses(training_spec):
     kinds = set()
     for spec in _simulation_networks():
         kinds |= _check_pointers_are_the_arrays_used(spec)

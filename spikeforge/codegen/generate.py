@@ -917,14 +917,17 @@ class Generator:
             "flags_stride": arrays["flags"].size,
             "spike_source_array": k.is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
         }
-        roles = {n: arrays[n].name for n in ("spk", "spk_cnt", "flags")}
-        reads, writes = [], [arrays["spk"].name, arrays["spk_cnt"].name, *k.drained]
+        # the spike count is written every step (the CPU's pass 2 counts, CUDA's adds); the spikes
+        # only by a population that can spike
+        spiking = ("spk", "spk_cnt") if spike_cond else ("spk_cnt",)
+        roles = {n: arrays[n].name for n in (*spiking, "flags")}
+        reads, writes = [], [*(arrays[n].name for n in spiking), *k.drained]
         if k.hook is not None:
             writes += k.hook.writes
         if k.timed:
             reads = [a.name for pair in k.timed.values() for a in pair]
         if k.is_ssa:
-            roles.update({n: arrays[n].name for n in ("start", "end", "ptr", "times")})
+            roles.update({n: arrays[n].name for n in ("end", "ptr", "times")})
             reads += [arrays[n].name for n in ("end", "ptr", "times")]
             writes.append(arrays["ptr"].name)
         description = (f"neuron update of population '{p.name}' ({p.size} x {k.m.name}; "
@@ -1010,18 +1013,18 @@ class Generator:
             "n_synapses": q.n_synapses, "delay_steps": delay_steps,
             "slots": slots[source_pop.name], "delivers": delivers, "which": which,
         }
-        roles = {"spk": f"{source_pop.name}_spk", "spk_cnt": f"{source_pop.name}_spk_cnt", "in_syn": pa["in_syn"].name}
+        roles = {"spk": f"{source_pop.name}_spk", "spk_cnt": f"{source_pop.name}_spk_cnt"}
         reads, writes = [roles["spk"], roles["spk_cnt"]], []
-        if q.rows is not None:
-            roles.update({k: pa[k].name for k in ("row_start", "post_ind", "col_start", "col_syn", "pre_ind")
-                          if k in pa})
+        if q.rows is not None:  # the rows of each presynaptic neuron, or the columns of each postsynaptic one
             needed = ("row_start", "post_ind") if which == "on_pre" else ("col_start", "col_syn", "pre_ind")
+            roles.update({k: pa[k].name for k in needed})
             reads += [pa[k].name for k in needed]
         if q.connectivity.kind == "procedural":  # rows drawn again at each spike
             from ..connectivity import procedural_info
 
             info.update(procedural_info(q, self.net.seed))
-        if delivers:
+        if delivers and "den" not in pa:
+            roles["in_syn"] = pa["in_syn"].name
             writes = [pa["in_syn"].name]
         if delivers and "den" in pa:  # per-synapse delays: the input waits in the dendritic buffer
             roles.update(dendritic=pa["den"].name, syn_delay=pa["syn_delay"].name)

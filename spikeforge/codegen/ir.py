@@ -78,8 +78,9 @@ class KernelSpec:
       delta), so after construction they hold the whole sorted set;
     - ``arrays``: the arrays the template names by role (``spk``, ``spk_cnt``, ``flags``,
       ``row_start``...), role -> array name; a family of arrays (one per state variable, say)
-      is a role -> {key: array name} mapping. Each template declares the roles it uses in its
-      first line (``{#- uses: spk, spk_cnt, ptr? -#}``, see :mod:`.render`).
+      is a role -> {key: array name} mapping, given only where the kernel uses it. Each
+      template declares the roles it uses in its first line (``{#- uses: spk, spk_cnt, ptr? -#}``,
+      see :mod:`.render`).
 
     ``info`` holds the template's other facts only: sizes, flags, code parts and loop
     descriptions (it may mention arrays inside such descriptions, e.g. the summed variables,
