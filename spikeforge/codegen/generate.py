@@ -340,10 +340,9 @@ def param_array_name(owner: str, part: str, name: str) -> str:
     return f"{owner}_{'ps_' if part == 'postsynaptic' else ''}p_{name}"
 
 
-def _read_params(w: _KernelWriter, info: dict):
-    """The arrays of dynamic parameters are read among the kernel's constants: list them."""
-    if w.param_reads:
-        info["reads"] = list(info.get("reads", [])) + sorted(set(w.param_reads))
+def _read_params(w: _KernelWriter, reads: list[str]) -> list[str]:
+    """The arrays of dynamic parameters are read among the kernel's constants: ``reads`` with them."""
+    return reads + sorted(set(w.param_reads))
 
 
 def _written(stmts, odes=()) -> set[str]:
@@ -915,24 +914,27 @@ class Generator:
             "size": p.size, "slots": slots, "spike_condition": spike_cond,
             "dynamics": k.code[k.update_start:k.threshold_at], "after_threshold": k.code[k.threshold_at:],
             "refractory": refractory, "threshold": k.threshold, "reset": k.reset, "on_spike": k.on_spike,
-            "spk": arrays["spk"].name, "spk_cnt": arrays["spk_cnt"].name, "flags": arrays["flags"].name,
             "flags_stride": arrays["flags"].size,
             "spike_source_array": k.is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
-            "writes": [arrays["spk"].name, arrays["spk_cnt"].name, *k.drained],
         }
+        # the spike count is written every step (the CPU's pass 2 counts, CUDA's adds); the spikes
+        # only by a population that can spike
+        spiking = ("spk", "spk_cnt") if spike_cond else ("spk_cnt",)
+        roles = {n: arrays[n].name for n in (*spiking, "flags")}
+        reads, writes = [], [*(arrays[n].name for n in spiking), *k.drained]
         if k.hook is not None:
-            info["writes"] += k.hook.writes
+            writes += k.hook.writes
         if k.timed:
-            info["reads"] = [a.name for pair in k.timed.values() for a in pair]
+            reads = [a.name for pair in k.timed.values() for a in pair]
         if k.is_ssa:
-            info.update({n: arrays[n].name for n in ("start", "end", "ptr", "times")})
-            info["reads"] = info.get("reads", []) + [arrays[n].name for n in ("end", "ptr", "times")]
-            info["writes"].append(arrays["ptr"].name)
+            roles.update({n: arrays[n].name for n in ("end", "ptr", "times")})
+            reads += [arrays[n].name for n in ("end", "ptr", "times")]
+            writes.append(arrays["ptr"].name)
         description = (f"neuron update of population '{p.name}' ({p.size} x {k.m.name}; "
                        f"integrator: {self.integrators.get(p.name, 'none')})")
-        _read_params(w, info)
         return KernelSpec(f"neuron_update_{p.name}", "neuron_update", p.name, "neuron_update", description,
-                          w.finish_constants(), w.param_loads + k.loads, k.code[:k.update_start], info)
+                          w.finish_constants(), w.param_loads + k.loads, k.code[:k.update_start], info,
+                          reads=tuple(_read_params(w, reads)), writes=tuple(writes), arrays=roles)
 
     @staticmethod
     def check_trace_params(q, odes, spike_code):
@@ -1009,27 +1011,26 @@ class Generator:
         info = {
             "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
             "n_synapses": q.n_synapses, "delay_steps": delay_steps,
-            "slots": slots[source_pop.name], "spk": f"{source_pop.name}_spk",
-            "spk_cnt": f"{source_pop.name}_spk_cnt", "delivers": delivers, "in_syn": pa["in_syn"].name,
-            "which": which,
+            "slots": slots[source_pop.name], "delivers": delivers, "which": which,
         }
-        info["reads"] = [info["spk"], info["spk_cnt"]]
-        if q.rows is not None:
-            info.update({k: pa[k].name for k in ("row_start", "post_ind", "col_start", "col_syn", "pre_ind")
-                         if k in pa})
+        roles = {"spk": f"{source_pop.name}_spk", "spk_cnt": f"{source_pop.name}_spk_cnt"}
+        reads, writes = [roles["spk"], roles["spk_cnt"]], []
+        if q.rows is not None:  # the rows of each presynaptic neuron, or the columns of each postsynaptic one
             needed = ("row_start", "post_ind") if which == "on_pre" else ("col_start", "col_syn", "pre_ind")
-            info["reads"] += [pa[k].name for k in needed]
+            roles.update({k: pa[k].name for k in needed})
+            reads += [pa[k].name for k in needed]
         if q.connectivity.kind == "procedural":  # rows drawn again at each spike
             from ..connectivity import procedural_info
 
             info.update(procedural_info(q, self.net.seed))
-        if delivers:
-            info["writes"] = [pa["in_syn"].name]
-        info["dendritic"] = None
+        if delivers and "den" not in pa:
+            roles["in_syn"] = pa["in_syn"].name
+            writes = [pa["in_syn"].name]
         if delivers and "den" in pa:  # per-synapse delays: the input waits in the dendritic buffer
-            info.update(dendritic=pa["den"].name, syn_delay=pa["syn_delay"].name, dendritic_slots=q.dendritic_slots)
-            info["reads"].append(pa["syn_delay"].name)
-            info["writes"] = [pa["den"].name]
+            roles.update(dendritic=pa["den"].name, syn_delay=pa["syn_delay"].name)
+            info["dendritic_slots"] = q.dendritic_slots
+            reads.append(pa["syn_delay"].name)
+            writes = [pa["den"].name]
         kind = "presynaptic_update" if which == "on_pre" else "postsynaptic_learning"
         spikes = "presynaptic" if which == "on_pre" else "postsynaptic"
         if pathway is None:
@@ -1043,10 +1044,10 @@ class Generator:
                            f"{q.connectivity.kind}, {wu.name}, delay {delay_steps} steps)")
         if isinstance(src, str):
             description += "; " + " | ".join(line.strip() for line in src.strip().splitlines())
-        _read_params(w, info)
         name = f"{kind}_{q.name}" if pathway is None else f"{kind}_{q.name}_{pathway}"
         return KernelSpec(name, kind, q.name, "synapse_update", description, w.finish_constants(),
-                          w.param_loads + loads, code, info)
+                          w.param_loads + loads, code, info, reads=tuple(_read_params(w, reads)), writes=tuple(writes),
+                          arrays=roles)
 
     def neuron_loads(self, q, symbols) -> list[Access]:
         """Locals ``v_pre``, ``v_post``... for the neuron variables per-synapse code reads
@@ -1100,25 +1101,26 @@ class Generator:
                 w, wu.odes, {}, wu.name, None, q.name, code)
         info = {
             "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,
-            "n_synapses": q.n_synapses, "summed": summed, "writes": [s["array"] for s in summed],
+            "n_synapses": q.n_synapses, "summed": summed,
         }
+        roles, reads = {}, []
         if q.rows is not None:
-            info.update({k: pa[k].name for k in ("col_start", "col_syn", "pre_ind")})
-            info["reads"] = [pa[k].name for k in ("col_start", "col_syn", "pre_ind")]
+            roles = {k: pa[k].name for k in ("col_start", "col_syn", "pre_ind")}
+            reads = list(roles.values())
         parts = ([f"equations: {' | '.join(o.source for o in wu.odes)}"] if wu.odes else []) + \
             [f"{t}_post = {wu.summed_source[t]} (summed)" for t in wu.summed]
         description = (f"synapse dynamics of projection '{q.name}' ({q.pre.name} -> {q.post.name}, "
                        f"{q.connectivity.kind}, {wu.name}): " + "; ".join(parts))
-        _read_params(w, info)
         return KernelSpec(f"synapse_dynamics_{q.name}", "synapse_dynamics", q.name, "synapse_dynamics",
-                          description, w.finish_constants(), w.param_loads + loads, code, info)
+                          description, w.finish_constants(), w.param_loads + loads, code, info,
+                          reads=tuple(_read_params(w, reads)), writes=tuple(s["array"] for s in summed), arrays=roles)
 
     def reduction_kernel(self, delta: ArraySpec) -> KernelSpec:
         return KernelSpec(
             f"batch_reduce_{delta.name}", "batch_reduction", delta.owner, "batch_reduction",
             f"combine the per-instance changes of {delta.target} across the batch ({delta.reduce})",
-            [], [], [], {"delta": delta.name, "target": delta.target, "size": delta.size, "reduce": delta.reduce,
-                         "writes": [delta.target, delta.name]},
+            [], [], [], {"size": delta.size, "reduce": delta.reduce},
+            writes=(delta.target, delta.name), arrays={"delta": delta.name, "target": delta.target},
         )
 
 

@@ -68,26 +68,52 @@ class Line:
 
 @dataclass
 class KernelSpec:
-    """A kernel for one population or projection, rendered by ``templates/<backend>/<template>``."""
+    """A kernel for one population or projection, rendered by ``templates/<backend>/<template>``.
+
+    The arrays a kernel touches are typed fields, never found in ``info``:
+
+    - ``loads``: array elements loaded into locals (and stored back when written);
+    - ``reads`` / ``writes``: every array the kernel reads / writes. The constructor takes the
+      arrays beyond the loads and adds the loads' (a written load with a delta array writes the
+      delta), so after construction they hold the whole sorted set;
+    - ``arrays``: the arrays the template names by role (``spk``, ``spk_cnt``, ``flags``,
+      ``row_start``...), role -> array name; a family of arrays (one per state variable, say)
+      is a role -> {key: array name} mapping, given only where the kernel uses it. Each
+      template declares the roles it uses in its first line (``{#- uses: spk, spk_cnt, ptr? -#}``,
+      see :mod:`.render`).
+
+    ``info`` holds the template's other facts only: sizes, flags, code parts and loop
+    descriptions (it may mention arrays inside such descriptions, e.g. the summed variables,
+    when those arrays are also in ``reads`` or ``writes``)."""
 
     name: str
-    kind: str  # neuron_update | presynaptic_update | postsynaptic_learning | batch_reduction
+    kind: str  # neuron_update | presynaptic_update | postsynaptic_learning | batch_reduction | ...
     target: str
     template: str
     description: str
     constants: list[Line] = field(default_factory=list)  # parameters and hoisted invariants
     loads: list[Access] = field(default_factory=list)
     code: list[Line] = field(default_factory=list)
-    info: dict = field(default_factory=dict)  # template-specific facts (sizes, arrays, flags)
+    info: dict = field(default_factory=dict)  # template facts that are not arrays (sizes, flags, code parts)
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    arrays: dict[str, str | dict[str, str]] = field(default_factory=dict)
 
-    @property
-    def reads(self) -> list[str]:
-        return sorted({a.array for a in self.loads} | set(self.info.get("reads", ())))
+    def __post_init__(self):
+        for key in ("reads", "writes", "arrays"):
+            if key in self.info:
+                raise ValueError(f"kernel '{self.name}': info['{key}'] is an array list; give it as "
+                                 f"KernelSpec({key}=...)")
+        self.reads = tuple(sorted({a.array for a in self.loads} | set(self.reads)))
+        self.writes = tuple(sorted({a.delta or a.array for a in self.loads if a.write} | set(self.writes)))
 
-    @property
-    def writes(self) -> list[str]:
-        out = {a.delta or a.array for a in self.loads if a.write}
-        return sorted(out | set(self.info.get("writes", ())))
+    def role_arrays(self, roles) -> list[str]:
+        """The arrays of ``roles`` (each a role of :attr:`arrays`), families flattened."""
+        out = []
+        for role in roles:
+            value = self.arrays[role]
+            out += list(value.values()) if isinstance(value, dict) else [value]
+        return out
 
 
 @dataclass

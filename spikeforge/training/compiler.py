@@ -511,9 +511,9 @@ class EpropCompiler:
                 f"optimiser_{target}", "optimiser_step", owner, "custom_update",
                 f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
                 [], [], self.optimiser.code(target, g.name, size),
-                {"loop": _loop("_k", size), "body": self.optimiser.body(target, g.name, size), "once": [],
-                 "reads": [g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))],
-                 "writes": [target, *(a.name for a in self.optimiser.arrays(owner, target, size))]}))
+                {"loop": _loop("_k", size), "body": self.optimiser.body(target, g.name, size), "once": []},
+                reads=(g.name, "eprop_optimiser", *(a.name for a in self.optimiser.arrays(owner, target, size))),
+                writes=(target, *(a.name for a in self.optimiser.arrays(owner, target, size)))))
         names = {a.name: a for a in spec.arrays}
         spec.instances_independent = all(names[n].batched for k in spec.kernels for n in k.writes)
         return {t: g.name for t, g in grads.items()}
@@ -535,8 +535,8 @@ class EpropCompiler:
         reads = [f"{out.name}_v", "eprop_mask", *(a.name for a in loss.arrays(K, plan.n_steps))]
         return KernelSpec(f"eprop_error_{out.name}", "eprop_error", out.name, "eprop_step",
                           f"e-prop: readout error and loss ({loss.name}) of '{out.name}'", [], [], code,
-                          {"work": K, "loop": None, "body": [], "once": [], "reads": reads,
-                           "writes": ["eprop_err", "eprop_loss", "eprop_y"]})
+                          {"work": K, "loop": None, "body": [], "once": []}, reads=tuple(reads),
+                          writes=("eprop_err", "eprop_loss", "eprop_y"))
 
     def _readout_kernel(self, plan, kappa, qo, with_bias: bool) -> KernelSpec:
         hid, out = qo.pre, plan.readout
@@ -569,8 +569,8 @@ class EpropCompiler:
         return KernelSpec(f"eprop_readout_gradient_{qo.name}", "eprop_readout_gradient", qo.name, "eprop_step",
                           f"e-prop: exact gradients of the readout weights '{qo.name}'"
                           + (f" and of the bias of '{out.name}'" if with_bias else ""), [kappa], [], code,
-                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": once,
-                           "reads": ["eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"], "writes": writes})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": once},
+                          reads=("eprop_learn", "eprop_err", f"{hid.name}_eprop_s_hist"), writes=tuple(writes))
 
     def _signal_kernel(self, plan, hid) -> KernelSpec:
         out, qo, feedback = plan.readout, plan.readout_projection(hid), plan.feedback[hid.name]
@@ -596,8 +596,8 @@ class EpropCompiler:
         body.append(Line("_L[_j] = _l;"))
         return KernelSpec(f"eprop_learning_signal_{hid.name}", "eprop_learning_signal", hid.name, "eprop_step",
                           f"e-prop: learning signals of '{hid.name}' from the readout error", [], [], code,
-                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": [], "reads": reads,
-                           "writes": [f"{hid.name}_eprop_L"]})
+                          {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": []}, reads=tuple(reads),
+                          writes=(f"{hid.name}_eprop_L",))
 
     def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
         hid, m = q.post, q.post.model
@@ -668,19 +668,20 @@ class EpropCompiler:
         info = {
             "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
             "per_presynaptic": per_pre, "per_synapse": per_syn, "recursion": recursion,
-            "trace": trace, "post_params": post_params, "arrays": arrays, "no_autapses": q.pre is q.post,
-            "reads": reads, "writes": writes, "sparse": q.rows is not None, "delay": q.delay_steps,
-            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size), "syn_delay": None,
+            "trace": trace, "post_params": post_params, "no_autapses": q.pre is q.post,
+            "sparse": q.rows is not None, "delay": q.delay_steps,
+            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
         }
         if per_synapse_delays:
             slots = self.signal_slots(plan, q.pre.name)
-            info.update(syn_delay=f"{q.name}_syn_delay", s_syn=(
+            arrays["syn_delay"] = f"{q.name}_syn_delay"
+            info.update(s_syn=(
                 f"_{arrays['s_hist']}[((size_t)((_step + {slots - 1}u - _d) % {slots}u) * _B + _b) * {q.pre.size}u"
                 " + _i]"))
-            reads.append(info["syn_delay"])
+            reads.append(arrays["syn_delay"])
         if q.rows is not None:
-            info.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
-            reads += [info["row_start"], info["post_ind"]]
+            arrays.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
+            reads += [arrays["row_start"], arrays["post_ind"]]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         delay = f"{q.delay_steps} + per synapse" if per_synapse_delays else q.delay_steps
         constants = w.finish_constants()
@@ -693,7 +694,8 @@ class EpropCompiler:
                        f"dW += L_t (1 - kappa) ebar_t-1; per presynaptic neuron: "
                        f"{', '.join(per_pre) or '-'}; per synapse: {', '.join(per_syn) or '-'}")
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
-                          description, [*constants, kappa, *header], [], [], info)
+                          description, [*constants, kappa, *header], [], [], info, reads=tuple(reads),
+                          writes=tuple(writes), arrays=arrays)
 
     @staticmethod
     def _instance_params(w, spec, hid) -> tuple[list[Line], list[str]]:
