@@ -164,7 +164,7 @@ x = (np.random.default_rng(0).random((20, 1, 3)) < 0.3).astype(np.float32)
 rt.run_batch(x, np.ones(20), labels=np.zeros(1, dtype=np.int32))  # compiled for 20 steps on first use
 before = teams()
 rt.run_batch(x, np.ones(20), labels=np.zeros(1, dtype=np.int32))
-rt.step(batch=1, mean=True, lr=0.01, step=1, clamp={})
+rt.step(batch=1, mean=True, lr=0.01, step=1, clamp=dict())
 out["eprop_b1"] = teams() - before
 print(json.dumps(out))
 """

@@ -158,14 +158,53 @@ def test_feedforward_and_float_equal_numpy_eprop():
         _same_run(out, ref, 3, f"{precision}, recurrent={recurrent}", 1e-12 if precision == "double" else 2e-4)
 
 
+def _running_rate_eprop(kind, x, mask, target, weights, reg_rate, target_hz):
+    """The reference's e-prop recursions (tests/eprop_reference.py: its forward pass, errors
+    and eligibility traces of a subtractive reset) with the compiler's regulariser in the
+    learning signal: ``reg_rate (n_j,t / (t + 1) - target_hz dt / 1000)``, n_j,t the spikes
+    of neuron j up to step t (the running rate). The reference's own ``reg`` uses the whole
+    trial's mean rate instead. The input and recurrent weights' gradients, [batch][post][pre]."""
+    from tests.eprop_reference import _constants, loss_and_error
+
+    params = REFERENCE[kind]
+    w = {"W_in": weights["w_in"], "W_rec": weights["w_rec"], "W_out": weights["w_out"], "b": weights["b_out"]}
+    c = _constants(params)
+    fw = forward(x, params, w)
+    z, psi, beta = fw["z"], fw["psi"], c["beta"][..., None]
+    _, err = loss_and_error(fw["y"], target, mask, "mse")
+    rate = np.cumsum(z, axis=0) / np.arange(1, T + 1)[:, None, None]
+    signal = err @ weights["w_out"] + reg_rate * (rate - target_hz * DT / 1000.0)  # (T, B, N_H)
+    grads = {}
+    for name, S in (("w_in", x), ("w_rec", z)):
+        shape = (x.shape[1], N_H, S.shape[2])
+        eps_v, eps_a, ebar, grad = (np.zeros(shape) for _ in range(4))
+        s_prev, psi_prev = np.zeros((x.shape[1], S.shape[2])), np.zeros((x.shape[1], N_H))
+        for t in range(T):
+            eps_a = c["rho"] * (psi_prev[:, :, None] * eps_v + (1.0 - beta * psi_prev[:, :, None]) * eps_a)
+            eps_v = c["alpha"] * eps_v + (1.0 - c["alpha"]) * s_prev[:, None, :]
+            grad += signal[t][:, :, None] * (1.0 - c["kappa"]) * ebar
+            ebar = c["kappa"] * ebar + psi[t][:, :, None] * (eps_v - beta * eps_a)
+            s_prev, psi_prev = S[t], psi[t]
+        grads[name] = grad
+    grads["w_rec"] *= 1.0 - np.eye(N_H)
+    return grads
+
+
 @pytest.mark.slow
 def test_rate_regularisation_equals_numpy_eprop():
     x, mask, target, weights = _problem(4, 2, "mse", real_valued=True)
-    ref = _reference("lsnn", x, mask, target, weights, "mse", reg=(0.5, 20.0))
     out = _compiled("lsnn", "mse", "symmetric", 2, weights, reg_rate=0.5).run_batch(x, mask, targets=target)
     plain = _compiled("lsnn", "mse", "symmetric", 2, weights).run_batch(x, mask, targets=target)
     assert not np.array_equal(out["grads"]["inp_hid_w"], plain["grads"]["inp_hid_w"])  # it does something
-    _same_run(out, ref, 2, "rate regularisation")
+    # without the regulariser the recursions give the reference's gradients (they are its own)
+    _same_run(plain, _reference("lsnn", x, mask, target, weights, "mse"), 2, "no regularisation")
+    want = _running_rate_eprop("lsnn", x, mask, target, weights, 0.0, 20.0)
+    for name, g in want.items():
+        _close(g, _reference("lsnn", x, mask, target, weights, "mse")["grads"][name], f"recursions: {name}")
+    want = _running_rate_eprop("lsnn", x, mask, target, weights, 0.5, 20.0)
+    got = _as_config(out["grads"], 2)
+    for name, g in want.items():
+        _close(got[name], g, f"rate regularisation: gradient of {name}")
 
 
 def test_sgd_step_is_minus_lr_times_the_summed_gradient():
