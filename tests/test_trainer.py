@@ -218,3 +218,19 @@ def test_a_diverging_run_stops_with_the_epoch_step_and_weight_named():
     assert message.startswith(f"training diverged in epoch 1 at optimiser step {trainer.step}: ")
     assert "weight 'w_in' has" in message and "non-finite values" in message and "1e+38" in message, message
     assert trainer.history == []  # the epoch never completed: nothing reported as if it had
+
+
+def test_a_recurrent_diagonal_set_on_an_epropconfig_stays_zero():
+    """An EpropConfig has no self-connections: weights set with a diagonal in w_rec (e.g. from
+    another tool) train as if it were zero, and the trainer reports it as zero."""
+    data = _toy(16)
+    trainers = [Trainer(_config(), batch_size=8, lr=0.01, seed=2) for _ in range(2)]
+    w = {k: v.copy() for k, v in trainers[0].weights.items()}
+    with_diagonal = w["w_rec"] + np.diag(np.full(16, 0.5, dtype=w["w_rec"].dtype))
+    trainers[0].runtime.set_weights({"w_rec": w["w_rec"]})
+    trainers[1].runtime.set_weights({"w_rec": with_diagonal})
+    assert not np.diag(trainers[1].weights["w_rec"]).any()
+    for t in trainers:
+        t.fit(data, epochs=1, progress=False)
+    for name in w:
+        np.testing.assert_array_equal(trainers[1].weights[name], trainers[0].weights[name], err_msg=name)

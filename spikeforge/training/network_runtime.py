@@ -53,6 +53,7 @@ class _Weight:
     shape: tuple
     transpose: bool = False
     fixed: bool = False  # kept by the trainer only (w_rec of a network without recurrence)
+    no_self: bool = False  # a square matrix whose diagonal (self-connections) is kept at zero
 
     def to_compiled(self, value: np.ndarray) -> np.ndarray:
         return (np.asarray(value).T if self.transpose else np.asarray(value)).ravel()
@@ -109,7 +110,7 @@ def translate(cfg, batch_size: int, seed: int, init_scale: float, optimiser):
                              else SymmetricFeedback(), surrogate=cfg.surrogate, gamma=cfg.gamma,
                              reg_rate=cfg.reg_rate, reg_target_hz=cfg.reg_target_hz)
     names = {"w_in": _Weight("inp_hid_w", (n_h, n_in), True),
-             "w_rec": _Weight("hid_hid_w", (n_h, n_h), True, fixed=not cfg.recurrent),
+             "w_rec": _Weight("hid_hid_w", (n_h, n_h), True, fixed=not cfg.recurrent, no_self=True),
              "w_out": _Weight("hid_out_w", (k, n_h), True), "b_out": _Weight("out_p_bias", (k,))}
     job = NetworkJob(net, compiler, "inp", "hid", "out", trainable)
     return job, names, w, feedback
@@ -221,6 +222,8 @@ class CompiledRuntime:
             if not np.all(np.isfinite(value)):
                 raise NetworkError(f"weight '{name}' must be finite")
             self._weights[name] = np.array(value, dtype=self.dtype)
+            if wt.no_self:  # EpropConfig has no self-connections: a diagonal given is dropped
+                np.fill_diagonal(self._weights[name], 0.0)
             if self._active is not None and not wt.fixed:
                 self._active.backend.push(wt.array, wt.to_compiled(self._weights[name]).astype(self.dtype))
 
