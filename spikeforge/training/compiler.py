@@ -666,7 +666,8 @@ class EpropCompiler:
                  *instance_reads]
         writes = [arrays["grad"], arrays["ebar"], *pre_arrays.values(), *arrays["eps_old"].values()]
         info = {
-            "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "states": states,
+            "n_pre": q.pre.size, "n_post": hid.size, "n_syn": q.n_synapses, "work": q.n_synapses,
+            "states": states,
             "per_presynaptic": per_pre, "per_synapse": per_syn, "recursion": recursion,
             "trace": trace, "post_params": post_params, "no_autapses": q.pre is q.post,
             "sparse": q.rows is not None, "delay": q.delay_steps,
@@ -731,6 +732,13 @@ class CompiledEprop:
         self.simulation = Simulation(network, backend=backend, threads=threads, spec=spec, on_nonfinite="ignore",
                                      progress=False, **backend_options)
         self.backend = self.simulation.backend
+        # a trial in one call of the generated run loop: the planner's first chunks (1, 4, 16, ...
+        # steps, sized to keep Ctrl-C responsive in long simulations) would each enter the run
+        # loop and pay for a thread team, and chunks that short run step by step, every kernel
+        # of every step on its own team. A whole trial is one thread team, each thread running
+        # whole instances (a device backend that replays graphs keeps its own chunks).
+        if getattr(self.backend, "step_granularity", 1) == 1:
+            self.simulation.chunk_steps = plan.n_steps
         self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0
         self.derivations: dict = {}  # learning hidden population -> its model's e-prop factors
