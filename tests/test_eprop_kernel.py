@@ -122,7 +122,7 @@ def test_without_recurrence_generated_eprop_equals_bptt(params):
     assert_same_direction_and_norm(out["grads"]["w_in"].sum(0), ref["W_in"], tol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 def test_generated_gradient_equals_finite_differences_on_three_neurons(backend, params):
     """End to end on 3 hidden neurons without recurrence: the generated code's input-weight
@@ -165,7 +165,7 @@ def test_batch_of_repeated_sample_gives_b_times_the_gradient():
         np.testing.assert_allclose(many[key].mean(0), one[key][0], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.slow  # eight cuda-emu trainings; the quick loop keeps cuda-emu e-prop in the finite-difference check
+@pytest.mark.slow  # eight cuda-emu trainings; the quick loop keeps cuda-emu e-prop in test_training_compiler_cuda.py
 @pytest.mark.parametrize("params", ALL, ids=ALL_IDS)
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_cuda_emu_eprop_equals_numpy_eprop(params, loss):
@@ -195,7 +195,7 @@ def test_cuda_emu_training_steps_match_cpu():
         np.testing.assert_allclose(emu.weights[name], w, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_forward_only_pass_gives_the_training_outputs_without_gradients(backend, loss):
     """learn=False (evaluate/predict) skips traces and gradients but computes the same outputs."""

@@ -47,7 +47,7 @@ def test_reference_with_per_neuron_beta_equals_its_bptt_and_mixes_both_kinds():
         assert not np.allclose(other["W_in"], ep["W_in"])
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_generated_eprop_with_per_neuron_beta_equals_numpy_eprop(backend, loss):
     X, targets, mask, weights = make_problem(12, recurrent=True, loss=loss)
