@@ -17,6 +17,7 @@ from spikeforge.codegen.render import render_network
 from spikeforge.config import load_file
 from spikeforge.errors import ConfigError, ModelError, NetworkError
 from spikeforge.network import FixedProbability, Network
+from spikeforge.runtime.simulation import Simulation
 from tests.conftest import BACKENDS_SLOW_EMU, nvcc_path
 
 N_EXC, N_INH = 40, 10
@@ -389,3 +390,18 @@ def test_yaml_errors_name_file_line_and_field(tmp_path, line, at, pattern):
         load_file(path)
     assert str(info.value).startswith(f"{path}:{at}: ")
     assert "\n" not in str(info.value)
+
+
+def test_where_in_a_weight_expression_is_evaluated_per_synapse():
+    """``where(cond, a, b)`` (a Piecewise) in an initial value: per synapse, with draws only
+    where chosen; before, the evaluator could not walk the Piecewise's (value, condition)
+    pairs and refused the expression."""
+    net = Network("where_init", dt=0.1)
+    net.add_population("a", 5, m.LIF)
+    net.add_projection("aa", "a", "a", m.STATIC, m.DELTA_CURR, wu_init={"w": "where(i < j, 1.0, 2.0 + j)"})
+    net.add_projection("bb", "a", "a", m.STATIC, m.DELTA_CURR, wu_init={"w": "where(i == j, 0, 1 + rand())"})
+    sim = Simulation(net)
+    i, j = np.meshgrid(np.arange(5), np.arange(5), indexing="ij")  # pre, post
+    np.testing.assert_array_equal(sim.get("aa", "w").reshape(5, 5), np.where(i < j, 1.0, 2.0 + j))
+    w = sim.get("bb", "w").reshape(5, 5)
+    assert not np.diag(w).any() and np.all((w[i != j] >= 1) & (w[i != j] < 2))

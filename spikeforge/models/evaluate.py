@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 from .. import rng
 from ..errors import ModelError
@@ -141,9 +142,13 @@ def _apply(e: sympy.Basic, args: list):
         return _reduce(operator.mul, args)
     if e.is_Pow:
         return np.power(np.asarray(args[0], dtype=np.float64), args[1])
+    if isinstance(e, ExprCondPair):  # one (value, condition) of a Piecewise (``where``)
+        return tuple(args)
     if isinstance(e, sympy.Piecewise):
-        conds = [np.asarray(c, dtype=bool) for c in args[1::2]]
-        return np.select(conds, [np.asarray(v, dtype=np.float64) for v in args[0::2]], default=np.nan)
+        values = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v, _ in args),
+                                     *(np.asarray(c, dtype=bool) for _, c in args))
+        n = len(args)
+        return np.select(values[n:], values[:n], default=np.nan)
     if isinstance(e, sympy.Min):
         return _reduce(np.minimum, args)
     if isinstance(e, sympy.Max):
