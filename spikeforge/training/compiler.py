@@ -1,4 +1,4 @@
-"""e-prop as a compiler over an ordinary :class:`~spikeforge.network.Network` (preview).
+"""e-prop as a compiler over an ordinary :class:`~spikeforge.network.Network`.
 
 The network does not know it is trained. :meth:`EpropCompiler.compile` names its input,
 hidden and readout populations and the trainable projections, and returns a
@@ -23,7 +23,7 @@ and, outside the step loop (``custom_updates``), one optimiser step per trainabl
 over its per-instance gradients. Timing is the simulation's: a spike at step t reaches its
 targets at t+1.
 
-The preview supports: hidden populations of any spiking models with dense or sparse (stored)
+What it takes: hidden populations of any spiking models with dense or sparse (stored)
 trainable projections into them, with or without a delay (one for the projection, or one per
 synapse: then every eligibility component is kept per synapse), from a ``value_input`` population
 and from hidden populations; a ``leaky_readout`` readout fed by dense projections from hidden
@@ -200,14 +200,14 @@ class EpropCompiler:
         hidden_names = ", ".join(f"'{h.name}'" for h in hid)
         for q in projections:
             if q.connectivity.kind not in ("dense", "sparse"):
-                raise NetworkError(f"trainable projection '{q.name}': the training compiler (preview) takes dense or "
+                raise NetworkError(f"trainable projection '{q.name}': the training compiler takes dense or "
                                    f"sparse (stored) projections, not {q.connectivity.kind}")
             if q.post not in hid and q.post is not out:
                 raise NetworkError(f"trainable projection '{q.name}' ends at '{q.post.name}'; it must end at a "
                                    f"hidden population ({hidden_names}) or the readout '{out.name}'")
             if q.pre is not inp and q.pre not in hid:
-                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; the preview takes "
-                                   f"projections from '{inp.name}' or a hidden population ({hidden_names})")
+                raise NetworkError(f"trainable projection '{q.name}' starts at '{q.pre.name}'; trainable projections "
+                                   f"start at '{inp.name}' or a hidden population ({hidden_names})")
             if q.postsynaptic.name != "one_step_curr":
                 raise NetworkError(f"trainable projection '{q.name}': postsynaptic model must be one_step_curr, "
                                    f"not '{q.postsynaptic.name}'")
@@ -228,8 +228,7 @@ class EpropCompiler:
                                    f"({hidden_names}), not from the input '{inp.name}'")
             if q.connectivity.kind != "dense" or q.delay_steps or q.synapse_delay_steps is not None:
                 raise NetworkError(f"trainable projection '{q.name}': the projection to the readout must be dense "
-                                   "and without delay (delay: 0, not per synapse) in the training compiler "
-                                   "(preview)")
+                                   "and without delay (delay: 0, not per synapse) in the training compiler")
             if sum(r.pre is q.pre for r in into_readout) > 1:
                 raise NetworkError(f"trainable: two projections from '{q.pre.name}' to the readout '{out.name}'")
         return into_readout
