@@ -1,6 +1,7 @@
-"""The time-parallel method's generated cpu kernels (forward pass) against the cpu simulation
-backend running the same network one step at a time: V and spikes bit for bit in float32; and
-against the numpy reference (tests/parallel_reference.py) in double."""
+"""The time-parallel method's generated cpu kernels against the cpu simulation backend running
+the same network one step at a time (forward: V and spikes bit for bit in float32), and against
+the numpy reference (tests/parallel_reference.py, BPTT by a hand-written adjoint scan) in double:
+forward values, losses and per-instance gradients."""
 
 import math
 
@@ -9,14 +10,15 @@ import pytest
 
 from spikeforge.errors import ModelError, NetworkError
 from spikeforge.models import builtins as b
-from spikeforge.models.builtins import ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
+from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
 from spikeforge.models.neuron import NeuronModel
 from spikeforge.network import Network
 from spikeforge.runtime.simulation import Simulation
 from spikeforge.training.parallel import ParallelCompiler
 from tests import parallel_reference as ref
 
-T, B, N_IN, N1, N2, DT = 40, 2, 5, 6, 4, 1.0
+T, B, N_IN, N1, N2, K, DT = 40, 2, 5, 6, 4, 3, 1.0
+TAU_OUT, BIAS = 10.0, 0.2
 
 #: ParaLIF's neuron: a LIF without reset (a linear filter of its input) and a threshold
 PARALIF = NeuronModel("paralif", params={"tau_m": 8.0, "v_rest": 0.1, "r_m": 1.0, "v_th": 0.5},
@@ -37,13 +39,16 @@ def _network(precision, weights, record=False):
     net.add_population("h2", N2, COUPLED, record_spikes=record)
     net.add_projection("inp_h1", "inp", "h1", SCALED, ONE_STEP_CURR, wu_init={"w": weights[0].T.ravel()})
     net.add_projection("h1_h2", "h1", "h2", STATIC, ONE_STEP_CURR, wu_init={"w": weights[1].T.ravel()})
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=BIAS))
+    net.add_projection("h2_out", "h2", "out", STATIC, ONE_STEP_CURR, wu_init={"w": weights[2].T.ravel()})
     return net
 
 
 def _problem(seed):
     rng = np.random.default_rng(seed)
     x = (rng.random((T, B, N_IN)) < 0.4) * rng.uniform(0.3, 1.7, (T, B, N_IN))  # real values: rounding shows
-    weights = [rng.uniform(-0.3, 1.2, (N1, N_IN)), rng.uniform(-0.2, 1.5, (N2, N1))]  # [post][pre]
+    weights = [rng.uniform(-0.3, 1.2, (N1, N_IN)), rng.uniform(-0.2, 1.5, (N2, N1)),
+               rng.normal(0.0, 1.0, (K, N2))]  # [post][pre]
     return x, weights
 
 
@@ -53,7 +58,7 @@ def _step_by_step(precision, x, weights):
     net.add_timed_input("inp", "x", np.zeros((T, B, N_IN)), dt=DT)
     sim = Simulation(net, backend="cpu", progress=False)
     sim.set_timed_input("inp", "x", x, dt=DT)
-    out = {"h1": {"v": []}, "h2": {"v": [], "a": []}}
+    out = {"h1": {"v": []}, "h2": {"v": [], "a": []}, "out": {"v": []}}
     for _ in range(T):
         sim.run(steps=1)
         for pop, vs in out.items():
@@ -69,9 +74,13 @@ def _step_by_step(precision, x, weights):
     return res
 
 
+def _compile(precision, weights):
+    return ParallelCompiler().compile(_network(precision, weights), inputs="inp", hidden=["h1", "h2"],
+                                      readout="out", n_steps=T)
+
+
 def _parallel(precision, x, weights):
-    compiled = ParallelCompiler().compile(_network(precision, weights), inputs="inp", hidden=["h1", "h2"],
-                                          n_steps=T)
+    compiled = _compile(precision, weights)
     try:
         return compiled.forward(x)
     finally:
@@ -82,30 +91,60 @@ def test_forward_is_bit_identical_to_the_step_by_step_simulation_in_float():
     x, weights = _problem(1)
     par = _parallel("float", x, weights)
     seq = _step_by_step("float", x, weights)
-    for pop in ("h1", "h2"):
-        assert 0 < seq[pop]["z"].mean() < 0.8, pop  # spiking, not saturated
+    for pop in ("h1", "h2", "out"):
+        if pop != "out":
+            assert 0 < seq[pop]["z"].mean() < 0.8, pop  # spiking, not saturated
         for v in seq[pop]:
             assert par[pop][v].dtype == np.float32
             np.testing.assert_array_equal(par[pop][v], seq[pop][v], err_msg=f"{pop}.{v}")
 
 
-def test_forward_matches_the_numpy_reference_in_double():
-    x, weights = _problem(2)
-    par = _parallel("double", x, weights)
-    a = math.exp(-DT / 8.0)
-    h1 = ref.layer(A=[[a]], Bv=[1 - a], c=[0.1 * (1 - a)], dg=[1.0], g0=-0.5)
-    # the coupled pair from scipy's matrix exponential of its continuous system
+def _reference_stack():
+    """The compiled network's layers in the reference's terms (the affine steps from closed forms
+    and scipy's matrix exponential, not from spikeforge)."""
     from scipy.linalg import expm
+    a = math.exp(-DT / 8.0)
+    h1 = ref.layer(A=[[a]], Bv=[1 - a], c=[0.1 * (1 - a)], dg=[1.0], g0=-0.5, scale=0.5)
     M = np.array([[-1 / 5.0, -1 / 5.0, 1 / 5.0], [0.5 / 20.0, -1 / 20.0, 0.0], [0.0, 0.0, 0.0]])
     E = expm(M * DT)
-    h2 = ref.layer(A=E[:2, :2], Bv=E[:2, 2], dg=[1.0, 0.0], g0=-0.4)
-    out = ref.layer(A=[[1.0]], Bv=[0.0])  # no readout in the compiled network yet
-    fw = ref.forward(x, [h1, h2], out, [*weights, np.zeros((1, N2))])
+    h2 = ref.layer(A=E[:2, :2], Bv=E[:2, 2], dg=[1.0, 0.0], g0=-0.4, scale=0.4)
+    kappa = math.exp(-DT / TAU_OUT)
+    return [h1, h2], ref.layer(A=[[kappa]], Bv=[1 - kappa])
+
+
+def _rel_close(new, old, what, rtol=1e-6):
+    """Equal to ``rtol`` of the largest value (different summation orders)."""
+    assert np.abs(old).max() > 0, what
+    np.testing.assert_allclose(new, old, rtol=rtol, atol=rtol * np.abs(old).max(), err_msg=what)
+
+
+@pytest.mark.parametrize("loss", ["xent", "mse"])
+def test_forward_and_gradients_match_the_numpy_reference_in_double(loss):
+    x, weights = _problem(2)
+    rng = np.random.default_rng(4)
+    mask = np.zeros(T)
+    mask[T // 4:] = 1.0
+    labels = rng.integers(0, K, B)
+    targets = rng.normal(0.0, 0.5, (T, B, K))
+    compiled = _compile("double", weights)
+    try:
+        par = compiled.gradients(x, mask, loss, labels=labels, targets=targets)
+    finally:
+        compiled.close()
+    hidden, out = _reference_stack()
+    g = ref.gradients(x, labels if loss == "xent" else targets, mask, hidden, out, weights,
+                      np.full(K, BIAS), loss)
+    fw = g["forward"]
     for k, pop in enumerate(("h1", "h2")):
-        np.testing.assert_allclose(par[pop]["u"], fw["u"][k], rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(par[pop]["v"], fw["x"][k][..., 0], rtol=1e-12, atol=1e-14)
-        np.testing.assert_array_equal(par[pop]["z"], fw["z"][k])
-    np.testing.assert_allclose(par["h2"]["a"], fw["x"][1][..., 1], rtol=1e-12, atol=1e-14)
+        _rel_close(par["forward"][pop]["u"], fw["u"][k], f"{pop}.u", 1e-12)
+        _rel_close(par["forward"][pop]["v"], fw["x"][k][..., 0], f"{pop}.v", 1e-12)
+        np.testing.assert_array_equal(par["forward"][pop]["z"], fw["z"][k])
+    _rel_close(par["forward"]["h2"]["a"], fw["x"][1][..., 1], "h2.a", 1e-12)
+    _rel_close(par["y"], fw["y"], "y", 1e-12)
+    _rel_close(par["loss"], g["loss"], "loss", 1e-12)
+    for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):
+        _rel_close(par["grads"][name], gw.transpose(0, 2, 1), f"gradient of {name}")  # [pre][post]
+    _rel_close(par["grads"]["out.bias"], g["b"], "gradient of out.bias")
 
 
 def test_refusals():
@@ -113,11 +152,13 @@ def test_refusals():
     net = _network("float", weights)
     net.add_projection("h2_h1", "h2", "h1", STATIC, ONE_STEP_CURR)
     with pytest.raises(NetworkError, match="'h2_h1'.*recurrent"):
-        ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], n_steps=T)
+        ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T)
     net = Network("lif", dt=DT, batch_size=B)
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("h", N1, b.LIF_SUBTRACTIVE)
     net.add_projection("inp_h", "inp", "h", SCALED, ONE_STEP_CURR)
+    net.add_population("out", K, LEAKY_READOUT)
+    net.add_projection("h_out", "h", "out", STATIC, ONE_STEP_CURR)
     with pytest.raises(ModelError, match="without a reset") as info:
-        ParallelCompiler().compile(net, inputs="inp", hidden="h", n_steps=T)
+        ParallelCompiler().compile(net, inputs="inp", hidden="h", readout="out", n_steps=T)
     assert info.value.model == "lif_subtractive"

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 
-from ..codegen.eprop import _threshold_distance
+from ..codegen.eprop import SURROGATES, G, _threshold_distance, default_scale
 from ..codegen.integrate import Integration, _linear_parts, integrate
 from ..codegen.ir import ArraySpec, KernelSpec, Line
 from ..errors import ModelError, NetworkError
 from ..models.builtins import VALUE_INPUT
-from ..models.expressions import symbol
+from ..models.expressions import ParseContext, parse_expression, symbol
 from ..models.functions import RANDOM_FUNCTIONS
 from ..models.neuron import INPUT_NAME, NeuronModel
 from ..models.synapse import IN_SYN_NAME, PostsynapticModel
@@ -54,6 +54,7 @@ class LinearStep:
 
     model: str
     states: list[str]  # x: the neuron's state variables, then the postsynaptic model's (ps_state names)
+    constants: list  # (name, expression): the integrator's constant temporaries, which A, B, c name
     A: sympy.Matrix  # dx_t/dx_{t-1}
     B: sympy.Matrix  # dx_t/du_t (a column)
     c: sympy.Matrix  # the constant part (e.g. v_rest (1 - exp(-dt/tau_m)))
@@ -69,6 +70,8 @@ class LinearStep:
         """``(A, B, c, dg_dx)`` as lists of float rows for parameter values ``values`` (with ``dt``);
         ``dg_dx`` None for a layer that does not spike."""
         subs = {symbol(k): v for k, v in values.items()}
+        for name, e in self.constants:
+            subs[symbol(name)] = e.xreplace(subs)
         out = []
         for m in (self.A, self.B, self.c, self.dg_dx):
             if m is None:
@@ -91,6 +94,23 @@ def _nonlinear_reason(odes) -> str | None:
         if _linear_parts([o], states) is None:
             return f"'{o.source}' is not linear with constant coefficients in the state"
     return "the equations are not linear with constant coefficients in the state"
+
+
+def _partial_update_map(integ: Integration, prefix: str = "") -> tuple[dict, list]:
+    """``integ``'s new values with its constant temporaries (those of parameters and dt only, e.g.
+    the exact integrator's propagator entries) kept as named symbols (``prefix`` + their name):
+    ``({var: new value}, [(name, expression)])``, the constants in the order they are computed."""
+    env: dict = {}
+    constants = []
+    dynamic = {symbol(INPUT_NAME), symbol(IN_SYN_NAME), symbol("t"), *(symbol(v) for v in integ.new)}
+    for name, expr in integ.assignments:
+        e = expr.xreplace(env)
+        if name in integ.new.values() or e.free_symbols & dynamic:
+            env[symbol(name)] = e
+        else:
+            constants.append((prefix + name, e))
+            env[symbol(name)] = symbol(prefix + name)
+    return {var: env[symbol(tmp)] for var, tmp in integ.new.items()}, constants
 
 
 def _run_statements(stmts, env: dict):
@@ -125,7 +145,7 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
     # one step as the simulation runs it: inputs (postsynaptic apply, then its equations), the
     # neuron's equations, its sim_code
     env: dict = {symbol(s): symbol(s) for s in neuron_states}
-    ps_integ = None
+    ps_integ, constants = None, []
     if postsynaptic is None:
         env[symbol(INPUT_NAME)] = U
     else:
@@ -133,7 +153,8 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
         scope = {**env, **ps_env, symbol(INPUT_NAME): sympy.Integer(0), U: U}
         _run_statements(postsynaptic.parse_apply(neuron_states), scope)
         ps_integ = integrate(postsynaptic.odes, postsynaptic.name)
-        ps_new = ps_integ.update_map()
+        ps_new, ps_consts = _partial_update_map(ps_integ, "_ps")
+        constants += ps_consts
         for s in ps_states:
             scope[symbol(ps_state(s))] = ps_new[s].xreplace(scope) if s in ps_new else scope[symbol(s)]
         env = {**{symbol(s): scope[symbol(s)] for s in neuron_states},
@@ -142,12 +163,15 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
     neuron_integ = None
     if model.odes:
         neuron_integ = integrate(model.odes, model.name, method or model.integrator)
-        new = {symbol(v): e.xreplace(env) for v, e in neuron_integ.update_map().items()}
+        new_map, consts = _partial_update_map(neuron_integ)
+        constants += consts
+        new = {symbol(v): e.xreplace(env) for v, e in new_map.items()}
         env.update(new)
     _run_statements(model.sim_code, env)
     # derived parameters (e.g. kappa = exp(-dt / tau_m)) written out: A, B, c in params and dt only
     derived = {symbol(d): e for d, e in model.derived.items()}
     update = {s: env[symbol(s)].xreplace(derived) for s in states}
+    constants = [(name, e.xreplace(derived)) for name, e in constants]
 
     new_vec = sympy.Matrix([update[s] for s in states])
     A = new_vec.jacobian(x)
@@ -157,13 +181,13 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
                          "(sim_code or input) is not linear in the state and the input", model.name, "sim_code")
     c = sympy.expand(new_vec - A * sympy.Matrix(x) - B * U)
     if not spiking:
-        return LinearStep(model.name, states, A, B, c, update, None, None, neuron_integ, ps_integ)
+        return LinearStep(model.name, states, constants, A, B, c, update, None, None, neuron_integ, ps_integ)
     g = _threshold_distance(model).xreplace(derived)
     dg_dx = sympy.Matrix([g]).jacobian(x)
     if dg_dx.free_symbols & set(x) or g.has(symbol(INPUT_NAME)) or g.has(*RANDOM_FUNCTIONS):
         raise ModelError("the parallel method needs a deterministic threshold affine in the state variables",
                          model.name, "threshold")
-    return LinearStep(model.name, states, A, B, c, update, g, dg_dx, neuron_integ, ps_integ,
+    return LinearStep(model.name, states, constants, A, B, c, update, g, dg_dx, neuron_integ, ps_integ,
                       resets=[st.target for st in model.reset], refractory=model.refractory_source)
 
 
@@ -204,6 +228,18 @@ def _par_array(name, owner, var, size, comment) -> ArraySpec:
     return ArraySpec(name, owner, var, "scalar", size, True, "parallel", Constant(0), comment=comment)
 
 
+def _indented(lines: list[Line]) -> list[Line]:
+    """``lines`` with the bodies of their braces indented (readable generated loops)."""
+    out, depth = [], 0
+    for line in lines:
+        text = line.code.strip()
+        if text.startswith("}"):
+            depth -= 1
+        out.append(Line("    " * depth + text if text else text, line.comment))
+        depth += text.count("{") - text.count("}") + (1 if text.startswith("}") else 0)
+    return out
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -221,39 +257,77 @@ class ParallelCompiler:
     update (the simulation's printed integrator, so float for float the same values) and the
     threshold test."""
 
-    def compile(self, network, inputs, hidden, n_steps, backend: str = "cpu", **backend_options):
+    def __init__(self, surrogate: str = "triangular", gamma: float = 0.3):
+        if surrogate not in SURROGATES:
+            raise NetworkError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
+        self.surrogate, self.gamma = surrogate, float(gamma)
+
+    def compile(self, network, inputs, hidden, readout, n_steps, backend: str = "cpu", **backend_options):
         from ..codegen.generate import generate
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
         names = [hidden] if isinstance(hidden, str) else list(hidden)
-        for name in [inputs, *names]:
+        for name in [inputs, *names, readout]:
             if name not in network.populations:
                 raise NetworkError(f"no population '{name}' (populations: {', '.join(network.populations)})")
         inp = network.populations[inputs]
         if inp.model is not VALUE_INPUT:
             raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, "
                                f"not '{inp.model.name}'")
-        order = [p for p in check_feed_forward(network, [inputs, *names]) if p is not inp]
+        out = network.populations[readout]
+        if out.model.name != "leaky_readout":
+            raise NetworkError(f"readout: population '{out.name}' must use the leaky_readout model, not "
+                               f"'{out.model.name}'")
+        order = [p for p in check_feed_forward(network, [inputs, *names, readout]) if p is not inp]
+        if order[-1] is not out:
+            raise NetworkError(f"readout: population '{out.name}' must come after every hidden layer")
         spec = generate(network)
         T = n_steps
         spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
                                       "the input values of every step"))
         source = {inp.name: f"par_{inp.name}_x"}
+        steps = {}
         for h in order:
             q = self._incoming(network, h, source)
-            step = derive_linear_step(h.model, q.postsynaptic)
+            step = derive_linear_step(h.model, q.postsynaptic, spiking=h is not out)
             self._check_layer(h, q, step)
             arrays = {v: f"par_{h.name}_{v}" for v in h.model.vars}
             for v, a in arrays.items():
                 spec.arrays.append(_par_array(a, h.name, f"_par_{v}", T * h.size, f"{v} at every step"))
             spec.arrays.append(_par_array(f"par_{h.name}_u", h.name, "_par_u", T * h.size,
                                           "input delivered at every step"))
-            spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size, "spikes at every step"))
+            if h is not out:
+                spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
+                                              "spikes at every step"))
             spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T))
-            spec.custom_updates.append(self._forward_kernel(network, spec, h, q, arrays, T))
-            source[h.name] = f"par_{h.name}_z"
-        return CompiledParallel(network, spec, inp, order, T, backend, **backend_options)
+            spec.custom_updates.append(self._forward_kernel(network, spec, h, q, arrays, T, spiking=h is not out))
+            steps[h.name] = step
+            if h is not out:
+                source[h.name] = f"par_{h.name}_z"
+        n_forward = len(spec.custom_updates)
+        self._backward(network, spec, order, steps, source, T)
+        return CompiledParallel(network, spec, inp, order, T, n_forward, backend, **backend_options)
+
+    def _backward(self, network, spec, order, steps, source, T):
+        """The adjoint scans from the readout down, each followed by its projection's gradient."""
+        for k in range(len(order) - 1, -1, -1):
+            h = order[k]
+            q = self._incoming(network, h, source)
+            spec.arrays.append(_par_array(f"par_{h.name}_du", h.name, "_par_du", T * h.size,
+                                          "dE/du_t: the loss's gradient by the input of every step"))
+            if k == len(order) - 1:
+                spec.arrays.append(_par_array("par_err", h.name, "_par_err", T * h.size, "dE/dy_t from the host"))
+                if "bias" in h.params:
+                    spec.arrays.append(_par_array(f"par_{h.name}_grad_bias", h.name, "_par_grad_bias", h.size,
+                                                  "gradient of the bias, per batch instance"))
+            after = None if k == len(order) - 1 else order[k + 1]
+            q_after = None if after is None else self._incoming(network, after, source)
+            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, steps[h.name], q_after, T))
+            g = f"{q.name}_par_grad"
+            spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
+                                          "gradient of w, per batch instance"))
+            spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -301,11 +375,11 @@ class ParallelCompiler:
             Line("}"), Line("}"), Line("}"),
         ]
         return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
-                          f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [], code,
-                          {"loop": None, "body": [], "once": []}, reads=(w, pre_array), writes=(u,))
+                          f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
+                          _indented(code), {"loop": None, "body": [], "once": []}, reads=(w, pre_array), writes=(u,))
 
     @staticmethod
-    def _forward_kernel(network, spec, h, q, arrays, T) -> KernelSpec:
+    def _forward_kernel(network, spec, h, q, arrays, T, spiking=True) -> KernelSpec:
         from ..codegen.generate import KernelWriter, _emit_odes, _emit_statements
 
         m, n = h.model, h.size
@@ -329,45 +403,182 @@ class ParallelCompiler:
         code += [Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                  Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
                  *update,
-                 *(Line(f"_{arrays[v.name]}[_o] = {v.name};") for v in state),
-                 Line(f"_par_{h.name}_z[_o] = ({w.expr(m.threshold.xreplace(rename))}) ? (scalar)1 : (scalar)0;",
-                      f"threshold: {m.threshold_source}"),
-                 Line("}"), Line("}"), Line("}")]
+                 *(Line(f"_{arrays[v.name]}[_o] = {v.name};") for v in state)]
+        if spiking:
+            code.append(Line(f"_par_{h.name}_z[_o] = ({w.expr(m.threshold.xreplace(rename))}) ? (scalar)1 : (scalar)0;",
+                             f"threshold: {m.threshold_source}"))
+        code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
                           f"parallel: the states and threshold spikes of '{h.name}' at every step",
-                          w.finish_constants(), [], code, {"loop": None, "body": [], "once": []},
+                          w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
                           reads=(f"par_{h.name}_u", *init.values()),
-                          writes=(*arrays.values(), f"par_{h.name}_z"))
+                          writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else [])))
+
+
+    def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
+        """The surrogate dz/dg at the threshold distance ``g`` (the e-prop code's shapes and width)."""
+        ctx = ParseContext(model.name, set(model.params) | set(model.derived) | {"dt", "gamma", "scale", "_g"},
+                           random_allowed=False)
+        scale = default_scale(model)
+        scale_expr = parse_expression(scale, ctx, "scale") if isinstance(scale, str) else sympy.Float(scale)
+        psi = parse_expression(SURROGATES[self.surrogate], ctx, "surrogate")
+        return psi.xreplace({symbol("gamma"): sympy.Float(self.gamma), symbol("scale"): scale_expr, G: g})
+
+    def _adjoint_kernel(self, network, spec, h, step: LinearStep, q_after, T) -> KernelSpec:
+        """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
+        the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
+        next layer)."""
+        from ..codegen.generate import KernelWriter
+
+        m, n, nx = h.model, h.size, len(step.states)
+        w = KernelWriter(network)
+        w.add_params(dict(h.params), "", m.name)
+        for name, e in step.constants:
+            w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
+        lam = [symbol(f"_lam{j}") for j in range(nx)]
+        drive = symbol("_drive")
+        readout = step.g is None
+        e = [int(j == 0) for j in range(nx)] if readout else list(step.dg_dx)
+        new_lam = [sum((step.A[i, j] * lam[i] for i in range(nx)), sympy.Integer(0)) + e[j] * drive
+                   for j in range(nx)]
+        du = sum((step.B[j] * lam[j] for j in range(nx)), sympy.Integer(0))
+        reads, writes = [], [f"par_{h.name}_du"]
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
+                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                Line("for (uint32_t _i = 0; _i < N; _i++) {"),
+                *(Line(f"scalar {x.name} = 0;", "lam_T = 0" if j == 0 else "") for j, x in enumerate(lam))]
+        bias = readout and "bias" in h.params
+        if bias:
+            code.append(Line("scalar _gbias = 0;", "dE/dbias = sum_t dc/dbias . lam_t"))
+            writes.append(f"par_{h.name}_grad_bias")
+        code += [Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
+                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
+        if readout:
+            code.append(Line("const scalar _drive = _par_err[_o];", "dE/dy_t, y_t = v_t"))
+            reads.append("par_err")
+        else:
+            a, n_after = q_after.post, q_after.post.size
+            wa = _weight_array(spec, q_after)
+            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in step.states)]
+            code += [Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives "
+                                             "at t+1)"),
+                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
+                          f"_dz += _{wa}[(size_t)_i * {n_after}u + _post] * "
+                          f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+                     *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in step.states),
+                     Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
+                     Line(f"const scalar _psi = {w.expr(self._psi(network, m, G))};",
+                          f"surrogate dz/dg ({self.surrogate})"),
+                     Line("const scalar _drive = _dz * _psi;", "dE/dg_t")]
+        for j, x in enumerate(lam):
+            code.append(Line(f"const scalar {x.name}_new = {w.expr(new_lam[j])};",
+                             "lam_t = A^T lam_(t+1) + drive_t dg/dx" if j == 0 else ""))
+        code += [Line(f"{x.name} = {x.name}_new;") for x in lam]
+        code.append(Line(f"_par_{h.name}_du[_o] = {w.expr(du)};", "du_t = B . lam_t"))
+        if bias:
+            dc = step.c.diff(symbol("bias"))
+            code.append(Line(f"_gbias += {w.expr(sum((dc[j] * lam[j] for j in range(nx)), sympy.Integer(0)))};"))
+        code.append(Line("}"))
+        if bias:
+            code.append(Line(f"_par_{h.name}_grad_bias[(size_t)_b * N + _i] = _gbias;"))
+        code += [Line("}"), Line("}")]
+        return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
+                          f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
+                          _indented(code),
+                          {"loop": None, "body": [], "once": []}, reads=tuple(reads), writes=tuple(writes))
+
+    @staticmethod
+    def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
+        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance."""
+        n_pre, n = q.pre.size, q.post.size
+        du = f"par_{q.post.name}_du"
+        code = [
+            Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
+            Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
+            Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
+            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+            Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
+            Line("if (_s[_pre] == 0) continue;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _g[(size_t)_pre * N + _post] += _du[_post] * _s[_pre];"),
+            Line("}"), Line("}"), Line("}"),
+        ]
+        return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
+                          f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
+                          {"loop": None, "body": [], "once": []}, reads=(du, pre_array), writes=(grad,))
+
+
+def loss_and_error(loss: str, y, mask, labels=None, targets=None):
+    """Per-instance loss (B,) and dE/dy_t (T, B, K) of a per-step loss over the window ``mask``
+    (T,): ``mse`` against ``targets`` (T, B, K), 0.5 sum_t mask_t |y_t - y*_t|^2; ``xent``
+    against ``labels`` (B,), -sum_t mask_t log softmax(y_t)[label]. Computed on the host."""
+    y = np.asarray(y, dtype=np.float64)
+    m = np.asarray(mask, dtype=np.float64)[:, None, None]
+    if loss == "mse":
+        d = y - np.asarray(targets, dtype=np.float64)
+        return 0.5 * np.sum(m * d * d, axis=(0, 2)), m * d
+    if loss == "xent":
+        onehot = np.eye(y.shape[2])[np.asarray(labels)][None]
+        s = y - y.max(axis=-1, keepdims=True)
+        logp = s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+        return -np.sum(m * onehot * logp, axis=(0, 2)), m * (np.exp(logp) - onehot)
+    raise NetworkError(f"loss must be 'xent' or 'mse', got {loss!r}")
 
 
 class CompiledParallel:
     """A network compiled by :class:`ParallelCompiler`: a simulation whose custom updates run the
-    parallel kernels."""
+    parallel kernels (the first ``n_forward`` the forward pass, the others the backward pass)."""
 
-    def __init__(self, network, spec, inputs, layers, n_steps, backend="cpu", **backend_options):
+    def __init__(self, network, spec, inputs, layers, n_steps, n_forward, backend="cpu", **backend_options):
         from ..runtime.simulation import Simulation
 
         self.network, self.spec, self.inputs, self.layers, self.n_steps = network, spec, inputs, layers, n_steps
+        self.n_forward = n_forward
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
         self.backend = self.simulation.backend
 
+    def _pull_steps(self, name, n):
+        T, B = self.n_steps, self.network.batch_size
+        return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
+
     def forward(self, x) -> dict:
-        """Inputs ``x`` (steps, batch, inputs) -> per hidden population {variable: (steps, batch, N)}
-        with the input ``u`` and the spikes ``z``."""
+        """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {variable: (steps,
+        batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z``."""
         T, B = self.n_steps, self.network.batch_size
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (T, B, self.inputs.size):
             raise NetworkError(f"inputs: expected shape {(T, B, self.inputs.size)}, got {x.shape}")
         self.simulation.reset()
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
-        for index in range(len(self.spec.custom_updates)):
+        for index in range(self.n_forward):
             self.backend.custom_update(index)
         out = {}
         for h in self.layers:
-            names = {v: f"par_{h.name}_{v}" for v in (*h.model.vars, "u", "z")}
-            out[h.name] = {v: self.backend.pull(a).reshape(B, T, h.size).transpose(1, 0, 2) for v, a in names.items()}
+            names = [*h.model.vars, "u", *(["z"] if h is not self.layers[-1] else [])]
+            out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
+
+    def gradients(self, x, mask, loss="xent", labels=None, targets=None) -> dict:
+        """One batch forward and backward: the forward's values, ``y`` (the readout's v), the
+        per-instance ``loss`` and gradients {projection: (batch, pre, post), readout.bias: (batch, K)}."""
+        T, B = self.n_steps, self.network.batch_size
+        out = self.forward(x)
+        readout = self.layers[-1]
+        y = out[readout.name]["v"]
+        E, err = loss_and_error(loss, y, mask, labels, targets)
+        self.backend.push("par_err", err.transpose(1, 0, 2).reshape(B, T * readout.size))
+        for index in range(self.n_forward, len(self.spec.custom_updates)):
+            self.backend.custom_update(index)
+        grads = {}
+        for q in self.network.projections.values():
+            if q.post in self.layers:
+                grads[q.name] = self.backend.pull(f"{q.name}_par_grad").reshape(B, q.pre.size, q.post.size)
+        if "bias" in readout.params:
+            grads[f"{readout.name}.bias"] = self.backend.pull(f"par_{readout.name}_grad_bias").reshape(B, -1)
+        return {"forward": out, "y": y, "loss": E, "grads": grads}
 
     def close(self):
         self.simulation.close()
