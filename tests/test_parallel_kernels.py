@@ -18,7 +18,7 @@ from spikeforge.training.parallel import ParallelCompiler
 from tests import parallel_reference as ref
 
 T, B, N_IN, N1, N2, K, DT = 40, 2, 5, 6, 4, 3, 1.0
-TAU_OUT, BIAS = 10.0, 0.2
+TAU_OUT, BIAS, TAU_SYN = 10.0, 0.2, 3.0
 
 #: ParaLIF's neuron: a LIF without reset (a linear filter of its input) and a threshold
 PARALIF = NeuronModel("paralif", params={"tau_m": 8.0, "v_rest": 0.1, "r_m": 1.0, "v_th": 0.5},
@@ -37,7 +37,9 @@ def _network(precision, weights, record=False):
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("h1", N1, PARALIF, record_spikes=record)
     net.add_population("h2", N2, COUPLED, record_spikes=record)
-    net.add_projection("inp_h1", "inp", "h1", SCALED, ONE_STEP_CURR, wu_init={"w": weights[0].T.ravel()})
+    # SPSN's neuron: the LIF fed by an exponentially decaying synaptic current
+    net.add_projection("inp_h1", "inp", "h1", SCALED, b.EXP_CURR, wu_init={"w": weights[0].T.ravel()},
+                       ps_params={"tau_syn": TAU_SYN})
     net.add_projection("h1_h2", "h1", "h2", STATIC, ONE_STEP_CURR, wu_init={"w": weights[1].T.ravel()})
     net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=BIAS))
     net.add_projection("h2_out", "h2", "out", STATIC, ONE_STEP_CURR, wu_init={"w": weights[2].T.ravel()})
@@ -47,7 +49,7 @@ def _network(precision, weights, record=False):
 def _problem(seed):
     rng = np.random.default_rng(seed)
     x = (rng.random((T, B, N_IN)) < 0.4) * rng.uniform(0.3, 1.7, (T, B, N_IN))  # real values: rounding shows
-    weights = [rng.uniform(-0.3, 1.2, (N1, N_IN)), rng.uniform(-0.2, 1.5, (N2, N1)),
+    weights = [rng.uniform(-0.2, 0.45, (N1, N_IN)), rng.uniform(-0.2, 1.5, (N2, N1)),
                rng.normal(0.0, 1.0, (K, N2))]  # [post][pre]
     return x, weights
 
@@ -58,12 +60,13 @@ def _step_by_step(precision, x, weights):
     net.add_timed_input("inp", "x", np.zeros((T, B, N_IN)), dt=DT)
     sim = Simulation(net, backend="cpu", progress=False)
     sim.set_timed_input("inp", "x", x, dt=DT)
-    out = {"h1": {"v": []}, "h2": {"v": [], "a": []}, "out": {"v": []}}
+    out = {"h1": {"v": [], "_ps_x": []}, "h2": {"v": [], "a": []}, "out": {"v": []}}
     for _ in range(T):
         sim.run(steps=1)
         for pop, vs in out.items():
             for v in vs:
-                vs[v].append(sim.backend.pull(f"{pop}_v" if v == "v" else f"{pop}_{v}").reshape(B, -1).copy())
+                array = "inp_h1_x" if v == "_ps_x" else f"{pop}_{v}"  # exp_curr's current lives with the projection
+                vs[v].append(sim.backend.pull(array).reshape(B, -1).copy())
     res = {pop: {v: np.stack(a) for v, a in vs.items()} for pop, vs in out.items()}
     for pop, n in (("h1", N1), ("h2", N2)):
         z = np.zeros((T, B, n))
@@ -103,8 +106,10 @@ def _reference_stack():
     """The compiled network's layers in the reference's terms (the affine steps from closed forms
     and scipy's matrix exponential, not from spikeforge)."""
     from scipy.linalg import expm
-    a = math.exp(-DT / 8.0)
-    h1 = ref.layer(A=[[a]], Bv=[1 - a], c=[0.1 * (1 - a)], dg=[1.0], g0=-0.5, scale=0.5)
+    a, d = math.exp(-DT / 8.0), math.exp(-DT / TAU_SYN)
+    # (v, x): x_t = d (x_{t-1} + u_t), v driven by x_{t-1} + u_t (the current before it decays)
+    h1 = ref.layer(A=[[a, 1 - a], [0.0, d]], Bv=[1 - a, d], c=[0.1 * (1 - a), 0.0], dg=[1.0, 0.0], g0=-0.5,
+                   scale=0.5)
     M = np.array([[-1 / 5.0, -1 / 5.0, 1 / 5.0], [0.5 / 20.0, -1 / 20.0, 0.0], [0.0, 0.0, 0.0]])
     E = expm(M * DT)
     h2 = ref.layer(A=E[:2, :2], Bv=E[:2, 2], dg=[1.0, 0.0], g0=-0.4, scale=0.4)
@@ -140,6 +145,7 @@ def test_forward_and_gradients_match_the_numpy_reference_in_double(loss):
         _rel_close(par["forward"][pop]["v"], fw["x"][k][..., 0], f"{pop}.v", 1e-12)
         np.testing.assert_array_equal(par["forward"][pop]["z"], fw["z"][k])
     _rel_close(par["forward"]["h2"]["a"], fw["x"][1][..., 1], "h2.a", 1e-12)
+    _rel_close(par["forward"]["h1"]["_ps_x"], fw["x"][0][..., 1], "h1's synaptic current", 1e-12)
     _rel_close(par["y"], fw["y"], "y", 1e-12)
     _rel_close(par["loss"], g["loss"], "loss", 1e-12)
     for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):

@@ -292,7 +292,7 @@ class ParallelCompiler:
             q = self._incoming(network, h, source)
             step = derive_linear_step(h.model, q.postsynaptic, spiking=h is not out)
             self._check_layer(h, q, step)
-            arrays = {v: f"par_{h.name}_{v}" for v in h.model.vars}
+            arrays = {v: f"par_{h.name}_{v}" for v in step.states}
             for v, a in arrays.items():
                 spec.arrays.append(_par_array(a, h.name, f"_par_{v}", T * h.size, f"{v} at every step"))
             spec.arrays.append(_par_array(f"par_{h.name}_u", h.name, "_par_u", T * h.size,
@@ -307,7 +307,8 @@ class ParallelCompiler:
                 source[h.name] = f"par_{h.name}_z"
         n_forward = len(spec.custom_updates)
         self._backward(network, spec, order, steps, source, T)
-        return CompiledParallel(network, spec, inp, order, T, n_forward, backend, **backend_options)
+        states = {name: step.states for name, step in steps.items()}
+        return CompiledParallel(network, spec, inp, order, T, n_forward, states, backend, **backend_options)
 
     def _backward(self, network, spec, order, steps, source, T):
         """The adjoint scans from the readout down, each followed by its projection's gradient."""
@@ -323,7 +324,7 @@ class ParallelCompiler:
                                                   "gradient of the bias, per batch instance"))
             after = None if k == len(order) - 1 else order[k + 1]
             q_after = None if after is None else self._incoming(network, after, source)
-            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, steps[h.name], q_after, T))
+            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T))
             g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
@@ -346,9 +347,15 @@ class ParallelCompiler:
         if step.refractory is not None:
             raise ModelError(f"population '{h.name}': the parallel method has no refractory period",
                              h.model.name, "refractory")
-        if q.postsynaptic.name != "one_step_curr" or q.weight_update.name not in ("static", "scaled"):
+        if q.weight_update.name not in ("static", "scaled"):
             raise NetworkError(f"projection '{q.name}': the parallel method takes static or scaled weights "
-                               f"through one_step_curr (not {q.weight_update.name} / {q.postsynaptic.name})")
+                               f"(not {q.weight_update.name})")
+        clash = set(q.postsynaptic.params) & (set(h.model.params) | set(h.model.vars) | set(h.model.derived))
+        if clash:
+            raise NetworkError(f"projection '{q.name}': its postsynaptic model '{q.postsynaptic.name}' and the "
+                               f"neuron model '{h.model.name}' both name {', '.join(sorted(clash))}")
+        if any(not isinstance(v, (int, float)) for v in q.ps_params.values()):
+            raise NetworkError(f"projection '{q.name}': the parallel method takes one value per parameter")
         if q.connectivity.kind != "dense" or q.delay_steps != 0:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
         if any(not isinstance(v, (int, float)) for v in h.params.values()):
@@ -380,32 +387,43 @@ class ParallelCompiler:
 
     @staticmethod
     def _forward_kernel(network, spec, h, q, arrays, T, spiking=True) -> KernelSpec:
-        from ..codegen.generate import KernelWriter, _emit_odes, _emit_statements
+        """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
+        postsynaptic model (its apply code and equations, its names prefixed by the projection's),
+        the neuron's equations and sim_code, and the threshold test."""
+        from ..codegen.generate import KernelWriter, _emit_odes, _emit_statements, _rename_map
 
-        m, n = h.model, h.size
+        m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
         w = KernelWriter(network)
         w.add_params(dict(h.params), "", m.name)
         rename: dict = {}
         w.add_derived(m, rename, "")
+        ps_rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+        w.add_params(dict(q.ps_params), pre, ps.name)
+        w.add_derived(ps, ps_rename, pre)
         update: list[Line] = [Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"),
-                              Line(f"const scalar {IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t")]
-        _emit_statements(w, q.postsynaptic.parse_apply(list(m.vars), as_written=True), rename, update)
+                              Line(f"scalar {pre}{IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t, delivered in this step"),
+                              Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}")]
+        _emit_statements(w, ps.parse_apply(list(m.vars)), ps_rename, update)
+        _emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
         _emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
         _emit_statements(w, m.sim_code, rename, update)
-        state = [symbol(v) for v in m.vars]
+        # the states: the neuron's variables, then the postsynaptic model's (locals named as in the simulation)
+        local = {**{v: v for v in m.vars}, **{ps_state(v): pre + v for v in ps.vars}}
         init = {a.var: a.name for a in spec.arrays if a.owner == h.name and a.role == "state" and a.var in m.vars}
+        init.update({ps_state(a.var): a.name for a in spec.arrays
+                     if a.owner == q.name and a.role == "state" and a.var in ps.vars})
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
                 Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
                 Line("for (uint32_t _i = 0; _i < N; _i++) {")]
-        for v in state:
-            code.append(Line(f"scalar {v.name} = _{init[v.name]}[(size_t)_b * N + _i];",
-                             "the initial value (x_-1)"))
+        for state, name in local.items():
+            code.append(Line(f"scalar {name} = _{init[state]}[(size_t)_b * N + _i];", "the initial value (x_-1)"))
         code += [Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                  Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
                  *update,
-                 *(Line(f"_{arrays[v.name]}[_o] = {v.name};") for v in state)]
+                 *(Line(f"_{arrays[state]}[_o] = {name};") for state, name in local.items())]
         if spiking:
-            code.append(Line(f"_par_{h.name}_z[_o] = ({w.expr(m.threshold.xreplace(rename))}) ? (scalar)1 : (scalar)0;",
+            cond = w.expr(m.threshold.xreplace(rename))
+            code.append(Line(f"_par_{h.name}_z[_o] = ({cond}) ? (scalar)1 : (scalar)0;",
                              f"threshold: {m.threshold_source}"))
         code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
@@ -413,7 +431,6 @@ class ParallelCompiler:
                           w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
                           reads=(f"par_{h.name}_u", *init.values()),
                           writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else [])))
-
 
     def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
         """The surrogate dz/dg at the threshold distance ``g`` (the e-prop code's shapes and width)."""
@@ -424,7 +441,7 @@ class ParallelCompiler:
         psi = parse_expression(SURROGATES[self.surrogate], ctx, "surrogate")
         return psi.xreplace({symbol("gamma"): sympy.Float(self.gamma), symbol("scale"): scale_expr, G: g})
 
-    def _adjoint_kernel(self, network, spec, h, step: LinearStep, q_after, T) -> KernelSpec:
+    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T) -> KernelSpec:
         """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
         the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
         next layer)."""
@@ -433,6 +450,7 @@ class ParallelCompiler:
         m, n, nx = h.model, h.size, len(step.states)
         w = KernelWriter(network)
         w.add_params(dict(h.params), "", m.name)
+        w.add_params(dict(q.ps_params), "", q.postsynaptic.name)  # (the derivation's names: unprefixed)
         for name, e in step.constants:
             w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
         lam = [symbol(f"_lam{j}") for j in range(nx)]
@@ -459,13 +477,14 @@ class ParallelCompiler:
         else:
             a, n_after = q_after.post, q_after.post.size
             wa = _weight_array(spec, q_after)
-            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in step.states)]
+            in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
+            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g)]
             code += [Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives "
                                              "at t+1)"),
                      Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
                           f"_dz += _{wa}[(size_t)_i * {n_after}u + _post] * "
                           f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
-                     *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in step.states),
+                     *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                      Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
                      Line(f"const scalar _psi = {w.expr(self._psi(network, m, G))};",
                           f"surrogate dz/dg ({self.surrogate})"),
@@ -531,11 +550,11 @@ class CompiledParallel:
     """A network compiled by :class:`ParallelCompiler`: a simulation whose custom updates run the
     parallel kernels (the first ``n_forward`` the forward pass, the others the backward pass)."""
 
-    def __init__(self, network, spec, inputs, layers, n_steps, n_forward, backend="cpu", **backend_options):
+    def __init__(self, network, spec, inputs, layers, n_steps, n_forward, states, backend="cpu", **backend_options):
         from ..runtime.simulation import Simulation
 
         self.network, self.spec, self.inputs, self.layers, self.n_steps = network, spec, inputs, layers, n_steps
-        self.n_forward = n_forward
+        self.n_forward, self.states = n_forward, states  # states: per layer, its state variables
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
         self.backend = self.simulation.backend
@@ -545,8 +564,9 @@ class CompiledParallel:
         return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
 
     def forward(self, x) -> dict:
-        """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {variable: (steps,
-        batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z``."""
+        """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {state: (steps,
+        batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
+        postsynaptic model are named ``_ps_<variable>``)."""
         T, B = self.n_steps, self.network.batch_size
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (T, B, self.inputs.size):
@@ -557,7 +577,7 @@ class CompiledParallel:
             self.backend.custom_update(index)
         out = {}
         for h in self.layers:
-            names = [*h.model.vars, "u", *(["z"] if h is not self.layers[-1] else [])]
+            names = [*self.states[h.name], "u", *(["z"] if h is not self.layers[-1] else [])]
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
 
