@@ -14,6 +14,7 @@ from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STA
 from spikeforge.models.neuron import NeuronModel
 from spikeforge.network import Network
 from spikeforge.runtime.simulation import Simulation
+from spikeforge.training.objectives import SGD
 from spikeforge.training.parallel import ParallelCompiler
 from tests import parallel_reference as ref
 
@@ -168,3 +169,28 @@ def test_refusals():
     with pytest.raises(ModelError, match="without a reset") as info:
         ParallelCompiler().compile(net, inputs="inp", hidden="h", readout="out", n_steps=T)
     assert info.value.model == "lif_subtractive"
+
+
+def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
+    """SGD over the per-instance gradients summed over the batch (the optimiser objects' code), and
+    the next batch's forward pass runs with the stepped weights (not the network's initial ones)."""
+    x, weights = _problem(5)
+    mask, labels = np.ones(T), np.array([1, 2])
+    compiled = ParallelCompiler(optimiser=SGD(lr=0.05)).compile(
+        _network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T)
+    try:
+        first = compiled.gradients(x, mask, "xent", labels=labels)
+        compiled.apply_gradients()
+        stepped = [w - 0.05 * first["grads"][name].sum(axis=0).T
+                   for w, name in zip(weights, ("inp_h1", "h1_h2", "h2_out"))]
+        for w, name in zip(stepped, ("inp_h1", "h1_h2", "h2_out")):
+            np.testing.assert_allclose(compiled.backend.pull(f"{name}_w").reshape(w.T.shape), w.T, rtol=1e-14)
+        second = compiled.gradients(x, mask, "xent", labels=labels)
+    finally:
+        compiled.close()
+    hidden, out = _reference_stack()
+    g = ref.gradients(x, labels, mask, hidden, out, stepped, np.full(K, BIAS), "xent")
+    assert second["loss"].sum() < first["loss"].sum()
+    _rel_close(second["y"], g["forward"]["y"], "y after the step", 1e-12)
+    for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):
+        _rel_close(second["grads"][name], gw.transpose(0, 2, 1), f"gradient of {name} after the step")

@@ -36,6 +36,7 @@ from ..models.functions import RANDOM_FUNCTIONS
 from ..models.neuron import INPUT_NAME, NeuronModel
 from ..models.synapse import IN_SYN_NAME, PostsynapticModel
 from ..models.variables import Constant
+from .objectives import HYPER_SIZE, Adam, Optimiser
 
 #: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
 #: neuron's ``i_syn`` when no postsynaptic model is given.
@@ -257,7 +258,10 @@ class ParallelCompiler:
     update (the simulation's printed integrator, so float for float the same values) and the
     threshold test."""
 
-    def __init__(self, surrogate: str = "triangular", gamma: float = 0.3):
+    def __init__(self, optimiser: Optimiser | None = None, surrogate: str = "triangular", gamma: float = 0.3):
+        self.optimiser = optimiser if optimiser is not None else Adam()
+        if not isinstance(self.optimiser, Optimiser):
+            raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
         if surrogate not in SURROGATES:
             raise NetworkError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
         self.surrogate, self.gamma = surrogate, float(gamma)
@@ -307,8 +311,29 @@ class ParallelCompiler:
                 source[h.name] = f"par_{h.name}_z"
         n_forward = len(spec.custom_updates)
         self._backward(network, spec, order, steps, source, T)
+        n_backward = len(spec.custom_updates)
+        self._optimiser_updates(network, spec, order, source)
         states = {name: step.states for name, step in steps.items()}
-        return CompiledParallel(network, spec, inp, order, T, n_forward, states, backend, **backend_options)
+        return CompiledParallel(self, network, spec, inp, order, T, (n_forward, n_backward), states, backend,
+                                **backend_options)
+
+    def _optimiser_updates(self, network, spec, order, source):
+        """One optimiser step per projection of the stack over its per-instance gradients (the
+        optimiser objects' code, as for e-prop)."""
+        spec.arrays.append(ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False,
+                                     "eprop_data", comment="the optimiser's hyperparameters for its next step"))
+        for h in order:
+            q = self._incoming(network, h, source)
+            target, grad, size = _weight_array(spec, q), f"{q.name}_par_grad", q.pre.size * h.size
+            state = self.optimiser.arrays(q.name, target, size)
+            spec.arrays += state
+            spec.custom_updates.append(KernelSpec(
+                f"optimiser_{target}", "optimiser_step", q.name, "custom_update",
+                f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
+                [], [], self.optimiser.code(target, grad, size),
+                {"loop": {"index": "_k", "count": size, "ctype": "size_t"},
+                 "body": self.optimiser.body(target, grad, size), "once": []},
+                reads=(grad, "eprop_optimiser", *(a.name for a in state)), writes=(target, *(a.name for a in state))))
 
     def _backward(self, network, spec, order, steps, source, T):
         """The adjoint scans from the readout down, each followed by its projection's gradient."""
@@ -550,11 +575,16 @@ class CompiledParallel:
     """A network compiled by :class:`ParallelCompiler`: a simulation whose custom updates run the
     parallel kernels (the first ``n_forward`` the forward pass, the others the backward pass)."""
 
-    def __init__(self, network, spec, inputs, layers, n_steps, n_forward, states, backend="cpu", **backend_options):
+    def __init__(self, compiler, network, spec, inputs, layers, n_steps, counts, states, backend="cpu",
+                 **backend_options):
         from ..runtime.simulation import Simulation
 
         self.network, self.spec, self.inputs, self.layers, self.n_steps = network, spec, inputs, layers, n_steps
-        self.n_forward, self.states = n_forward, states  # states: per layer, its state variables
+        self.compiler = compiler
+        self.n_forward, self.n_backward = counts  # custom updates: [0, n_forward) forward, then backward, optimiser
+        self.states = states  # per layer, its state variables
+        self.steps_taken = 0
+        self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
         self.backend = self.simulation.backend
@@ -571,7 +601,10 @@ class CompiledParallel:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (T, B, self.inputs.size):
             raise NetworkError(f"inputs: expected shape {(T, B, self.inputs.size)}, got {x.shape}")
-        self.simulation.reset()
+        kept = {name: self.backend.pull(name) for name in self.weight_arrays}
+        self.simulation.reset()  # the initial state x_-1 (the reset reloads the initial weights: keep them)
+        for name, value in kept.items():
+            self.backend.push(name, value)
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
         for index in range(self.n_forward):
             self.backend.custom_update(index)
@@ -590,7 +623,7 @@ class CompiledParallel:
         y = out[readout.name]["v"]
         E, err = loss_and_error(loss, y, mask, labels, targets)
         self.backend.push("par_err", err.transpose(1, 0, 2).reshape(B, T * readout.size))
-        for index in range(self.n_forward, len(self.spec.custom_updates)):
+        for index in range(self.n_forward, self.n_backward):
             self.backend.custom_update(index)
         grads = {}
         for q in self.network.projections.values():
@@ -599,6 +632,18 @@ class CompiledParallel:
         if "bias" in readout.params:
             grads[f"{readout.name}.bias"] = self.backend.pull(f"par_{readout.name}_grad_bias").reshape(B, -1)
         return {"forward": out, "y": y, "loss": E, "grads": grads}
+
+    def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, lr: float | None = None):
+        """One optimiser step on every projection's weights from the last :meth:`gradients`, summed
+        over the batch (or averaged: ``mean``); ``clamp`` = (lo, hi) bounds the weights; ``lr``
+        replaces the optimiser's learning rate for this step. (The readout bias is not trained yet.)"""
+        self.steps_taken += 1
+        for index in range(self.n_backward, len(self.spec.custom_updates)):
+            hyper = self.compiler.optimiser.hyper(self.steps_taken, self.network.batch_size, mean, clamp)
+            if lr is not None:
+                hyper[0] = lr
+            self.backend.push("eprop_optimiser", hyper)
+            self.backend.custom_update(index)
 
     def close(self):
         self.simulation.close()
