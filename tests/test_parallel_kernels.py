@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from spikeforge.errors import ModelError, NetworkError
+from spikeforge.errors import MemoryLimitError, ModelError, NetworkError
 from spikeforge.models import builtins as b
 from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
 from spikeforge.models.neuron import NeuronModel
 from spikeforge.network import Network
+from spikeforge.runtime import memory
 from spikeforge.runtime.simulation import Simulation
 from spikeforge.training.objectives import SGD
 from spikeforge.training.parallel import ParallelCompiler
@@ -194,3 +195,23 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
     _rel_close(second["y"], g["forward"]["y"], "y after the step", 1e-12)
     for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):
         _rel_close(second["grads"][name], gw.transpose(0, 2, 1), f"gradient of {name} after the step")
+
+
+def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
+    """Per layer, every state, the input, the spikes and dE/du of every step: (T B N) values each
+    (and the per-instance gradients, (B, pre, post) per projection)."""
+    x, weights = _problem(6)
+    compiled = _compile("double", weights)
+    try:
+        mem = compiled.memory()
+    finally:
+        compiled.close()
+    per_step = 8 * T * B
+    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err and the bias's gradient
+    assert mem["h1"] == 5 * per_step * N1 and mem["h2"] == 5 * per_step * N2
+    assert mem["out"] == 4 * per_step * K + 8 * B * K and mem["inp"] == per_step * N_IN
+    assert mem["h1_h2"] == 8 * B * N1 * N2
+    monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")
+    with pytest.raises(MemoryLimitError, match="population 'h1' time-parallel training values"):
+        ParallelCompiler().compile(_network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out",
+                                   n_steps=20_000)

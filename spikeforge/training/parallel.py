@@ -589,6 +589,17 @@ class CompiledParallel:
                                      **backend_options)
         self.backend = self.simulation.backend
 
+    def memory(self) -> dict[str, int]:
+        """Bytes of the values the method keeps for every step (O(T B N)), per population or
+        projection, at this network's batch size (the memory check counts them before allocating)."""
+        from ..runtime.memory import array_nbytes
+
+        out: dict[str, int] = {}
+        for a in self.spec.arrays:
+            if a.role == "parallel":
+                out[a.owner] = out.get(a.owner, 0) + array_nbytes(a, self.spec, self.network.batch_size)
+        return out
+
     def _pull_steps(self, name, n):
         T, B = self.n_steps, self.network.batch_size
         return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
