@@ -135,7 +135,7 @@ def test_forward_and_gradients_match_the_numpy_reference_in_double(loss):
     targets = rng.normal(0.0, 0.5, (T, B, K))
     compiled = _compile("double", weights)
     try:
-        par = compiled.gradients(x, mask, loss, labels=labels, targets=targets)
+        par = compiled.gradients(x, mask, loss, labels=labels, targets=targets, values=True)
     finally:
         compiled.close()
     hidden, out = _reference_stack()
@@ -207,9 +207,10 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     finally:
         compiled.close()
     per_step = 8 * T * B
-    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err and the bias's gradient
-    assert mem["h1"] == 5 * per_step * N1 and mem["h2"] == 5 * per_step * N2
-    assert mem["out"] == 4 * per_step * K + 8 * B * K and mem["inp"] == per_step * N_IN
+    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err (and the bias's gradient)
+    # (and the reverse scan's adjoint of one step, per state)
+    assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 and mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2
+    assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K and mem["inp"] == per_step * N_IN
     assert mem["h1_h2"] == 8 * B * N1 * N2
     monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")
     with pytest.raises(MemoryLimitError, match="population 'h1' time-parallel training values"):

@@ -350,6 +350,9 @@ class ParallelCompiler:
             after = None if k == len(order) - 1 else order[k + 1]
             q_after = None if after is None else self._incoming(network, after, source)
             spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T))
+            for j in range(len(steps[h.name].states)):
+                spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
+                                              f"adjoint component {j} of the step after (reverse scan)"))
             g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
@@ -439,12 +442,13 @@ class ParallelCompiler:
                      if a.owner == q.name and a.role == "state" and a.var in ps.vars})
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
                 Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
-                Line("for (uint32_t _i = 0; _i < N; _i++) {")]
+                Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
         for state, name in local.items():
-            code.append(Line(f"scalar {name} = _{init[state]}[(size_t)_b * N + _i];", "the initial value (x_-1)"))
-        code += [Line("for (uint32_t _t = 0; _t < T; _t++) {"),
-                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
-                 *update,
+            code.append(Line(f"scalar {name} = _t == 0 ? _{init[state]}[(size_t)_b * N + _i] : "
+                             f"_{arrays[state]}[_o - N];", "x_(t-1) (the initial value at t = 0)"))
+        code += [*update,
                  *(Line(f"_{arrays[state]}[_o] = {name};") for state, name in local.items())]
         if spiking:
             cond = w.expr(m.threshold.xreplace(rename))
@@ -486,16 +490,18 @@ class ParallelCompiler:
                    for j in range(nx)]
         du = sum((step.B[j] * lam[j] for j in range(nx)), sympy.Integer(0))
         reads, writes = [], [f"par_{h.name}_du"]
+        scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
+        writes += scratch
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
                 Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
-                Line("for (uint32_t _i = 0; _i < N; _i++) {"),
-                *(Line(f"scalar {x.name} = 0;", "lam_T = 0" if j == 0 else "") for j, x in enumerate(lam))]
+                Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
+                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
+                *(Line(f"const scalar {x.name} = _t + 1 == T ? 0 : _{a}[_n];", "lam_(t+1); lam_T = 0" if j == 0 else "")
+                  for j, (x, a) in enumerate(zip(lam, scratch)))]
         bias = readout and "bias" in h.params
         if bias:
-            code.append(Line("scalar _gbias = 0;", "dE/dbias = sum_t dc/dbias . lam_t"))
             writes.append(f"par_{h.name}_grad_bias")
-        code += [Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
-                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
         if readout:
             code.append(Line("const scalar _drive = _par_err[_o];", "dE/dy_t, y_t = v_t"))
             reads.append("par_err")
@@ -517,15 +523,16 @@ class ParallelCompiler:
         for j, x in enumerate(lam):
             code.append(Line(f"const scalar {x.name}_new = {w.expr(new_lam[j])};",
                              "lam_t = A^T lam_(t+1) + drive_t dg/dx" if j == 0 else ""))
-        code += [Line(f"{x.name} = {x.name}_new;") for x in lam]
-        code.append(Line(f"_par_{h.name}_du[_o] = {w.expr(du)};", "du_t = B . lam_t"))
+        code += [Line(f"_{a}[_n] = {x.name}_new;") for x, a in zip(lam, scratch)]
+        new_syms = {x: symbol(f"{x.name}_new") for x in lam}
+        code.append(Line(f"_par_{h.name}_du[_o] = {w.expr(du.xreplace(new_syms))};", "du_t = B . lam_t"))
         if bias:
             dc = step.c.diff(symbol("bias"))
-            code.append(Line(f"_gbias += {w.expr(sum((dc[j] * lam[j] for j in range(nx)), sympy.Integer(0)))};"))
-        code.append(Line("}"))
-        if bias:
-            code.append(Line(f"_par_{h.name}_grad_bias[(size_t)_b * N + _i] = _gbias;"))
-        code += [Line("}"), Line("}")]
+            gb = sum((dc[j] * new_syms[lam[j]] for j in range(nx)), sympy.Integer(0))
+            code += [Line(f"scalar* const _gbias = _par_{h.name}_grad_bias + _n;",
+                          "dE/dbias = sum_t dc/dbias . lam_t (t descending)"),
+                     Line(f"*_gbias = (_t + 1 == T ? 0 : *_gbias) + {w.expr(gb)};")]
+        code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
                           _indented(code),
@@ -604,10 +611,10 @@ class CompiledParallel:
         T, B = self.n_steps, self.network.batch_size
         return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
 
-    def forward(self, x) -> dict:
+    def forward(self, x, values: bool = True) -> dict:
         """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {state: (steps,
         batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
-        postsynaptic model are named ``_ps_<variable>``)."""
+        postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only."""
         T, B = self.n_steps, self.network.batch_size
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (T, B, self.inputs.size):
@@ -619,17 +626,21 @@ class CompiledParallel:
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
         for index in range(self.n_forward):
             self.backend.custom_update(index)
+        if not values:  # the readout's values only
+            out_pop = self.layers[-1]
+            return {out_pop.name: {"v": self._pull_steps(f"par_{out_pop.name}_v", out_pop.size)}}
         out = {}
         for h in self.layers:
             names = [*self.states[h.name], "u", *(["z"] if h is not self.layers[-1] else [])]
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
 
-    def gradients(self, x, mask, loss="xent", labels=None, targets=None) -> dict:
-        """One batch forward and backward: the forward's values, ``y`` (the readout's v), the
-        per-instance ``loss`` and gradients {projection: (batch, pre, post), readout.bias: (batch, K)}."""
+    def gradients(self, x, mask, loss="xent", labels=None, targets=None, values: bool = False) -> dict:
+        """One batch forward and backward: ``y`` (the readout's v), the per-instance ``loss`` and
+        gradients {projection: (batch, pre, post), readout.bias: (batch, K)}, and under ``forward``
+        the readout's values (with ``values``, those of every layer, as :meth:`forward` gives them)."""
         T, B = self.n_steps, self.network.batch_size
-        out = self.forward(x)
+        out = self.forward(x, values)
         readout = self.layers[-1]
         y = out[readout.name]["v"]
         E, err = loss_and_error(loss, y, mask, labels, targets)
