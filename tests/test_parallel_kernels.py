@@ -20,7 +20,8 @@ from spikeforge.training.parallel import ParallelCompiler
 from tests import parallel_reference as ref
 
 T, B, N_IN, N1, N2, K, DT = 40, 2, 5, 6, 4, 3, 1.0
-TAU_OUT, BIAS, TAU_SYN = 10.0, 0.2, 3.0
+TAU_OUT, TAU_SYN = 10.0, 3.0
+BIAS = np.array([0.2, -0.1, 0.05])  # one value per readout neuron: read at run time, trained
 
 #: ParaLIF's neuron: a LIF without reset (a linear filter of its input) and a threshold
 PARALIF = NeuronModel("paralif", params={"tau_m": 8.0, "v_rest": 0.1, "r_m": 1.0, "v_th": 0.5},
@@ -43,7 +44,7 @@ def _network(precision, weights, record=False):
     net.add_projection("inp_h1", "inp", "h1", SCALED, b.EXP_CURR, wu_init={"w": weights[0].T.ravel()},
                        ps_params={"tau_syn": TAU_SYN})
     net.add_projection("h1_h2", "h1", "h2", STATIC, ONE_STEP_CURR, wu_init={"w": weights[1].T.ravel()})
-    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=BIAS))
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(BIAS)))
     net.add_projection("h2_out", "h2", "out", STATIC, ONE_STEP_CURR, wu_init={"w": weights[2].T.ravel()})
     return net
 
@@ -140,7 +141,7 @@ def test_forward_and_gradients_match_the_numpy_reference_in_double(loss):
         compiled.close()
     hidden, out = _reference_stack()
     g = ref.gradients(x, labels if loss == "xent" else targets, mask, hidden, out, weights,
-                      np.full(K, BIAS), loss)
+                      BIAS, loss)
     fw = g["forward"]
     for k, pop in enumerate(("h1", "h2")):
         _rel_close(par["forward"][pop]["u"], fw["u"][k], f"{pop}.u", 1e-12)
@@ -161,6 +162,9 @@ def test_refusals():
     net.add_projection("h2_h1", "h2", "h1", STATIC, ONE_STEP_CURR)
     with pytest.raises(NetworkError, match="'h2_h1'.*recurrent"):
         ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T)
+    with pytest.raises(NetworkError, match="cpu backend only"):
+        ParallelCompiler().compile(_network("float", weights), inputs="inp", hidden=["h1", "h2"], readout="out",
+                                   n_steps=T, backend="cuda-emu")
     net = Network("lif", dt=DT, batch_size=B)
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("h", N1, b.LIF_SUBTRACTIVE)
@@ -186,11 +190,13 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
                    for w, name in zip(weights, ("inp_h1", "h1_h2", "h2_out"))]
         for w, name in zip(stepped, ("inp_h1", "h1_h2", "h2_out")):
             np.testing.assert_allclose(compiled.backend.pull(f"{name}_w").reshape(w.T.shape), w.T, rtol=1e-14)
+        bias = BIAS - 0.05 * first["grads"]["out.bias"].sum(axis=0)
+        np.testing.assert_allclose(compiled.backend.pull("out_p_bias").ravel(), bias, rtol=1e-14)
         second = compiled.gradients(x, mask, "xent", labels=labels)
     finally:
         compiled.close()
     hidden, out = _reference_stack()
-    g = ref.gradients(x, labels, mask, hidden, out, stepped, np.full(K, BIAS), "xent")
+    g = ref.gradients(x, labels, mask, hidden, out, stepped, bias, "xent")
     assert second["loss"].sum() < first["loss"].sum()
     _rel_close(second["y"], g["forward"]["y"], "y after the step", 1e-12)
     for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):

@@ -241,6 +241,25 @@ def _indented(lines: list[Line]) -> list[Line]:
     return out
 
 
+def _param_arrays(spec, owner: str, part: str, names) -> dict:
+    """The arrays of the parameters of ``owner`` read at run time (given per element or per
+    instance, or dynamic), as the generator made them: {parameter: ArraySpec}."""
+    from ..codegen.generate import param_array_name
+
+    arrays = {a.name: a for a in spec.arrays}
+    return {n: arrays[param_array_name(owner, part, n)] for n in names if param_array_name(owner, part, n) in arrays}
+
+
+def _param_lines(w) -> list[Line]:
+    """Loads of the parameters ``w`` reads per neuron or per instance, and the derived values
+    computed from them (in the neuron loop: ``_b``, ``_i``, ``N``)."""
+    index = {("neuron", True): "(size_t)_b * N + _i", ("neuron", False): "_i", ("shared", True): "_b",
+             ("shared", False): "0"}
+    lines = [Line(f"const scalar {a.local} = _{a.array}[{index[(a.index, a.batched)]}];",
+                  "parameter given per neuron or per instance") for a in w.param_loads]
+    return lines + list(w.element_lines)
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -271,6 +290,9 @@ class ParallelCompiler:
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        if backend != "cpu":
+            raise NetworkError(f"backend '{backend}': the parallel method's kernels are written for the cpu backend "
+                               "only (so far)")
         names = [hidden] if isinstance(hidden, str) else list(hidden)
         for name in [inputs, *names, readout]:
             if name not in network.populations:
@@ -322,13 +344,17 @@ class ParallelCompiler:
         optimiser objects' code, as for e-prop)."""
         spec.arrays.append(ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False,
                                      "eprop_data", comment="the optimiser's hyperparameters for its next step"))
-        for h in order:
-            q = self._incoming(network, h, source)
-            target, grad, size = _weight_array(spec, q), f"{q.name}_par_grad", q.pre.size * h.size
-            state = self.optimiser.arrays(q.name, target, size)
+        out = order[-1]
+        bias = _param_arrays(spec, out.name, "neuron", ["bias"]).get("bias")
+        trained = [(q.name, _weight_array(spec, q), f"{q.name}_par_grad", q.pre.size * q.post.size)
+                   for q in (self._incoming(network, h, source) for h in order)]
+        if bias is not None and bias.size == out.size and not bias.batched:  # given per neuron: trained
+            trained.append((out.name, bias.name, f"par_{out.name}_grad_bias", out.size))
+        for owner, target, grad, size in trained:
+            state = self.optimiser.arrays(owner, target, size)
             spec.arrays += state
             spec.custom_updates.append(KernelSpec(
-                f"optimiser_{target}", "optimiser_step", q.name, "custom_update",
+                f"optimiser_{target}", "optimiser_step", owner, "custom_update",
                 f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
                 [], [], self.optimiser.code(target, grad, size),
                 {"loop": {"index": "_k", "count": size, "ctype": "size_t"},
@@ -382,12 +408,8 @@ class ParallelCompiler:
         if clash:
             raise NetworkError(f"projection '{q.name}': its postsynaptic model '{q.postsynaptic.name}' and the "
                                f"neuron model '{h.model.name}' both name {', '.join(sorted(clash))}")
-        if any(not isinstance(v, (int, float)) for v in q.ps_params.values()):
-            raise NetworkError(f"projection '{q.name}': the parallel method takes one value per parameter")
         if q.connectivity.kind != "dense" or q.delay_steps != 0:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
-        if any(not isinstance(v, (int, float)) for v in h.params.values()):
-            raise NetworkError(f"population '{h.name}': the parallel method takes one value per parameter")
 
     @staticmethod
     def _input_kernel(spec, q, pre_array, T) -> KernelSpec:
@@ -422,11 +444,11 @@ class ParallelCompiler:
 
         m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
         w = KernelWriter(network)
-        w.add_params(dict(h.params), "", m.name)
+        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
         rename: dict = {}
         w.add_derived(m, rename, "")
         ps_rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
-        w.add_params(dict(q.ps_params), pre, ps.name)
+        w.add_params(dict(q.ps_params), pre, ps.name, _param_arrays(spec, q.name, "postsynaptic", q.ps_params))
         w.add_derived(ps, ps_rename, pre)
         update: list[Line] = [Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"),
                               Line(f"scalar {pre}{IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t, delivered in this step"),
@@ -448,7 +470,7 @@ class ParallelCompiler:
         for state, name in local.items():
             code.append(Line(f"scalar {name} = _t == 0 ? _{init[state]}[(size_t)_b * N + _i] : "
                              f"_{arrays[state]}[_o - N];", "x_(t-1) (the initial value at t = 0)"))
-        code += [*update,
+        code += [*_param_lines(w), *update,
                  *(Line(f"_{arrays[state]}[_o] = {name};") for state, name in local.items())]
         if spiking:
             cond = w.expr(m.threshold.xreplace(rename))
@@ -458,7 +480,8 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
                           f"parallel: the states and threshold spikes of '{h.name}' at every step",
                           w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
-                          reads=(f"par_{h.name}_u", *init.values()),
+                          reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
+                                 *w.param_reads),
                           writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else [])))
 
     def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
@@ -478,10 +501,15 @@ class ParallelCompiler:
 
         m, n, nx = h.model, h.size, len(step.states)
         w = KernelWriter(network)
-        w.add_params(dict(h.params), "", m.name)
-        w.add_params(dict(q.ps_params), "", q.postsynaptic.name)  # (the derivation's names: unprefixed)
-        for name, e in step.constants:
-            w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
+        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
+        # (the derivation's names for the postsynaptic parameters: unprefixed)
+        w.add_params(dict(q.ps_params), "", q.postsynaptic.name, _param_arrays(spec, q.name, "postsynaptic",
+                                                                                 q.ps_params))
+        for name, e in step.constants:  # the integrator's propagator: constant unless a parameter is per neuron
+            if w.is_constant(e):
+                w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
+            else:
+                w.add_element_line(Line(f"const scalar {name} = {w.expr(e)};", "the integrator's propagator"))
         lam = [symbol(f"_lam{j}") for j in range(nx)]
         drive = symbol("_drive")
         readout = step.g is None
@@ -498,7 +526,8 @@ class ParallelCompiler:
                 Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
                 *(Line(f"const scalar {x.name} = _t + 1 == T ? 0 : _{a}[_n];", "lam_(t+1); lam_T = 0" if j == 0 else "")
-                  for j, (x, a) in enumerate(zip(lam, scratch)))]
+                  for j, (x, a) in enumerate(zip(lam, scratch))),
+                *_param_lines(w)]
         bias = readout and "bias" in h.params
         if bias:
             writes.append(f"par_{h.name}_grad_bias")
@@ -536,7 +565,8 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
                           _indented(code),
-                          {"loop": None, "body": [], "once": []}, reads=tuple(reads), writes=tuple(writes))
+                          {"loop": None, "body": [], "once": []},
+                          reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads), writes=tuple(writes))
 
     @staticmethod
     def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
