@@ -35,7 +35,7 @@ COUPLED = NeuronModel("coupled", params={"tau_m": 5.0, "tau_a": 20.0, "k": 0.5, 
                       """, threshold="v > v_th")
 
 
-def _network(precision, weights, record=False):
+def _network(precision, weights, record=False, bias=BIAS):
     net = Network("stack", dt=DT, batch_size=B, precision=precision)
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("h1", N1, PARALIF, record_spikes=record)
@@ -44,7 +44,7 @@ def _network(precision, weights, record=False):
     net.add_projection("inp_h1", "inp", "h1", SCALED, b.EXP_CURR, wu_init={"w": weights[0].T.ravel()},
                        ps_params={"tau_syn": TAU_SYN})
     net.add_projection("h1_h2", "h1", "h2", STATIC, ONE_STEP_CURR, wu_init={"w": weights[1].T.ravel()})
-    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(BIAS)))
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=bias if np.isscalar(bias) else list(bias)))
     net.add_projection("h2_out", "h2", "out", STATIC, ONE_STEP_CURR, wu_init={"w": weights[2].T.ravel()})
     return net
 
@@ -222,3 +222,25 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     with pytest.raises(MemoryLimitError, match="population 'h1' time-parallel training values"):
         ParallelCompiler().compile(_network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out",
                                    n_steps=20_000)
+
+
+def test_trainable_selects_what_the_optimiser_steps():
+    x, weights = _problem(7)
+    compiled = ParallelCompiler(optimiser=SGD(lr=0.1)).compile(
+        _network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T,
+        trainable=["h1_h2", "out.bias"])
+    try:
+        before = {name: compiled.backend.pull(name).copy() for name in ("inp_h1_w", "h1_h2_w", "h2_out_w",
+                                                                          "out_p_bias")}
+        compiled.gradients(x, np.ones(T), "xent", labels=np.array([0, 1]))
+        compiled.apply_gradients()
+        changed = {name for name, v in before.items() if not np.array_equal(compiled.backend.pull(name), v)}
+    finally:
+        compiled.close()
+    assert changed == {"h1_h2_w", "out_p_bias"}
+    for trainable, match in ((["h2_h1"], "'h2_h1' is not a projection of the stack"),
+                             (["out.bias"], "give 'bias' one value per neuron")):
+        net = _network("double", weights, bias=0.1 if trainable == ["out.bias"] else BIAS)  # one bias for all
+        with pytest.raises(NetworkError, match=match):
+            ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T,
+                                       trainable=trainable)

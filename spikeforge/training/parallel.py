@@ -265,17 +265,21 @@ def _weight_array(spec, q) -> str:
 
 
 class ParallelCompiler:
-    """Compiles a feed-forward network for time-parallel training (in progress: the forward pass
-    of the hidden layers with the ``threshold`` spike rule).
+    """Compiles a feed-forward network for time-parallel training (in progress; see
+    docs/training.md, "Time-parallel training").
 
-    >>> compiled = ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], n_steps=100)
-    >>> out = compiled.forward(x)      # x: (steps, batch, inputs); out["h1"]["v"]: (steps, batch, N)
+    >>> compiled = ParallelCompiler(optimiser=Adam(lr=1e-3)).compile(
+    ...     net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=100)
+    >>> result = compiled.gradients(x, mask, "xent", labels=labels)   # x: (steps, batch, inputs)
+    >>> compiled.apply_gradients()
 
-    Per hidden population, two kernels run outside the step loop (``custom_updates``), once per
-    batch over all ``n_steps`` steps: the input of every step from the previous layer's spikes
-    (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the model's own
-    update (the simulation's printed integrator, so float for float the same values) and the
-    threshold test."""
+    Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
+    steps. Forward, per layer: the input of every step from the previous layer's spikes
+    (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the layer's own
+    update (the simulation's printed code, so float for float the same values) and the
+    ``threshold`` spike rule. Backward, from the readout down: the reverse (adjoint) scan and
+    the gradients of the weights (and of the readout bias). Then one optimiser step per
+    trainable array. The loss and its error ``dE/dy_t`` are computed on the host."""
 
     def __init__(self, optimiser: Optimiser | None = None, surrogate: str = "triangular", gamma: float = 0.3):
         self.optimiser = optimiser if optimiser is not None else Adam()
@@ -285,7 +289,10 @@ class ParallelCompiler:
             raise NetworkError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
         self.surrogate, self.gamma = surrogate, float(gamma)
 
-    def compile(self, network, inputs, hidden, readout, n_steps, backend: str = "cpu", **backend_options):
+    def compile(self, network, inputs, hidden, readout, n_steps, trainable=None, backend: str = "cpu",
+                **backend_options):
+        """``trainable``: the projections of the stack and ``"<readout>.bias"`` the optimiser
+        steps (default: every projection, and the bias when it is given one value per neuron)."""
         from ..codegen.generate import generate
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
@@ -334,22 +341,33 @@ class ParallelCompiler:
         n_forward = len(spec.custom_updates)
         self._backward(network, spec, order, steps, source, T)
         n_backward = len(spec.custom_updates)
-        self._optimiser_updates(network, spec, order, source)
+        self._optimiser_updates(network, spec, order, source, trainable)
         states = {name: step.states for name, step in steps.items()}
         return CompiledParallel(self, network, spec, inp, order, T, (n_forward, n_backward), states, backend,
                                 **backend_options)
 
-    def _optimiser_updates(self, network, spec, order, source):
-        """One optimiser step per projection of the stack over its per-instance gradients (the
-        optimiser objects' code, as for e-prop)."""
+    def _optimiser_updates(self, network, spec, order, source, trainable):
+        """One optimiser step per trainable array over its per-instance gradients (the optimiser
+        objects' code, as for e-prop)."""
         spec.arrays.append(ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False,
                                      "eprop_data", comment="the optimiser's hyperparameters for its next step"))
         out = order[-1]
         bias = _param_arrays(spec, out.name, "neuron", ["bias"]).get("bias")
         trained = [(q.name, _weight_array(spec, q), f"{q.name}_par_grad", q.pre.size * q.post.size)
                    for q in (self._incoming(network, h, source) for h in order)]
-        if bias is not None and bias.size == out.size and not bias.batched:  # given per neuron: trained
+        per_neuron = bias is not None and bias.size == out.size and not bias.batched
+        if per_neuron:
             trained.append((out.name, bias.name, f"par_{out.name}_grad_bias", out.size))
+        if trainable is not None:
+            names = [trainable] if isinstance(trainable, str) else list(trainable)
+            known = {name for name, *_ in trained if name != out.name} | {f"{out.name}.bias"}
+            for name in names:
+                if name not in known:
+                    raise NetworkError(f"trainable: '{name}' is not a projection of the stack nor the readout's "
+                                       f"bias (choose from {', '.join(sorted(known))})")
+            if f"{out.name}.bias" in names and not per_neuron:
+                raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron")
+            trained = [t for t in trained if (f"{out.name}.bias" if t[0] == out.name else t[0]) in names]
         for owner, target, grad, size in trained:
             state = self.optimiser.arrays(owner, target, size)
             spec.arrays += state
