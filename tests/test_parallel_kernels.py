@@ -80,8 +80,8 @@ def _step_by_step(precision, x, weights):
     return res
 
 
-def _compile(precision, weights):
-    return ParallelCompiler().compile(_network(precision, weights), inputs="inp", hidden=["h1", "h2"],
+def _compile(precision, weights, loss="xent"):
+    return ParallelCompiler(loss=loss).compile(_network(precision, weights), inputs="inp", hidden=["h1", "h2"],
                                       readout="out", n_steps=T)
 
 
@@ -134,9 +134,9 @@ def test_forward_and_gradients_match_the_numpy_reference_in_double(loss):
     mask[T // 4:] = 1.0
     labels = rng.integers(0, K, B)
     targets = rng.normal(0.0, 0.5, (T, B, K))
-    compiled = _compile("double", weights)
+    compiled = _compile("double", weights, loss)
     try:
-        par = compiled.gradients(x, mask, loss, labels=labels, targets=targets, values=True)
+        par = compiled.gradients(x, mask, labels=labels, targets=targets, values=True)
     finally:
         compiled.close()
     hidden, out = _reference_stack()
@@ -184,7 +184,7 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
     compiled = ParallelCompiler(optimiser=SGD(lr=0.05)).compile(
         _network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T)
     try:
-        first = compiled.gradients(x, mask, "xent", labels=labels)
+        first = compiled.gradients(x, mask, labels=labels)
         compiled.apply_gradients()
         stepped = [w - 0.05 * first["grads"][name].sum(axis=0).T
                    for w, name in zip(weights, ("inp_h1", "h1_h2", "h2_out"))]
@@ -192,7 +192,7 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
             np.testing.assert_allclose(compiled.backend.pull(f"{name}_w").reshape(w.T.shape), w.T, rtol=1e-14)
         bias = BIAS - 0.05 * first["grads"]["out.bias"].sum(axis=0)
         np.testing.assert_allclose(compiled.backend.pull("out_p_bias").ravel(), bias, rtol=1e-14)
-        second = compiled.gradients(x, mask, "xent", labels=labels)
+        second = compiled.gradients(x, mask, labels=labels)
     finally:
         compiled.close()
     hidden, out = _reference_stack()
@@ -213,10 +213,10 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     finally:
         compiled.close()
     per_step = 8 * T * B
-    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err (and the bias's gradient)
-    # (and the reverse scan's adjoint of one step, per state)
+    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err (and the bias's gradient, the loss);
+    # and the reverse scan's adjoint of one step, per state
     assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 and mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2
-    assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K and mem["inp"] == per_step * N_IN
+    assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K + 8 * B and mem["inp"] == per_step * N_IN
     assert mem["h1_h2"] == 8 * B * N1 * N2
     monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")
     with pytest.raises(MemoryLimitError, match="population 'h1' time-parallel training values"):
@@ -232,7 +232,7 @@ def test_trainable_selects_what_the_optimiser_steps():
     try:
         before = {name: compiled.backend.pull(name).copy() for name in ("inp_h1_w", "h1_h2_w", "h2_out_w",
                                                                           "out_p_bias")}
-        compiled.gradients(x, np.ones(T), "xent", labels=np.array([0, 1]))
+        compiled.gradients(x, np.ones(T), labels=np.array([0, 1]))
         compiled.apply_gradients()
         changed = {name for name, v in before.items() if not np.array_equal(compiled.backend.pull(name), v)}
     finally:

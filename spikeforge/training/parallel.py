@@ -36,7 +36,7 @@ from ..models.functions import RANDOM_FUNCTIONS
 from ..models.neuron import INPUT_NAME, NeuronModel
 from ..models.synapse import IN_SYN_NAME, PostsynapticModel
 from ..models.variables import Constant
-from .objectives import HYPER_SIZE, Adam, Optimiser
+from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss
 
 #: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
 #: neuron's ``i_syn`` when no postsynaptic model is given.
@@ -268,9 +268,9 @@ class ParallelCompiler:
     """Compiles a feed-forward network for time-parallel training (in progress; see
     docs/training.md, "Time-parallel training").
 
-    >>> compiled = ParallelCompiler(optimiser=Adam(lr=1e-3)).compile(
+    >>> compiled = ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
     ...     net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=100)
-    >>> result = compiled.gradients(x, mask, "xent", labels=labels)   # x: (steps, batch, inputs)
+    >>> result = compiled.gradients(x, mask, labels=labels)   # x: (steps, batch, inputs)
     >>> compiled.apply_gradients()
 
     Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
@@ -278,10 +278,13 @@ class ParallelCompiler:
     (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the layer's own
     update (the simulation's printed code, so float for float the same values) and the
     ``threshold`` spike rule. Backward, from the readout down: the reverse (adjoint) scan and
-    the gradients of the weights (and of the readout bias). Then one optimiser step per
-    trainable array. The loss and its error ``dE/dy_t`` are computed on the host."""
+    the gradients of the weights (and of the readout bias), after the loss object's code
+    (``err_t = dE/dy_t``, as e-prop runs it, per step over the mask). Then one optimiser step per
+    trainable array."""
 
-    def __init__(self, optimiser: Optimiser | None = None, surrogate: str = "triangular", gamma: float = 0.3):
+    def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
+                 gamma: float = 0.3):
+        self.loss = make_loss(loss)  # per step over the mask window, as e-prop's per_step readout
         self.optimiser = optimiser if optimiser is not None else Adam()
         if not isinstance(self.optimiser, Optimiser):
             raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
@@ -387,7 +390,8 @@ class ParallelCompiler:
             spec.arrays.append(_par_array(f"par_{h.name}_du", h.name, "_par_du", T * h.size,
                                           "dE/du_t: the loss's gradient by the input of every step"))
             if k == len(order) - 1:
-                spec.arrays.append(_par_array("par_err", h.name, "_par_err", T * h.size, "dE/dy_t from the host"))
+                spec.arrays.append(_par_array("par_err", h.name, "_par_err", T * h.size, "dE/dy_t of every step"))
+                spec.custom_updates.append(self._error_kernel(spec, h, T))
                 if "bias" in h.params:
                     spec.arrays.append(_par_array(f"par_{h.name}_grad_bias", h.name, "_par_grad_bias", h.size,
                                                   "gradient of the bias, per batch instance"))
@@ -586,6 +590,35 @@ class ParallelCompiler:
                           {"loop": None, "body": [], "once": []},
                           reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads), writes=tuple(writes))
 
+    def _error_kernel(self, spec, out, T) -> KernelSpec:
+        """The loss object's code (as e-prop's error kernel runs it) at every step: ``err_t = dE/dy_t``
+        and each instance's loss, from the readout values ``y_t = v_t``."""
+        K = out.size
+        loss_arrays = self.loss.arrays(K, T)
+        spec.arrays += [
+            ArraySpec("eprop_mask", "eprop", "mask", "scalar", T, False, "eprop_data",
+                      comment="weight of each step in the loss"),
+            _par_array("par_loss", out.name, "_par_loss", 1, "the loss of each batch instance"),
+            *loss_arrays]
+        code = [Line(f"const uint32_t T = {T}u, K = {K}u;"),
+                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                Line("scalar _loss = 0;"),
+                Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+                Line("const uint64_t _step = _t;", "the step whose values the loss code reads"),
+                Line(f"const scalar* const _y = _par_{out.name}_v + ((size_t)_b * T + _t) * K;", "y_t = v_t"),
+                Line("scalar* const _err = _par_err + ((size_t)_b * T + _t) * K;"),
+                Line("const scalar _mask = _eprop_mask[_t];"),
+                Line("(void)_step;"),
+                Line("{"), *self.loss.code(), Line("}"),
+                Line("}"),
+                Line("_par_loss[_b] = _loss;"),
+                Line("}")]
+        return KernelSpec(f"parallel_error_{out.name}", "parallel_error", out.name, "custom_update",
+                          f"parallel: the readout error and loss ({self.loss.name}) of '{out.name}' at every step",
+                          [], [], _indented(code), {"loop": None, "body": [], "once": []},
+                          reads=(f"par_{out.name}_v", "eprop_mask", *(a.name for a in loss_arrays)),
+                          writes=("par_err", "par_loss"))
+
     @staticmethod
     def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance."""
@@ -607,23 +640,6 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
                           f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
                           {"loop": None, "body": [], "once": []}, reads=(du, pre_array), writes=(grad,))
-
-
-def loss_and_error(loss: str, y, mask, labels=None, targets=None):
-    """Per-instance loss (B,) and dE/dy_t (T, B, K) of a per-step loss over the window ``mask``
-    (T,): ``mse`` against ``targets`` (T, B, K), 0.5 sum_t mask_t |y_t - y*_t|^2; ``xent``
-    against ``labels`` (B,), -sum_t mask_t log softmax(y_t)[label]. Computed on the host."""
-    y = np.asarray(y, dtype=np.float64)
-    m = np.asarray(mask, dtype=np.float64)[:, None, None]
-    if loss == "mse":
-        d = y - np.asarray(targets, dtype=np.float64)
-        return 0.5 * np.sum(m * d * d, axis=(0, 2)), m * d
-    if loss == "xent":
-        onehot = np.eye(y.shape[2])[np.asarray(labels)][None]
-        s = y - y.max(axis=-1, keepdims=True)
-        logp = s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
-        return -np.sum(m * onehot * logp, axis=(0, 2)), m * (np.exp(logp) - onehot)
-    raise NetworkError(f"loss must be 'xent' or 'mse', got {loss!r}")
 
 
 class CompiledParallel:
@@ -683,16 +699,21 @@ class CompiledParallel:
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
 
-    def gradients(self, x, mask, loss="xent", labels=None, targets=None, values: bool = False) -> dict:
-        """One batch forward and backward: ``y`` (the readout's v), the per-instance ``loss`` and
-        gradients {projection: (batch, pre, post), readout.bias: (batch, K)}, and under ``forward``
-        the readout's values (with ``values``, those of every layer, as :meth:`forward` gives them)."""
+    def gradients(self, x, mask, labels=None, targets=None, values: bool = False) -> dict:
+        """One batch forward and backward, the loss over the window ``mask`` (steps,) against
+        ``labels`` (batch,) or ``targets`` (steps, batch, readout): ``y`` (the readout's v), the
+        per-instance ``loss`` and gradients {projection: (batch, pre, post), readout.bias: (batch,
+        K)}, and under ``forward`` the readout's values (with ``values``, those of every layer, as
+        :meth:`forward` gives them)."""
         T, B = self.n_steps, self.network.batch_size
-        out = self.forward(x, values)
         readout = self.layers[-1]
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != (T,) or not np.all(np.isfinite(mask)):
+            raise NetworkError(f"mask must be {T} finite numbers, got shape {mask.shape}")
+        self.compiler.loss.feed(self.backend, B, readout.size, T, labels, targets)
+        self.backend.push("eprop_mask", mask)
+        out = self.forward(x, values)
         y = out[readout.name]["v"]
-        E, err = loss_and_error(loss, y, mask, labels, targets)
-        self.backend.push("par_err", err.transpose(1, 0, 2).reshape(B, T * readout.size))
         for index in range(self.n_forward, self.n_backward):
             self.backend.custom_update(index)
         grads = {}
@@ -701,7 +722,7 @@ class CompiledParallel:
                 grads[q.name] = self.backend.pull(f"{q.name}_par_grad").reshape(B, q.pre.size, q.post.size)
         if "bias" in readout.params:
             grads[f"{readout.name}.bias"] = self.backend.pull(f"par_{readout.name}_grad_bias").reshape(B, -1)
-        return {"forward": out, "y": y, "loss": E, "grads": grads}
+        return {"forward": out, "y": y, "loss": self.backend.pull("par_loss").reshape(B), "grads": grads}
 
     def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, lr: float | None = None):
         """One optimiser step on every projection's weights from the last :meth:`gradients`, summed
