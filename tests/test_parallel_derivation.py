@@ -130,3 +130,11 @@ def test_feed_forward_order():
 def test_recurrent_projection_refused(proj, cycle):
     with pytest.raises(NetworkError, match=f"projection '{proj[0]}'.*recurrent.*{cycle}"):
         check_feed_forward(_stack(proj), ["inp", "h1", "h2", "out"])
+
+
+def test_postsynaptic_state_named_as_a_neuron_variable_refused():
+    model = NeuronModel("x_named", params={"tau": 5.0}, vars={"x": 0.0}, equations="dx/dt = (i_syn - x) / tau",
+                        threshold="x > 1")
+    with pytest.raises(ModelError, match="'exp_curr' and the neuron model both name x") as info:
+        derive_linear_step(model, b.EXP_CURR)
+    assert info.value.model == "x_named"

@@ -1,4 +1,7 @@
-"""Time-parallel training (in progress): the per-step linear map of a layer's subthreshold dynamics.
+"""Time-parallel training (in progress) of feed-forward stacks of layers with linear subthreshold
+dynamics: the per-step linear map of a layer, derived, and :class:`ParallelCompiler`, whose
+generated kernels run each layer over the whole sequence, forward and backward (BPTT by a
+reverse scan), as custom updates of the network's own simulation.
 
 A neuron whose subthreshold dynamics are linear, run without a reset, is a linear filter of
 its input. One simulation step of a population (the postsynaptic model's ``apply`` code and
@@ -140,6 +143,10 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
                              "equations")
     neuron_states = list(model.vars)
     ps_states = list(postsynaptic.vars) if postsynaptic is not None else []
+    clash = set(ps_states) & (set(model.vars) | set(model.params) | set(model.derived))
+    if clash:
+        raise ModelError(f"the parallel method needs distinct names: the postsynaptic model '{postsynaptic.name}' "
+                         f"and the neuron model both name {', '.join(sorted(clash))}", model.name, "vars")
     states = neuron_states + [ps_state(s) for s in ps_states]
     x = [symbol(s) for s in states]
 
