@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 
-from ..codegen.eprop import SURROGATES, G, _threshold_distance, default_scale
-from ..codegen.integrate import Integration, _linear_parts, integrate
+from ..codegen.eprop import SURROGATES, G, default_scale, threshold_distance
+from ..codegen.integrate import Integration, integrate, linear_parts
 from ..codegen.ir import ArraySpec, KernelSpec, Line
 from ..errors import ModelError, NetworkError
 from ..models.builtins import VALUE_INPUT
@@ -92,10 +92,10 @@ class LinearStep:
 def _nonlinear_reason(odes) -> str | None:
     """Why ``odes`` are not linear with constant coefficients (naming the first such equation), or None."""
     states = [symbol(o.var) for o in odes]
-    if not odes or _linear_parts(odes, states) is not None:
+    if not odes or linear_parts(odes, states) is not None:
         return None
     for o in odes:
-        if _linear_parts([o], states) is None:
+        if linear_parts([o], states) is None:
             return f"'{o.source}' is not linear with constant coefficients in the state"
     return "the equations are not linear with constant coefficients in the state"
 
@@ -190,7 +190,7 @@ def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | Non
     c = sympy.expand(new_vec - A * sympy.Matrix(x) - B * U)
     if not spiking:
         return LinearStep(model.name, states, constants, A, B, c, update, None, None, neuron_integ, ps_integ)
-    g = _threshold_distance(model).xreplace(derived)
+    g = threshold_distance(model).xreplace(derived)
     dg_dx = sympy.Matrix([g]).jacobian(x)
     if dg_dx.free_symbols & set(x) or g.has(symbol(INPUT_NAME)) or g.has(*RANDOM_FUNCTIONS):
         raise ModelError("the parallel method needs a deterministic threshold affine in the state variables",
@@ -469,23 +469,23 @@ class ParallelCompiler:
         """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
         postsynaptic model (its apply code and equations, its names prefixed by the projection's),
         the neuron's equations and sim_code, and the threshold test."""
-        from ..codegen.generate import KernelWriter, _emit_odes, _emit_statements, _rename_map
+        from ..codegen.generate import KernelWriter, emit_odes, emit_statements, rename_map
 
         m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
         w = KernelWriter(network)
         w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
         rename: dict = {}
         w.add_derived(m, rename, "")
-        ps_rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+        ps_rename = rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
         w.add_params(dict(q.ps_params), pre, ps.name, _param_arrays(spec, q.name, "postsynaptic", q.ps_params))
         w.add_derived(ps, ps_rename, pre)
         update: list[Line] = [Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"),
                               Line(f"scalar {pre}{IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t, delivered in this step"),
                               Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}")]
-        _emit_statements(w, ps.parse_apply(list(m.vars)), ps_rename, update)
-        _emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
-        _emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
-        _emit_statements(w, m.sim_code, rename, update)
+        emit_statements(w, ps.parse_apply(list(m.vars)), ps_rename, update)
+        emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
+        emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
+        emit_statements(w, m.sim_code, rename, update)
         # the states: the neuron's variables, then the postsynaptic model's (locals named as in the simulation)
         local = {**{v: v for v in m.vars}, **{ps_state(v): pre + v for v in ps.vars}}
         init = {a.var: a.name for a in spec.arrays if a.owner == h.name and a.role == "state" and a.var in m.vars}
