@@ -92,7 +92,7 @@ def default_scale(model: NeuronModel) -> str | float:
     return "v_th" if "v_th" in model.params else 1.0
 
 
-def _threshold_distance(model: NeuronModel) -> sympy.Expr:
+def threshold_distance(model: NeuronModel) -> sympy.Expr:
     cond = model.threshold
     if not isinstance(cond, sympy.core.relational.Relational):
         raise ModelError("e-prop needs a threshold of the form 'a > b' (or >=, <, <=)", model.name, "threshold")
@@ -130,7 +130,7 @@ def derive(model: NeuronModel, params: dict[str, float] | None = None, surrogate
             continue  # resets of variables without ODEs do not enter the hidden state
         after[st.target] = st.value.xreplace({symbol(k): v for k, v in after.items()})
     reset = {s: symbol(s) + Z * (after[s] - symbol(s)) for s in states}
-    g = _threshold_distance(model)
+    g = threshold_distance(model)
     if not g.free_symbols & {symbol(s) for s in states}:
         raise ModelError("the threshold does not depend on any state variable", model.name, "threshold")
     if scale is None:

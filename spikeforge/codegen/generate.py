@@ -175,7 +175,7 @@ def _hook_lines(w: KernelWriter, lines: list[HookLine], rename: dict) -> list[Li
     return out
 
 
-def _rename_map(names, prefix) -> dict:
+def rename_map(names, prefix) -> dict:
     return {symbol(n): symbol(prefix + n) for n in names}
 
 
@@ -183,7 +183,7 @@ def _local_decl(dtype: str) -> str:
     return {"scalar": "scalar", "int": "int32_t", "int32": "int32_t", "uint32": "uint32_t"}[dtype]
 
 
-def _emit_odes(w: _KernelWriter, odes: list[ODE], rename: dict, model_name: str, method, where: str,
+def emit_odes(w: _KernelWriter, odes: list[ODE], rename: dict, model_name: str, method, where: str,
                lines: list[Line], hold_if_refractory=False) -> str:
     """Integrate ``odes`` and append the update lines; returns the method used."""
     if not odes:
@@ -291,7 +291,7 @@ def _subexpression_comments(model, exprs, skip, lines: list[Line]):
                                   "(expanded into the integrator's update below)"))
 
 
-def _emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lines: list[Line], random_owner=None,
+def emit_statements(w: _KernelWriter, stmts: list[Statement], rename: dict, lines: list[Line], random_owner=None,
                      named: _NamedSubexpressions | None = None):
     for st in stmts:
         target = rename.get(symbol(st.target), symbol(st.target)).name
@@ -751,7 +751,7 @@ class Generator:
         (from ``in_syn``, or from the due slot of the dendritic buffer with per-synapse delays),
         its apply code and its equations."""
         w, code, ps, pre = k.w, k.code, q.postsynaptic, f"{q.name}_"
-        rename = _rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+        rename = rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
         w.add_params(q.ps_params, pre, ps.name, self.params[(q.name, "postsynaptic")])
         w.add_derived(ps, rename, pre)
         for name in ps.vars:
@@ -770,17 +770,17 @@ class Generator:
             k.drained.append(den)
         apply, named_ps = ps.parse_apply(list(k.m.vars), as_written=True), _NamedSubexpressions(ps)
         named_ps.print_lines(w, [st.value for st in apply], rename, code, prefix=pre)
-        _emit_statements(w, apply, rename, code, q.id, named=named_ps)
+        emit_statements(w, apply, rename, code, q.id, named=named_ps)
         code.append(Line(f"{pre}{IN_SYN_NAME} = 0;", "delivered input consumed"))
         _subexpression_comments(ps, [o.rhs for o in ps.as_written.get("equations", [])], named_ps.printed, code)
-        method = _emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
+        method = emit_odes(w, ps.odes, rename, ps.name, None, q.name, code)
         if ps.odes:
             self.integrators[f"{q.name} ({ps.name})"] = method
 
     def emit_current_source(self, k: _NeuronContext, c, cs_arrays: dict):
         """Current source ``c``: its state, its current added to the summed input, its equations."""
         w, code, model, pre = k.w, k.code, c.model, f"{c.name}_"
-        rename = _rename_map([*c.params, *model.vars], pre)
+        rename = rename_map([*c.params, *model.vars], pre)
         w.add_params(c.params, pre, model.name, self.params[(c.name, "current_source")])
         w.add_derived(model, rename, pre)
         for name in model.vars:
@@ -792,7 +792,7 @@ class Generator:
                          f"current source '{c.name}' ({model.name}): {model.current_source}"))
         _subexpression_comments(model, [o.rhs for o in model.as_written.get("equations", [])],
                                 named_cs.printed, code)
-        _emit_odes(w, model.odes, rename, model.name, None, c.name, code)
+        emit_odes(w, model.odes, rename, model.name, None, c.name, code)
 
     @staticmethod
     def emit_refractory(k: _NeuronContext):
@@ -829,10 +829,10 @@ class Generator:
         _subexpression_comments(m, [o.rhs for o in as_written.get("equations", [])],
                                 m.subexpressions.needed(after_update), k.code)
         if m.odes:
-            self.integrators[p.name] = _emit_odes(k.w, m.odes, k.rename, m.name, m.integrator, p.name, k.code,
+            self.integrators[p.name] = emit_odes(k.w, m.odes, k.rename, m.name, m.integrator, p.name, k.code,
                                                   hold_if_refractory=m.refractory is not None)
         named.print_lines(k.w, after_update, k.rename, k.code)
-        _emit_statements(k.w, sim_code, k.rename, k.code, named=named)
+        emit_statements(k.w, sim_code, k.rename, k.code, named=named)
         return named, threshold
 
     def emit_traces(self, k: _NeuronContext, proj_arrays):
@@ -847,7 +847,7 @@ class Generator:
             if not tvars:
                 continue
             wu, w, pre = q.weight_update, k.w, f"{q.name}_"
-            rename = _rename_map([*q.wu_params, *tvars], pre)
+            rename = rename_map([*q.wu_params, *tvars], pre)
             per_synapse = self.check_trace_params(q, odes, spike_code)
             if q.name not in declared:
                 w.add_params({n: v for n, v in q.wu_params.items() if n not in per_synapse}, pre, wu.name,
@@ -859,8 +859,8 @@ class Generator:
             for name in tvars:
                 k.loads.append(Access(pre + name, proj_arrays[q.name][side][name].name, "neuron", True, "scalar",
                                       True))
-            _emit_odes(w, odes, rename, wu.name, None, q.name, k.code)
-            _emit_statements(w, spike_code, rename, k.on_spike, q.id)
+            emit_odes(w, odes, rename, wu.name, None, q.name, k.code)
+            emit_statements(w, spike_code, rename, k.on_spike, q.id)
 
     @staticmethod
     def emit_threshold(k: _NeuronContext, named: _NamedSubexpressions, threshold) -> str | None:
@@ -895,7 +895,7 @@ class Generator:
         named_reset = _NamedSubexpressions(m)  # the reset runs apart from the update (CPU: a second pass)
         named_reset.print_lines(k.w, [st.value for st in reset], k.rename, reset_lines)
         first_reset = len(reset_lines)
-        _emit_statements(k.w, reset, k.rename, reset_lines, named=named_reset)
+        emit_statements(k.w, reset, k.rename, reset_lines, named=named_reset)
         if m.reset:
             reset_lines[first_reset].comment = "reset: " + reset_lines[first_reset].comment
         if any(symbol(name) in _statement_symbols(m.reset) for name in k.timed):
@@ -1004,7 +1004,7 @@ class Generator:
         named, rename = _NamedSubexpressions(wu), {}
         stmts = wu.as_written.get(field_name, stmts)
         named.print_lines(w, [st.value for st in stmts], rename, code)
-        _emit_statements(w, stmts, rename, code, named=named)
+        emit_statements(w, stmts, rename, code, named=named)
         src = wu.source[which] if pathway is None else wu.source[which][pathway]
         source_pop = q.pre if which == "on_pre" else q.post
         delay_steps = q.pre_delays()[pathway] if which == "on_pre" else 0
@@ -1097,7 +1097,7 @@ class Generator:
             summed.append({"local": acc, "var": target, "array": by_name[f"{q.post.name}_{target}"].name})
         _subexpression_comments(wu, [o.rhs for o in wu.as_written.get("equations", [])], named.printed, code)
         if wu.odes:
-            self.integrators[f"{q.name} ({wu.name}, per synapse)"] = _emit_odes(
+            self.integrators[f"{q.name} ({wu.name}, per synapse)"] = emit_odes(
                 w, wu.odes, {}, wu.name, None, q.name, code)
         info = {
             "connectivity": q.connectivity.kind, "n_pre": q.pre.size, "n_post": q.post.size,

@@ -66,7 +66,7 @@ class Integration:
         return {var: env[symbol(tmp)] for var, tmp in self.new.items()}
 
 
-def _linear_parts(odes: list[ODE], states: list[sympy.Symbol]):
+def linear_parts(odes: list[ODE], states: list[sympy.Symbol]):
     """(A, b) with rhs = A x + b if the system is linear with coefficients free of the
     state and of t; else None."""
     rhs = sympy.Matrix([o.rhs for o in odes])
@@ -179,7 +179,7 @@ def _matrix_exponential(A, b, states):
 
 
 def _exact(odes, states, assignments, notes, why: list[str]):
-    parts = _linear_parts(odes, states)
+    parts = linear_parts(odes, states)
     if parts is None:
         why.append("not linear with constant coefficients")
         return None

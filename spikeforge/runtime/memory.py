@@ -254,6 +254,8 @@ def state_needs(spec, batch_size: int, include_fixed: bool = True) -> list[Need]
             part = f"spike delay buffer ({a.slots} steps)"
         elif a.role == "dendritic_delay":
             part = f"dendritic delay buffer ({a.slots} steps)"
+        elif a.role == "parallel":
+            part = "time-parallel training values (every step of a batch)"
         else:
             part = "state"
         what = f"{kinds.get(a.owner, 'current source')} '{a.owner}' {part}"

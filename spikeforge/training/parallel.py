@@ -1,0 +1,747 @@
+"""Time-parallel training (in progress) of feed-forward stacks of layers with linear subthreshold
+dynamics: the per-step linear map of a layer, derived, and :class:`ParallelCompiler`, whose
+generated kernels run each layer over the whole sequence, forward and backward (BPTT by a
+reverse scan), as custom updates of the network's own simulation.
+
+A neuron whose subthreshold dynamics are linear, run without a reset, is a linear filter of
+its input. One simulation step of a population (the postsynaptic model's ``apply`` code and
+equations, then the neuron's equations integrated over ``dt`` and its ``sim_code``) is then
+
+    x_t = A x_{t-1} + B u_t + c,
+
+with ``x`` the state variables (the neuron's and its postsynaptic model's), ``u_t`` the input
+delivered in step t (``in_syn``: the summed weights of the spikes that arrived) and ``A``, ``B``,
+``c`` expressions of the parameters and ``dt``. :func:`derive_linear_step` takes them from the
+integrator the simulation uses (:func:`spikeforge.codegen.integrate.integrate`; for linear
+systems the exact one, the matrix exponential), so they are the simulation's own update,
+differentiated, never a formula written for one model. The spike of the ``threshold`` rule is
+``z_t = H(g(x_t))`` with ``g`` the threshold condition's ``lhs - rhs``, which must be affine in
+the state.
+
+:func:`check_feed_forward` refuses recurrent projections: the method scans whole sequences
+layer after layer, so a layer's input must be known for all steps before it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from ..codegen.eprop import SURROGATES, G, default_scale, threshold_distance
+from ..codegen.integrate import Integration, integrate, linear_parts
+from ..codegen.ir import ArraySpec, KernelSpec, Line
+from ..errors import ModelError, NetworkError
+from ..models.builtins import VALUE_INPUT
+from ..models.expressions import ParseContext, parse_expression, symbol
+from ..models.functions import RANDOM_FUNCTIONS
+from ..models.neuron import INPUT_NAME, NeuronModel
+from ..models.synapse import IN_SYN_NAME, PostsynapticModel
+from ..models.variables import Constant
+from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss
+
+#: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
+#: neuron's ``i_syn`` when no postsynaptic model is given.
+U = symbol(IN_SYN_NAME)
+
+
+def ps_state(name: str) -> str:
+    """The name under which a postsynaptic model's state variable ``name`` is a state of the layer."""
+    return f"_ps_{name}"
+
+
+@dataclass
+class LinearStep:
+    """One simulation step of a layer as the affine map ``x_t = A x_{t-1} + B u_t + c`` (see the
+    module's doc), in the model's parameter names and ``dt``."""
+
+    model: str
+    states: list[str]  # x: the neuron's state variables, then the postsynaptic model's (ps_state names)
+    constants: list  # (name, expression): the integrator's constant temporaries, which A, B, c name
+    A: sympy.Matrix  # dx_t/dx_{t-1}
+    B: sympy.Matrix  # dx_t/du_t (a column)
+    c: sympy.Matrix  # the constant part (e.g. v_rest (1 - exp(-dt/tau_m)))
+    update: dict[str, sympy.Expr]  # x_t of each state as the simulation computes it, from x_{t-1} and u_t
+    g: sympy.Expr | None  # threshold distance lhs - rhs in the state: z_t = H(g(x_t)); None: not spiking
+    dg_dx: sympy.Matrix | None  # its gradient (constant: g is affine)
+    neuron_integration: Integration | None  # the integrators the simulation prints, for the kernels
+    ps_integration: Integration | None
+    resets: list[str] = field(default_factory=list)  # variables the model's reset writes (not run here)
+    refractory: str | None = None  # the model's refractory period (must be 0 where this step is used)
+
+    def numeric(self, values: dict[str, float]) -> tuple:
+        """``(A, B, c, dg_dx)`` as lists of float rows for parameter values ``values`` (with ``dt``);
+        ``dg_dx`` None for a layer that does not spike."""
+        subs = {symbol(k): v for k, v in values.items()}
+        for name, e in self.constants:
+            subs[symbol(name)] = e.xreplace(subs)
+        out = []
+        for m in (self.A, self.B, self.c, self.dg_dx):
+            if m is None:
+                out.append(None)
+                continue
+            e = m.xreplace(subs)
+            if e.free_symbols:
+                raise ModelError(f"no value for {', '.join(sorted(s.name for s in e.free_symbols))}", self.model,
+                                 "params")
+            out.append([[float(v) for v in row] for row in e.tolist()])
+        return tuple(out)
+
+
+def _nonlinear_reason(odes) -> str | None:
+    """Why ``odes`` are not linear with constant coefficients (naming the first such equation), or None."""
+    states = [symbol(o.var) for o in odes]
+    if not odes or linear_parts(odes, states) is not None:
+        return None
+    for o in odes:
+        if linear_parts([o], states) is None:
+            return f"'{o.source}' is not linear with constant coefficients in the state"
+    return "the equations are not linear with constant coefficients in the state"
+
+
+def _partial_update_map(integ: Integration, prefix: str = "") -> tuple[dict, list]:
+    """``integ``'s new values with its constant temporaries (those of parameters and dt only, e.g.
+    the exact integrator's propagator entries) kept as named symbols (``prefix`` + their name):
+    ``({var: new value}, [(name, expression)])``, the constants in the order they are computed."""
+    env: dict = {}
+    constants = []
+    dynamic = {symbol(INPUT_NAME), symbol(IN_SYN_NAME), symbol("t"), *(symbol(v) for v in integ.new)}
+    for name, expr in integ.assignments:
+        e = expr.xreplace(env)
+        if name in integ.new.values() or e.free_symbols & dynamic:
+            env[symbol(name)] = e
+        else:
+            constants.append((prefix + name, e))
+            env[symbol(name)] = symbol(prefix + name)
+    return {var: env[symbol(tmp)] for var, tmp in integ.new.items()}, constants
+
+
+def _run_statements(stmts, env: dict):
+    """Apply ``stmts`` (``target = value``, in order) to ``env``, a map from symbols to expressions."""
+    for st in stmts:
+        env[symbol(st.target)] = st.value.xreplace(env)
+
+
+def derive_linear_step(model: NeuronModel, postsynaptic: PostsynapticModel | None = None,
+                       method: str | None = None, spiking: bool = True) -> LinearStep:
+    """The affine step map of ``model`` fed through ``postsynaptic`` (None: ``u_t`` is ``i_syn``).
+    ``spiking=False`` for a layer that does not spike (a readout): no threshold is derived.
+
+    ``method`` forces the neuron's integrator (default: the model's, as the simulation does).
+    Refused, naming the model and the reason: no threshold, dynamics that are not linear with
+    constant coefficients, a threshold that is not affine in the state."""
+    if spiking and model.threshold is None:
+        raise ModelError("the parallel method needs a spiking model (a threshold)", model.name, "threshold")
+    reason = _nonlinear_reason(model.odes)
+    if reason is not None:
+        raise ModelError(f"the parallel method needs linear subthreshold dynamics: {reason}", model.name, "equations")
+    if postsynaptic is not None:
+        reason = _nonlinear_reason(postsynaptic.odes)
+        if reason is not None:
+            raise ModelError(f"the parallel method needs linear synaptic dynamics: {reason}", postsynaptic.name,
+                             "equations")
+    neuron_states = list(model.vars)
+    ps_states = list(postsynaptic.vars) if postsynaptic is not None else []
+    clash = set(ps_states) & (set(model.vars) | set(model.params) | set(model.derived))
+    if clash:
+        raise ModelError(f"the parallel method needs distinct names: the postsynaptic model '{postsynaptic.name}' "
+                         f"and the neuron model both name {', '.join(sorted(clash))}", model.name, "vars")
+    states = neuron_states + [ps_state(s) for s in ps_states]
+    x = [symbol(s) for s in states]
+
+    # one step as the simulation runs it: inputs (postsynaptic apply, then its equations), the
+    # neuron's equations, its sim_code
+    env: dict = {symbol(s): symbol(s) for s in neuron_states}
+    ps_integ, constants = None, []
+    if postsynaptic is None:
+        env[symbol(INPUT_NAME)] = U
+    else:
+        ps_env = {symbol(s): symbol(ps_state(s)) for s in ps_states}
+        scope = {**env, **ps_env, symbol(INPUT_NAME): sympy.Integer(0), U: U}
+        _run_statements(postsynaptic.parse_apply(neuron_states), scope)
+        ps_integ = integrate(postsynaptic.odes, postsynaptic.name)
+        ps_new, ps_consts = _partial_update_map(ps_integ, "_ps")
+        constants += ps_consts
+        for s in ps_states:
+            scope[symbol(ps_state(s))] = ps_new[s].xreplace(scope) if s in ps_new else scope[symbol(s)]
+        env = {**{symbol(s): scope[symbol(s)] for s in neuron_states},
+               **{symbol(ps_state(s)): scope[symbol(ps_state(s))] for s in ps_states},
+               symbol(INPUT_NAME): scope[symbol(INPUT_NAME)]}
+    neuron_integ = None
+    if model.odes:
+        neuron_integ = integrate(model.odes, model.name, method or model.integrator)
+        new_map, consts = _partial_update_map(neuron_integ)
+        constants += consts
+        new = {symbol(v): e.xreplace(env) for v, e in new_map.items()}
+        env.update(new)
+    _run_statements(model.sim_code, env)
+    # derived parameters (e.g. kappa = exp(-dt / tau_m)) written out: A, B, c in params and dt only
+    derived = {symbol(d): e for d, e in model.derived.items()}
+    update = {s: env[symbol(s)].xreplace(derived) for s in states}
+    constants = [(name, e.xreplace(derived)) for name, e in constants]
+
+    new_vec = sympy.Matrix([update[s] for s in states])
+    A = new_vec.jacobian(x)
+    B = new_vec.jacobian([U])
+    if any(sym in A.free_symbols | B.free_symbols for sym in [*x, U]):
+        raise ModelError("the parallel method needs linear subthreshold dynamics: the step's update "
+                         "(sim_code or input) is not linear in the state and the input", model.name, "sim_code")
+    c = sympy.expand(new_vec - A * sympy.Matrix(x) - B * U)
+    if not spiking:
+        return LinearStep(model.name, states, constants, A, B, c, update, None, None, neuron_integ, ps_integ)
+    g = threshold_distance(model).xreplace(derived)
+    dg_dx = sympy.Matrix([g]).jacobian(x)
+    if dg_dx.free_symbols & set(x) or g.has(symbol(INPUT_NAME)) or g.has(*RANDOM_FUNCTIONS):
+        raise ModelError("the parallel method needs a deterministic threshold affine in the state variables",
+                         model.name, "threshold")
+    return LinearStep(model.name, states, constants, A, B, c, update, g, dg_dx, neuron_integ, ps_integ,
+                      resets=[st.target for st in model.reset], refractory=model.refractory_source)
+
+
+def check_feed_forward(network, populations) -> list:
+    """``populations`` (names) in an order where every projection among them goes forward;
+    a projection that closes a cycle (a population onto itself, or back to an earlier one) is
+    refused, naming it: the parallel method runs each layer over the whole sequence before the next."""
+    pops = [network.populations[p] if isinstance(p, str) else p for p in populations]
+    inside = {p.name for p in pops}
+    edges = [q for q in network.projections.values() if q.pre.name in inside and q.post.name in inside]
+    order: list = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(p, path):
+        state[p.name] = 1
+        for q in edges:
+            if q.pre is not p:
+                continue
+            if state.get(q.post.name) == 1:
+                cycle = " -> ".join([*path[path.index(q.post.name):], q.post.name])
+                raise NetworkError(f"projection '{q.name}' from '{q.pre.name}' to '{q.post.name}' is recurrent "
+                                   f"(cycle {cycle}): the parallel method trains feed-forward networks only")
+            if q.post.name not in state:
+                visit(q.post, [*path, q.post.name])
+        state[p.name] = 2
+        order.append(p)
+
+    for p in pops:
+        if p.name not in state:
+            visit(p, [p.name])
+    return order[::-1]
+
+
+# -- generated kernels (cpu): the forward pass over the whole sequence --------------------------
+
+def _par_array(name, owner, var, size, comment) -> ArraySpec:
+    """A per-instance array of the parallel method: (batch, T * N), zero-initialised."""
+    return ArraySpec(name, owner, var, "scalar", size, True, "parallel", Constant(0), comment=comment)
+
+
+def _indented(lines: list[Line]) -> list[Line]:
+    """``lines`` with the bodies of their braces indented (readable generated loops)."""
+    out, depth = [], 0
+    for line in lines:
+        text = line.code.strip()
+        if text.startswith("}"):
+            depth -= 1
+        out.append(Line("    " * depth + text if text else text, line.comment))
+        depth += text.count("{") - text.count("}") + (1 if text.startswith("}") else 0)
+    return out
+
+
+def _param_arrays(spec, owner: str, part: str, names) -> dict:
+    """The arrays of the parameters of ``owner`` read at run time (given per element or per
+    instance, or dynamic), as the generator made them: {parameter: ArraySpec}."""
+    from ..codegen.generate import param_array_name
+
+    arrays = {a.name: a for a in spec.arrays}
+    return {n: arrays[param_array_name(owner, part, n)] for n in names if param_array_name(owner, part, n) in arrays}
+
+
+def _param_lines(w) -> list[Line]:
+    """Loads of the parameters ``w`` reads per neuron or per instance, and the derived values
+    computed from them (in the neuron loop: ``_b``, ``_i``, ``N``)."""
+    index = {("neuron", True): "(size_t)_b * N + _i", ("neuron", False): "_i", ("shared", True): "_b",
+             ("shared", False): "0"}
+    lines = [Line(f"const scalar {a.local} = _{a.array}[{index[(a.index, a.batched)]}];",
+                  "parameter given per neuron or per instance") for a in w.param_loads]
+    return lines + list(w.element_lines)
+
+
+def _weight_array(spec, q) -> str:
+    return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
+
+
+class ParallelCompiler:
+    """Compiles a feed-forward network for time-parallel training (in progress; see
+    docs/training.md, "Time-parallel training").
+
+    >>> compiled = ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
+    ...     net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=100)
+    >>> result = compiled.gradients(x, mask, labels=labels)   # x: (steps, batch, inputs)
+    >>> compiled.apply_gradients()
+
+    Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
+    steps. Forward, per layer: the input of every step from the previous layer's spikes
+    (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the layer's own
+    update (the simulation's printed code, so float for float the same values) and the
+    ``threshold`` spike rule. Backward, from the readout down: the reverse (adjoint) scan and
+    the gradients of the weights (and of the readout bias), after the loss object's code
+    (``err_t = dE/dy_t``, as e-prop runs it, per step over the mask). Then one optimiser step per
+    trainable array."""
+
+    def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
+                 gamma: float = 0.3):
+        self.loss = make_loss(loss)  # per step over the mask window, as e-prop's per_step readout
+        self.optimiser = optimiser if optimiser is not None else Adam()
+        if not isinstance(self.optimiser, Optimiser):
+            raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
+        if surrogate not in SURROGATES:
+            raise NetworkError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
+        self.surrogate, self.gamma = surrogate, float(gamma)
+
+    def compile(self, network, inputs, hidden, readout, n_steps, trainable=None, backend: str = "cpu",
+                **backend_options):
+        """``trainable``: the projections of the stack and ``"<readout>.bias"`` the optimiser
+        steps (default: every projection, and the bias when it is given one value per neuron)."""
+        from ..codegen.generate import generate
+
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
+        if backend != "cpu":
+            raise NetworkError(f"backend '{backend}': the parallel method's kernels are written for the cpu backend "
+                               "only (so far)")
+        names = [hidden] if isinstance(hidden, str) else list(hidden)
+        for name in [inputs, *names, readout]:
+            if name not in network.populations:
+                raise NetworkError(f"no population '{name}' (populations: {', '.join(network.populations)})")
+        inp = network.populations[inputs]
+        if inp.model is not VALUE_INPUT:
+            raise NetworkError(f"inputs: population '{inp.name}' must use the value_input model, "
+                               f"not '{inp.model.name}'")
+        out = network.populations[readout]
+        if out.model.name != "leaky_readout":
+            raise NetworkError(f"readout: population '{out.name}' must use the leaky_readout model, not "
+                               f"'{out.model.name}'")
+        order = [p for p in check_feed_forward(network, [inputs, *names, readout]) if p is not inp]
+        if order[-1] is not out:
+            raise NetworkError(f"readout: population '{out.name}' must come after every hidden layer")
+        spec = generate(network)
+        T = n_steps
+        spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
+                                      "the input values of every step"))
+        source = {inp.name: f"par_{inp.name}_x"}
+        steps = {}
+        for h in order:
+            q = self._incoming(network, h, source)
+            step = derive_linear_step(h.model, q.postsynaptic, spiking=h is not out)
+            self._check_layer(h, q, step)
+            arrays = {v: f"par_{h.name}_{v}" for v in step.states}
+            for v, a in arrays.items():
+                spec.arrays.append(_par_array(a, h.name, f"_par_{v}", T * h.size, f"{v} at every step"))
+            spec.arrays.append(_par_array(f"par_{h.name}_u", h.name, "_par_u", T * h.size,
+                                          "input delivered at every step"))
+            if h is not out:
+                spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
+                                              "spikes at every step"))
+            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T))
+            spec.custom_updates.append(self._forward_kernel(network, spec, h, q, arrays, T, spiking=h is not out))
+            steps[h.name] = step
+            if h is not out:
+                source[h.name] = f"par_{h.name}_z"
+        n_forward = len(spec.custom_updates)
+        self._backward(network, spec, order, steps, source, T)
+        n_backward = len(spec.custom_updates)
+        self._optimiser_updates(network, spec, order, source, trainable)
+        states = {name: step.states for name, step in steps.items()}
+        return CompiledParallel(self, network, spec, inp, order, T, (n_forward, n_backward), states, backend,
+                                **backend_options)
+
+    def _optimiser_updates(self, network, spec, order, source, trainable):
+        """One optimiser step per trainable array over its per-instance gradients (the optimiser
+        objects' code, as for e-prop)."""
+        spec.arrays.append(ArraySpec("eprop_optimiser", "eprop", "optimiser", "double", HYPER_SIZE, False,
+                                     "eprop_data", comment="the optimiser's hyperparameters for its next step"))
+        out = order[-1]
+        bias = _param_arrays(spec, out.name, "neuron", ["bias"]).get("bias")
+        trained = [(q.name, _weight_array(spec, q), f"{q.name}_par_grad", q.pre.size * q.post.size)
+                   for q in (self._incoming(network, h, source) for h in order)]
+        per_neuron = bias is not None and bias.size == out.size and not bias.batched
+        if per_neuron:
+            trained.append((out.name, bias.name, f"par_{out.name}_grad_bias", out.size))
+        if trainable is not None:
+            names = [trainable] if isinstance(trainable, str) else list(trainable)
+            known = {name for name, *_ in trained if name != out.name} | {f"{out.name}.bias"}
+            for name in names:
+                if name not in known:
+                    raise NetworkError(f"trainable: '{name}' is not a projection of the stack nor the readout's "
+                                       f"bias (choose from {', '.join(sorted(known))})")
+            if f"{out.name}.bias" in names and not per_neuron:
+                raise NetworkError(f"readout '{out.name}': to train its bias, give 'bias' one value per neuron")
+            trained = [t for t in trained if (f"{out.name}.bias" if t[0] == out.name else t[0]) in names]
+        for owner, target, grad, size in trained:
+            state = self.optimiser.arrays(owner, target, size)
+            spec.arrays += state
+            spec.custom_updates.append(KernelSpec(
+                f"optimiser_{target}", "optimiser_step", owner, "custom_update",
+                f"{self.optimiser.name} step of {target} from its gradients summed over the batch",
+                [], [], self.optimiser.code(target, grad, size),
+                {"loop": {"index": "_k", "count": size, "ctype": "size_t"},
+                 "body": self.optimiser.body(target, grad, size), "once": []},
+                reads=(grad, "eprop_optimiser", *(a.name for a in state)), writes=(target, *(a.name for a in state))))
+
+    def _backward(self, network, spec, order, steps, source, T):
+        """The adjoint scans from the readout down, each followed by its projection's gradient."""
+        for k in range(len(order) - 1, -1, -1):
+            h = order[k]
+            q = self._incoming(network, h, source)
+            spec.arrays.append(_par_array(f"par_{h.name}_du", h.name, "_par_du", T * h.size,
+                                          "dE/du_t: the loss's gradient by the input of every step"))
+            if k == len(order) - 1:
+                spec.arrays.append(_par_array("par_err", h.name, "_par_err", T * h.size, "dE/dy_t of every step"))
+                spec.custom_updates.append(self._error_kernel(spec, h, T))
+                if "bias" in h.params:
+                    spec.arrays.append(_par_array(f"par_{h.name}_grad_bias", h.name, "_par_grad_bias", h.size,
+                                                  "gradient of the bias, per batch instance"))
+            after = None if k == len(order) - 1 else order[k + 1]
+            q_after = None if after is None else self._incoming(network, after, source)
+            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T))
+            for j in range(len(steps[h.name].states)):
+                spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
+                                              f"adjoint component {j} of the step after (reverse scan)"))
+            g = f"{q.name}_par_grad"
+            spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
+                                          "gradient of w, per batch instance"))
+            spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T))
+
+    @staticmethod
+    def _incoming(network, h, source):
+        """The one projection into ``h``, from the inputs or an earlier layer."""
+        incoming = [q for q in network.projections.values() if q.post is h]
+        if len(incoming) != 1 or incoming[0].pre.name not in source:
+            raise NetworkError(f"hidden: population '{h.name}' must have one projection into it, from the inputs "
+                               f"or an earlier hidden layer (has: {', '.join(q.name for q in incoming) or 'none'})")
+        return incoming[0]
+
+    @staticmethod
+    def _check_layer(h, q, step: LinearStep):
+        if step.resets:
+            raise ModelError(f"population '{h.name}': the threshold spike rule runs without a reset, and the model "
+                             f"resets {', '.join(step.resets)}", h.model.name, "reset")
+        if step.refractory is not None:
+            raise ModelError(f"population '{h.name}': the parallel method has no refractory period",
+                             h.model.name, "refractory")
+        if q.weight_update.name not in ("static", "scaled"):
+            raise NetworkError(f"projection '{q.name}': the parallel method takes static or scaled weights "
+                               f"(not {q.weight_update.name})")
+        clash = set(q.postsynaptic.params) & (set(h.model.params) | set(h.model.vars) | set(h.model.derived))
+        if clash:
+            raise NetworkError(f"projection '{q.name}': its postsynaptic model '{q.postsynaptic.name}' and the "
+                               f"neuron model '{h.model.name}' both name {', '.join(sorted(clash))}")
+        if q.connectivity.kind != "dense" or q.delay_steps != 0:
+            raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
+
+    @staticmethod
+    def _input_kernel(spec, q, pre_array, T) -> KernelSpec:
+        n_pre, n = q.pre.size, q.post.size
+        w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
+        code = [
+            Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+            Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
+            Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
+            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {", "in the order of the spikes (neuron order)"),
+            Line("const scalar _value = _s[_pre];"),
+            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) "
+                 f"_u[_post] += _{w}[(size_t)_pre * N + _post] * _value;",
+                 f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value), summed as in_syn"),
+            Line("}"), Line("}"), Line("}"),
+        ]
+        return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
+                          f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
+                          _indented(code), {"loop": None, "body": [], "once": []}, reads=(w, pre_array), writes=(u,))
+
+    @staticmethod
+    def _forward_kernel(network, spec, h, q, arrays, T, spiking=True) -> KernelSpec:
+        """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
+        postsynaptic model (its apply code and equations, its names prefixed by the projection's),
+        the neuron's equations and sim_code, and the threshold test."""
+        from ..codegen.generate import KernelWriter, emit_odes, emit_statements, rename_map
+
+        m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
+        w = KernelWriter(network)
+        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
+        rename: dict = {}
+        w.add_derived(m, rename, "")
+        ps_rename = rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
+        w.add_params(dict(q.ps_params), pre, ps.name, _param_arrays(spec, q.name, "postsynaptic", q.ps_params))
+        w.add_derived(ps, ps_rename, pre)
+        update: list[Line] = [Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"),
+                              Line(f"scalar {pre}{IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t, delivered in this step"),
+                              Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}")]
+        emit_statements(w, ps.parse_apply(list(m.vars)), ps_rename, update)
+        emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
+        emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
+        emit_statements(w, m.sim_code, rename, update)
+        # the states: the neuron's variables, then the postsynaptic model's (locals named as in the simulation)
+        local = {**{v: v for v in m.vars}, **{ps_state(v): pre + v for v in ps.vars}}
+        init = {a.var: a.name for a in spec.arrays if a.owner == h.name and a.role == "state" and a.var in m.vars}
+        init.update({ps_state(a.var): a.name for a in spec.arrays
+                     if a.owner == q.name and a.role == "state" and a.var in ps.vars})
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
+                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
+        for state, name in local.items():
+            code.append(Line(f"scalar {name} = _t == 0 ? _{init[state]}[(size_t)_b * N + _i] : "
+                             f"_{arrays[state]}[_o - N];", "x_(t-1) (the initial value at t = 0)"))
+        code += [*_param_lines(w), *update,
+                 *(Line(f"_{arrays[state]}[_o] = {name};") for state, name in local.items())]
+        if spiking:
+            cond = w.expr(m.threshold.xreplace(rename))
+            code.append(Line(f"_par_{h.name}_z[_o] = ({cond}) ? (scalar)1 : (scalar)0;",
+                             f"threshold: {m.threshold_source}"))
+        code += [Line("}"), Line("}"), Line("}")]
+        return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
+                          f"parallel: the states and threshold spikes of '{h.name}' at every step",
+                          w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
+                          reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
+                                 *w.param_reads),
+                          writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else [])))
+
+    def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
+        """The surrogate dz/dg at the threshold distance ``g`` (the e-prop code's shapes and width)."""
+        ctx = ParseContext(model.name, set(model.params) | set(model.derived) | {"dt", "gamma", "scale", "_g"},
+                           random_allowed=False)
+        scale = default_scale(model)
+        scale_expr = parse_expression(scale, ctx, "scale") if isinstance(scale, str) else sympy.Float(scale)
+        psi = parse_expression(SURROGATES[self.surrogate], ctx, "surrogate")
+        return psi.xreplace({symbol("gamma"): sympy.Float(self.gamma), symbol("scale"): scale_expr, G: g})
+
+    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T) -> KernelSpec:
+        """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
+        the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
+        next layer)."""
+        from ..codegen.generate import KernelWriter
+
+        m, n, nx = h.model, h.size, len(step.states)
+        w = KernelWriter(network)
+        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
+        # (the derivation's names for the postsynaptic parameters: unprefixed)
+        w.add_params(dict(q.ps_params), "", q.postsynaptic.name, _param_arrays(spec, q.name, "postsynaptic",
+                                                                                 q.ps_params))
+        for name, e in step.constants:  # the integrator's propagator: constant unless a parameter is per neuron
+            if w.is_constant(e):
+                w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
+            else:
+                w.add_element_line(Line(f"const scalar {name} = {w.expr(e)};", "the integrator's propagator"))
+        lam = [symbol(f"_lam{j}") for j in range(nx)]
+        drive = symbol("_drive")
+        readout = step.g is None
+        e = [int(j == 0) for j in range(nx)] if readout else list(step.dg_dx)
+        new_lam = [sum((step.A[i, j] * lam[i] for i in range(nx)), sympy.Integer(0)) + e[j] * drive
+                   for j in range(nx)]
+        du = sum((step.B[j] * lam[j] for j in range(nx)), sympy.Integer(0))
+        reads, writes = [], [f"par_{h.name}_du"]
+        scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
+        writes += scratch
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
+                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
+                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
+                *(Line(f"const scalar {x.name} = _t + 1 == T ? 0 : _{a}[_n];", "lam_(t+1); lam_T = 0" if j == 0 else "")
+                  for j, (x, a) in enumerate(zip(lam, scratch))),
+                *_param_lines(w)]
+        bias = readout and "bias" in h.params
+        if bias:
+            writes.append(f"par_{h.name}_grad_bias")
+        if readout:
+            code.append(Line("const scalar _drive = _par_err[_o];", "dE/dy_t, y_t = v_t"))
+            reads.append("par_err")
+        else:
+            a, n_after = q_after.post, q_after.post.size
+            wa = _weight_array(spec, q_after)
+            in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
+            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g)]
+            code += [Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives "
+                                             "at t+1)"),
+                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
+                          f"_dz += _{wa}[(size_t)_i * {n_after}u + _post] * "
+                          f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+                     *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
+                     Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
+                     Line(f"const scalar _psi = {w.expr(self._psi(network, m, G))};",
+                          f"surrogate dz/dg ({self.surrogate})"),
+                     Line("const scalar _drive = _dz * _psi;", "dE/dg_t")]
+        for j, x in enumerate(lam):
+            code.append(Line(f"const scalar {x.name}_new = {w.expr(new_lam[j])};",
+                             "lam_t = A^T lam_(t+1) + drive_t dg/dx" if j == 0 else ""))
+        code += [Line(f"_{a}[_n] = {x.name}_new;") for x, a in zip(lam, scratch)]
+        new_syms = {x: symbol(f"{x.name}_new") for x in lam}
+        code.append(Line(f"_par_{h.name}_du[_o] = {w.expr(du.xreplace(new_syms))};", "du_t = B . lam_t"))
+        if bias:
+            dc = step.c.diff(symbol("bias"))
+            gb = sum((dc[j] * new_syms[lam[j]] for j in range(nx)), sympy.Integer(0))
+            code += [Line(f"scalar* const _gbias = _par_{h.name}_grad_bias + _n;",
+                          "dE/dbias = sum_t dc/dbias . lam_t (t descending)"),
+                     Line(f"*_gbias = (_t + 1 == T ? 0 : *_gbias) + {w.expr(gb)};")]
+        code += [Line("}"), Line("}"), Line("}")]
+        return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
+                          f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
+                          _indented(code),
+                          {"loop": None, "body": [], "once": []},
+                          reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads), writes=tuple(writes))
+
+    def _error_kernel(self, spec, out, T) -> KernelSpec:
+        """The loss object's code (as e-prop's error kernel runs it) at every step: ``err_t = dE/dy_t``
+        and each instance's loss, from the readout values ``y_t = v_t``."""
+        K = out.size
+        loss_arrays = self.loss.arrays(K, T)
+        spec.arrays += [
+            ArraySpec("eprop_mask", "eprop", "mask", "scalar", T, False, "eprop_data",
+                      comment="weight of each step in the loss"),
+            _par_array("par_loss", out.name, "_par_loss", 1, "the loss of each batch instance"),
+            *loss_arrays]
+        code = [Line(f"const uint32_t T = {T}u, K = {K}u;"),
+                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                Line("scalar _loss = 0;"),
+                Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+                Line("const uint64_t _step = _t;", "the step whose values the loss code reads"),
+                Line(f"const scalar* const _y = _par_{out.name}_v + ((size_t)_b * T + _t) * K;", "y_t = v_t"),
+                Line("scalar* const _err = _par_err + ((size_t)_b * T + _t) * K;"),
+                Line("const scalar _mask = _eprop_mask[_t];"),
+                Line("(void)_step;"),
+                Line("{"), *self.loss.code(), Line("}"),
+                Line("}"),
+                Line("_par_loss[_b] = _loss;"),
+                Line("}")]
+        return KernelSpec(f"parallel_error_{out.name}", "parallel_error", out.name, "custom_update",
+                          f"parallel: the readout error and loss ({self.loss.name}) of '{out.name}' at every step",
+                          [], [], _indented(code), {"loop": None, "body": [], "once": []},
+                          reads=(f"par_{out.name}_v", "eprop_mask", *(a.name for a in loss_arrays)),
+                          writes=("par_err", "par_loss"))
+
+    @staticmethod
+    def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
+        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance."""
+        n_pre, n = q.pre.size, q.post.size
+        du = f"par_{q.post.name}_du"
+        code = [
+            Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
+            Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
+            Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
+            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+            Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
+            Line("if (_s[_pre] == 0) continue;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _g[(size_t)_pre * N + _post] += _du[_post] * _s[_pre];"),
+            Line("}"), Line("}"), Line("}"),
+        ]
+        return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
+                          f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
+                          {"loop": None, "body": [], "once": []}, reads=(du, pre_array), writes=(grad,))
+
+
+class CompiledParallel:
+    """A network compiled by :class:`ParallelCompiler`: a simulation whose custom updates run the
+    parallel kernels (the first ``n_forward`` the forward pass, the others the backward pass)."""
+
+    def __init__(self, compiler, network, spec, inputs, layers, n_steps, counts, states, backend="cpu",
+                 **backend_options):
+        from ..runtime.simulation import Simulation
+
+        self.network, self.spec, self.inputs, self.layers, self.n_steps = network, spec, inputs, layers, n_steps
+        self.compiler = compiler
+        self.n_forward, self.n_backward = counts  # custom updates: [0, n_forward) forward, then backward, optimiser
+        self.states = states  # per layer, its state variables
+        self.steps_taken = 0
+        self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
+        self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
+                                     **backend_options)
+        self.backend = self.simulation.backend
+
+    def memory(self) -> dict[str, int]:
+        """Bytes of the values the method keeps for every step (O(T B N)), per population or
+        projection, at this network's batch size (the memory check counts them before allocating)."""
+        from ..runtime.memory import array_nbytes
+
+        out: dict[str, int] = {}
+        for a in self.spec.arrays:
+            if a.role == "parallel":
+                out[a.owner] = out.get(a.owner, 0) + array_nbytes(a, self.spec, self.network.batch_size)
+        return out
+
+    def _pull_steps(self, name, n):
+        T, B = self.n_steps, self.network.batch_size
+        return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
+
+    def forward(self, x, values: bool = True) -> dict:
+        """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {state: (steps,
+        batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
+        postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only."""
+        T, B = self.n_steps, self.network.batch_size
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (T, B, self.inputs.size):
+            raise NetworkError(f"inputs: expected shape {(T, B, self.inputs.size)}, got {x.shape}")
+        kept = {name: self.backend.pull(name) for name in self.weight_arrays}
+        self.simulation.reset()  # the initial state x_-1 (the reset reloads the initial weights: keep them)
+        for name, value in kept.items():
+            self.backend.push(name, value)
+        self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
+        for index in range(self.n_forward):
+            self.backend.custom_update(index)
+        if not values:  # the readout's values only
+            out_pop = self.layers[-1]
+            return {out_pop.name: {"v": self._pull_steps(f"par_{out_pop.name}_v", out_pop.size)}}
+        out = {}
+        for h in self.layers:
+            names = [*self.states[h.name], "u", *(["z"] if h is not self.layers[-1] else [])]
+            out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
+        return out
+
+    def gradients(self, x, mask, labels=None, targets=None, values: bool = False) -> dict:
+        """One batch forward and backward, the loss over the window ``mask`` (steps,) against
+        ``labels`` (batch,) or ``targets`` (steps, batch, readout): ``y`` (the readout's v), the
+        per-instance ``loss`` and gradients {projection: (batch, pre, post), readout.bias: (batch,
+        K)}, and under ``forward`` the readout's values (with ``values``, those of every layer, as
+        :meth:`forward` gives them)."""
+        T, B = self.n_steps, self.network.batch_size
+        readout = self.layers[-1]
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != (T,) or not np.all(np.isfinite(mask)):
+            raise NetworkError(f"mask must be {T} finite numbers, got shape {mask.shape}")
+        self.compiler.loss.feed(self.backend, B, readout.size, T, labels, targets)
+        self.backend.push("eprop_mask", mask)
+        out = self.forward(x, values)
+        y = out[readout.name]["v"]
+        for index in range(self.n_forward, self.n_backward):
+            self.backend.custom_update(index)
+        grads = {}
+        for q in self.network.projections.values():
+            if q.post in self.layers:
+                grads[q.name] = self.backend.pull(f"{q.name}_par_grad").reshape(B, q.pre.size, q.post.size)
+        if "bias" in readout.params:
+            grads[f"{readout.name}.bias"] = self.backend.pull(f"par_{readout.name}_grad_bias").reshape(B, -1)
+        return {"forward": out, "y": y, "loss": self.backend.pull("par_loss").reshape(B), "grads": grads}
+
+    def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, lr: float | None = None):
+        """One optimiser step on every projection's weights from the last :meth:`gradients`, summed
+        over the batch (or averaged: ``mean``); ``clamp`` = (lo, hi) bounds the weights; ``lr``
+        replaces the optimiser's learning rate for this step. (The readout bias is not trained yet.)"""
+        self.steps_taken += 1
+        for index in range(self.n_backward, len(self.spec.custom_updates)):
+            hyper = self.compiler.optimiser.hyper(self.steps_taken, self.network.batch_size, mean, clamp)
+            if lr is not None:
+                hyper[0] = lr
+            self.backend.push("eprop_optimiser", hyper)
+            self.backend.custom_update(index)
+
+    def close(self):
+        self.simulation.close()

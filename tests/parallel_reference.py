@@ -1,0 +1,146 @@
+"""Independent plain-numpy reference for time-parallel training of feed-forward spiking stacks
+(SPSN/ParaLIF-style: linear subthreshold dynamics, no reset, ``threshold`` spikes).
+
+This module deliberately does not import spikeforge (its losses come from
+tests/eprop_reference.py, which does not either). float64; per-step arrays are (T, B, ...).
+
+Each layer's neurons have an n-dimensional state advanced by one affine step (the same for
+every neuron of the layer; for a LIF ``A = exp(-dt/tau_m)``, ``Bv = r_m (1 - A)``)::
+
+    u^l_t = W_l s^{l-1}_{t-1}             (s^0 = the inputs x; s_{-1} = 0: a spike at t arrives at t+1)
+    x^l_t = A_l x^l_{t-1} + Bv_l u^l_t + c_l           (x^l_{-1} = x0_l)
+    g^l_t = dg_l . x^l_t + g0_l,  z^l_t = [g^l_t > 0]   (no reset: z does not act back on x)
+    psi^l_t = (gamma / scale) max(0, 1 - |g^l_t| / scale)   (triangular, as the e-prop code's default)
+
+The readout is such a layer without spikes, fed ``u_t = W_out z^L_{t-1} + b`` (the
+leaky_readout's ``(1 - kappa) (bias + i_syn)``), and ``y_t = x_t[0]``. Losses and ``err_t = dE/dy_t``
+are eprop_reference.loss_and_error's (per-step mse or xent over ``mask``).
+
+:func:`gradients` is BPTT by a reverse (adjoint) scan, with dz/dg = psi: for the readout
+``lam_t = A^T lam_{t+1} + e_0 err_t``; for a hidden layer ``lam_t = A^T lam_{t+1} + dg psi_t dE/dz_t``;
+in both ``du_t = Bv . lam_t``, ``dW += du_t s_{t-1}^T`` and ``dE/ds_{t-1} = W^T du_t``.
+
+``spike="smooth"`` replaces ``H(g)`` by the surrogate's antiderivative (``S' = psi``): a
+differentiable stand-in whose exact gradient is what :func:`gradients` computes, so it can be
+checked by finite differences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.eprop_reference import loss_and_error
+
+__all__ = ["forward", "gradients", "layer", "loss"]
+
+SURROGATES = ("triangular", "fast_sigmoid")
+
+
+def layer(A, Bv, c=None, dg=None, g0=0.0, x0=None, scale=1.0, gamma=0.3, surrogate="triangular"):
+    """One layer's step (``dg`` None: a readout) as the dict the functions here take."""
+    A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+    n = A.shape[0]
+    if surrogate not in SURROGATES:
+        raise ValueError(f"unknown surrogate {surrogate!r}")
+    return dict(A=A, Bv=np.asarray(Bv, dtype=np.float64).reshape(n),
+                c=np.zeros(n) if c is None else np.asarray(c, dtype=np.float64).reshape(n),
+                dg=None if dg is None else np.asarray(dg, dtype=np.float64).reshape(n), g0=float(g0),
+                x0=np.zeros(n) if x0 is None else np.asarray(x0, dtype=np.float64).reshape(n),
+                scale=float(scale), gamma=float(gamma), surrogate=surrogate)
+
+
+def _psi(g, L):
+    u = np.abs(g) / L["scale"]
+    if L["surrogate"] == "triangular":
+        return (L["gamma"] / L["scale"]) * np.maximum(0.0, 1.0 - u)
+    return (L["gamma"] / L["scale"]) / (1.0 + u) ** 2
+
+
+def _smooth_spike(g, L):
+    """S with S' = psi and S(0) = 0."""
+    u = g / L["scale"]
+    if L["surrogate"] == "triangular":
+        u = np.clip(u, -1.0, 1.0)
+        return L["gamma"] * (u - 0.5 * u * np.abs(u))
+    return L["gamma"] * u / (1.0 + np.abs(u))
+
+
+def _delayed(s):
+    """s_{t-1} at t (zero at t = 0)."""
+    out = np.zeros_like(s)
+    out[1:] = s[:-1]
+    return out
+
+
+def _scan(L, u):
+    """States (T, B, N, n) of a layer driven by inputs u (T, B, N), stepping through time."""
+    T, B, N = u.shape
+    x = np.empty((T, B, N, L["A"].shape[0]))
+    prev = np.broadcast_to(L["x0"], (B, N, L["A"].shape[0]))
+    for t in range(T):
+        prev = prev @ L["A"].T + u[t][..., None] * L["Bv"] + L["c"]
+        x[t] = prev
+    return x
+
+
+def forward(X, hidden, readout, weights, b=None, spike="heaviside"):
+    """Forward pass. ``X``: inputs (T, B, N_0); ``hidden``: list of :func:`layer` dicts;
+    ``weights``: [W_1, ..., W_L, W_out], each [post][pre]; ``b``: readout bias (K,).
+
+    Returns dict(u=[...], x=[...], g=[...], z=[...] per hidden layer, u_out, x_out, y)."""
+    s = np.asarray(X, dtype=np.float64)
+    out = dict(u=[], x=[], g=[], z=[])
+    for L, W in zip(hidden, weights[:-1]):
+        u = _delayed(s) @ np.asarray(W).T
+        x = _scan(L, u)
+        g = x @ L["dg"] + L["g0"]
+        s = (g > 0).astype(np.float64) if spike == "heaviside" else _smooth_spike(g, L)
+        for key, val in (("u", u), ("x", x), ("g", g), ("z", s)):
+            out[key].append(val)
+    u = _delayed(s) @ np.asarray(weights[-1]).T
+    if b is not None:
+        u = u + np.asarray(b, dtype=np.float64)
+    out["u_out"], out["x_out"] = u, _scan(readout, u)
+    out["y"] = out["x_out"][..., 0]
+    return out
+
+
+def loss(X, targets, mask, hidden, readout, weights, b=None, loss="xent", spike="heaviside"):
+    """Per-instance loss (B,)."""
+    y = forward(X, hidden, readout, weights, b, spike)["y"]
+    return loss_and_error(y, targets, mask, loss)[0]
+
+
+def _adjoint(L, drive):
+    """lam_t = A^T lam_{t+1} + drive_t (lam_T = 0), drive (T, B, N, n); returns du_t = Bv . lam_t."""
+    lam = np.zeros(drive.shape[1:])
+    du = np.empty(drive.shape[:-1])
+    for t in range(drive.shape[0] - 1, -1, -1):
+        lam = lam @ L["A"] + drive[t]  # (A^T lam) per neuron, as a row: lam A
+        du[t] = lam @ L["Bv"]
+    return du
+
+
+def gradients(X, targets, mask, hidden, readout, weights, b=None, loss="xent", spike="heaviside"):
+    """Per-instance BPTT gradients: dict(W=[(B, post, pre) per weight matrix], b=(B, K), loss=(B,),
+    and the forward pass)."""
+    fw = forward(X, hidden, readout, weights, b, spike)
+    E, err = loss_and_error(fw["y"], targets, mask, loss)
+    n_out = readout["A"].shape[0]
+    drive = np.zeros(err.shape + (n_out,))
+    drive[..., 0] = err
+    du = _adjoint(readout, drive)
+    grads_W = [None] * len(weights)
+    grad_b = du.sum(axis=0)
+    inputs = [np.asarray(X, dtype=np.float64), *fw["z"]]
+    for i in range(len(weights) - 1, -1, -1):
+        pre = _delayed(inputs[i])
+        grads_W[i] = np.einsum("tbj,tbk->bjk", du, pre)
+        if i == 0:
+            break
+        dE_ds = np.zeros_like(inputs[i])
+        dE_ds[:-1] = (du @ np.asarray(weights[i]))[1:]  # s_{t-1} drove u_t
+        L = hidden[i - 1]
+        dE_dg = dE_ds * _psi(fw["g"][i - 1], L)
+        du = _adjoint(L, dE_dg[..., None] * L["dg"])
+    return dict(W=grads_W, b=grad_b, loss=E, forward=fw)
