@@ -307,9 +307,11 @@ class ParallelCompiler:
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
-        if backend != "cpu":
+        from ..runtime.backends import get_backend
+
+        if get_backend(backend).device:  # an unknown name: the registry's error, listing the known ones
             raise NetworkError(f"backend '{backend}': the parallel method's kernels are written for the cpu backend "
-                               "only (so far)")
+                               "only (no device backend), so far")
         names = [hidden] if isinstance(hidden, str) else list(hidden)
         for name in [inputs, *names, readout]:
             if name not in network.populations:
