@@ -14,9 +14,10 @@ delivered in step t (``in_syn``: the summed weights of the spikes that arrived) 
 ``c`` expressions of the parameters and ``dt``. :func:`derive_linear_step` takes them from the
 integrator the simulation uses (:func:`spikeforge.codegen.integrate.integrate`; for linear
 systems the exact one, the matrix exponential), so they are the simulation's own update,
-differentiated, never a formula written for one model. The spike of the ``threshold`` rule is
-``z_t = H(g(x_t))`` with ``g`` the threshold condition's ``lhs - rhs``, which must be affine in
-the state.
+differentiated, never a formula written for one model. The spikes come from ``g(x_t)``, the
+threshold condition's ``lhs - rhs``, which must be affine in the state, by a spike rule
+(:mod:`.spike_rules`: ``threshold``'s ``z_t = H(g(x_t))``, ``first_crossing``,
+``bernoulli_sigmoid``, ``gumbel``), which also gives ``dz_t/dg_t`` for the reverse scan.
 
 :func:`check_feed_forward` refuses recurrent projections: the method scans whole sequences
 layer after layer, so a layer's input must be known for all steps before it runs.
@@ -285,11 +286,12 @@ class ParallelCompiler:
     Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
     steps. Forward, per layer: the input of every step from the previous layer's spikes
     (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the layer's own
-    update (the simulation's printed code, so float for float the same values) and the
-    ``threshold`` spike rule. Backward, from the readout down: the reverse (adjoint) scan and
-    the gradients of the weights (and of the readout bias), after the loss object's code
-    (``err_t = dE/dy_t``, as e-prop runs it, per step over the mask). Then one optimiser step per
-    trainable array."""
+    update (the simulation's printed code, so float for float the same values) and the spike
+    rule ``spike`` (a name or a :class:`~.spike_rules.SpikeRule`). Backward, from the readout
+    down: the reverse (adjoint) scan and the gradients of the weights (and of the readout bias),
+    after the loss object's code (``err_t = dE/dy_t``, as e-prop runs it, per step over the
+    mask). Then one optimiser step per trainable array. ``reg_rate``, ``reg_target_hz``: the
+    firing-rate regulariser of the hidden layers (see docs/training.md)."""
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
@@ -445,8 +447,8 @@ class ParallelCompiler:
     @staticmethod
     def _check_layer(h, q, step: LinearStep):
         if step.resets:
-            raise ModelError(f"population '{h.name}': the threshold spike rule runs without a reset, and the model "
-                             f"resets {', '.join(step.resets)}", h.model.name, "reset")
+            raise ModelError(f"population '{h.name}': the parallel method's spike rules run without a reset, "
+                             f"and the model resets {', '.join(step.resets)}", h.model.name, "reset")
         if step.refractory is not None:
             raise ModelError(f"population '{h.name}': the parallel method has no refractory period",
                              h.model.name, "refractory")
