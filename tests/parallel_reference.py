@@ -29,13 +29,18 @@ as ``noise``: (T, B, N, draws) per hidden layer, the same numbers the kernels dr
 
     threshold          z = [g > 0]                                   dz/dg = psi
     first_crossing     z = [g > 0] at the first t where g > 0 only   dz/dg = psi for t <= the first spike, else 0
+                       (gradient="surrogate"); gradient="fastsnn": FastSNN's z_t = f(b_t),
+                       b_t = sum_{t'<=t} sum_{t''<=t'} H(g_t''), f(b) = relu(b (1 - b) + 1) b, by autograd:
+                       dE/dg_t = psi_t sum_{t <= t' < first} (t' - t + 1) dE/dz_t'
     bernoulli_sigmoid  p = sigmoid(g / tau), z = [u0 < p]            dz/dg = p (1 - p) / tau (straight_through),
                                                                              p^2 (1 - p) / tau (spsn)
     gumbel             a = (2 g + G0 - G1) / tau, G = -log(-log(u)), y = sigmoid(a)
                        z = [y > 1/2] (hard) or y                     dz/dg = 2 y (1 - y) / tau
 
 ``smooth`` stand-ins (the exact gradient is :func:`gradients`'): first_crossing the surrogate's
-antiderivative at the steps up to the first crossing (the crossing step held fixed);
+antiderivative at the steps up to the first crossing (the crossing step held fixed); with
+``fastsnn``, the formulation linearised at the spikes of ``L["g_frozen"]`` (``s = H(g0) + S(g) -
+S(g0)``, ``z = f(b0) + f'(b0) (b - b0)``: the values of the spiking network, autograd's gradient);
 bernoulli_sigmoid ``p`` (straight_through); gumbel ``y``.
 
 The firing-rate regulariser (``reg = (reg_rate, r_target)``, r_target in spikes per step) adds
@@ -94,6 +99,11 @@ def _spikes(g, L, u, spike):
     rule, smooth = L["rule"], spike == "smooth"
     if rule == "threshold":
         return _smooth_spike(g, L) if smooth else (g > 0).astype(np.float64)
+    if rule == "first_crossing" and L["gradient"] == "fastsnn" and smooth:
+        g0 = L["g_frozen"]
+        s = (g0 > 0) + _smooth_spike(g, L) - _smooth_spike(g0, L)
+        b, b0 = np.cumsum(np.cumsum(s, axis=0), axis=0), np.cumsum(np.cumsum(g0 > 0, axis=0), axis=0)
+        return (b0 == 1) + (b0 == 0) * (b - b0)
     if rule == "first_crossing":
         before = np.arange(g.shape[0])[:, None, None] <= _first(g)
         return (_smooth_spike(g, L) if smooth else (g > 0).astype(np.float64)) * before
@@ -208,6 +218,7 @@ def gradients(X, targets, mask, hidden, readout, weights, b=None, loss="xent", s
     and the forward pass); ``reg`` = (reg_rate, target spikes per step): the rate regulariser."""
     fw = forward(X, hidden, readout, weights, b, spike, noise)
     E, err = loss_and_error(fw["y"], targets, mask, loss)
+    T = err.shape[0]
     E = E + sum((_rate_term(z, reg)[0] for z in fw["z"]), 0.0)
     n_out = readout["A"].shape[0]
     drive = np.zeros(err.shape + (n_out,))
@@ -225,6 +236,12 @@ def gradients(X, targets, mask, hidden, readout, weights, b=None, loss="xent", s
         dE_ds[:-1] = (du @ np.asarray(weights[i]))[1:]  # s_{t-1} drove u_t
         dE_ds = dE_ds + _rate_term(inputs[i], reg)[1]
         L = hidden[i - 1]
-        dE_dg = dE_ds * _dz_dg(fw["g"][i - 1], L, None if noise is None else noise[i - 1])
+        if L["rule"] == "first_crossing" and L["gradient"] == "fastsnn":
+            before = np.arange(T)[:, None, None] < _first(fw["g"][i - 1])  # f'(b_t) = [b_t == 0]
+            S = np.cumsum((dE_ds * before)[::-1], axis=0)  # S_t = sum_{t' >= t} f'(b_t') dE/dz_t'
+            dE_ds = np.cumsum(S, axis=0)[::-1]  # C_t = sum_{t' >= t} S_t' = sum (t' - t + 1) f'(b_t') dE/dz_t'
+            dE_dg = dE_ds * _psi(fw["g"][i - 1], L)
+        else:
+            dE_dg = dE_ds * _dz_dg(fw["g"][i - 1], L, None if noise is None else noise[i - 1])
         du = _adjoint(L, dE_dg[..., None] * L["dg"])
     return dict(W=grads_W, b=grad_b, loss=E, forward=fw)

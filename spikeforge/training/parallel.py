@@ -430,6 +430,11 @@ class ParallelCompiler:
             for j in range(len(steps[h.name].states)):
                 spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
                                               f"adjoint component {j} of the step after (reverse scan)"))
+            if k < len(order) - 1:
+                for c in self.spike.reverse_carried:
+                    spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
+                                                  f"{c}: carried through the reverse scan (spike rule "
+                                                  f"{self.spike.name})"))
             g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
@@ -632,11 +637,15 @@ class ParallelCompiler:
                           f"surrogate dz/dg ({self.surrogate})"),
                      *(Line(f"const scalar _{c} = _par_{h.name}_{c}[_n];", f"{c} after the forward scan")
                        for c in self._carried()),
+                     *self._rate_lines(T, network.dt),
+                     *(Line(f"scalar _{c} = _t + 1 == T ? 0 : _par_{h.name}_{c}[_n];",
+                            f"{c} (carried through the reverse scan)") for c in self.spike.reverse_carried),
                      *self._draw_lines(w, h),
                      Line("scalar _psi;"), *self.spike.gradient(w.expr),
                      Line("(void)_surrogate;"),
-                     *self._rate_lines(T, network.dt),
+                     *(Line(f"_par_{h.name}_{c}[_n] = _{c};") for c in self.spike.reverse_carried),
                      Line("const scalar _drive = _dz * _psi;", "dE/dg_t")]
+            writes += [f"par_{h.name}_{c}" for c in self.spike.reverse_carried]
             reads += [f"par_{h.name}_{c}" for c in self._carried()]
             if self.reg_rate > 0:
                 writes.append("par_loss")

@@ -14,8 +14,11 @@ kernel builder prints the lines a rule gives and never asks for its name. A rule
   value at ``t = 0``); the forward code updates them, the gradient code reads their final value.
 * :meth:`SpikeRule.forward`: lines that set ``_z`` from ``_g`` (and the condition as the
   simulation prints it, so that ``threshold`` spikes are the simulation's bit for bit).
+* ``reverse_carried``: values kept per neuron and instance across the steps of the reverse scan
+  (0 at ``t = T - 1``).
 * :meth:`SpikeRule.gradient`: lines that set ``_psi = dz_t/dg_t`` from ``_g`` and ``_surrogate``
-  (the compiler's surrogate at ``_g``).
+  (the compiler's surrogate at ``_g``); a rule whose spike at ``t`` depends on ``g`` at other
+  steps may replace ``_dz`` (``dE/dz_t``, given) by what drives ``g_t``, then ``dE/dg_t = _dz _psi``.
 
 Names in the code: ``_t`` the step, ``T`` the number of steps, ``_u0, _u1, ...`` the draws,
 ``_<carried>`` the carried values; ``p(expr)`` prints a sympy expression in the kernel's precision.
@@ -45,6 +48,7 @@ class SpikeRule:
     name = "rule"
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
+    reverse_carried: tuple[str, ...] = ()
     #: whether the rule's spikes are a deterministic test of the threshold condition
     deterministic = True
 
@@ -72,12 +76,29 @@ class Threshold(SpikeRule):
 
 class FirstCrossing(SpikeRule):
     """Each neuron fires at most once, at its first threshold crossing (Taylor et al., single
-    spike): the spikes of the same neuron with an infinite refractory period. ``dz/dg``: the
-    surrogate at the steps up to and including the first spike, 0 after it (the gradient through
-    the first crossing; the dependence of later steps on the spike time is not followed)."""
+    spike): the spikes of the same neuron with an infinite refractory period.
+
+    Gradient ``"surrogate"``: ``dz_t/dg_t`` the surrogate at the steps up to and including the
+    first spike, 0 after it (the dependence of later steps on the spike's time is not followed).
+    ``"fastsnn"``: FastSNN's formulation (Taylor et al.), ``s_t = H(g_t)`` with the surrogate as
+    its derivative, ``b_t = sum_(t' <= t) sum_(t'' <= t') s_t''``, ``z_t = f(b_t)``, ``f(b) =
+    relu(b (1 - b) + 1) b`` (1 at ``b = 1``, the first crossing, else 0), differentiated as
+    autograd does: ``f'(b_t)`` is 1 before the first spike and 0 from it on, so ``dE/dg_t =
+    psi_t sum_(t <= t' < first) (t' - t + 1) dE/dz_t'``, two running sums of the reverse scan."""
 
     name = "first_crossing"
     carried = {"first": "(scalar)T"}  # the step of the first spike (T: none yet)
+    GRADIENTS = ("surrogate", "fastsnn")
+
+    def __init__(self, gradient: str = "surrogate"):
+        if gradient not in self.GRADIENTS:
+            raise NetworkError(f"first_crossing: gradient must be one of {', '.join(self.GRADIENTS)}, "
+                               f"got {gradient!r}")
+        self.gradient_kind = gradient
+        self.reverse_carried = ("S", "C") if gradient == "fastsnn" else ()
+
+    def describe(self):
+        return f"first_crossing(gradient={self.gradient_kind})"
 
     def forward(self, cond, p):
         return [Line(f"_z = (_first == (scalar)T && ({cond})) ? (scalar)1 : (scalar)0;",
@@ -85,6 +106,12 @@ class FirstCrossing(SpikeRule):
                 Line("if (_z != 0) _first = (scalar)_t;")]
 
     def gradient(self, p):
+        if self.gradient_kind == "fastsnn":
+            return [Line("_S += (scalar)_t < _first ? _dz : (scalar)0;",
+                         "S_t = sum_(t <= t' < first) dE/dz_t' (f'(b_t') = 1 before the first spike, 0 from it)"),
+                    Line("_C += _S;", "C_t = sum_(t <= t' < first) (t' - t + 1) dE/dz_t' = C_(t+1) + S_t"),
+                    Line("_dz = _C;", "what drives g_t: dE/ds_t"),
+                    Line("_psi = _surrogate;", "ds/dg: the surrogate")]
         return [Line("_psi = (scalar)_t <= _first ? _surrogate : (scalar)0;",
                      "dz/dg: the surrogate up to the first spike, 0 after it")]
 
