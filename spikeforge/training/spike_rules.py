@@ -8,8 +8,9 @@ kernel builder prints the lines a rule gives and never asks for its name. A rule
 * ``draws``: how many uniform numbers it needs per neuron and step. The kernels draw them from
   the Philox streams (``templates/common/philox.h``; :func:`spikeforge.rng.uniform` is the numpy
   side): counter ``(neuron, batch instance, key step, stream_id(population id, DRAW_SITE + j))``,
-  key step ``draw * T + t`` for the ``draw``-th forward pass of a compiled network. The
-  backward pass draws the same numbers again (counter based: nothing is stored).
+  key step ``draw * T + t`` for the ``draw``-th forward pass of a compiled network (as a 32-bit
+  word: it wraps after 2**32 steps drawn). The backward pass draws the same numbers again
+  (counter based: nothing is stored).
 * ``carried``: values kept per neuron and instance across the steps of the forward scan (their
   value at ``t = 0``); the forward code updates them, the gradient code reads their final value.
 * :meth:`SpikeRule.forward`: lines that set ``_z`` from ``_g`` (and the condition as the
@@ -49,8 +50,6 @@ class SpikeRule:
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
     reverse_carried: tuple[str, ...] = ()
-    #: whether the rule's spikes are a deterministic test of the threshold condition
-    deterministic = True
 
     def forward(self, cond: str, p) -> list[Line]:
         raise NotImplementedError
@@ -124,7 +123,6 @@ class BernoulliSigmoid(SpikeRule):
 
     name = "bernoulli_sigmoid"
     draws = 1
-    deterministic = False
     GRADIENTS = ("straight_through", "spsn")
 
     def __init__(self, temperature: float = 1.0, gradient: str = "straight_through"):
@@ -159,7 +157,6 @@ class Gumbel(SpikeRule):
 
     name = "gumbel"
     draws = 2
-    deterministic = False
 
     def __init__(self, temperature: float = 1.0, hard: bool = True):
         self.temperature = _positive(temperature, "temperature")
