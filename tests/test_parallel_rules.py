@@ -110,6 +110,9 @@ def test_reference_first_crossing_fires_once_at_the_threshold_spikes_first_step(
     fired = z0.any(axis=0)
     np.testing.assert_array_equal(z1.any(axis=0), fired)
     np.testing.assert_array_equal(z1.argmax(axis=0)[fired], z0.argmax(axis=0)[fired])
+    # FastSNN's forward: z = f(b), b the double cumulative sum of the threshold spikes
+    b = np.cumsum(np.cumsum(z0, axis=0), axis=0)
+    np.testing.assert_array_equal(z1, np.maximum(b * (1 - b) + 1, 0) * b)
 
 
 # -- the kernels against the reference ---------------------------------------------------------
