@@ -14,9 +14,10 @@ delivered in step t (``in_syn``: the summed weights of the spikes that arrived) 
 ``c`` expressions of the parameters and ``dt``. :func:`derive_linear_step` takes them from the
 integrator the simulation uses (:func:`spikeforge.codegen.integrate.integrate`; for linear
 systems the exact one, the matrix exponential), so they are the simulation's own update,
-differentiated, never a formula written for one model. The spike of the ``threshold`` rule is
-``z_t = H(g(x_t))`` with ``g`` the threshold condition's ``lhs - rhs``, which must be affine in
-the state.
+differentiated, never a formula written for one model. The spikes come from ``g(x_t)``, the
+threshold condition's ``lhs - rhs``, which must be affine in the state, by a spike rule
+(:mod:`.spike_rules`: ``threshold``'s ``z_t = H(g(x_t))``, ``first_crossing``,
+``bernoulli_sigmoid``, ``gumbel``), which also gives ``dz_t/dg_t`` for the reverse scan.
 
 :func:`check_feed_forward` refuses recurrent projections: the method scans whole sequences
 layer after layer, so a layer's input must be known for all steps before it runs.
@@ -39,7 +40,9 @@ from ..models.functions import RANDOM_FUNCTIONS
 from ..models.neuron import INPUT_NAME, NeuronModel
 from ..models.synapse import IN_SYN_NAME, PostsynapticModel
 from ..models.variables import Constant
+from ..rng import stream_id
 from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss
+from .spike_rules import DRAW_SITE, SpikeRule, make_spike_rule
 
 #: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
 #: neuron's ``i_syn`` when no postsynaptic model is given.
@@ -283,14 +286,16 @@ class ParallelCompiler:
     Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
     steps. Forward, per layer: the input of every step from the previous layer's spikes
     (``u_t = W s_{t-1}``, the synapses' sum in their order), then the scan of the layer's own
-    update (the simulation's printed code, so float for float the same values) and the
-    ``threshold`` spike rule. Backward, from the readout down: the reverse (adjoint) scan and
-    the gradients of the weights (and of the readout bias), after the loss object's code
-    (``err_t = dE/dy_t``, as e-prop runs it, per step over the mask). Then one optimiser step per
-    trainable array."""
+    update (the simulation's printed code, so float for float the same values) and the spike
+    rule ``spike`` (a name or a :class:`~.spike_rules.SpikeRule`). Backward, from the readout
+    down: the reverse (adjoint) scan and the gradients of the weights (and of the readout bias),
+    after the loss object's code (``err_t = dE/dy_t``, as e-prop runs it, per step over the
+    mask). Then one optimiser step per trainable array. ``reg_rate``, ``reg_target_hz``: the
+    firing-rate regulariser of the hidden layers (see docs/training.md)."""
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
-                 gamma: float = 0.3):
+                 gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
+                 reg_target_hz: float = 10.0):
         self.loss = make_loss(loss)  # per step over the mask window, as e-prop's per_step readout
         self.optimiser = optimiser if optimiser is not None else Adam()
         if not isinstance(self.optimiser, Optimiser):
@@ -298,6 +303,18 @@ class ParallelCompiler:
         if surrogate not in SURROGATES:
             raise NetworkError(f"surrogate must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
         self.surrogate, self.gamma = surrogate, float(gamma)
+        self.spike = make_spike_rule(spike)  # the hidden layers' spike rule (spike_rules.py)
+        for name, v in (("reg_rate", reg_rate), ("reg_target_hz", reg_target_hz)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf"):
+                raise NetworkError(f"{name} must be a finite number >= 0, got {v!r}")
+        # the firing-rate regulariser: E += reg_rate / 2 sum_(hidden neurons) (r - r*)^2 per instance,
+        # r the neuron's mean spikes per step over the sequence, r* = reg_target_hz dt / 1000
+        self.reg_rate, self.reg_target_hz = float(reg_rate), float(reg_target_hz)
+
+    def _carried(self) -> dict[str, str]:
+        """Values kept per hidden neuron and instance across the forward scan (name -> value at t = 0):
+        the spike rule's, and the spike count of the rate regulariser."""
+        return {**self.spike.carried, **({"count": "(scalar)0"} if self.reg_rate > 0 else {})}
 
     def compile(self, network, inputs, hidden, readout, n_steps, trainable=None, backend: str = "cpu",
                 **backend_options):
@@ -345,8 +362,13 @@ class ParallelCompiler:
             if h is not out:
                 spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
                                               "spikes at every step"))
+                for c in self._carried():
+                    spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
+                                                  f"{c}: carried through the forward scan (spike rule "
+                                                  f"{self.spike.name})"))
             spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T))
-            spec.custom_updates.append(self._forward_kernel(network, spec, h, q, arrays, T, spiking=h is not out))
+            spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
+                                                            spiking=h is not out))
             steps[h.name] = step
             if h is not out:
                 source[h.name] = f"par_{h.name}_z"
@@ -410,6 +432,11 @@ class ParallelCompiler:
             for j in range(len(steps[h.name].states)):
                 spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
                                               f"adjoint component {j} of the step after (reverse scan)"))
+            if k < len(order) - 1:
+                for c in self.spike.reverse_carried:
+                    spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
+                                                  f"{c}: carried through the reverse scan (spike rule "
+                                                  f"{self.spike.name})"))
             g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
@@ -427,8 +454,8 @@ class ParallelCompiler:
     @staticmethod
     def _check_layer(h, q, step: LinearStep):
         if step.resets:
-            raise ModelError(f"population '{h.name}': the threshold spike rule runs without a reset, and the model "
-                             f"resets {', '.join(step.resets)}", h.model.name, "reset")
+            raise ModelError(f"population '{h.name}': the parallel method's spike rules run without a reset, "
+                             f"and the model resets {', '.join(step.resets)}", h.model.name, "reset")
         if step.refractory is not None:
             raise ModelError(f"population '{h.name}': the parallel method has no refractory period",
                              h.model.name, "refractory")
@@ -466,8 +493,16 @@ class ParallelCompiler:
                           f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
                           _indented(code), {"loop": None, "body": [], "once": []}, reads=(w, pre_array), writes=(u,))
 
-    @staticmethod
-    def _forward_kernel(network, spec, h, q, arrays, T, spiking=True) -> KernelSpec:
+    def _draw_lines(self, w, h) -> list[Line]:
+        """The spike rule's uniform numbers of neuron ``_i``, instance ``_b``, step ``_t`` (Philox,
+        key step ``_step + _t``: the runtime sets ``_step`` to ``draw * T`` for the draw-th pass)."""
+        suffix = "f" if w.precision == "float" else "d"
+        return [Line(f"const scalar _u{j} = sf_uniform_{suffix}(_seed, _i, _b + _batch_offset, (uint32_t)(_step + _t), "
+                     f"0x{stream_id(h.id, DRAW_SITE + j):08x}u);",
+                     f"draw {j} of the spike rule (population {h.id}, call site 0x{DRAW_SITE + j:04x})")
+                for j in range(self.spike.draws)]
+
+    def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True) -> KernelSpec:
         """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
         postsynaptic model (its apply code and equations, its names prefixed by the projection's),
         the neuron's equations and sim_code, and the threshold test."""
@@ -503,17 +538,27 @@ class ParallelCompiler:
                              f"_{arrays[state]}[_o - N];", "x_(t-1) (the initial value at t = 0)"))
         code += [*_param_lines(w), *update,
                  *(Line(f"_{arrays[state]}[_o] = {name};") for state, name in local.items())]
+        carried = self._carried() if spiking else {}
         if spiking:
             cond = w.expr(m.threshold.xreplace(rename))
-            code.append(Line(f"_par_{h.name}_z[_o] = ({cond}) ? (scalar)1 : (scalar)0;",
-                             f"threshold: {m.threshold_source}"))
+            g = step.g.xreplace({symbol(ps_state(v)): symbol(pre + v) for v in ps.vars})
+            code[5:5] = [Line(f"scalar _{c} = _t == 0 ? {init0} : _par_{h.name}_{c}[(size_t)_b * N + _i];",
+                              f"{c} (carried through the scan)") for c, init0 in carried.items()]
+            code += [Line(f"const scalar _g = {w.expr(g)};", f"threshold distance: {m.threshold_source}"),
+                     *self._draw_lines(w, h), Line("scalar _z;"),
+                     *self.spike.forward(cond, w.expr),
+                     *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if self.reg_rate > 0 else []),
+                     Line("(void)_g;"),
+                     *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in carried),
+                     Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")]
         code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
-                          f"parallel: the states and threshold spikes of '{h.name}' at every step",
+                          f"parallel: the states and spikes ({self.spike.name}) of '{h.name}' at every step",
                           w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
                           reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
                                  *w.param_reads),
-                          writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else [])))
+                          writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else []),
+                                  *(f"par_{h.name}_{c}" for c in carried)))
 
     def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
         """The surrogate dz/dg at the threshold distance ``g`` (the e-prop code's shapes and width)."""
@@ -523,6 +568,19 @@ class ParallelCompiler:
         scale_expr = parse_expression(scale, ctx, "scale") if isinstance(scale, str) else sympy.Float(scale)
         psi = parse_expression(SURROGATES[self.surrogate], ctx, "surrogate")
         return psi.xreplace({symbol("gamma"): sympy.Float(self.gamma), symbol("scale"): scale_expr, G: g})
+
+    def _rate_lines(self, T, dt) -> list[Line]:
+        """The rate regulariser in the reverse scan of a hidden layer: dE/dz_t += reg_rate (r - r*) / T,
+        and (once per neuron, at t = T-1) its term of the instance's loss."""
+        if self.reg_rate == 0:
+            return []
+        target = self.reg_target_hz * dt / 1000.0  # spikes per step
+        reg = f"(scalar){self.reg_rate!r}"
+        return [Line(f"const scalar _dr = _count / (scalar)T - (scalar){target!r};",
+                     f"r - r*: mean spikes per step vs {self.reg_target_hz:g} Hz"),
+                Line(f"_dz += {reg} * _dr / (scalar)T;", "dE/dz_t of the rate regulariser"),
+                Line(f"if (_t + 1 == T) _par_loss[_b] += (scalar)0.5 * {reg} * _dr * _dr;",
+                     "its term of the loss")]
 
     def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T) -> KernelSpec:
         """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
@@ -577,9 +635,22 @@ class ParallelCompiler:
                           f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
                      *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                      Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
-                     Line(f"const scalar _psi = {w.expr(self._psi(network, m, G))};",
+                     Line(f"const scalar _surrogate = {w.expr(self._psi(network, m, G))};",
                           f"surrogate dz/dg ({self.surrogate})"),
+                     *(Line(f"const scalar _{c} = _par_{h.name}_{c}[_n];", f"{c} after the forward scan")
+                       for c in self._carried()),
+                     *self._rate_lines(T, network.dt),
+                     *(Line(f"scalar _{c} = _t + 1 == T ? 0 : _par_{h.name}_{c}[_n];",
+                            f"{c} (carried through the reverse scan)") for c in self.spike.reverse_carried),
+                     *self._draw_lines(w, h),
+                     Line("scalar _psi;"), *self.spike.gradient(w.expr),
+                     Line("(void)_surrogate;"),
+                     *(Line(f"_par_{h.name}_{c}[_n] = _{c};") for c in self.spike.reverse_carried),
                      Line("const scalar _drive = _dz * _psi;", "dE/dg_t")]
+            writes += [f"par_{h.name}_{c}" for c in self.spike.reverse_carried]
+            reads += [f"par_{h.name}_{c}" for c in self._carried()]
+            if self.reg_rate > 0:
+                writes.append("par_loss")
         for j, x in enumerate(lam):
             code.append(Line(f"const scalar {x.name}_new = {w.expr(new_lam[j])};",
                              "lam_t = A^T lam_(t+1) + drive_t dg/dx" if j == 0 else ""))
@@ -664,6 +735,7 @@ class CompiledParallel:
         self.n_forward, self.n_backward = counts  # custom updates: [0, n_forward) forward, then backward, optimiser
         self.states = states  # per layer, its state variables
         self.steps_taken = 0
+        self.draws = 0  # forward passes so far: the spike rule's random numbers of pass k use key steps k T + t
         self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
@@ -684,10 +756,13 @@ class CompiledParallel:
         T, B = self.n_steps, self.network.batch_size
         return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
 
-    def forward(self, x, values: bool = True) -> dict:
+    def forward(self, x, values: bool = True, draw: int | None = None) -> dict:
         """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {state: (steps,
         batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
-        postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only."""
+        postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only.
+
+        ``draw``: which random numbers a stochastic spike rule uses (key steps ``draw * T + t`` of
+        the Philox streams); default: one more than the last pass's, starting at 0."""
         T, B = self.n_steps, self.network.batch_size
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (T, B, self.inputs.size):
@@ -697,6 +772,11 @@ class CompiledParallel:
         for name, value in kept.items():
             self.backend.push(name, value)
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
+        draw = self.draws if draw is None else draw
+        if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
+            raise NetworkError(f"draw must be an integer >= 0, got {draw!r}")
+        self.backend.step = int(draw) * T  # the kernels' _step: the key step of t = 0
+        self.draws = int(draw) + 1
         for index in range(self.n_forward):
             self.backend.custom_update(index)
         if not values:  # the readout's values only
@@ -708,7 +788,7 @@ class CompiledParallel:
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
 
-    def gradients(self, x, mask, labels=None, targets=None, values: bool = False) -> dict:
+    def gradients(self, x, mask, labels=None, targets=None, values: bool = False, draw: int | None = None) -> dict:
         """One batch forward and backward, the loss over the window ``mask`` (steps,) against
         ``labels`` (batch,) or ``targets`` (steps, batch, readout): ``y`` (the readout's v), the
         per-instance ``loss`` and gradients {projection: (batch, pre, post), readout.bias: (batch,
@@ -721,7 +801,7 @@ class CompiledParallel:
             raise NetworkError(f"mask must be {T} finite numbers, got shape {mask.shape}")
         self.compiler.loss.feed(self.backend, B, readout.size, T, labels, targets)
         self.backend.push("eprop_mask", mask)
-        out = self.forward(x, values)
+        out = self.forward(x, values, draw)
         y = out[readout.name]["v"]
         for index in range(self.n_forward, self.n_backward):
             self.backend.custom_update(index)
