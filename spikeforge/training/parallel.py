@@ -267,6 +267,16 @@ def _param_lines(w) -> list[Line]:
     return lines + list(w.element_lines)
 
 
+def _instances(work: str) -> list[Line]:
+    """The loop over the batch instances of a parallel kernel, on OpenMP threads when the kernel's
+    work (``work``, a C expression: updates per instance) pays for a team. Each instance is
+    computed by one thread in the order one thread computes it, so the results do not depend on
+    the number of threads."""
+    return [Line(f"#pragma omp parallel for schedule(dynamic, 1) if (_B > 1 && (double)_B * ({work}) >= "
+                 "SF_PARALLEL_MIN_REDUCE)", "instances on threads: each one whole on one thread"),
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {")]
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -442,21 +452,29 @@ class ParallelCompiler:
 
     @staticmethod
     def _input_kernel(spec, q, pre_array, T) -> KernelSpec:
+        """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
+        nonzero value are listed (without a branch), then each one's weight row is added, in
+        neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
+        update (the spikes in neuron order), so the values are the same float for float."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            *_instances("(double)T * (N_pre + N)"),
+            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that send in one step"),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {", "in the order of the spikes (neuron order)"),
+            Line("uint32_t _n = 0;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
+                 "a value of 0 sends nothing"),
+            Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
+            Line("const uint32_t _pre = _list[_k];"),
             Line("const scalar _value = _s[_pre];"),
-            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) "
-                 f"_u[_post] += _{w}[(size_t)_pre * N + _post] * _value;",
+            Line(f"const scalar* const _w = _{w} + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] += _w[_post] * _value;",
                  f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value), summed as in_syn"),
             Line("}"), Line("}"), Line("}"),
         ]
@@ -492,7 +510,7 @@ class ParallelCompiler:
         init.update({ps_state(a.var): a.name for a in spec.arrays
                      if a.owner == q.name and a.role == "state" and a.var in ps.vars})
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                *_instances("(double)T * N"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                 Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
@@ -550,7 +568,7 @@ class ParallelCompiler:
         scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
         writes += scratch
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                *_instances("(double)T * N"),
                 Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
                 Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
@@ -608,7 +626,7 @@ class ParallelCompiler:
             _par_array("par_loss", out.name, "_par_loss", 1, "the loss of each batch instance"),
             *loss_arrays]
         code = [Line(f"const uint32_t T = {T}u, K = {K}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                *_instances("(double)T * K"),
                 Line("scalar _loss = 0;"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                 Line("const uint64_t _step = _t;", "the step whose values the loss code reads"),
@@ -628,20 +646,26 @@ class ParallelCompiler:
 
     @staticmethod
     def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
-        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance."""
+        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
+        input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            *_instances("(double)T * (N_pre + N)"),
+            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that sent in one step"),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
             Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
-            Line("if (_s[_pre] == 0) continue;"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) _g[(size_t)_pre * N + _post] += _du[_post] * _s[_pre];"),
+            Line("uint32_t _n = 0;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }"),
+            Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
+            Line("const uint32_t _pre = _list[_k];"),
+            Line("const scalar _value = _s[_pre];"),
+            Line("scalar* const _row = _g + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
             Line("}"), Line("}"), Line("}"),
         ]
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
