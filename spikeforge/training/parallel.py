@@ -277,6 +277,23 @@ def _instances(work: str) -> list[Line]:
             Line("for (uint32_t _b = 0; _b < _B; _b++) {")]
 
 
+def _select_max(w, e: sympy.Expr) -> tuple[list[Line], sympy.Expr]:
+    """``e`` with each ``Max(a, b)`` of a number ``a`` taken out into lines that select
+    ``b > a ? b : a``: the value fmax gives (``a`` for a NaN ``b``, ``a`` when they are equal),
+    without the library call that keeps a loop over neurons from being vectorised."""
+    lines: list[Line] = []
+
+    def select(m):
+        a, b = m.args
+        k = len(lines) // 2
+        lines.extend([Line(f"const scalar _mx{k}_arg = {w.expr(b)};"),
+                      Line(f"const scalar _mx{k} = _mx{k}_arg > {w.expr(a)} ? _mx{k}_arg : {w.expr(a)};",
+                           "max, as fmax gives it")])
+        return symbol(f"_mx{k}")
+    e = e.replace(lambda x: isinstance(x, sympy.Max) and len(x.args) == 2 and x.args[0].is_number, select)
+    return lines, e
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -567,33 +584,54 @@ class ParallelCompiler:
         reads, writes = [], [f"par_{h.name}_du"]
         scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
         writes += scratch
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                *_instances("(double)T * N"),
-                Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
-                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
-                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
-                *(Line(f"const scalar {x.name} = _t + 1 == T ? 0 : _{a}[_n];", "lam_(t+1); lam_T = 0" if j == 0 else "")
-                  for j, (x, a) in enumerate(zip(lam, scratch))),
-                *_param_lines(w)]
-        bias = readout and "bias" in h.params
+        readout_bias = readout and "bias" in h.params
+        # lam_T = 0 (and the bias gradient's sum starts at 0): the scratch zeroed before the scan
+        zero = [f"_{a}" for a in scratch] + ([f"_par_{h.name}_grad_bias"] if readout_bias else [])
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;")]
+        if not readout:
+            a, n_after = q_after.post, q_after.post.size
+            wa = _weight_array(spec, q_after)
+            code += [Line(f"std::vector<scalar> _wt((size_t){n_after}u * N);",
+                          f"the weights onto '{a.name}' transposed: [post][neuron], contiguous in the neuron"),
+                     Line(f"for (uint32_t _i = 0; _i < N; _i++) for (uint32_t _post = 0; _post < {n_after}u; "
+                          f"_post++) _wt[(size_t)_post * N + _i] = _{wa}[(size_t)_i * {n_after}u + _post];")]
+        code += [*_instances("(double)T * N"),
+                 *(Line(f"for (uint32_t _i = 0; _i < N; _i++) {z}[(size_t)_b * N + _i] = 0;",
+                        "lam_T = 0" if k == 0 else "") for k, z in enumerate(zero))]
+        if not readout:
+            code += [Line("std::vector<scalar> _dzv(N);",
+                          f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives at t+1)"),
+                     Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
+                     Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] = 0;"),
+                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) {{",
+                          "each neuron's sum in the order of post, as one neuron at a time would add"),
+                     Line(f"const scalar _d = _par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+                     Line("const scalar* const _wr = _wt.data() + (size_t)_post * N;"),
+                     Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] += _wr[_i] * _d;",
+                          "vectorised over the neurons"),
+                     Line("}")]
+        else:
+            code.append(Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"))
+        code += [Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
+                 *(Line(f"const scalar {x.name} = _{a}[_n];", "lam_(t+1)" if j == 0 else "")
+                   for j, (x, a) in enumerate(zip(lam, scratch))),
+                 *_param_lines(w)]
+        bias = readout_bias
         if bias:
             writes.append(f"par_{h.name}_grad_bias")
         if readout:
             code.append(Line("const scalar _drive = _par_err[_o];", "dE/dy_t, y_t = v_t"))
             reads.append("par_err")
         else:
-            a, n_after = q_after.post, q_after.post.size
-            wa = _weight_array(spec, q_after)
             in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
+            psi_lines, psi = _select_max(w, self._psi(network, m, G))
             reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g)]
-            code += [Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives "
-                                             "at t+1)"),
-                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
-                          f"_dz += _{wa}[(size_t)_i * {n_after}u + _post] * "
-                          f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+            code += [Line("const scalar _dz = _dzv[_i];"),
                      *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                      Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
-                     Line(f"const scalar _psi = {w.expr(self._psi(network, m, G))};",
+                     *psi_lines,
+                     Line(f"const scalar _psi = {w.expr(psi)};",
                           f"surrogate dz/dg ({self.surrogate})"),
                      Line("const scalar _drive = _dz * _psi;", "dE/dg_t")]
         for j, x in enumerate(lam):
@@ -607,7 +645,7 @@ class ParallelCompiler:
             gb = sum((dc[j] * new_syms[lam[j]] for j in range(nx)), sympy.Integer(0))
             code += [Line(f"scalar* const _gbias = _par_{h.name}_grad_bias + _n;",
                           "dE/dbias = sum_t dc/dbias . lam_t (t descending)"),
-                     Line(f"*_gbias = (_t + 1 == T ? 0 : *_gbias) + {w.expr(gb)};")]
+                     Line(f"*_gbias = *_gbias + {w.expr(gb)};")]
         code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
