@@ -724,6 +724,7 @@ class CompiledParallel:
         self.n_forward, self.n_backward = counts  # custom updates: [0, n_forward) forward, then backward, optimiser
         self.states = states  # per layer, its state variables
         self.steps_taken = 0
+        self._initial_state = False  # whether the simulation's state is its initial state (see forward)
         self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
@@ -749,13 +750,19 @@ class CompiledParallel:
         batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
         postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only."""
         T, B = self.n_steps, self.network.batch_size
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.shape != (T, B, self.inputs.size):
             raise NetworkError(f"inputs: expected shape {(T, B, self.inputs.size)}, got {x.shape}")
-        kept = {name: self.backend.pull(name) for name in self.weight_arrays}
-        self.simulation.reset()  # the initial state x_-1 (the reset reloads the initial weights: keep them)
-        for name, value in kept.items():
-            self.backend.push(name, value)
+        if not self._initial_state:
+            # the initial state x_-1 (the reset reloads the initial weights: keep them). Once is
+            # enough: the kernels never write the simulation's state arrays, and write every
+            # value they keep for each step before reading it.
+            kept = {name: self.backend.pull(name) for name in self.weight_arrays}
+            self.simulation.reset()
+            for name, value in kept.items():
+                self.backend.push(name, value)
+            self._initial_state = True
+        # one copy, converted to the network's precision as it goes
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
         for index in range(self.n_forward):
             self.backend.custom_update(index)
