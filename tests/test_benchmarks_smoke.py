@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu_cuba.py", "mpi_scaling.py",
-           "eprop_vs_snntorch.py", "eprop_learning.py", "ctrl_c_latency.py", "brunel_speed.py",
+           "eprop_vs_snntorch.py", "parallel_vs_eprop.py", "eprop_learning.py", "ctrl_c_latency.py", "brunel_speed.py",
            "shared_machine.py", "batched_sweep.py", "brunel_sweep.py", "connectivity.py",
            "brian2_examples.py"]
 # the GPU benchmarks default to backend cuda; without a GPU they run on the other two

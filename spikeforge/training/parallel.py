@@ -270,6 +270,33 @@ def _param_lines(w) -> list[Line]:
     return lines + list(w.element_lines)
 
 
+def _instances(work: str) -> list[Line]:
+    """The loop over the batch instances of a parallel kernel, on OpenMP threads when the kernel's
+    work (``work``, a C expression: updates per instance) pays for a team. Each instance is
+    computed by one thread in the order one thread computes it, so the results do not depend on
+    the number of threads."""
+    return [Line(f"#pragma omp parallel for schedule(dynamic, 1) if (_B > 1 && (double)_B * ({work}) >= "
+                 "SF_PARALLEL_MIN_REDUCE)", "instances on threads: each one whole on one thread"),
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {")]
+
+
+def _select_max(w, e: sympy.Expr) -> tuple[list[Line], sympy.Expr]:
+    """``e`` with each ``Max(a, b)`` of a number ``a`` taken out into lines that select
+    ``b > a ? b : a``: the value fmax gives (``a`` for a NaN ``b``, ``a`` when they are equal),
+    without the library call that keeps a loop over neurons from being vectorised."""
+    lines: list[Line] = []
+
+    def select(m):
+        a, b = m.args
+        k = len(lines) // 2
+        lines.extend([Line(f"const scalar _mx{k}_arg = {w.expr(b)};"),
+                      Line(f"const scalar _mx{k} = _mx{k}_arg > {w.expr(a)} ? _mx{k}_arg : {w.expr(a)};",
+                           "max, as fmax gives it")])
+        return symbol(f"_mx{k}")
+    e = e.replace(lambda x: isinstance(x, sympy.Max) and len(x.args) == 2 and x.args[0].is_number, select)
+    return lines, e
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -471,21 +498,29 @@ class ParallelCompiler:
 
     @staticmethod
     def _input_kernel(spec, q, pre_array, T) -> KernelSpec:
+        """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
+        nonzero value are listed (without a branch), then each one's weight row is added, in
+        neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
+        update (the spikes in neuron order), so the values are the same float for float."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            *_instances("(double)T * (N_pre + N)"),
+            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that send in one step"),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {", "in the order of the spikes (neuron order)"),
+            Line("uint32_t _n = 0;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
+                 "a value of 0 sends nothing"),
+            Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
+            Line("const uint32_t _pre = _list[_k];"),
             Line("const scalar _value = _s[_pre];"),
-            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) "
-                 f"_u[_post] += _{w}[(size_t)_pre * N + _post] * _value;",
+            Line(f"const scalar* const _w = _{w} + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] += _w[_post] * _value;",
                  f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value), summed as in_syn"),
             Line("}"), Line("}"), Line("}"),
         ]
@@ -529,7 +564,7 @@ class ParallelCompiler:
         init.update({ps_state(a.var): a.name for a in spec.arrays
                      if a.owner == q.name and a.role == "state" and a.var in ps.vars})
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                *_instances("(double)T * N"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                 Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;")]
@@ -609,33 +644,54 @@ class ParallelCompiler:
         reads, writes = [], [f"par_{h.name}_du"]
         scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
         writes += scratch
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
-                Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
-                Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
-                Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
-                *(Line(f"const scalar {x.name} = _t + 1 == T ? 0 : _{a}[_n];", "lam_(t+1); lam_T = 0" if j == 0 else "")
-                  for j, (x, a) in enumerate(zip(lam, scratch))),
-                *_param_lines(w)]
-        bias = readout and "bias" in h.params
+        readout_bias = readout and "bias" in h.params
+        # lam_T = 0 (and the bias gradient's sum starts at 0): the scratch zeroed before the scan
+        zero = [f"_{a}" for a in scratch] + ([f"_par_{h.name}_grad_bias"] if readout_bias else [])
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;")]
+        if not readout:
+            a, n_after = q_after.post, q_after.post.size
+            wa = _weight_array(spec, q_after)
+            code += [Line(f"std::vector<scalar> _wt((size_t){n_after}u * N);",
+                          f"the weights onto '{a.name}' transposed: [post][neuron], contiguous in the neuron"),
+                     Line(f"for (uint32_t _i = 0; _i < N; _i++) for (uint32_t _post = 0; _post < {n_after}u; "
+                          f"_post++) _wt[(size_t)_post * N + _i] = _{wa}[(size_t)_i * {n_after}u + _post];")]
+        code += [*_instances("(double)T * N"),
+                 *(Line(f"for (uint32_t _i = 0; _i < N; _i++) {z}[(size_t)_b * N + _i] = 0;",
+                        "lam_T = 0" if k == 0 else "") for k, z in enumerate(zero))]
+        if not readout:
+            code += [Line("std::vector<scalar> _dzv(N);",
+                          f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives at t+1)"),
+                     Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
+                     Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] = 0;"),
+                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) {{",
+                          "each neuron's sum in the order of post, as one neuron at a time would add"),
+                     Line(f"const scalar _d = _par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+                     Line("const scalar* const _wr = _wt.data() + (size_t)_post * N;"),
+                     Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] += _wr[_i] * _d;",
+                          "vectorised over the neurons"),
+                     Line("}")]
+        else:
+            code.append(Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"))
+        code += [Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+                 Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
+                 *(Line(f"const scalar {x.name} = _{a}[_n];", "lam_(t+1)" if j == 0 else "")
+                   for j, (x, a) in enumerate(zip(lam, scratch))),
+                 *_param_lines(w)]
+        bias = readout_bias
         if bias:
             writes.append(f"par_{h.name}_grad_bias")
         if readout:
             code.append(Line("const scalar _drive = _par_err[_o];", "dE/dy_t, y_t = v_t"))
             reads.append("par_err")
         else:
-            a, n_after = q_after.post, q_after.post.size
-            wa = _weight_array(spec, q_after)
             in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
+            psi_lines, psi = _select_max(w, self._psi(network, m, G))
             reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g)]
-            code += [Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives "
-                                             "at t+1)"),
-                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
-                          f"_dz += _{wa}[(size_t)_i * {n_after}u + _post] * "
-                          f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+            code += [Line("scalar _dz = _dzv[_i];", "dE/dz_t (summed over the next layer before the scan)"),
                      *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                      Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
-                     Line(f"const scalar _surrogate = {w.expr(self._psi(network, m, G))};",
+                     *psi_lines,
+                     Line(f"const scalar _surrogate = {w.expr(psi)};",
                           f"surrogate dz/dg ({self.surrogate})"),
                      *(Line(f"const scalar _{c} = _par_{h.name}_{c}[_n];", f"{c} after the forward scan")
                        for c in self._carried()),
@@ -662,7 +718,7 @@ class ParallelCompiler:
             gb = sum((dc[j] * new_syms[lam[j]] for j in range(nx)), sympy.Integer(0))
             code += [Line(f"scalar* const _gbias = _par_{h.name}_grad_bias + _n;",
                           "dE/dbias = sum_t dc/dbias . lam_t (t descending)"),
-                     Line(f"*_gbias = (_t + 1 == T ? 0 : *_gbias) + {w.expr(gb)};")]
+                     Line(f"*_gbias = *_gbias + {w.expr(gb)};")]
         code += [Line("}"), Line("}"), Line("}")]
         return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
@@ -681,7 +737,7 @@ class ParallelCompiler:
             _par_array("par_loss", out.name, "_par_loss", 1, "the loss of each batch instance"),
             *loss_arrays]
         code = [Line(f"const uint32_t T = {T}u, K = {K}u;"),
-                Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+                *_instances("(double)T * K"),
                 Line("scalar _loss = 0;"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),
                 Line("const uint64_t _step = _t;", "the step whose values the loss code reads"),
@@ -701,20 +757,26 @@ class ParallelCompiler:
 
     @staticmethod
     def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
-        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance."""
+        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
+        input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            *_instances("(double)T * (N_pre + N)"),
+            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that sent in one step"),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
             Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
-            Line("if (_s[_pre] == 0) continue;"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) _g[(size_t)_pre * N + _post] += _du[_post] * _s[_pre];"),
+            Line("uint32_t _n = 0;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }"),
+            Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
+            Line("const uint32_t _pre = _list[_k];"),
+            Line("const scalar _value = _s[_pre];"),
+            Line("scalar* const _row = _g + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
             Line("}"), Line("}"), Line("}"),
         ]
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
@@ -736,6 +798,7 @@ class CompiledParallel:
         self.states = states  # per layer, its state variables
         self.steps_taken = 0
         self.draws = 0  # forward passes so far: the spike rule's random numbers of pass k use key steps k T + t
+        self._initial_state = False  # whether the simulation's state is its initial state (see forward)
         self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
         self.simulation = Simulation(network, backend=backend, spec=spec, on_nonfinite="ignore", progress=False,
                                      **backend_options)
@@ -764,13 +827,19 @@ class CompiledParallel:
         ``draw``: which random numbers a stochastic spike rule uses (key steps ``draw * T + t`` of
         the Philox streams); default: one more than the last pass's, starting at 0."""
         T, B = self.n_steps, self.network.batch_size
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.shape != (T, B, self.inputs.size):
             raise NetworkError(f"inputs: expected shape {(T, B, self.inputs.size)}, got {x.shape}")
-        kept = {name: self.backend.pull(name) for name in self.weight_arrays}
-        self.simulation.reset()  # the initial state x_-1 (the reset reloads the initial weights: keep them)
-        for name, value in kept.items():
-            self.backend.push(name, value)
+        if not self._initial_state:
+            # the initial state x_-1 (the reset reloads the initial weights: keep them). Once is
+            # enough: the kernels never write the simulation's state arrays, and write every
+            # value they keep for each step before reading it.
+            kept = {name: self.backend.pull(name) for name in self.weight_arrays}
+            self.simulation.reset()
+            for name, value in kept.items():
+                self.backend.push(name, value)
+            self._initial_state = True
+        # one copy, converted to the network's precision as it goes
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
         draw = self.draws if draw is None else draw
         if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
