@@ -222,6 +222,8 @@ class Trainer:
         """The compiler's runtime: of the network given, or of the EpropConfig translated."""
         from .distributed import pin_gpu
         from .network_runtime import CompiledRuntime, NetworkJob, copy_with_batch, network_weights, translate
+        from .parallel import ParallelCompiler
+        from .parallel_runtime import ParallelRuntime
 
         local = self.batch_size // self.comm.size
         options = {"device": pin_gpu(self.comm.local_rank)} if chosen.gpu else {}
@@ -232,7 +234,8 @@ class Trainer:
         trainable = list(trainable)
         job = NetworkJob(copy_with_batch(self.network, local), compiler, inputs, hidden, readout, trainable,
                          backend=self.backend, backend_options=options)
-        runtime = CompiledRuntime(job, network_weights(job), threads=threads)
+        kind = ParallelRuntime if isinstance(compiler, ParallelCompiler) else CompiledRuntime
+        runtime = kind(job, network_weights(job), threads=threads)
         runtime.check()  # names, models and the rest of the job, before any data is read
         return runtime
 
@@ -255,7 +258,7 @@ class Trainer:
         return SimpleNamespace(n_inputs=plan.inputs.size, n_outputs=plan.readout.size, dt=plan.dt,
                                classify=classify, n_hidden=sum(h.size for h in plan.hidden),
                                loss=self.runtime.job.compiler.loss.name, clamped=clamped, names=tuple(names),
-                               readout=self.runtime.job.compiler.readout)
+                               readout=getattr(self.runtime.job.compiler, "readout", None) or PerStep())
 
     # -- weights ---------------------------------------------------------------------------
     @property

@@ -1,0 +1,157 @@
+"""The time-parallel method trained by the Trainer (``Trainer(net, compiler=ParallelCompiler(...))``
+and ``training: {method: parallel}`` in a job file): it learns a small task; its steps equal
+those of an oracle built from CompiledParallel's own per-batch gradients and Adam written in
+numpy; a resumed checkpoint continues as an uninterrupted run; checkpoints of the other method
+are refused."""
+
+import numpy as np
+import pytest
+
+from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, STATIC, VALUE_INPUT
+from spikeforge.models.neuron import NeuronModel
+from spikeforge.network import Network
+from spikeforge.training.checkpoints import CheckpointError
+from spikeforge.training.compiler import EpropCompiler
+from spikeforge.training.objectives import Adam
+from spikeforge.training.parallel import ParallelCompiler
+from spikeforge.training.trainer import Trainer
+
+T, N_IN, N_H, K = 20, 8, 12, 2
+
+#: a LIF without reset: what the parallel method's threshold rule takes
+PARALIF = NeuronModel("paralif", params={"tau_m": 8.0, "v_th": 0.5}, vars={"v": 0.0},
+                      equations="dv/dt = (-v + i_syn) / tau_m", threshold="v > v_th")
+
+
+def _network(batch=4, precision="double", seed=1):
+    rng = np.random.default_rng(seed)
+    net = Network("ff", dt=1.0, batch_size=batch, precision=precision)
+    net.add_population("inp", N_IN, VALUE_INPUT)
+    net.add_population("hid", N_H, PARALIF)
+    net.add_population("out", K, LEAKY_READOUT, dict(tau_m=10.0, bias=[0.0] * K))
+    net.add_projection("inp_hid", "inp", "hid", STATIC, ONE_STEP_CURR,
+                       wu_init={"w": rng.uniform(0.0, 1.2, (N_IN, N_H)).ravel()})
+    net.add_projection("hid_out", "hid", "out", STATIC, ONE_STEP_CURR,
+                       wu_init={"w": rng.normal(0.0, 0.5, (N_H, K)).ravel()})
+    return net
+
+
+def _data(n, seed=0):
+    """Two classes: spikes on the first half of the channels, or on the second half."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i in range(n):
+        label = i % 2
+        x = np.zeros((T, N_IN), dtype=np.float32)
+        half = slice(0, N_IN // 2) if label == 0 else slice(N_IN // 2, N_IN)
+        x[:, half] = rng.random((T, N_IN // 2)) < 0.4
+        x[:, :] = np.maximum(x, rng.random((T, N_IN)) < 0.05)
+        pairs.append((x, label))
+    return pairs
+
+
+ROLES = dict(inputs="inp", hidden=["hid"], readout="out", trainable=["inp_hid", "hid_out", "out.bias"])
+
+
+def _trainer(batch=4, lr=0.02, seed=3, **kw):
+    return Trainer(_network(batch), compiler=ParallelCompiler(loss="xent", optimiser=Adam(lr=lr)), batch_size=batch,
+                   lr=lr, seed=seed, **ROLES, **kw)
+
+
+def test_fit_learns_above_chance():
+    trainer = _trainer(batch=8)
+    before = trainer.evaluate(_data(32, seed=9))["accuracy"]
+    trainer.fit(_data(64), epochs=4, progress=False)
+    logs = trainer.evaluate(_data(32, seed=9))
+    assert before <= 0.6, before  # chance before training: the task is learnt, not given
+    assert logs["accuracy"] >= 0.9, (before, logs)
+    assert trainer.predict(_data(4, seed=9)).shape == (4,)
+
+
+def _dataset(pairs):
+    from spikeforge.training.datasets import SpikeDataset
+
+    return SpikeDataset.from_pairs(pairs, n_inputs=N_IN, n_outputs=K, dt=1.0, task="classification")
+
+
+def _oracle(data, batch, lr, seed, epochs):
+    """The same training from CompiledParallel's per-instance gradients (a network compiled per
+    batch size met: the short last batch runs unpadded) and Adam in numpy: mean over the batch,
+    the trainer's data order (its seeded permutation per epoch)."""
+    nets, weights = {}, None
+    rng = np.random.Generator(np.random.PCG64(seed))
+    names = {"inp_hid_w": "inp_hid", "hid_out_w": "hid_out", "out_p_bias": "out.bias"}
+    moments = None
+    step = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(data))
+        for start in range(0, len(data), batch):
+            idx = order[start: start + batch]
+            n = len(idx)
+            if n not in nets:
+                nets[n] = ParallelCompiler(loss="xent", optimiser=Adam(lr=lr)).compile(
+                    _network(n), n_steps=T, **ROLES)
+            c = nets[n]
+            if weights is None:
+                weights = {a: c.backend.pull(a).ravel().astype(np.float64) for a in names}
+                moments = {a: (np.zeros_like(w), np.zeros_like(w)) for a, w in weights.items()}
+            for a, w in weights.items():
+                c.backend.push(a, w)
+            x, y, mask = data.to_dense([data[int(i)] for i in idx])
+            out = c.gradients(x, mask, labels=y)
+            step += 1
+            opt = Adam(lr=lr)
+            for a, key in names.items():
+                g = out["grads"][key].reshape(n, -1).sum(axis=0) / n
+                m, v = moments[a]
+                m[:] = opt.beta1 * m + (1 - opt.beta1) * g
+                v[:] = opt.beta2 * v + (1 - opt.beta2) * g * g
+                c1, c2 = 1 - opt.beta1 ** step, 1 - opt.beta2 ** step
+                weights[a] = weights[a] - lr * (m / c1) / (np.sqrt(v / c2) + opt.eps)
+    for c in nets.values():
+        c.close()
+    return weights
+
+
+def test_fit_equals_oracle_step_for_step():
+    """Two epochs of 10 samples in batches of 4 (4, 4, then 2: the trainer pads that one)."""
+    data = _dataset(_data(10))
+    trainer = _trainer(batch=4, lr=0.02, seed=5)
+    trainer.fit(data, epochs=2, progress=False)
+    expected = _oracle(data, 4, 0.02, 5, 2)
+    got = trainer.weights
+    assert trainer.step == 6
+    for name, w in expected.items():
+        np.testing.assert_allclose(got[name].ravel(), w, rtol=1e-9, atol=1e-12, err_msg=name)
+    start = _trainer(batch=4).weights
+    assert any(np.abs(got[k] - start[k]).max() > 1e-3 for k in got)  # training moved the weights
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    data = _dataset(_data(10))
+    whole = _trainer(seed=7)
+    whole.fit(data, epochs=3, progress=False)
+    path = tmp_path / "par.ckpt.npz"
+    first = _trainer(seed=7)
+    first.fit(data, epochs=1, progress=False, checkpoint=path)
+    resumed = _trainer(seed=7)
+    resumed.fit(data, epochs=3, progress=False, checkpoint=path, resume=True)
+    assert resumed.step == whole.step == 9
+    for name, w in whole.weights.items():
+        np.testing.assert_array_equal(resumed.weights[name], w, err_msg=name)
+    for name, m in whole._moments.items():
+        np.testing.assert_array_equal(resumed._moments[name], m, err_msg=name)
+
+
+def test_checkpoint_of_the_other_method_is_refused(tmp_path):
+    data = _dataset(_data(4))
+    par = tmp_path / "par.ckpt.npz"
+    _trainer().fit(data, epochs=1, progress=False, checkpoint=par)
+    eprop = Trainer(_network(4), compiler=EpropCompiler(loss="xent", optimiser=Adam(lr=0.02)), batch_size=4,
+                    lr=0.02, seed=3, **ROLES)
+    with pytest.raises(CheckpointError, match="method"):
+        eprop.load_checkpoint(par)
+    ep = tmp_path / "eprop.ckpt.npz"
+    eprop.save_checkpoint(ep)
+    with pytest.raises(CheckpointError, match="method"):
+        _trainer().load_checkpoint(ep)
