@@ -155,3 +155,82 @@ def test_checkpoint_of_the_other_method_is_refused(tmp_path):
     eprop.save_checkpoint(ep)
     with pytest.raises(CheckpointError, match="method"):
         _trainer().load_checkpoint(ep)
+
+
+PAR_JOB = """\
+name: par_job
+dt: 1.0
+models:
+  paralif:
+    kind: neuron
+    params: {tau_m: 8.0, v_th: 0.5}
+    vars: {v: 0.0}
+    equations: "dv/dt = (-v + i_syn) / tau_m"
+    threshold: "v > v_th"
+data:
+  kind: pattern_generation
+  options: {n_outputs: 2, duration: 20.0, n_inputs: 8}
+  n_samples: 6
+  test_fraction: 0.5
+network:
+  precision: double
+  populations:
+    inp: {size: 8, model: value_input}
+    hid: {size: 10, model: paralif}
+    out: {size: 2, model: leaky_readout, params: {tau_m: 10.0, bias: {values: [0.0], counts: [2]}}}
+  projections:
+    inp_hid: {pre: inp, post: hid, weight_update: static, postsynaptic: one_step_curr}
+    hid_out: {pre: hid, post: out, weight_update: static, postsynaptic: one_step_curr}
+training:
+  method: parallel
+  inputs: inp
+  hidden: hid
+  readout: out
+  trainable: [inp_hid, hid_out, out.bias]
+  epochs: 2
+  batch_size: 2
+  lr: 0.01
+"""
+
+
+def test_spikeforge_train_runs_a_parallel_job(tmp_path, capsys):
+    import json
+
+    from spikeforge.cli import main
+    from spikeforge.training.config import load_training
+
+    path = tmp_path / "par.yaml"
+    path.write_text(PAR_JOB)
+    job = load_training(path)
+    assert isinstance(job.trainer_options["compiler"], ParallelCompiler)
+    assert main(["train", str(path), "--json", "--checkpoint", str(tmp_path / "ck.npz")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epochs"] == 2 and out["train_samples"] == 3 and out["test_samples"] == 3
+    assert out["test_mse"] > 0
+    # the same job with e-prop: the parallel checkpoint is refused
+    path.write_text(PAR_JOB.replace("  method: parallel\n", "  method: eprop\n"))
+    assert main(["train", str(path), "--resume", "--checkpoint", str(tmp_path / "ck.npz"), "--no-progress"]) != 0
+    assert "network.compiler.method is 'parallel' in the checkpoint but 'eprop' here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("  method: parallel\n", "  method: bptt\n", "  method: bptt", "training.method: expected eprop or parallel"),
+    ("    hid_out:", "    hid_hid: {pre: hid, post: hid, weight_update: static, postsynaptic: one_step_curr}\n"
+     "    hid_out:", "    hid_hid: {pre: hid, post: hid, weight_update: static, postsynaptic: one_step_curr}",
+     "projection 'hid_hid' from 'hid' to 'hid' is recurrent"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  feedback: random\n", "  feedback: random", "training.feedback: e-prop's setting"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  readout_output: sum\n", "  readout_output: sum",
+     "the parallel method trains the per_step readout only"),
+])
+def test_parallel_job_errors_name_the_line(tmp_path, old, new, line, message):
+    from spikeforge.errors import ConfigError
+    from spikeforge.training.config import load_training
+
+    text = PAR_JOB.replace(old, new)
+    assert text != PAR_JOB
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_training(path)
+    assert message in str(err.value)
+    assert err.value.line == text.splitlines().index(line) + 1, str(err.value)
