@@ -4,6 +4,12 @@ those of an oracle built from CompiledParallel's own per-batch gradients and Ada
 numpy; a resumed checkpoint continues as an uninterrupted run; checkpoints of the other method
 are refused."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -234,3 +240,42 @@ def test_parallel_job_errors_name_the_line(tmp_path, old, new, line, message):
         load_training(path)
     assert message in str(err.value)
     assert err.value.line == text.splitlines().index(line) + 1, str(err.value)
+
+
+def _mpi_job(out: Path):
+    """Under mpiexec (or alone): two epochs over 10 samples, global batch 4; each rank writes
+    its weights."""
+    trainer = _trainer(batch=4, lr=0.02, seed=5, threads=1)
+    trainer.fit(_dataset(_data(10)), epochs=2, progress=False)
+    np.savez(out / f"weights_rank{trainer.comm.rank}.npz", ranks=trainer.comm.size, **trainer.weights)
+
+
+@pytest.mark.slow
+def test_two_mpi_ranks_equal_one(tmp_path):
+    """Data parallelism through the trainer's host all-reduce: each rank runs half the batch
+    (the short last batch: one sample each), and both end where one rank does."""
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPIKEFORGE_MPI_TIMEOUT": "60", "PYTHONPATH": str(root)}
+    env.pop("SPIKEFORGE_FAULT", None)
+    runs = {}
+    for ranks in (1, 2):
+        out = tmp_path / str(ranks)
+        out.mkdir()
+        cmd = [sys.executable, __file__, str(out)]
+        r = subprocess.run([mpiexec, "-n", "2", *cmd] if ranks == 2 else cmd, capture_output=True, text=True,
+                           timeout=300, env=env, cwd=root)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[ranks] = [dict(np.load(out / f"weights_rank{k}.npz")) for k in range(ranks)]
+    one, (r0, r1) = runs[1][0], runs[2]
+    assert int(r0["ranks"]) == 2
+    for name in ("inp_hid_w", "hid_out_w", "out_p_bias"):
+        assert r0[name].tobytes() == r1[name].tobytes(), name
+        np.testing.assert_allclose(r0[name], one[name], rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+if __name__ == "__main__":
+    _mpi_job(Path(sys.argv[1]))
