@@ -59,9 +59,9 @@ def _data(n, seed=0):
 ROLES = dict(inputs="inp", hidden=["hid"], readout="out", trainable=["inp_hid", "hid_out", "out.bias"])
 
 
-def _trainer(batch=4, lr=0.02, seed=3, **kw):
-    return Trainer(_network(batch), compiler=ParallelCompiler(loss="xent", optimiser=Adam(lr=lr)), batch_size=batch,
-                   lr=lr, seed=seed, **ROLES, **kw)
+def _trainer(batch=4, lr=0.02, seed=3, readout="per_step", **kw):
+    return Trainer(_network(batch), compiler=ParallelCompiler(loss="xent", optimiser=Adam(lr=lr), readout=readout),
+                   batch_size=batch, lr=lr, seed=seed, **ROLES, **kw)
 
 
 def test_fit_learns_above_chance():
@@ -80,7 +80,7 @@ def _dataset(pairs):
     return SpikeDataset.from_pairs(pairs, n_inputs=N_IN, n_outputs=K, dt=1.0, task="classification")
 
 
-def _oracle(data, batch, lr, seed, epochs):
+def _oracle(data, batch, lr, seed, epochs, readout="per_step"):
     """The same training from CompiledParallel's per-instance gradients (a network compiled per
     batch size met: the short last batch runs unpadded) and Adam in numpy: mean over the batch,
     the trainer's data order (its seeded permutation per epoch)."""
@@ -95,7 +95,7 @@ def _oracle(data, batch, lr, seed, epochs):
             idx = order[start: start + batch]
             n = len(idx)
             if n not in nets:
-                nets[n] = ParallelCompiler(loss="xent", optimiser=Adam(lr=lr)).compile(
+                nets[n] = ParallelCompiler(loss="xent", optimiser=Adam(lr=lr), readout=readout).compile(
                     _network(n), n_steps=T, **ROLES)
             c = nets[n]
             if weights is None:
@@ -119,12 +119,13 @@ def _oracle(data, batch, lr, seed, epochs):
     return weights
 
 
-def test_fit_equals_oracle_step_for_step():
+@pytest.mark.parametrize("readout", ["per_step", "max"])
+def test_fit_equals_oracle_step_for_step(readout):
     """Two epochs of 10 samples in batches of 4 (4, 4, then 2: the trainer pads that one)."""
     data = _dataset(_data(10))
-    trainer = _trainer(batch=4, lr=0.02, seed=5)
+    trainer = _trainer(batch=4, lr=0.02, seed=5, readout=readout)
     trainer.fit(data, epochs=2, progress=False)
-    expected = _oracle(data, 4, 0.02, 5, 2)
+    expected = _oracle(data, 4, 0.02, 5, 2, readout)
     got = trainer.weights
     assert trainer.step == 6
     for name, w in expected.items():
@@ -209,6 +210,9 @@ def test_spikeforge_train_runs_a_parallel_job(tmp_path, capsys):
     path.write_text(PAR_JOB)
     job = load_training(path)
     assert isinstance(job.trainer_options["compiler"], ParallelCompiler)
+    path.write_text(PAR_JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  readout_output: last\n"))
+    assert load_training(path).trainer_options["compiler"].readout.name == "last"
+    path.write_text(PAR_JOB)
     assert main(["train", str(path), "--json", "--checkpoint", str(tmp_path / "ck.npz")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["epochs"] == 2 and out["train_samples"] == 3 and out["test_samples"] == 3
@@ -225,8 +229,6 @@ def test_spikeforge_train_runs_a_parallel_job(tmp_path, capsys):
      "    hid_out:", "    hid_hid: {pre: hid, post: hid, weight_update: static, postsynaptic: one_step_curr}",
      "projection 'hid_hid' from 'hid' to 'hid' is recurrent"),
     ("  lr: 0.01\n", "  lr: 0.01\n  feedback: random\n", "  feedback: random", "training.feedback: e-prop's setting"),
-    ("  lr: 0.01\n", "  lr: 0.01\n  readout_output: sum\n", "  readout_output: sum",
-     "the parallel method trains the per_step readout only"),
 ])
 def test_parallel_job_errors_name_the_line(tmp_path, old, new, line, message):
     from spikeforge.errors import ConfigError
@@ -279,3 +281,48 @@ def test_two_mpi_ranks_equal_one(tmp_path):
 
 if __name__ == "__main__":
     _mpi_job(Path(sys.argv[1]))
+
+
+@pytest.mark.parametrize("readout, loss", [("sum", "xent"), ("mean", "mse"), ("max", "xent"), ("last", "mse")])
+def test_aggregated_readouts_match_the_numpy_reference(readout, loss, monkeypatch):
+    """With BPTT over the whole sequence the error of every step is known after the forward pass:
+    the reference's adjoint driven by the aggregated loss's error (the readout object's host
+    side, which e-prop uses too) gives the same per-instance gradients."""
+    from spikeforge.training.objectives import make_loss, make_readout
+    from tests import parallel_reference as ref
+    from tests import test_parallel_kernels as k
+
+    x, weights = k._problem(2)
+    rng = np.random.default_rng(4)
+    mask = np.zeros(k.T)
+    mask[k.T // 4:] = 1.0
+    labels = rng.integers(0, k.K, k.B)
+    targets = rng.normal(0.0, 0.5, (k.T, k.B, k.K))
+    truth = labels if loss == "xent" else targets
+    compiled = ParallelCompiler(loss=loss, readout=readout).compile(
+        k._network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=k.T)
+    try:
+        par = compiled.gradients(x, mask, labels=labels, targets=targets)
+    finally:
+        compiled.close()
+
+    def aggregated(y, truth_, mask_, _loss):
+        lab, tgt = (truth_, None) if loss == "xent" else (None, truth_)
+        value, err, _ = make_readout(readout).loss_and_error(make_loss(loss), y, mask_, lab, tgt)
+        return value, err
+
+    monkeypatch.setattr(ref, "loss_and_error", aggregated)
+    hidden, out = k._reference_stack()
+    g = ref.gradients(x, truth, mask, hidden, out, weights, k.BIAS, loss)
+    k._rel_close(par["loss"], g["loss"], "loss", 1e-12)
+    for name, gw in zip(("inp_h1", "h1_h2", "h2_out"), g["W"]):
+        k._rel_close(par["grads"][name], gw.transpose(0, 2, 1), f"gradient of {name}")
+    k._rel_close(par["grads"]["out.bias"], g["b"], "gradient of out.bias")
+    # and not the per-step loss's gradients
+    per_step = ParallelCompiler(loss=loss).compile(
+        k._network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=k.T)
+    try:
+        other = per_step.gradients(x, mask, labels=labels, targets=targets)
+    finally:
+        per_step.close()
+    assert not np.allclose(other["grads"]["h2_out"], par["grads"]["h2_out"])

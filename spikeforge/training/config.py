@@ -400,17 +400,13 @@ class _TrainLoader(Reader):
 
     def parallel_compiler(self, net: Network, node: LineDict, loss: str, optimiser, output: str, stack):
         """The time-parallel method's compiler; what it cannot train refused at its line: e-prop's
-        own keys, a readout that aggregates (not yet), a recurrent projection (its line under
-        network.projections)."""
+        own keys, a recurrent projection (its line under network.projections)."""
         from .parallel import ParallelCompiler, check_feed_forward
 
         for key in EPROP_ONLY:
             if key in node:
                 self.fail(f"training.{key}: e-prop's setting; the parallel method (training.method) computes "
                           "exact gradients by backpropagation through time: leave it out", self.kline(node, key))
-        if output != "per_step":
-            self.fail(f"training.readout_output: the parallel method trains the per_step readout only (so far), "
-                      f"got '{output}'", self.vline(node, "readout_output"))
         projections = self.get_mapping(self._network_node, "projections", "network")
 
         def locate(err):  # a projection named in the error: the line of its entry
@@ -418,7 +414,7 @@ class _TrainLoader(Reader):
 
         with self.building(self.vline(node, "method"), locate):
             check_feed_forward(net, list(stack))
-            return ParallelCompiler(loss=loss, optimiser=optimiser,
+            return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output,
                                     surrogate=self.get_str(node, "surrogate", "training", "triangular"),
                                     gamma=self.get_number(node, "gamma", "training", 0.3))
 

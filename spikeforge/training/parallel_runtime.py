@@ -56,8 +56,8 @@ class ParallelRuntime(CompiledRuntime):
 
     def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
         """As :meth:`CompiledRuntime.run_batch`: ``y`` (T, B, K), per-instance ``loss``,
-        ``hidden_spikes`` (B, hidden neurons: counts over the trial), ``output`` (the mean
-        readout over the window) and, with ``learn`` and ``grads``, the per-instance gradients.
+        ``hidden_spikes`` (B, hidden neurons: counts over the trial), ``output`` (each trial's:
+        see :class:`~.objectives.Readout`) and, with ``learn`` and ``grads``, the per-instance gradients.
         The loss's error is computed either way; ``learn=False`` only skips reading them back."""
         x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
@@ -77,8 +77,7 @@ class ParallelRuntime(CompiledRuntime):
         counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
                   for h in c.layers[:-1]]
         y = np.asarray(out["y"])[:, :n]
-        window = np.asarray(mask, dtype=np.float64)
-        output = (window[:, None, None] * y).sum(axis=0) / max(window.sum(), 1e-30)
+        output = c.compiler.readout.output(y, mask)
         result = {"y": y, "loss": np.asarray(out["loss"])[:n], "hidden_spikes": np.concatenate(counts, axis=1)[:n],
                   "output": output}
         if learn and grads:
