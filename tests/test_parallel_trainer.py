@@ -326,3 +326,17 @@ def test_aggregated_readouts_match_the_numpy_reference(readout, loss, monkeypatc
     finally:
         per_step.close()
     assert not np.allclose(other["grads"]["h2_out"], par["grads"]["h2_out"])
+
+
+@pytest.mark.parametrize("readout", ["per_step", "mean"])
+def test_evaluate_runs_forward_only_with_the_losses_of_a_learning_batch(readout):
+    """learn=False skips the backward pass: the same readout values and losses as a learning
+    batch (a short one: padded)."""
+    trainer = _trainer(batch=4, readout=readout)
+    data = _dataset(_data(3))
+    x, y, mask = data.to_dense([data[i] for i in range(3)])
+    learning = trainer.runtime.run_batch(x, mask, labels=y)
+    forward = trainer.runtime.run_batch(x, mask, labels=y, learn=False)
+    np.testing.assert_array_equal(forward["y"], learning["y"])
+    np.testing.assert_allclose(forward["loss"], learning["loss"], rtol=1e-12)
+    assert forward["loss"].shape == (3,) and np.all(forward["loss"] > 0)

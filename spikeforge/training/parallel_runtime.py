@@ -58,7 +58,7 @@ class ParallelRuntime(CompiledRuntime):
         """As :meth:`CompiledRuntime.run_batch`: ``y`` (T, B, K), per-instance ``loss``,
         ``hidden_spikes`` (B, hidden neurons: counts over the trial), ``output`` (each trial's:
         see :class:`~.objectives.Readout`) and, with ``learn`` and ``grads``, the per-instance gradients.
-        The loss's error is computed either way; ``learn=False`` only skips reading them back."""
+        ``learn=False`` runs the forward pass and the loss only (no adjoint scans, no gradients)."""
         x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
         if n > self.batch_size:
@@ -72,7 +72,8 @@ class ParallelRuntime(CompiledRuntime):
             if targets is not None:
                 targets = np.asarray(targets)
                 targets = np.concatenate([targets, np.zeros((T, pad, *targets.shape[2:]))], axis=1)
-        out = c.gradients(x, mask, labels=labels, targets=targets)
+        out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
+                                                                                              targets)
         self._n = n
         counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
                   for h in c.layers[:-1]]
@@ -86,6 +87,24 @@ class ParallelRuntime(CompiledRuntime):
                 g = c.backend.pull(self._gradient_array(wt.array)).reshape(self.batch_size, -1)[:n]
                 result["grads"][name] = np.stack([wt.from_compiled(row) for row in g])
         return result
+
+    @staticmethod
+    def _forward(c, x, mask, labels, targets) -> dict:
+        """The forward pass and each instance's loss: the error kernel (the loss object's code)
+        for the per-step readout, the readout object's host code for one that aggregates."""
+        B, readout = c.network.batch_size, c.layers[-1]
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != (c.n_steps,) or not np.all(np.isfinite(mask)):
+            raise NetworkError(f"mask must be {c.n_steps} finite numbers, got shape {mask.shape}")
+        c.compiler.loss.feed(c.backend, B, readout.size, c.n_steps, labels, targets)
+        c.backend.push("eprop_mask", mask)
+        y = c.forward(x, values=False)[readout.name]["v"]
+        if c.compiler.readout.aggregated:
+            loss = c.compiler.readout.loss_and_error(c.compiler.loss, y, mask, labels, targets)[0]
+        else:
+            c.backend.custom_update(c.n_forward)  # the error kernel: the first of the backward pass
+            loss = c.backend.pull("par_loss").reshape(B)
+        return {"y": y, "loss": np.asarray(loss)}
 
     def gradient_sums(self) -> dict[str, np.ndarray]:
         """float64 gradients of the last batch, summed over its instances."""
