@@ -89,13 +89,13 @@ def _oracle(data, batch, lr, seed, epochs, readout="per_step"):
     names = {"inp_hid_w": "inp_hid", "hid_out_w": "hid_out", "out_p_bias": "out.bias"}
     moments = None
     step = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(len(data))
         for start in range(0, len(data), batch):
             idx = order[start: start + batch]
             n = len(idx)
             if n not in nets:
-                nets[n] = ParallelCompiler(loss="xent", optimiser=Adam(lr=lr), readout=readout).compile(
+                nets[n] = ParallelCompiler(loss="xent", optimiser=Adam(), readout=readout).compile(
                     _network(n), n_steps=T, **ROLES)
             c = nets[n]
             if weights is None:
@@ -106,26 +106,32 @@ def _oracle(data, batch, lr, seed, epochs, readout="per_step"):
             x, y, mask = data.to_dense([data[int(i)] for i in idx])
             out = c.gradients(x, mask, labels=y)
             step += 1
-            opt = Adam(lr=lr)
+            rate = lr(epoch, step) if callable(lr) else lr
+            opt = Adam()
             for a, key in names.items():
                 g = out["grads"][key].reshape(n, -1).sum(axis=0) / n
                 m, v = moments[a]
                 m[:] = opt.beta1 * m + (1 - opt.beta1) * g
                 v[:] = opt.beta2 * v + (1 - opt.beta2) * g * g
                 c1, c2 = 1 - opt.beta1 ** step, 1 - opt.beta2 ** step
-                weights[a] = weights[a] - lr * (m / c1) / (np.sqrt(v / c2) + opt.eps)
+                weights[a] = weights[a] - rate * (m / c1) / (np.sqrt(v / c2) + opt.eps)
     for c in nets.values():
         c.close()
     return weights
 
 
-@pytest.mark.parametrize("readout", ["per_step", "max"])
-def test_fit_equals_oracle_step_for_step(readout):
-    """Two epochs of 10 samples in batches of 4 (4, 4, then 2: the trainer pads that one)."""
+@pytest.mark.parametrize("readout, schedule", [("per_step", False), ("max", False), ("per_step", True)])
+def test_fit_equals_oracle_step_for_step(readout, schedule):
+    """Two epochs of 10 samples in batches of 4 (4, 4, then 2: the trainer pads that one); a
+    learning-rate schedule (halved every epoch) reaches the generated optimiser at every step."""
+    from spikeforge.training.schedules import StepDecay
+
+    lr = StepDecay(0.02, every=1, factor=0.5) if schedule else 0.02
     data = _dataset(_data(10))
-    trainer = _trainer(batch=4, lr=0.02, seed=5, readout=readout)
+    trainer = Trainer(_network(4), compiler=ParallelCompiler(loss="xent", optimiser=Adam(), readout=readout),
+                      batch_size=4, lr=lr, seed=5, **ROLES)
     trainer.fit(data, epochs=2, progress=False)
-    expected = _oracle(data, 4, 0.02, 5, 2, readout)
+    expected = _oracle(data, 4, lr, 5, 2, readout)
     got = trainer.weights
     assert trainer.step == 6
     for name, w in expected.items():

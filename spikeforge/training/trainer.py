@@ -118,8 +118,8 @@ def _check_job(config, optimizer, init_scale, compiler, inputs, hidden, readout,
 
     if isinstance(config, Network):
         if compiler is None or any(v is None for v in (inputs, hidden, readout, trainable)):
-            raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) and the names inputs=, "
-                               "hidden=, readout= and trainable=")
+            raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) (or ParallelCompiler(...)) and "
+                               "the names inputs=, hidden=, readout= and trainable=")
         if optimizer is not None:
             raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
                                "(EpropCompiler(optimiser=...)); leave optimizer out")
@@ -162,7 +162,8 @@ def _check_run_options(seed, init_scale, threads, clamp):
 class Trainer:
     """Trains a network with e-prop: an :class:`EpropConfig`, or a
     :class:`~spikeforge.network.Network` with a ``compiler``
-    (:class:`~.compiler.EpropCompiler`) and the names of its ``inputs``, ``hidden`` and
+    (:class:`~.compiler.EpropCompiler`, or :class:`~.parallel.ParallelCompiler` for
+    time-parallel BPTT of a feed-forward network) and the names of its ``inputs``, ``hidden`` and
     ``readout`` populations and ``trainable`` projections (see the module docstring).
 
     ``reduce`` says how per-instance gradients combine across the batch (``mean`` or
@@ -359,7 +360,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=max(0, epochs - self.epoch) * math.ceil(len(train) / self.batch_size),
-                       unit="batch", desc="e-prop", leave=True)
+                       unit="batch", desc=self._method(), leave=True)
         try:
             while self.epoch < epochs:
                 epoch = self.epoch
@@ -538,6 +539,12 @@ class Trainer:
         return {"network": {"name": self._name(), **self._network_description()},
                 "trainer": {**self.training_description(), "lr": describe_schedule(self.lr), "seed": int(self.seed),
                             "init_scale": float(self.init_scale), "backend": self.backend}}
+
+    def _method(self) -> str:
+        """The training method, as the progress bar names it."""
+        from .parallel import ParallelCompiler
+
+        return "parallel" if isinstance(self._roles[0], ParallelCompiler) else "e-prop"
 
     def _name(self) -> str:
         return self.network.name if self.network is not None else self.config.name
