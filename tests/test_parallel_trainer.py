@@ -235,6 +235,9 @@ def test_spikeforge_train_runs_a_parallel_job(tmp_path, capsys):
      "    hid_out:", "    hid_hid: {pre: hid, post: hid, weight_update: static, postsynaptic: one_step_curr}",
      "projection 'hid_hid' from 'hid' to 'hid' is recurrent"),
     ("  lr: 0.01\n", "  lr: 0.01\n  feedback: random\n", "  feedback: random", "training.feedback: e-prop's setting"),
+    ("  lr: 0.01\n", "  lr: 0.01\n  surrogate: smooth\n", "  surrogate: smooth", "surrogate must be one of"),
+    ("  method: parallel\n", "  method: parallel\n  regularisation: {rate: 1.0}\n", "  regularisation: {rate: 1.0}",
+     "training.regularisation: e-prop's setting"),
 ])
 def test_parallel_job_errors_name_the_line(tmp_path, old, new, line, message):
     from spikeforge.errors import ConfigError
@@ -346,3 +349,19 @@ def test_evaluate_runs_forward_only_with_the_losses_of_a_learning_batch(readout)
     np.testing.assert_array_equal(forward["y"], learning["y"])
     np.testing.assert_allclose(forward["loss"], learning["loss"], rtol=1e-12)
     assert forward["loss"].shape == (3,) and np.all(forward["loss"] > 0)
+
+
+def test_parallel_method_in_the_older_job_form_is_refused_at_its_line(tmp_path):
+    from spikeforge.errors import ConfigError
+    from spikeforge.training.config import load_training
+    from tests.test_trainer_compiler import OLD_JOB
+
+    text = OLD_JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  method: parallel\n")
+    assert text != OLD_JOB
+    path = tmp_path / "old.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="the parallel method trains a network description") as err:
+        load_training(path)
+    assert err.value.line == text.splitlines().index("  method: parallel") + 1
+    path.write_text(OLD_JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  method: eprop\n"))
+    assert load_training(path).epochs >= 1

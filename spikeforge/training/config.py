@@ -409,8 +409,10 @@ class _TrainLoader(Reader):
                           "exact gradients by backpropagation through time: leave it out", self.kline(node, key))
         projections = self.get_mapping(self._network_node, "projections", "network")
 
-        def locate(err):  # a projection named in the error: the line of its entry
-            return next((self.kline(projections, q) for q in projections if f"'{q}'" in str(err)), None)
+        def locate(err):  # a projection named in the error: the line of its entry; else the key named
+            found = next((self.kline(projections, q) for q in projections if f"'{q}'" in str(err)), None)
+            return found or next((self.vline(node, k) for k in ("surrogate", "gamma") if k in node and
+                                  str(err).startswith(k)), None)
 
         with self.building(self.vline(node, "method"), locate):
             check_feed_forward(net, list(stack))
