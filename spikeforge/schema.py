@@ -174,6 +174,7 @@ def training_schema() -> dict:
         "regularisation": _mapping(keys["network.regularisation"], {"rate": NUMBER, "target_hz": QUANTITY})},
         required=("hidden",))
     training = _mapping(keys["training"], {
+        "method": _enum(training_config.METHODS),
         "epochs": {"type": "integer", "minimum": 1}, "batch_size": {"type": "integer", "minimum": 1},
         "lr": NUMBER, "lr_schedule": {"anyOf": [schedule, {"type": "null"}]}, "reduce": _enum(("mean", "sum")),
         "seed": COUNT, "init_scale": NUMBER, "checkpoint": {"type": "string"},

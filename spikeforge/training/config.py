@@ -67,7 +67,8 @@ JOB_KEYS = {
     "network": ("hidden", "recurrent", "tau_out", "feedback", "surrogate", "gamma", "regularisation", "precision"),
     "network.hidden": ("model", "size", "params"),
     "network.regularisation": ("rate", "target_hz"),
-    "training": ("epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale", "checkpoint", "clamp"),
+    "training": ("method", "epochs", "batch_size", "lr", "lr_schedule", "reduce", "seed", "init_scale", "checkpoint",
+                 "clamp"),
 }
 #: A job whose ``network:`` is an ordinary network description (docs/yaml.md): the keys of its
 #: ``training:`` section, which also names the roles of the network's populations and projections.
@@ -78,6 +79,10 @@ NETWORK_JOB_KEYS = {
     "training.regularisation": ("rate", "target_hz"),
 }
 OPTIMISERS = ("adam", "sgd")
+#: training.method: e-prop (online, forward in time) or time-parallel BPTT (feed-forward networks)
+METHODS = ("eprop", "parallel")
+#: keys of e-prop's alone: refused, at their line, in a job of the parallel method
+EPROP_ONLY = ("feedback", "regularisation")
 FEEDBACK = ("symmetric", "random")
 #: For each kind of training.lr_schedule: its keys besides kind and warmup_steps, and those required.
 SCHEDULE_KINDS = {
@@ -346,6 +351,7 @@ class _TrainLoader(Reader):
         if output not in READOUTS:
             self.fail(f"training.readout_output: expected {', '.join(READOUTS)}, got '{output}'",
                       self.vline(node, "readout_output"))
+        method = self.method(node)
         opt = self.get_mapping(node, "optimiser", "training")
         self.check_keys(opt, keys["training.optimiser"], "training.optimiser")
         kind = self.get_str(opt, "kind", "training.optimiser", "adam")
@@ -369,6 +375,10 @@ class _TrainLoader(Reader):
                 beta1=self.get_number(opt, "beta1", "training.optimiser", 0.9),
                 beta2=self.get_number(opt, "beta2", "training.optimiser", 0.999),
                 eps=self.get_number(opt, "eps", "training.optimiser", 1e-8, positive=True))
+        if method == "parallel":
+            compiler = self.parallel_compiler(net, node, loss, optimiser, output, (inputs, *hidden, readout))
+            return {"compiler": compiler, "inputs": inputs, "hidden": hidden if len(hidden) > 1 else hidden[0],
+                    "readout": readout, "trainable": list(trainable)}
         with self.building(self.kline(node, "inputs")):
             compiler = EpropCompiler(
                 loss=loss, optimiser=optimiser, readout=output,
@@ -381,6 +391,35 @@ class _TrainLoader(Reader):
         return {"compiler": compiler, "inputs": inputs, "hidden": hidden if len(hidden) > 1 else hidden[0],
                 "readout": readout, "trainable": list(trainable)}
 
+    def method(self, node: LineDict) -> str:
+        """``training.method``: eprop (the default) or parallel."""
+        method = self.get_str(node, "method", "training", "eprop")
+        if method not in METHODS:
+            self.fail(f"training.method: expected {' or '.join(METHODS)}, got '{method}'", self.vline(node, "method"))
+        return method
+
+    def parallel_compiler(self, net: Network, node: LineDict, loss: str, optimiser, output: str, stack):
+        """The time-parallel method's compiler; what it cannot train refused at its line: e-prop's
+        own keys, a recurrent projection (its line under network.projections)."""
+        from .parallel import ParallelCompiler, check_feed_forward
+
+        for key in EPROP_ONLY:
+            if key in node:
+                self.fail(f"training.{key}: e-prop's setting; the parallel method (training.method) computes "
+                          "exact gradients by backpropagation through time: leave it out", self.kline(node, key))
+        projections = self.get_mapping(self._network_node, "projections", "network")
+
+        def locate(err):  # a projection named in the error: the line of its entry; else the key named
+            found = next((self.kline(projections, q) for q in projections if f"'{q}'" in str(err)), None)
+            return found or next((self.vline(node, k) for k in ("surrogate", "gamma") if k in node and
+                                  str(err).startswith(k)), None)
+
+        with self.building(self.vline(node, "method"), locate):
+            check_feed_forward(net, list(stack))
+            return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output,
+                                    surrogate=self.get_str(node, "surrogate", "training", "triangular"),
+                                    gamma=self.get_number(node, "gamma", "training", 0.3))
+
     def job(self, top) -> TrainingJob:
         top = self.check_mapping(top, "the file", 1)
         self.check_keys(top, JOB_KEYS[""], "the file", required=("data", "network"))
@@ -392,11 +431,16 @@ class _TrainLoader(Reader):
         node = self.get_mapping(top, "training", "")
         described = "populations" in self.get_mapping(top, "network", "")
         if described:  # an ordinary network and the roles of its parts
+            self._network_node = self.get_mapping(top, "network", "")
             cfg = self.described_network(top, name, dt, train)
             roles = self.roles(cfg, node, train, loss)
         else:
             cfg, roles = self.network(top, name, dt, train.n_inputs, train.n_outputs, loss), {}
             self.check_keys(node, JOB_KEYS["training"], "training")
+            if self.method(node) == "parallel":
+                self.fail("training.method: the parallel method trains a network description (network.populations "
+                          "and network.projections, with training.inputs, hidden, readout and trainable)",
+                          self.vline(node, "method"))
         lr = self.get_number(node, "lr", "training", 1e-3)
         if lr < 0:
             self.fail(f"training.lr: must not be negative, got {lr!r}", self.vline(node, "lr"))

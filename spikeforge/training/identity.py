@@ -89,8 +89,12 @@ def first_difference(a: dict, b: dict) -> tuple[str, object, object] | None:
     """The first dotted field where the descriptions ``a`` and ``b`` differ, in ``a``'s
     order (then ``b``'s extra fields), with both values; None when they are equal."""
     fa, fb = flatten(canonical(a)), flatten(canonical(b))
-    for key in [*fa, *(k for k in fb if k not in fa)]:
-        va, vb = fa.get(key, MISSING), fb.get(key, MISSING)
+    keys = [*fa, *(k for k in fb if k not in fa)]
+    # the training method first (a description without one is e-prop's): it explains the rest
+    keys.sort(key=lambda k: not k.endswith("compiler.method"))
+    for key in keys:
+        default = "eprop" if key.endswith("compiler.method") else MISSING
+        va, vb = fa.get(key, default), fb.get(key, default)
         if va != vb:
             return key, va, vb
     return None
@@ -128,19 +132,30 @@ def describe_network_job(network, compiler, inputs, hidden, readout, trainable) 
                 "synapses": int(q.n_synapses), "delay_steps": int(q.delay_steps or 0),
                 "params": {k: _values(v) for k, v in sorted({**q.wu_params, **q.ps_params}.items())}}
 
-    feedback = compiler.feedback
     described = {
         "dt": float(network.dt), "precision": network.precision, "seed": int(network.seed),
         "populations": {name: pop(p) for name, p in network.populations.items()},
         "projections": {name: proj(q) for name, q in network.projections.items()},
         "roles": {"inputs": inputs, "hidden": hidden, "readout": readout, "trainable": list(trainable)},
-        "compiler": {"loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
-                     "feedback": ({k: f.name for k, f in feedback.items()} if isinstance(feedback, dict)
-                                  else feedback.name),
-                     "surrogate": str(compiler.surrogate), "gamma": compiler.gamma, "reg_rate": compiler.reg_rate,
-                     "reg_target_hz": compiler.reg_target_hz},
+        "compiler": _describe_compiler(compiler),
     }
     readout_kind = getattr(compiler, "readout", None)
     if readout_kind is not None and readout_kind.aggregated:  # per step: as before readouts were named
         described["compiler"]["readout"] = readout_kind.name
     return described
+
+
+def _describe_compiler(compiler) -> dict:
+    """The training method's settings. E-prop's carry no ``method`` key (as before there was a
+    second method: its checkpoints keep loading); the time-parallel method's say
+    ``method: parallel``, so a checkpoint of one method is refused by a job of the other."""
+    from .parallel import ParallelCompiler
+
+    if isinstance(compiler, ParallelCompiler):
+        return {"method": "parallel", "loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
+                "surrogate": str(compiler.surrogate), "gamma": compiler.gamma}
+    feedback = compiler.feedback
+    return {"loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
+            "feedback": ({k: f.name for k, f in feedback.items()} if isinstance(feedback, dict) else feedback.name),
+            "surrogate": str(compiler.surrogate), "gamma": compiler.gamma, "reg_rate": compiler.reg_rate,
+            "reg_target_hz": compiler.reg_target_hz}

@@ -41,7 +41,7 @@ from ..models.neuron import INPUT_NAME, NeuronModel
 from ..models.synapse import IN_SYN_NAME, PostsynapticModel
 from ..models.variables import Constant
 from ..rng import stream_id
-from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss
+from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss, make_readout
 from .spike_rules import DRAW_SITE, SpikeRule, make_spike_rule
 
 #: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
@@ -322,8 +322,11 @@ class ParallelCompiler:
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
-                 reg_target_hz: float = 10.0):
+                 reg_target_hz: float = 10.0, readout="per_step"):
         self.loss = make_loss(loss)  # per step over the mask window, as e-prop's per_step readout
+        # a readout that aggregates over the window: its error table comes from the host after the
+        # forward pass (the whole sequence is known then), in place of the error kernel's
+        self.readout = make_readout(readout)
         self.optimiser = optimiser if optimiser is not None else Adam()
         if not isinstance(self.optimiser, Optimiser):
             raise NetworkError(f"optimiser must be an Optimiser (Adam, SGD), got {optimiser!r}")
@@ -872,7 +875,9 @@ class CompiledParallel:
         self.backend.push("eprop_mask", mask)
         out = self.forward(x, values, draw)
         y = out[readout.name]["v"]
-        for index in range(self.n_forward, self.n_backward):
+        first = self.n_forward if not self.compiler.readout.aggregated else self._aggregated_error(y, mask, labels,
+                                                                                                   targets)
+        for index in range(first, self.n_backward):
             self.backend.custom_update(index)
         grads = {}
         for q in self.network.projections.values():
@@ -893,6 +898,16 @@ class CompiledParallel:
                 hyper[0] = lr
             self.backend.push("eprop_optimiser", hyper)
             self.backend.custom_update(index)
+
+    def _aggregated_error(self, y, mask, labels, targets) -> int:
+        """For a readout that aggregates over the window: the loss of each instance and the error
+        of every step (``err_t = dLoss/doutput doutput/dy_t``, the readout object's host code)
+        written in place of the error kernel's; the index of the first backward kernel after it."""
+        B = self.network.batch_size
+        loss, err, _ = self.compiler.readout.loss_and_error(self.compiler.loss, y, mask, labels, targets)
+        self.backend.push("par_err", np.ascontiguousarray(err.transpose(1, 0, 2)).reshape(B, -1))
+        self.backend.push("par_loss", np.asarray(loss, dtype=np.float64).reshape(B, 1))
+        return self.n_forward + 1  # the error kernel comes first in the backward pass
 
     def close(self):
         self.simulation.close()

@@ -118,8 +118,8 @@ def _check_job(config, optimizer, init_scale, compiler, inputs, hidden, readout,
 
     if isinstance(config, Network):
         if compiler is None or any(v is None for v in (inputs, hidden, readout, trainable)):
-            raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) and the names inputs=, "
-                               "hidden=, readout= and trainable=")
+            raise NetworkError("Trainer: a Network needs compiler=EpropCompiler(...) (or ParallelCompiler(...)) and "
+                               "the names inputs=, hidden=, readout= and trainable=")
         if optimizer is not None:
             raise NetworkError("Trainer: with a Network, the optimiser is the compiler's "
                                "(EpropCompiler(optimiser=...)); leave optimizer out")
@@ -162,7 +162,8 @@ def _check_run_options(seed, init_scale, threads, clamp):
 class Trainer:
     """Trains a network with e-prop: an :class:`EpropConfig`, or a
     :class:`~spikeforge.network.Network` with a ``compiler``
-    (:class:`~.compiler.EpropCompiler`) and the names of its ``inputs``, ``hidden`` and
+    (:class:`~.compiler.EpropCompiler`, or :class:`~.parallel.ParallelCompiler` for
+    time-parallel BPTT of a feed-forward network) and the names of its ``inputs``, ``hidden`` and
     ``readout`` populations and ``trainable`` projections (see the module docstring).
 
     ``reduce`` says how per-instance gradients combine across the batch (``mean`` or
@@ -222,6 +223,8 @@ class Trainer:
         """The compiler's runtime: of the network given, or of the EpropConfig translated."""
         from .distributed import pin_gpu
         from .network_runtime import CompiledRuntime, NetworkJob, copy_with_batch, network_weights, translate
+        from .parallel import ParallelCompiler
+        from .parallel_runtime import ParallelRuntime
 
         local = self.batch_size // self.comm.size
         options = {"device": pin_gpu(self.comm.local_rank)} if chosen.gpu else {}
@@ -232,7 +235,8 @@ class Trainer:
         trainable = list(trainable)
         job = NetworkJob(copy_with_batch(self.network, local), compiler, inputs, hidden, readout, trainable,
                          backend=self.backend, backend_options=options)
-        runtime = CompiledRuntime(job, network_weights(job), threads=threads)
+        kind = ParallelRuntime if isinstance(compiler, ParallelCompiler) else CompiledRuntime
+        runtime = kind(job, network_weights(job), threads=threads)
         runtime.check()  # names, models and the rest of the job, before any data is read
         return runtime
 
@@ -255,7 +259,7 @@ class Trainer:
         return SimpleNamespace(n_inputs=plan.inputs.size, n_outputs=plan.readout.size, dt=plan.dt,
                                classify=classify, n_hidden=sum(h.size for h in plan.hidden),
                                loss=self.runtime.job.compiler.loss.name, clamped=clamped, names=tuple(names),
-                               readout=self.runtime.job.compiler.readout)
+                               readout=getattr(self.runtime.job.compiler, "readout", None) or PerStep())
 
     # -- weights ---------------------------------------------------------------------------
     @property
@@ -356,7 +360,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=max(0, epochs - self.epoch) * math.ceil(len(train) / self.batch_size),
-                       unit="batch", desc="e-prop", leave=True)
+                       unit="batch", desc=self._method(), leave=True)
         try:
             while self.epoch < epochs:
                 epoch = self.epoch
@@ -535,6 +539,12 @@ class Trainer:
         return {"network": {"name": self._name(), **self._network_description()},
                 "trainer": {**self.training_description(), "lr": describe_schedule(self.lr), "seed": int(self.seed),
                             "init_scale": float(self.init_scale), "backend": self.backend}}
+
+    def _method(self) -> str:
+        """The training method, as the progress bar names it."""
+        from .parallel import ParallelCompiler
+
+        return "parallel" if isinstance(self._roles[0], ParallelCompiler) else "e-prop"
 
     def _name(self) -> str:
         return self.network.name if self.network is not None else self.config.name

@@ -1,0 +1,143 @@
+"""What the :class:`~.trainer.Trainer` drives for the time-parallel method: a network compiled
+by :class:`~.parallel.ParallelCompiler`, seen through the runtime interface of
+:class:`~.network_runtime.CompiledRuntime` (weights, Adam moments, minibatches, gradient
+sums, optimiser steps; one compiled network per trial length, a short batch padded).
+
+The weights keep the names of the compiler's path (``<projection>_w`` as [pre][post]
+matrices, ``<readout>_p_bias``). A padded batch's extra instances run (on zero inputs) but
+neither their losses nor their gradients count: the optimiser sums the first ``batch``
+instances only.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from ..errors import NetworkError
+from .network_runtime import CompiledRuntime
+
+
+class ParallelRuntime(CompiledRuntime):
+    """The trainer's runtime for a :class:`~.parallel.ParallelCompiler` job."""
+
+    def _compile(self, n_steps: int, activate: bool = True):
+        if n_steps not in self.compiled:
+            j = self.job
+            self.compiled[n_steps] = j.compiler.compile(j.network, inputs=j.inputs, hidden=j.hidden,
+                                                         readout=j.readout, trainable=j.trainable, n_steps=n_steps,
+                                                         backend=j.backend, threads=self.threads, **j.backend_options)
+        c = self.compiled[n_steps]
+        if activate and c is not self._active:
+            state_w, state_m = (self.get_weights(), self.moments()) if self._weights else ({}, {})
+            self._active = c
+            self.set_weights(state_w)
+            self.set_moments(state_m)
+        return c
+
+    def _gradient_array(self, array: str) -> str:
+        readout = self._active.layers[-1].name
+        if array == f"{readout}_p_bias":
+            return f"par_{readout}_grad_bias"
+        return f"{array[:-2]}_par_grad"
+
+    @property
+    def plan(self):
+        """What the trainer reads of a plan: the inputs, hidden layers, readout, dt and the
+        trainable projections into hidden layers (the ones ``clamp`` bounds)."""
+        self.check()
+        c, net = self._active, self.job.network
+        hidden, readout = c.layers[:-1], c.layers[-1]
+        trained = {name[:-2] for name in self.names if name.endswith("_w")}
+        into_hidden = [q for q in net.projections.values() if q.post in hidden and q.name in trained]
+        return SimpleNamespace(inputs=c.inputs, hidden=hidden, readout=readout, dt=net.dt,
+                               hidden_projections=into_hidden)
+
+    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
+        """As :meth:`CompiledRuntime.run_batch`: ``y`` (T, B, K), per-instance ``loss``,
+        ``hidden_spikes`` (B, hidden neurons: counts over the trial), ``output`` (each trial's:
+        see :class:`~.objectives.Readout`) and, with ``learn`` and ``grads``, the per-instance gradients.
+        ``learn=False`` runs the forward pass and the loss only (no adjoint scans, no gradients)."""
+        x = np.asarray(x)
+        T, n = x.shape[0], x.shape[1]
+        if n > self.batch_size:
+            raise NetworkError(f"a batch of {n} instances, but the network was compiled for {self.batch_size}")
+        c = self._compile(T)
+        pad = self.batch_size - n
+        if pad:
+            x = np.concatenate([x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
+            if labels is not None:
+                labels = np.concatenate([np.asarray(labels), np.zeros(pad, dtype=np.asarray(labels).dtype)])
+            if targets is not None:
+                targets = np.asarray(targets)
+                targets = np.concatenate([targets, np.zeros((T, pad, *targets.shape[2:]))], axis=1)
+        out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
+                                                                                              targets)
+        self._n = n
+        counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
+                  for h in c.layers[:-1]]
+        y = np.asarray(out["y"])[:, :n]
+        output = c.compiler.readout.output(y, mask)
+        result = {"y": y, "loss": np.asarray(out["loss"])[:n], "hidden_spikes": np.concatenate(counts, axis=1)[:n],
+                  "output": output}
+        if learn and grads:
+            result["grads"] = {}
+            for name, wt in self.names.items():
+                g = c.backend.pull(self._gradient_array(wt.array)).reshape(self.batch_size, -1)[:n]
+                result["grads"][name] = np.stack([wt.from_compiled(row) for row in g])
+        return result
+
+    @staticmethod
+    def _forward(c, x, mask, labels, targets) -> dict:
+        """The forward pass and each instance's loss: the error kernel (the loss object's code)
+        for the per-step readout, the readout object's host code for one that aggregates."""
+        B, readout = c.network.batch_size, c.layers[-1]
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != (c.n_steps,) or not np.all(np.isfinite(mask)):
+            raise NetworkError(f"mask must be {c.n_steps} finite numbers, got shape {mask.shape}")
+        c.compiler.loss.feed(c.backend, B, readout.size, c.n_steps, labels, targets)
+        c.backend.push("eprop_mask", mask)
+        y = c.forward(x, values=False)[readout.name]["v"]
+        if c.compiler.readout.aggregated:
+            loss = c.compiler.readout.loss_and_error(c.compiler.loss, y, mask, labels, targets)[0]
+        else:
+            c.backend.custom_update(c.n_forward)  # the error kernel: the first of the backward pass
+            loss = c.backend.pull("par_loss").reshape(B)
+        return {"y": y, "loss": np.asarray(loss)}
+
+    def gradient_sums(self) -> dict[str, np.ndarray]:
+        """float64 gradients of the last batch, summed over its instances."""
+        out = {}
+        for name, wt in self.names.items():
+            g = self._active.backend.pull(self._gradient_array(wt.array)).reshape(self.batch_size, -1)[: self._n]
+            out[name] = wt.from_compiled(g.sum(axis=0, dtype=np.float64))
+        return out
+
+    def set_gradient(self, name: str, gradient: np.ndarray, scale: float):
+        """Make ``gradient * scale`` the only instance's gradient of weight ``name`` (a reduced,
+        e.g. all-reduced, gradient) for :meth:`step` with ``batch=1``."""
+        wt = self.names[name]
+        if self._active is None:
+            self._compile(1)
+        gname = self._gradient_array(wt.array)
+        g = self._active.backend.pull(gname)
+        first = g.reshape(self.batch_size, -1)[0]
+        first[...] = wt.to_compiled(gradient)
+        first *= scale
+        self._active.backend.push(gname, g)
+
+    def step(self, *, batch: int, mean: bool, lr: float, step: int, clamp: dict):
+        """One optimiser step of every trainable array from the first ``batch`` instances'
+        gradients (``clamp``: weight name -> (lo, hi))."""
+        c = self._active
+        if not 1 <= batch <= self.batch_size:
+            raise NetworkError(f"a step over {batch} instances, but the network runs {self.batch_size}")
+        bounds = {self.names[k].array: v for k, v in clamp.items()}
+        c.steps_taken = int(step)
+        for index in range(c.n_backward, len(c.spec.custom_updates)):
+            target = c.spec.custom_updates[index].name[len("optimiser_"):]
+            hyper = c.compiler.optimiser.hyper(int(step), batch, mean, bounds.get(target))
+            hyper[0] = lr
+            c.backend.push("eprop_optimiser", hyper)
+            c.backend.custom_update(index)
