@@ -266,17 +266,13 @@ class CompiledRuntime:
             self._push_feedback(c)
 
     # -- running -------------------------------------------------------------------------------
-    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
-        """Run one minibatch; ``x`` is (T, B, n_inputs). Returns the readout traces ``y`` (T,
-        B, n_outputs), the losses and the hidden spike counts per instance and, when learning
-        and ``grads``, the per-instance gradients by the trainer's names (arrays with a leading
-        batch axis). ``learn=False`` runs the forward pass only. A batch smaller than the
-        compiled one is padded with silent instances."""
+    def _padded(self, x, labels, targets) -> tuple:
+        """A minibatch of ``n`` <= the compiled batch, padded with silent instances:
+        ``(x, labels, targets, n)``."""
         x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
         if n > self.batch_size:
             raise NetworkError(f"a batch of {n} instances, but the network was compiled for {self.batch_size}")
-        c = self._compile(T)
         pad = self.batch_size - n
         if pad:
             x = np.concatenate([x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
@@ -285,6 +281,17 @@ class CompiledRuntime:
             if targets is not None:
                 targets = np.asarray(targets)
                 targets = np.concatenate([targets, np.zeros((T, pad, *targets.shape[2:]))], axis=1)
+        return x, labels, targets, n
+
+    def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
+        """Run one minibatch; ``x`` is (T, B, n_inputs). Returns the readout traces ``y`` (T,
+        B, n_outputs), the losses and the hidden spike counts per instance and, when learning
+        and ``grads``, the per-instance gradients by the trainer's names (arrays with a leading
+        batch axis). ``learn=False`` runs the forward pass only. A batch smaller than the
+        compiled one is padded with silent instances."""
+        x, labels, targets, n = self._padded(x, labels, targets)
+        T = x.shape[0]
+        c = self._compile(T)
         out = c.run_batch(x, mask, labels=labels, targets=targets, learn=learn)
         self._n = n
         result = {"y": out["y"][:, :n], "loss": out["loss"][:n], "hidden_spikes": out["hidden_spikes"][:n],

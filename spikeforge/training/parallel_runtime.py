@@ -59,19 +59,9 @@ class ParallelRuntime(CompiledRuntime):
         ``hidden_spikes`` (B, hidden neurons: counts over the trial), ``output`` (each trial's:
         see :class:`~.objectives.Readout`) and, with ``learn`` and ``grads``, the per-instance gradients.
         ``learn=False`` runs the forward pass and the loss only (no adjoint scans, no gradients)."""
-        x = np.asarray(x)
-        T, n = x.shape[0], x.shape[1]
-        if n > self.batch_size:
-            raise NetworkError(f"a batch of {n} instances, but the network was compiled for {self.batch_size}")
+        x, labels, targets, n = self._padded(x, labels, targets)
+        T = x.shape[0]
         c = self._compile(T)
-        pad = self.batch_size - n
-        if pad:
-            x = np.concatenate([x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
-            if labels is not None:
-                labels = np.concatenate([np.asarray(labels), np.zeros(pad, dtype=np.asarray(labels).dtype)])
-            if targets is not None:
-                targets = np.asarray(targets)
-                targets = np.concatenate([targets, np.zeros((T, pad, *targets.shape[2:]))], axis=1)
         out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
                                                                                               targets)
         self._n = n
