@@ -104,37 +104,48 @@ def make_data(steps: int, n_samples: int, seed: int = 0):
 # --------------------------------------------------------------------------- spikeforge worker
 
 
-def eprop_worker(cfg: dict) -> dict:
+def spike_dataset(steps: int, n_samples: int):
+    """:func:`make_data` as a SpikeDataset (the spikes only), readout window from the mask."""
     import numpy as np
 
-    from spikeforge.models.builtins import LIF_SUBTRACTIVE
     from spikeforge.training.datasets import SpikeDataset
-    from spikeforge.training.model import EpropConfig
-    from spikeforge.training.trainer import Trainer
 
-    steps, batch, batches = cfg["steps"], cfg["batch"], cfg["batches"]
-    x, labels, mask = make_data(steps, batch * batches)
+    x, labels, mask = make_data(steps, n_samples)
     sample, step, channel = np.nonzero(x.transpose(1, 0, 2))  # sample-major
     offsets = np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=x.shape[1]))])
     first = int(np.argmax(mask))
-    data = SpikeDataset(step * DT, channel, offsets, n_inputs=N_IN, n_outputs=N_OUT, duration=steps * DT, dt=DT,
+    return SpikeDataset(step * DT, channel, offsets, n_inputs=N_IN, n_outputs=N_OUT, duration=steps * DT, dt=DT,
                         labels=labels, readout_window=(first * DT, steps * DT))
-    net = EpropConfig(N_IN, N_HIDDEN, N_OUT, LIF_SUBTRACTIVE, {"tau_m": TAU_M, "v_th": V_TH, "r_m": TAU_M / DT},
-                      tau_out=TAU_OUT, dt=DT, name="bench_eprop_vs_snntorch")
-    trainer = Trainer(net, batch_size=batch, lr=1e-3, threads=cfg["threads"])
-    out = {"side": "spikeforge e-prop", "steps": steps, "setup_peak_rss_mb": peak_rss_mb()}
-    del x, sample, step, channel  # the data set holds the spikes
+
+
+def time_fit(trainer, data, batches: int, repeats: int, out: dict) -> dict:
+    """Seconds per minibatch of ``trainer.fit`` (median of ``repeats`` epochs after a warm-up
+    epoch), the firing rate, the other load and the memory window, added to ``out``."""
     out["rss_before_mb"] = start_memory_window()
     trainer.fit(data, epochs=1, progress=False)  # warm-up: sizes the per-batch arrays
     meter = LoadMeter()
     with meter.measure():
-        trainer.fit(data, epochs=1 + cfg["repeats"], progress=False)
+        trainer.fit(data, epochs=1 + repeats, progress=False)
     per_batch = [h["seconds"] / batches for h in trainer.history[1:]]
     out.update(seconds_per_batch=statistics.median(per_batch), seconds_per_batch_all=per_batch,
                rate_hz=trainer.history[-1]["train_rate_hz"], training_peak_rss_mb=peak_rss_mb(), **meter.as_dict())
     out["peak_rss_mb"] = max(out["setup_peak_rss_mb"], out["training_peak_rss_mb"])
     out["training_mb"] = out["training_peak_rss_mb"] - out["rss_before_mb"]
     return out
+
+
+def eprop_worker(cfg: dict) -> dict:
+    from spikeforge.models.builtins import LIF_SUBTRACTIVE
+    from spikeforge.training.model import EpropConfig
+    from spikeforge.training.trainer import Trainer
+
+    steps, batch, batches = cfg["steps"], cfg["batch"], cfg["batches"]
+    data = spike_dataset(steps, batch * batches)
+    net = EpropConfig(N_IN, N_HIDDEN, N_OUT, LIF_SUBTRACTIVE, {"tau_m": TAU_M, "v_th": V_TH, "r_m": TAU_M / DT},
+                      tau_out=TAU_OUT, dt=DT, name="bench_eprop_vs_snntorch")
+    trainer = Trainer(net, batch_size=batch, lr=1e-3, threads=cfg["threads"])
+    out = {"side": "spikeforge e-prop", "steps": steps, "setup_peak_rss_mb": peak_rss_mb()}
+    return time_fit(trainer, data, batches, cfg["repeats"], out)
 
 
 # --------------------------------------------------------------------------- snnTorch worker

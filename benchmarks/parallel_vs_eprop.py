@@ -65,7 +65,9 @@ from eprop_vs_snntorch import (  # noqa: E402
     TAU_OUT,
     V_TH,
     make_data,
+    spike_dataset,
     start_memory_window,
+    time_fit,
 )
 
 TORCH_PYTHON = HERE / ".env-torch" / "bin" / "python"
@@ -145,35 +147,16 @@ def parallel_worker(cfg: dict) -> dict:
 
 
 def eprop_worker(cfg: dict) -> dict:
-    import numpy as np
-
-    from spikeforge.training.datasets import SpikeDataset
     from spikeforge.training.model import EpropConfig
     from spikeforge.training.trainer import Trainer
 
     steps, batch, batches = cfg["steps"], cfg["batch"], cfg["batches"]
-    x, labels, mask = make_data(steps, batch * batches)
-    sample, step, channel = np.nonzero(x.transpose(1, 0, 2))  # sample-major
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(sample, minlength=x.shape[1]))])
-    first = int(np.argmax(mask))
-    data = SpikeDataset(step * DT, channel, offsets, n_inputs=N_IN, n_outputs=N_OUT, duration=steps * DT, dt=DT,
-                        labels=labels, readout_window=(first * DT, steps * DT))
+    data = spike_dataset(steps, batch * batches)
     net = EpropConfig(N_IN, N_HIDDEN, N_OUT, _paralif(), {}, recurrent=False, tau_out=TAU_OUT, dt=DT,
                       name="bench_parallel_vs_eprop_e")
     trainer = Trainer(net, batch_size=batch, lr=1e-3, threads=cfg["threads"])
     out = {"side": SIDES["eprop"], "steps": steps, "setup_peak_rss_mb": peak_rss_mb()}
-    del x, sample, step, channel  # the data set holds the spikes
-    out["rss_before_mb"] = start_memory_window()
-    trainer.fit(data, epochs=1, progress=False)  # warm-up: sizes the per-batch arrays
-    meter = LoadMeter()
-    with meter.measure():
-        trainer.fit(data, epochs=1 + cfg["repeats"], progress=False)
-    per_batch = [h["seconds"] / batches for h in trainer.history[1:]]
-    out.update(seconds_per_batch=statistics.median(per_batch), seconds_per_batch_all=per_batch,
-               rate_hz=trainer.history[-1]["train_rate_hz"], training_peak_rss_mb=peak_rss_mb(), **meter.as_dict())
-    out["peak_rss_mb"] = max(out["setup_peak_rss_mb"], out["training_peak_rss_mb"])
-    out["training_mb"] = out["training_peak_rss_mb"] - out["rss_before_mb"]
-    return out
+    return time_fit(trainer, data, batches, cfg["repeats"], out)
 
 
 # --------------------------------------------------------------------------- snnTorch worker
