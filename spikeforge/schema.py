@@ -24,6 +24,7 @@ from . import config
 from .models import builtins
 from .training import config as training_config
 from .training.objectives import READOUTS
+from .training.spike_rules import RULES
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -183,6 +184,11 @@ def training_schema() -> dict:
     described = {k: v for k, v in network_schema().items() if k not in ("$schema", "$id", "title", "description")}
     described["description"] = "an ordinary network description (docs/yaml.md) without batch_size and duration"
     net_keys = training_config.NETWORK_JOB_KEYS
+    # training.spike (the parallel method): a rule's name, or {rule: NAME, <its constructor's options>}
+    gradients = sorted({g for r in RULES.values() for g in getattr(r, "GRADIENTS", ())})
+    spike = {"anyOf": [_enum(tuple(RULES)), _mapping(training_config.SPIKE_KEYS, {
+        "rule": _enum(tuple(RULES)), "temperature": NUMBER, "gradient": _enum(tuple(gradients)),
+        "hard": {"type": "boolean"}}, required=("rule",))]}
     roles = _mapping(net_keys["training"], {
         **training["properties"], "inputs": NAME, "readout": NAME,
         "hidden": {"anyOf": [NAME, {"type": "array", "items": NAME}]},
@@ -192,7 +198,7 @@ def training_schema() -> dict:
                                                                "beta1": NUMBER, "beta2": NUMBER, "eps": NUMBER}),
         "feedback": {"anyOf": [_enum(training_config.FEEDBACK), _named(_enum(training_config.FEEDBACK))]},
         "surrogate": network["properties"]["surrogate"], "gamma": NUMBER,
-        "regularisation": network["properties"]["regularisation"]},
+        "regularisation": network["properties"]["regularisation"], "spike": spike},
         required=("inputs", "hidden", "readout", "trainable"))
     top = _mapping(keys[""], {"name": NAME, "dt": QUANTITY, "models": _named(_user_model()), "data": data,
                               "network": {"anyOf": [network, described]},

@@ -236,8 +236,6 @@ def test_spikeforge_train_runs_a_parallel_job(tmp_path, capsys):
      "projection 'hid_hid' from 'hid' to 'hid' is recurrent"),
     ("  lr: 0.01\n", "  lr: 0.01\n  feedback: random\n", "  feedback: random", "training.feedback: e-prop's setting"),
     ("  lr: 0.01\n", "  lr: 0.01\n  surrogate: smooth\n", "  surrogate: smooth", "surrogate must be one of"),
-    ("  method: parallel\n", "  method: parallel\n  regularisation: {rate: 1.0}\n", "  regularisation: {rate: 1.0}",
-     "training.regularisation: e-prop's setting"),
 ])
 def test_parallel_job_errors_name_the_line(tmp_path, old, new, line, message):
     from spikeforge.errors import ConfigError

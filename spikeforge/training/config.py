@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MemoryLimitError
+from ..errors import ConfigError, MemoryLimitError, NetworkError
 from ..frontend import LineDict, Reader, parse, plain, show
 from ..network import Network
 from . import datasets, schedules
@@ -74,7 +74,8 @@ JOB_KEYS = {
 #: ``training:`` section, which also names the roles of the network's populations and projections.
 NETWORK_JOB_KEYS = {
     "training": ("inputs", "hidden", "readout", "trainable", "loss", "readout_output", "optimiser", "feedback",
-                 "surrogate", "gamma", "regularisation", *(k for k in JOB_KEYS["training"] if k != "init_scale")),
+                 "surrogate", "gamma", "regularisation", "spike",
+                 *(k for k in JOB_KEYS["training"] if k != "init_scale")),
     "training.optimiser": ("kind", "beta1", "beta2", "eps"),
     "training.regularisation": ("rate", "target_hz"),
 }
@@ -82,7 +83,12 @@ OPTIMISERS = ("adam", "sgd")
 #: training.method: e-prop (online, forward in time) or time-parallel BPTT (feed-forward networks)
 METHODS = ("eprop", "parallel")
 #: keys of e-prop's alone: refused, at their line, in a job of the parallel method
-EPROP_ONLY = ("feedback", "regularisation")
+EPROP_ONLY = ("feedback",)
+#: keys of the parallel method's alone: refused, at their line, in a job of e-prop
+PARALLEL_ONLY = ("spike",)
+#: the keys of ``training.spike`` given as a mapping: ``rule`` and the options of the rules'
+#: constructors (:mod:`.spike_rules`; :func:`spike_options` says which rule takes which)
+SPIKE_KEYS = ("rule", "temperature", "gradient", "hard")
 FEEDBACK = ("symmetric", "random")
 #: For each kind of training.lr_schedule: its keys besides kind and warmup_steps, and those required.
 SCHEDULE_KINDS = {
@@ -91,6 +97,17 @@ SCHEDULE_KINDS = {
     "exponential": (("gamma", "per"), ("gamma",)),
     "cosine": (("min_lr",), ()),
 }
+
+
+def spike_options(rule: str) -> tuple[str, ...]:
+    """The options ``training.spike`` may give spike rule ``rule``: its constructor's keywords."""
+    from .spike_rules import RULES
+
+    init = RULES[rule].__init__
+    if init is object.__init__:
+        return ()
+    return tuple(name for name, param in inspect.signature(init).parameters.items()
+                 if name != "self" and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 @dataclass
@@ -352,6 +369,10 @@ class _TrainLoader(Reader):
             self.fail(f"training.readout_output: expected {', '.join(READOUTS)}, got '{output}'",
                       self.vline(node, "readout_output"))
         method = self.method(node)
+        for key in PARALLEL_ONLY:
+            if key in node and method != "parallel":
+                self.fail(f"training.{key}: the parallel method's setting (training.method: parallel); e-prop's "
+                          "spikes are the model's own threshold test: leave it out", self.kline(node, key))
         opt = self.get_mapping(node, "optimiser", "training")
         self.check_keys(opt, keys["training.optimiser"], "training.optimiser")
         kind = self.get_str(opt, "kind", "training.optimiser", "adam")
@@ -376,7 +397,7 @@ class _TrainLoader(Reader):
                 beta2=self.get_number(opt, "beta2", "training.optimiser", 0.999),
                 eps=self.get_number(opt, "eps", "training.optimiser", 1e-8, positive=True))
         if method == "parallel":
-            compiler = self.parallel_compiler(net, node, loss, optimiser, output, (inputs, *hidden, readout))
+            compiler = self.parallel_compiler(net, node, loss, optimiser, output, (inputs, *hidden, readout), reg)
             return {"compiler": compiler, "inputs": inputs, "hidden": hidden if len(hidden) > 1 else hidden[0],
                     "readout": readout, "trainable": list(trainable)}
         with self.building(self.kline(node, "inputs")):
@@ -398,8 +419,59 @@ class _TrainLoader(Reader):
             self.fail(f"training.method: expected {' or '.join(METHODS)}, got '{method}'", self.vline(node, "method"))
         return method
 
-    def parallel_compiler(self, net: Network, node: LineDict, loss: str, optimiser, output: str, stack):
-        """The time-parallel method's compiler; what it cannot train refused at its line: e-prop's
+    def spike_rule(self, node: LineDict):
+        """``training.spike``: a rule's name, or ``{rule: NAME, <its options>}`` (the keywords of
+        its constructor in :mod:`.spike_rules`); the rule object."""
+        from .spike_rules import RULES
+
+        where = "training.spike"
+        value = node.get("spike", "threshold")
+        if isinstance(value, dict):
+            spec = self.get_mapping(node, "spike", "training")
+            self.check_keys(spec, SPIKE_KEYS, where, required=("rule",))
+            name, at = self.get_str(spec, "rule", where), self.vline(spec, "rule")
+        else:
+            spec, name = {}, self.get_str(node, "spike", "training", "threshold")
+            at = self.vline(node, "spike") if "spike" in node else node.line
+        if name not in RULES:
+            self.fail(f"{where}: unknown spike rule '{name}' (known: {', '.join(RULES)})", at)
+        allowed, options = spike_options(name), {}
+        for key in spec:
+            if key == "rule":
+                continue
+            if key not in allowed:
+                self.fail(f"{where}.{key}: the {name} rule takes no {key} (its options: "
+                          f"{', '.join(allowed) or 'none'})", self.kline(spec, key))
+            if key == "temperature":
+                options[key] = self.get_number(spec, key, where)
+            elif key == "hard":
+                if not isinstance(spec[key], bool):
+                    self.fail(f"{where}.hard: expected true or false, got {show(plain(spec[key]))}",
+                              self.vline(spec, key))
+                options[key] = spec[key]
+            else:
+                options[key] = self.get_str(spec, key, where)
+        try:
+            return RULES[name](**options)
+        except NetworkError as err:
+            key = next((k for k in options if f"{k} must" in str(err)), None)  # the option the rule refused
+            self.fail(f"{where}{'.' + key if key else ''}: {err}", self.vline(spec, key) if key else at)
+
+    def regulariser(self, reg: LineDict) -> dict:
+        """``training.regularisation`` of the parallel method: ParallelCompiler's reg_rate and reg_target_hz."""
+        out = {}
+        for key, name, default, unit in (("rate", "reg_rate", 0.0, None), ("target_hz", "reg_target_hz", 10.0, "Hz")):
+            value = self.get_number(reg, key, "training.regularisation", default, unit=unit)
+            if not 0 <= value < float("inf"):
+                self.fail(f"training.regularisation.{key}: must be a finite number >= 0, got {value!r}",
+                          self.vline(reg, key))
+            out[name] = value
+        return out
+
+    def parallel_compiler(self, net: Network, node: LineDict, loss: str, optimiser, output: str, stack,
+                          reg: LineDict):
+        """The time-parallel method's compiler (its spike rule ``training.spike``, its rate
+        regulariser ``training.regularisation``); what it cannot train refused at its line: e-prop's
         own keys, a recurrent projection (its line under network.projections)."""
         from .parallel import ParallelCompiler, check_feed_forward
 
@@ -414,9 +486,10 @@ class _TrainLoader(Reader):
             return found or next((self.vline(node, k) for k in ("surrogate", "gamma") if k in node and
                                   str(err).startswith(k)), None)
 
+        spike, regulariser = self.spike_rule(node), self.regulariser(reg)
         with self.building(self.vline(node, "method"), locate):
             check_feed_forward(net, list(stack))
-            return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output,
+            return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output, spike=spike, **regulariser,
                                     surrogate=self.get_str(node, "surrogate", "training", "triangular"),
                                     gamma=self.get_number(node, "gamma", "training", 0.3))
 
