@@ -170,6 +170,19 @@ def test_checkpoint_of_the_other_method_is_refused(tmp_path):
         _trainer().load_checkpoint(ep)
 
 
+def test_checkpoint_of_another_spike_rule_or_regulariser_is_refused(tmp_path):
+    """The spike rule (with its options) and the regulariser are part of the job: resuming
+    under others would train a different objective from the saved moments."""
+    data = _dataset(_data(4))
+    path = tmp_path / "par.ckpt.npz"
+    _trainer().fit(data, epochs=1, progress=False, checkpoint=path)
+    for options, field in ((dict(spike="bernoulli_sigmoid"), "spike"), (dict(reg_rate=0.5), "reg_rate")):
+        other = Trainer(_network(4), compiler=ParallelCompiler(loss="xent", optimiser=Adam(), **options),
+                        batch_size=4, lr=0.02, seed=3, **ROLES)
+        with pytest.raises(CheckpointError, match=field):
+            other.load_checkpoint(path)
+
+
 PAR_JOB = """\
 name: par_job
 dt: 1.0

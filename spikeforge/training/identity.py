@@ -153,7 +153,8 @@ def _describe_compiler(compiler) -> dict:
 
     if isinstance(compiler, ParallelCompiler):
         return {"method": "parallel", "loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
-                "surrogate": str(compiler.surrogate), "gamma": compiler.gamma}
+                "surrogate": str(compiler.surrogate), "gamma": compiler.gamma, "spike": compiler.spike.describe(),
+                "reg_rate": compiler.reg_rate, "reg_target_hz": compiler.reg_target_hz}
     feedback = compiler.feedback
     return {"loss": compiler.loss.name, "optimiser": compiler.optimiser.name,
             "feedback": ({k: f.name for k, f in feedback.items()} if isinstance(feedback, dict) else feedback.name),
