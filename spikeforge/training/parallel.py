@@ -240,12 +240,13 @@ def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
 
 
 def _sender_arrays(h, T) -> list[ArraySpec]:
-    """The senders of hidden layer ``h``, listed by its forward scan: per step the count and the
-    indices (in neuron order) of its neurons with a nonzero spike value (room for all N per step)."""
+    """The senders of hidden layer ``h``, listed by its forward scan: per instance the indices of
+    its neurons with a nonzero spike value, step after step, each step's in neuron order (packed:
+    room for all T N, but only the senders are written), and per step the end of its list."""
     return [_par_array(f"par_{h.name}_senders", h.name, "_par_senders", T * h.size,
-                       "the neurons with a nonzero spike value at every step, in neuron order", "uint32"),
+                       "the neurons with a nonzero spike value, step after step, packed", "uint32"),
             _par_array(f"par_{h.name}_n_senders", h.name, "_par_n_senders", T,
-                       "how many neurons sent at every step", "uint32")]
+                       "the senders of steps 0..t: where the list of step t ends", "uint32")]
 
 
 def _listed(pre, listed: bool) -> tuple:
@@ -257,9 +258,10 @@ def _senders(pre, listed: bool) -> list[Line]:
     in neuron order), read from the list the forward scan of ``pre`` wrote (``listed``), else
     found by testing every value (the inputs), without a branch."""
     if listed:
-        return [Line(f"const uint32_t _n = _par_{pre}_n_senders[(size_t)_b * T + _t - 1];",
+        return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
                      f"the neurons of '{pre}' that sent in step t-1 (listed by its forward scan)"),
-                Line(f"const uint32_t* const _list = _par_{pre}_senders + ((size_t)_b * T + _t - 1) * N_pre;")]
+                Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
+                Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
     return [Line("uint32_t _n = 0;"),
             Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
                  "a value of 0 sends nothing")]
@@ -621,11 +623,13 @@ class ParallelCompiler:
         if spiking:  # (a loop of its own: the neuron loop above stays free to be vectorised)
             code += [Line("{", "the senders of step t, listed once for the next layer's input and gradient"),
                      Line(f"const scalar* const _zt = _par_{h.name}_z + ((size_t)_b * T + _t) * N;"),
-                     Line(f"uint32_t* const _list = _par_{h.name}_senders + ((size_t)_b * T + _t) * N;"),
-                     Line("uint32_t _n = 0;"),
+                     Line(f"uint32_t* const _list = _par_{h.name}_senders + (size_t)_b * T * N;",
+                          "packed: a write per neuron, but to the next free place only (it stays in cache)"),
+                     Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
+                     Line("uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];", "(at most t N + _i: inside the list)"),
                      Line("for (uint32_t _i = 0; _i < N; _i++) { _list[_n] = _i; _n += _zt[_i] != 0; }",
                           "a value of 0 sends nothing (any other value, binary or not, is listed)"),
-                     Line(f"_par_{h.name}_n_senders[(size_t)_b * T + _t] = _n;"),
+                     Line("_ends[_t] = _n;"),
                      Line("}")]
         code += [Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
