@@ -105,6 +105,27 @@ def test_forward_is_bit_identical_to_the_step_by_step_simulation_in_float():
             np.testing.assert_array_equal(par[pop][v], seq[pop][v], err_msg=f"{pop}.{v}")
 
 
+def test_forward_scan_lists_the_senders_of_every_step_in_neuron_order():
+    """The list the next layer's input and gradient read instead of testing every spike value."""
+    x, weights = _problem(1)
+    compiled = _compile("float", weights)
+    try:
+        par = compiled.forward(x)
+        for pop, n in (("h1", N1), ("h2", N2)):
+            senders = compiled.backend.pull(f"par_{pop}_senders").reshape(B, T * n)
+            ends = compiled.backend.pull(f"par_{pop}_n_senders").reshape(B, T).astype(np.int64)
+            z = par[pop]["z"]  # (steps, batch, N)
+            assert 0 < z.mean() < 0.8, pop
+            for b in range(B):
+                for t in range(T):
+                    expected = np.flatnonzero(z[t, b])
+                    start = ends[b, t - 1] if t else 0
+                    assert ends[b, t] - start == len(expected), (pop, b, t)
+                    np.testing.assert_array_equal(senders[b, start:ends[b, t]], expected, err_msg=f"{pop} {b} {t}")
+    finally:
+        compiled.close()
+
+
 def _reference_stack():
     """The compiled network's layers in the reference's terms (the affine steps from closed forms
     and scipy's matrix exponential, not from spikeforge)."""
@@ -205,7 +226,8 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
 
 def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     """Per layer, every state, the input, the spikes and dE/du of every step: (T B N) values each
-    (and the per-instance gradients, (B, pre, post) per projection)."""
+    (and the per-instance gradients, (B, pre, post) per projection); per hidden layer, the list of
+    its senders (room for T B N indices, uint32, and T B ends of the steps' lists)."""
     x, weights = _problem(6)
     compiled = _compile("double", weights)
     try:
@@ -214,8 +236,10 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
         compiled.close()
     per_step = 8 * T * B
     # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err (and the bias's gradient, the loss);
-    # and the reverse scan's adjoint of one step, per state
-    assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 and mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2
+    # and the reverse scan's adjoint of one step, per state; the senders' lists
+    lists = 4 * T * B
+    assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 + lists * (N1 + 1)
+    assert mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2 + lists * (N2 + 1)
     assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K + 8 * B and mem["inp"] == per_step * N_IN
     assert mem["h1_h2"] == 8 * B * N1 * N2
     monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")

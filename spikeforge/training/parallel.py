@@ -234,9 +234,37 @@ def check_feed_forward(network, populations) -> list:
 
 # -- generated kernels (cpu): the forward pass over the whole sequence --------------------------
 
-def _par_array(name, owner, var, size, comment) -> ArraySpec:
+def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
     """A per-instance array of the parallel method: (batch, T * N), zero-initialised."""
-    return ArraySpec(name, owner, var, "scalar", size, True, "parallel", Constant(0), comment=comment)
+    return ArraySpec(name, owner, var, dtype, size, True, "parallel", Constant(0), comment=comment)
+
+
+def _sender_arrays(h, T) -> list[ArraySpec]:
+    """The senders of hidden layer ``h``, listed by its forward scan: per instance the indices of
+    its neurons with a nonzero spike value, step after step, each step's in neuron order (packed:
+    room for all T N, but only the senders are written), and per step the end of its list."""
+    return [_par_array(f"par_{h.name}_senders", h.name, "_par_senders", T * h.size,
+                       "the neurons with a nonzero spike value, step after step, packed", "uint32"),
+            _par_array(f"par_{h.name}_n_senders", h.name, "_par_n_senders", T,
+                       "the senders of steps 0..t: where the list of step t ends", "uint32")]
+
+
+def _listed(pre, listed: bool) -> tuple:
+    return (f"par_{pre}_senders", f"par_{pre}_n_senders") if listed else ()
+
+
+def _senders(pre, listed: bool) -> list[Line]:
+    """``_n`` and ``_list``: the presynaptic neurons that sent in step ``_t - 1`` (a nonzero value,
+    in neuron order), read from the list the forward scan of ``pre`` wrote (``listed``), else
+    found by testing every value (the inputs), without a branch."""
+    if listed:
+        return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
+                     f"the neurons of '{pre}' that sent in step t-1 (listed by its forward scan)"),
+                Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
+                Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
+    return [Line("uint32_t _n = 0;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
+                 "a value of 0 sends nothing")]
 
 
 def _indented(lines: list[Line]) -> list[Line]:
@@ -392,11 +420,12 @@ class ParallelCompiler:
             if h is not out:
                 spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
                                               "spikes at every step"))
+                spec.arrays += _sender_arrays(h, T)
                 for c in self._carried():
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the forward scan (spike rule "
                                                   f"{self.spike.name})"))
-            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T))
+            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp))
             spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
                                                             spiking=h is not out))
             steps[h.name] = step
@@ -470,7 +499,8 @@ class ParallelCompiler:
             g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
-            spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T))
+            spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T,
+                                                             q.pre.name in steps))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -500,7 +530,7 @@ class ParallelCompiler:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
 
     @staticmethod
-    def _input_kernel(spec, q, pre_array, T) -> KernelSpec:
+    def _input_kernel(spec, q, pre_array, T, listed: bool) -> KernelSpec:
         """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
         nonzero value are listed (without a branch), then each one's weight row is added, in
         neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
@@ -510,15 +540,14 @@ class ParallelCompiler:
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_instances("(double)T * (N_pre + N)"),
-            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that send in one step"),
+            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
+                                      "the presynaptic neurons that send in one step")]),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-            Line("uint32_t _n = 0;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
-                 "a value of 0 sends nothing"),
+            *_senders(q.pre.name, listed),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
             Line("const uint32_t _pre = _list[_k];"),
             Line("const scalar _value = _s[_pre];"),
@@ -529,7 +558,8 @@ class ParallelCompiler:
         ]
         return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
                           f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
-                          _indented(code), {"loop": None, "body": [], "once": []}, reads=(w, pre_array), writes=(u,))
+                          _indented(code), {"loop": None, "body": [], "once": []},
+                          reads=(w, pre_array, *_listed(q.pre.name, listed)), writes=(u,))
 
     def _draw_lines(self, w, h) -> list[Line]:
         """The spike rule's uniform numbers of neuron ``_i``, instance ``_b``, step ``_t`` (Philox,
@@ -589,13 +619,26 @@ class ParallelCompiler:
                      Line("(void)_g;"),
                      *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in carried),
                      Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")]
-        code += [Line("}"), Line("}"), Line("}")]
+        code.append(Line("}"))
+        if spiking:  # (a loop of its own: the neuron loop above stays free to be vectorised)
+            code += [Line("{", "the senders of step t, listed once for the next layer's input and gradient"),
+                     Line(f"const scalar* const _zt = _par_{h.name}_z + ((size_t)_b * T + _t) * N;"),
+                     Line(f"uint32_t* const _list = _par_{h.name}_senders + (size_t)_b * T * N;",
+                          "packed: a write per neuron, but to the next free place only (it stays in cache)"),
+                     Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
+                     Line("uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];", "(at most t N + _i: inside the list)"),
+                     Line("for (uint32_t _i = 0; _i < N; _i++) { _list[_n] = _i; _n += _zt[_i] != 0; }",
+                          "a value of 0 sends nothing (any other value, binary or not, is listed)"),
+                     Line("_ends[_t] = _n;"),
+                     Line("}")]
+        code += [Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
                           f"parallel: the states and spikes ({self.spike.name}) of '{h.name}' at every step",
                           w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
                           reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
                                  *w.param_reads),
-                          writes=(*arrays.values(), *([f"par_{h.name}_z"] if spiking else []),
+                          writes=(*arrays.values(),
+                                  *([f"par_{h.name}_z", *_listed(h.name, True)] if spiking else []),
                                   *(f"par_{h.name}_{c}" for c in carried)))
 
     def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
@@ -759,7 +802,7 @@ class ParallelCompiler:
                           writes=("par_err", "par_loss"))
 
     @staticmethod
-    def _gradient_kernel(spec, q, pre_array, grad, T) -> KernelSpec:
+    def _gradient_kernel(spec, q, pre_array, grad, T, listed: bool) -> KernelSpec:
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
         input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
         n_pre, n = q.pre.size, q.post.size
@@ -767,14 +810,14 @@ class ParallelCompiler:
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_instances("(double)T * (N_pre + N)"),
-            Line("std::vector<uint32_t> _list(N_pre);", "the presynaptic neurons that sent in one step"),
+            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
+                                      "the presynaptic neurons that sent in one step")]),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
             Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            Line("uint32_t _n = 0;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }"),
+            *_senders(q.pre.name, listed),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
             Line("const uint32_t _pre = _list[_k];"),
             Line("const scalar _value = _s[_pre];"),
@@ -784,7 +827,8 @@ class ParallelCompiler:
         ]
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
                           f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
-                          {"loop": None, "body": [], "once": []}, reads=(du, pre_array), writes=(grad,))
+                          {"loop": None, "body": [], "once": []},
+                          reads=(du, pre_array, *_listed(q.pre.name, listed)), writes=(grad,))
 
 
 class CompiledParallel:
