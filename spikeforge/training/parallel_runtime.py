@@ -22,20 +22,6 @@ from .network_runtime import CompiledRuntime
 class ParallelRuntime(CompiledRuntime):
     """The trainer's runtime for a :class:`~.parallel.ParallelCompiler` job."""
 
-    def _compile(self, n_steps: int, activate: bool = True):
-        if n_steps not in self.compiled:
-            j = self.job
-            self.compiled[n_steps] = j.compiler.compile(j.network, inputs=j.inputs, hidden=j.hidden,
-                                                         readout=j.readout, trainable=j.trainable, n_steps=n_steps,
-                                                         backend=j.backend, threads=self.threads, **j.backend_options)
-        c = self.compiled[n_steps]
-        if activate and c is not self._active:
-            state_w, state_m = (self.get_weights(), self.moments()) if self._weights else ({}, {})
-            self._active = c
-            self.set_weights(state_w)
-            self.set_moments(state_m)
-        return c
-
     def _gradient_array(self, array: str) -> str:
         readout = self._active.layers[-1].name
         if array == f"{readout}_p_bias":
