@@ -43,3 +43,11 @@ def backend(request):
     if request.param == "cuda" and not gpu_available():
         pytest.skip("needs a CUDA GPU and pycuda")
     return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quick loop (``-m "not slow"``) builds CUDA for sm_80 only: every test parametrised
+    on sm_90 as well is slow, so the full suite (CI) still compiles for both."""
+    for item in items:
+        if "sm_90" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

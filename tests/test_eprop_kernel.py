@@ -213,7 +213,7 @@ def test_forward_only_pass_gives_the_training_outputs_without_gradients(backend,
         assert not np.any(g), name
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda-emu"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
 def test_gradient_sums_and_adam_steps_equal_numpy(backend):
     """gradient_sums() equals the reference's batch sums; two Adam steps (the generated
     optimiser reducing the batch by its mean, with a clamp of the input weights) and one from

@@ -85,7 +85,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# the first case in the quick loop, the others in the full suite
+@pytest.mark.parametrize("case", [pytest.param(c, marks=() if k == 0 else pytest.mark.slow)
+                                  for k, c in enumerate(CASES)])
 def test_each_instance_trains_as_a_network_with_its_values_compiled_in(case):
     model, params, values, exact = CASES[case]
     batch = len(next(iter(values.values())))
