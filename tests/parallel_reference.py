@@ -245,3 +245,14 @@ def gradients(X, targets, mask, hidden, readout, weights, b=None, loss="xent", s
             dE_dg = dE_ds * _dz_dg(fw["g"][i - 1], L, None if noise is None else noise[i - 1])
         du = _adjoint(L, dE_dg[..., None] * L["dg"])
     return dict(W=grads_W, b=grad_b, loss=E, forward=fw)
+
+
+def central_difference(f, arr, idx, eps=1e-6):
+    """(f() with arr[idx] + eps - f() with arr[idx] - eps) / 2 eps; arr[idx] is restored."""
+    old = arr[idx]
+    arr[idx] = old + eps
+    up = f()
+    arr[idx] = old - eps
+    down = f()
+    arr[idx] = old
+    return (up - down) / (2 * eps)

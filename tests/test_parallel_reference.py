@@ -36,16 +36,6 @@ def _problem(seed, loss):
     return X, weights, b, mask, target
 
 
-def _fd(f, arr, idx, eps=1e-6):
-    old = arr[idx]
-    arr[idx] = old + eps
-    up = f()
-    arr[idx] = old - eps
-    down = f()
-    arr[idx] = old
-    return (up - down) / (2 * eps)
-
-
 @pytest.mark.parametrize("surrogate", ["triangular", "fast_sigmoid"])
 @pytest.mark.parametrize("loss", ["xent", "mse"])
 def test_adjoint_equals_finite_differences_of_the_smooth_stand_in(loss, surrogate):
@@ -59,12 +49,12 @@ def test_adjoint_equals_finite_differences_of_the_smooth_stand_in(loss, surrogat
         assert np.abs(grad).max() > 0
         for _ in range(6):
             idx = tuple(int(rng.integers(0, n)) for n in W.shape)
-            fd = _fd(total, W, idx)
+            fd = ref.central_difference(total, W, idx)
             # 1e-5: both stand-ins are only once differentiable where psi has a kink (g = 0, and
             # |g| = scale for the triangle), so central differences are O(eps) there, not O(eps^2)
             assert grad[idx] == pytest.approx(fd, rel=1e-5, abs=1e-9 * np.abs(grad).max()), (i, idx)
     for k in range(K):
-        assert g["b"].sum(axis=0)[k] == pytest.approx(_fd(total, b, k), rel=1e-5)
+        assert g["b"].sum(axis=0)[k] == pytest.approx(ref.central_difference(total, b, k), rel=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["xent", "mse"])
@@ -80,7 +70,7 @@ def test_readout_gradients_with_threshold_spikes_are_exact(loss):
     np.testing.assert_array_equal(fw["z"][1], fw["x"][1][..., 0] > 0.3)
     total = lambda: ref.loss(X, target, mask, hidden, out, weights, b, loss).sum()  # noqa: E731
     for idx in [(0, 0), (1, 3), (2, 5)]:
-        assert g["W"][2].sum(axis=0)[idx] == pytest.approx(_fd(total, weights[2], idx), rel=1e-6)
+        assert g["W"][2].sum(axis=0)[idx] == pytest.approx(ref.central_difference(total, weights[2], idx), rel=1e-6)
     # the hidden layers' gradients flow through the surrogate: non-zero
     assert np.abs(g["W"][0]).max() > 0 and np.abs(g["W"][1]).max() > 0
 

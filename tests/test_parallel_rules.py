@@ -52,16 +52,6 @@ DRAWS = {"threshold": 0, "first_crossing": 0, "bernoulli_sigmoid": 1, "gumbel": 
 
 # -- the reference on its own ------------------------------------------------------------------
 
-def _fd(f, arr, idx, eps=1e-6):
-    old = arr[idx]
-    arr[idx] = old + eps
-    up = f()
-    arr[idx] = old - eps
-    down = f()
-    arr[idx] = old
-    return (up - down) / (2 * eps)
-
-
 @pytest.mark.parametrize("name", ["first_crossing", "first_crossing_fastsnn", "bernoulli_st", "gumbel_soft"])
 @pytest.mark.parametrize("reg", [None, (0.7, 0.1)])
 def test_reference_gradients_equal_finite_differences_of_the_smooth_stand_ins(name, reg):
@@ -91,8 +81,8 @@ def test_reference_gradients_equal_finite_differences_of_the_smooth_stand_ins(na
             idx = tuple(int(rs.integers(0, n)) for n in W.shape)
             # abs: the differences' rounding (|E| 1e-16 / eps ~ 1e-8), and kinks of the stand-ins of
             # threshold spikes (g = 0 at the first crossing), where central differences are O(eps)
-            assert grad[idx] == pytest.approx(_fd(total, W, idx), rel=1e-5, abs=max(1e-6 * np.abs(grad).max(), 1e-7)), \
-                (i, idx)
+            fd = ref.central_difference(total, W, idx)
+            assert grad[idx] == pytest.approx(fd, rel=1e-5, abs=max(1e-6 * np.abs(grad).max(), 1e-7)), (i, idx)
     if reg is not None:  # the regulariser's term is in the loss
         plain = ref.loss(x, labels, mask, hidden, out, weights, BIAS, "xent", spike="smooth", noise=noise)
         assert np.all(g["loss"] > plain)

@@ -19,7 +19,8 @@ from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, VAL
 from spikeforge.network import FromList, Network
 from spikeforge.training.compiler import EpropCompiler
 from tests.conftest import nvcc_path
-from tests.test_training_compiler import DT, HIDDEN, N_H, N_IN, TAU_OUT, K, T, _problem, _same_bits
+from tests.test_training_compiler import DT, HIDDEN, N_H, N_IN, TAU_OUT, K, T, _problem
+from tests.test_training_compiler_cuda import _same_runs
 
 TRAINABLE = ["inp_hid", "hid_hid", "hid_out", "out.bias"]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sparse_delays.yaml"
@@ -65,14 +66,6 @@ def _run(net, x, mask, target, backend="cpu", trainable=TRAINABLE):
         return compiled.spec, compiled.run_batch(x, mask, labels=target)
     finally:
         compiled.close()
-
-
-def _same_runs(new, ref, what):
-    for key in ("y", "loss", "hidden_spikes"):
-        _same_bits(new[key], ref[key], f"{what}: {key}")
-    for name, g in ref["grads"].items():
-        assert np.abs(g).max() > 0, f"{what}: gradient of {name} is 0"
-        _same_bits(new["grads"][name], g, f"{what}: gradient of {name}")
 
 
 @pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda-emu", marks=pytest.mark.slow)])
