@@ -61,9 +61,10 @@ def test_what_the_method_cannot_train_is_refused_at_its_line(tmp_path, old, new,
 
 
 def test_a_batch_too_long_for_memory_is_refused_before_training(tmp_path, capsys, monkeypatch):
-    """20 s trials at dt = 1 ms, batch 2: the hidden layer's every-step values (v, u, z, dE/du,
+    """200 s trials at dt = 1 ms, batch 2: the hidden layer's every-step values (v, u, z, dE/du,
     its senders: ~140 MiB) exceed a 64 MiB machine: `spikeforge train` fails (exit 1) naming the
-    network, the batch size and the layer, before the first batch (no checkpoint written)."""
+    file and the line of training.batch_size, the network, the batch size and the layer, before
+    the first batch (no checkpoint written)."""
     from spikeforge.cli import main
 
     text = PAR_JOB.replace("duration: 20.0", "duration: 200000.0")
@@ -75,7 +76,9 @@ def test_a_batch_too_long_for_memory_is_refused_before_training(tmp_path, capsys
     ck = tmp_path / "ck.npz"
     assert main(["train", str(path), "--no-progress", "--epochs", "1", "--checkpoint", str(ck)]) == 1
     err = capsys.readouterr().err
-    assert "network 'par_job' at batch size 2: population 'hid' time-parallel training values" in err, err
+    line = text.splitlines().index("  batch_size: 2") + 1  # training.batch_size
+    assert f"{path}:{line}: network 'par_job' at batch size 2: population 'hid' time-parallel training " \
+           "values" in err, err
     assert "64.0 MiB of host memory are available (SPIKEFORGE_MEMORY_LIMIT=64MiB)" in err
     assert not ck.exists()
     # the same job with 20 ms trials fits

@@ -120,6 +120,7 @@ class TrainingJob:
     epochs: int
     checkpoint: Path | None
     filename: str
+    batch_size_line: int | None = None  # training.batch_size's line (of `training:` when left out)
 
 
 class _TrainLoader(Reader):
@@ -561,7 +562,8 @@ class _TrainLoader(Reader):
             options.pop("init_scale")
         options.update(roles)
         return TrainingJob(name, cfg, train, test, options, epochs, self.base_dir / ckpt if ckpt else None,
-                           self.filename)
+                           self.filename, self.vline(node, "batch_size") if "batch_size" in node else
+                           self.kline(top, "training"))
 
 
 def load_training(path) -> TrainingJob:
