@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, ModelError, NetworkError, SpikeforgeError
+from .errors import ConfigError, MemoryLimitError, ModelError, NetworkError, SpikeforgeError
 from .runtime.backends import backend_names, get_backend
 
 
@@ -538,10 +538,14 @@ def cmd_train(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else job.checkpoint
     if checkpoint is not None and not under_mpi():  # under MPI, rank 0 checks it (Trainer.fit)
         check_checkpoint_path(checkpoint)  # before compiling and training, not after the first epoch
-    trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
-    t0 = time.perf_counter()
-    history = trainer.fit(job.train, epochs=epochs, validation=job.test,
-                          progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
+    try:
+        trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
+        t0 = time.perf_counter()
+        history = trainer.fit(job.train, epochs=epochs, validation=job.test,
+                              progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
+    except MemoryLimitError as err:  # the batch (the file's training.batch_size unless overridden) does not fit
+        where = job.filename if args.batch_size else f"{job.filename}:{job.batch_size_line}"
+        raise MemoryLimitError(f"{where}: {err}") from err
     seconds = time.perf_counter() - t0
     if trainer.comm.rank != 0:
         return 0  # rank 0 reports for the whole job

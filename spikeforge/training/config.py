@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MemoryLimitError, NetworkError
+from ..errors import ConfigError, MemoryLimitError, ModelError, NetworkError
 from ..frontend import LineDict, Reader, parse, plain, show
 from ..network import Network
 from . import datasets, schedules
@@ -120,6 +120,7 @@ class TrainingJob:
     epochs: int
     checkpoint: Path | None
     filename: str
+    batch_size_line: int | None = None  # training.batch_size's line (of `training:` when left out)
 
 
 class _TrainLoader(Reader):
@@ -472,8 +473,10 @@ class _TrainLoader(Reader):
                           reg: LineDict):
         """The time-parallel method's compiler (its spike rule ``training.spike``, its rate
         regulariser ``training.regularisation``); what it cannot train refused at its line: e-prop's
-        own keys, a recurrent projection (its line under network.projections)."""
-        from .parallel import ParallelCompiler, check_feed_forward
+        own keys, a recurrent projection (its line under network.projections), a layer's model
+        whose dynamics are not linear or that resets (the line of the model's field under models:,
+        or of the population of a built-in model)."""
+        from .parallel import ParallelCompiler, check_layers
 
         for key in EPROP_ONLY:
             if key in node:
@@ -481,14 +484,23 @@ class _TrainLoader(Reader):
                           "exact gradients by backpropagation through time: leave it out", self.kline(node, key))
         projections = self.get_mapping(self._network_node, "projections", "network")
 
-        def locate(err):  # a projection named in the error: the line of its entry; else the key named
+        populations = self.get_mapping(self._network_node, "populations", "network")
+
+        def locate(err):  # a model's field, a projection or a population named in the error: its line;
+            if isinstance(err, ModelError):  # else the key named
+                found = self.user_model_line(err.model, err.field, str(err)) or next(
+                    (self.kline(populations, p) for p in stack if net.populations[p].model.name == err.model), None)
+                if found:
+                    return found
             found = next((self.kline(projections, q) for q in projections if f"'{q}'" in str(err)), None)
+            found = found or next((self.kline(populations, p) for p in stack if f"population '{p}'" in str(err)),
+                                  None)
             return found or next((self.vline(node, k) for k in ("surrogate", "gamma") if k in node and
                                   str(err).startswith(k)), None)
 
         spike, regulariser = self.spike_rule(node), self.regulariser(reg)
         with self.building(self.vline(node, "method"), locate):
-            check_feed_forward(net, list(stack))
+            check_layers(net, stack[0], list(stack[1:-1]), stack[-1])
             return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output, spike=spike, **regulariser,
                                     surrogate=self.get_str(node, "surrogate", "training", "triangular"),
                                     gamma=self.get_number(node, "gamma", "training", 0.3))
@@ -550,7 +562,8 @@ class _TrainLoader(Reader):
             options.pop("init_scale")
         options.update(roles)
         return TrainingJob(name, cfg, train, test, options, epochs, self.base_dir / ckpt if ckpt else None,
-                           self.filename)
+                           self.filename, self.vline(node, "batch_size") if "batch_size" in node else
+                           self.kline(top, "training"))
 
 
 def load_training(path) -> TrainingJob:

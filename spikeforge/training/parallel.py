@@ -232,6 +232,22 @@ def check_feed_forward(network, populations) -> list:
     return order[::-1]
 
 
+def check_layers(network, inputs, hidden, readout) -> None:
+    """What :meth:`ParallelCompiler.compile` refuses about the stack's layers, without generating
+    anything (a job file's loader runs it, so that the error points at the file's line): a
+    recurrent projection, a layer whose dynamics are not linear (:func:`derive_linear_step`), a
+    reset or refractory period, a projection the kernels do not take."""
+    names = [hidden] if isinstance(hidden, str) else list(hidden)
+    out = network.populations[readout]
+    source = {inputs: None}
+    for h in check_feed_forward(network, [inputs, *names, readout]):
+        if h.name == inputs:
+            continue
+        q = ParallelCompiler._incoming(network, h, source)
+        ParallelCompiler._check_layer(h, q, derive_linear_step(h.model, q.postsynaptic, spiking=h is not out))
+        source[h.name] = None
+
+
 # -- generated kernels (cpu): the forward pass over the whole sequence --------------------------
 
 def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
