@@ -51,8 +51,7 @@ class ParallelRuntime(CompiledRuntime):
         out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
                                                                                               targets)
         self._n = n
-        counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
-                  for h in c.layers[:-1]]
+        counts = c.spike_counts()
         y = np.asarray(out["y"])[:, :n]
         output = c.compiler.readout.output(y, mask)
         result = {"y": y, "loss": np.asarray(out["loss"])[:n], "hidden_spikes": np.concatenate(counts, axis=1)[:n],
@@ -68,6 +67,8 @@ class ParallelRuntime(CompiledRuntime):
     def _forward(c, x, mask, labels, targets) -> dict:
         """The forward pass and each instance's loss: the error kernel (the loss object's code)
         for the per-step readout, the readout object's host code for one that aggregates."""
+        if c.chunked:
+            return c.evaluate(x, mask, labels, targets)
         B, readout = c.network.batch_size, c.layers[-1]
         mask = np.asarray(mask, dtype=np.float64)
         if mask.shape != (c.n_steps,) or not np.all(np.isfinite(mask)):
