@@ -48,7 +48,7 @@ class ChunkedRun:
 
     def __init__(self, compiled, x, draw: int):
         self.c = compiled
-        self.x = x
+        self.x = np.ascontiguousarray(np.asarray(x).transpose(1, 0, 2))  # (batch, steps, inputs): chunks are slices
         self.draw = draw
         T, C, B = compiled.n_steps, compiled.chunk, compiled.network.batch_size
         self.n_chunks = -(-T // C)
@@ -83,10 +83,11 @@ class ChunkedRun:
         T, C, B = c.n_steps, c.chunk, c.network.batch_size
         bound, first = self.bounds[k], k * C
         be.push("par_chunk", np.array([first], dtype=np.uint32))
-        xs = _padded(self.x[first: first + C], C)
-        be.push(f"par_{c.inputs.name}_x", xs.transpose(1, 0, 2).reshape(B, C * c.inputs.size))
+        xs = np.zeros((B, C, c.inputs.size), dtype=self.x.dtype)
+        xs[:, : self._valid(k)] = self.x[:, first: first + C]
+        be.push(f"par_{c.inputs.name}_x", xs.reshape(B, C * c.inputs.size))
         if k > 0:
-            be.push(f"par_{c.inputs.name}_last", self.x[first - 1])
+            be.push(f"par_{c.inputs.name}_last", self.x[:, first - 1])
         for part in ("states", "carried", "last"):
             for name, value in bound[part].items():
                 be.push(name, value)
