@@ -199,7 +199,7 @@ def training_schema() -> dict:
         "feedback": {"anyOf": [_enum(training_config.FEEDBACK), _named(_enum(training_config.FEEDBACK))]},
         "surrogate": network["properties"]["surrogate"], "gamma": NUMBER,
         "regularisation": network["properties"]["regularisation"], "spike": spike,
-        "chunk": {"type": "integer", "minimum": 1}},
+        "chunk": {"anyOf": [{"type": "integer", "minimum": 1}, _enum(("auto",))]}},
         required=("inputs", "hidden", "readout", "trainable"))
     top = _mapping(keys[""], {"name": NAME, "dt": QUANTITY, "models": _named(_user_model()), "data": data,
                               "network": {"anyOf": [network, described]},

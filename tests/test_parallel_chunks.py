@@ -120,6 +120,13 @@ def test_memory_of_a_chunk_and_the_refusal_suggests_one_that_fits(monkeypatch):
     with pytest.raises(MemoryLimitError):
         ParallelCompiler(chunk=2 * fits).compile(_network("double", weights), inputs="inp", hidden=["h1", "h2"],
                                                  readout="out", n_steps=20_000)
+    # "auto": the whole sequence where it fits, else the longest chunk that fits
+    auto = ParallelCompiler(chunk="auto")
+    for steps, chunk in ((T, T), (20_000, fits)):
+        compiled = auto.compile(_network("double", weights), inputs="inp", hidden=["h1", "h2"], readout="out",
+                                n_steps=steps)
+        compiled.close()
+        assert (compiled.chunk, compiled.chunked, auto.chunk) == (chunk, steps > T, "auto")
 
 
 @pytest.mark.parametrize("chunk", [0, -3, 2.5, True, "10"])
@@ -148,6 +155,8 @@ def test_a_job_in_chunks_trains_as_the_whole_sequence(tmp_path):
         weights.append(trainer.weights)
     for name, w in weights[0].items():
         np.testing.assert_allclose(weights[1][name], w, rtol=1e-12, atol=1e-12 * np.abs(w).max(), err_msg=name)
+    path.write_text(JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  chunk: auto\n"))
+    assert load_training(path).trainer_options["compiler"].chunk == "auto"
     for value, message in (("0", "must be a positive number of steps"), ("7.5", "expected an integer")):
         path = tmp_path / "bad.yaml"
         path.write_text(JOB.replace("  lr: 0.01\n", f"  lr: 0.01\n  chunk: {value}\n"))

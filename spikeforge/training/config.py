@@ -488,9 +488,12 @@ class _TrainLoader(Reader):
                                   str(err).startswith(k)), None)
 
         spike, regulariser = self.spike_rule(node), self.regulariser(reg)
-        chunk = self.get_int(node, "chunk", "training")
-        if chunk is not None and chunk < 1:
-            self.fail(f"training.chunk: must be a positive number of steps, got {chunk}", self.vline(node, "chunk"))
+        chunk = node.get("chunk")
+        if chunk != "auto":
+            chunk = self.get_int(node, "chunk", "training")
+            if chunk is not None and chunk < 1:
+                self.fail(f"training.chunk: must be a positive number of steps or auto, got {chunk}",
+                          self.vline(node, "chunk"))
         with self.building(self.vline(node, "method"), locate):
             check_feed_forward(net, list(stack))
             return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output, spike=spike, **regulariser,

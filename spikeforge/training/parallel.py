@@ -427,20 +427,44 @@ def _stepped_arrays(inp, order, steps) -> set[str]:
     return names
 
 
-def _chunk_advice(spec, batch_size, backend, stepped: set[str], T) -> str:
-    """How long a chunk fits in the host memory available (advice for the memory check's refusal)."""
+def _chunk_fits(spec, batch_size, backend, stepped: set[str], T) -> int | None:
+    """The longest chunk (below ``T`` steps) that fits in the host memory available, with a
+    tenth to spare for the chunks' boundary states; 0: none; None: unknown."""
     from ..runtime import memory
 
     per_step = sum(memory.array_nbytes(a, spec, batch_size) for a in spec.arrays if a.name in stepped) / T
     total = sum(n.nbytes for n in memory.host_needs(spec, batch_size, backend))
     available, _ = memory.host_available()
-    how = "ParallelCompiler(chunk=...), or training.chunk in a job"
     if available is None or per_step == 0:
+        return None
+    return max(0, min(T - 1, int(0.9 * (available - (total - per_step * T)) // per_step)))
+
+
+def _check_chunk_host(compiled):
+    """What the host keeps of a pass in chunks, checked before a pass allocates it (the compiled
+    network closed if it does not fit)."""
+    from ..runtime import memory
+
+    if not compiled.chunked:
+        return
+    try:
+        memory.check([memory.Need("the chunks' boundary states and the readout's values (host)",
+                                  ChunkedRun.host_bytes(compiled))],
+                     context=f"network '{compiled.network.name}' in chunks of {compiled.chunk} steps",
+                     advice="use longer chunks")
+    except MemoryLimitError:
+        compiled.close()
+        raise
+
+
+def _chunk_advice(fits: int | None) -> str:
+    """The memory check's advice: chunks (of ``fits`` steps)."""
+    how = "ParallelCompiler(chunk=...), or training.chunk in a job"
+    if fits is None:
         return f"run the sequence in chunks ({how})"
-    fits = int(0.9 * (available - (total - per_step * T)) // per_step)  # (room for the chunks' boundary states)
     if fits < 1:
         return "it does not fit even in chunks of one step: reduce the batch size or the layers"
-    return (f"chunks of {min(fits, T - 1)} steps fit ({how}: the backward pass then recomputes each chunk's "
+    return (f"chunks of {fits} steps fit ({how}: the backward pass then recomputes each chunk's "
             "forward pass from its boundary state)")
 
 
@@ -489,10 +513,12 @@ class ParallelCompiler:
         self.reg_rate, self.reg_target_hz = float(reg_rate), float(reg_target_hz)
         # a sequence longer than ``chunk`` steps runs in chunks of that many (kernels compiled for
         # them; memory O(chunk B N) plus the chunks' boundary states), backward by recomputing each
-        # chunk's forward pass from its boundary state; None: the whole sequence at once
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
-            raise NetworkError(f"chunk must be a positive integer (steps) or None, got {chunk!r}")
-        self.chunk = None if chunk is None else int(chunk)
+        # chunk's forward pass from its boundary state; None: the whole sequence at once; "auto":
+        # the whole sequence when it fits in memory, else the longest chunk that fits
+        if chunk not in (None, "auto") and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer))
+                                           or chunk < 1):
+            raise NetworkError(f"chunk must be a positive integer (steps), 'auto' or None, got {chunk!r}")
+        self.chunk = chunk if chunk in (None, "auto") else int(chunk)
 
     def _carried(self) -> dict[str, str]:
         """Values kept per hidden neuron and instance across the forward scan (name -> value at t = 0):
@@ -529,7 +555,7 @@ class ParallelCompiler:
             raise NetworkError(f"readout: population '{out.name}' must come after every hidden layer")
         spec = generate(network)
         # kernels of T steps: the whole sequence, or a chunk of it (seq: the sequence's length then)
-        T = n_steps if self.chunk is None or self.chunk >= n_steps else self.chunk
+        T = n_steps if self.chunk in (None, "auto") else min(self.chunk, n_steps)
         seq = None if T == n_steps else n_steps
         if seq is not None:
             spec.arrays += _chunk_arrays(inp, order, T)
@@ -569,11 +595,24 @@ class ParallelCompiler:
             compiled = CompiledParallel(self, network, spec, inp, order, n_steps, (n_forward, n_backward), states,
                                         backend, chunk=T, **backend_options)
         except MemoryLimitError as exc:
-            advice = _chunk_advice(spec, network.batch_size, backend, _stepped_arrays(inp, order, steps), T)
-            raise MemoryLimitError(f"{exc}; {advice}") from None
+            fits = _chunk_fits(spec, network.batch_size, backend, _stepped_arrays(inp, order, steps), T)
+            return self._in_chunks_that_fit(exc, fits, network, (inputs, hidden, readout, n_steps, trainable, backend),
+                                            backend_options)
         compiled.initial_arrays = {h.name: _initial_arrays(spec, h, self._incoming(network, h, source),
                                                            steps[h.name]) for h in order}
+        _check_chunk_host(compiled)
         return compiled
+
+    def _in_chunks_that_fit(self, exc, fits, network, args, options):
+        """After the memory check refused to compile: with ``chunk="auto"``, compiled in chunks of
+        ``fits`` steps, the longest that fit; else the refusal, saying how long a chunk fits."""
+        if self.chunk == "auto" and fits:
+            self.chunk = fits
+            try:
+                return self.compile(network, *args, **options)
+            finally:
+                self.chunk = "auto"
+        raise MemoryLimitError(f"{exc}; {_chunk_advice(fits)}") from None
 
     def _optimiser_updates(self, network, spec, order, source, trainable):
         """One optimiser step per trainable array over its per-instance gradients (the optimiser
