@@ -144,7 +144,7 @@ def test_a_job_in_chunks_trains_as_the_whole_sequence(tmp_path):
     from tests.test_parallel_trainer import PAR_JOB
     from tests.test_parallel_yaml import JOB
 
-    weights = []
+    weights, evaluated = [], []
     for chunk in (None, 7):  # 20 steps: chunks of 7, 7 and 6
         path = tmp_path / f"job{chunk}.yaml"
         path.write_text(JOB if chunk is None else JOB.replace("  lr: 0.01\n", f"  lr: 0.01\n  chunk: {chunk}\n"))
@@ -153,8 +153,11 @@ def test_a_job_in_chunks_trains_as_the_whole_sequence(tmp_path):
         trainer = Trainer(job.config, **{k: v for k, v in job.trainer_options.items() if k != "epochs"})
         trainer.fit(job.train, epochs=1, progress=False)
         weights.append(trainer.weights)
+        evaluated.append(trainer.evaluate(job.train))  # the forward pass and the loss only
     for name, w in weights[0].items():
         np.testing.assert_allclose(weights[1][name], w, rtol=1e-12, atol=1e-12 * np.abs(w).max(), err_msg=name)
+    assert evaluated[0]["loss"] > 0
+    np.testing.assert_allclose(evaluated[1]["loss"], evaluated[0]["loss"], rtol=1e-12)
     path.write_text(JOB.replace("  lr: 0.01\n", "  lr: 0.01\n  chunk: auto\n"))
     assert load_training(path).trainer_options["compiler"].chunk == "auto"
     for value, message in (("0", "must be a positive number of steps"), ("7.5", "expected an integer")):

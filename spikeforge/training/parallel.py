@@ -489,7 +489,9 @@ class ParallelCompiler:
     down: the reverse (adjoint) scan and the gradients of the weights (and of the readout bias),
     after the loss object's code (``err_t = dE/dy_t``, as e-prop runs it, per step over the
     mask). Then one optimiser step per trainable array. ``reg_rate``, ``reg_target_hz``: the
-    firing-rate regulariser of the hidden layers (see docs/training.md)."""
+    firing-rate regulariser of the hidden layers (see docs/training.md). ``chunk``: run sequences
+    longer than that many steps in chunks (:mod:`.parallel_chunks`; memory O(chunk B N), the
+    same gradients), ``"auto"``: in chunks only when the whole sequence does not fit in memory."""
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
