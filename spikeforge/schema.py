@@ -198,7 +198,8 @@ def training_schema() -> dict:
                                                                "beta1": NUMBER, "beta2": NUMBER, "eps": NUMBER}),
         "feedback": {"anyOf": [_enum(training_config.FEEDBACK), _named(_enum(training_config.FEEDBACK))]},
         "surrogate": network["properties"]["surrogate"], "gamma": NUMBER,
-        "regularisation": network["properties"]["regularisation"], "spike": spike},
+        "regularisation": network["properties"]["regularisation"], "spike": spike,
+        "chunk": {"anyOf": [{"type": "integer", "minimum": 1}, _enum(("auto",))]}},
         required=("inputs", "hidden", "readout", "trainable"))
     top = _mapping(keys[""], {"name": NAME, "dt": QUANTITY, "models": _named(_user_model()), "data": data,
                               "network": {"anyOf": [network, described]},

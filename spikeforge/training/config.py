@@ -74,7 +74,7 @@ JOB_KEYS = {
 #: ``training:`` section, which also names the roles of the network's populations and projections.
 NETWORK_JOB_KEYS = {
     "training": ("inputs", "hidden", "readout", "trainable", "loss", "readout_output", "optimiser", "feedback",
-                 "surrogate", "gamma", "regularisation", "spike",
+                 "surrogate", "gamma", "regularisation", "spike", "chunk",
                  *(k for k in JOB_KEYS["training"] if k != "init_scale")),
     "training.optimiser": ("kind", "beta1", "beta2", "eps"),
     "training.regularisation": ("rate", "target_hz"),
@@ -84,8 +84,9 @@ OPTIMISERS = ("adam", "sgd")
 METHODS = ("eprop", "parallel")
 #: keys of e-prop's alone: refused, at their line, in a job of the parallel method
 EPROP_ONLY = ("feedback",)
-#: keys of the parallel method's alone: refused, at their line, in a job of e-prop
-PARALLEL_ONLY = ("spike",)
+#: keys of the parallel method's alone: refused, at their line, in a job of e-prop (and why e-prop has none)
+PARALLEL_ONLY = {"spike": "e-prop's spikes are the model's own threshold test",
+                 "chunk": "e-prop runs forward in time, keeping no step's values"}
 #: the keys of ``training.spike`` given as a mapping: ``rule`` and the options of the rules'
 #: constructors (:mod:`.spike_rules`; :func:`spike_options` says which rule takes which)
 SPIKE_KEYS = ("rule", "temperature", "gradient", "hard")
@@ -370,10 +371,10 @@ class _TrainLoader(Reader):
             self.fail(f"training.readout_output: expected {', '.join(READOUTS)}, got '{output}'",
                       self.vline(node, "readout_output"))
         method = self.method(node)
-        for key in PARALLEL_ONLY:
+        for key, why in PARALLEL_ONLY.items():
             if key in node and method != "parallel":
-                self.fail(f"training.{key}: the parallel method's setting (training.method: parallel); e-prop's "
-                          "spikes are the model's own threshold test: leave it out", self.kline(node, key))
+                self.fail(f"training.{key}: the parallel method's setting (training.method: parallel); {why}: "
+                          "leave it out", self.kline(node, key))
         opt = self.get_mapping(node, "optimiser", "training")
         self.check_keys(opt, keys["training.optimiser"], "training.optimiser")
         kind = self.get_str(opt, "kind", "training.optimiser", "adam")
@@ -499,10 +500,16 @@ class _TrainLoader(Reader):
                                   str(err).startswith(k)), None)
 
         spike, regulariser = self.spike_rule(node), self.regulariser(reg)
+        chunk = node.get("chunk")
+        if chunk != "auto":
+            chunk = self.get_int(node, "chunk", "training")
+            if chunk is not None and chunk < 1:
+                self.fail(f"training.chunk: must be a positive number of steps or auto, got {chunk}",
+                          self.vline(node, "chunk"))
         with self.building(self.vline(node, "method"), locate):
             check_layers(net, stack[0], list(stack[1:-1]), stack[-1])
             return ParallelCompiler(loss=loss, optimiser=optimiser, readout=output, spike=spike, **regulariser,
-                                    surrogate=self.get_str(node, "surrogate", "training", "triangular"),
+                                    chunk=chunk, surrogate=self.get_str(node, "surrogate", "training", "triangular"),
                                     gamma=self.get_number(node, "gamma", "training", 0.3))
 
     def job(self, top) -> TrainingJob:

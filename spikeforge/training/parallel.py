@@ -33,7 +33,7 @@ import sympy
 from ..codegen.eprop import SURROGATES, G, default_scale, threshold_distance
 from ..codegen.integrate import Integration, integrate, linear_parts
 from ..codegen.ir import ArraySpec, KernelSpec, Line
-from ..errors import ModelError, NetworkError
+from ..errors import MemoryLimitError, ModelError, NetworkError
 from ..models.builtins import VALUE_INPUT
 from ..models.expressions import ParseContext, parse_expression, symbol
 from ..models.functions import RANDOM_FUNCTIONS
@@ -42,6 +42,7 @@ from ..models.synapse import IN_SYN_NAME, PostsynapticModel
 from ..models.variables import Constant
 from ..rng import stream_id
 from .objectives import HYPER_SIZE, Adam, Optimiser, make_loss, make_readout
+from .parallel_chunks import ChunkedRun
 from .spike_rules import DRAW_SITE, SpikeRule, make_spike_rule
 
 #: The input of one step, ``u_t``: the postsynaptic model's delivered input (``in_syn``), or the
@@ -341,6 +342,148 @@ def _select_max(w, e: sympy.Expr) -> tuple[list[Line], sympy.Expr]:
     return lines, e
 
 
+# -- chunks: a sequence of T steps run as kernels of C steps, chunk after chunk ----------------
+
+def _chunk_lines(seq: int | None, T: int, last: bool = False) -> list[Line]:
+    """In a kernel compiled for chunks of ``T`` steps of a sequence of ``seq`` steps (None: the
+    whole sequence at once, no lines): ``_t0``, the chunk's first step in the sequence (the host
+    writes it), and with ``last`` whether the chunk is the sequence's last."""
+    if seq is None:
+        return []
+    lines = [Line("const uint32_t _t0 = _par_chunk[0];", f"the chunk's first step in the sequence of {seq} steps")]
+    if last:
+        lines.append(Line(f"const bool _last = _t0 + T >= {seq}u;",
+                          "the sequence's last chunk (it may run past its end)"))
+    return lines
+
+
+def _chunk_reads(seq: int | None, pre: str | None = None) -> tuple:
+    """The arrays a chunked kernel reads besides its own: the chunk's first step, and the values
+    ``pre`` sent in the previous chunk's last step."""
+    return () if seq is None else ("par_chunk", *((f"par_{pre}_last",) if pre else ()))
+
+
+def _chunk_first_input(pre: str, w: str) -> list[Line]:
+    """Step 0 of a chunk's input: ``u_0 = W s_(-1)`` from the values ``pre`` sent in the previous
+    chunk's last step (``par_<pre>_last``), summed in neuron order as the lists of senders are."""
+    return [Line("if (_t == 0) {", "a spike at t reaches its targets at t+1: u_0 = W s_(-1) (the previous chunk's)"),
+            Line("if (_t0 == 0) continue;", "nothing arrives at the sequence's step 0"),
+            Line(f"const scalar* const _s = _par_{pre}_last + (size_t)_b * N_pre;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {", "in neuron order, as the senders are listed"),
+            Line("const scalar _value = _s[_pre];"),
+            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
+            Line(f"const scalar* const _w = _{w} + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] += _w[_post] * _value;"),
+            Line("}"),
+            Line("continue;"),
+            Line("}")]
+
+
+def _next_du_lines(after: str, n_after: int, seq: int | None) -> list[Line]:
+    """The loop over the next layer's ``du_(t+1)`` in a hidden layer's reverse scan (opened here,
+    closed by the caller): none at the sequence's last step; in a chunk's last step, the next
+    chunk's first (``par_<after>_du_next``, the host keeps it)."""
+    sum_order = "each neuron's sum in the order of post, as one neuron at a time would add"
+    if seq is None:
+        return [Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) {{", sum_order),
+                Line(f"const scalar _d = _par_{after}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];")]
+    return [Line(f"const scalar* const _du_next = _t + 1 < T ? _par_{after}_du + ((size_t)_b * T + _t + 1) * "
+                 f"{n_after}u : _last ? nullptr : _par_{after}_du_next + (size_t)_b * {n_after}u;",
+                 "du_(t+1): at the chunk's last step the next chunk's first (none after the sequence)"),
+            Line(f"if (_du_next) for (uint32_t _post = 0; _post < {n_after}u; _post++) {{", sum_order),
+            Line("const scalar _d = _du_next[_post];")]
+
+
+def _chunk_gradient_start(pre: str, du: str, seq: int | None) -> list[Line]:
+    """The start of a weight gradient's sum: 0, or in a chunk, the sum of the chunks after it (the
+    backward pass runs the last chunk first) and the term of step 0, ``du_0 s_(-1)^T`` with the
+    values ``pre`` sent in the previous chunk's last step."""
+    zero = "for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"
+    if seq is None:
+        return [Line(zero)]
+    return [Line(f"if (_last) {zero}", "the backward pass starts at the sequence's last chunk: the sum starts at 0"),
+            Line("if (_t0 > 0) {", "step 0: du_0 s_(-1)^T with the previous chunk's last values"),
+            Line(f"const scalar* const _s = _par_{pre}_last + (size_t)_b * N_pre;"),
+            Line(f"const scalar* const _du = _{du} + (size_t)_b * T * N;"),
+            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
+            Line("const scalar _value = _s[_pre];"),
+            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
+            Line("scalar* const _row = _g + (size_t)_pre * N;"),
+            Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
+            Line("}"),
+            Line("}")]
+
+
+def _chunk_arrays(inp, order, T) -> list[ArraySpec]:
+    """The arrays of a chunked sequence: the chunk's first step, what each layer sent in the
+    previous chunk's last step, and dE/du of each layer's next-chunk first step."""
+    return [ArraySpec("par_chunk", inp.name, "_par_chunk", "uint32", 1, False, "parallel", Constant(0),
+                      comment="the first step of the chunk the kernels run (chunks of T steps)"),
+            *(_par_array(f"par_{p.name}_last", p.name, "_par_last", p.size,
+                         "the values sent in the previous chunk's last step") for p in [inp, *order[:-1]]),
+            *(_par_array(f"par_{h.name}_du_next", h.name, "_par_du_next", h.size,
+                         "dE/du of the next chunk's first step") for h in order[1:])]
+
+
+def _initial_arrays(spec, h, q, step) -> dict[str, str]:
+    """Layer ``h``'s states -> the simulation's arrays the forward scan reads its initial value from
+    (the postsynaptic model's with the projection ``q``)."""
+    out = {}
+    for v in step.states:
+        owner, var = (q.name, v[len(ps_state("")):]) if v.startswith(ps_state("")) else (h.name, v)
+        out[v] = next(a.name for a in spec.arrays if a.owner == owner and a.var == var and a.role == "state")
+    return out
+
+
+def _stepped_arrays(inp, order, steps) -> set[str]:
+    """The arrays with values of every step (their size grows with the kernels' steps)."""
+    names = {f"par_{inp.name}_x", "par_err"}
+    for h in order:
+        names |= {f"par_{h.name}_{v}" for v in [*steps[h.name].states, "u", "z", "du", "senders", "n_senders"]}
+    return names
+
+
+def _chunk_fits(spec, batch_size, backend, stepped: set[str], T) -> int | None:
+    """The longest chunk (below ``T`` steps) that fits in the host memory available, with a
+    tenth to spare for the chunks' boundary states; 0: none; None: unknown."""
+    from ..runtime import memory
+
+    per_step = sum(memory.array_nbytes(a, spec, batch_size) for a in spec.arrays if a.name in stepped) / T
+    total = sum(n.nbytes for n in memory.host_needs(spec, batch_size, backend))
+    available, _ = memory.host_available()
+    if available is None or per_step == 0:
+        return None
+    return max(0, min(T - 1, int(0.9 * (available - (total - per_step * T)) // per_step)))
+
+
+def _check_chunk_host(compiled):
+    """What the host keeps of a pass in chunks, checked before a pass allocates it (the compiled
+    network closed if it does not fit)."""
+    from ..runtime import memory
+
+    if not compiled.chunked:
+        return
+    try:
+        memory.check([memory.Need("the chunks' boundary states and the readout's values (host)",
+                                  ChunkedRun.host_bytes(compiled))],
+                     context=f"network '{compiled.network.name}' in chunks of {compiled.chunk} steps",
+                     advice="use longer chunks")
+    except MemoryLimitError:
+        compiled.close()
+        raise
+
+
+def _chunk_advice(fits: int | None) -> str:
+    """The memory check's advice: chunks (of ``fits`` steps)."""
+    how = "ParallelCompiler(chunk=...), or training.chunk in a job"
+    if fits is None:
+        return f"run the sequence in chunks ({how})"
+    if fits < 1:
+        return "it does not fit even in chunks of one step: reduce the batch size or the layers"
+    return (f"chunks of {fits} steps fit ({how}: the backward pass then recomputes each chunk's "
+            "forward pass from its boundary state)")
+
+
 def _weight_array(spec, q) -> str:
     return next(a.name for a in spec.arrays if a.owner == q.name and a.var == "w" and a.role == "state")
 
@@ -362,11 +505,13 @@ class ParallelCompiler:
     down: the reverse (adjoint) scan and the gradients of the weights (and of the readout bias),
     after the loss object's code (``err_t = dE/dy_t``, as e-prop runs it, per step over the
     mask). Then one optimiser step per trainable array. ``reg_rate``, ``reg_target_hz``: the
-    firing-rate regulariser of the hidden layers (see docs/training.md)."""
+    firing-rate regulariser of the hidden layers (see docs/training.md). ``chunk``: run sequences
+    longer than that many steps in chunks (:mod:`.parallel_chunks`; memory O(chunk B N), the
+    same gradients), ``"auto"``: in chunks only when the whole sequence does not fit in memory."""
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
-                 reg_target_hz: float = 10.0, readout="per_step"):
+                 reg_target_hz: float = 10.0, readout="per_step", chunk: int | None = None):
         self.loss = make_loss(loss)  # per step over the mask window, as e-prop's per_step readout
         # a readout that aggregates over the window: its error table comes from the host after the
         # forward pass (the whole sequence is known then), in place of the error kernel's
@@ -384,6 +529,14 @@ class ParallelCompiler:
         # the firing-rate regulariser: E += reg_rate / 2 sum_(hidden neurons) (r - r*)^2 per instance,
         # r the neuron's mean spikes per step over the sequence, r* = reg_target_hz dt / 1000
         self.reg_rate, self.reg_target_hz = float(reg_rate), float(reg_target_hz)
+        # a sequence longer than ``chunk`` steps runs in chunks of that many (kernels compiled for
+        # them; memory O(chunk B N) plus the chunks' boundary states), backward by recomputing each
+        # chunk's forward pass from its boundary state; None: the whole sequence at once; "auto":
+        # the whole sequence when it fits in memory, else the longest chunk that fits
+        if chunk not in (None, "auto") and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer))
+                                           or chunk < 1):
+            raise NetworkError(f"chunk must be a positive integer (steps), 'auto' or None, got {chunk!r}")
+        self.chunk = chunk if chunk in (None, "auto") else int(chunk)
 
     def _carried(self) -> dict[str, str]:
         """Values kept per hidden neuron and instance across the forward scan (name -> value at t = 0):
@@ -419,7 +572,11 @@ class ParallelCompiler:
         if order[-1] is not out:
             raise NetworkError(f"readout: population '{out.name}' must come after every hidden layer")
         spec = generate(network)
-        T = n_steps
+        # kernels of T steps: the whole sequence, or a chunk of it (seq: the sequence's length then)
+        T = n_steps if self.chunk in (None, "auto") else min(self.chunk, n_steps)
+        seq = None if T == n_steps else n_steps
+        if seq is not None:
+            spec.arrays += _chunk_arrays(inp, order, T)
         spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
                                       "the input values of every step"))
         source = {inp.name: f"par_{inp.name}_x"}
@@ -441,19 +598,39 @@ class ParallelCompiler:
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the forward scan (spike rule "
                                                   f"{self.spike.name})"))
-            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp))
+            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp, seq))
             spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
-                                                            spiking=h is not out))
+                                                            spiking=h is not out, seq=seq))
             steps[h.name] = step
             if h is not out:
                 source[h.name] = f"par_{h.name}_z"
         n_forward = len(spec.custom_updates)
-        self._backward(network, spec, order, steps, source, T)
+        self._backward(network, spec, order, steps, source, T, seq)
         n_backward = len(spec.custom_updates)
         self._optimiser_updates(network, spec, order, source, trainable)
         states = {name: step.states for name, step in steps.items()}
-        return CompiledParallel(self, network, spec, inp, order, T, (n_forward, n_backward), states, backend,
-                                **backend_options)
+        try:
+            compiled = CompiledParallel(self, network, spec, inp, order, n_steps, (n_forward, n_backward), states,
+                                        backend, chunk=T, **backend_options)
+        except MemoryLimitError as exc:
+            fits = _chunk_fits(spec, network.batch_size, backend, _stepped_arrays(inp, order, steps), T)
+            return self._in_chunks_that_fit(exc, fits, network, (inputs, hidden, readout, n_steps, trainable, backend),
+                                            backend_options)
+        compiled.initial_arrays = {h.name: _initial_arrays(spec, h, self._incoming(network, h, source),
+                                                           steps[h.name]) for h in order}
+        _check_chunk_host(compiled)
+        return compiled
+
+    def _in_chunks_that_fit(self, exc, fits, network, args, options):
+        """After the memory check refused to compile: with ``chunk="auto"``, compiled in chunks of
+        ``fits`` steps, the longest that fit; else the refusal, saying how long a chunk fits."""
+        if self.chunk == "auto" and fits:
+            self.chunk = fits
+            try:
+                return self.compile(network, *args, **options)
+            finally:
+                self.chunk = "auto"
+        raise MemoryLimitError(f"{exc}; {_chunk_advice(fits)}") from None
 
     def _optimiser_updates(self, network, spec, order, source, trainable):
         """One optimiser step per trainable array over its per-instance gradients (the optimiser
@@ -488,7 +665,7 @@ class ParallelCompiler:
                  "body": self.optimiser.body(target, grad, size), "once": []},
                 reads=(grad, "eprop_optimiser", *(a.name for a in state)), writes=(target, *(a.name for a in state))))
 
-    def _backward(self, network, spec, order, steps, source, T):
+    def _backward(self, network, spec, order, steps, source, T, seq=None):
         """The adjoint scans from the readout down, each followed by its projection's gradient."""
         for k in range(len(order) - 1, -1, -1):
             h = order[k]
@@ -503,7 +680,7 @@ class ParallelCompiler:
                                                   "gradient of the bias, per batch instance"))
             after = None if k == len(order) - 1 else order[k + 1]
             q_after = None if after is None else self._incoming(network, after, source)
-            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T))
+            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T, seq))
             for j in range(len(steps[h.name].states)):
                 spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
                                               f"adjoint component {j} of the step after (reverse scan)"))
@@ -516,7 +693,7 @@ class ParallelCompiler:
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
             spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T,
-                                                             q.pre.name in steps))
+                                                             q.pre.name in steps, seq))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -546,22 +723,27 @@ class ParallelCompiler:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
 
     @staticmethod
-    def _input_kernel(spec, q, pre_array, T, listed: bool) -> KernelSpec:
+    def _input_kernel(spec, q, pre_array, T, listed: bool, seq: int | None = None) -> KernelSpec:
         """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
         nonzero value are listed (without a branch), then each one's weight row is added, in
         neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
-        update (the spikes in neuron order), so the values are the same float for float."""
+        update (the spikes in neuron order), so the values are the same float for float.
+        ``seq``: the sequence's length when it runs in chunks of T steps (see :func:`_chunk_lines`)."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
+        first = [Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0")]
+        if seq is not None:
+            first = _chunk_first_input(q.pre.name, w)
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
+            *_chunk_lines(seq, T),
             *_instances("(double)T * (N_pre + N)"),
             *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
                                       "the presynaptic neurons that send in one step")]),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
-            Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
+            *first,
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
             *_senders(q.pre.name, listed),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
@@ -575,7 +757,8 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
                           f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
                           _indented(code), {"loop": None, "body": [], "once": []},
-                          reads=(w, pre_array, *_listed(q.pre.name, listed)), writes=(u,))
+                          reads=(w, pre_array, *_listed(q.pre.name, listed), *_chunk_reads(seq, q.pre.name)),
+                          writes=(u,))
 
     def _draw_lines(self, w, h) -> list[Line]:
         """The spike rule's uniform numbers of neuron ``_i``, instance ``_b``, step ``_t`` (Philox,
@@ -586,7 +769,7 @@ class ParallelCompiler:
                      f"draw {j} of the spike rule (population {h.id}, call site 0x{DRAW_SITE + j:04x})")
                 for j in range(self.spike.draws)]
 
-    def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True) -> KernelSpec:
+    def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True, seq=None) -> KernelSpec:
         """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
         postsynaptic model (its apply code and equations, its names prefixed by the projection's),
         the neuron's equations and sim_code, and the threshold test."""
@@ -626,7 +809,8 @@ class ParallelCompiler:
         if spiking:
             cond = w.expr(m.threshold.xreplace(rename))
             g = step.g.xreplace({symbol(ps_state(v)): symbol(pre + v) for v in ps.vars})
-            code[5:5] = [Line(f"scalar _{c} = _t == 0 ? {init0} : _par_{h.name}_{c}[(size_t)_b * N + _i];",
+            start = "_t == 0" if seq is None else "_t == 0 && _t0 == 0"  # (a later chunk: the value so far)
+            code[5:5] = [Line(f"scalar _{c} = {start} ? {init0} : _par_{h.name}_{c}[(size_t)_b * N + _i];",
                               f"{c} (carried through the scan)") for c, init0 in carried.items()]
             code += [Line(f"const scalar _g = {w.expr(g)};", f"threshold distance: {m.threshold_source}"),
                      *self._draw_lines(w, h), Line("scalar _z;"),
@@ -648,11 +832,12 @@ class ParallelCompiler:
                      Line("_ends[_t] = _n;"),
                      Line("}")]
         code += [Line("}"), Line("}")]
+        code[1:1] = _chunk_lines(seq if carried else None, T)
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
                           f"parallel: the states and spikes ({self.spike.name}) of '{h.name}' at every step",
                           w.finish_constants(), [], _indented(code), {"loop": None, "body": [], "once": []},
                           reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
-                                 *w.param_reads),
+                                 *w.param_reads, *_chunk_reads(seq if carried else None)),
                           writes=(*arrays.values(),
                                   *([f"par_{h.name}_z", *_listed(h.name, True)] if spiking else []),
                                   *(f"par_{h.name}_{c}" for c in carried)))
@@ -666,20 +851,25 @@ class ParallelCompiler:
         psi = parse_expression(SURROGATES[self.surrogate], ctx, "surrogate")
         return psi.xreplace({symbol("gamma"): sympy.Float(self.gamma), symbol("scale"): scale_expr, G: g})
 
-    def _rate_lines(self, T, dt) -> list[Line]:
+    def _rate_lines(self, T, dt, seq=None) -> list[Line]:
         """The rate regulariser in the reverse scan of a hidden layer: dE/dz_t += reg_rate (r - r*) / T,
-        and (once per neuron, at t = T-1) its term of the instance's loss."""
+        and (once per neuron, at t = T-1) its term of the instance's loss. ``seq``: the sequence's
+        length when it runs in chunks (``_count`` then the whole sequence's, the steps past its end
+        left out)."""
         if self.reg_rate == 0:
             return []
         target = self.reg_target_hz * dt / 1000.0  # spikes per step
         reg = f"(scalar){self.reg_rate!r}"
-        return [Line(f"const scalar _dr = _count / (scalar)T - (scalar){target!r};",
+        steps, inside, last = "(scalar)T", "", "_t + 1 == T"
+        if seq is not None:
+            steps, inside, last = f"(scalar){seq}u", f"if (_t0 + _t < {seq}u) ", f"_t0 + _t + 1 == {seq}u"
+        return [Line(f"const scalar _dr = _count / {steps} - (scalar){target!r};",
                      f"r - r*: mean spikes per step vs {self.reg_target_hz:g} Hz"),
-                Line(f"_dz += {reg} * _dr / (scalar)T;", "dE/dz_t of the rate regulariser"),
-                Line(f"if (_t + 1 == T) _par_loss[_b] += (scalar)0.5 * {reg} * _dr * _dr;",
+                Line(f"{inside}_dz += {reg} * _dr / {steps};", "dE/dz_t of the rate regulariser"),
+                Line(f"if ({last}) _par_loss[_b] += (scalar)0.5 * {reg} * _dr * _dr;",
                      "its term of the loss")]
 
-    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T) -> KernelSpec:
+    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T, seq=None) -> KernelSpec:
         """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
         the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
         next layer)."""
@@ -709,7 +899,7 @@ class ParallelCompiler:
         readout_bias = readout and "bias" in h.params
         # lam_T = 0 (and the bias gradient's sum starts at 0): the scratch zeroed before the scan
         zero = [f"_{a}" for a in scratch] + ([f"_par_{h.name}_grad_bias"] if readout_bias else [])
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u;")]
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"), *_chunk_lines(seq, T, last=True)]
         if not readout:
             a, n_after = q_after.post, q_after.post.size
             wa = _weight_array(spec, q_after)
@@ -718,16 +908,16 @@ class ParallelCompiler:
                      Line(f"for (uint32_t _i = 0; _i < N; _i++) for (uint32_t _post = 0; _post < {n_after}u; "
                           f"_post++) _wt[(size_t)_post * N + _i] = _{wa}[(size_t)_i * {n_after}u + _post];")]
         code += [*_instances("(double)T * N"),
-                 *(Line(f"for (uint32_t _i = 0; _i < N; _i++) {z}[(size_t)_b * N + _i] = 0;",
-                        "lam_T = 0" if k == 0 else "") for k, z in enumerate(zero))]
+                 *(Line(f"{'' if seq is None else 'if (_last) '}for (uint32_t _i = 0; _i < N; _i++) "
+                        f"{z}[(size_t)_b * N + _i] = 0;",
+                        ("lam_T = 0" if seq is None else "lam_T = 0 (else lam of the next chunk's first step)")
+                        if k == 0 else "") for k, z in enumerate(zero))]
         if not readout:
             code += [Line("std::vector<scalar> _dzv(N);",
                           f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives at t+1)"),
                      Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"),
                      Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] = 0;"),
-                     Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) {{",
-                          "each neuron's sum in the order of post, as one neuron at a time would add"),
-                     Line(f"const scalar _d = _par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];"),
+                     *_next_du_lines(a.name, n_after, seq),
                      Line("const scalar* const _wr = _wt.data() + (size_t)_post * N;"),
                      Line("for (uint32_t _i = 0; _i < N; _i++) _dzv[_i] += _wr[_i] * _d;",
                           "vectorised over the neurons"),
@@ -748,7 +938,8 @@ class ParallelCompiler:
         else:
             in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
             psi_lines, psi = _select_max(w, self._psi(network, m, G))
-            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g)]
+            reads += [wa, f"par_{a.name}_du", *(f"par_{h.name}_{v}" for v in in_g),
+                      *([f"par_{a.name}_du_next"] if seq is not None else [])]
             code += [Line("scalar _dz = _dzv[_i];", "dE/dz_t (summed over the next layer before the scan)"),
                      *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                      Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
@@ -757,8 +948,9 @@ class ParallelCompiler:
                           f"surrogate dz/dg ({self.surrogate})"),
                      *(Line(f"const scalar _{c} = _par_{h.name}_{c}[_n];", f"{c} after the forward scan")
                        for c in self._carried()),
-                     *self._rate_lines(T, network.dt),
-                     *(Line(f"scalar _{c} = _t + 1 == T ? 0 : _par_{h.name}_{c}[_n];",
+                     *self._rate_lines(T, network.dt, seq),
+                     *(Line(f"scalar _{c} = _t + 1 == T{'' if seq is None else ' && _last'} ? 0 : "
+                            f"_par_{h.name}_{c}[_n];",
                             f"{c} (carried through the reverse scan)") for c in self.spike.reverse_carried),
                      *self._draw_lines(w, h),
                      Line("scalar _psi;"), *self.spike.gradient(w.expr),
@@ -786,7 +978,8 @@ class ParallelCompiler:
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
                           _indented(code),
                           {"loop": None, "body": [], "once": []},
-                          reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads), writes=tuple(writes))
+                          reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads, *_chunk_reads(seq)),
+                          writes=tuple(writes))
 
     def _error_kernel(self, spec, out, T) -> KernelSpec:
         """The loss object's code (as e-prop's error kernel runs it) at every step: ``err_t = dE/dy_t``
@@ -818,18 +1011,19 @@ class ParallelCompiler:
                           writes=("par_err", "par_loss"))
 
     @staticmethod
-    def _gradient_kernel(spec, q, pre_array, grad, T, listed: bool) -> KernelSpec:
+    def _gradient_kernel(spec, q, pre_array, grad, T, listed: bool, seq: int | None = None) -> KernelSpec:
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
         input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
+            *_chunk_lines(seq, T, last=True),
             *_instances("(double)T * (N_pre + N)"),
             *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
                                       "the presynaptic neurons that sent in one step")]),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
-            Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
+            *_chunk_gradient_start(q.pre.name, du, seq),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
             Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
@@ -844,7 +1038,8 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
                           f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
                           {"loop": None, "body": [], "once": []},
-                          reads=(du, pre_array, *_listed(q.pre.name, listed)), writes=(grad,))
+                          reads=(du, pre_array, *_listed(q.pre.name, listed), *_chunk_reads(seq, q.pre.name)),
+                          writes=(grad,))
 
 
 class CompiledParallel:
@@ -852,7 +1047,7 @@ class CompiledParallel:
     parallel kernels (the first ``n_forward`` the forward pass, the others the backward pass)."""
 
     def __init__(self, compiler, network, spec, inputs, layers, n_steps, counts, states, backend="cpu",
-                 **backend_options):
+                 chunk: int | None = None, **backend_options):
         from ..runtime.simulation import Simulation
 
         self.network, self.spec, self.inputs, self.layers, self.n_steps = network, spec, inputs, layers, n_steps
@@ -860,6 +1055,11 @@ class CompiledParallel:
         self.n_forward, self.n_backward = counts  # custom updates: [0, n_forward) forward, then backward, optimiser
         self.states = states  # per layer, its state variables
         self.steps_taken = 0
+        # the kernels' steps: the whole sequence, or chunks of it (see ChunkedRun)
+        self.chunk = n_steps if chunk is None else int(chunk)
+        self.chunked = self.chunk < n_steps
+        self.initial_arrays: dict = {}  # per layer, state -> the simulation's array of its initial value
+        self._chunks = None  # the last chunked pass (ChunkedRun)
         self.draws = 0  # forward passes so far: the spike rule's random numbers of pass k use key steps k T + t
         self._initial_state = False  # whether the simulation's state is its initial state (see forward)
         self.weight_arrays = [u.name[len("optimiser_"):] for u in spec.custom_updates[self.n_backward:]]
@@ -869,26 +1069,32 @@ class CompiledParallel:
 
     def memory(self) -> dict[str, int]:
         """Bytes of the values the method keeps for every step (O(T B N)), per population or
-        projection, at this network's batch size (the memory check counts them before allocating)."""
+        projection, at this network's batch size (the memory check counts them before allocating).
+        Run in chunks, the arrays hold one chunk's steps (O(C B N)), and ``"chunk boundaries"``
+        counts what the host keeps besides: each chunk's boundary state and the readout's values
+        of every step (O(T/C B N + T B K))."""
         from ..runtime.memory import array_nbytes
 
         out: dict[str, int] = {}
         for a in self.spec.arrays:
             if a.role == "parallel":
                 out[a.owner] = out.get(a.owner, 0) + array_nbytes(a, self.spec, self.network.batch_size)
+        if self.chunked:
+            out["chunk boundaries"] = ChunkedRun.host_bytes(self)
         return out
 
     def _pull_steps(self, name, n):
-        T, B = self.n_steps, self.network.batch_size
+        T, B = self.chunk, self.network.batch_size
         return self.backend.pull(name).reshape(B, T, n).transpose(1, 0, 2)
 
-    def forward(self, x, values: bool = True, draw: int | None = None) -> dict:
+    def forward(self, x, values: bool = True, draw: int | None = None, *, after=None) -> dict:
         """Inputs ``x`` (steps, batch, inputs) -> per layer (hidden and readout) {state: (steps,
         batch, N)} with the input ``u`` and, for the hidden layers, the spikes ``z`` (the states of a
         postsynaptic model are named ``_ps_<variable>``); without ``values``, the readout's ``v`` only.
 
         ``draw``: which random numbers a stochastic spike rule uses (key steps ``draw * T + t`` of
-        the Philox streams); default: one more than the last pass's, starting at 0."""
+        the Philox streams); default: one more than the last pass's, starting at 0. ``after(k)``:
+        run in chunks, called once chunk ``k`` ran forward (its values in the arrays)."""
         T, B = self.n_steps, self.network.batch_size
         x = np.asarray(x)
         if x.shape != (T, B, self.inputs.size):
@@ -902,13 +1108,14 @@ class CompiledParallel:
             for name, value in kept.items():
                 self.backend.push(name, value)
             self._initial_state = True
+            self._x0 = {a: self.backend.pull(a) for arrays in self.initial_arrays.values() for a in arrays.values()}
+        if self.chunked:  # (its chunks overwrite the initial state: pushed back at the first)
+            self._chunks = ChunkedRun(self, x, self._next_draw(draw))
+            return self._chunks.forward(values, after)
         # one copy, converted to the network's precision as it goes
         self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
-        draw = self.draws if draw is None else draw
-        if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
-            raise NetworkError(f"draw must be an integer >= 0, got {draw!r}")
-        self.backend.step = int(draw) * T  # the kernels' _step: the key step of t = 0
-        self.draws = int(draw) + 1
+        draw = self._next_draw(draw)
+        self.backend.step = draw * T  # the kernels' _step: the key step of t = 0
         for index in range(self.n_forward):
             self.backend.custom_update(index)
         if not values:  # the readout's values only
@@ -920,6 +1127,43 @@ class CompiledParallel:
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
 
+    def _next_draw(self, draw) -> int:
+        """The pass's draw (default: one more than the last pass's), counted."""
+        draw = self.draws if draw is None else draw
+        if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
+            raise NetworkError(f"draw must be an integer >= 0, got {draw!r}")
+        self.draws = int(draw) + 1
+        return int(draw)
+
+    def spike_counts(self) -> list[np.ndarray]:
+        """Per hidden layer, each instance's spikes of each neuron (batch, N) over the last pass."""
+        if self.chunked:
+            return list(self._chunks.counts.values())
+        B, T = self.network.batch_size, self.n_steps
+        return [self.backend.pull(f"par_{h.name}_z").reshape(B, T, h.size).sum(axis=1) for h in self.layers[:-1]]
+
+    def evaluate(self, x, mask, labels=None, targets=None, draw: int | None = None) -> dict:
+        """The forward pass and each instance's loss (no backward pass): ``y`` and ``loss``."""
+        T, B, readout = self.n_steps, self.network.batch_size, self.layers[-1]
+        mask = self._checked_mask(mask)
+        if self.chunked:
+            return ChunkedRun.evaluate(self, x, mask, labels, targets, draw)
+        self.compiler.loss.feed(self.backend, B, readout.size, T, labels, targets)
+        self.backend.push("eprop_mask", mask)
+        y = self.forward(x, values=False, draw=draw)[readout.name]["v"]
+        if self.compiler.readout.aggregated:
+            loss = self.compiler.readout.loss_and_error(self.compiler.loss, y, mask, labels, targets)[0]
+        else:
+            self.backend.custom_update(self.n_forward)  # the error kernel: the first of the backward pass
+            loss = self.backend.pull("par_loss").reshape(B)
+        return {"y": y, "loss": np.asarray(loss)}
+
+    def _checked_mask(self, mask) -> np.ndarray:
+        mask = np.asarray(mask, dtype=np.float64)
+        if mask.shape != (self.n_steps,) or not np.all(np.isfinite(mask)):
+            raise NetworkError(f"mask must be {self.n_steps} finite numbers, got shape {mask.shape}")
+        return mask
+
     def gradients(self, x, mask, labels=None, targets=None, values: bool = False, draw: int | None = None) -> dict:
         """One batch forward and backward, the loss over the window ``mask`` (steps,) against
         ``labels`` (batch,) or ``targets`` (steps, batch, readout): ``y`` (the readout's v), the
@@ -928,9 +1172,9 @@ class CompiledParallel:
         :meth:`forward` gives them)."""
         T, B = self.n_steps, self.network.batch_size
         readout = self.layers[-1]
-        mask = np.asarray(mask, dtype=np.float64)
-        if mask.shape != (T,) or not np.all(np.isfinite(mask)):
-            raise NetworkError(f"mask must be {T} finite numbers, got shape {mask.shape}")
+        mask = self._checked_mask(mask)
+        if self.chunked:
+            return ChunkedRun.gradients(self, x, mask, labels, targets, values, draw)
         self.compiler.loss.feed(self.backend, B, readout.size, T, labels, targets)
         self.backend.push("eprop_mask", mask)
         out = self.forward(x, values, draw)
@@ -939,13 +1183,19 @@ class CompiledParallel:
                                                                                                    targets)
         for index in range(first, self.n_backward):
             self.backend.custom_update(index)
+        return {"forward": out, "y": y, "loss": self.backend.pull("par_loss").reshape(B), "grads": self._gradients()}
+
+    def _gradients(self) -> dict:
+        """The per-instance gradients the backward pass left: {projection: (batch, pre, post),
+        readout.bias: (batch, K)}."""
+        B, readout = self.network.batch_size, self.layers[-1]
         grads = {}
         for q in self.network.projections.values():
             if q.post in self.layers:
                 grads[q.name] = self.backend.pull(f"{q.name}_par_grad").reshape(B, q.pre.size, q.post.size)
         if "bias" in readout.params:
             grads[f"{readout.name}.bias"] = self.backend.pull(f"par_{readout.name}_grad_bias").reshape(B, -1)
-        return {"forward": out, "y": y, "loss": self.backend.pull("par_loss").reshape(B), "grads": grads}
+        return grads
 
     def apply_gradients(self, *, mean: bool = False, clamp: tuple | None = None, lr: float | None = None):
         """One optimiser step on every projection's weights from the last :meth:`gradients`, summed

@@ -51,8 +51,7 @@ class ParallelRuntime(CompiledRuntime):
         out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
                                                                                               targets)
         self._n = n
-        counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
-                  for h in c.layers[:-1]]
+        counts = c.spike_counts()
         y = np.asarray(out["y"])[:, :n]
         output = c.compiler.readout.output(y, mask)
         result = {"y": y, "loss": np.asarray(out["loss"])[:n], "hidden_spikes": np.concatenate(counts, axis=1)[:n],
@@ -66,21 +65,8 @@ class ParallelRuntime(CompiledRuntime):
 
     @staticmethod
     def _forward(c, x, mask, labels, targets) -> dict:
-        """The forward pass and each instance's loss: the error kernel (the loss object's code)
-        for the per-step readout, the readout object's host code for one that aggregates."""
-        B, readout = c.network.batch_size, c.layers[-1]
-        mask = np.asarray(mask, dtype=np.float64)
-        if mask.shape != (c.n_steps,) or not np.all(np.isfinite(mask)):
-            raise NetworkError(f"mask must be {c.n_steps} finite numbers, got shape {mask.shape}")
-        c.compiler.loss.feed(c.backend, B, readout.size, c.n_steps, labels, targets)
-        c.backend.push("eprop_mask", mask)
-        y = c.forward(x, values=False)[readout.name]["v"]
-        if c.compiler.readout.aggregated:
-            loss = c.compiler.readout.loss_and_error(c.compiler.loss, y, mask, labels, targets)[0]
-        else:
-            c.backend.custom_update(c.n_forward)  # the error kernel: the first of the backward pass
-            loss = c.backend.pull("par_loss").reshape(B)
-        return {"y": y, "loss": np.asarray(loss)}
+        """The forward pass and each instance's loss (:meth:`~.parallel.CompiledParallel.evaluate`)."""
+        return c.evaluate(x, mask, labels, targets)
 
     def gradient_sums(self) -> dict[str, np.ndarray]:
         """float64 gradients of the last batch, summed over its instances."""

@@ -15,6 +15,9 @@ kernel builder prints the lines a rule gives and never asks for its name. A rule
   value at ``t = 0``); the forward code updates them, the gradient code reads their final value.
 * :meth:`SpikeRule.forward`: lines that set ``_z`` from ``_g`` (and the condition as the
   simulation prints it, so that ``threshold`` spikes are the simulation's bit for bit).
+* ``carried_steps``: the carried values that are steps (``_t``): run in chunks, the kernels'
+  ``_t`` counts the chunk's steps, and the host gives the reverse scan such a value as a step
+  of the chunk it runs (below 0: an earlier chunk's; ``T``, the chunk's length: none).
 * ``reverse_carried``: values kept per neuron and instance across the steps of the reverse scan
   (0 at ``t = T - 1``).
 * :meth:`SpikeRule.gradient`: lines that set ``_psi = dz_t/dg_t`` from ``_g`` and ``_surrogate``
@@ -49,6 +52,7 @@ class SpikeRule:
     name = "rule"
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
+    carried_steps: tuple[str, ...] = ()  # the carried values that are steps
     reverse_carried: tuple[str, ...] = ()
 
     def forward(self, cond: str, p) -> list[Line]:
@@ -87,6 +91,7 @@ class FirstCrossing(SpikeRule):
 
     name = "first_crossing"
     carried = {"first": "(scalar)T"}  # the step of the first spike (T: none yet)
+    carried_steps = ("first",)
     GRADIENTS = ("surrogate", "fastsnn")
 
     def __init__(self, gradient: str = "surrogate"):
