@@ -26,6 +26,12 @@ DEFAULT_BLOCK = {
     "eprop_learning_signal": 128,  # one thread per hidden neuron
     "eprop_eligibility": 256,  # one thread per synapse (and per presynaptic neuron first)
     "optimiser_step": 256,  # a custom update: one thread per trainable element
+    # the time-parallel method's kernels (see spikeforge.training.parallel_cuda)
+    "parallel_input": 128,  # one thread per (instance, step, neuron)
+    "parallel_forward": 128,  # per (instance, chunk, neuron) or (instance, step, neuron)
+    "parallel_adjoint": 128,
+    "parallel_error": 32,  # one thread per batch instance
+    "parallel_gradient": 128,  # one thread per (instance, pre, post)
 }
 RECORD_BLOCK = 256
 
