@@ -81,7 +81,8 @@ def test_cuda_emu_equals_the_cpu_kernels_in_double(threshold_runs):
     runs = threshold_runs
     names = [k.name for k in runs["cuda-emu"]["spec"].custom_updates]
     for kernel in ("parallel_forward_carry_h1", "parallel_forward_fixup_h2", "parallel_adjoint_carry_out",
-                   "parallel_adjoint_fixup_h1", "parallel_bias_gradient_out", "parallel_rate_loss_h2"):
+                   "parallel_adjoint_fixup_h1", "parallel_bias_gradient_out", "parallel_rate_loss_h2",
+                   "parallel_count_chunks_h1", "parallel_count_h1"):
         assert kernel in names
     _compare(runs["cuda-emu"], runs["cpu"], 1e-12, exact_first_chunk=True)
 

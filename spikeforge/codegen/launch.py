@@ -79,7 +79,8 @@ def kernel_launch(k: KernelSpec, block_sizes: dict | None = None) -> Launch:
     if k.kind == "batch_reduction":
         return Launch(k.name, grid, block, False, False)
     if k.template == "custom_update":  # once over the whole array, the batch summed inside
-        return Launch(k.name, grid, block, False, False, "custom")
+        # (info["barriers"]: the code uses barriers or warp collectives)
+        return Launch(k.name, grid, block, False, bool(k.info.get("barriers")), "custom")
     barriers = k.kind == "neuron_update" and bool(k.info["spike_condition"])
     return Launch(k.name, grid, block, True, barriers)
 

@@ -24,7 +24,8 @@ grid-wide order are kernels of their own, run one after the other. Per layer, fo
   spike, the rate regulariser's spike count) runs one thread per (instance, neuron) over the
   steps in order, reading the states the scan wrote (the rule only: a few operations a step).
 
-Backward, from the readout down: the loss object's error code (one thread per instance); per
+Backward, from the readout down: the loss object's error code (one warp per instance, each
+lane every 32nd step, the loss summed over the lanes); per
 layer the *drive* ``dE/dg_t`` (hidden layers: ``dE/dz_t = sum_post w du_(t+1)`` of the next
 layer, times ``dz_t/dg_t``), one thread per (instance, step, neuron) or, for a rule with values
 carried through the reverse scan (``first_crossing``'s ``fastsnn`` gradient: running sums over
@@ -213,6 +214,8 @@ class DeviceParallelCompiler(ParallelCompiler):
                         self._forward_fixup(network, spec, h, q, step, arrays, scratch, T)]
         if spiking:
             kernels.append(self._spike_kernel(network, spec, h, q, step, arrays, T))
+            if self.reg_rate > 0 and not self.spike.carried:  # (else counted by the spike kernel)
+                kernels += self._count_kernels(spec, h, T)
         spec.custom_updates += kernels[:-1]
         return kernels[-1]
 
@@ -311,7 +314,8 @@ class DeviceParallelCompiler(ParallelCompiler):
         or per (instance, neuron) over the steps in order when values are carried across steps."""
         m, n = h.model, h.size
         w, rename = self._linear_writer(network, spec, h, q, step, derived=True)
-        carried = self._carried()
+        # the rule's carried values, with the spike count when the rule runs per neuron anyway
+        carried = self._carried() if self.spike.carried else {}
         in_g = [v for v in step.states if symbol(v) in step.g.free_symbols or symbol(v) in m.threshold.free_symbols]
         cond = w.expr(m.threshold.xreplace(rename))
         body = [Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
@@ -319,7 +323,7 @@ class DeviceParallelCompiler(ParallelCompiler):
                 Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
                 *self._draw_lines(w, h), Line("scalar _z;"),
                 *self.spike.forward(cond, w.expr),
-                *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if self.reg_rate > 0 else []),
+                *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if "count" in carried else []),
                 Line("(void)_g;"),
                 Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")]
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"), Line("(void)T;")]
@@ -338,15 +342,43 @@ class DeviceParallelCompiler(ParallelCompiler):
                           f"parallel: the spikes ({self.spike.name}) of '{h.name}' at every step", w, code, count,
                           [arrays[v] for v in in_g], (f"par_{h.name}_z", *(f"par_{h.name}_{c}" for c in carried)))
 
+    def _count_kernels(self, spec, h, T) -> list[KernelSpec]:
+        """The rate regulariser's spike count of each neuron: per chunk, then the chunks in order."""
+        L, C = self._chunks(T)
+        n, part = h.size, f"par_{h.name}_countc"
+        spec.arrays.append(_par_array(part, h.name, "_par_countc", C * n, "the spikes of each chunk"))
+        chunks = [Line(f"const uint32_t T = {T}u, N = {n}u, L = {L}u, C = {C}u;"),
+                  *_decode(("_b", "_B"), ("_c", "C"), ("_i", "N")),
+                  Line("const uint32_t _t0 = _c * L, _t1 = _t0 + L < T ? _t0 + L : T;"),
+                  Line("scalar _count = 0;"),
+                  Line(f"for (uint32_t _t = _t0; _t < _t1; _t++) _count += _par_{h.name}_z[((size_t)_b * T + _t) * N "
+                       "+ _i];", "in the order of t"),
+                  Line(f"_{part}[_e] = _count;")]
+        total = [Line(f"const uint32_t N = {n}u, C = {C}u;"),
+                 *_decode(("_b", "_B"), ("_i", "N")),
+                 Line("scalar _count = 0;"),
+                 Line(f"for (uint32_t _c = 0; _c < C; _c++) _count += _{part}[((size_t)_b * C + _c) * N + _i];"),
+                 Line(f"_par_{h.name}_count[_e] = _count;", "spikes over the sequence (the rate regulariser)")]
+        return [self._spec(f"parallel_count_chunks_{h.name}", "parallel_forward", h.name,
+                           f"parallel: the spikes of '{h.name}' in each chunk", None, chunks, self._B * C * n,
+                           (f"par_{h.name}_z",), (part,)),
+                self._spec(f"parallel_count_{h.name}", "parallel_forward", h.name,
+                           f"parallel: the spikes of '{h.name}' over the sequence", None, total, self._B * n,
+                           (part,), (f"par_{h.name}_count",))]
+
     # -- backward -------------------------------------------------------------------------------
 
     def _error_kernel(self, spec, out, T):
-        k = super()._error_kernel(spec, out, T)  # the arrays, and the cpu's code around the loss's
+        """The loss object's code at every step: one warp per instance, its lanes taking every
+        32nd step (err_t written per step), the instance's loss summed over the lanes by warp
+        shuffles (a fixed order: the same sum every run; equal to the cpu's sum to rounding)."""
+        k = super()._error_kernel(spec, out, T)  # the arrays, reads and writes of the cpu's kernel
         K = out.size
         code = [Line(f"const uint32_t T = {T}u, K = {K}u;"),
-                Line("const uint32_t _b = (uint32_t)_e;", "one thread per instance"),
-                Line("scalar _loss = 0;"),
-                Line("for (uint32_t _t = 0; _t < T; _t++) {"),
+                Line("const uint32_t _b = (uint32_t)(_e / 32u), _lane = (uint32_t)(_e % 32u);",
+                     "one warp per instance (whole warps: 32 threads each)"),
+                Line("scalar _loss = 0;", "this lane's part of the loss"),
+                Line("for (uint32_t _t = _lane; _t < T; _t += 32u) {"),
                 Line("const uint64_t _step = _t;", "the step whose values the loss code reads"),
                 Line(f"const scalar* const _y = _par_{out.name}_v + ((size_t)_b * T + _t) * K;", "y_t = v_t"),
                 Line("scalar* const _err = _par_err + ((size_t)_b * T + _t) * K;"),
@@ -354,9 +386,11 @@ class DeviceParallelCompiler(ParallelCompiler):
                 Line("(void)_step;"),
                 Line("{"), *self.loss.code(), Line("}"),
                 Line("}"),
-                Line("_par_loss[_b] = _loss;")]
+                Line("for (uint32_t _d = 16u; _d > 0u; _d /= 2u) _loss += __shfl_down_sync(0xffffffffu, _loss, _d);",
+                     "the lanes' parts summed (a tree over the warp)"),
+                Line("if (_lane == 0u) _par_loss[_b] = _loss;")]
         return KernelSpec(k.name, k.kind, k.target, "custom_update", k.description, [], [], _indented(code),
-                          _loop(self._B), reads=k.reads, writes=k.writes)
+                          {**_loop(self._B * 32), "barriers": True}, reads=k.reads, writes=k.writes)
 
     def _drive_lines(self, network, w, h, step, q_after, T) -> tuple[list[Line], list[str]]:
         """dE/dg_t of a hidden neuron at step _t: dE/dz_t (the next layer's du_(t+1) through its
