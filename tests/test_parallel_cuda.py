@@ -56,6 +56,8 @@ def _compare(emu, cpu, tol, exact_first_chunk: bool):
                 assert 0 < ref.mean() < 0.9, f"{pop}: spiking, not saturated"
                 near = np.abs(emu["forward"][pop]["v"] - V_TH[pop]) <= 100 * tol * np.abs(ref).max()
                 np.testing.assert_array_equal(new[~near], ref[~near], err_msg=f"{pop}.z")
+            elif v == "u":  # from the same spikes and weights, summed in the same order
+                np.testing.assert_array_equal(new, ref, err_msg=f"{pop}.u")
             else:
                 _rel(new, ref, tol, f"{pop}.{v}")
             if exact_first_chunk and v != "z":

@@ -6,9 +6,10 @@ Every kernel is a custom update with one thread per element of its loop (``info[
 ``templates/cuda/custom_update.cu.j2``): no shared memory, no barriers; the phases that need a
 grid-wide order are kernels of their own, run one after the other. Per layer, forward:
 
-* **input** ``u_t = W s_(t-1)``: one thread per (instance, step, neuron), a dense sum over the
-  presynaptic neurons in their order that skips the zero values (the cpu kernel adds the
-  senders only, in the same order: the same sum);
+* **input** ``u_t = W s_(t-1)``: one warp per (instance, step, 32 neurons): the warp reads
+  the presynaptic values 32 at a time, finds the nonzero ones by a ballot and adds their
+  weights in presynaptic order (the cpu kernel adds its senders in the same order: the same
+  sum; the sender lists are a CPU optimisation, not kept here);
 * **chunked scan** of ``x_t = A x_(t-1) + B u_t + c`` (no reset: linear). The steps are cut into
   chunks of ``L`` steps (the last one shorter when ``L`` does not divide T). (1) *local*: one
   thread per (instance, chunk, neuron) runs the simulation's printed update over its chunk,
@@ -33,8 +34,9 @@ t), one per (instance, neuron) over the steps in reverse; then the adjoint
 ``lam_t = A^T lam_(t+1) + drive_t dg/dx``, chunked like the forward scan (the last chunk from
 ``lam_T = 0`` exact, the carry from the last chunk down, ``du_t = B . lam_t`` fixed up); the
 readout bias's gradient as per-chunk sums added up per neuron; the weight gradient
-``dW[b][pre][post] = sum_t du_t[post] s_(t-1)[pre]``, one thread per (instance, pre, post)
-summing in the order of t (the cpu's order: the same sum). The optimiser steps are the cpu's
+``dW[b][pre][post] = sum_t du_t[post] s_(t-1)[pre]``, one warp per (instance, pre, 32 post)
+finding the steps where ``pre`` sent by ballots over 32 steps at a time and summing in the
+order of t (the cpu's order: the same sum). The optimiser steps are the cpu's
 kernels (they carry their loop already).
 
 The chunk length ``L``: ``compile(..., chunk=L)`` (default ``ceil(sqrt(T))``, which balances the
@@ -183,24 +185,36 @@ class DeviceParallelCompiler(ParallelCompiler):
     # -- forward --------------------------------------------------------------------------------
 
     def _input_kernel(self, spec, q, pre_array, T, listed):
-        """u_t = W s_(t-1): one thread per (instance, step, neuron), a dense sum in presynaptic order
-        that skips zeros (the cpu kernel's senders, in the same order: the same values)."""
+        """u_t = W s_(t-1): one warp per (instance, step, 32 neurons). The warp reads the
+        presynaptic values 32 at a time (coalesced), finds the nonzero ones (a ballot) and each
+        lane adds their weights, in presynaptic order: the cpu kernel's sum over its senders,
+        term for term."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-                *_decode(("_b", "_B"), ("_t", "T"), ("_post", "N")),
+        nw = -(-n // 32) * 32
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u, NW = {nw}u;",
+                     "NW: the neurons rounded up to whole warps"),
+                *_decode(("_b", "_B"), ("_t", "T"), ("_post", "NW")),
+                Line("const uint32_t _lane = _post % 32u;"),
                 Line("scalar _u = 0;", "u_t: the input delivered in step t (nothing arrives at t = 0)"),
-                Line("if (_t > 0) {"),
+                Line("if (_t > 0) {", "(the same for the whole warp)"),
                 Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-                Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {", "in neuron order, as the spikes are summed"),
-                Line("const scalar _value = _s[_pre];"),
-                Line(f"if (_value != 0) _u += _{w}[(size_t)_pre * N + _post] * _value;",
-                     f"u_t = W s_(t-1): {q.weight_update.name} on_pre; a value of 0 sends nothing"),
-                Line("}"), Line("}"),
-                Line(f"_{u}[_e] = _u;")]
-        return self._spec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name,
-                          f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", None, code,
-                          self._B * T * n, (w, pre_array), (u,))
+                Line("for (uint32_t _p0 = 0; _p0 < N_pre; _p0 += 32u) {", "32 presynaptic neurons at a time"),
+                Line("const scalar _mine = _p0 + _lane < N_pre ? _s[_p0 + _lane] : (scalar)0;"),
+                Line("uint32_t _sent = __ballot_sync(0xffffffffu, _mine != 0);", "a value of 0 sends nothing"),
+                Line("while (_sent != 0u) {", "the senders in neuron order"),
+                Line("const uint32_t _k = (uint32_t)__ffs((int)_sent) - 1u;"),
+                Line("_sent &= _sent - 1u;"),
+                Line("const scalar _value = __shfl_sync(0xffffffffu, _mine, (int)_k);"),
+                Line(f"if (_post < N) _u += _{w}[(size_t)(_p0 + _k) * N + _post] * _value;",
+                     f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value)"),
+                Line("}"), Line("}"), Line("}"),
+                Line(f"if (_post < N) _{u}[((size_t)_b * T + _t) * N + _post] = _u;")]
+        k = self._spec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name,
+                       f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", None, code,
+                       self._B * T * nw, (w, pre_array), (u,))
+        k.info["barriers"] = True  # warp collectives
+        return k
 
     def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True):
         L, C = self._chunks(T)
@@ -594,22 +608,35 @@ class DeviceParallelCompiler(ParallelCompiler):
                           (f"par_{h.name}_grad_bias",))
 
     def _gradient_kernel(self, spec, q, pre_array, grad, T, listed):
-        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre]: one thread per (instance, pre, post), in the
-        order of t, the zero values skipped (the cpu's sum)."""
+        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre]: one warp per (instance, pre, 32
+        postsynaptic neurons). The warp reads the presynaptic values of 32 steps at a time,
+        finds the nonzero ones (a ballot) and each lane adds their terms in the order of t: the
+        cpu kernel's sum, term for term."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-                *_decode(("_b", "_B"), ("_pre", "N_pre"), ("_post", "N")),
+        nw = -(-n // 32) * 32
+        code = [Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u, NW = {nw}u;",
+                     "NW: the neurons rounded up to whole warps"),
+                *_decode(("_b", "_B"), ("_pre", "N_pre"), ("_post", "NW")),
+                Line("const uint32_t _lane = _post % 32u;"),
                 Line("scalar _sum = 0;"),
-                Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
-                Line(f"const scalar _value = _{pre_array}[((size_t)_b * T + _t - 1) * N_pre + _pre];"),
-                Line(f"if (_value != 0) _sum += _{du}[((size_t)_b * T + _t) * N + _post] * _value;",
-                     "a value of 0 sends nothing"),
-                Line("}"),
-                Line(f"_{grad}[_e] = _sum;")]
-        return self._spec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name,
-                          f"parallel: the gradient of the weights of '{q.name}'", None, code, self._B * n_pre * n,
-                          (du, pre_array), (grad,))
+                Line("for (uint32_t _t0 = 1; _t0 < T; _t0 += 32u) {", "dW = sum_t du_t s_(t-1)^T, 32 steps at a time"),
+                Line("const uint32_t _tl = _t0 + _lane;"),
+                Line(f"const scalar _mine = _tl < T ? _{pre_array}[((size_t)_b * T + _tl - 1) * N_pre + _pre] : "
+                     "(scalar)0;"),
+                Line("uint32_t _sent = __ballot_sync(0xffffffffu, _mine != 0);", "a value of 0 sends nothing"),
+                Line("while (_sent != 0u) {", "in the order of t"),
+                Line("const uint32_t _k = (uint32_t)__ffs((int)_sent) - 1u;"),
+                Line("_sent &= _sent - 1u;"),
+                Line("const scalar _value = __shfl_sync(0xffffffffu, _mine, (int)_k);"),
+                Line(f"if (_post < N) _sum += _{du}[((size_t)_b * T + _t0 + _k) * N + _post] * _value;"),
+                Line("}"), Line("}"),
+                Line(f"if (_post < N) _{grad}[((size_t)_b * N_pre + _pre) * N + _post] = _sum;")]
+        k = self._spec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name,
+                       f"parallel: the gradient of the weights of '{q.name}'", None, code, self._B * n_pre * nw,
+                       (du, pre_array), (grad,))
+        k.info["barriers"] = True  # warp collectives
+        return k
 
 
 def device_compiler(compiler: ParallelCompiler) -> DeviceParallelCompiler:
