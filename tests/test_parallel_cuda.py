@@ -93,10 +93,16 @@ def test_cuda_emu_equals_the_cpu_kernels_in_double(threshold_runs):
 @pytest.mark.parametrize("spike", ["first_crossing", FirstCrossing(gradient="fastsnn"), "bernoulli_sigmoid", "gumbel"],
                          ids=["first_crossing", "fastsnn", "bernoulli_sigmoid", "gumbel"])
 def test_cuda_emu_equals_the_cpu_kernels_for_every_spike_rule(spike):
-    """The rules with values carried through the scans (first_crossing's first spike, the
-    fastsnn gradient's running sums) run per neuron over the steps; the others per element."""
+    """first_crossing's step of the first spike is found chunk by chunk (the chunks' values
+    combined in order); the fastsnn gradient's running sums run per neuron over the steps; the
+    other rules per element."""
     runs = {backend: _run(backend, "double", spike, **({"chunk": CHUNK} if backend != "cpu" else {}))
             for backend in ("cpu", "cuda-emu")}
+    if isinstance(spike, FirstCrossing) or spike == "first_crossing":
+        assert "parallel_spike_carry_h1" in [k.name for k in runs["cuda-emu"]["spec"].custom_updates]
+        z = runs["cpu"]["forward"]["h1"]["z"]
+        first = z.argmax(axis=0)[z.any(axis=0)]
+        assert (first < CHUNK).any() and (first >= CHUNK).any()  # first spikes in chunk 0 and in later chunks
     _compare(runs["cuda-emu"], runs["cpu"], 1e-12, exact_first_chunk=True)
 
 

@@ -21,9 +21,12 @@ grid-wide order are kernels of their own, run one after the other. Per layer, fo
   rounding (the same affine map, summed in another order);
 * **spike rule** (:mod:`.spike_rules`, the cpu's lines and Philox counters): one thread per
   (instance, step, neuron) where the rule keeps no value across steps (``threshold``,
-  ``bernoulli_sigmoid``, ``gumbel``); a rule that does (``first_crossing``'s step of the first
-  spike, the rate regulariser's spike count) runs one thread per (instance, neuron) over the
-  steps in order, reading the states the scan wrote (the rule only: a few operations a step).
+  ``bernoulli_sigmoid``, ``gumbel``). A rule that does and says how its values combine across
+  spans of steps (``combine``: ``first_crossing``'s step of the first spike, a prefix-OR over
+  time) runs chunk by chunk: each chunk from the values at t = 0, the chunks' values combined
+  in order per (instance, neuron), each chunk again from its true start. A rule without
+  ``combine`` runs one thread per (instance, neuron) over all the steps. The rate
+  regulariser's spike count: per chunk, then the chunks added up per neuron.
 
 Backward, from the readout down: the loss object's error code (one warp per instance, each
 lane every 32nd step, the loss summed over the lanes); per
@@ -227,8 +230,8 @@ class DeviceParallelCompiler(ParallelCompiler):
             kernels += [self._forward_carry(network, spec, h, q, step, arrays, scratch, T),
                         self._forward_fixup(network, spec, h, q, step, arrays, scratch, T)]
         if spiking:
-            kernels.append(self._spike_kernel(network, spec, h, q, step, arrays, T))
-            if self.reg_rate > 0 and not self.spike.carried:  # (else counted by the spike kernel)
+            kernels += self._spike_kernels(network, spec, h, q, step, arrays, T)
+            if self.reg_rate > 0 and (self._chunked_rule() or not self.spike.carried):  # (else counted there)
                 kernels += self._count_kernels(spec, h, T)
         spec.custom_updates += kernels[:-1]
         return kernels[-1]
@@ -323,38 +326,89 @@ class DeviceParallelCompiler(ParallelCompiler):
                           f"parallel: the carry of '{h.name}' added to every step of chunks 1 and later", w, code,
                           self._B * (C - 1) * n, scratch, arrays.values())
 
-    def _spike_kernel(self, network, spec, h, q, step, arrays, T):
-        """The spike rule from the states the scan wrote: one thread per (instance, step, neuron),
-        or per (instance, neuron) over the steps in order when values are carried across steps."""
+    def _chunked_rule(self) -> bool:
+        """Whether the rule's carried values combine across spans of steps (``combine``): then its
+        spikes are found chunk by chunk, else by one thread per neuron over all the steps."""
+        combine = getattr(self.spike, "combine", {})
+        return bool(self.spike.carried) and all(c in combine for c in self.spike.carried)
+
+    def _spike_kernels(self, network, spec, h, q, step, arrays, T) -> list[KernelSpec]:
+        """The spike rule from the states the scan wrote. A rule without carried values: one thread
+        per (instance, step, neuron). One whose carried values combine (``combine``, e.g.
+        first_crossing's step of the first spike, a prefix-OR over time): (1) each chunk runs the
+        rule from the values at t = 0, (2) one thread per (instance, neuron) combines the
+        chunks' values in order into the values at each chunk's start, (3) each chunk runs the
+        rule again from those and writes the spikes. Otherwise one thread per (instance, neuron)
+        over all the steps in order (with the rate regulariser's count)."""
         m, n = h.model, h.size
+        L, C = self._chunks(T)
         w, rename = self._linear_writer(network, spec, h, q, step, derived=True)
-        # the rule's carried values, with the spike count when the rule runs per neuron anyway
-        carried = self._carried() if self.spike.carried else {}
+        chunked = self._chunked_rule()
+        # the rule's carried values, with the spike count when the rule runs per neuron over all steps
+        carried = dict(self.spike.carried) if chunked else (self._carried() if self.spike.carried else {})
         in_g = [v for v in step.states if symbol(v) in step.g.free_symbols or symbol(v) in m.threshold.free_symbols]
         cond = w.expr(m.threshold.xreplace(rename))
-        body = [Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
-                *(Line(f"const scalar {v} = _{arrays[v]}[_o];") for v in in_g),
-                Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
-                *self._draw_lines(w, h), Line("scalar _z;"),
-                *self.spike.forward(cond, w.expr),
-                *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if "count" in carried else []),
-                Line("(void)_g;"),
-                Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")]
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"), Line("(void)T;")]
-        if carried:
-            code += [*_decode(("_b", "_B"), ("_i", "N")), *_param_lines(w),
-                     *(Line(f"scalar _{c} = {init0};", f"{c} (carried through the steps)")
-                       for c, init0 in carried.items()),
-                     Line("for (uint32_t _t = 0; _t < T; _t++) {", "in order: the rule carries values"),
-                     *body, Line("}"),
-                     *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in carried)]
-            count = self._B * n
-        else:
-            code += [*_decode(("_b", "_B"), ("_t", "T"), ("_i", "N")), *_param_lines(w), *body]
-            count = self._B * T * n
-        return self._spec(f"parallel_spikes_{h.name}", "parallel_forward", h.name,
-                          f"parallel: the spikes ({self.spike.name}) of '{h.name}' at every step", w, code, count,
-                          [arrays[v] for v in in_g], (f"par_{h.name}_z", *(f"par_{h.name}_{c}" for c in carried)))
+
+        def body(store: bool) -> list[Line]:
+            return [Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
+                    *(Line(f"const scalar {v} = _{arrays[v]}[_o];") for v in in_g),
+                    Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
+                    *self._draw_lines(w, h), Line("scalar _z;"),
+                    *self.spike.forward(cond, w.expr),
+                    *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if "count" in carried else []),
+                    Line("(void)_g;"),
+                    *([Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")] if store else
+                      [Line("(void)_z;")])]
+
+        head = [Line(f"const uint32_t T = {T}u, N = {n}u, L = {L}u, C = {C}u;"), Line("(void)T; (void)L; (void)C;")]
+        reads, z = [arrays[v] for v in in_g], f"par_{h.name}_z"
+        what = f"parallel: the spikes ({self.spike.name}) of '{h.name}'"
+        if not carried:
+            code = [*head, *_decode(("_b", "_B"), ("_t", "T"), ("_i", "N")), *_param_lines(w), *body(True)]
+            return [self._spec(f"parallel_spikes_{h.name}", "parallel_forward", h.name, f"{what} at every step", w,
+                               code, self._B * T * n, reads, (z,))]
+        if not chunked:
+            code = [*head, *_decode(("_b", "_B"), ("_i", "N")), *_param_lines(w),
+                    *(Line(f"scalar _{c} = {init0};", f"{c} (carried through the steps)")
+                      for c, init0 in carried.items()),
+                    Line("for (uint32_t _t = 0; _t < T; _t++) {", "in order: the rule carries values"),
+                    *body(True), Line("}"),
+                    *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in carried)]
+            return [self._spec(f"parallel_spikes_{h.name}", "parallel_forward", h.name, f"{what} at every step", w,
+                               code, self._B * n, reads, (z, *(f"par_{h.name}_{c}" for c in carried)))]
+        parts = {c: f"par_{h.name}_{c}_chunks" for c in carried}
+        for c, a in parts.items():
+            spec.arrays.append(_par_array(a, h.name, f"_par_{c}_chunks", C * n,
+                                          f"{c} of the spike rule at each chunk's start"))
+        chunk_of = [*_decode(("_b", "_B"), ("_c", "C"), ("_i", "N")),
+                    Line("const uint32_t _t0 = _c * L, _t1 = _t0 + L < T ? _t0 + L : T;", "the chunk's steps")]
+        local = [*head, *chunk_of, *_param_lines(w),
+                 *(Line(f"scalar _{c} = {init0};", f"{c} from its value at t = 0") for c, init0 in carried.items()),
+                 Line("for (uint32_t _t = _t0; _t < _t1; _t++) {"), *body(False), Line("}"),
+                 *(Line(f"_{parts[c]}[_e] = _{c};", f"{c} after the chunk, run on its own") for c in carried)]
+        w2, _ = self._linear_writer(network, spec, h, q, step, derived=False)
+        combine = [Line(f"const uint32_t T = {T}u, N = {n}u, C = {C}u;"), Line("(void)T;"),
+                   *_decode(("_b", "_B"), ("_i", "N")),
+                   *(Line(f"scalar _{c} = {init0};", f"{c} at t = 0") for c, init0 in carried.items()),
+                   Line("for (uint32_t _c = 0; _c < C; _c++) {", "the chunks in order"),
+                   Line("const size_t _k = ((size_t)_b * C + _c) * N + _i;"),
+                   *(Line(f"const scalar _{c}_chunk = _{parts[c]}[_k];") for c in carried),
+                   *(Line(f"_{parts[c]}[_k] = _{c};", f"{c} at the chunk's start") for c in carried),
+                   *(Line(f"_{c} = {self.spike.combine[c].format(a=f'_{c}', b=f'_{c}_chunk')};",
+                          f"{c} after the chunk") for c in carried),
+                   Line("}"),
+                   *(Line(f"_par_{h.name}_{c}[_e] = _{c};", f"{c} after the sequence") for c in carried)]
+        spikes = [*head, *chunk_of, *_param_lines(w),
+                  *(Line(f"scalar _{c} = _{parts[c]}[_e];", f"{c} at the chunk's start") for c in carried),
+                  Line("for (uint32_t _t = _t0; _t < _t1; _t++) {"), *body(True), Line("}")]
+        return [self._spec(f"parallel_spike_chunks_{h.name}", "parallel_forward", h.name,
+                           f"{what}: the rule's values after each chunk, run on its own", w, local,
+                           self._B * C * n, reads, tuple(parts.values())),
+                self._spec(f"parallel_spike_carry_{h.name}", "parallel_forward", h.name,
+                           f"{what}: the rule's values at each chunk's start", w2, combine, self._B * n,
+                           tuple(parts.values()), (*parts.values(), *(f"par_{h.name}_{c}" for c in carried))),
+                self._spec(f"parallel_spikes_{h.name}", "parallel_forward", h.name, f"{what} at every step", w,
+                           spikes, self._B * C * n, (*reads, *parts.values()), (z,))]
 
     def _count_kernels(self, spec, h, T) -> list[KernelSpec]:
         """The rate regulariser's spike count of each neuron: per chunk, then the chunks in order."""

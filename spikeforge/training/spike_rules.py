@@ -13,6 +13,11 @@ kernel builder prints the lines a rule gives and never asks for its name. A rule
   (counter based: nothing is stored).
 * ``carried``: values kept per neuron and instance across the steps of the forward scan (their
   value at ``t = 0``); the forward code updates them, the gradient code reads their final value.
+* ``combine``: for each carried value, how its value after two spans of steps follows from
+  its value after the first (``{a}``) and its value after the second run on its own from the
+  value at ``t = 0`` (``{b}``), a C expression. A rule that gives it for all its carried values
+  runs chunk by chunk on the device backends (:mod:`.parallel_cuda`), else one thread per
+  neuron over all the steps.
 * :meth:`SpikeRule.forward`: lines that set ``_z`` from ``_g`` (and the condition as the
   simulation prints it, so that ``threshold`` spikes are the simulation's bit for bit).
 * ``reverse_carried``: values kept per neuron and instance across the steps of the reverse scan
@@ -49,6 +54,7 @@ class SpikeRule:
     name = "rule"
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
+    combine: dict[str, str] = {}  # name -> its value after two spans ({a}: after the first; {b}: the second's own)
     reverse_carried: tuple[str, ...] = ()
 
     def forward(self, cond: str, p) -> list[Line]:
@@ -87,6 +93,7 @@ class FirstCrossing(SpikeRule):
 
     name = "first_crossing"
     carried = {"first": "(scalar)T"}  # the step of the first spike (T: none yet)
+    combine = {"first": "{a} == (scalar)T ? {b} : {a}"}  # the first span's first spike, else the second's
     GRADIENTS = ("surrogate", "fastsnn")
 
     def __init__(self, gradient: str = "surrogate"):
