@@ -107,6 +107,21 @@ def test_cuda_emu_equals_the_cpu_kernels_for_every_spike_rule(spike):
 
 
 @pytest.mark.slow
+def test_with_one_chunk_cuda_emu_is_the_cpu_bit_for_bit():
+    """chunk >= T: no carry, every scan the cpu's recurrence: states, spikes and gradients bit
+    for bit in double (the loss is summed over the steps by a warp: to rounding)."""
+    runs = {backend: _run(backend, "double", "first_crossing", **({"chunk": T} if backend != "cpu" else {}))
+            for backend in ("cpu", "cuda-emu")}
+    assert not any("_carry_" in k.name and "spike" not in k.name for k in runs["cuda-emu"]["spec"].custom_updates)
+    for pop, values in runs["cpu"]["forward"].items():
+        for v, ref in values.items():
+            np.testing.assert_array_equal(runs["cuda-emu"]["forward"][pop][v], ref, err_msg=f"{pop}.{v}")
+    for name, g in runs["cpu"]["grads"].items():
+        np.testing.assert_array_equal(runs["cuda-emu"]["grads"][name], g, err_msg=name)
+    _rel(runs["cuda-emu"]["loss"], runs["cpu"]["loss"], 1e-12, "loss")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("spike,readout", [("threshold", "per_step"), ("bernoulli_sigmoid", "mean")])
 def test_cuda_emu_equals_the_cpu_kernels_in_float(spike, readout):
     """float: the spikes where |g| is not within rounding of 0, the values to 1e-5; with the
