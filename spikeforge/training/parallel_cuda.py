@@ -31,7 +31,7 @@ grid-wide order are kernels of their own, run one after the other. Per layer, fo
 Backward, from the readout down: the loss object's error code (one warp per instance, each
 lane every 32nd step, the loss summed over the lanes); per
 layer the *drive* ``dE/dg_t`` (hidden layers: ``dE/dz_t = sum_post w du_(t+1)`` of the next
-layer, times ``dz_t/dg_t``), one thread per (instance, step, neuron) or, for a rule with values
+layer, its weights read from a transposed copy, times ``dz_t/dg_t``), one thread per (instance, step, neuron) or, for a rule with values
 carried through the reverse scan (``first_crossing``'s ``fastsnn`` gradient: running sums over
 t), one per (instance, neuron) over the steps in reverse; then the adjoint
 ``lam_t = A^T lam_(t+1) + drive_t dg/dx``, chunked like the forward scan (the last chunk from
@@ -53,11 +53,12 @@ import math
 import sympy
 
 from ..codegen.eprop import G
-from ..codegen.ir import KernelSpec, Line
+from ..codegen.ir import ArraySpec, KernelSpec, Line
 from ..errors import NetworkError
 from ..models.expressions import symbol
 from ..models.neuron import INPUT_NAME
 from ..models.synapse import IN_SYN_NAME
+from ..models.variables import Constant
 from .parallel import (
     ParallelCompiler,
     _indented,
@@ -469,7 +470,7 @@ class DeviceParallelCompiler(ParallelCompiler):
         lines = [Line("const size_t _o = ((size_t)_b * T + _t) * N + _i;"),
                  Line("scalar _dz = 0;", f"dE/dz_t = sum_post w du_(t+1) of '{a.name}' (a spike at t arrives at t+1)"),
                  Line(f"if (_t + 1 < T) for (uint32_t _post = 0; _post < {n_after}u; _post++) "
-                      f"_dz += _W[(size_t)_i * {n_after}u + _post] * "
+                      f"_dz += _W[(size_t)_post * N + _i] * "
                       f"_par_{a.name}_du[((size_t)_b * T + _t + 1) * {n_after}u + _post];", "in the order of post"),
                  *(Line(f"const scalar {v} = _par_{h.name}_{v}[_o];") for v in in_g),
                  Line(f"const scalar _g = {w.expr(step.g)};", f"threshold distance: {m.threshold_source}"),
@@ -482,15 +483,29 @@ class DeviceParallelCompiler(ParallelCompiler):
                  Line(f"_par_{h.name}_drive[_o] = _dz * _psi;", "dE/dg_t")]
         return lines, [f"par_{h.name}_{v}" for v in in_g]
 
+    def _transpose_kernel(self, spec, q) -> KernelSpec:
+        """The weights of ``q`` as [post][pre] (the drive kernel reads them along pre)."""
+        wa, wt = _weight_array(spec, q), f"par_{q.name}_wt"
+        n_pre, n = q.pre.size, q.post.size
+        spec.arrays.append(ArraySpec(wt, q.name, "_par_wt", "scalar", n_pre * n, False, "parallel", Constant(0),
+                                     comment="the weights transposed: [post][pre]"))
+        code = [Line(f"const uint32_t N = {n}u, N_pre = {n_pre}u;"),
+                *_decode(("_post", "N"), ("_pre", "N_pre")),
+                Line(f"_{wt}[_e] = _{wa}[(size_t)_pre * N + _post];")]
+        return self._spec(f"parallel_transpose_{q.name}", "parallel_adjoint", q.name,
+                          f"parallel: the weights of '{q.name}' transposed", None, code, n_pre * n, (wa,), (wt,))
+
     def _drive_kernel(self, network, spec, h, q, step, q_after, T):
         """dE/dg_t of hidden layer ``h`` at every step, before its reverse scan."""
         n = h.size
-        wa = _weight_array(spec, q_after)
         w, _ = self._linear_writer(network, spec, h, q, step, derived=False)
         body, reads = self._drive_lines(network, w, h, step, q_after, T)
         carried = list(self._carried())
+        wt = f"par_{q_after.name}_wt"
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
-                Line(f"const scalar* const _W = _{wa};", f"the weights onto '{q_after.post.name}': [neuron][post]")]
+                Line(f"const scalar* const _W = _{wt};",
+                     f"the weights onto '{q_after.post.name}' transposed: [post][neuron] (neighbouring threads, "
+                     "neighbouring neurons)")]
         loads = [Line(f"const scalar _{c} = _par_{h.name}_{c}[(size_t)_b * N + _i];", f"{c} after the forward scan")
                  for c in carried]
         back = self.spike.reverse_carried
@@ -506,7 +521,7 @@ class DeviceParallelCompiler(ParallelCompiler):
             count = self._B * T * n
         return self._spec(f"parallel_drive_{h.name}", "parallel_adjoint", h.name,
                           f"parallel: dE/dg_t of '{h.name}' at every step (the reverse scan's input)", w, code,
-                          count, (wa, f"par_{q_after.post.name}_du", *reads,
+                          count, (wt, f"par_{q_after.post.name}_du", *reads,
                                   *(f"par_{h.name}_{c}" for c in carried)),
                           (f"par_{h.name}_drive", *(f"par_{h.name}_{c}" for c in back)))
 
@@ -517,7 +532,8 @@ class DeviceParallelCompiler(ParallelCompiler):
         if not readout:
             spec.arrays.append(_par_array(f"par_{h.name}_drive", h.name, "_par_drive", T * n,
                                           "dE/dg_t of every step (the reverse scan's input)"))
-            spec.custom_updates.append(self._drive_kernel(network, spec, h, q, step, q_after, T))
+            spec.custom_updates += [self._transpose_kernel(spec, q_after),
+                                    self._drive_kernel(network, spec, h, q, step, q_after, T)]
             if self.reg_rate > 0:
                 spec.custom_updates.append(self._rate_loss_kernel(network, h, T))
         lamc = [f"par_{h.name}_lamc{j}" for j in range(nx)]
