@@ -27,11 +27,11 @@ DEFAULT_BLOCK = {
     "eprop_eligibility": 256,  # one thread per synapse (and per presynaptic neuron first)
     "optimiser_step": 256,  # a custom update: one thread per trainable element
     # the time-parallel method's kernels (see spikeforge.training.parallel_cuda)
-    "parallel_input": 128,  # one thread per (instance, step, neuron)
-    "parallel_forward": 128,  # per (instance, chunk, neuron) or (instance, step, neuron)
+    "parallel_input": 128,  # one warp per (instance, step, 32 neurons)
+    "parallel_forward": 128,  # per (instance, chunk, neuron), (instance, step, neuron) or (instance, neuron)
     "parallel_adjoint": 128,
-    "parallel_error": 32,  # one thread per batch instance
-    "parallel_gradient": 128,  # one thread per (instance, pre, post)
+    "parallel_error": 32,  # one warp per batch instance
+    "parallel_gradient": 128,  # one warp per (instance, pre, 32 post)
 }
 RECORD_BLOCK = 256
 

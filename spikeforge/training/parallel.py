@@ -380,7 +380,9 @@ class ParallelCompiler:
     def compile(self, network, inputs, hidden, readout, n_steps, trainable=None, backend: str = "cpu",
                 **backend_options):
         """``trainable``: the projections of the stack and ``"<readout>.bias"`` the optimiser
-        steps (default: every projection, and the bias when it is given one value per neuron)."""
+        steps (default: every projection, and the bias when it is given one value per neuron).
+        A device backend (``cuda``, ``cuda-emu``) gets the kernels of :mod:`.parallel_cuda`
+        (chunked scans; ``chunk=`` their chunk length)."""
         from ..codegen.generate import generate
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
