@@ -94,12 +94,14 @@ def test_cuda_emu_equals_the_cpu_kernels_in_double(threshold_runs):
                          ids=["first_crossing", "fastsnn", "bernoulli_sigmoid", "gumbel"])
 def test_cuda_emu_equals_the_cpu_kernels_for_every_spike_rule(spike):
     """first_crossing's step of the first spike is found chunk by chunk (the chunks' values
-    combined in order); the fastsnn gradient's running sums run per neuron over the steps; the
-    other rules per element."""
+    combined in order), and so are the fastsnn gradient's running sums (from the last chunk
+    down); the other rules run per element."""
     runs = {backend: _run(backend, "double", spike, **({"chunk": CHUNK} if backend != "cpu" else {}))
             for backend in ("cpu", "cuda-emu")}
     if isinstance(spike, FirstCrossing) or spike == "first_crossing":
-        assert "parallel_spike_carry_h1" in [k.name for k in runs["cuda-emu"]["spec"].custom_updates]
+        names = [k.name for k in runs["cuda-emu"]["spec"].custom_updates]
+        assert "parallel_spike_carry_h1" in names
+        assert ("parallel_drive_carry_h1" in names) == isinstance(spike, FirstCrossing)  # fastsnn
         z = runs["cpu"]["forward"]["h1"]["z"]
         first = z.argmax(axis=0)[z.any(axis=0)]
         assert (first < CHUNK).any() and (first >= CHUNK).any()  # first spikes in chunk 0 and in later chunks

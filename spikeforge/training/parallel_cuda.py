@@ -29,11 +29,12 @@ grid-wide order are kernels of their own, run one after the other. Per layer, fo
   regulariser's spike count: per chunk, then the chunks added up per neuron.
 
 Backward, from the readout down: the loss object's error code (one warp per instance, each
-lane every 32nd step, the loss summed over the lanes); per
-layer the *drive* ``dE/dg_t`` (hidden layers: ``dE/dz_t = sum_post w du_(t+1)`` of the next
-layer, its weights read from a transposed copy, times ``dz_t/dg_t``), one thread per (instance, step, neuron) or, for a rule with values
-carried through the reverse scan (``first_crossing``'s ``fastsnn`` gradient: running sums over
-t), one per (instance, neuron) over the steps in reverse; then the adjoint
+lane every 32nd step, the loss summed over the lanes); per layer the *drive* ``dE/dg_t``
+(hidden layers: ``dE/dz_t = sum_post w du_(t+1)`` of the next layer, its weights read from a
+transposed copy, times ``dz_t/dg_t``), one thread per (instance, step, neuron); a rule with
+values carried through the reverse scan (``first_crossing``'s ``fastsnn`` gradient: running
+sums over t) runs chunk by chunk like the forward rule when they combine across spans
+(``reverse_combine``), else one thread per (instance, neuron) over the steps in reverse; then the adjoint
 ``lam_t = A^T lam_(t+1) + drive_t dg/dx``, chunked like the forward scan (the last chunk from
 ``lam_T = 0`` exact, the carry from the last chunk down, ``du_t = B . lam_t`` fixed up); the
 readout bias's gradient as per-chunk sums added up per neuron; the weight gradient
@@ -461,7 +462,7 @@ class DeviceParallelCompiler(ParallelCompiler):
         return KernelSpec(k.name, k.kind, k.target, "custom_update", k.description, [], [], _indented(code),
                           {**_loop(self._B * 32), "barriers": True}, reads=k.reads, writes=k.writes)
 
-    def _drive_lines(self, network, w, h, step, q_after, T) -> tuple[list[Line], list[str]]:
+    def _drive_lines(self, network, w, h, step, q_after, T, store=True) -> tuple[list[Line], list[str]]:
         """dE/dg_t of a hidden neuron at step _t: dE/dz_t (the next layer's du_(t+1) through its
         weights, the rate regulariser) times dz_t/dg_t (the spike rule's gradient lines)."""
         m, a, n_after = h.model, q_after.post, q_after.post.size
@@ -480,7 +481,7 @@ class DeviceParallelCompiler(ParallelCompiler):
                  *self._draw_lines(w, h),
                  Line("scalar _psi;"), *self.spike.gradient(w.expr),
                  Line("(void)_surrogate;"),
-                 Line(f"_par_{h.name}_drive[_o] = _dz * _psi;", "dE/dg_t")]
+                 Line(f"_par_{h.name}_drive[_o] = _dz * _psi;", "dE/dg_t") if store else Line("(void)_psi;")]
         return lines, [f"par_{h.name}_{v}" for v in in_g]
 
     def _transpose_kernel(self, spec, q) -> KernelSpec:
@@ -495,35 +496,86 @@ class DeviceParallelCompiler(ParallelCompiler):
         return self._spec(f"parallel_transpose_{q.name}", "parallel_adjoint", q.name,
                           f"parallel: the weights of '{q.name}' transposed", None, code, n_pre * n, (wa,), (wt,))
 
-    def _drive_kernel(self, network, spec, h, q, step, q_after, T):
-        """dE/dg_t of hidden layer ``h`` at every step, before its reverse scan."""
+    def _chunked_reverse_rule(self) -> bool:
+        """Whether the rule's reverse-carried values combine across spans (``reverse_combine``)."""
+        combine = getattr(self.spike, "reverse_combine", {})
+        return bool(self.spike.reverse_carried) and all(c in combine for c in self.spike.reverse_carried)
+
+    def _drive_kernels(self, network, spec, h, q, step, q_after, T) -> list[KernelSpec]:
+        """dE/dg_t of hidden layer ``h`` at every step, before its reverse scan: one thread per
+        (instance, step, neuron); for a rule with values carried through the reverse scan that
+        combine across spans (``reverse_combine``: the fastsnn gradient's running sums), (1) each
+        chunk from the values 0 after its last step, (2) the chunks' values combined from the
+        last chunk down per (instance, neuron), (3) each chunk again from its true values, writing
+        the drive; without ``reverse_combine``, one thread per (instance, neuron) over the steps."""
         n = h.size
+        L, C = self._chunks(T)
         w, _ = self._linear_writer(network, spec, h, q, step, derived=False)
         body, reads = self._drive_lines(network, w, h, step, q_after, T)
         carried = list(self._carried())
         wt = f"par_{q_after.name}_wt"
-        code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
+        head = [Line(f"const uint32_t T = {T}u, N = {n}u, L = {L}u, C = {C}u;"), Line("(void)L; (void)C;"),
                 Line(f"const scalar* const _W = _{wt};",
                      f"the weights onto '{q_after.post.name}' transposed: [post][neuron] (neighbouring threads, "
                      "neighbouring neurons)")]
         loads = [Line(f"const scalar _{c} = _par_{h.name}_{c}[(size_t)_b * N + _i];", f"{c} after the forward scan")
                  for c in carried]
         back = self.spike.reverse_carried
-        if back:
-            code += [*_decode(("_b", "_B"), ("_i", "N")), *_param_lines(w), *loads,
-                     *(Line(f"scalar _{c} = 0;", f"{c} (carried through the reverse scan)") for c in back),
-                     Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0: the rule carries values"),
-                     *body, Line("}"),
-                     *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in back)]
-            count = self._B * n
-        else:
-            code += [*_decode(("_b", "_B"), ("_t", "T"), ("_i", "N")), *_param_lines(w), *loads, *body]
-            count = self._B * T * n
-        return self._spec(f"parallel_drive_{h.name}", "parallel_adjoint", h.name,
-                          f"parallel: dE/dg_t of '{h.name}' at every step (the reverse scan's input)", w, code,
-                          count, (wt, f"par_{q_after.post.name}_du", *reads,
-                                  *(f"par_{h.name}_{c}" for c in carried)),
-                          (f"par_{h.name}_drive", *(f"par_{h.name}_{c}" for c in back)))
+        drive = f"par_{h.name}_drive"
+        all_reads = (wt, f"par_{q_after.post.name}_du", *reads, *(f"par_{h.name}_{c}" for c in carried))
+        what = f"parallel: dE/dg_t of '{h.name}'"
+        if not back:
+            code = [*head, *_decode(("_b", "_B"), ("_t", "T"), ("_i", "N")), *_param_lines(w), *loads, *body]
+            return [self._spec(f"parallel_drive_{h.name}", "parallel_adjoint", h.name,
+                               f"{what} at every step (the reverse scan's input)", w, code, self._B * T * n,
+                               all_reads, (drive,))]
+        finals = tuple(f"par_{h.name}_{c}" for c in back)
+        if not self._chunked_reverse_rule():
+            code = [*head, *_decode(("_b", "_B"), ("_i", "N")), *_param_lines(w), *loads,
+                    *(Line(f"scalar _{c} = 0;", f"{c} (carried through the reverse scan)") for c in back),
+                    Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0: the rule carries values"),
+                    *body, Line("}"),
+                    *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in back)]
+            return [self._spec(f"parallel_drive_{h.name}", "parallel_adjoint", h.name,
+                               f"{what} at every step (the reverse scan's input)", w, code, self._B * n, all_reads,
+                               (drive, *finals))]
+        parts = {c: f"par_{h.name}_{c}_chunks" for c in back}
+        for c, a in parts.items():
+            spec.arrays.append(_par_array(a, h.name, f"_par_{c}_chunks", C * n,
+                                          f"{c} of the spike rule's gradient after each chunk's last step"))
+        chunk_of = [*_decode(("_b", "_B"), ("_c", "C"), ("_i", "N")),
+                    Line("const uint32_t _t0 = _c * L, _t1 = _t0 + L < T ? _t0 + L : T;", "the chunk's steps")]
+        silent, _ = self._drive_lines(network, w, h, step, q_after, T, store=False)
+        local = [*head, *chunk_of, *_param_lines(w), *loads,
+                 *(Line(f"scalar _{c} = 0;", f"{c} from 0 after the chunk") for c in back),
+                 Line("for (uint32_t _t = _t1; _t-- > _t0;) {"), *silent, Line("}"),
+                 *(Line(f"_{parts[c]}[_e] = _{c};", f"{c} at the chunk's first step, run on its own") for c in back)]
+        names = {"n": "(scalar)_n", **{f"{c}_a": f"_{c}" for c in back}, **{f"{c}_b": f"_{c}_chunk" for c in back}}
+        combine = [Line(f"const uint32_t T = {T}u, N = {n}u, L = {L}u, C = {C}u;"),
+                   *_decode(("_b", "_B"), ("_i", "N")),
+                   *(Line(f"scalar _{c} = 0;", f"{c} after the last step") for c in back),
+                   Line("for (uint32_t _c = C; _c-- > 0;) {", "the chunks from the last down"),
+                   Line("const size_t _k = ((size_t)_b * C + _c) * N + _i;"),
+                   Line("const uint32_t _n = _c * L + L < T ? L : T - _c * L;", "the chunk's steps"),
+                   *(Line(f"const scalar _{c}_chunk = _{parts[c]}[_k];") for c in back),
+                   *(Line(f"_{parts[c]}[_k] = _{c};", f"{c} after the chunk's last step") for c in back),
+                   *(Line(f"const scalar _{c}_new = {self.spike.reverse_combine[c].format(**names)};",
+                          f"{c} at the chunk's first step") for c in back),
+                   *(Line(f"_{c} = _{c}_new;") for c in back),
+                   Line("}"),
+                   *(Line(f"_par_{h.name}_{c}[_e] = _{c};", f"{c} at t = 0") for c in back)]
+        again = [*head, *chunk_of, *_param_lines(w), *loads,
+                 *(Line(f"scalar _{c} = _{parts[c]}[_e];", f"{c} after the chunk's last step") for c in back),
+                 Line("for (uint32_t _t = _t1; _t-- > _t0;) {"), *body, Line("}")]
+        return [self._spec(f"parallel_drive_chunks_{h.name}", "parallel_adjoint", h.name,
+                           f"{what}: the rule's reverse values over each chunk, run on its own", w, local,
+                           self._B * C * n, all_reads, tuple(parts.values())),
+                self._spec(f"parallel_drive_carry_{h.name}", "parallel_adjoint", h.name,
+                           f"{what}: the rule's reverse values after each chunk", None, combine, self._B * n,
+                           tuple(parts.values()), (*parts.values(), *finals)),
+                self._spec(f"parallel_drive_{h.name}", "parallel_adjoint", h.name,
+                           f"{what} at every step (the reverse scan's input)", w, again, self._B * C * n,
+                           (*all_reads, *parts.values()), (drive,))]
 
     def _adjoint_kernel(self, network, spec, h, q, step, q_after, T):
         L, C = self._chunks(T)
@@ -533,7 +585,7 @@ class DeviceParallelCompiler(ParallelCompiler):
             spec.arrays.append(_par_array(f"par_{h.name}_drive", h.name, "_par_drive", T * n,
                                           "dE/dg_t of every step (the reverse scan's input)"))
             spec.custom_updates += [self._transpose_kernel(spec, q_after),
-                                    self._drive_kernel(network, spec, h, q, step, q_after, T)]
+                                    *self._drive_kernels(network, spec, h, q, step, q_after, T)]
             if self.reg_rate > 0:
                 spec.custom_updates.append(self._rate_loss_kernel(network, h, T))
         lamc = [f"par_{h.name}_lamc{j}" for j in range(nx)]
