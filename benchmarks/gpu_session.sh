@@ -4,16 +4,19 @@
 #   bash benchmarks/gpu_session.sh                      # setup, tests, all benchmarks (< ~9 min)
 #   bash benchmarks/gpu_session.sh tests cuba shd       # choose stages (run in the order given)
 #   bash benchmarks/gpu_session.sh scaling mpi          # data-parallel estimate + MPI path check (~4-6 min)
+#   bash benchmarks/gpu_session.sh parallel             # time-parallel training vs e-prop, SHD-shaped (~3-5 min)
 #
 # Stages: tests (pytest -m gpu), cuba (= cuba-host cuba-batch cuba-size), cuba-host,
 # cuba-batch, cuba-size, shd (gpu_eprop_shd.py), scaling (gpu_eprop_scaling.py: one
 # optimiser step at the per-GPU batches of a global batch of 512 on 1-32 GPUs, the network
 # compiled for each batch, and the estimated data-parallel speed-up), mpi (path check: a small training job with 1 process
 # and with `mpiexec -n 2` on the one GPU; skipped with a note without an MPI launcher),
-# smoke (gpu_cuba, gpu_eprop_shd and gpu_eprop_scaling with --quick on the cuda backend:
-# a ~1.5 min check that the GPU paths work), all (= tests cuba-host cuba-batch shd
-# cuba-size, the default; scaling and mpi are not in it: ask for them). Setup (pycuda,
-# environment check, nvidia-smi) always runs first.
+# parallel (gpu_parallel_shd.py: the time-parallel method against e-prop, 700 -> 3 x 128 ->
+# 20, batch 64, at T = 1,000 and 10,000: seconds per batch, ratio, GPU memory),
+# smoke (gpu_cuba, gpu_eprop_shd, gpu_eprop_scaling and gpu_parallel_shd with --quick on
+# the cuda backend: a ~2 min check that the GPU paths work), all (= tests cuba-host
+# cuba-batch shd cuba-size, the default; scaling, mpi and parallel are not in it: ask for
+# them). Setup (pycuda, environment check, nvidia-smi) always runs first.
 #
 # Run from the repository root. Everything goes to $OUT (default ./out): <stage>.txt
 # (the console output), the JSON files of the benchmarks, gpu_tests.txt, setup.txt and
@@ -36,9 +39,9 @@
 #
 # Environment: OUT, BUDGET_S, PYTHON (default python3), SITE, SPIKEFORGE_CACHE_DIR
 # (default /tmp/spikeforge-cache), T_TESTS, T_CUBA_HOST, T_CUBA_BATCH, T_CUBA_SIZE,
-# T_SHD, T_SCALING, T_MPI, T_SMOKE (stage time limits, s), CUBA_ARGS, SHD_ARGS,
-# SCALING_ARGS, MPI_ARGS, PYTEST_ARGS (extra options), MPIEXEC (the MPI launcher, if
-# the mpi stage does not find it).
+# T_SHD, T_SCALING, T_MPI, T_PARALLEL, T_SMOKE (stage time limits, s), CUBA_ARGS, SHD_ARGS,
+# SCALING_ARGS, MPI_ARGS, PARALLEL_ARGS, PYTEST_ARGS (extra options), MPIEXEC (the MPI
+# launcher, if the mpi stage does not find it).
 
 set -u -o pipefail
 
@@ -225,15 +228,21 @@ stage() {
             if grep -q '^SKIPPED' "$OUT/mpi_check.txt" 2>/dev/null; then
                 echo "== mpi: path check SKIPPED (no MPI launcher; see mpi_check.txt)" | tee -a "$SUMMARY"
             fi ;;
+        parallel)
+            # shellcheck disable=SC2086
+            run_stage parallel "${T_PARALLEL:-300}" "$OUT/gpu_parallel_shd.txt" \
+                "$PY" benchmarks/gpu_parallel_shd.py --json "$OUT/gpu_parallel_shd.json" ${PARALLEL_ARGS:-} ;;
         smoke)
             run_stage smoke-cuba "${T_SMOKE:-60}" "$OUT/smoke_cuba.txt" \
                 "$PY" benchmarks/gpu_cuba.py --quick --backend cuda --json "$OUT/smoke_cuba.json"
             run_stage smoke-shd "${T_SMOKE:-60}" "$OUT/smoke_shd.txt" \
                 "$PY" benchmarks/gpu_eprop_shd.py --quick --backend cuda --json "$OUT/smoke_shd.json"
             run_stage smoke-scaling "${T_SMOKE:-60}" "$OUT/smoke_scaling.txt" \
-                "$PY" benchmarks/gpu_eprop_scaling.py --quick --backend cuda --json "$OUT/smoke_scaling.json" ;;
+                "$PY" benchmarks/gpu_eprop_scaling.py --quick --backend cuda --json "$OUT/smoke_scaling.json"
+            run_stage smoke-parallel "${T_SMOKE:-60}" "$OUT/smoke_parallel.txt" \
+                "$PY" benchmarks/gpu_parallel_shd.py --quick --backend cuda --json "$OUT/smoke_parallel.json" ;;
         *)
-            echo "unknown stage '$1' (tests, cuba, cuba-host, cuba-batch, cuba-size, shd, scaling, mpi, smoke, all)" \
+            echo "unknown stage '$1' (tests, cuba, cuba-host, cuba-batch, cuba-size, shd, scaling, mpi, parallel, smoke, all)" \
                 | tee -a "$SUMMARY"
             FAILED=$((FAILED + 1)) ;;
     esac

@@ -14,7 +14,8 @@ SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu
            "shared_machine.py", "batched_sweep.py", "brunel_sweep.py", "connectivity.py",
            "brian2_examples.py", "parallel_chunks.py"]
 # the GPU benchmarks default to backend cuda; without a GPU they run on the other two
-GPU_SCRIPTS = [(script, backend) for script in ("gpu_cuba.py", "gpu_eprop_shd.py") for backend in ("cuda-emu", "cpu")]
+GPU_SCRIPTS = [(script, backend) for script in ("gpu_cuba.py", "gpu_eprop_shd.py", "gpu_parallel_shd.py")
+               for backend in ("cuda-emu", "cpu")]
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess

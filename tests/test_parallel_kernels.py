@@ -183,9 +183,6 @@ def test_refusals():
     net.add_projection("h2_h1", "h2", "h1", STATIC, ONE_STEP_CURR)
     with pytest.raises(NetworkError, match="'h2_h1'.*recurrent"):
         ParallelCompiler().compile(net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=T)
-    with pytest.raises(NetworkError, match="cpu backend only"):
-        ParallelCompiler().compile(_network("float", weights), inputs="inp", hidden=["h1", "h2"], readout="out",
-                                   n_steps=T, backend="cuda-emu")
     net = Network("lif", dt=DT, batch_size=B)
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("h", N1, b.LIF_SUBTRACTIVE)

@@ -26,6 +26,12 @@ DEFAULT_BLOCK = {
     "eprop_learning_signal": 128,  # one thread per hidden neuron
     "eprop_eligibility": 256,  # one thread per synapse (and per presynaptic neuron first)
     "optimiser_step": 256,  # a custom update: one thread per trainable element
+    # the time-parallel method's kernels (see spikeforge.training.parallel_cuda)
+    "parallel_input": 128,  # one warp per (instance, step, 32 neurons)
+    "parallel_forward": 128,  # per (instance, chunk, neuron), (instance, step, neuron) or (instance, neuron)
+    "parallel_adjoint": 128,
+    "parallel_error": 32,  # one warp per batch instance
+    "parallel_gradient": 128,  # one warp per (instance, pre, 32 post)
 }
 RECORD_BLOCK = 256
 
@@ -73,7 +79,8 @@ def kernel_launch(k: KernelSpec, block_sizes: dict | None = None) -> Launch:
     if k.kind == "batch_reduction":
         return Launch(k.name, grid, block, False, False)
     if k.template == "custom_update":  # once over the whole array, the batch summed inside
-        return Launch(k.name, grid, block, False, False, "custom")
+        # (info["barriers"]: the code uses barriers or warp collectives)
+        return Launch(k.name, grid, block, False, bool(k.info.get("barriers")), "custom")
     barriers = k.kind == "neuron_update" and bool(k.info["spike_condition"])
     return Launch(k.name, grid, block, True, barriers)
 

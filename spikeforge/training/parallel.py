@@ -509,6 +509,9 @@ class ParallelCompiler:
     longer than that many steps in chunks (:mod:`.parallel_chunks`; memory O(chunk B N), the
     same gradients), ``"auto"``: in chunks only when the whole sequence does not fit in memory."""
 
+    device_kernels = False  # True for the device backends' kernels (parallel_cuda.DeviceParallelCompiler)
+    _sender_arrays = staticmethod(_sender_arrays)
+
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
                  reg_target_hz: float = 10.0, readout="per_step", chunk: int | None = None):
@@ -546,16 +549,20 @@ class ParallelCompiler:
     def compile(self, network, inputs, hidden, readout, n_steps, trainable=None, backend: str = "cpu",
                 **backend_options):
         """``trainable``: the projections of the stack and ``"<readout>.bias"`` the optimiser
-        steps (default: every projection, and the bias when it is given one value per neuron)."""
+        steps (default: every projection, and the bias when it is given one value per neuron).
+        A device backend (``cuda``, ``cuda-emu``) gets the kernels of :mod:`.parallel_cuda`
+        (chunked scans; ``scan_chunk=`` their chunk length)."""
         from ..codegen.generate import generate
 
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise NetworkError(f"n_steps must be a positive integer, got {n_steps!r}")
         from ..runtime.backends import get_backend
 
-        if get_backend(backend).device:  # an unknown name: the registry's error, listing the known ones
-            raise NetworkError(f"backend '{backend}': the parallel method's kernels are written for the cpu backend "
-                               "only (no device backend), so far")
+        if get_backend(backend).device and not self.device_kernels:  # (an unknown name: the registry's error)
+            from .parallel_cuda import device_compiler  # the kernels of the device backends
+
+            return device_compiler(self).compile(network, inputs, hidden, readout, n_steps, trainable, backend,
+                                                 **backend_options)
         names = [hidden] if isinstance(hidden, str) else list(hidden)
         for name in [inputs, *names, readout]:
             if name not in network.populations:
@@ -593,7 +600,7 @@ class ParallelCompiler:
             if h is not out:
                 spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
                                               "spikes at every step"))
-                spec.arrays += _sender_arrays(h, T)
+                spec.arrays += self._sender_arrays(h, T)
                 for c in self._carried():
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the forward scan (spike rule "

@@ -13,6 +13,14 @@ kernel builder prints the lines a rule gives and never asks for its name. A rule
   (counter based: nothing is stored).
 * ``carried``: values kept per neuron and instance across the steps of the forward scan (their
   value at ``t = 0``); the forward code updates them, the gradient code reads their final value.
+* ``combine``: for each carried value, how its value after two spans of steps follows from
+  its value after the first (``{a}``) and its value after the second run on its own from the
+  value at ``t = 0`` (``{b}``), a C expression. A rule that gives it for all its carried values
+  runs chunk by chunk on the device backends (:mod:`.parallel_cuda`), else one thread per
+  neuron over all the steps.
+* ``reverse_combine``: the same for the reverse-carried values, a span of ``{n}`` steps
+  after another (later) one: from their values after the span's last step (``{X_a}`` for a
+  value ``X``) and those of the span run on its own from 0 (``{X_b}``).
 * :meth:`SpikeRule.forward`: lines that set ``_z`` from ``_g`` (and the condition as the
   simulation prints it, so that ``threshold`` spikes are the simulation's bit for bit).
 * ``carried_steps``: the carried values that are steps (``_t``): run in chunks, the kernels'
@@ -53,7 +61,9 @@ class SpikeRule:
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
     carried_steps: tuple[str, ...] = ()  # the carried values that are steps
+    combine: dict[str, str] = {}  # name -> its value after two spans ({a}: after the first; {b}: the second's own)
     reverse_carried: tuple[str, ...] = ()
+    reverse_combine: dict[str, str] = {}
 
     def forward(self, cond: str, p) -> list[Line]:
         raise NotImplementedError
@@ -92,6 +102,7 @@ class FirstCrossing(SpikeRule):
     name = "first_crossing"
     carried = {"first": "(scalar)T"}  # the step of the first spike (T: none yet)
     carried_steps = ("first",)
+    combine = {"first": "{a} == (scalar)T ? {b} : {a}"}  # the first span's first spike, else the second's
     GRADIENTS = ("surrogate", "fastsnn")
 
     def __init__(self, gradient: str = "surrogate"):
@@ -100,6 +111,9 @@ class FirstCrossing(SpikeRule):
                                f"got {gradient!r}")
         self.gradient_kind = gradient
         self.reverse_carried = ("S", "C") if gradient == "fastsnn" else ()
+        # over a span of n steps from S_a, C_a (after it): S = S_a + S_span, C = C_a + n S_a + C_span
+        self.reverse_combine = {"S": "{S_a} + {S_b}", "C": "{C_a} + {n} * {S_a} + {C_b}"} if self.reverse_carried \
+            else {}
 
     def describe(self):
         return f"first_crossing(gradient={self.gradient_kind})"
