@@ -240,31 +240,59 @@ def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
 
 
 def _sender_arrays(h, T) -> list[ArraySpec]:
-    """The senders of hidden layer ``h``, listed by its forward scan: per instance the indices of
-    its neurons with a nonzero spike value, step after step, each step's in neuron order (packed:
-    room for all T N, but only the senders are written), and per step the end of its list."""
+    """The senders of ``h``, listed once per pass (a hidden layer's by its forward scan, the
+    inputs' by the first layer's input kernel): per instance the indices of its neurons with a
+    nonzero value, step after step, each step's in neuron order (packed: room for all T N, but
+    only the senders are written), and per step the end of its list."""
     return [_par_array(f"par_{h.name}_senders", h.name, "_par_senders", T * h.size,
                        "the neurons with a nonzero spike value, step after step, packed", "uint32"),
             _par_array(f"par_{h.name}_n_senders", h.name, "_par_n_senders", T,
                        "the senders of steps 0..t: where the list of step t ends", "uint32")]
 
 
+def _nonzero(precision: str, values: str, index: str) -> str:
+    """C code testing ``values[index]`` for a nonzero value on its bits (``_nz``: 1 or 0): the bits
+    without the sign are 0 for 0 and -0 only (a NaN is nonzero, as ``!= 0`` says), and an
+    integer test takes fewer instructions than a floating-point compare (no unordered case)."""
+    bits = "uint32_t" if precision == "float" else "uint64_t"
+    return f"{bits} _bits; memcpy(&_bits, {values} + {index}, sizeof _bits); const uint32_t _nz = (_bits << 1) != 0;"
+
+
+def _list_senders(pre, precision: str) -> list[Line]:
+    """``_n`` and ``_list``: the inputs ``pre`` with a nonzero value in step ``_t - 1`` (``_s``),
+    listed here, packed after the list of step ``_t - 2`` (for the gradient kernel to read)."""
+    test = _nonzero(precision, "_s", "_pre")
+    return [Line(f"uint32_t* const _all = _par_{pre}_senders + (size_t)_b * T * N_pre;",
+                 f"the neurons of '{pre}' that sent in step t-1, listed once (the gradient reads them)"),
+            Line(f"uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;"),
+            Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u;"),
+            Line("uint32_t _end = _start;", "(at most (t-1) N_pre + _pre: inside the list)"),
+            Line(f"for (uint32_t _pre = 0; _pre < N_pre; _pre++) {{ {test} _all[_end] = _pre; _end += _nz; }}",
+                 "a value of 0 sends nothing (without a branch)"),
+            Line("_ends[_t - 1] = _end;", "(the last step's values reach no step: not listed)"),
+            Line("const uint32_t _n = _end - _start;"),
+            Line("const uint32_t* const _list = _all + _start;")]
+
+
+def _value(binary: bool) -> Line:
+    """The value ``_value`` of the sender ``_pre`` in step ``_t - 1``: its spike read from ``_s``,
+    or 1 for a binary spike rule (the spikes not read again: ``w * 1`` is ``w``, the same sum)."""
+    if binary:
+        return Line("const scalar _value = (scalar)1;", "a spike of a binary rule is 1 (its array not read again)")
+    return Line("const scalar _value = _s[_pre];")
+
+
 def _listed(pre, listed: bool) -> tuple:
     return (f"par_{pre}_senders", f"par_{pre}_n_senders") if listed else ()
 
 
-def _senders(pre, listed: bool) -> list[Line]:
+def _senders(pre) -> list[Line]:
     """``_n`` and ``_list``: the presynaptic neurons that sent in step ``_t - 1`` (a nonzero value,
-    in neuron order), read from the list the forward scan of ``pre`` wrote (``listed``), else
-    found by testing every value (the inputs), without a branch."""
-    if listed:
-        return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
-                     f"the neurons of '{pre}' that sent in step t-1 (listed by its forward scan)"),
-                Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
-                Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
-    return [Line("uint32_t _n = 0;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
-                 "a value of 0 sends nothing")]
+    in neuron order), read from the list written once per pass (:func:`_sender_arrays`)."""
+    return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
+                 f"the neurons of '{pre}' that sent in step t-1 (listed once per pass)"),
+            Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
+            Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
 
 
 def _indented(lines: list[Line]) -> list[Line]:
@@ -406,6 +434,7 @@ class ParallelCompiler:
         T = n_steps
         spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
                                       "the input values of every step"))
+        spec.arrays += _sender_arrays(inp, T)  # listed by the first layer's input kernel
         source = {inp.name: f"par_{inp.name}_x"}
         steps = {}
         for h in order:
@@ -425,7 +454,8 @@ class ParallelCompiler:
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the forward scan (spike rule "
                                                   f"{self.spike.name})"))
-            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp))
+            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp,
+                                                          q.pre is not inp and self.spike.binary))
             spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
                                                             spiking=h is not out))
             steps[h.name] = step
@@ -500,7 +530,7 @@ class ParallelCompiler:
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
             spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T,
-                                                             q.pre.name in steps))
+                                                             q.pre.name in steps and self.spike.binary))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -530,27 +560,27 @@ class ParallelCompiler:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
 
     @staticmethod
-    def _input_kernel(spec, q, pre_array, T, listed: bool) -> KernelSpec:
+    def _input_kernel(spec, q, pre_array, T, listed: bool, binary: bool) -> KernelSpec:
         """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
-        nonzero value are listed (without a branch), then each one's weight row is added, in
-        neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
-        update (the spikes in neuron order), so the values are the same float for float."""
+        nonzero value are listed (read from the list the forward scan of ``pre`` wrote, when
+        ``listed``; else, for the inputs, listed here, for the gradient kernel too), then each
+        one's weight row is added (times its value, or as it is for a ``binary`` spike rule: its
+        spikes are 1), in neuron order: every u_t[post] sums its terms in the order
+        of the simulation's synapse update (the spikes in neuron order), so the values are the same float for float."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_instances("(double)T * (N_pre + N)"),
-            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
-                                      "the presynaptic neurons that send in one step")]),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
-            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-            *_senders(q.pre.name, listed),
+            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
+            *(_senders(q.pre.name) if listed else _list_senders(q.pre.name, spec.precision)),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
             Line("const uint32_t _pre = _list[_k];"),
-            Line("const scalar _value = _s[_pre];"),
+            _value(binary),
             Line(f"const scalar* const _w = _{w} + (size_t)_pre * N;"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] += _w[_post] * _value;",
                  f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value), summed as in_syn"),
@@ -559,7 +589,8 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
                           f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
                           _indented(code), {"loop": None, "body": [], "once": []},
-                          reads=(w, pre_array, *_listed(q.pre.name, listed)), writes=(u,))
+                          reads=(w, *([] if binary else [pre_array]), *_listed(q.pre.name, listed)),
+                          writes=(u, *_listed(q.pre.name, not listed)))
 
     def _draw_lines(self, w, h) -> list[Line]:
         """The spike rule's uniform numbers of neuron ``_i``, instance ``_b``, step ``_t`` (Philox,
@@ -627,7 +658,8 @@ class ParallelCompiler:
                           "packed: a write per neuron, but to the next free place only (it stays in cache)"),
                      Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
                      Line("uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];", "(at most t N + _i: inside the list)"),
-                     Line("for (uint32_t _i = 0; _i < N; _i++) { _list[_n] = _i; _n += _zt[_i] != 0; }",
+                     Line(f"for (uint32_t _i = 0; _i < N; _i++) {{ {_nonzero(spec.precision, '_zt', '_i')} "
+                          "_list[_n] = _i; _n += _nz; }",
                           "a value of 0 sends nothing (any other value, binary or not, is listed)"),
                      Line("_ends[_t] = _n;"),
                      Line("}")]
@@ -802,25 +834,24 @@ class ParallelCompiler:
                           writes=("par_err", "par_loss"))
 
     @staticmethod
-    def _gradient_kernel(spec, q, pre_array, grad, T, listed: bool) -> KernelSpec:
+    def _gradient_kernel(spec, q, pre_array, grad, T, binary: bool) -> KernelSpec:
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
-        input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
+        input (only the steps where ``pre`` sent add to its row, read from the list of the
+        senders; each element sums in the order of t; a ``binary`` spike rule's senders are 1)."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_instances("(double)T * (N_pre + N)"),
-            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
-                                      "the presynaptic neurons that sent in one step")]),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
             Line("for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
-            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            *_senders(q.pre.name, listed),
+            *_senders(q.pre.name),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
             Line("const uint32_t _pre = _list[_k];"),
-            Line("const scalar _value = _s[_pre];"),
+            _value(binary),
             Line("scalar* const _row = _g + (size_t)_pre * N;"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
             Line("}"), Line("}"), Line("}"),
@@ -828,7 +859,7 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
                           f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
                           {"loop": None, "body": [], "once": []},
-                          reads=(du, pre_array, *_listed(q.pre.name, listed)), writes=(grad,))
+                          reads=(du, *([] if binary else [pre_array]), *_listed(q.pre.name, True)), writes=(grad,))
 
 
 class CompiledParallel:

@@ -50,6 +50,7 @@ class SpikeRule:
     draws = 0
     carried: dict[str, str] = {}  # name -> its value at t = 0 (C expression)
     reverse_carried: tuple[str, ...] = ()
+    binary = True  # every z_t is 0 or 1 (the next layer adds a sender's weights as they are)
 
     def forward(self, cond: str, p) -> list[Line]:
         raise NotImplementedError
@@ -161,6 +162,7 @@ class Gumbel(SpikeRule):
     def __init__(self, temperature: float = 1.0, hard: bool = True):
         self.temperature = _positive(temperature, "temperature")
         self.hard = bool(hard)
+        self.binary = self.hard  # soft: z_t = y_t, real values
 
     def _y(self, p) -> list[Line]:
         g0, g1, a = sympy.symbols("_G0 _G1 _a", real=True)
