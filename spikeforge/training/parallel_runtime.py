@@ -19,6 +19,25 @@ from ..errors import NetworkError
 from .network_runtime import CompiledRuntime
 
 
+def _spike_counts(c) -> list[np.ndarray]:
+    """Per hidden layer of ``c`` (a :class:`~.parallel.CompiledParallel` after a forward pass),
+    each instance's spikes per neuron over the trial, (B, N): for a binary spike rule counted
+    from the lists of the senders the forward scan wrote (only their used part is read), else
+    the sum of the spike values."""
+    B, T = c.network.batch_size, c.n_steps
+    read = getattr(c.backend, "peek", c.backend.pull)  # (no copy where the backend can lend its array)
+    out = []
+    dtype = np.float32 if c.spec.precision == "float" else np.float64  # (as the spikes' sum)
+    for h in c.layers[:-1]:
+        if not c.compiler.spike.binary:
+            out.append(read(f"par_{h.name}_z").reshape(B, T, h.size).sum(axis=1))
+            continue
+        lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
+        ends = read(f"par_{h.name}_n_senders").reshape(B, T)[:, -1]
+        out.append(np.stack([np.bincount(lists[b, :ends[b]], minlength=h.size) for b in range(B)]).astype(dtype))
+    return out
+
+
 class ParallelRuntime(CompiledRuntime):
     """The trainer's runtime for a :class:`~.parallel.ParallelCompiler` job."""
 
@@ -51,8 +70,7 @@ class ParallelRuntime(CompiledRuntime):
         out = c.gradients(x, mask, labels=labels, targets=targets) if learn else self._forward(c, x, mask, labels,
                                                                                               targets)
         self._n = n
-        counts = [c.backend.pull(f"par_{h.name}_z").reshape(self.batch_size, T, h.size).sum(axis=1)
-                  for h in c.layers[:-1]]
+        counts = _spike_counts(c)
         y = np.asarray(out["y"])[:, :n]
         output = c.compiler.readout.output(y, mask)
         result = {"y": y, "loss": np.asarray(out["loss"])[:n], "hidden_spikes": np.concatenate(counts, axis=1)[:n],
