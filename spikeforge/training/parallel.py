@@ -917,8 +917,7 @@ class CompiledParallel:
             for name, value in kept.items():
                 self.backend.push(name, value)
             self._initial_state = True
-        # one copy, converted to the network's precision as it goes
-        self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
+        self._push_inputs(x)
         draw = self.draws if draw is None else draw
         if isinstance(draw, bool) or not isinstance(draw, (int, np.integer)) or draw < 0:
             raise NetworkError(f"draw must be an integer >= 0, got {draw!r}")
@@ -934,6 +933,18 @@ class CompiledParallel:
             names = [*self.states[h.name], "u", *(["z"] if h is not self.layers[-1] else [])]
             out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
         return out
+
+    def _push_inputs(self, x):
+        """``x`` (steps, batch, inputs) into the kernels' array (batch, steps * inputs): one copy,
+        transposed and converted to the network's precision as it goes (straight into the
+        backend's array where the backend lends it; else through a transposed copy)."""
+        T, B, name = self.n_steps, self.network.batch_size, f"par_{self.inputs.name}_x"
+        peek = getattr(self.backend, "peek", None)
+        target = None if peek is None else peek(name).reshape(B, T, self.inputs.size)
+        if target is not None and np.shares_memory(target, peek(name)):
+            np.copyto(target, x.transpose(1, 0, 2), casting="unsafe")
+        else:
+            self.backend.push(name, x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
 
     def gradients(self, x, mask, labels=None, targets=None, values: bool = False, draw: int | None = None) -> dict:
         """One batch forward and backward, the loss over the window ``mask`` (steps,) against
