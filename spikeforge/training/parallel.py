@@ -250,25 +250,15 @@ def _sender_arrays(h, T) -> list[ArraySpec]:
                        "the senders of steps 0..t: where the list of step t ends", "uint32")]
 
 
-def _nonzero(precision: str, values: str, index: str) -> str:
-    """C code testing ``values[index]`` for a nonzero value on its bits (``_nz``: 1 or 0): the bits
-    without the sign are 0 for 0 and -0 only (a NaN is nonzero, as ``!= 0`` says), and an
-    integer test takes fewer instructions than a floating-point compare (no unordered case)."""
-    bits = "uint32_t" if precision == "float" else "uint64_t"
-    return f"{bits} _bits; memcpy(&_bits, {values} + {index}, sizeof _bits); const uint32_t _nz = (_bits << 1) != 0;"
-
-
-def _list_senders(pre, precision: str) -> list[Line]:
+def _list_senders(pre) -> list[Line]:
     """``_n`` and ``_list``: the inputs ``pre`` with a nonzero value in step ``_t - 1`` (``_s``),
     listed here, packed after the list of step ``_t - 2`` (for the gradient kernel to read)."""
-    test = _nonzero(precision, "_s", "_pre")
     return [Line(f"uint32_t* const _all = _par_{pre}_senders + (size_t)_b * T * N_pre;",
                  f"the neurons of '{pre}' that sent in step t-1, listed once (the gradient reads them)"),
             Line(f"uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;"),
             Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u;"),
-            Line("uint32_t _end = _start;", "(at most (t-1) N_pre + _pre: inside the list)"),
-            Line(f"for (uint32_t _pre = 0; _pre < N_pre; _pre++) {{ {test} _all[_end] = _pre; _end += _nz; }}",
-                 "a value of 0 sends nothing (without a branch)"),
+            Line("const uint32_t _end = _start + sf_list_nonzero(_s, N_pre, _all + _start);",
+                 "a value of 0 sends nothing (room: the list ends at most at (t-1) N_pre here)"),
             Line("_ends[_t - 1] = _end;", "(the last step's values reach no step: not listed)"),
             Line("const uint32_t _n = _end - _start;"),
             Line("const uint32_t* const _list = _all + _start;")]
@@ -577,7 +567,7 @@ class ParallelCompiler:
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             Line("if (_t == 0) continue;", "a spike at t reaches its targets at t+1: nothing arrives at 0"),
             *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
-            *(_senders(q.pre.name) if listed else _list_senders(q.pre.name, spec.precision)),
+            *(_senders(q.pre.name) if listed else _list_senders(q.pre.name)),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
             Line("const uint32_t _pre = _list[_k];"),
             _value(binary),
@@ -655,13 +645,12 @@ class ParallelCompiler:
             code += [Line("{", "the senders of step t, listed once for the next layer's input and gradient"),
                      Line(f"const scalar* const _zt = _par_{h.name}_z + ((size_t)_b * T + _t) * N;"),
                      Line(f"uint32_t* const _list = _par_{h.name}_senders + (size_t)_b * T * N;",
-                          "packed: a write per neuron, but to the next free place only (it stays in cache)"),
+                          "packed: each step's list after the last one's"),
                      Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
-                     Line("uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];", "(at most t N + _i: inside the list)"),
-                     Line(f"for (uint32_t _i = 0; _i < N; _i++) {{ {_nonzero(spec.precision, '_zt', '_i')} "
-                          "_list[_n] = _i; _n += _nz; }",
+                     Line("const uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];",
+                          "(at most t N: room for N more in the list)"),
+                     Line("_ends[_t] = _n + sf_list_nonzero(_zt, N, _list + _n);",
                           "a value of 0 sends nothing (any other value, binary or not, is listed)"),
-                     Line("_ends[_t] = _n;"),
                      Line("}")]
         code += [Line("}"), Line("}")]
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
