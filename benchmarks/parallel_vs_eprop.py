@@ -140,7 +140,8 @@ def parallel_worker(cfg: dict) -> dict:
             sl = slice(k * batch, (k + 1) * batch)
             compiled.gradients(x[:, sl], mask, labels=labels[sl])
             compiled.apply_gradients()
-            spikes += float(compiled.backend.pull("par_h_z").sum())
+            # the spikes (0 or 1) of every instance: where the last step's list of senders ends
+            spikes += float(compiled.backend.pull("par_h_n_senders").reshape(batch, steps)[:, -1].sum())
         return spikes
 
     return _timed(out, epoch, cfg["repeats"], batches, steps, batch)

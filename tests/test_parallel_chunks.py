@@ -104,7 +104,9 @@ def test_memory_of_a_chunk_and_the_refusal_suggests_one_that_fits(monkeypatch):
     # h1: v, x, u, z, du of every step, and the senders' lists; plus what it sent in the previous
     # chunk's last step (h1 and the inputs), dE/du of the next chunk's first step (h2 and out)
     assert whole["h1"] - chunked["h1"] == (5 * per_step * N1 + 4 * B * (N1 + 1)) * (T - C) - 8 * B * N1
-    assert whole["inp"] - chunked["inp"] == per_step * N_IN * (T - C) - 8 * B * N_IN - 4  # (and the chunk's first step)
+    # the inputs: their values and senders' lists of every step, less what they sent in the
+    # previous chunk's last step and the chunk's first step
+    assert whole["inp"] - chunked["inp"] == (per_step * N_IN + 4 * B * (N_IN + 1)) * (T - C) - 8 * B * N_IN - 4
     assert whole["h2"] - chunked["h2"] == (5 * per_step * N2 + 4 * B * (N2 + 1)) * (T - C) - 2 * 8 * B * N2
     # per boundary: h1's v, x, h2's v, a, the readout's v, the hidden layers' spike counts and sent values; y
     assert chunked["chunk boundaries"] == 8 * B * ((n_chunks - 1) * (4 * N1 + 4 * N2 + K) + T * K)

@@ -224,7 +224,8 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
 def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     """Per layer, every state, the input, the spikes and dE/du of every step: (T B N) values each
     (and the per-instance gradients, (B, pre, post) per projection); per hidden layer, the list of
-    its senders (room for T B N indices, uint32, and T B ends of the steps' lists)."""
+    its senders (room for T B N indices, uint32, and T B ends of the steps' lists), and the
+    inputs' list as well (the input kernel lists them once for the gradient)."""
     x, weights = _problem(6)
     compiled = _compile("double", weights)
     try:
@@ -237,7 +238,8 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     lists = 4 * T * B
     assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 + lists * (N1 + 1)
     assert mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2 + lists * (N2 + 1)
-    assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K + 8 * B and mem["inp"] == per_step * N_IN
+    assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K + 8 * B
+    assert mem["inp"] == per_step * N_IN + lists * (N_IN + 1)
     assert mem["h1_h2"] == 8 * B * N1 * N2
     monkeypatch.setenv(memory.ENV_LIMIT, "1MiB")
     with pytest.raises(MemoryLimitError, match="population 'h1' time-parallel training values"):

@@ -257,31 +257,49 @@ def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
 
 
 def _sender_arrays(h, T) -> list[ArraySpec]:
-    """The senders of hidden layer ``h``, listed by its forward scan: per instance the indices of
-    its neurons with a nonzero spike value, step after step, each step's in neuron order (packed:
-    room for all T N, but only the senders are written), and per step the end of its list."""
+    """The senders of ``h``, listed once per pass (a hidden layer's by its forward scan, the
+    inputs' by the first layer's input kernel): per instance the indices of its neurons with a
+    nonzero value, step after step, each step's in neuron order (packed: room for all T N, but
+    only the senders are written), and per step the end of its list."""
     return [_par_array(f"par_{h.name}_senders", h.name, "_par_senders", T * h.size,
                        "the neurons with a nonzero spike value, step after step, packed", "uint32"),
             _par_array(f"par_{h.name}_n_senders", h.name, "_par_n_senders", T,
                        "the senders of steps 0..t: where the list of step t ends", "uint32")]
 
 
+def _list_senders(pre) -> list[Line]:
+    """``_n`` and ``_list``: the inputs ``pre`` with a nonzero value in step ``_t - 1`` (``_s``),
+    listed here, packed after the list of step ``_t - 2`` (for the gradient kernel to read)."""
+    return [Line(f"uint32_t* const _all = _par_{pre}_senders + (size_t)_b * T * N_pre;",
+                 f"the neurons of '{pre}' that sent in step t-1, listed once (the gradient reads them)"),
+            Line(f"uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;"),
+            Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u;"),
+            Line("const uint32_t _end = _start + sf_list_nonzero(_s, N_pre, _all + _start);",
+                 "a value of 0 sends nothing (room: the list ends at most at (t-1) N_pre here)"),
+            Line("_ends[_t - 1] = _end;", "(the last step's values reach no step: not listed)"),
+            Line("const uint32_t _n = _end - _start;"),
+            Line("const uint32_t* const _list = _all + _start;")]
+
+
+def _value(binary: bool) -> Line:
+    """The value ``_value`` of the sender ``_pre`` in step ``_t - 1``: its spike read from ``_s``,
+    or 1 for a binary spike rule (the spikes not read again: ``w * 1`` is ``w``, the same sum)."""
+    if binary:
+        return Line("const scalar _value = (scalar)1;", "a spike of a binary rule is 1 (its array not read again)")
+    return Line("const scalar _value = _s[_pre];")
+
+
 def _listed(pre, listed: bool) -> tuple:
     return (f"par_{pre}_senders", f"par_{pre}_n_senders") if listed else ()
 
 
-def _senders(pre, listed: bool) -> list[Line]:
+def _senders(pre) -> list[Line]:
     """``_n`` and ``_list``: the presynaptic neurons that sent in step ``_t - 1`` (a nonzero value,
-    in neuron order), read from the list the forward scan of ``pre`` wrote (``listed``), else
-    found by testing every value (the inputs), without a branch."""
-    if listed:
-        return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
-                     f"the neurons of '{pre}' that sent in step t-1 (listed by its forward scan)"),
-                Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
-                Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
-    return [Line("uint32_t _n = 0;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) { _list[_n] = _pre; _n += _s[_pre] != 0; }",
-                 "a value of 0 sends nothing")]
+    in neuron order), read from the list written once per pass (:func:`_sender_arrays`)."""
+    return [Line(f"const uint32_t* const _ends = _par_{pre}_n_senders + (size_t)_b * T;",
+                 f"the neurons of '{pre}' that sent in step t-1 (listed once per pass)"),
+            Line("const uint32_t _start = _t >= 2 ? _ends[_t - 2] : 0u, _n = _ends[_t - 1] - _start;"),
+            Line(f"const uint32_t* const _list = _par_{pre}_senders + (size_t)_b * T * N_pre + _start;")]
 
 
 def _indented(lines: list[Line]) -> list[Line]:
@@ -437,7 +455,7 @@ def _initial_arrays(spec, h, q, step) -> dict[str, str]:
 
 def _stepped_arrays(inp, order, steps) -> set[str]:
     """The arrays with values of every step (their size grows with the kernels' steps)."""
-    names = {f"par_{inp.name}_x", "par_err"}
+    names = {f"par_{inp.name}_x", f"par_{inp.name}_senders", f"par_{inp.name}_n_senders", "par_err"}
     for h in order:
         names |= {f"par_{h.name}_{v}" for v in [*steps[h.name].states, "u", "z", "du", "senders", "n_senders"]}
     return names
@@ -586,6 +604,7 @@ class ParallelCompiler:
             spec.arrays += _chunk_arrays(inp, order, T)
         spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
                                       "the input values of every step"))
+        spec.arrays += self._sender_arrays(inp, T)  # listed by the first layer's input kernel
         source = {inp.name: f"par_{inp.name}_x"}
         steps = {}
         for h in order:
@@ -605,7 +624,8 @@ class ParallelCompiler:
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the forward scan (spike rule "
                                                   f"{self.spike.name})"))
-            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp, seq))
+            spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp,
+                                                          q.pre is not inp and self.spike.binary, seq))
             spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
                                                             spiking=h is not out, seq=seq))
             steps[h.name] = step
@@ -700,7 +720,7 @@ class ParallelCompiler:
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
             spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T,
-                                                             q.pre.name in steps, seq))
+                                                             q.pre.name in steps and self.spike.binary, seq))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -730,11 +750,13 @@ class ParallelCompiler:
             raise NetworkError(f"projection '{q.name}': the parallel method takes dense projections without delay")
 
     @staticmethod
-    def _input_kernel(spec, q, pre_array, T, listed: bool, seq: int | None = None) -> KernelSpec:
+    def _input_kernel(spec, q, pre_array, T, listed: bool, binary: bool, seq: int | None = None) -> KernelSpec:
         """u_t = W s_(t-1) at every step, event-driven: per step the presynaptic neurons with a
-        nonzero value are listed (without a branch), then each one's weight row is added, in
-        neuron order: every u_t[post] sums its terms in the order of the simulation's synapse
-        update (the spikes in neuron order), so the values are the same float for float.
+        nonzero value are listed (read from the list the forward scan of ``pre`` wrote, when
+        ``listed``; else, for the inputs, listed here, for the gradient kernel too), then each
+        one's weight row is added (times its value, or as it is for a ``binary`` spike rule: its
+        spikes are 1), in neuron order: every u_t[post] sums its terms in the order
+        of the simulation's synapse update (the spikes in neuron order), so the values are the same float for float.
         ``seq``: the sequence's length when it runs in chunks of T steps (see :func:`_chunk_lines`)."""
         n_pre, n = q.pre.size, q.post.size
         w, u = _weight_array(spec, q), f"par_{q.post.name}_u"
@@ -745,17 +767,15 @@ class ParallelCompiler:
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_chunk_lines(seq, T),
             *_instances("(double)T * (N_pre + N)"),
-            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
-                                      "the presynaptic neurons that send in one step")]),
             Line("for (uint32_t _t = 0; _t < T; _t++) {"),
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             *first,
-            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
-            *_senders(q.pre.name, listed),
+            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
+            *(_senders(q.pre.name) if listed else _list_senders(q.pre.name)),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
             Line("const uint32_t _pre = _list[_k];"),
-            Line("const scalar _value = _s[_pre];"),
+            _value(binary),
             Line(f"const scalar* const _w = _{w} + (size_t)_pre * N;"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] += _w[_post] * _value;",
                  f"u_t = W s_(t-1): {q.weight_update.name} on_pre (w times the spike's value), summed as in_syn"),
@@ -764,8 +784,9 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_input_{q.post.name}", "parallel_input", q.post.name, "custom_update",
                           f"parallel: the input of '{q.post.name}' through '{q.name}' at every step", [], [],
                           _indented(code), {"loop": None, "body": [], "once": []},
-                          reads=(w, pre_array, *_listed(q.pre.name, listed), *_chunk_reads(seq, q.pre.name)),
-                          writes=(u,))
+                          reads=(w, *([] if binary else [pre_array]), *_listed(q.pre.name, listed),
+                                 *_chunk_reads(seq, q.pre.name)),
+                          writes=(u, *_listed(q.pre.name, not listed)))
 
     def _draw_lines(self, w, h) -> list[Line]:
         """The spike rule's uniform numbers of neuron ``_i``, instance ``_b``, step ``_t`` (Philox,
@@ -831,12 +852,12 @@ class ParallelCompiler:
             code += [Line("{", "the senders of step t, listed once for the next layer's input and gradient"),
                      Line(f"const scalar* const _zt = _par_{h.name}_z + ((size_t)_b * T + _t) * N;"),
                      Line(f"uint32_t* const _list = _par_{h.name}_senders + (size_t)_b * T * N;",
-                          "packed: a write per neuron, but to the next free place only (it stays in cache)"),
+                          "packed: each step's list after the last one's"),
                      Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
-                     Line("uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];", "(at most t N + _i: inside the list)"),
-                     Line("for (uint32_t _i = 0; _i < N; _i++) { _list[_n] = _i; _n += _zt[_i] != 0; }",
+                     Line("const uint32_t _n = _t == 0 ? 0u : _ends[_t - 1];",
+                          "(at most t N: room for N more in the list)"),
+                     Line("_ends[_t] = _n + sf_list_nonzero(_zt, N, _list + _n);",
                           "a value of 0 sends nothing (any other value, binary or not, is listed)"),
-                     Line("_ends[_t] = _n;"),
                      Line("}")]
         code += [Line("}"), Line("}")]
         code[1:1] = _chunk_lines(seq if carried else None, T)
@@ -1018,26 +1039,25 @@ class ParallelCompiler:
                           writes=("par_err", "par_loss"))
 
     @staticmethod
-    def _gradient_kernel(spec, q, pre_array, grad, T, listed: bool, seq: int | None = None) -> KernelSpec:
+    def _gradient_kernel(spec, q, pre_array, grad, T, binary: bool, seq: int | None = None) -> KernelSpec:
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
-        input (only the steps where ``pre`` sent add to its row; each element sums in the order of t)."""
+        input (only the steps where ``pre`` sent add to its row, read from the list of the
+        senders; each element sums in the order of t; a ``binary`` spike rule's senders are 1)."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         code = [
             Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
             *_chunk_lines(seq, T, last=True),
             *_instances("(double)T * (N_pre + N)"),
-            *([] if listed else [Line("std::vector<uint32_t> _list(N_pre);",
-                                      "the presynaptic neurons that sent in one step")]),
             Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
             *_chunk_gradient_start(q.pre.name, du, seq),
             Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
-            Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
             Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            *_senders(q.pre.name, listed),
+            *_senders(q.pre.name),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
             Line("const uint32_t _pre = _list[_k];"),
-            Line("const scalar _value = _s[_pre];"),
+            _value(binary),
             Line("scalar* const _row = _g + (size_t)_pre * N;"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
             Line("}"), Line("}"), Line("}"),
@@ -1045,8 +1065,28 @@ class ParallelCompiler:
         return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
                           f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
                           {"loop": None, "body": [], "once": []},
-                          reads=(du, pre_array, *_listed(q.pre.name, listed), *_chunk_reads(seq, q.pre.name)),
-                          writes=(grad,))
+                          reads=(du, *([] if binary else [pre_array]), *_listed(q.pre.name, True),
+                                 *_chunk_reads(seq, q.pre.name)), writes=(grad,))
+
+
+def _spike_counts(c) -> list[np.ndarray]:
+    """Per hidden layer of ``c`` (a :class:`CompiledParallel` after a forward pass of the whole
+    sequence), each instance's spikes per neuron over the trial, (B, N): for a binary spike rule
+    counted from the lists of the senders the forward scan wrote (only their used part is read),
+    else the sum of the spike values."""
+    B, T = c.network.batch_size, c.n_steps
+    read = getattr(c.backend, "peek", c.backend.pull)  # (no copy where the backend can lend its array)
+    out = []
+    dtype = np.float32 if c.spec.precision == "float" else np.float64  # (as the spikes' sum)
+    listed = {a.name for a in c.spec.arrays}  # (the device kernels keep no lists)
+    for h in c.layers[:-1]:
+        if not c.compiler.spike.binary or f"par_{h.name}_senders" not in listed:
+            out.append(read(f"par_{h.name}_z").reshape(B, T, h.size).sum(axis=1))
+            continue
+        lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
+        ends = read(f"par_{h.name}_n_senders").reshape(B, T)[:, -1]
+        out.append(np.stack([np.bincount(lists[b, :ends[b]], minlength=h.size) for b in range(B)]).astype(dtype))
+    return out
 
 
 class CompiledParallel:
@@ -1119,8 +1159,7 @@ class CompiledParallel:
         if self.chunked:  # (its chunks overwrite the initial state: pushed back at the first)
             self._chunks = ChunkedRun(self, x, self._next_draw(draw))
             return self._chunks.forward(values, after)
-        # one copy, converted to the network's precision as it goes
-        self.backend.push(f"par_{self.inputs.name}_x", x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
+        self._push_inputs(x)
         draw = self._next_draw(draw)
         self.backend.step = draw * T  # the kernels' _step: the key step of t = 0
         for index in range(self.n_forward):
@@ -1146,8 +1185,7 @@ class CompiledParallel:
         """Per hidden layer, each instance's spikes of each neuron (batch, N) over the last pass."""
         if self.chunked:
             return list(self._chunks.counts.values())
-        B, T = self.network.batch_size, self.n_steps
-        return [self.backend.pull(f"par_{h.name}_z").reshape(B, T, h.size).sum(axis=1) for h in self.layers[:-1]]
+        return _spike_counts(self)
 
     def evaluate(self, x, mask, labels=None, targets=None, draw: int | None = None) -> dict:
         """The forward pass and each instance's loss (no backward pass): ``y`` and ``loss``."""
@@ -1170,6 +1208,18 @@ class CompiledParallel:
         if mask.shape != (self.n_steps,) or not np.all(np.isfinite(mask)):
             raise NetworkError(f"mask must be {self.n_steps} finite numbers, got shape {mask.shape}")
         return mask
+
+    def _push_inputs(self, x):
+        """``x`` (steps, batch, inputs) into the kernels' array (batch, steps * inputs): one copy,
+        transposed and converted to the network's precision as it goes (straight into the
+        backend's array where the backend lends it; else through a transposed copy)."""
+        T, B, name = self.n_steps, self.network.batch_size, f"par_{self.inputs.name}_x"
+        peek = getattr(self.backend, "peek", None)
+        target = None if peek is None else peek(name).reshape(B, T, self.inputs.size)
+        if target is not None and np.shares_memory(target, peek(name)):
+            np.copyto(target, x.transpose(1, 0, 2), casting="unsafe")
+        else:
+            self.backend.push(name, x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
 
     def gradients(self, x, mask, labels=None, targets=None, values: bool = False, draw: int | None = None) -> dict:
         """One batch forward and backward, the loss over the window ``mask`` (steps,) against

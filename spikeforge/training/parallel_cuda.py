@@ -195,7 +195,7 @@ class DeviceParallelCompiler(ParallelCompiler):
 
     # -- forward --------------------------------------------------------------------------------
 
-    def _input_kernel(self, spec, q, pre_array, T, listed, seq=None):  # (seq: always None here)
+    def _input_kernel(self, spec, q, pre_array, T, listed, binary=False, seq=None):  # (seq: always None here)
         """u_t = W s_(t-1): one warp per (instance, step, 32 neurons). The warp reads the
         presynaptic values 32 at a time (coalesced), finds the nonzero ones (a ballot) and each
         lane adds their weights, in presynaptic order: the cpu kernel's sum over its senders,
@@ -735,7 +735,7 @@ class DeviceParallelCompiler(ParallelCompiler):
                           f"parallel: the gradient of the bias of '{h.name}'", None, code, self._B * n, (gbc,),
                           (f"par_{h.name}_grad_bias",))
 
-    def _gradient_kernel(self, spec, q, pre_array, grad, T, listed, seq=None):
+    def _gradient_kernel(self, spec, q, pre_array, grad, T, binary=False, seq=None):
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre]: one warp per (instance, pre, 32
         postsynaptic neurons). The warp reads the presynaptic values of 32 steps at a time,
         finds the nonzero ones (a ballot) and each lane adds their terms in the order of t: the

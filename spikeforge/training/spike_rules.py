@@ -64,6 +64,7 @@ class SpikeRule:
     combine: dict[str, str] = {}  # name -> its value after two spans ({a}: after the first; {b}: the second's own)
     reverse_carried: tuple[str, ...] = ()
     reverse_combine: dict[str, str] = {}
+    binary = True  # every z_t is 0 or 1 (the next layer adds a sender's weights as they are)
 
     def forward(self, cond: str, p) -> list[Line]:
         raise NotImplementedError
@@ -180,6 +181,7 @@ class Gumbel(SpikeRule):
     def __init__(self, temperature: float = 1.0, hard: bool = True):
         self.temperature = _positive(temperature, "temperature")
         self.hard = bool(hard)
+        self.binary = self.hard  # soft: z_t = y_t, real values
 
     def _y(self, p) -> list[Line]:
         g0, g1, a = sympy.symbols("_G0 _G1 _a", real=True)
