@@ -136,3 +136,16 @@ def test_pixel_digits_hold_each_pixel_for_hold_steps(hold, levels):
         digits(encoding="pixels", hold=2, duration=100.0)
     with pytest.raises(ValueError, match="hold must be a positive integer"):
         digits(encoding="pixels", hold=0)
+
+
+def test_the_pixel_digits_example_loads_as_a_sequence_of_64_steps():
+    pytest.importorskip("sklearn")
+    from pathlib import Path
+
+    from spikeforge.training.config import load_training
+
+    job = load_training(Path(__file__).resolve().parents[1] / "examples" / "digits_pixels_parallel.yaml")
+    assert (job.train.n_inputs, job.train.n_steps, len(job.train) + len(job.test)) == (4, 64, 1797)
+    assert isinstance(job.trainer_options["compiler"], ParallelCompiler)
+    tau = job.config.populations["h1"].params["tau_m"]
+    np.testing.assert_allclose(np.asarray(tau, dtype=float), np.geomspace(2.0, 64.0, 128), rtol=1e-12)
