@@ -892,13 +892,15 @@ def normalized_mse(prediction: Any, target: Any) -> float:
 def digits(
     seed: int = 0,
     dt: float = 1.0,
-    duration: float = 40.0,
+    duration: float | None = None,
     encoding: str = "latency",
     *,
     t_max: float = 20.0,
     threshold: float = 0.0,
     max_rate: float = 100.0,
     readout_window: tuple[float, float] | None = None,
+    hold: int = 1,
+    levels: int = 1,
 ) -> SpikeDataset:
     """scikit-learn's 8x8 handwritten digits (1797 samples, 10 classes, bundled: no download).
 
@@ -914,6 +916,15 @@ def digits(
       ``v / 16 * max_rate`` Hz (100 Hz for a full pixel), a Bernoulli process on the
       ``dt`` grid as in :func:`evidence_accumulation`; sample ``i`` depends only on
       ``(seed, i)``. Default readout window: the second half ``[duration / 2, duration)``.
+    * ``encoding="pixels"``: the image shown pixel by pixel, row by row (sequential digits):
+      pixel ``i`` (channel order above) is held for ``hold`` steps, ``[i hold, (i+1) hold)``,
+      on ``levels`` input channels, a thermometer code of its grey level: channel ``j``
+      spikes in every step of the pixel's window when ``v > max(threshold, 16 j / levels)``
+      (``levels=1``: one channel, on for every pixel brighter than ``threshold``). Default
+      ``duration``: the ``64 hold`` steps (a longer one adds silent steps after the image).
+      Deterministic. Default readout window: the whole trial.
+
+    ``duration`` defaults to 40 ms (latency, rate).
     """
     try:
         from sklearn.datasets import load_digits
@@ -921,15 +932,20 @@ def digits(
         raise ImportError(
             "spikeforge.training.datasets.digits needs scikit-learn: pip install 'spikeforge[data]'"
         ) from None
-    if encoding not in ("latency", "rate"):
-        raise ValueError(f"digits: encoding must be 'latency' or 'rate', got {encoding!r}")
-    dt, duration = _check_dt(dt), float(duration)
+    if encoding not in ("latency", "rate", "pixels"):
+        raise ValueError(f"digits: encoding must be 'latency', 'rate' or 'pixels', got {encoding!r}")
+    dt = _check_dt(dt)
+    if encoding == "pixels":
+        hold, levels = _check_count(hold, "digits: hold"), _check_count(levels, "digits: levels")
+    duration = float(duration if duration is not None else 64 * hold * dt if encoding == "pixels" else 40.0)
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError(f"digits: duration must be > 0 ms, got {duration!r}")
     bunch = load_digits()
     images = np.asarray(bunch.data, dtype=np.float64)  # (1797, 64), values 0..16
     labels = np.asarray(bunch.target, dtype=np.int64)
     n = images.shape[0]
+    if encoding == "pixels":
+        return _digit_pixels(images, labels, dt, duration, hold, levels, threshold, readout_window)
     if encoding == "latency":
         if not 0 < t_max <= duration:
             raise ValueError(f"digits: t_max must be in (0, duration={duration:g}] ms, got {t_max!r}")
@@ -974,6 +990,38 @@ def digits(
         labels=labels,
         readout_window=readout_window if readout_window is not None else (duration / 2, duration),
         info={"name": "digits", "encoding": encoding, "max_rate_hz": max_rate, "seed": seed},
+    )
+
+
+def _digit_pixels(images, labels, dt, duration, hold, levels, threshold, readout_window) -> SpikeDataset:
+    """``digits(encoding="pixels")``: pixel ``i`` on steps ``[i hold, (i+1) hold)``, channel ``j``
+    of the thermometer code on while the pixel's grey level is above ``max(threshold, 16 j / levels)``."""
+    n_steps = _n_steps(duration, dt)
+    if n_steps < 64 * hold:
+        raise ValueError(f"digits: duration {duration:g} ms is shorter than the 64 pixels x hold={hold} steps "
+                         f"x dt={dt:g} ms")
+    cuts = np.maximum(threshold, 16.0 * np.arange(levels) / levels)
+    on = images[:, :, None] > cuts  # (sample, pixel, channel)
+    sample, pixel, channel = np.nonzero(on)  # sample-major, then pixel (= time), then channel
+    lengths = np.bincount(sample, minlength=images.shape[0]) * hold
+    # every (pixel, channel) that is on spikes in each of the pixel's hold steps; sorted by
+    # sample, then step, then channel
+    steps = (pixel[:, None] * hold + np.arange(hold, dtype=np.int64)[None, :]).ravel()
+    ids, owner = np.repeat(channel, hold), np.repeat(sample, hold)
+    order = np.lexsort((ids, steps, owner))
+    all_steps, all_ids = [steps[order]], [ids[order]]
+    return _from_steps(
+        all_steps,
+        all_ids,
+        lengths,
+        dt,
+        n_inputs=levels,
+        n_outputs=10,
+        duration=duration,
+        task="classification",
+        labels=labels,
+        readout_window=readout_window if readout_window is not None else (0.0, duration),
+        info={"name": "digits", "encoding": "pixels", "hold": hold, "levels": levels, "threshold": threshold},
     )
 
 

@@ -11,12 +11,16 @@ instances only.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
 
 from ..errors import NetworkError
 from .network_runtime import CompiledRuntime
+from .spike_rules import make_spike_rule
 
 
 class ParallelRuntime(CompiledRuntime):
@@ -39,6 +43,28 @@ class ParallelRuntime(CompiledRuntime):
         into_hidden = [q for q in net.projections.values() if q.post in hidden and q.name in trained]
         return SimpleNamespace(inputs=c.inputs, hidden=hidden, readout=readout, dt=net.dt,
                                hidden_projections=into_hidden)
+
+    @contextmanager
+    def spike_rule(self, spike):
+        """Inside the block the network runs its hidden layers under spike rule ``spike`` (a name
+        or a :class:`~.spike_rules.SpikeRule`) with the weights it has now: the same job compiled
+        by a copy of the compiler that differs in its rule alone (e.g. ``threshold``, to evaluate
+        deterministically a network trained with a stochastic rule). Afterwards the networks of
+        the block are closed and the trained ones run again, their weights and moments as they
+        were (what the block changed of them is dropped)."""
+        rule = make_spike_rule(spike)
+        weights, moments = self.get_weights(), self.moments()
+        saved = self.job, self.compiled, self._active, self._weights, self._moments
+        compiler = copy.copy(self.job.compiler)
+        compiler.spike = rule
+        self.job = dataclasses.replace(self.job, compiler=compiler)
+        self.compiled, self._active, self._weights, self._moments = {}, None, weights, moments
+        try:
+            yield self
+        finally:
+            for c in self.compiled.values():
+                c.close()
+            self.job, self.compiled, self._active, self._weights, self._moments = saved
 
     def run_batch(self, x, mask, labels=None, targets=None, *, learn: bool = True, grads: bool = True) -> dict:
         """As :meth:`CompiledRuntime.run_batch`: ``y`` (T, B, K), per-instance ``loss``,

@@ -456,10 +456,18 @@ class Trainer:
         raise TrainingDiverged(f"{where}: {'; '.join(what)}; the learning rate was {self.last_lr:g} "
                                "(lower it, or check the model)")
 
-    def evaluate(self, data, batch_size: int | None = None) -> dict:
+    def evaluate(self, data, batch_size: int | None = None, spike=None) -> dict:
         """Loss (mean per step of the readout window), accuracy (classification) or mse
         (regression), and the hidden rate (Hz). With several ranks each evaluates its shard
-        and the metrics are summed. ``data``: a SpikeDataset or a list of (x, y) pairs."""
+        and the metrics are summed. ``data``: a SpikeDataset or a list of (x, y) pairs.
+        ``spike`` (time-parallel method only): evaluate under this spike rule instead of the
+        one trained with, on the same weights (e.g. ``"threshold"``: deterministically)."""
+        if spike is not None:
+            if not hasattr(self.runtime, "spike_rule"):
+                raise NetworkError("evaluate(spike=...): only a network trained by the time-parallel method "
+                                   "(ParallelCompiler) can be evaluated under another spike rule")
+            with self.runtime.spike_rule(spike):
+                return self.evaluate(data, batch_size)
         data = self._dataset(data, "evaluation data")
         parts = []
         bs = batch_size or self.batch_size
