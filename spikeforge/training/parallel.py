@@ -1,4 +1,4 @@
-"""Time-parallel training (in progress) of feed-forward stacks of layers with linear subthreshold
+"""Time-parallel training of feed-forward stacks of layers with linear subthreshold
 dynamics: the per-step linear map of a layer, derived, and :class:`ParallelCompiler`, whose
 generated kernels run each layer over the whole sequence, forward and backward (BPTT by a
 reverse scan), as custom updates of the network's own simulation.
@@ -507,7 +507,7 @@ def _weight_array(spec, q) -> str:
 
 
 class ParallelCompiler:
-    """Compiles a feed-forward network for time-parallel training (in progress; see
+    """Compiles a feed-forward network for time-parallel training (see
     docs/training.md, "Time-parallel training").
 
     >>> compiled = ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
