@@ -797,13 +797,16 @@ class ParallelCompiler:
                      f"draw {j} of the spike rule (population {h.id}, call site 0x{DRAW_SITE + j:04x})")
                 for j in range(self.spike.draws)]
 
-    def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True, seq=None) -> KernelSpec:
-        """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
-        postsynaptic model (its apply code and equations, its names prefixed by the projection's),
-        the neuron's equations and sim_code, and the threshold test."""
+    @staticmethod
+    def _printed_update(network, spec, h, q):
+        """One step of ``h`` printed as the simulation prints it: the postsynaptic model (its apply
+        code and equations, its names prefixed by the projection's), then the neuron's equations
+        and sim_code, reading the step's input from ``_par_<h>_u[_o]``. Returns the writer, the
+        lines, the states' local names (the neuron's variables, then the postsynaptic model's,
+        named as in the simulation) and the arrays of their initial values."""
         from ..codegen.generate import KernelWriter, emit_odes, emit_statements, rename_map
 
-        m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
+        m, ps, pre = h.model, q.postsynaptic, f"{q.name}_"
         w = KernelWriter(network)
         w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
         rename: dict = {}
@@ -818,11 +821,18 @@ class ParallelCompiler:
         emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
         emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
         emit_statements(w, m.sim_code, rename, update)
-        # the states: the neuron's variables, then the postsynaptic model's (locals named as in the simulation)
         local = {**{v: v for v in m.vars}, **{ps_state(v): pre + v for v in ps.vars}}
         init = {a.var: a.name for a in spec.arrays if a.owner == h.name and a.role == "state" and a.var in m.vars}
         init.update({ps_state(a.var): a.name for a in spec.arrays
                      if a.owner == q.name and a.role == "state" and a.var in ps.vars})
+        return w, update, local, init, rename
+
+    def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True, seq=None) -> KernelSpec:
+        """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
+        postsynaptic model (its apply code and equations, its names prefixed by the projection's),
+        the neuron's equations and sim_code, and the threshold test."""
+        m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
+        w, update, local, init, rename = self._printed_update(network, spec, h, q)
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
                 *_instances("(double)T * N"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),

@@ -57,8 +57,6 @@ from ..codegen.eprop import G
 from ..codegen.ir import ArraySpec, KernelSpec, Line
 from ..errors import NetworkError
 from ..models.expressions import symbol
-from ..models.neuron import INPUT_NAME
-from ..models.synapse import IN_SYN_NAME
 from ..models.variables import Constant
 from .parallel import (
     ParallelCompiler,
@@ -68,7 +66,6 @@ from .parallel import (
     _param_lines,
     _select_max,
     _weight_array,
-    ps_state,
 )
 
 
@@ -247,28 +244,9 @@ class DeviceParallelCompiler(ParallelCompiler):
     def _local_scan(self, network, spec, h, q, step, arrays, T):
         """(1) each chunk scanned on its own: the simulation's printed update, from the initial
         state in chunk 0 and from 0 in the others."""
-        from ..codegen.generate import KernelWriter, emit_odes, emit_statements, rename_map
-
         L, C = self._chunks(T)
-        m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
-        w = KernelWriter(network)
-        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
-        rename: dict = {}
-        w.add_derived(m, rename, "")
-        ps_rename = rename_map([*q.ps_params, *ps.vars, IN_SYN_NAME], pre)
-        w.add_params(dict(q.ps_params), pre, ps.name, _param_arrays(spec, q.name, "postsynaptic", q.ps_params))
-        w.add_derived(ps, ps_rename, pre)
-        update: list[Line] = [Line(f"scalar {INPUT_NAME} = 0;", "summed synaptic input of this step"),
-                              Line(f"scalar {pre}{IN_SYN_NAME} = _par_{h.name}_u[_o];", "u_t, delivered in this step"),
-                              Line("", f"input from projection '{q.name}' ({ps.name}): {ps.apply_source}")]
-        emit_statements(w, ps.parse_apply(list(m.vars)), ps_rename, update)
-        emit_odes(w, ps.odes, ps_rename, ps.name, None, q.name, update)
-        emit_odes(w, m.odes, rename, m.name, m.integrator, h.name, update)
-        emit_statements(w, m.sim_code, rename, update)
-        local = {**{v: v for v in m.vars}, **{ps_state(v): pre + v for v in ps.vars}}
-        init = {a.var: a.name for a in spec.arrays if a.owner == h.name and a.role == "state" and a.var in m.vars}
-        init.update({ps_state(a.var): a.name for a in spec.arrays
-                     if a.owner == q.name and a.role == "state" and a.var in ps.vars})
+        n = h.size
+        w, update, local, init, _ = self._printed_update(network, spec, h, q)
         code = [Line(f"const uint32_t T = {T}u, N = {n}u, L = {L}u, C = {C}u;"),
                 *_decode(("_b", "_B"), ("_c", "C"), ("_i", "N")),
                 Line("const uint32_t _t0 = _c * L, _t1 = _t0 + L < T ? _t0 + L : T;", "the chunk's steps"),
