@@ -907,16 +907,19 @@ class ParallelCompiler:
                 Line(f"if ({last}) _par_loss[_b] += (scalar)0.5 * {reg} * _dr * _dr;",
                      "its term of the loss")]
 
-    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T, seq=None) -> KernelSpec:
-        """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
-        the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
-        next layer)."""
+    @staticmethod
+    def _linear_writer(network, spec, h, q, step, derived: bool):
+        """A writer in the derivation's names (the postsynaptic parameters unprefixed, the
+        integrator's propagator constants), as the adjoint kernel's; ``derived``: with the
+        neuron's derived parameters (for its threshold condition)."""
         from ..codegen.generate import KernelWriter
 
-        m, n, nx = h.model, h.size, len(step.states)
+        m = h.model
         w = KernelWriter(network)
         w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
-        # (the derivation's names for the postsynaptic parameters: unprefixed)
+        rename: dict = {}
+        if derived:
+            w.add_derived(m, rename, "")
         w.add_params(dict(q.ps_params), "", q.postsynaptic.name, _param_arrays(spec, q.name, "postsynaptic",
                                                                                  q.ps_params))
         for name, e in step.constants:  # the integrator's propagator: constant unless a parameter is per neuron
@@ -924,6 +927,14 @@ class ParallelCompiler:
                 w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
             else:
                 w.add_element_line(Line(f"const scalar {name} = {w.expr(e)};", "the integrator's propagator"))
+        return w, rename
+
+    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T, seq=None) -> KernelSpec:
+        """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
+        the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
+        next layer)."""
+        m, n, nx = h.model, h.size, len(step.states)
+        w, _ = self._linear_writer(network, spec, h, q, step, derived=False)
         lam = [symbol(f"_lam{j}") for j in range(nx)]
         drive = symbol("_drive")
         readout = step.g is None

@@ -62,7 +62,6 @@ from .parallel import (
     ParallelCompiler,
     _indented,
     _par_array,
-    _param_arrays,
     _param_lines,
     _select_max,
     _weight_array,
@@ -138,28 +137,6 @@ class DeviceParallelCompiler(ParallelCompiler):
                           w.finish_constants() if w is not None else [], [], _indented(code), _loop(count),
                           reads=(*reads, *((a.array for a in w.param_loads) if w else ()),
                                  *(w.param_reads if w else ())), writes=tuple(writes))
-
-    @staticmethod
-    def _linear_writer(network, spec, h, q, step, derived: bool):
-        """A writer in the derivation's names (the postsynaptic parameters unprefixed, the
-        integrator's propagator constants), as the cpu adjoint kernel's; ``derived``: with the
-        neuron's derived parameters (for its threshold condition)."""
-        from ..codegen.generate import KernelWriter
-
-        m = h.model
-        w = KernelWriter(network)
-        w.add_params(dict(h.params), "", m.name, _param_arrays(spec, h.name, "neuron", h.params))
-        rename: dict = {}
-        if derived:
-            w.add_derived(m, rename, "")
-        w.add_params(dict(q.ps_params), "", q.postsynaptic.name, _param_arrays(spec, q.name, "postsynaptic",
-                                                                                 q.ps_params))
-        for name, e in step.constants:  # the integrator's propagator: constant unless a parameter is per neuron
-            if w.is_constant(e):
-                w.add_constant(name, e, "the integrator's propagator (as in the forward update)")
-            else:
-                w.add_element_line(Line(f"const scalar {name} = {w.expr(e)};", "the integrator's propagator"))
-        return w, rename
 
     @staticmethod
     def _matrix_power(w, step, L) -> list[Line]:
