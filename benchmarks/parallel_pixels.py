@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from _common import git_revision  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "digits_pixels_parallel.yaml"
 
@@ -100,9 +101,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(f"commit {rev.strip()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
-          f"load {open('/proc/loadavg').read().split()[:3]}  {vars(args)}", flush=True)
+    print(f"commit {git_revision()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
+          f"load {[round(x, 2) for x in os.getloadavg()]}  {vars(args)}", flush=True)
     rows = []
     base_epochs = args.epochs
     for k in args.ks:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _common import git_revision  # noqa: E402
+
 EXAMPLES = REPO / "examples"
 JOBS = ("eprop", "first_crossing", "threshold", "bernoulli_sigmoid", "gumbel")
 
@@ -101,9 +104,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(f"commit {rev.strip()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
-          f"load {open('/proc/loadavg').read().split()[:3]}  {vars(args)}", flush=True)
+    print(f"commit {git_revision()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
+          f"load {[round(x, 2) for x in os.getloadavg()]}  {vars(args)}", flush=True)
     rows = [run(name, args) for name in args.jobs]
     print("\n| job | epochs | train s | test accuracy (own rule) | hidden spikes / sample | "
           "accuracy, `threshold` rule | spikes, `threshold` rule | load |")
