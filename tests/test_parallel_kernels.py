@@ -222,10 +222,12 @@ def test_optimiser_step_and_the_next_batch_uses_the_new_weights():
 
 
 def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
-    """Per layer, every state, the input, the spikes and dE/du of every step: (T B N) values each
-    (and the per-instance gradients, (B, pre, post) per projection); per hidden layer, the list of
-    its senders (room for T B N indices, uint32, and T B ends of the steps' lists), and the
-    inputs' list as well (the input kernel lists them once for the gradient)."""
+    """Per layer, every state and the input of every step, and dE/du of every step where another
+    kernel reads it (not the first layer's: its gradient is summed in its reverse scan): (T B N)
+    values each (and the per-instance gradients, (B, pre, post) per projection); per hidden layer,
+    the list of its senders (room for T B N indices, uint32, and T B ends of the steps' lists),
+    which is how a binary rule's spikes are kept (no array of them), and the inputs' list as
+    well (the input kernel lists them once for the gradient)."""
     x, weights = _problem(6)
     compiled = _compile("double", weights)
     try:
@@ -233,11 +235,11 @@ def test_memory_is_visible_and_checked_before_allocating(monkeypatch):
     finally:
         compiled.close()
     per_step = 8 * T * B
-    # h1: v, x, u, z, du; h2: v, a, u, z, du; out: v, u, du, err (and the bias's gradient, the loss);
+    # h1: v, x, u; h2: v, a, u, du; out: v, u, du, err (and the bias's gradient, the loss);
     # and the reverse scan's adjoint of one step, per state; the senders' lists
     lists = 4 * T * B
-    assert mem["h1"] == 5 * per_step * N1 + 2 * 8 * B * N1 + lists * (N1 + 1)
-    assert mem["h2"] == 5 * per_step * N2 + 2 * 8 * B * N2 + lists * (N2 + 1)
+    assert mem["h1"] == 3 * per_step * N1 + 2 * 8 * B * N1 + lists * (N1 + 1)
+    assert mem["h2"] == 4 * per_step * N2 + 2 * 8 * B * N2 + lists * (N2 + 1)
     assert mem["out"] == 4 * per_step * K + 2 * 8 * B * K + 8 * B
     assert mem["inp"] == per_step * N_IN + lists * (N_IN + 1)
     assert mem["h1_h2"] == 8 * B * N1 * N2

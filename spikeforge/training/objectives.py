@@ -34,6 +34,8 @@ class Loss:
     this step's loss to ``_loss``."""
 
     name = "loss"
+    #: the error and the loss are 0 at a step of weight 0 (a kernel may skip those steps)
+    masked = True
 
     def arrays(self, n_out: int, n_steps: int) -> list[ArraySpec]:
         return []
@@ -160,6 +162,7 @@ class ErrorTable(Loss):
     trial again, learning; the kernel adds nothing to the loss (the host has it)."""
 
     name = "error_table"
+    masked = False  # the table's errors count at every step
 
     def arrays(self, n_out, n_steps):
         return [ArraySpec("eprop_err_table", "eprop", "err_table", "scalar", n_out, True, "eprop_data",

@@ -256,6 +256,57 @@ def _par_array(name, owner, var, size, comment, dtype="scalar") -> ArraySpec:
     return ArraySpec(name, owner, var, dtype, size, True, "parallel", Constant(0), comment=comment)
 
 
+def input_array(inp) -> str:
+    """The array of the input values of every step, laid out as the caller gives them: (steps,
+    batch, inputs), so a pass copies them in without a transpose (a layer's values are kept per
+    instance: (batch, steps, N))."""
+    return f"par_{inp.name}_x"
+
+
+def sent_at(pre_array: str, pre, t: str = "_t - 1") -> str:
+    """The C offset of the values ``pre`` sent in step ``t`` of instance ``_b`` in ``pre_array``:
+    the inputs' (steps, batch, inputs), a layer's (batch, steps, N)."""
+    if pre_array == input_array(pre):
+        return f"((size_t)({t}) * _B + _b) * N_pre"
+    return f"((size_t)_b * T + {t}) * N_pre"
+
+
+def push_steps(backend, name: str, x):
+    """``x`` (steps, batch, inputs) into the backend's array ``name`` of that layout: one copy,
+    converted as it goes, into the array itself where the backend lends it (no transpose)."""
+    peek = getattr(backend, "peek", None)
+    target = None if peek is None else peek(name)
+    if target is not None and np.shares_memory(target, peek(name)):  # the array itself, not a copy
+        np.copyto(target.reshape(x.shape), x, casting="unsafe")
+    else:
+        backend.push(name, np.ascontiguousarray(x).reshape(x.shape[1], -1))
+
+
+#: how many steps ahead a scan asks for the values it will read (see :func:`_prefetch`)
+PREFETCH_STEPS = 8
+
+
+def _prefetch(array: str, offset: str, length: str, when: str, why: str) -> Line:
+    """Ask for the ``length`` values at ``offset`` in ``array`` (a row of a later step) ahead of
+    their use, when ``when`` holds: for the rows the hardware prefetcher does not follow (a
+    reverse scan reads its steps' rows backwards; one instance's input rows lie a step of the
+    batch apart)."""
+    return Line(f"if ({when}) for (size_t _c = 0; _c < (size_t){length} * sizeof(scalar); _c += 64) "
+                f"SF_PREFETCH((const char*)(_{array} + {offset}) + _c);", why)
+
+
+def prefetch_inputs(pre_array: str, pre, ahead: int) -> list[Line]:
+    """For the inputs' array (steps, batch, inputs), whose rows of one instance lie a whole step
+    of the batch apart: the row sent in step ``t - 1 + ahead`` (``ahead`` < 0: an earlier step,
+    for a reverse scan). None for a layer's array (one instance's rows are one stream)."""
+    if pre_array != input_array(pre):
+        return []
+    t = f"_t - 1 + {ahead}u" if ahead > 0 else f"_t - 1 - {-ahead}u"
+    when = f"_t - 1 + {ahead}u < T" if ahead > 0 else f"_t >= {1 - ahead}u"
+    return [_prefetch(pre_array, sent_at(pre_array, pre, t), "N_pre", when,
+                      "the inputs of a later step: one instance's rows lie a step of the batch apart")]
+
+
 def _sender_arrays(h, T) -> list[ArraySpec]:
     """The senders of ``h``, listed once per pass (a hidden layer's by its forward scan, the
     inputs' by the first layer's input kernel): per instance the indices of its neurons with a
@@ -412,26 +463,6 @@ def _next_du_lines(after: str, n_after: int, seq: int | None) -> list[Line]:
             Line("const scalar _d = _du_next[_post];")]
 
 
-def _chunk_gradient_start(pre: str, du: str, seq: int | None) -> list[Line]:
-    """The start of a weight gradient's sum: 0, or in a chunk, the sum of the chunks after it (the
-    backward pass runs the last chunk first) and the term of step 0, ``du_0 s_(-1)^T`` with the
-    values ``pre`` sent in the previous chunk's last step."""
-    zero = "for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _g[_k] = 0;"
-    if seq is None:
-        return [Line(zero)]
-    return [Line(f"if (_last) {zero}", "the backward pass starts at the sequence's last chunk: the sum starts at 0"),
-            Line("if (_t0 > 0) {", "step 0: du_0 s_(-1)^T with the previous chunk's last values"),
-            Line(f"const scalar* const _s = _par_{pre}_last + (size_t)_b * N_pre;"),
-            Line(f"const scalar* const _du = _{du} + (size_t)_b * T * N;"),
-            Line("for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
-            Line("const scalar _value = _s[_pre];"),
-            Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
-            Line("scalar* const _row = _g + (size_t)_pre * N;"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
-            Line("}"),
-            Line("}")]
-
-
 def _chunk_arrays(inp, order, T) -> list[ArraySpec]:
     """The arrays of a chunked sequence: the chunk's first step, what each layer sent in the
     previous chunk's last step, and dE/du of each layer's next-chunk first step."""
@@ -455,7 +486,7 @@ def _initial_arrays(spec, h, q, step) -> dict[str, str]:
 
 def _stepped_arrays(inp, order, steps) -> set[str]:
     """The arrays with values of every step (their size grows with the kernels' steps)."""
-    names = {f"par_{inp.name}_x", f"par_{inp.name}_senders", f"par_{inp.name}_n_senders", "par_err"}
+    names = {input_array(inp), f"par_{inp.name}_senders", f"par_{inp.name}_n_senders", "par_err"}
     for h in order:
         names |= {f"par_{h.name}_{v}" for v in [*steps[h.name].states, "u", "z", "du", "senders", "n_senders"]}
     return names
@@ -530,6 +561,13 @@ class ParallelCompiler:
     device_kernels = False  # True for the device backends' kernels (parallel_cuda.DeviceParallelCompiler)
     _sender_arrays = staticmethod(_sender_arrays)
 
+    #: a binary spike rule's spikes kept as the lists of the senders alone (the forward scan
+    #: lists them from one step's values; no array of T B N zeros and ones is written)
+    spikes_as_lists = True
+    #: the weight gradients summed inside the reverse scans (the step's du_t still in the cache), not
+    #: by kernels of their own that read every du_t back
+    gradient_in_scan = True
+
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, surrogate: str = "triangular",
                  gamma: float = 0.3, spike: str | SpikeRule = "threshold", reg_rate: float = 0.0,
                  reg_target_hz: float = 10.0, readout="per_step", chunk: int | None = None):
@@ -602,28 +640,17 @@ class ParallelCompiler:
         seq = None if T == n_steps else n_steps
         if seq is not None:
             spec.arrays += _chunk_arrays(inp, order, T)
-        spec.arrays.append(_par_array(f"par_{inp.name}_x", inp.name, "_par_x", T * inp.size,
-                                      "the input values of every step"))
+        spec.arrays.append(_par_array(input_array(inp), inp.name, "_par_x", T * inp.size,
+                                      "the input values of every step, (steps, batch, inputs)"))
         spec.arrays += self._sender_arrays(inp, T)  # listed by the first layer's input kernel
-        source = {inp.name: f"par_{inp.name}_x"}
+        source = {inp.name: input_array(inp)}
         steps = {}
         for h in order:
             q = self._incoming(network, h, source)
             step = derive_linear_step(h.model, q.postsynaptic, spiking=h is not out)
             self._check_layer(h, q, step)
             arrays = {v: f"par_{h.name}_{v}" for v in step.states}
-            for v, a in arrays.items():
-                spec.arrays.append(_par_array(a, h.name, f"_par_{v}", T * h.size, f"{v} at every step"))
-            spec.arrays.append(_par_array(f"par_{h.name}_u", h.name, "_par_u", T * h.size,
-                                          "input delivered at every step"))
-            if h is not out:
-                spec.arrays.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size,
-                                              "spikes at every step"))
-                spec.arrays += self._sender_arrays(h, T)
-                for c in self._carried():
-                    spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
-                                                  f"{c}: carried through the forward scan (spike rule "
-                                                  f"{self.spike.name})"))
+            spec.arrays += self._forward_arrays(h, arrays, T, spiking=h is not out)
             spec.custom_updates.append(self._input_kernel(spec, q, source[q.pre.name], T, q.pre is not inp,
                                                           q.pre is not inp and self.spike.binary, seq))
             spec.custom_updates.append(self._forward_kernel(network, spec, h, q, step, arrays, T,
@@ -693,12 +720,15 @@ class ParallelCompiler:
                 reads=(grad, "eprop_optimiser", *(a.name for a in state)), writes=(target, *(a.name for a in state))))
 
     def _backward(self, network, spec, order, steps, source, T, seq=None):
-        """The adjoint scans from the readout down, each followed by its projection's gradient."""
+        """The adjoint scans from the readout down, each with its projection's gradient (summed
+        inside the scan, or by a kernel after it: see ``gradient_in_scan``)."""
         for k in range(len(order) - 1, -1, -1):
             h = order[k]
             q = self._incoming(network, h, source)
-            spec.arrays.append(_par_array(f"par_{h.name}_du", h.name, "_par_du", T * h.size,
-                                          "dE/du_t: the loss's gradient by the input of every step"))
+            keep_du = k > 0 or not self.gradient_in_scan  # (read by the reverse scan below, or a gradient kernel)
+            if keep_du:
+                spec.arrays.append(_par_array(f"par_{h.name}_du", h.name, "_par_du", T * h.size,
+                                              "dE/du_t: the loss's gradient by the input of every step"))
             if k == len(order) - 1:
                 spec.arrays.append(_par_array("par_err", h.name, "_par_err", T * h.size, "dE/dy_t of every step"))
                 spec.custom_updates.append(self._error_kernel(spec, h, T))
@@ -707,7 +737,10 @@ class ParallelCompiler:
                                                   "gradient of the bias, per batch instance"))
             after = None if k == len(order) - 1 else order[k + 1]
             q_after = None if after is None else self._incoming(network, after, source)
-            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T, seq))
+            g = f"{q.name}_par_grad"
+            gradient = (q, source[q.pre.name], g, q.pre.name in steps and self.spike.binary)
+            spec.custom_updates.append(self._adjoint_kernel(network, spec, h, q, steps[h.name], q_after, T, seq,
+                                                            gradient if self.gradient_in_scan else None, keep_du))
             for j in range(len(steps[h.name].states)):
                 spec.arrays.append(_par_array(f"par_{h.name}_lam{j}", h.name, f"_par_lam{j}", h.size,
                                               f"adjoint component {j} of the step after (reverse scan)"))
@@ -716,11 +749,10 @@ class ParallelCompiler:
                     spec.arrays.append(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
                                                   f"{c}: carried through the reverse scan (spike rule "
                                                   f"{self.spike.name})"))
-            g = f"{q.name}_par_grad"
             spec.arrays.append(_par_array(g, q.name, "_par_grad", q.pre.size * h.size,
                                           "gradient of w, per batch instance"))
-            spec.custom_updates.append(self._gradient_kernel(spec, q, source[q.pre.name], g, T,
-                                                             q.pre.name in steps and self.spike.binary, seq))
+            if not self.gradient_in_scan:
+                spec.custom_updates.append(self._gradient_kernel(spec, q, gradient[1], g, T, gradient[3], seq))
 
     @staticmethod
     def _incoming(network, h, source):
@@ -771,7 +803,9 @@ class ParallelCompiler:
             Line(f"scalar* const _u = _{u} + ((size_t)_b * T + _t) * N;", "u_t: the input delivered in step t"),
             Line("for (uint32_t _post = 0; _post < N; _post++) _u[_post] = 0;"),
             *first,
-            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
+            *prefetch_inputs(pre_array, q.pre, PREFETCH_STEPS),
+            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + {sent_at(pre_array, q.pre)};",
+                                           "the values sent in step t-1")]),
             *(_senders(q.pre.name) if listed else _list_senders(q.pre.name)),
             Line("for (uint32_t _k = 0; _k < _n; _k++) {", "in the order of the spikes (neuron order)"),
             Line("const uint32_t _pre = _list[_k];"),
@@ -827,12 +861,31 @@ class ParallelCompiler:
                      if a.owner == q.name and a.role == "state" and a.var in ps.vars})
         return w, update, local, init, rename
 
+    def _forward_arrays(self, h, arrays: dict, T: int, spiking: bool) -> list[ArraySpec]:
+        """The arrays of layer ``h``'s forward pass: its states (``arrays``) and input at every
+        step, and for a hidden layer its spikes, their lists and what the scan carries."""
+        out = [*(_par_array(a, h.name, f"_par_{v}", T * h.size, f"{v} at every step") for v, a in arrays.items()),
+               _par_array(f"par_{h.name}_u", h.name, "_par_u", T * h.size, "input delivered at every step")]
+        if not spiking:
+            return out
+        if not self._spikes_listed_only():
+            out.append(_par_array(f"par_{h.name}_z", h.name, "_par_z", T * h.size, "spikes at every step"))
+        return [*out, *self._sender_arrays(h, T),
+                *(_par_array(f"par_{h.name}_{c}", h.name, f"_par_{c}", h.size,
+                             f"{c}: carried through the forward scan (spike rule {self.spike.name})")
+                  for c in self._carried())]
+
+    def _spikes_listed_only(self) -> bool:
+        """Whether the hidden layers' spikes are kept as the lists of their senders alone."""
+        return self.spike.binary and self.spikes_as_lists
+
     def _forward_kernel(self, network, spec, h, q, step, arrays, T, spiking=True, seq=None) -> KernelSpec:
         """The scan of ``h``'s step over all steps, printed as the simulation prints it: the
         postsynaptic model (its apply code and equations, its names prefixed by the projection's),
         the neuron's equations and sim_code, and the threshold test."""
         m, ps, n, pre = h.model, q.postsynaptic, h.size, f"{q.name}_"
         w, update, local, init, rename = self._printed_update(network, spec, h, q)
+        listed_only = spiking and self._spikes_listed_only()
         code = [Line(f"const uint32_t T = {T}u, N = {n}u;"),
                 *_instances("(double)T * N"),
                 Line("for (uint32_t _t = 0; _t < T; _t++) {"),
@@ -856,11 +909,13 @@ class ParallelCompiler:
                      *([Line("_count += _z;", "spikes so far (the rate regulariser)")] if self.reg_rate > 0 else []),
                      Line("(void)_g;"),
                      *(Line(f"_par_{h.name}_{c}[(size_t)_b * N + _i] = _{c};") for c in carried),
-                     Line(f"_par_{h.name}_z[_o] = _z;", f"spike rule {self.spike.describe()}")]
+                     Line("_zs[_i] = _z;" if listed_only else f"_par_{h.name}_z[_o] = _z;",
+                          f"spike rule {self.spike.describe()}")]
         code.append(Line("}"))
         if spiking:  # (a loop of its own: the neuron loop above stays free to be vectorised)
+            zt = "_zs.data()" if listed_only else f"_par_{h.name}_z + ((size_t)_b * T + _t) * N"
             code += [Line("{", "the senders of step t, listed once for the next layer's input and gradient"),
-                     Line(f"const scalar* const _zt = _par_{h.name}_z + ((size_t)_b * T + _t) * N;"),
+                     Line(f"const scalar* const _zt = {zt};"),
                      Line(f"uint32_t* const _list = _par_{h.name}_senders + (size_t)_b * T * N;",
                           "packed: each step's list after the last one's"),
                      Line(f"uint32_t* const _ends = _par_{h.name}_n_senders + (size_t)_b * T;"),
@@ -870,6 +925,10 @@ class ParallelCompiler:
                           "a value of 0 sends nothing (any other value, binary or not, is listed)"),
                      Line("}")]
         code += [Line("}"), Line("}")]
+        if listed_only:  # one step's spikes, listed and not kept
+            at = next(i for i, line in enumerate(code) if line.code.startswith("for (uint32_t _t = 0;"))
+            code.insert(at, Line("std::vector<scalar> _zs(N);",
+                                 "the spikes of one step (kept as the list of the senders alone: 0 or 1)"))
         code[1:1] = _chunk_lines(seq if carried else None, T)
         return KernelSpec(f"parallel_forward_{h.name}", "parallel_forward", h.name, "custom_update",
                           f"parallel: the states and spikes ({self.spike.name}) of '{h.name}' at every step",
@@ -877,7 +936,8 @@ class ParallelCompiler:
                           reads=(f"par_{h.name}_u", *init.values(), *(a.array for a in w.param_loads),
                                  *w.param_reads, *_chunk_reads(seq if carried else None)),
                           writes=(*arrays.values(),
-                                  *([f"par_{h.name}_z", *_listed(h.name, True)] if spiking else []),
+                                  *([*([] if listed_only else [f"par_{h.name}_z"]), *_listed(h.name, True)]
+                                    if spiking else []),
                                   *(f"par_{h.name}_{c}" for c in carried)))
 
     def _psi(self, network, model, g: sympy.Expr) -> sympy.Expr:
@@ -929,10 +989,13 @@ class ParallelCompiler:
                 w.add_element_line(Line(f"const scalar {name} = {w.expr(e)};", "the integrator's propagator"))
         return w, rename
 
-    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T, seq=None) -> KernelSpec:
+    def _adjoint_kernel(self, network, spec, h, q, step: LinearStep, q_after, T, seq=None,
+                        gradient=None, keep_du: bool = True) -> KernelSpec:
         """The reverse scan lam_t = A^T lam_{t+1} + drive_t, du_t = B . lam_t of layer ``h``: driven by
         the readout error (readout) or by dE/dz_t psi_t dg/dx (hidden: dE/dz_t = W^T du_{t+1} of the
-        next layer)."""
+        next layer). ``gradient`` = (projection, its presynaptic values' array, gradient array,
+        binary): the projection's weight gradient summed in the scan (:meth:`_gradient_lines`);
+        without ``keep_du`` (no other kernel reads them) each step's du_t is not kept."""
         m, n, nx = h.model, h.size, len(step.states)
         w, _ = self._linear_writer(network, spec, h, q, step, derived=False)
         lam = [symbol(f"_lam{j}") for j in range(nx)]
@@ -942,7 +1005,7 @@ class ParallelCompiler:
         new_lam = [sum((step.A[i, j] * lam[i] for i in range(nx)), sympy.Integer(0)) + e[j] * drive
                    for j in range(nx)]
         du = sum((step.B[j] * lam[j] for j in range(nx)), sympy.Integer(0))
-        reads, writes = [], [f"par_{h.name}_du"]
+        reads, writes = [], [f"par_{h.name}_du"] if keep_du else []
         scratch = [f"par_{h.name}_lam{j}" for j in range(nx)]
         writes += scratch
         readout_bias = readout and "bias" in h.params
@@ -973,7 +1036,8 @@ class ParallelCompiler:
                      Line("}")]
         else:
             code.append(Line("for (uint32_t _t = T; _t-- > 0;) {", "t = T-1 down to 0"))
-        code += [Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
+        code += [*self._reverse_prefetch(h, step, q_after),
+                 Line("for (uint32_t _i = 0; _i < N; _i++) {", "the neurons of one step: contiguous in memory"),
                  Line("const size_t _o = ((size_t)_b * T + _t) * N + _i, _n = (size_t)_b * N + _i;"),
                  *(Line(f"const scalar {x.name} = _{a}[_n];", "lam_(t+1)" if j == 0 else "")
                    for j, (x, a) in enumerate(zip(lam, scratch))),
@@ -1015,20 +1079,88 @@ class ParallelCompiler:
                              "lam_t = A^T lam_(t+1) + drive_t dg/dx" if j == 0 else ""))
         code += [Line(f"_{a}[_n] = {x.name}_new;") for x, a in zip(lam, scratch)]
         new_syms = {x: symbol(f"{x.name}_new") for x in lam}
-        code.append(Line(f"_par_{h.name}_du[_o] = {w.expr(du.xreplace(new_syms))};", "du_t = B . lam_t"))
+        code.append(Line(f"{f'_par_{h.name}_du[_o]' if keep_du else '_dus[_i]'} = {w.expr(du.xreplace(new_syms))};",
+                         "du_t = B . lam_t"))
         if bias:
             dc = step.c.diff(symbol("bias"))
             gb = sum((dc[j] * new_syms[lam[j]] for j in range(nx)), sympy.Integer(0))
             code += [Line(f"scalar* const _gbias = _par_{h.name}_grad_bias + _n;",
                           "dE/dbias = sum_t dc/dbias . lam_t (t descending)"),
                      Line(f"*_gbias = *_gbias + {w.expr(gb)};")]
-        code += [Line("}"), Line("}"), Line("}")]
+        code.append(Line("}"))
+        if gradient is not None:
+            g_lines, g_reads, g_writes = self._gradient_lines(*gradient, seq, keep_du)
+            pre = gradient[0].pre
+            code[1:1] = [Line(f"const uint32_t N_pre = {pre.size}u;", f"the neurons of '{pre.name}'")]
+            at = next(i for i, line in enumerate(code) if line.code.startswith("for (uint32_t _t = T;"))
+            code[at:at] = g_lines[0]  # the sum's start, before the scan
+            if not keep_du:
+                code.insert(at, Line("std::vector<scalar> _dus(N);", "du_t of one step (no other kernel reads it)"))
+            code += g_lines[1]
+            reads += g_reads
+            writes += g_writes
+        code += [Line("}"), Line("}")]
         return KernelSpec(f"parallel_adjoint_{h.name}", "parallel_adjoint", h.name, "custom_update",
                           f"parallel: the reverse (adjoint) scan of '{h.name}'", w.finish_constants(), [],
                           _indented(code),
                           {"loop": None, "body": [], "once": []},
                           reads=(*reads, *(a.array for a in w.param_loads), *w.param_reads, *_chunk_reads(seq)),
                           writes=tuple(writes))
+
+    @staticmethod
+    def _reverse_prefetch(h, step: LinearStep, q_after) -> list[Line]:
+        """The rows a reverse scan reads at step t, asked for ``PREFETCH_STEPS`` steps ahead (it
+        reads them backwards): the readout's errors; a hidden layer's states in its threshold
+        distance and the next layer's du_(t+1)."""
+        d, why = PREFETCH_STEPS, "the rows of an earlier step (the scan runs backwards)"
+        row = f"((size_t)_b * T + _t - {d}u) * N"
+        if step.g is None:
+            return [_prefetch("par_err", row, "N", f"_t >= {d}u", why)]
+        in_g = [v for v in step.states if symbol(v) in step.g.free_symbols]
+        n_after = q_after.post.size
+        return [*(_prefetch(f"par_{h.name}_{v}", row, "N", f"_t >= {d}u", why) for v in in_g),
+                _prefetch(f"par_{q_after.post.name}_du", f"((size_t)_b * T + _t + 1 - {d}u) * {n_after}u",
+                          f"{n_after}u", f"_t + 1 >= {d}u", "")]
+
+    @staticmethod
+    def _gradient_lines(q, pre_array, grad, binary: bool, seq: int | None, keep_du: bool = True) -> tuple:
+        """The weight gradient dW[pre][post] = sum_t du_t[post] s_(t-1)[pre] of ``q`` inside its
+        layer's reverse scan, the step's du_t just computed: ([the sum's start], [the terms of step
+        t], reads, writes). Only the steps where ``pre`` sent add to its row (the list of its senders);
+        each element sums in the scan's order, t descending (in chunks: the last chunk first, each
+        chunk's step 0 with the previous chunk's last values, so the same order)."""
+        du = f"_par_{q.post.name}_du + ((size_t)_b * T + _t) * N" if keep_du else "_dus.data()"
+        zero = "for (size_t _k = 0; _k < (size_t)N_pre * N; _k++) _gw[_k] = 0;"
+        start = [Line(f"scalar* const _gw = _{grad} + (size_t)_b * N_pre * N;",
+                      f"dW of '{q.name}' = sum_t du_t s_(t-1)^T, t descending"),
+                 Line(zero if seq is None else f"if (_last) {zero}",
+                      "the sum starts at 0" if seq is None else "the sum starts at 0 at the sequence's last chunk")]
+        terms = [Line("{", "dW += du_t s_(t-1)^T: the senders of step t-1"),
+                 Line(f"const scalar* const _du = {du};", "du_t")]
+        if seq is not None:
+            terms += [Line("if (_t == 0) {", "step 0: the values of the previous chunk's last step"),
+                      Line("if (_t0 > 0) for (uint32_t _pre = 0; _pre < N_pre; _pre++) {"),
+                      Line(f"const scalar _value = _par_{q.pre.name}_last[(size_t)_b * N_pre + _pre];"),
+                      Line("if (_value == 0) continue;", "a value of 0 sends nothing"),
+                      Line("scalar* const _row = _gw + (size_t)_pre * N;"),
+                      Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
+                      Line("}"),
+                      Line("} else {")]
+        else:
+            terms.append(Line("if (_t > 0) {", "(nothing is sent before step 0)"))
+        terms += prefetch_inputs(pre_array, q.pre, -PREFETCH_STEPS)
+        terms += [*([] if binary else [Line(f"const scalar* const _s = _{pre_array} + {sent_at(pre_array, q.pre)};",
+                                            "the values sent in step t-1")]),
+                  *_senders(q.pre.name),
+                  Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
+                  Line("const uint32_t _pre = _list[_k];"),
+                  _value(binary),
+                  Line("scalar* const _row = _gw + (size_t)_pre * N;"),
+                  Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
+                  Line("}"), Line("}"), Line("}")]
+        reads = [*([] if binary else [pre_array]), *_listed(q.pre.name, True),
+                 *([f"par_{q.pre.name}_last"] if seq is not None else [])]
+        return (start, terms), reads, [grad]
 
     def _error_kernel(self, spec, out, T) -> KernelSpec:
         """The loss object's code (as e-prop's error kernel runs it) at every step: ``err_t = dE/dy_t``
@@ -1048,6 +1180,10 @@ class ParallelCompiler:
                 Line(f"const scalar* const _y = _par_{out.name}_v + ((size_t)_b * T + _t) * K;", "y_t = v_t"),
                 Line("scalar* const _err = _par_err + ((size_t)_b * T + _t) * K;"),
                 Line("const scalar _mask = _eprop_mask[_t];"),
+                *([Line("if (_mask == 0) {", "outside the loss's window: no error, no loss"),
+                   Line("for (uint32_t _k = 0; _k < K; _k++) _err[_k] = 0;"),
+                   Line("continue;"),
+                   Line("}")] if self.loss.masked else []),
                 Line("(void)_step;"),
                 Line("{"), *self.loss.code(), Line("}"),
                 Line("}"),
@@ -1059,35 +1195,22 @@ class ParallelCompiler:
                           reads=(f"par_{out.name}_v", "eprop_mask", *(a.name for a in loss_arrays)),
                           writes=("par_err", "par_loss"))
 
-    @staticmethod
-    def _gradient_kernel(spec, q, pre_array, grad, T, binary: bool, seq: int | None = None) -> KernelSpec:
-        """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre], per batch instance, event-driven as the
-        input (only the steps where ``pre`` sent add to its row, read from the list of the
-        senders; each element sums in the order of t; a ``binary`` spike rule's senders are 1)."""
-        n_pre, n = q.pre.size, q.post.size
-        du = f"par_{q.post.name}_du"
-        code = [
-            Line(f"const uint32_t T = {T}u, N = {n}u, N_pre = {n_pre}u;"),
-            *_chunk_lines(seq, T, last=True),
-            *_instances("(double)T * (N_pre + N)"),
-            Line(f"scalar* const _g = _{grad} + (size_t)_b * N_pre * N;"),
-            *_chunk_gradient_start(q.pre.name, du, seq),
-            Line("for (uint32_t _t = 1; _t < T; _t++) {", "dW = sum_t du_t s_(t-1)^T, in the order of t"),
-            *([] if binary else [Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;")]),
-            Line(f"const scalar* const _du = _{du} + ((size_t)_b * T + _t) * N;"),
-            *_senders(q.pre.name),
-            Line("for (uint32_t _k = 0; _k < _n; _k++) {"),
-            Line("const uint32_t _pre = _list[_k];"),
-            _value(binary),
-            Line("scalar* const _row = _g + (size_t)_pre * N;"),
-            Line("for (uint32_t _post = 0; _post < N; _post++) _row[_post] += _du[_post] * _value;"),
-            Line("}"), Line("}"), Line("}"),
-        ]
-        return KernelSpec(f"parallel_gradient_{q.name}", "parallel_gradient", q.name, "custom_update",
-                          f"parallel: the gradient of the weights of '{q.name}'", [], [], _indented(code),
-                          {"loop": None, "body": [], "once": []},
-                          reads=(du, *([] if binary else [pre_array]), *_listed(q.pre.name, True),
-                                 *_chunk_reads(seq, q.pre.name)), writes=(grad,))
+
+def spike_values(c, h) -> np.ndarray:
+    """The spikes of hidden layer ``h`` of ``c`` at every step the kernels ran, (batch, steps, N):
+    the array the forward scan wrote, or (a binary rule's spikes kept as lists alone) ones where
+    the lists of the senders put them."""
+    B, T, name = c.network.batch_size, c.chunk, f"par_{h.name}_z"
+    read = getattr(c.backend, "peek", c.backend.pull)
+    if any(a.name == name for a in c.spec.arrays):
+        return read(name).reshape(B, T, h.size)
+    z = np.zeros((B, T, h.size), dtype=np.float32 if c.spec.precision == "float" else np.float64)
+    lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
+    ends = read(f"par_{h.name}_n_senders").reshape(B, T).astype(np.int64)
+    for b in range(B):
+        steps = np.repeat(np.arange(T), np.diff(ends[b], prepend=0))
+        z[b, steps, lists[b, : ends[b, -1]]] = 1
+    return z
 
 
 def _spike_counts(c) -> list[np.ndarray]:
@@ -1102,7 +1225,7 @@ def _spike_counts(c) -> list[np.ndarray]:
     listed = {a.name for a in c.spec.arrays}  # (the device kernels keep no lists)
     for h in c.layers[:-1]:
         if not c.compiler.spike.binary or f"par_{h.name}_senders" not in listed:
-            out.append(read(f"par_{h.name}_z").reshape(B, T, h.size).sum(axis=1))
+            out.append(spike_values(c, h).sum(axis=1))
             continue
         lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
         ends = read(f"par_{h.name}_n_senders").reshape(B, T)[:, -1]
@@ -1190,8 +1313,9 @@ class CompiledParallel:
             return {out_pop.name: {"v": self._pull_steps(f"par_{out_pop.name}_v", out_pop.size)}}
         out = {}
         for h in self.layers:
-            names = [*self.states[h.name], "u", *(["z"] if h is not self.layers[-1] else [])]
-            out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in names}
+            out[h.name] = {v: self._pull_steps(f"par_{h.name}_{v}", h.size) for v in [*self.states[h.name], "u"]}
+            if h is not self.layers[-1]:
+                out[h.name]["z"] = spike_values(self, h).transpose(1, 0, 2).copy()
         return out
 
     def _next_draw(self, draw) -> int:
@@ -1201,6 +1325,10 @@ class CompiledParallel:
             raise NetworkError(f"draw must be an integer >= 0, got {draw!r}")
         self.draws = int(draw) + 1
         return int(draw)
+
+    def spike_values(self, h) -> np.ndarray:
+        """Hidden layer ``h``'s spikes of every step of the last pass's kernels (batch, steps, N)."""
+        return spike_values(self, h)
 
     def spike_counts(self) -> list[np.ndarray]:
         """Per hidden layer, each instance's spikes of each neuron (batch, N) over the last pass."""
@@ -1231,16 +1359,10 @@ class CompiledParallel:
         return mask
 
     def _push_inputs(self, x):
-        """``x`` (steps, batch, inputs) into the kernels' array (batch, steps * inputs): one copy,
-        transposed and converted to the network's precision as it goes (straight into the
-        backend's array where the backend lends it; else through a transposed copy)."""
-        T, B, name = self.n_steps, self.network.batch_size, f"par_{self.inputs.name}_x"
-        peek = getattr(self.backend, "peek", None)
-        target = None if peek is None else peek(name).reshape(B, T, self.inputs.size)
-        if target is not None and np.shares_memory(target, peek(name)):
-            np.copyto(target, x.transpose(1, 0, 2), casting="unsafe")
-        else:
-            self.backend.push(name, x.transpose(1, 0, 2).reshape(B, T * self.inputs.size))
+        """``x`` (steps, batch, inputs) into the kernels' array, which has the same layout: one copy,
+        converted to the network's precision as it goes (straight into the backend's array where
+        the backend lends it)."""
+        push_steps(self.backend, input_array(self.inputs), x)
 
     def gradients(self, x, mask, labels=None, targets=None, values: bool = False, draw: int | None = None) -> dict:
         """One batch forward and backward, the loss over the window ``mask`` (steps,) against

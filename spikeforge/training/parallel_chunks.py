@@ -48,7 +48,7 @@ class ChunkedRun:
 
     def __init__(self, compiled, x, draw: int):
         self.c = compiled
-        self.x = np.ascontiguousarray(np.asarray(x).transpose(1, 0, 2))  # (batch, steps, inputs): chunks are slices
+        self.x = np.asarray(x)  # (steps, batch, inputs): chunks are slices
         self.draw = draw
         T, C, B = compiled.n_steps, compiled.chunk, compiled.network.batch_size
         self.n_chunks = -(-T // C)
@@ -83,11 +83,11 @@ class ChunkedRun:
         T, C, B = c.n_steps, c.chunk, c.network.batch_size
         bound, first = self.bounds[k], k * C
         be.push("par_chunk", np.array([first], dtype=np.uint32))
-        xs = np.zeros((B, C, c.inputs.size), dtype=self.x.dtype)
-        xs[:, : self._valid(k)] = self.x[:, first: first + C]
-        be.push(f"par_{c.inputs.name}_x", xs.reshape(B, C * c.inputs.size))
+        xs = np.zeros((C, B, c.inputs.size), dtype=self.x.dtype)
+        xs[: self._valid(k)] = self.x[first: first + C]
+        c._push_inputs(xs)
         if k > 0:
-            be.push(f"par_{c.inputs.name}_last", self.x[:, first - 1])
+            be.push(f"par_{c.inputs.name}_last", self.x[first - 1])
         for part in ("states", "carried", "last"):
             for name, value in bound[part].items():
                 be.push(name, value)
@@ -106,8 +106,7 @@ class ChunkedRun:
                 states[array] = last.reshape(c._x0[array].shape).copy()
         carried = {f"par_{h.name}_{v}": be.pull(f"par_{h.name}_{v}") for h in self.hidden
                    for v in c.compiler._carried()}
-        last = {f"par_{h.name}_last": be.peek(f"par_{h.name}_z").reshape(B, C, h.size)[:, C - 1].copy()
-                for h in self.hidden}
+        last = {f"par_{h.name}_last": c.spike_values(h)[:, C - 1].copy() for h in self.hidden}
         return {"states": states, "carried": carried, "last": last}
 
     def _after_chunk(self, k: int):
@@ -116,7 +115,7 @@ class ChunkedRun:
         c, be = self.c, self.c.backend
         B, C, valid = c.network.batch_size, c.chunk, self._valid(k)
         for h in self.hidden:
-            z = be.peek(f"par_{h.name}_z").reshape(B, C, h.size)[:, :valid]
+            z = c.spike_values(h)[:, :valid]
             self.counts[h.name] += z.sum(axis=1)
             for v in self.steps_carried:  # a step of this chunk (< valid) where none was before
                 local, seen = be.peek(f"par_{h.name}_{v}").reshape(B, h.size), self.steps[h.name, v]
@@ -141,10 +140,13 @@ class ChunkedRun:
         for k in range(self.n_chunks):
             self.run(k)
             for h in c.layers if values else [out_pop]:
-                names = [*c.states[h.name], "u", *(["z"] if h is not out_pop else [])] if values else ["v"]
+                names = [*c.states[h.name], "u"] if values else ["v"]
                 for v in names:
                     parts.setdefault(h.name, {}).setdefault(v, []).append(
                         self._steps_of(f"par_{h.name}_{v}", h.size, k))
+                if values and h is not out_pop:
+                    z = c.spike_values(h)[:, : self._valid(k)].transpose(1, 0, 2).copy()
+                    parts[h.name].setdefault("z", []).append(z)
             self._after_chunk(k)
             if after is not None:
                 after(k)

@@ -65,6 +65,7 @@ from .parallel import (
     _param_lines,
     _select_max,
     _weight_array,
+    sent_at,
 )
 
 
@@ -104,6 +105,8 @@ class DeviceParallelCompiler(ParallelCompiler):
     the custom updates is the order in which they run."""
 
     device_kernels = True
+    gradient_in_scan = False  # a kernel per weight gradient: one warp per (instance, pre, 32 post)
+    spikes_as_lists = False  # the spikes' array: the next layer's warps read it (no lists of senders)
 
     def __init__(self, compiler: ParallelCompiler):  # the same settings (a copy, as the compiler has them)
         self.__dict__.update(compiler.__dict__)
@@ -183,7 +186,8 @@ class DeviceParallelCompiler(ParallelCompiler):
                 Line("const uint32_t _lane = _post % 32u;"),
                 Line("scalar _u = 0;", "u_t: the input delivered in step t (nothing arrives at t = 0)"),
                 Line("if (_t > 0) {", "(the same for the whole warp)"),
-                Line(f"const scalar* const _s = _{pre_array} + ((size_t)_b * T + _t - 1) * N_pre;"),
+                Line(f"const scalar* const _s = _{pre_array} + {sent_at(pre_array, q.pre)};",
+                     "the values sent in step t-1"),
                 Line("for (uint32_t _p0 = 0; _p0 < N_pre; _p0 += 32u) {", "32 presynaptic neurons at a time"),
                 Line("const scalar _mine = _p0 + _lane < N_pre ? _s[_p0 + _lane] : (scalar)0;"),
                 Line("uint32_t _sent = __ballot_sync(0xffffffffu, _mine != 0);", "a value of 0 sends nothing"),
@@ -538,7 +542,8 @@ class DeviceParallelCompiler(ParallelCompiler):
                            f"{what} at every step (the reverse scan's input)", w, again, self._B * C * n,
                            (*all_reads, *parts.values()), (drive,))]
 
-    def _adjoint_kernel(self, network, spec, h, q, step, q_after, T, seq=None):
+    def _adjoint_kernel(self, network, spec, h, q, step, q_after, T, seq=None, gradient=None, keep_du=True):
+        # (gradient: None, keep_du: True: the gradient kernels read du)
         L, C = self._chunks(T)
         n, nx = h.size, len(step.states)
         readout = step.g is None
@@ -692,9 +697,9 @@ class DeviceParallelCompiler(ParallelCompiler):
 
     def _gradient_kernel(self, spec, q, pre_array, grad, T, binary=False, seq=None):
         """dW[pre][post] = sum_t du_t[post] s_(t-1)[pre]: one warp per (instance, pre, 32
-        postsynaptic neurons). The warp reads the presynaptic values of 32 steps at a time,
-        finds the nonzero ones (a ballot) and each lane adds their terms in the order of t: the
-        cpu kernel's sum, term for term."""
+        postsynaptic neurons). The warp reads the presynaptic values of 32 steps at a time, from
+        the last steps down, finds the nonzero ones (a ballot) and each lane adds their terms in
+        the order of t descending: the cpu's sum (in its reverse scan), term for term."""
         n_pre, n = q.pre.size, q.post.size
         du = f"par_{q.post.name}_du"
         nw = -(-n // 32) * 32
@@ -703,14 +708,15 @@ class DeviceParallelCompiler(ParallelCompiler):
                 *_decode(("_b", "_B"), ("_pre", "N_pre"), ("_post", "NW")),
                 Line("const uint32_t _lane = _post % 32u;"),
                 Line("scalar _sum = 0;"),
-                Line("for (uint32_t _t0 = 1; _t0 < T; _t0 += 32u) {", "dW = sum_t du_t s_(t-1)^T, 32 steps at a time"),
-                Line("const uint32_t _tl = _t0 + _lane;"),
-                Line(f"const scalar _mine = _tl < T ? _{pre_array}[((size_t)_b * T + _tl - 1) * N_pre + _pre] : "
+                Line("for (uint32_t _blk = (T + 30u) / 32u; _blk-- > 0;) {",
+                     "dW = sum_t du_t s_(t-1)^T, t = 1..T-1 32 steps at a time, t descending"),
+                Line("const uint32_t _t0 = 1u + 32u * _blk, _tl = _t0 + _lane;"),
+                Line(f"const scalar _mine = _tl < T ? _{pre_array}[{sent_at(pre_array, q.pre, '_tl - 1')} + _pre] : "
                      "(scalar)0;"),
                 Line("uint32_t _sent = __ballot_sync(0xffffffffu, _mine != 0);", "a value of 0 sends nothing"),
-                Line("while (_sent != 0u) {", "in the order of t"),
-                Line("const uint32_t _k = (uint32_t)__ffs((int)_sent) - 1u;"),
-                Line("_sent &= _sent - 1u;"),
+                Line("while (_sent != 0u) {", "the latest step first"),
+                Line("const uint32_t _k = 31u - (uint32_t)__clz((int)_sent);"),
+                Line("_sent &= ~(1u << _k);"),
                 Line("const scalar _value = __shfl_sync(0xffffffffu, _mine, (int)_k);"),
                 Line(f"if (_post < N) _sum += _{du}[((size_t)_b * T + _t0 + _k) * N + _post] * _value;"),
                 Line("}"), Line("}"),
