@@ -25,8 +25,9 @@ spikeforge's (``dt``, in seconds). As discrete-time simulators (and spikeforge's
 do, the export reads what a ``Linear`` node delivers in one step as a current held for that
 step, so a projection's NIR weight is the current one spike gives for one step: ``w`` itself
 for ``one_step_curr`` (e-prop's synapse); for ``exp_curr``, whose current jumps by ``w`` and
-then decays, also ``w``, with the Cuba neuron's ``w_in = tau_syn / dt`` making that one-step
-input the jump; for ``delta`` (a jump of ``w`` in ``v``), ``w * tau / (r * dt)``. Each node's
+then decays, also ``w``, with the Cuba neuron's ``w_in = 1 / (1 - exp(-dt / tau_syn))`` making
+that one-step input the jump (and the same charge); for ``delta`` (a jump of ``w`` in ``v``),
+``w * tau / (r * dt)``. Each node's
 metadata names what it came from (model, reset rule, postsynaptic model, weight rule).
 """
 
@@ -401,8 +402,10 @@ def _neuron_node(nir, pop, neuron: _Neuron, cuba: _Synapse | None, dt: float):
             _refuse(pop, "an exponential synaptic current into a neuron without a leak")
         meta["spikeforge_postsynaptic"] = "exp_curr"
         tau_syn = cuba.tau_syn * SECONDS_PER_MS
-        # an input of 1 held for one step makes I jump by w_in dt / tau_syn: by 1, as exp_curr's x does
-        w_in = cuba.tau_syn / dt
+        # exp_curr's x jumps by w and decays by exp(-dt / tau_syn) a step: an input w held for one
+        # step raises NIR's I (exactly integrated) by w_in w (1 - exp(-dt / tau_syn)), which is w,
+        # and delivers the same charge, w dt / (1 - exp(-dt / tau_syn)), over its decay
+        w_in = 1.0 / -np.expm1(-dt / cuba.tau_syn)
         if spikes_with_reset:
             node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_s, r=neuron.r, v_leak=neuron.v_leak,
                                v_threshold=neuron.threshold, v_reset=neuron.v_reset, w_in=w_in, metadata=meta)
