@@ -393,7 +393,8 @@ def _check_network(net):
 
 
 def _neuron_node(nir, pop, neuron: _Neuron, cuba: _Synapse | None, dt: float):
-    """The NIR node(s) of a population: (node the input goes to, node the output leaves, extra nodes)."""
+    """The NIR node of a population, and the ``Threshold`` node that follows it when it spikes
+    without a reset (else None)."""
     tau_s = None if neuron.tau is None else neuron.tau * SECONDS_PER_MS
     meta = dict(neuron.metadata)
     spikes_with_reset = neuron.threshold is not None and neuron.reset is not None
