@@ -208,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--kernel", metavar="NAME", help="only this kernel")
     diff.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
     diff.set_defaults(func=cmd_diff_code)
+
+    export = commands.add_parser(
+        "export-nir",
+        help="write a network (or a trained one) as a NIR graph",
+        description="Write the network of FILE.yaml (a network file, or a training job with the weights of its "
+        "checkpoint) as a NIR graph (docs/interop.md, \"Export\"); needs the package nir.",
+    )
+    export.add_argument("file", metavar="FILE.yaml", help="a network file or a training job")
+    export.add_argument("--checkpoint", "--weights", metavar="RUN.npz",
+                        help="a training job's checkpoint: export its trained weights (default: the job's "
+                        "training.checkpoint if it exists, else the initial weights)")
+    export.add_argument("--out", required=True, metavar="FILE.nir", help="the NIR file to write")
+    _add_verbose(export)
+    export.set_defaults(func=cmd_export_nir)
     return parser
 
 
@@ -583,6 +597,21 @@ def cmd_train(args) -> int:
               "test_nmse", "test_rate_hz"):
         if k in result:
             print(f"  {k:<15} {result[k]:.4g}")
+    return 0
+
+
+def cmd_export_nir(args) -> int:
+    from .interop.nir_export import to_nir, write_nir
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise OutputError(f"--out {args.out}: is a folder; give a file name")
+    graph = to_nir(Path(args.file), checkpoint=args.checkpoint)
+    try:
+        write_nir(graph, out)
+    except OSError as exc:
+        raise OutputError(f"--out {args.out}: cannot be written ({exc})") from None
+    print(f"{out}: {len(graph.nodes)} NIR nodes, {len(graph.edges)} edges")
     return 0
 
 

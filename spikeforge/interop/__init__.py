@@ -1,0 +1,1 @@
+"""Exchange with other tools: NIR (the Neuromorphic Intermediate Representation) export and import."""
