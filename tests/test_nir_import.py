@@ -62,7 +62,7 @@ def input_at(n):
 def test_lif_and_cubalif_follow_the_closed_form_solution_in_exact_mode():
     net = from_nir(two_neuron_graph(), dt=DT, precision="double")
     assert net.nir_import.assumed["discretisation"] == "exact" and net.nir_import.outputs == {
-        "out_lif": ("lif", "v"), "out_cuba": ("cuba", "v")}
+        "out_lif": ("lif", "spikes"), "out_cuba": ("cuba", "spikes")}
     sim, spikes = run(net)
     t_step = DT  # the closed forms below are in seconds, as the NIR graph
     # LIF: tau v' = (v_leak - v) + r I with I constant from the anchor a (a reset or step 0):
@@ -143,10 +143,13 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
              "delay": nir.Delay(delay=np.array([0.003, 0.0])),  # per neuron of 'ifs'
              "down": nir.Linear(weight=np.array([[200.0, 0.0]])),
              "late": nir.I(r=np.ones(1)),
-             "out": nir.Output(output_type=np.array([1]))}
+             "out": nir.Output(output_type=np.array([1])),
+             "read": nir.Affine(weight=np.array([[1.0, 10.0]]), bias=np.array([0.5])),
+             "readout": nir.Output(output_type=np.array([1]))}
     edges = [("input", "drive"), ("drive", "ifs"), ("ifs", "rec"), ("rec", "ifs"), ("ifs", "delay"),
-             ("delay", "down"), ("down", "late"), ("late", "out")]
+             ("delay", "down"), ("down", "late"), ("late", "out"), ("ifs", "read"), ("read", "readout")]
     net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT, precision="double")
+    assert net.nir_import.outputs == {"out": ("late", "v"), "readout": ("readout", "y")}
     net.add_timed_input("input", "x", np.array([1.0, 0.0]), dt=net.dt)  # x = 1 at step 0 only
     net.record_var("ifs", "v")
     net.record_spikes("ifs")
@@ -160,6 +163,8 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
     np.testing.assert_allclose(v[:, 0], 0.0, atol=1e-12)
     np.testing.assert_allclose(v[:, 1], [0, 0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3], atol=1e-12)
     np.testing.assert_allclose(late, [0, 0, 0, 0, 0, 0.2, 0.2, 0.2], atol=1e-12)
+    # an Output read through an Affine: y = W s + b, the spikes of the step before
+    np.testing.assert_allclose(sim.recorded("readout", "y")[:, 0, 0], [0.5, 0.5, 1.5, 0.5, 0.5, 0.5, 0.5, 0.5])
 
 
 def test_a_nir_file_imports_as_the_graph_and_the_cli_writes_yaml_that_loads_the_same_network(tmp_path, capsys):

@@ -48,6 +48,8 @@ NEURON_PRIMITIVES = ("LIF", "CubaLIF", "LI", "CubaLI", "IF", "I")
 MIXING_PRIMITIVES = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 #: nodes that keep each channel apart (Scale is a diagonal weight)
 CHANNEL_PRIMITIVES = ("Scale", "Delay", "Flatten", "Identity")
+#: the most entries of the matrix a convolution or pooling node is written out as
+MAX_MATRIX = 20_000_000
 SUPPORTED = ("Input", "Output", *NEURON_PRIMITIVES, *MIXING_PRIMITIVES, *CHANNEL_PRIMITIVES)
 #: nodes that carry a weight: a cycle must pass through one of them
 WEIGHT_PRIMITIVES = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
@@ -194,7 +196,8 @@ def _compact(values: np.ndarray):
 @dataclass
 class _Path:
     """A signal on its way from a population (or an Affine's bias) through weight nodes:
-    ``matrix`` (channels x sources), the delays (ms) per source and per channel."""
+    ``matrix`` (channels x sources; 1-D: its diagonal, while no node has mixed the channels),
+    the delays (ms) per source and per channel, and one for all."""
 
     matrix: np.ndarray
     pre_delay: np.ndarray
@@ -202,6 +205,18 @@ class _Path:
     delay: float = 0.0
     mixed: bool = False
     weighted: bool = False
+
+    @property
+    def channels(self) -> int:
+        return self.matrix.shape[0]
+
+    def times(self, w: np.ndarray) -> np.ndarray:
+        """The matrix of ``w`` applied after this path."""
+        return w @ self.matrix if self.matrix.ndim == 2 else w * self.matrix[None, :]
+
+    def scaled(self, s: np.ndarray) -> np.ndarray:
+        """The matrix with each channel scaled by ``s`` (one value, or one per channel)."""
+        return self.matrix * (s[:, None] if self.matrix.ndim == 2 and s.size > 1 else s)
 
 
 class _Importer:
@@ -230,7 +245,7 @@ class _Importer:
                         populations={}, projections={})
         self.names: set = set()
         self.pop_of: dict = {}  # NIR node -> population name
-        self.bias: dict = {}  # population -> summed bias per neuron
+        self.node_bias: dict = {}  # neuron or Output node -> the Affine biases that reach it, summed
 
     def _ordered(self) -> dict:
         """The nodes breadth first from the inputs, each node's successors by name: the same
@@ -268,9 +283,9 @@ class _Importer:
             self._projection(src, dst, path)
         for out in outputs:
             self._output(out, [(s, p) for s, d, p in links if d == out])
-        for pop, b in self.bias.items():
-            if np.any(b != 0):
-                self.net["populations"][pop]["params"]["bias"] = _compact(b)
+        for node, b in self.node_bias.items():
+            if node in self.pop_of and np.any(b != 0):
+                self.net["populations"][self.pop_of[node]]["params"]["bias"] = _compact(b)
         if not self.info.outputs:
             self.info.notes.append("the graph has no Output node: nothing is recorded")
         return NirPlan(self.net, self.info)
@@ -337,7 +352,7 @@ class _Importer:
     # -- edges -> paths -------------------------------------------------------------------------
     def _source_path(self, name) -> _Path:
         n = self._size(name)
-        return _Path(np.eye(n), np.zeros(n), np.zeros(n))
+        return _Path(np.ones(n), np.zeros(n), np.zeros(n))
 
     def _walk(self, start, path, stack):
         """(target node, path) of every way from ``start`` to a population or an Output."""
@@ -355,7 +370,7 @@ class _Importer:
 
     def _apply(self, src, name, path) -> _Path:
         node, kind = self.nodes[name], self.kind(name)
-        channels = path.matrix.shape[0]
+        channels = path.channels
         if kind in ("Flatten", "Identity"):
             return path
         if kind == "Delay":
@@ -369,18 +384,17 @@ class _Importer:
             s = _finite(name, kind, "scale", node.scale).ravel()
             if s.size not in (1, channels):
                 _fail(name, kind, f"edge '{src}' -> '{name}': {channels} channels arrive, the scale has {s.size}")
-            return _Path(path.matrix * s[:, None] if s.size > 1 else path.matrix * s[0], path.pre_delay,
-                         path.chan_delay, path.delay, path.mixed, True)
+            return _Path(path.scaled(s), path.pre_delay, path.chan_delay, path.delay, path.mixed, True)
         matrix = self._matrix(src, name, node, kind, channels)
         pre_delay, delay = path.pre_delay, path.delay
-        if not path.mixed:
-            pre_delay = path.chan_delay if path.matrix.shape[1] == channels else pre_delay
+        if not path.mixed:  # the delays so far are per source
+            pre_delay = path.chan_delay if path.matrix.ndim == 1 else pre_delay
         elif np.any(path.chan_delay != path.chan_delay[0]):
             _fail(name, kind, "channels delayed by different amounts are mixed again after a weight node; "
                   "spikeforge gives one delay per synapse")
         else:
             delay += float(path.chan_delay[0])
-        return _Path(matrix @ path.matrix, pre_delay, np.zeros(matrix.shape[0]), delay, True, True)
+        return _Path(path.times(matrix), pre_delay, np.zeros(matrix.shape[0]), delay, True, True)
 
     def _matrix(self, src, name, node, kind, channels) -> np.ndarray:
         if kind in ("Affine", "Linear"):
@@ -406,13 +420,10 @@ class _Importer:
             return
         start = _Path(b[:, None], np.zeros(1), np.zeros(b.size))
         for dst, path in self._walk(name, start, (name,)):
-            if self.kind(dst) == "Output":
-                continue  # an Output's readout gets its bias in _output
-            pop = self.pop_of[dst]
-            if path.matrix.shape[0] != self._size(dst):
-                _fail(dst, self.kind(dst), f"'{name}' gives {path.matrix.shape[0]} values, '{dst}' has "
+            if dst in self.pop_of and path.channels != self._size(dst):
+                _fail(dst, self.kind(dst), f"'{name}' gives {path.channels} values, '{dst}' has "
                       f"{self._size(dst)} neurons")
-            self.bias[pop] = self.bias.get(pop, 0.0) + path.matrix[:, 0]
+            self.node_bias[dst] = self.node_bias.get(dst, 0.0) + path.matrix[:, 0]
 
     def _conv_inputs(self, name, node) -> int:
         shape = node.input_type.get("input")
@@ -446,15 +457,15 @@ class _Importer:
     # -- paths -> projections -------------------------------------------------------------------
     def _projection(self, src, dst, path, post=None):
         pre, post = self.pop_of[src], post or self.pop_of[dst]
-        n_pre, n_post = self._size(src), self.net["populations"][post]["size"]
+        n_post = self.net["populations"][post]["size"]
         w = path.matrix
-        if w.shape != (n_post, n_pre):
-            _fail(dst, self.kind(dst), f"edge from '{src}': {w.shape[0]} values arrive, the node has {n_post} "
+        if path.channels != n_post:
+            _fail(dst, self.kind(dst), f"edge from '{src}': {path.channels} values arrive, the node has {n_post} "
                   "neurons")
         if not self._spiking(src):
             _fail(src, self.kind(src), f"it feeds '{dst}', but it does not spike; spikeforge projections carry "
                   "spikes (read a non-spiking node through an Output)")
-        if path.mixed:
+        if w.ndim == 2:
             delays = path.pre_delay[None, :] + path.chan_delay[:, None] + path.delay  # (post, pre)
             nz = np.nonzero(w.T)
             if len(nz[0]) < 0.5 * w.size:
@@ -463,9 +474,7 @@ class _Importer:
             else:
                 conn, weights, delays = "dense", w.T.ravel(), delays.T.ravel()
         else:  # channel by channel: neuron i to neuron i
-            if n_pre != n_post:
-                _fail(dst, self.kind(dst), f"edge from '{src}': {n_pre} values arrive, the node has {n_post} neurons")
-            conn, weights, delays = "one_to_one", np.diag(w).copy(), path.chan_delay + path.delay
+            conn, weights, delays = "one_to_one", w, path.chan_delay + path.delay
         if np.any(np.abs(delays / self.dt_ms - np.round(delays / self.dt_ms)) > 1e-6):
             _fail(dst, self.kind(dst), f"a delay on the edge from '{src}' is not a multiple of dt = {self.dt_ms:g} ms")
         name = _identifier(f"{pre}_to_{post}", self.names)
@@ -489,9 +498,9 @@ class _Importer:
             if self.kind(src) == "Input":
                 _fail(out, "Output", f"it reads the Input '{src}' directly; there is nothing to simulate")
             entry["record"] = (["spikes"] if self._spiking(src) else []) + ["v"]
-            self.info.outputs[out] = (pop, "v")
+            self.info.outputs[out] = (pop, "spikes" if self._spiking(src) else "v")
             return
-        size = incoming[0][1].matrix.shape[0]
+        size = incoming[0][1].channels
         pop = _identifier(out, self.names)
         self.net["models"].setdefault(READOUT_MODEL, dict(READOUT_SPEC))
         self.net["populations"][pop] = dict(size=size, model=READOUT_MODEL, params={}, record=["y"])
@@ -499,14 +508,8 @@ class _Importer:
         self.info.populations[out] = pop
         for src, path in incoming:
             self._projection(src, out, path, post=pop)
-        bias = np.zeros(size)
-        for name, node in self.nodes.items():
-            if self.kind(name) in ("Affine", "Conv1d", "Conv2d") and np.any(np.asarray(node.bias)):
-                b = np.asarray(node.bias, dtype=np.float64).ravel()
-                for dst, path in self._walk(name, _Path(b[:, None], np.zeros(1), np.zeros(b.size)), (name,)):
-                    if dst == out:
-                        bias = bias + path.matrix[:, 0]
-        if np.any(bias):
+        bias = self.node_bias.get(out)
+        if bias is not None and np.any(bias):
             self.net["populations"][pop]["params"]["bias"] = _compact(bias)
         self.info.outputs[out] = (pop, "y")
 
@@ -539,6 +542,9 @@ def _conv2d(name, kind, weight, in_shape, stride, padding, dilation, groups) -> 
     if np.any(out_hw < 1):
         _fail(name, kind, f"the input {tuple(in_shape)} is smaller than the kernel")
     oh, ow = (int(v) for v in out_hw)
+    if c_out * oh * ow * c_in * h * w > MAX_MATRIX:
+        _fail(name, kind, f"as a matrix it is {c_out * oh * ow} x {c_in * h * w}, more than the {MAX_MATRIX:.0e} "
+              "entries an import expands a convolution into")
     m = np.zeros((c_out * oh * ow, c_in * h * w))
     oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
     per_group = c_out // groups
