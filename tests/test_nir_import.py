@@ -24,6 +24,9 @@ W_LIF, B_LIF = np.array([[1.2, 0.3], [0.0, 0.9]]), np.array([0.4, -0.2])
 LIF = dict(tau=np.array([0.010, 0.025]), r=np.array([1.0, 1.5]), v_leak=np.array([0.2, -0.1]),
            v_threshold=np.array([1.0, 1.2]), v_reset=np.array([0.1, -0.3]))
 W_CUBA = np.array([[2.0, 0.5], [1.0, 1.0]])
+# A second layer after the LIF, in snnTorch's export form (r = tau / dt: v = beta v + I in euler mode).
+W_2, B_2 = np.array([[0.8, 0.6], [0.5, 0.9]]), np.array([0.05, 0.1])
+LIF_2 = dict(tau=np.array([0.004, 0.008]), r=np.array([4.0, 8.0]), v_leak=np.zeros(2), v_threshold=np.ones(2))
 CUBA = dict(tau_syn=np.array([0.004, 0.006]), tau_mem=np.array([0.010, 0.020]), r=np.array([1.0, 0.8]),
             v_leak=np.array([0.0, 0.1]), v_threshold=np.array([1.0, 0.9]), v_reset=np.array([0.0, 0.2]),
             w_in=np.array([1.0, 1.5]))
@@ -37,9 +40,12 @@ def two_neuron_graph():
                "linear": nir.Linear(weight=W_CUBA),
                "cuba": nir.CubaLIF(**CUBA),
                "out_lif": nir.Output(output_type=np.array([2])),
-               "out_cuba": nir.Output(output_type=np.array([2]))},
+               "out_cuba": nir.Output(output_type=np.array([2])),
+               "affine_2": nir.Affine(weight=W_2, bias=B_2),
+               "lif_2": nir.LIF(**LIF_2)},
         edges=[("input", "affine"), ("affine", "lif"), ("lif", "out_lif"),
-               ("input", "linear"), ("linear", "cuba"), ("cuba", "out_cuba")])
+               ("input", "linear"), ("linear", "cuba"), ("cuba", "out_cuba"), ("lif", "affine_2"),
+               ("affine_2", "lif_2")])
 
 
 def run(net, steps=STEPS):
@@ -47,7 +53,9 @@ def run(net, steps=STEPS):
     net.add_timed_input("input", "x", X[None, :], dt=net.dt)
     sim = net.build()
     sim.run(steps=steps)
-    spikes = {p: np.zeros((steps, 2), bool) for p in ("lif", "cuba")}
+    net.record_spikes("lif_2")
+    net.record_var("lif_2", "v")
+    spikes = {p: np.zeros((steps, 2), bool) for p in ("lif", "cuba", "lif_2")}
     for p in spikes:
         times, ids = sim.spikes(p)[0]
         spikes[p][np.round(times / net.dt).astype(int), ids] = True
@@ -55,14 +63,15 @@ def run(net, steps=STEPS):
 
 
 def input_at(n):
-    """The summed input of step n: the bias from step 0, the weighted x from step 1."""
-    return (B_LIF + (W_LIF @ X if n >= 1 else 0.0)), (W_CUBA @ X if n >= 1 else np.zeros(2))
+    """The summed input of step n: x (and the bias with it) reach the neurons from step 1."""
+    return (B_LIF + W_LIF @ X, W_CUBA @ X) if n >= 1 else (np.zeros(2), np.zeros(2))
 
 
 def test_lif_and_cubalif_follow_the_closed_form_solution_in_exact_mode():
     net = from_nir(two_neuron_graph(), dt=DT, precision="double")
-    assert net.nir_import.assumed["discretisation"] == "exact" and net.nir_import.outputs == {
-        "out_lif": ("lif", "spikes"), "out_cuba": ("cuba", "spikes")}
+    outputs = net.nir_import.outputs
+    assert net.nir_import.assumed["discretisation"] == "exact"
+    assert (outputs["out_lif"], outputs["out_cuba"]) == (("lif", "spikes"), ("cuba", "spikes"))
     sim, spikes = run(net)
     t_step = DT  # the closed forms below are in seconds, as the NIR graph
     # LIF: tau v' = (v_leak - v) + r I with I constant from the anchor a (a reset or step 0):
@@ -132,6 +141,24 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
     np.testing.assert_array_equal(spikes["cuba"], s_cuba)
     np.testing.assert_allclose(sim.recorded("lif", "v")[:, 0], v_lif, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sim.recorded("cuba", "v")[:, 0], v_cuba, rtol=0, atol=1e-12)
+    # A simulator that passes spikes on within the step (snnTorch: v = beta v + W s + b, reset by
+    # subtraction in the step of the spike), layer by layer: spikeforge's layer k at step n + k is
+    # its step n, biases included.
+    v1, v2, same_step_1, same_step_2, mem_2 = np.zeros(2), np.zeros(2), [], [], []
+    for n in range(STEPS - 2):
+        v1 = (1 - DT / p["tau"]) * v1 + DT / p["tau"] * (p["v_leak"] + p["r"] * (W_LIF @ X + B_LIF))
+        s1 = v1 > p["v_threshold"]
+        v1 = np.where(s1, v1 - p["v_threshold"], v1)
+        v2 = (1 - DT / LIF_2["tau"]) * v2 + (W_2 @ s1 + B_2)
+        s2 = v2 > 1.0
+        v2 = np.where(s2, v2 - 1.0, v2)
+        same_step_1.append(s1)
+        same_step_2.append(s2)
+        mem_2.append(v2)
+    assert np.sum(same_step_2) >= 4
+    np.testing.assert_array_equal(spikes["lif"][1:STEPS - 1], same_step_1)
+    np.testing.assert_array_equal(spikes["lif_2"][2:], same_step_2)
+    np.testing.assert_allclose(sim.recorded("lif_2", "v")[2:, 0], mem_2, rtol=0, atol=1e-12)
 
 
 def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
@@ -163,8 +190,9 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
     np.testing.assert_allclose(v[:, 0], 0.0, atol=1e-12)
     np.testing.assert_allclose(v[:, 1], [0, 0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3], atol=1e-12)
     np.testing.assert_allclose(late, [0, 0, 0, 0, 0, 0.2, 0.2, 0.2], atol=1e-12)
-    # an Output read through an Affine: y = W s + b, the spikes of the step before
-    np.testing.assert_allclose(sim.recorded("readout", "y")[:, 0, 0], [0.5, 0.5, 1.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    # an Output read through an Affine: y = W s + b, two projections from the input (so its bias
+    # starts at step 2), the spikes of the step before
+    np.testing.assert_allclose(sim.recorded("readout", "y")[:, 0, 0], [0, 0, 1.5, 0.5, 0.5, 0.5, 0.5, 0.5])
 
 
 def test_a_nir_file_imports_as_the_graph_and_the_cli_writes_yaml_that_loads_the_same_network(tmp_path, capsys):
@@ -213,7 +241,8 @@ def test_convolution_pooling_and_flatten_become_the_matrix_they_compute():
     got = np.zeros((50, 16))
     got[post, pre] = conv["weight_update"]["init"]["w"]
     np.testing.assert_array_equal(got, want.reshape(50, 16))
-    np.testing.assert_array_equal(plan["populations"]["lif"]["params"]["bias"], np.repeat(bias, 25))
+    bias_rows = plan["populations"]["lif"]["timed_inputs"]["bias"]["values"]  # 0 at step 0, from step 1 on
+    np.testing.assert_array_equal(bias_rows, [np.zeros(50), np.repeat(bias, 25)])
     pool = plan["projections"]["lif_to_li"]  # 2x2 sums over the 4x4 top-left of each 5x5 map
     pre, post = pool["connectivity"]["from_list"]["pre"], pool["connectivity"]["from_list"]["post"]
     want = [(c * 25 + (2 * py + dy) * 5 + 2 * px + dx, c * 4 + py * 2 + px)

@@ -283,9 +283,10 @@ class _Importer:
             self._projection(src, dst, path)
         for out in outputs:
             self._output(out, [(s, p) for s, d, p in links if d == out])
+        depth = self._depths(links)
         for node, b in self.node_bias.items():
             if node in self.pop_of and np.any(b != 0):
-                self.net["populations"][self.pop_of[node]]["params"]["bias"] = _compact(b)
+                self._set_bias(self.pop_of[node], b, depth.get(node, 0))
         if not self.info.outputs:
             self.info.notes.append("the graph has no Output node: nothing is recorded")
         return NirPlan(self.net, self.info)
@@ -508,10 +509,33 @@ class _Importer:
         self.info.populations[out] = pop
         for src, path in incoming:
             self._projection(src, out, path, post=pop)
-        bias = self.node_bias.get(out)
-        if bias is not None and np.any(bias):
-            self.net["populations"][pop]["params"]["bias"] = _compact(bias)
         self.info.outputs[out] = (pop, "y")
+
+    def _depths(self, links) -> dict:
+        """The steps from the Inputs to each node, by the fewest projections (each takes a step)."""
+        depth = {n: 0 for n in self.info.inputs}
+        frontier = list(depth)
+        while frontier:
+            nxt = []
+            for src, dst, _ in links:
+                if src in frontier and dst in self.pop_of and dst not in depth:
+                    depth[dst] = depth[src] + 1
+                    nxt.append(dst)
+            frontier = nxt
+        return depth
+
+    def _set_bias(self, pop, bias, depth):
+        """The population's ``bias``: from step ``depth`` on (its steps behind the Inputs), so that
+        step n + depth is step n of a simulator that passes inputs on within the step; before it a
+        timed input holds it at 0."""
+        entry = self.net["populations"][pop]
+        if depth == 0:
+            entry["params"]["bias"] = _compact(bias)
+            return
+        value = _compact(bias)
+        rows = np.zeros((depth + 1,) if isinstance(value, float) else (depth + 1, bias.size))
+        rows[depth] = value
+        entry["timed_inputs"] = {"bias": {"values": rows, "dt": self.dt_ms}}
 
 
 # -- convolutions and pooling as matrices ----------------------------------------------------------
@@ -649,6 +673,8 @@ def network_from_plan(plan: NirPlan) -> Network:
     models["value_input"] = builtins.VALUE_INPUT
     for name, p in spec["populations"].items():
         net.add_population(name, p["size"], models[p["model"]], params=p["params"])
+        for param, timed in p.get("timed_inputs", {}).items():
+            net.add_timed_input(name, param, timed["values"], timed["dt"])
         for what in p.get("record", ()):
             if what == "spikes":
                 net.record_spikes(name)
