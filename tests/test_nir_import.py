@@ -145,7 +145,7 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
     # subtraction in the step of the spike), layer by layer: spikeforge's layer k at step n + k is
     # its step n, biases included.
     v1, v2, same_step_1, same_step_2, mem_2 = np.zeros(2), np.zeros(2), [], [], []
-    for n in range(STEPS - 2):
+    for _ in range(STEPS - 2):
         v1 = (1 - DT / p["tau"]) * v1 + DT / p["tau"] * (p["v_leak"] + p["r"] * (W_LIF @ X + B_LIF))
         s1 = v1 > p["v_threshold"]
         v1 = np.where(s1, v1 - p["v_threshold"], v1)
@@ -248,6 +248,27 @@ def test_convolution_pooling_and_flatten_become_the_matrix_they_compute():
     want = [(c * 25 + (2 * py + dy) * 5 + 2 * px + dx, c * 4 + py * 2 + px)
             for c, py, px, dy, dx in np.ndindex(2, 2, 2, 2, 2)]
     assert sorted(zip(pre.tolist(), post.tolist())) == sorted(want) and pool["weight_update"]["init"]["w"] == 1.0
+
+
+def test_a_nested_graph_is_flattened_into_its_parent(tmp_path):
+    # snnTorch writes a recurrent layer (RLeaky) as a graph of its own: input -> lif <-> w_rec -> output
+    w_rec = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 4.0], [5.0, 6.0, 0.0]])
+    layer = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([3])), "lif": _lif(3),
+                                "w_rec": nir.Linear(weight=w_rec), "output": nir.Output(output_type=np.array([3]))},
+                         edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "0": nir.Linear(weight=np.ones((3, 2))),
+                                "1": layer, "output": nir.Output(output_type=np.array([3]))},
+                         edges=[("input", "0"), ("0", "1"), ("1", "output")])
+    path = tmp_path / "nested.nir"
+    nir.write(path, graph)
+    for source in (graph, path):
+        plan = nir_plan(source, dt=DT)
+        assert plan.info.populations == {"input": "input", "1.lif": "n_1_lif"}
+        assert plan.info.outputs == {"output": ("n_1_lif", "spikes")}
+        projections = plan.network["projections"]
+        assert sorted(projections) == ["input_to_n_1_lif", "n_1_lif_to_n_1_lif"]
+        np.testing.assert_array_equal(projections["n_1_lif_to_n_1_lif"]["weight_update"]["init"]["w"],
+                                      w_rec.T.ravel())  # NIR's (out, in) as [pre][post]
 
 
 def _lif(n=2, **change):

@@ -219,6 +219,39 @@ class _Path:
         return self.matrix * (s[:, None] if self.matrix.ndim == 2 and s.size > 1 else s)
 
 
+@dataclass
+class _Passage:
+    """The Input or Output of a nested graph, once flattened into its parent: the signal passes."""
+
+    node: object
+
+
+def _kind(node) -> str:
+    return "Identity" if isinstance(node, _Passage) else type(node).__name__
+
+
+def _flattened(graph, prefix=""):
+    """The nodes and edges of ``graph`` with every nested NIRGraph written into it: its nodes as
+    ``<graph>.<node>``, its Inputs and Outputs as passages the edges into and out of it use."""
+    nodes, edges = {}, []
+    inner_io = {}  # nested graph -> ([its Inputs], [its Outputs]), as flattened names
+    for name, node in graph.nodes.items():
+        if type(node).__name__ == "NIRGraph":
+            sub_nodes, sub_edges = _flattened(node, f"{prefix}{name}.")
+            for sub, inner in sub_nodes.items():  # its own Inputs and Outputs (deeper ones are passages)
+                nodes[sub] = _Passage(inner) if _kind(inner) in ("Input", "Output") else inner
+            edges += sub_edges
+            inner_io[name] = tuple([f"{name}.{n}" for n, x in node.nodes.items() if type(x).__name__ == kind]
+                                   for kind in ("Input", "Output"))
+        else:
+            nodes[prefix + name] = node
+    for src, dst in graph.edges:
+        srcs = inner_io[src][1] if src in inner_io else [src]
+        dsts = inner_io[dst][0] if dst in inner_io else [dst]
+        edges += [(prefix + a, prefix + b) for a in srcs for b in dsts]
+    return nodes, edges
+
+
 class _Importer:
     def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name):
         import nir
@@ -229,10 +262,10 @@ class _Importer:
         self.dt_ms = dt * self.scale
         self.reset = reset
         self.discretisation = discretisation
-        self.nodes = dict(graph.nodes)
+        self.nodes, edges = _flattened(graph)
         self.out_edges = {n: [] for n in self.nodes}
         self.in_edges = {n: [] for n in self.nodes}
-        for src, dst in graph.edges:
+        for src, dst in edges:
             for end in (src, dst):
                 if end not in self.nodes:
                     raise NetworkError(f"NIR edge '{src}' -> '{dst}': no node named '{end}'")
@@ -252,7 +285,7 @@ class _Importer:
         order whatever order a file or a dict gave them in."""
         for edges in self.out_edges.values():
             edges.sort()
-        order = sorted(n for n, node in self.nodes.items() if type(node).__name__ == "Input")
+        order = sorted(n for n, node in self.nodes.items() if _kind(node) == "Input")
         seen = set(order)
         for n in order:  # grows while it is walked
             for m in self.out_edges[n]:
@@ -263,7 +296,7 @@ class _Importer:
         return {n: self.nodes[n] for n in order}
 
     def kind(self, name) -> str:
-        return type(self.nodes[name]).__name__
+        return _kind(self.nodes[name])
 
     # -- nodes -> populations -----------------------------------------------------------------
     def run(self) -> NirPlan:
@@ -274,9 +307,9 @@ class _Importer:
                 links.append((src, dst, path))
         self._check_cycles(links)
         for name, node in self.nodes.items():
-            if type(node).__name__ in ("Affine", "Conv1d", "Conv2d"):
+            if _kind(node) in ("Affine", "Conv1d", "Conv2d"):
                 self._bias(name, node)
-        outputs = [n for n, node in self.nodes.items() if type(node).__name__ == "Output"]
+        outputs = [n for n, node in self.nodes.items() if _kind(node) == "Output"]
         for src, dst, path in links:
             if dst in outputs:
                 continue
@@ -293,7 +326,7 @@ class _Importer:
 
     def _populations(self):
         for name, node in self.nodes.items():
-            kind = type(node).__name__
+            kind = _kind(node)
             if kind not in SUPPORTED:
                 _fail(name, kind, f"primitive not supported (supported: {', '.join(SUPPORTED)})")
             if kind == "Input":
@@ -648,8 +681,11 @@ def read_graph(path_or_graph):
                            "node (nir.NIRGraph.from_list(node) makes it a graph)")
     try:
         return nir.read(str(path_or_graph))
-    except (OSError, KeyError, ValueError) as exc:
-        raise NetworkError(f"{path_or_graph}: cannot read a NIR graph: {exc}") from None
+    except FileNotFoundError:
+        raise NetworkError(f"{path_or_graph}: no such file") from None
+    except (OSError, KeyError, ValueError, TypeError, AssertionError) as exc:  # nir's checks are asserts
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NetworkError(f"{path_or_graph}: cannot read a NIR graph: {why}") from None
 
 
 def nir_plan(path_or_graph, dt=None, time_unit="s", discretisation="exact", reset="to_value", batch_size=1,
