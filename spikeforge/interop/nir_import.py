@@ -253,11 +253,9 @@ def _flattened(graph, prefix=""):
 
 
 class _Importer:
-    def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name):
-        import nir
+    """One import: the graph's nodes (flattened, in a fixed order) and edges, and the plan it fills."""
 
-        self.nir = nir
-        self.graph = graph
+    def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name):
         self.scale = TIME_UNITS[time_unit]
         self.dt_ms = dt * self.scale
         self.reset = reset
