@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="unit of the graph's times and of --dt (default: s)")
     nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"])
     nir_in.add_argument("--reset", default="to_value", choices=["to_value", "zero", "subtract"])
+    nir_in.add_argument("--precision", default="float", choices=["float", "double"])
     nir_in.add_argument("--out", required=True, metavar="NET.yaml", help="the YAML file to write")
     _add_verbose(nir_in)
     nir_in.set_defaults(func=cmd_import_nir)
@@ -608,7 +609,7 @@ def cmd_import_nir(args) -> int:
     out = Path(args.out)
     name = out.stem if out.stem.isidentifier() and not out.stem.startswith("_") else "nir"
     plan = nir_plan(args.file, args.dt, time_unit=args.time_unit, discretisation=args.discretisation,
-                    reset=args.reset, name=name)
+                    reset=args.reset, precision=args.precision, name=name)
     _write(out, plan_yaml(plan, source=Path(args.file).name))
     print(f"wrote {out}: {plan.info.summary()}")
     return 0
