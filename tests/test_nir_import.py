@@ -159,6 +159,27 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
     np.testing.assert_array_equal(spikes["lif"][1:STEPS - 1], same_step_1)
     np.testing.assert_array_equal(spikes["lif_2"][2:], same_step_2)
     np.testing.assert_allclose(sim.recorded("lif_2", "v")[2:, 0], mem_2, rtol=0, atol=1e-12)
+    # snnTorch's Synaptic (syn = alpha syn + S; mem = beta mem + syn, the new syn) runs two steps
+    # behind: one for the projection, one as explicit Euler's v reads the current of the step before.
+    syn, mem, same_step_cuba = np.zeros(2), np.zeros(2), []
+    for _ in range(STEPS - 2):
+        syn = (1 - DT / c["tau_syn"]) * syn + DT / c["tau_syn"] * c["w_in"] * (W_CUBA @ X)
+        mem = (1 - DT / c["tau_mem"]) * mem + DT / c["tau_mem"] * (c["v_leak"] + c["r"] * syn)
+        same_step_cuba.append(mem > c["v_threshold"])
+        mem = np.where(same_step_cuba[-1], mem - c["v_threshold"], mem)
+    np.testing.assert_array_equal(spikes["cuba"][2:], same_step_cuba)
+
+
+def test_a_bias_is_switched_on_when_the_input_first_reaches_its_population():
+    graph = two_neuron_graph()
+    graph.nodes.update({"affine_3": nir.Affine(weight=np.eye(2), bias=np.array([0.3, 0.3])), "lif_3": _lif()})
+    graph.edges += [("cuba", "affine_3"), ("affine_3", "lif_3")]
+    for discretisation, after_cuba in (("exact", 2), ("euler", 3)):
+        populations = nir_plan(graph, dt=DT, discretisation=discretisation).network["populations"]
+        for pop, steps, bias in (("lif", 1, B_LIF), ("lif_2", 2, B_2), ("lif_3", after_cuba, 0.3)):
+            rows = populations[pop]["timed_inputs"]["bias"]["values"]  # zeros, then the bias from then on
+            assert len(rows) == steps + 1 and not np.any(rows[:steps])
+            np.testing.assert_array_equal(rows[steps], bias)
 
 
 def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():

@@ -542,17 +542,23 @@ class _Importer:
             self._projection(src, out, path, post=pop)
         self.info.outputs[out] = (pop, "y")
 
+    def _lag(self, name) -> int:
+        """The steps a population's spikes take to reach the next one: one per projection, and in
+        euler mode one more from a CubaLIF/CubaLI, whose v reads the current of the step before."""
+        return 2 if self.discretisation == "euler" and self.kind(name) in ("CubaLIF", "CubaLI") else 1
+
     def _depths(self, links) -> dict:
-        """The steps from the Inputs to each node, by the fewest projections (each takes a step)."""
+        """The steps from the Inputs to each node: the shortest way, each population adding its lag."""
         depth = {n: 0 for n in self.info.inputs}
-        frontier = list(depth)
+        frontier = set(depth)
         while frontier:
-            nxt = []
+            changed = set()
             for src, dst, _ in links:
-                if src in frontier and dst in self.pop_of and dst not in depth:
-                    depth[dst] = depth[src] + 1
-                    nxt.append(dst)
-            frontier = nxt
+                d = depth.get(src, -1) + self._lag(src) if src in frontier else -1
+                if dst in self.pop_of and d >= 0 and d < depth.get(dst, d + 1):
+                    depth[dst] = d
+                    changed.add(dst)
+            frontier = changed
         return depth
 
     def _set_bias(self, pop, bias, depth):
