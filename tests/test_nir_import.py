@@ -172,10 +172,13 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
 
 def test_a_bias_is_switched_on_when_the_input_first_reaches_its_population():
     graph = two_neuron_graph()
-    graph.nodes.update({"affine_3": nir.Affine(weight=np.eye(2), bias=np.array([0.3, 0.3])), "lif_3": _lif()})
-    graph.edges += [("cuba", "affine_3"), ("affine_3", "lif_3")]
+    graph.nodes.update({"affine_3": nir.Affine(weight=np.eye(2), bias=np.array([0.3, 0.3])), "lif_3": _lif(),
+                        "out_3": nir.Output(output_type=np.array([2]))})
+    graph.edges += [("cuba", "affine_3"), ("affine_3", "lif_3"), ("lif_3", "out_3")]
     for discretisation, after_cuba in (("exact", 2), ("euler", 3)):
-        populations = nir_plan(graph, dt=DT, discretisation=discretisation).network["populations"]
+        plan = nir_plan(graph, dt=DT, discretisation=discretisation)
+        assert plan.info.steps_behind == {"out_lif": 1, "out_cuba": 1, "output_lif_2": 2, "out_3": after_cuba}
+        populations = plan.network["populations"]
         for pop, steps, bias in (("lif", 1, B_LIF), ("lif_2", 2, B_2), ("lif_3", after_cuba, 0.3)):
             rows = populations[pop]["timed_inputs"]["bias"]["values"]  # zeros, then the bias from then on
             assert len(rows) == steps + 1 and not np.any(rows[:steps])
@@ -198,6 +201,7 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
              ("delay", "down"), ("down", "late"), ("late", "out"), ("ifs", "read"), ("read", "readout")]
     net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT, precision="double")
     assert net.nir_import.outputs == {"out": ("late", "v"), "readout": ("readout", "y")}
+    assert net.nir_import.steps_behind == {"out": 2, "readout": 2}
     net.add_timed_input("input", "x", np.array([1.0, 0.0]), dt=net.dt)  # x = 1 at step 0 only
     net.record_var("ifs", "v")
     net.record_spikes("ifs")

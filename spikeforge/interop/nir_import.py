@@ -131,13 +131,16 @@ def model_spec(primitive: str, reset: str, discretisation: str) -> dict:
 @dataclass
 class NirImport:
     """What an import did: the conventions it assumed (NIR leaves them to the simulator), the
-    population of each NIR node, the ``value_input`` population of each ``Input`` and what each
-    ``Output`` reads (population, variable)."""
+    population of each NIR node, the ``value_input`` population of each ``Input``, what each
+    ``Output`` reads (population, variable) and how many steps behind the Inputs it is
+    (``steps_behind``: its step ``n + k`` is step ``n`` of a simulator that passes spikes on
+    within the step)."""
 
     assumed: dict
     populations: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
+    steps_behind: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
     def summary(self) -> str:
@@ -277,6 +280,7 @@ class _Importer:
         self.names: set = set()
         self.pop_of: dict = {}  # NIR node -> population name
         self.node_bias: dict = {}  # neuron or Output node -> the Affine biases that reach it, summed
+        self.read_node: dict = {}  # Output -> the node whose population it reads
 
     def _ordered(self) -> dict:
         """The nodes breadth first from the inputs, each node's successors by name: the same
@@ -315,6 +319,7 @@ class _Importer:
         for out in outputs:
             self._output(out, [(s, p) for s, d, p in links if d == out])
         depth = self._depths(links)
+        self.info.steps_behind = {out: depth[node] for out, node in self.read_node.items() if node in depth}
         for node, b in self.node_bias.items():
             if node in self.pop_of and np.any(b != 0):
                 self._set_bias(self.pop_of[node], b, depth.get(node, 0))
@@ -531,6 +536,7 @@ class _Importer:
                 _fail(out, "Output", f"it reads the Input '{src}' directly; there is nothing to simulate")
             entry["record"] = (["spikes"] if self._spiking(src) else []) + ["v"]
             self.info.outputs[out] = (pop, "spikes" if self._spiking(src) else "v")
+            self.read_node[out] = src
             return
         size = incoming[0][1].channels
         pop = _identifier(out, self.names)
@@ -541,6 +547,7 @@ class _Importer:
         for src, path in incoming:
             self._projection(src, out, path, post=pop)
         self.info.outputs[out] = (pop, "y")
+        self.read_node[out] = out
 
     def _lag(self, name) -> int:
         """The steps a population's spikes take to reach the next one: one per projection, and in
@@ -785,6 +792,8 @@ def plan_yaml(plan: NirPlan, source: str = "") -> str:
             f"# {plan.info.summary()}.",
             "# Each Input is a value_input population: give it values with timed_inputs: {x: ...}."]
     head += [f"# Input '{k}': population {v}" for k, v in plan.info.inputs.items()]
-    head += [f"# Output '{k}': {p}.{v}" for k, (p, v) in plan.info.outputs.items()]
+    behind = plan.info.steps_behind
+    head += [f"# Output '{k}': {p}.{v}" + (f", {behind[k]} steps behind the inputs" if k in behind else "")
+             for k, (p, v) in plan.info.outputs.items()]
     head += [f"# Note: {n}" for n in plan.info.notes]
     return "\n".join(head) + "\n" + yaml.dump(spec, Dumper=_Dumper, sort_keys=False, width=1 << 30)
