@@ -3,6 +3,8 @@
 biases, recurrent edges and delays arrive when the conventions say, files and the CLI round
 trip, and every bad graph is refused in one line naming the node."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -196,12 +198,16 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
              "late": nir.I(r=np.ones(1)),
              "out": nir.Output(output_type=np.array([1])),
              "read": nir.Affine(weight=np.array([[1.0, 10.0]]), bias=np.array([0.5])),
-             "readout": nir.Output(output_type=np.array([1]))}
+             "readout": nir.Output(output_type=np.array([1])),
+             "w_any": nir.Linear(weight=np.array([[1.0, 1.0]])),
+             "any": nir.Threshold(threshold=np.array([0.5])),  # stateless: its input of the step > 0.5
+             "any_out": nir.Output(output_type=np.array([1]))}
     edges = [("input", "drive"), ("drive", "ifs"), ("ifs", "rec"), ("rec", "ifs"), ("ifs", "delay"),
-             ("delay", "down"), ("down", "late"), ("late", "out"), ("ifs", "read"), ("read", "readout")]
+             ("delay", "down"), ("down", "late"), ("late", "out"), ("ifs", "read"), ("read", "readout"),
+             ("ifs", "w_any"), ("w_any", "any"), ("any", "any_out")]
     net = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT, precision="double")
-    assert net.nir_import.outputs == {"out": ("late", "v"), "readout": ("readout", "y")}
-    assert net.nir_import.steps_behind == {"out": 2, "readout": 2}
+    assert net.nir_import.outputs == {"out": ("late", "v"), "readout": ("readout", "y"), "any_out": ("any", "spikes")}
+    assert net.nir_import.steps_behind == {"out": 2, "readout": 2, "any_out": 2}
     net.add_timed_input("input", "x", np.array([1.0, 0.0]), dt=net.dt)  # x = 1 at step 0 only
     net.record_var("ifs", "v")
     net.record_spikes("ifs")
@@ -218,6 +224,8 @@ def test_recurrent_edges_arrive_one_step_later_and_delays_add_their_steps():
     # an Output read through an Affine: y = W s + b, two projections from the input (so its bias
     # starts at step 2), the spikes of the step before
     np.testing.assert_allclose(sim.recorded("readout", "y")[:, 0, 0], [0, 0, 1.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    times, ids = sim.spikes("any")[0]  # a Threshold after a weight: a spike where 1 * s0 + 1 * s1 > 0.5
+    assert times.tolist() == [2.0] and ids.tolist() == [0]
 
 
 def test_a_nir_file_imports_as_the_graph_and_the_cli_writes_yaml_that_loads_the_same_network(tmp_path, capsys):
@@ -298,6 +306,17 @@ def test_a_nested_graph_is_flattened_into_its_parent(tmp_path):
                                       w_rec.T.ravel())  # NIR's (out, in) as [pre][post]
 
 
+@dataclass(eq=False)
+class Resonator(nir.NIRNode):
+    """A primitive NIR 1.0 does not define (a later version's, or a vendor's)."""
+
+    freq: np.ndarray
+
+    def __post_init__(self):
+        self.input_type = {"input": np.array(self.freq.shape)}
+        self.output_type = {"output": np.array(self.freq.shape)}
+
+
 def _lif(n=2, **change):
     fields = dict(tau=np.full(n, 0.01), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n))
     return nir.LIF(**{**fields, **change})
@@ -305,9 +324,10 @@ def _lif(n=2, **change):
 
 BAD_GRAPHS = {
     "unsupported primitive": (
-        {"input": nir.Input(input_type=np.array([2])), "thr": nir.Threshold(threshold=np.ones(2)),
+        {"input": nir.Input(input_type=np.array([2])), "odd": Resonator(freq=np.ones(2)),
          "out": nir.Output(output_type=np.array([2]))},
-        [("input", "thr"), ("thr", "out")], "NIR node 'thr' (Threshold): primitive not supported"),
+        [("input", "odd"), ("odd", "out")], "NIR node 'odd' (Resonator): primitive not supported (supported: "
+                                            "Input, Output, LIF, "),
     "cycle without a weight": (
         {"input": nir.Input(input_type=np.array([2])), "w": nir.Linear(weight=np.eye(2)), "lif": _lif()},
         [("input", "w"), ("w", "lif"), ("lif", "lif")], "NIR node 'lif' (LIF): a cycle (lif -> lif) has no weight"),

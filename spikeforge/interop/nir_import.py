@@ -2,13 +2,14 @@
 
 NIR (the Neuromorphic Intermediate Representation) writes a spiking network as a graph of
 continuous-time primitives. Each neuron node (``LIF``, ``CubaLIF``, ``LI``, ``CubaLI``,
-``IF``, ``I``) becomes a population of a :class:`~spikeforge.models.neuron.NeuronModel`
+``IF``, ``I``, and the stateless ``Threshold``) becomes a population of a :class:`~spikeforge.models.neuron.NeuronModel`
 whose ODEs are the primitive's definition, with one parameter value per neuron where the
 node's arrays differ between neurons. The nodes between two neuron nodes (``Affine``,
 ``Linear``, ``Scale``, ``Delay``, ``Flatten``, ``Conv1d``/``Conv2d``, ``SumPool2d``/``AvgPool2d``)
 are multiplied out into one projection: its weights, connectivity and delays; an ``Affine``'s
 bias becomes the parameter ``bias`` of the target's model, a constant added to its input.
-``Input`` nodes become ``value_input`` populations, ``Output`` nodes name the readout.
+``Input`` nodes become ``value_input`` populations, ``Output`` nodes name the readout, and a
+graph nested in the graph is flattened into it.
 
 NIR leaves the time step, the unit of time and the reset to the simulator: the import takes
 them as arguments and says which it assumed (:attr:`NirImport.assumed`, logged at INFO).
@@ -43,7 +44,7 @@ RESETS = {
     "zero": "v = 0",
     "subtract": "v -= v_threshold",  # snnTorch's default reset
 }
-NEURON_PRIMITIVES = ("LIF", "CubaLIF", "LI", "CubaLI", "IF", "I")
+NEURON_PRIMITIVES = ("LIF", "CubaLIF", "LI", "CubaLI", "IF", "I", "Threshold")
 #: nodes that multiply their input by a matrix (they mix channels)
 MIXING_PRIMITIVES = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 #: nodes that keep each channel apart (Scale is a diagonal weight)
@@ -92,12 +93,18 @@ _MODELS = {
         vars={"v": 0.0},
         equations="dv/dt = r * (i_syn + bias)   # NIR I: dv/dt = R I (r per ms)",
     ),
+    "Threshold": dict(  # no state: the step's input, and a spike where it is above the threshold
+        params=["threshold"],
+        vars={"y": 0.0},
+        sim_code="y = i_syn + bias   # NIR Threshold: z = H(x - threshold), x its input",
+    ),
 }
 #: NIR fields that are times (multiplied by the ms per time unit) and rates (divided by it)
 _TIMES = ("tau", "tau_syn", "tau_mem")
 _RATES_OF = {"IF": ("r",), "I": ("r",)}
 #: the field whose shape is the node's shape
-_SHAPE_FIELD = {"LIF": "tau", "LI": "tau", "CubaLIF": "tau_mem", "CubaLI": "tau_mem", "IF": "r", "I": "r"}
+_SHAPE_FIELD = {"LIF": "tau", "LI": "tau", "CubaLIF": "tau_mem", "CubaLI": "tau_mem", "IF": "r", "I": "r",
+                "Threshold": "threshold"}
 
 READOUT_MODEL = "nir_readout"
 READOUT_SPEC = dict(
@@ -115,11 +122,14 @@ def model_name(primitive: str) -> str:
 def model_spec(primitive: str, reset: str, discretisation: str) -> dict:
     """The NeuronModel arguments (the YAML ``models:`` entry) of a NIR neuron primitive."""
     m = _MODELS[primitive]
-    spiking = "v_threshold" in m["params"]
     params = [p for p in m["params"] if p != "v_reset" or reset == "to_value"]
-    spec = dict(kind="neuron", params={**dict.fromkeys(params), "bias": 0.0}, vars=dict(m["vars"]),
-                equations=m["equations"], integrator=discretisation)
-    if spiking:
+    spec = dict(kind="neuron", params={**dict.fromkeys(params), "bias": 0.0}, vars=dict(m["vars"]))
+    if "sim_code" in m:
+        spec["sim_code"] = m["sim_code"]
+        spec["threshold"] = "y > threshold"
+        return spec
+    spec.update(equations=m["equations"], integrator=discretisation)
+    if "v_threshold" in m["params"]:
         spec["threshold"] = "v > v_threshold"
         spec["reset"] = RESETS[reset]
     return spec
@@ -384,7 +394,7 @@ class _Importer:
 
     def _spiking(self, name) -> bool:
         kind = self.kind(name)
-        return kind == "Input" or "v_threshold" in _MODELS[kind]["params"]
+        return kind in ("Input", "Threshold") or "v_threshold" in _MODELS[kind]["params"]
 
     # -- edges -> paths -------------------------------------------------------------------------
     def _source_path(self, name) -> _Path:
@@ -534,7 +544,8 @@ class _Importer:
             entry = self.net["populations"][pop]
             if self.kind(src) == "Input":
                 _fail(out, "Output", f"it reads the Input '{src}' directly; there is nothing to simulate")
-            entry["record"] = (["spikes"] if self._spiking(src) else []) + ["v"]
+            var = "y" if self.kind(src) == "Threshold" else "v"
+            entry["record"] = (["spikes"] if self._spiking(src) else []) + [var]
             self.info.outputs[out] = (pop, "spikes" if self._spiking(src) else "v")
             self.read_node[out] = src
             return
