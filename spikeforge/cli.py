@@ -612,6 +612,8 @@ def cmd_import_nir(args) -> int:
                     reset=args.reset, precision=args.precision, name=name)
     _write(out, plan_yaml(plan, source=Path(args.file).name))
     print(f"wrote {out}: {plan.info.summary()}")
+    for note in plan.info.notes:
+        print(f"  note: {note}")
     return 0
 
 

@@ -270,6 +270,7 @@ class _Importer:
 
     def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name):
         self.scale = TIME_UNITS[time_unit]
+        self.time_unit = time_unit
         self.dt_ms = dt * self.scale
         self.reset = reset
         self.discretisation = discretisation
@@ -375,6 +376,9 @@ class _Importer:
                 if np.any(values <= 0):
                     _fail(name, kind, f"field '{f}' must be positive (time constants), got {values.min()!r}")
                 values = values * self.scale
+                if values.min() < self.dt_ms:
+                    self.info.notes.append(f"node '{name}': {f} = {values.min() / self.scale:g} {self.time_unit} is "
+                                           f"shorter than dt (is dt in {self.time_unit}?)")
             if f in _RATES_OF.get(kind, ()):
                 values = values / self.scale
             if f == "v_reset" and self.reset != "to_value":
