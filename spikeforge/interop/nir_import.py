@@ -2,14 +2,15 @@
 
 NIR (the Neuromorphic Intermediate Representation) writes a spiking network as a graph of
 continuous-time primitives. Each neuron node (``LIF``, ``CubaLIF``, ``LI``, ``CubaLI``,
-``IF``, ``I``, and the stateless ``Threshold``) becomes a population of a :class:`~spikeforge.models.neuron.NeuronModel`
-whose ODEs are the primitive's definition, with one parameter value per neuron where the
-node's arrays differ between neurons. The nodes between two neuron nodes (``Affine``,
-``Linear``, ``Scale``, ``Delay``, ``Flatten``, ``Conv1d``/``Conv2d``, ``SumPool2d``/``AvgPool2d``)
-are multiplied out into one projection: its weights, connectivity and delays; an ``Affine``'s
-bias becomes the parameter ``bias`` of the target's model, a constant added to its input.
-``Input`` nodes become ``value_input`` populations, ``Output`` nodes name the readout, and a
-graph nested in the graph is flattened into it.
+``IF``, ``I``, and the stateless ``Threshold``) becomes a population of a
+:class:`~spikeforge.models.neuron.NeuronModel` whose ODEs are the primitive's definition, with
+one parameter value per neuron where the node's arrays differ between neurons. The nodes
+between two neuron nodes (``Affine``, ``Linear``, ``Scale``, ``Delay``, ``Flatten``,
+``Conv1d``/``Conv2d``, ``SumPool2d``/``AvgPool2d``) are multiplied out into one projection:
+its weights, connectivity and delays. An ``Affine``'s bias becomes the parameter ``bias`` of
+the target's model, a constant added to its input from the step the graph's input first
+reaches it. ``Input`` nodes become ``value_input`` populations, ``Output`` nodes name the
+readout, and a graph nested in the graph is flattened into it.
 
 NIR leaves the time step, the unit of time and the reset to the simulator: the import takes
 them as arguments and says which it assumed (:attr:`NirImport.assumed`, logged at INFO).
@@ -52,8 +53,6 @@ CHANNEL_PRIMITIVES = ("Scale", "Delay", "Flatten", "Identity")
 #: the most entries of the matrix a convolution or pooling node is written out as
 MAX_MATRIX = 20_000_000
 SUPPORTED = ("Input", "Output", *NEURON_PRIMITIVES, *MIXING_PRIMITIVES, *CHANNEL_PRIMITIVES)
-#: nodes that carry a weight: a cycle must pass through one of them
-WEIGHT_PRIMITIVES = ("Affine", "Linear", "Scale", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 
 # -- the neuron models: NIR's equations, written for spikeforge ---------------------------------
 # Times are in ms (NIR's, times TIME_UNITS[time_unit]); i_syn is the summed input of the step
