@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import yaml
 
 from spikeforge.cli import main
 from spikeforge.config import load_network
@@ -264,7 +265,12 @@ def test_convolution_pooling_and_flatten_become_the_matrix_they_compute():
              "li": nir.LI(tau=np.full(8, 0.01), r=np.ones(8), v_leak=np.zeros(8)),
              "out": nir.Output(output_type=np.array([8]))}
     edges = [("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "li"), ("li", "out")]
-    plan = nir_plan(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT).network
+    whole = nir_plan(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
+    plan = whole.network
+    written = yaml.safe_load(plan_yaml(whole))  # random weights come back from the YAML text exactly
+    for q in ("input_to_lif", "lif_to_li"):
+        np.testing.assert_array_equal(written["projections"][q]["weight_update"]["init"]["w"],
+                                      plan["projections"][q]["weight_update"]["init"]["w"])
     # the convolution written out: output (c, y, x) = sum_k kernel[c, 0, ky, kx] * padded[y + ky, x + kx]
     want = np.zeros((2, 5, 5, 4, 4))
     for c, y, x, ky, kx in np.ndindex(2, 5, 5, 2, 2):

@@ -771,9 +771,28 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
 # -- YAML -------------------------------------------------------------------------------------------
 
 
+def _number(x) -> str:
+    """A number as YAML 1.1 reads it back exactly (PyYAML's floats need a '.': 1.0e-05)."""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    text = repr(float(x))
+    return text.replace("e", ".0e") if "e" in text and "." not in text else text
+
+
+class _Flow(str):
+    """An array already written as a YAML flow list: ``[0.5, 1.0, 2.0]`` (a 2-D array as rows)."""
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> _Flow:
+        if a.ndim > 1:
+            return cls("[" + ", ".join(cls.of(row) for row in a) + "]")
+        return cls("[" + ", ".join(_number(v) for v in a.tolist()) + "]")
+
+
 def _plain(x):
+    """The plan with numpy values made YAML's: numbers, and arrays as :class:`_Flow` text."""
     if isinstance(x, np.ndarray):
-        return [_plain(v) for v in x.tolist()]
+        return _Flow.of(x)
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -799,8 +818,15 @@ def plan_yaml(plan: NirPlan, source: str = "") -> str:
     def flow_list(dumper, items):  # arrays on one line
         return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=True)
 
+    flows = []
+
+    def placeholder(dumper, flow):  # a long array: a token here, its text after the dump (fast)
+        flows.append(flow)
+        return dumper.represent_scalar("tag:yaml.org,2002:str", f"__flow{len(flows) - 1}__", style=None)
+
     _Dumper.add_representer(str, literal)
     _Dumper.add_representer(list, flow_list)
+    _Dumper.add_representer(_Flow, placeholder)
     spec = _plain(plan.network)
     head = [f"# Imported from NIR{' (' + source + ')' if source else ''} by spikeforge import-nir.",
             f"# {plan.info.summary()}.",
@@ -810,4 +836,6 @@ def plan_yaml(plan: NirPlan, source: str = "") -> str:
     head += [f"# Output '{k}': {p}.{v}" + (f", {behind[k]} steps behind the inputs" if k in behind else "")
              for k, (p, v) in plan.info.outputs.items()]
     head += [f"# Note: {n}" for n in plan.info.notes]
-    return "\n".join(head) + "\n" + yaml.dump(spec, Dumper=_Dumper, sort_keys=False, width=1 << 30)
+    text = yaml.dump(spec, Dumper=_Dumper, sort_keys=False, width=1 << 30)
+    text = re.sub(r"__flow(\d+)__", lambda m: flows[int(m.group(1))], text)
+    return "\n".join(head) + "\n" + text
