@@ -323,6 +323,24 @@ class Resonator(nir.NIRNode):
         self.output_type = {"output": np.array(self.freq.shape)}
 
 
+def test_a_grouped_strided_dilated_conv1d_is_the_matrix_pytorch_computes():
+    rng = np.random.default_rng(4)
+    kernel = rng.normal(size=(4, 1, 3))  # 4 output channels, 2 groups of 1 input channel each
+    nodes = {"input": nir.Input(input_type=np.array([2, 9])),
+             "conv": nir.Conv1d(input_shape=9, weight=kernel, stride=2, padding=1, dilation=2, groups=2,
+                                bias=np.zeros(4)),
+             "lif": _lif((4, 4))}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "lif")], type_check=False)
+    q = nir_plan(graph, dt=DT).network["projections"]["input_to_lif"]
+    matrix = np.zeros((16, 18))
+    matrix[q["connectivity"]["from_list"]["post"], q["connectivity"]["from_list"]["pre"]] = \
+        q["weight_update"]["init"]["w"]
+    x = rng.normal(size=(2, 9))
+    padded = np.pad(x, ((0, 0), (1, 1)))
+    want = [sum(kernel[c, 0, k] * padded[c // 2, 2 * o + 2 * k] for k in range(3)) for c in range(4) for o in range(4)]
+    np.testing.assert_allclose(matrix @ x.ravel(), want, rtol=1e-12)
+
+
 def _lif(n=2, **change):
     fields = dict(tau=np.full(n, 0.01), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n))
     return nir.LIF(**{**fields, **change})

@@ -464,7 +464,7 @@ class _Importer:
         kind = self.kind(name)
         b = _finite(name, kind, "bias", node.bias).ravel()
         if kind != "Affine":  # a convolution's bias: one per output channel
-            out = self._matrix("?", name, node, kind, self._conv_inputs(name, node)).shape[0]
+            out = self._matrix("?", name, node, kind, int(np.prod(conv_input_shape(name, kind, node)))).shape[0]
             b = np.repeat(b, out // max(b.size, 1)) if b.size else np.zeros(out)
         if not np.any(b):
             return
@@ -474,12 +474,6 @@ class _Importer:
                 _fail(dst, self.kind(dst), f"'{name}' gives {path.channels} values, '{dst}' has "
                       f"{self._size(dst)} neurons")
             self.node_bias[dst] = self.node_bias.get(dst, 0.0) + path.matrix[:, 0]
-
-    def _conv_inputs(self, name, node) -> int:
-        shape = node.input_type.get("input")
-        if shape is None:
-            _fail(name, self.kind(name), "the input shape is not known (give input_shape)")
-        return int(np.prod(shape))
 
     def _check_cycles(self, links):
         """A cycle must pass through a weight node: refuse one made of plain edges."""
@@ -645,11 +639,17 @@ def _conv2d(name, kind, weight, in_shape, stride, padding, dilation, groups) -> 
     return m
 
 
+def conv_input_shape(name, kind, node) -> tuple:
+    """(C_in, spatial...) of a convolution: its ``input_shape`` and the weight's channels per group."""
+    if node.input_shape is None:
+        _fail(name, kind, "the input shape is not known (give input_shape)")
+    spatial = tuple(int(v) for v in np.atleast_1d(node.input_shape))
+    return (int(np.shape(node.weight)[1]) * int(node.groups), *spatial)
+
+
 def conv_matrix(name, kind, node, weight) -> np.ndarray:
     """A Conv1d's or Conv2d's weights as the matrix of the projection it becomes."""
-    shape = node.input_type.get("input")
-    if shape is None:
-        _fail(name, kind, "the input shape is not known (give input_shape)")
+    shape = conv_input_shape(name, kind, node)
     if kind == "Conv1d":  # a 2-D convolution over an input of height 1
         weight = weight[:, :, None, :]
         shape = (shape[0], 1, shape[1])
