@@ -209,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
     diff.set_defaults(func=cmd_diff_code)
 
+    nir_in = commands.add_parser(
+        "import-nir",
+        help="write a NIR graph (.nir) as a network YAML file",
+        description="Import FILE.nir (the Neuromorphic Intermediate Representation) and write it as a network "
+        "YAML file with the equations spelled out (docs/interop.md, \"Import\").",
+    )
+    nir_in.add_argument("file", metavar="FILE.nir")
+    nir_in.add_argument("--dt", type=float, required=True, help="time step, in --time-unit (NIR has none)")
+    nir_in.add_argument("--time-unit", default="s", choices=["s", "ms", "us"],
+                        help="unit of the graph's times and of --dt (default: s)")
+    nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"])
+    nir_in.add_argument("--reset", default="to_value", choices=["to_value", "zero", "subtract"])
+    nir_in.add_argument("--precision", default="float", choices=["float", "double"])
+    nir_in.add_argument("--out", required=True, metavar="NET.yaml", help="the YAML file to write")
+    _add_verbose(nir_in)
+    nir_in.set_defaults(func=cmd_import_nir)
+
     export = commands.add_parser(
         "export-nir",
         help="write a network (or a trained one) as a NIR graph",
@@ -597,6 +614,20 @@ def cmd_train(args) -> int:
               "test_nmse", "test_rate_hz"):
         if k in result:
             print(f"  {k:<15} {result[k]:.4g}")
+    return 0
+
+
+def cmd_import_nir(args) -> int:
+    from .interop.nir_import import nir_plan, plan_yaml
+
+    out = Path(args.out)
+    name = out.stem if out.stem.isidentifier() and not out.stem.startswith("_") else "nir"
+    plan = nir_plan(args.file, args.dt, time_unit=args.time_unit, discretisation=args.discretisation,
+                    reset=args.reset, precision=args.precision, name=name)
+    _write(out, plan_yaml(plan, source=Path(args.file).name))
+    print(f"wrote {out}: {plan.info.summary()}")
+    for note in plan.info.notes:
+        print(f"  note: {note}")
     return 0
 
 

@@ -1,1 +1,1 @@
-"""Exchange with other tools: NIR (the Neuromorphic Intermediate Representation) export and import."""
+"""Exchange with other tools: NIR graphs, imported and exported (:mod:`spikeforge.interop.nir`)."""
