@@ -1196,41 +1196,38 @@ class ParallelCompiler:
                           writes=("par_err", "par_loss"))
 
 
-def spike_values(c, h) -> np.ndarray:
-    """The spikes of hidden layer ``h`` of ``c`` at every step the kernels ran, (batch, steps, N):
-    the array the forward scan wrote, or (a binary rule's spikes kept as lists alone) ones where
-    the lists of the senders put them."""
+def spike_values(c, h, first: int = 0, stop: int | None = None) -> np.ndarray:
+    """The spikes of hidden layer ``h`` of ``c`` at the kernels' steps ``first`` to ``stop`` (default:
+    all) of the last pass, (batch, steps, N): the array the forward scan wrote, or (a binary rule's
+    spikes kept as lists alone) ones where the lists of the senders put them."""
     B, T, name = c.network.batch_size, c.chunk, f"par_{h.name}_z"
+    stop = T if stop is None else stop
     read = getattr(c.backend, "peek", c.backend.pull)
     if any(a.name == name for a in c.spec.arrays):
-        return read(name).reshape(B, T, h.size)
-    z = np.zeros((B, T, h.size), dtype=np.float32 if c.spec.precision == "float" else np.float64)
+        return read(name).reshape(B, T, h.size)[:, first:stop]
+    z = np.zeros((B, stop - first, h.size), dtype=np.float32 if c.spec.precision == "float" else np.float64)
     lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
     ends = read(f"par_{h.name}_n_senders").reshape(B, T).astype(np.int64)
     for b in range(B):
-        steps = np.repeat(np.arange(T), np.diff(ends[b], prepend=0))
-        z[b, steps, lists[b, : ends[b, -1]]] = 1
+        start = ends[b, first - 1] if first else 0
+        steps = np.repeat(np.arange(stop - first), np.diff(ends[b, first:stop], prepend=start))
+        z[b, steps, lists[b, start: ends[b, stop - 1]]] = 1
     return z
 
 
-def _spike_counts(c) -> list[np.ndarray]:
-    """Per hidden layer of ``c`` (a :class:`CompiledParallel` after a forward pass of the whole
-    sequence), each instance's spikes per neuron over the trial, (B, N): for a binary spike rule
-    counted from the lists of the senders the forward scan wrote (only their used part is read),
-    else the sum of the spike values."""
-    B, T = c.network.batch_size, c.n_steps
+def spike_counts(c, h, stop: int | None = None) -> np.ndarray:
+    """Each instance's spikes per neuron of hidden layer ``h`` over the kernels' steps before
+    ``stop`` (default: all), (B, N): for a binary spike rule counted from the lists of the senders
+    (only their used part is read), else the sum of the spike values."""
+    B, T = c.network.batch_size, c.chunk
+    stop = T if stop is None else stop
+    if not c.compiler.spike.binary or not any(a.name == f"par_{h.name}_senders" for a in c.spec.arrays):
+        return spike_values(c, h, 0, stop).sum(axis=1)  # (the device kernels keep no lists)
     read = getattr(c.backend, "peek", c.backend.pull)  # (no copy where the backend can lend its array)
-    out = []
+    lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
+    ends = read(f"par_{h.name}_n_senders").reshape(B, T)[:, stop - 1]
     dtype = np.float32 if c.spec.precision == "float" else np.float64  # (as the spikes' sum)
-    listed = {a.name for a in c.spec.arrays}  # (the device kernels keep no lists)
-    for h in c.layers[:-1]:
-        if not c.compiler.spike.binary or f"par_{h.name}_senders" not in listed:
-            out.append(spike_values(c, h).sum(axis=1))
-            continue
-        lists = read(f"par_{h.name}_senders").reshape(B, T * h.size)
-        ends = read(f"par_{h.name}_n_senders").reshape(B, T)[:, -1]
-        out.append(np.stack([np.bincount(lists[b, :ends[b]], minlength=h.size) for b in range(B)]).astype(dtype))
-    return out
+    return np.stack([np.bincount(lists[b, :ends[b]], minlength=h.size) for b in range(B)]).astype(dtype)
 
 
 class CompiledParallel:
@@ -1326,15 +1323,21 @@ class CompiledParallel:
         self.draws = int(draw) + 1
         return int(draw)
 
-    def spike_values(self, h) -> np.ndarray:
-        """Hidden layer ``h``'s spikes of every step of the last pass's kernels (batch, steps, N)."""
-        return spike_values(self, h)
+    def spike_values(self, h, first: int = 0, stop: int | None = None) -> np.ndarray:
+        """Hidden layer ``h``'s spikes at the steps ``first`` to ``stop`` of the last pass's kernels
+        (batch, steps, N)."""
+        return spike_values(self, h, first, stop)
+
+    def spike_counts_of(self, h, stop: int | None = None) -> np.ndarray:
+        """Hidden layer ``h``'s spikes per instance and neuron over the last pass's kernels' steps
+        before ``stop`` (batch, N)."""
+        return spike_counts(self, h, stop)
 
     def spike_counts(self) -> list[np.ndarray]:
         """Per hidden layer, each instance's spikes of each neuron (batch, N) over the last pass."""
         if self.chunked:
             return list(self._chunks.counts.values())
-        return _spike_counts(self)
+        return [spike_counts(self, h) for h in self.layers[:-1]]
 
     def evaluate(self, x, mask, labels=None, targets=None, draw: int | None = None) -> dict:
         """The forward pass and each instance's loss (no backward pass): ``y`` and ``loss``."""

@@ -106,7 +106,7 @@ class ChunkedRun:
                 states[array] = last.reshape(c._x0[array].shape).copy()
         carried = {f"par_{h.name}_{v}": be.pull(f"par_{h.name}_{v}") for h in self.hidden
                    for v in c.compiler._carried()}
-        last = {f"par_{h.name}_last": c.spike_values(h)[:, C - 1].copy() for h in self.hidden}
+        last = {f"par_{h.name}_last": c.spike_values(h, C - 1)[:, 0].copy() for h in self.hidden}
         return {"states": states, "carried": carried, "last": last}
 
     def _after_chunk(self, k: int):
@@ -115,8 +115,7 @@ class ChunkedRun:
         c, be = self.c, self.c.backend
         B, C, valid = c.network.batch_size, c.chunk, self._valid(k)
         for h in self.hidden:
-            z = c.spike_values(h)[:, :valid]
-            self.counts[h.name] += z.sum(axis=1)
+            self.counts[h.name] += c.spike_counts_of(h, valid)
             for v in self.steps_carried:  # a step of this chunk (< valid) where none was before
                 local, seen = be.peek(f"par_{h.name}_{v}").reshape(B, h.size), self.steps[h.name, v]
                 new = (seen == c.n_steps) & (local < valid)
@@ -125,6 +124,7 @@ class ChunkedRun:
                 for v in c.compiler._carried():
                     self.ends[h.name, v] = be.pull(f"par_{h.name}_{v}")
                 if "count" in c.compiler._carried() and valid < C:  # the count of the steps inside the sequence
+                    z = c.spike_values(h, 0, valid)
                     count = (self.bounds[k]["carried"][f"par_{h.name}_count"].reshape(B, h.size).copy()
                              if k else np.zeros((B, h.size), dtype=z.dtype))
                     for t in range(valid):  # one step after the other, as the scan adds
@@ -145,7 +145,7 @@ class ChunkedRun:
                     parts.setdefault(h.name, {}).setdefault(v, []).append(
                         self._steps_of(f"par_{h.name}_{v}", h.size, k))
                 if values and h is not out_pop:
-                    z = c.spike_values(h)[:, : self._valid(k)].transpose(1, 0, 2).copy()
+                    z = c.spike_values(h, 0, self._valid(k)).transpose(1, 0, 2).copy()
                     parts[h.name].setdefault("z", []).append(z)
             self._after_chunk(k)
             if after is not None:
