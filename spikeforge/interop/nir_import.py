@@ -14,6 +14,11 @@ readout, and a graph nested in the graph is flattened into it.
 
 NIR leaves the time step, the unit of time and the reset to the simulator: the import takes
 them as arguments and says which it assumed (:attr:`NirImport.assumed`, logged at INFO).
+A graph that spikeforge exported names them in its metadata (``source: spikeforge``, ``dt``,
+each node's ``spikeforge_reset``, ``spikeforge_postsynaptic`` and ``spikeforge_update``): the
+import then takes spikeforge's conventions back (its dt and resets, ``exp_curr`` synapses for an
+exp_curr CubaLIF, leaky_readout's exact step, biases from the first step), so that the network
+imported runs step for step as the one exported.
 
 The import builds a plain plan first (:class:`NirPlan`: the mapping that a YAML network file
 holds), and both the :class:`~spikeforge.network.Network` and the YAML text are made from it,
