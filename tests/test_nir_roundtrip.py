@@ -187,6 +187,59 @@ def test_another_dt_scales_the_exp_curr_weights_by_the_graphs_w_in(round_trip):
     assert any("exported with 1 ms" in n for n in plan.info.notes)
 
 
+NO_RESET = NeuronModel("lif_no_reset", params={"tau_m": 20.0, "v_th": 0.6, "r_m": 10.0}, vars={"v": 0.0},
+                       equations="dv/dt = (r_m * i_syn - v) / tau_m", threshold="v > v_th")
+
+
+def no_reset_network():
+    """The time-parallel method's neuron: spikes while v > v_th, no reset."""
+    net = Network("no_reset", dt=DT)
+    net.add_population("inp", 3, b.VALUE_INPUT)
+    net.add_population("hid", 4, NO_RESET, params={"v_th": [0.3, 0.4, 0.5, 0.6]})
+    net.add_population("out", 2, b.LEAKY_READOUT, params={"tau_m": 20.0, "bias": [0.1, -0.1]})
+    rng = np.random.default_rng(2)
+    net.add_projection("inp_hid", "inp", "hid", b.SCALED, b.ONE_STEP_CURR, wu_init={"w": rng.normal(0.1, 0.1, 12)})
+    net.add_projection("hid_out", "hid", "out", b.STATIC, b.ONE_STEP_CURR, wu_init={"w": rng.normal(0.3, 0.3, 8)})
+    return net
+
+
+def test_a_spiking_model_without_a_reset_comes_back_as_one_population():
+    """Exported as an LI and a Threshold; with spikeforge's metadata they import as one
+    population again (an LI feeding a Threshold is refused otherwise: an LI does not spike)."""
+    graph = to_nir(no_reset_network(), outputs=["hid", "out"])
+    assert isinstance(graph.nodes["hid"], nir.LI) and isinstance(graph.nodes["hid_threshold"], nir.Threshold)
+    with pytest.raises(Exception, match="'hid' \\(LI\\): it feeds 'hid_threshold', but it does not spike"):
+        from_nir(graph, dt=1e-3, spikeforge_metadata=False)
+    imported = from_nir(graph)
+    info = imported.nir_import
+    assert info.populations["hid"] == info.populations["hid_threshold"] == "hid"
+    assert info.outputs == {"hid_output": ("hid", "spikes"), "out_output": ("out", "v")}
+    assert info.steps_behind == {"hid_output": 1, "out_output": 2}
+    hid = imported.populations["hid"]
+    assert hid.model.name == "nir_li_threshold" and not hid.model.reset
+    assert list(imported.projections) == ["inp_to_hid", "hid_to_out"]
+    np.testing.assert_array_equal(np.asarray(hid.params["v_threshold"]), [0.3, 0.4, 0.5, 0.6])
+
+
+@pytest.mark.slow  # builds two more networks; the import's population and threshold are checked in the quick loop
+def test_a_spiking_model_without_a_reset_gives_the_same_spikes_after_the_round_trip():
+    x = (np.random.default_rng(3).random((STEPS, 3)) < 0.4).astype(np.float64)
+    sims = [simulate_layers(net, x) for net in (no_reset_network(), from_nir(to_nir(no_reset_network())))]
+    rasters = [spike_raster(sim, "hid", STEPS, 4) for sim in sims]
+    assert rasters[0].sum() >= 10
+    np.testing.assert_array_equal(rasters[1], rasters[0])
+    np.testing.assert_array_equal(sims[1].recorded("out", "v"), sims[0].recorded("out", "v"))
+
+
+def simulate_layers(net, x):
+    net.add_timed_input("inp", "x", x, dt=net.dt)
+    net.record_spikes("hid")
+    net.record_var("out", "v")
+    sim = net.build()
+    sim.run(steps=x.shape[0])
+    return sim
+
+
 NETWORK_YAML = """\
 dt: 1.0
 duration: 40.0
@@ -206,6 +259,7 @@ projections:
 """
 
 
+@pytest.mark.slow  # the three commands over the round trip the quick loop checks in Python; compiles two programs
 def test_export_import_and_run_from_the_command_line(tmp_path, capsys):
     text = NETWORK_YAML.replace("X", str(X.tolist()))
     for name, w in _weights().items():

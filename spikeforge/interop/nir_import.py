@@ -17,7 +17,8 @@ them as arguments and says which it assumed (:attr:`NirImport.assumed`, logged a
 A graph that spikeforge exported names them in its metadata (``source: spikeforge``, ``dt``,
 each node's ``spikeforge_reset``, ``spikeforge_postsynaptic`` and ``spikeforge_update``): the
 import then takes spikeforge's conventions back (its dt and resets, ``exp_curr`` synapses for an
-exp_curr CubaLIF, leaky_readout's exact step, biases from the first step), so that the network
+exp_curr CubaLIF, leaky_readout's exact step, an LI and its Threshold as one population that
+spikes without a reset, biases from the first step), so that the network
 imported runs step for step as the one exported.
 
 The import builds a plain plan first (:class:`NirPlan`: the mapping that a YAML network file
@@ -304,6 +305,7 @@ class _Importer:
         self.discretisation = discretisation
         self.spikeforge = spikeforge  # the graph is spikeforge's export: invert its conventions
         self.exp_syn: dict = {}  # Cuba node exported from exp_curr -> its synapse (tau_syn, weight factor, w_in)
+        self.merged: dict = {}  # Threshold node -> the LI it spikes for (spikeforge's spiking model without reset)
         self.nodes, edges = _flattened(graph)
         self.out_edges = {n: [] for n in self.nodes}
         self.in_edges = {n: [] for n in self.nodes}
@@ -349,7 +351,8 @@ class _Importer:
         links = []
         for src in list(self.pop_of):
             for dst, path in self._walk(src, self._source_path(src), ()):
-                links.append((src, dst, path))
+                if self.merged.get(dst) != src:  # an LI and its Threshold are one population
+                    links.append((src, dst, path))
         self._check_cycles(links)
         for name, node in self.nodes.items():
             if _kind(node) in ("Affine", "Conv1d", "Conv2d"):
@@ -362,6 +365,7 @@ class _Importer:
         for out in outputs:
             self._output(out, [(s, p) for s, d, p in links if d == out])
         depth = self._depths(links)
+        depth.update({thr: depth[li] for thr, li in self.merged.items() if li in depth})
         self.info.steps_behind = {out: depth[node] for out, node in self.read_node.items() if node in depth}
         for node, b in self.node_bias.items():
             if node in self.pop_of and np.any(b != 0):
@@ -373,17 +377,33 @@ class _Importer:
             self.info.notes.append("the graph has no Output node: nothing is recorded")
         return NirPlan(self.net, self.info)
 
+    def _spiking_li(self, name, node) -> str | None:
+        """The LI (or CubaLI) a Threshold node spikes for, where spikeforge exported a spiking
+        model without a reset as the two (metadata ``spikeforge_reset: none``), else None."""
+        meta = getattr(node, "metadata", None) or {}
+        if not self.spikeforge or meta.get("spikeforge_reset") != "none" or len(self.in_edges[name]) != 1:
+            return None
+        li = self.in_edges[name][0]
+        return li if self.kind(li) in ("LI", "CubaLI") and self.out_edges[li] == [name] else None
+
     def _populations(self):
+        for name, node in self.nodes.items():
+            if _kind(node) == "Threshold" and self._spiking_li(name, node):
+                self.merged[name] = self._spiking_li(name, node)
         for name, node in self.nodes.items():
             kind = _kind(node)
             if kind not in SUPPORTED:
                 _fail(name, kind, f"primitive not supported (supported: {', '.join(SUPPORTED)})")
             if kind == "Input":
                 self._input(name, node)
+            elif name in self.merged:
+                continue
             elif kind in NEURON_PRIMITIVES:
                 self._neuron(name, node, kind)
             elif kind == "Output" and self.out_edges[name]:
                 _fail(name, kind, f"an Output has no outgoing edges (it has one to '{self.out_edges[name][0]}')")
+        for thr, li in self.merged.items():
+            self.pop_of[thr] = self.info.populations[thr] = self.pop_of[li]
 
     def _input(self, name, node):
         shape = node.input_type.get("input")
@@ -436,6 +456,15 @@ class _Importer:
             and meta.get("spikeforge_update") == "exact_step"
         spec = model_spec(kind, reset, self.discretisation, step)
         mname = model_name(kind) + ("_step" if step else "") + ("_subtract" if reset == SUBTRACT_TO_RESET else "")
+        threshold = next((t for t, li in self.merged.items() if li == name), None)
+        if threshold is not None:  # spikes while v > the Threshold's threshold, no reset
+            values = _finite(threshold, "Threshold", "threshold", self.nodes[threshold].threshold).ravel()
+            if values.size not in (1, size):
+                _fail(threshold, "Threshold", f"field 'threshold' has {values.size} values, '{name}' {size} neurons")
+            params["v_threshold"] = _compact(np.broadcast_to(values, (size,)).astype(np.float64))
+            spec["params"] = {**{p: None for p in spec["params"] if p != "bias"}, "v_threshold": None, "bias": 0.0}
+            spec["threshold"] = "v > v_threshold"
+            mname += "_threshold"
         self.net["models"].setdefault(mname, spec)
         pop = _identifier(name, self.names)
         self.net["populations"][pop] = dict(size=size, model=mname, params=params)
@@ -464,7 +493,8 @@ class _Importer:
 
     def _spiking(self, name) -> bool:
         kind = self.kind(name)
-        return kind in ("Input", "Threshold") or "v_threshold" in _MODELS[kind]["params"]
+        return kind in ("Input", "Threshold") or "v_threshold" in _MODELS[kind]["params"] \
+            or name in self.merged.values()
 
     # -- edges -> paths -------------------------------------------------------------------------
     def _source_path(self, name) -> _Path:
@@ -614,7 +644,7 @@ class _Importer:
             entry = self.net["populations"][pop]
             if self.kind(src) == "Input":
                 _fail(out, "Output", f"it reads the Input '{src}' directly; there is nothing to simulate")
-            var = "y" if self.kind(src) == "Threshold" else "v"
+            var = "y" if self.kind(src) == "Threshold" and src not in self.merged else "v"
             entry["record"] = (["spikes"] if self._spiking(src) else []) + [var]
             self.info.outputs[out] = (pop, "spikes" if self._spiking(src) else "v")
             self.read_node[out] = src
@@ -643,6 +673,7 @@ class _Importer:
         while frontier:
             changed = set()
             for src, dst, _ in links:
+                src = self.merged.get(src, src)  # a merged Threshold is its LI's population
                 d = depth.get(src, -1) + self._lag(src) if src in frontier else -1
                 if dst in self.pop_of and d >= 0 and d < depth.get(dst, d + 1):
                     depth[dst] = d
@@ -868,7 +899,8 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
 
     A graph spikeforge exported (metadata ``source: spikeforge``) imports with spikeforge's
     conventions unless ``spikeforge_metadata=False``: its dt, each node's reset, ``exp_curr``
-    synapses where its Cuba neurons came from them, and biases from the first step; the
+    synapses where its Cuba neurons came from them, an LI and its Threshold as one population
+    (a model spiking without a reset), and biases from the first step; the
     network then runs step for step as the one exported. The returned network's
     ``nir_import`` (:class:`NirImport`) names what was assumed, the population of every node,
     the inputs and the readouts. See docs/interop.md, "Import".
