@@ -216,11 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         "YAML file with the equations spelled out (docs/interop.md, \"Import\").",
     )
     nir_in.add_argument("file", metavar="FILE.nir")
-    nir_in.add_argument("--dt", type=float, required=True, help="time step, in --time-unit (NIR has none)")
+    nir_in.add_argument("--dt", type=float, help="time step, in --time-unit (NIR has none; default: the dt "
+                        "spikeforge's export wrote into the graph, required for other graphs)")
     nir_in.add_argument("--time-unit", default="s", choices=["s", "ms", "us"],
                         help="unit of the graph's times and of --dt (default: s)")
     nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"])
-    nir_in.add_argument("--reset", default="to_value", choices=["to_value", "zero", "subtract"])
+    nir_in.add_argument("--reset", choices=["to_value", "zero", "subtract"],
+                        help="reset after a spike (default: to_value, or each node's from spikeforge's metadata)")
+    nir_in.add_argument("--ignore-metadata", action="store_true",
+                        help="import a graph spikeforge exported as any other (NIR's conventions, not spikeforge's)")
     nir_in.add_argument("--precision", default="float", choices=["float", "double"])
     nir_in.add_argument("--out", required=True, metavar="NET.yaml", help="the YAML file to write")
     _add_verbose(nir_in)
@@ -623,7 +627,8 @@ def cmd_import_nir(args) -> int:
     out = Path(args.out)
     name = out.stem if out.stem.isidentifier() and not out.stem.startswith("_") else "nir"
     plan = nir_plan(args.file, args.dt, time_unit=args.time_unit, discretisation=args.discretisation,
-                    reset=args.reset, precision=args.precision, name=name)
+                    reset=args.reset, precision=args.precision, name=name,
+                    spikeforge_metadata=not args.ignore_metadata)
     _write(out, plan_yaml(plan, source=Path(args.file).name))
     print(f"wrote {out}: {plan.info.summary()}")
     for note in plan.info.notes:

@@ -157,6 +157,7 @@ class _Neuron:
     reset: str | None = None  # "value", "subtract" or None (spiking without a reset)
     v_reset: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+    leak_input: np.ndarray | None = None  # v_leak / r, worked out from the equations (a readout's bias exactly)
 
     def jump_per_step_input(self, dt: float) -> np.ndarray:
         """The jump of ``v`` that an input of 1 held for one step of ``dt`` ms gives (to first
@@ -209,8 +210,19 @@ def _neuron_env(pop, numbers: _Numbers, dt: float) -> _Env:
     return _Env(pop.model, values, dt, where)
 
 
+def _exactly(env: _Env, expr, numeric: np.ndarray, what: str, n: int) -> np.ndarray:
+    """``expr`` simplified before it is evaluated (``(1 - kappa) bias / (1 - kappa)`` is ``bias``
+    exactly), else the value worked out from the numbers."""
+    try:
+        value = env(sympy.simplify(expr), what, n)
+    except (NirExportError, TypeError, ValueError, ZeroDivisionError):
+        return numeric
+    return value if np.all(np.isfinite(value)) and np.allclose(value, numeric, rtol=1e-9, atol=0) else numeric
+
+
 def _continuous(pop, env: _Env, dt: float) -> tuple[str, tuple]:
-    """(state variable, (tau or None, r, v_leak)) of a model with one linear state variable."""
+    """(state variable, (tau or None, r, v_leak, v_leak / r)) of a model with one linear state
+    variable."""
     m, n = pop.model, pop.size
     drive = symbol(INPUT_NAME)
     states = sorted(m.vars)
@@ -228,10 +240,11 @@ def _continuous(pop, env: _Env, dt: float) -> tuple[str, tuple]:
         if np.all(b == 0):  # no leak: dv/dt = c i_syn (NIR's I and IF)
             if np.any(a != 0):
                 _refuse(pop, f"a constant drive without a leak in '{m.odes[0].source}'")
-            return v, (None, c / SECONDS_PER_MS, np.zeros(n))  # r per second
+            return v, (None, c / SECONDS_PER_MS, np.zeros(n), None)  # r per second
         if np.any(b >= 0):
             _refuse(pop, f"'{m.odes[0].source}' does not decay (its coefficient of {v} must be negative)")
-        return v, (-1.0 / b, -c / b, -a / b)
+        leak_input = _exactly(env, parts[0] / parts[2], a / c, "the leak", n) if np.all(c != 0) else None
+        return v, (-1.0 / b, -c / b, -a / b, leak_input)
     if len(m.sim_code) != 1 or m.sim_code[0].target != v:
         _refuse(pop, "no equation of its state variable" if not m.sim_code else
                 f"sim_code '{'; '.join(s.source for s in m.sim_code)}' is not one update of {v}")
@@ -243,7 +256,12 @@ def _continuous(pop, env: _Env, dt: float) -> tuple[str, tuple]:
     c0, a, b = (env(e, f"the update of {v}", n) for e in parts)
     if np.any(a <= 0) or np.any(a >= 1):
         _refuse(pop, f"'{update.source}' is not the step of a decay (its factor of {v} must lie in (0, 1))")
-    return v, (-dt / np.log(a), b / (1 - a), c0 / (1 - a))
+    # tau from the factor's expression where it is an exponential (kappa = exp(-dt / tau_m): tau_m)
+    factor = parts[1].subs({symbol(k): e for k, e in m.derived.items()})
+    tau = _exactly(env, -symbol("dt") / sympy.expand_log(sympy.log(factor), force=True), -dt / np.log(a),
+                   f"the time constant of {v}", n)
+    leak_input = _exactly(env, parts[0] / parts[2], c0 / b, "the leak", n) if np.all(b != 0) else None
+    return v, (tau, b / (1 - a), c0 / (1 - a), leak_input)
 
 
 def _threshold_and_reset(pop, env: _Env, v: str) -> tuple:
@@ -281,8 +299,10 @@ def _match_neuron(pop, numbers: _Numbers, dt: float) -> _Neuron | None:
     if isinstance(m, SpikeSourceArrayModel) or not any(sympy.sympify(f).has(drive) for f in fields):
         return None
     env = _neuron_env(pop, numbers, dt)
-    v, (tau, r, v_leak) = _continuous(pop, env, dt)
-    neuron = _Neuron(v, tau, r, v_leak, metadata={"spikeforge_model": m.name})
+    v, (tau, r, v_leak, leak_input) = _continuous(pop, env, dt)
+    neuron = _Neuron(v, tau, r, v_leak, metadata={"spikeforge_model": m.name}, leak_input=leak_input)
+    if m.sim_code:  # written as the exact step of its ODE (leaky_readout): the import can take it back so
+        neuron.metadata["spikeforge_update"] = "exact_step"
     if m.refractory is not None:
         period = env(m.refractory, "the refractory period", pop.size)
         if np.any(period != 0):
@@ -455,7 +475,7 @@ def _readout_bias(neuron: _Neuron, synapses: list[_Synapse]) -> np.ndarray | Non
         and synapses[0].kind != "exp" and np.all(neuron.r != 0)
     if not readout:
         return None
-    bias = neuron.v_leak / neuron.r
+    bias = neuron.v_leak / neuron.r if neuron.leak_input is None else neuron.leak_input
     neuron.v_leak = np.zeros_like(bias)
     return bias
 

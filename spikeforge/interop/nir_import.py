@@ -14,6 +14,12 @@ readout, and a graph nested in the graph is flattened into it.
 
 NIR leaves the time step, the unit of time and the reset to the simulator: the import takes
 them as arguments and says which it assumed (:attr:`NirImport.assumed`, logged at INFO).
+A graph that spikeforge exported names them in its metadata (``source: spikeforge``, ``dt``,
+each node's ``spikeforge_reset``, ``spikeforge_postsynaptic`` and ``spikeforge_update``): the
+import then takes spikeforge's conventions back (its dt and resets, ``exp_curr`` synapses for an
+exp_curr CubaLIF, leaky_readout's exact step, an LI and its Threshold as one population that
+spikes without a reset, biases from the first step), so that the network
+imported runs step for step as the one exported.
 
 The import builds a plain plan first (:class:`NirPlan`: the mapping that a YAML network file
 holds), and both the :class:`~spikeforge.network.Network` and the YAML text are made from it,
@@ -45,6 +51,12 @@ RESETS = {
     "zero": "v = 0",
     "subtract": "v -= v_threshold",  # snnTorch's default reset
 }
+#: the reset of a node that spikeforge exported with ``spikeforge_reset: subtract`` (``v -= x``,
+#: written as ``v_reset = v_threshold - x``): ``v -= v_threshold - v_reset`` takes ``x`` back
+SUBTRACT_TO_RESET = "subtract_to_reset"
+_RESET_CODE = {**RESETS, SUBTRACT_TO_RESET: "v -= v_threshold - v_reset"}
+#: spikeforge_reset (the export's metadata) -> the reset that inverts it
+_METADATA_RESETS = {"value": "to_value", "subtract": SUBTRACT_TO_RESET}
 NEURON_PRIMITIVES = ("LIF", "CubaLIF", "LI", "CubaLI", "IF", "I", "Threshold")
 #: nodes that multiply their input by a matrix (they mix channels)
 MIXING_PRIMITIVES = ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
@@ -114,23 +126,37 @@ READOUT_SPEC = dict(
 )
 
 
+#: LIF and LI written as their exact step, as spikeforge's leaky_readout is (a node spikeforge
+#: exported from such a model, metadata ``spikeforge_update: exact_step``): the same solution as
+#: the exact integrator's, in the arithmetic of the model exported
+_EXACT_STEP = dict(
+    derived={"kappa": "exp(-dt / tau)"},
+    sim_code="v = kappa * v + (1 - kappa) * (v_leak + r * (i_syn + bias))   # the exact step of "
+             "tau dv/dt = (v_leak - v) + R I",
+)
+
+
 def model_name(primitive: str) -> str:
     return f"nir_{primitive.lower()}"
 
 
-def model_spec(primitive: str, reset: str, discretisation: str) -> dict:
-    """The NeuronModel arguments (the YAML ``models:`` entry) of a NIR neuron primitive."""
+def model_spec(primitive: str, reset: str, discretisation: str, exact_step: bool = False) -> dict:
+    """The NeuronModel arguments (the YAML ``models:`` entry) of a NIR neuron primitive
+    (``exact_step``: a LIF or LI written as its exact step)."""
     m = _MODELS[primitive]
-    params = [p for p in m["params"] if p != "v_reset" or reset == "to_value"]
+    params = [p for p in m["params"] if p != "v_reset" or reset in ("to_value", SUBTRACT_TO_RESET)]
     spec = dict(kind="neuron", params={**dict.fromkeys(params), "bias": 0.0}, vars=dict(m["vars"]))
     if "sim_code" in m:
         spec["sim_code"] = m["sim_code"]
         spec["threshold"] = "y > threshold"
         return spec
-    spec.update(equations=m["equations"], integrator=discretisation)
+    if exact_step:
+        spec.update(_EXACT_STEP)
+    else:
+        spec.update(equations=m["equations"], integrator=discretisation)
     if "v_threshold" in m["params"]:
         spec["threshold"] = "v > v_threshold"
-        spec["reset"] = RESETS[reset]
+        spec["reset"] = _RESET_CODE[reset]
     return spec
 
 
@@ -154,9 +180,13 @@ class NirImport:
 
     def summary(self) -> str:
         a = self.assumed
-        return (f"NIR import assumed dt = {a['dt']:g} {a['time_unit']} ({a['dt_ms']:g} ms), times in "
+        text = (f"NIR import assumed dt = {a['dt']:g} {a['time_unit']} ({a['dt_ms']:g} ms), times in "
                 f"{a['time_unit']}, discretisation {a['discretisation']}, reset {a['reset']}, "
                 f"initial state 0, one step per projection")
+        if a.get("conventions") == "spikeforge":
+            text += ("; spikeforge's conventions (the graph's metadata): each node's reset, exp_curr synapses, "
+                     "biases from the first step")
+        return text
 
 
 @dataclass
@@ -267,12 +297,15 @@ def _flattened(graph, prefix=""):
 class _Importer:
     """One import: the graph's nodes (flattened, in a fixed order) and edges, and the plan it fills."""
 
-    def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name):
+    def __init__(self, graph, dt, time_unit, discretisation, reset, batch_size, precision, name, spikeforge=False):
         self.scale = TIME_UNITS[time_unit]
         self.time_unit = time_unit
         self.dt_ms = dt * self.scale
-        self.reset = reset
+        self.reset = reset  # None: each node's from spikeforge's metadata
         self.discretisation = discretisation
+        self.spikeforge = spikeforge  # the graph is spikeforge's export: invert its conventions
+        self.exp_syn: dict = {}  # Cuba node exported from exp_curr -> its synapse (tau_syn, weight factor, w_in)
+        self.merged: dict = {}  # Threshold node -> the LI it spikes for (spikeforge's spiking model without reset)
         self.nodes, edges = _flattened(graph)
         self.out_edges = {n: [] for n in self.nodes}
         self.in_edges = {n: [] for n in self.nodes}
@@ -284,7 +317,9 @@ class _Importer:
             self.in_edges[dst].append(src)
         self.nodes = self._ordered()
         self.info = NirImport(assumed=dict(dt=dt, dt_ms=self.dt_ms, time_unit=time_unit,
-                                           discretisation=discretisation, reset=reset, initial_state=0.0))
+                                           discretisation=discretisation,
+                                           reset=reset or "per node (spikeforge_reset)", initial_state=0.0,
+                                           conventions="spikeforge" if spikeforge else "nir"))
         self.net = dict(name=name, dt=self.dt_ms, batch_size=batch_size, precision=precision, models={},
                         populations={}, projections={})
         self.names: set = set()
@@ -316,7 +351,8 @@ class _Importer:
         links = []
         for src in list(self.pop_of):
             for dst, path in self._walk(src, self._source_path(src), ()):
-                links.append((src, dst, path))
+                if self.merged.get(dst) != src:  # an LI and its Threshold are one population
+                    links.append((src, dst, path))
         self._check_cycles(links)
         for name, node in self.nodes.items():
             if _kind(node) in ("Affine", "Conv1d", "Conv2d"):
@@ -329,25 +365,45 @@ class _Importer:
         for out in outputs:
             self._output(out, [(s, p) for s, d, p in links if d == out])
         depth = self._depths(links)
+        depth.update({thr: depth[li] for thr, li in self.merged.items() if li in depth})
         self.info.steps_behind = {out: depth[node] for out, node in self.read_node.items() if node in depth}
         for node, b in self.node_bias.items():
             if node in self.pop_of and np.any(b != 0):
-                self._set_bias(self.pop_of[node], b, depth.get(node, 0))
+                if node in self.exp_syn:  # NIR's constant input b of a Cuba neuron: a current w_in b, held
+                    b = b * self.exp_syn[node]["w_in"]
+                # spikeforge's own timing: a bias is there from the first step
+                self._set_bias(self.pop_of[node], b, 0 if self.spikeforge else depth.get(node, 0))
         if not self.info.outputs:
             self.info.notes.append("the graph has no Output node: nothing is recorded")
         return NirPlan(self.net, self.info)
 
+    def _spiking_li(self, name, node) -> str | None:
+        """The LI (or CubaLI) a Threshold node spikes for, where spikeforge exported a spiking
+        model without a reset as the two (metadata ``spikeforge_reset: none``), else None."""
+        meta = getattr(node, "metadata", None) or {}
+        if not self.spikeforge or meta.get("spikeforge_reset") != "none" or len(self.in_edges[name]) != 1:
+            return None
+        li = self.in_edges[name][0]
+        return li if self.kind(li) in ("LI", "CubaLI") and self.out_edges[li] == [name] else None
+
     def _populations(self):
+        for name, node in self.nodes.items():
+            if _kind(node) == "Threshold" and self._spiking_li(name, node):
+                self.merged[name] = self._spiking_li(name, node)
         for name, node in self.nodes.items():
             kind = _kind(node)
             if kind not in SUPPORTED:
                 _fail(name, kind, f"primitive not supported (supported: {', '.join(SUPPORTED)})")
             if kind == "Input":
                 self._input(name, node)
+            elif name in self.merged:
+                continue
             elif kind in NEURON_PRIMITIVES:
                 self._neuron(name, node, kind)
             elif kind == "Output" and self.out_edges[name]:
                 _fail(name, kind, f"an Output has no outgoing edges (it has one to '{self.out_edges[name][0]}')")
+        for thr, li in self.merged.items():
+            self.pop_of[thr] = self.info.populations[thr] = self.pop_of[li]
 
     def _input(self, name, node):
         shape = node.input_type.get("input")
@@ -361,10 +417,17 @@ class _Importer:
         self.info.inputs[name] = pop
         self.info.populations[name] = pop
 
+    def _reset_of(self, node) -> str:
+        """The reset of a node: the one asked for, else spikeforge's (its metadata), else NIR's."""
+        if self.reset is not None:
+            return self.reset
+        meta = getattr(node, "metadata", None) or {}
+        return _METADATA_RESETS.get(meta.get("spikeforge_reset"), "to_value")
+
     def _neuron(self, name, node, kind):
         shape_field = _SHAPE_FIELD[kind]
         size = int(np.asarray(getattr(node, shape_field)).size)
-        spec = model_spec(kind, self.reset, self.discretisation)
+        reset = self._reset_of(node)
         params = {}
         for f in _MODELS[kind]["params"]:
             values = _finite(name, kind, f, getattr(node, f))
@@ -380,24 +443,58 @@ class _Importer:
                                            f"shorter than dt (is dt in {self.time_unit}?)")
             if f in _RATES_OF.get(kind, ()):
                 values = values / self.scale
-            if f == "v_reset" and self.reset != "to_value":
+            if f == "v_reset" and reset not in ("to_value", SUBTRACT_TO_RESET):
                 if np.any(values != 0):
-                    self.info.notes.append(f"node '{name}': v_reset is not used (reset '{self.reset}')")
+                    self.info.notes.append(f"node '{name}': v_reset is not used (reset '{reset}')")
                 continue
-            params[f] = _compact(values)
-        mname = model_name(kind)
+            params[f] = values
+        meta = (getattr(node, "metadata", None) or {}) if self.spikeforge else {}
+        if kind in ("CubaLIF", "CubaLI") and meta.get("spikeforge_postsynaptic") == "exp_curr":
+            kind, params = self._exp_curr_neuron(name, kind, params)
+        params = {f: _compact(v) for f, v in params.items()}
+        step = kind in ("LIF", "LI") and self.discretisation == "exact" \
+            and meta.get("spikeforge_update") == "exact_step"
+        spec = model_spec(kind, reset, self.discretisation, step)
+        mname = model_name(kind) + ("_step" if step else "") + ("_subtract" if reset == SUBTRACT_TO_RESET else "")
+        threshold = next((t for t, li in self.merged.items() if li == name), None)
+        if threshold is not None:  # spikes while v > the Threshold's threshold, no reset
+            values = _finite(threshold, "Threshold", "threshold", self.nodes[threshold].threshold).ravel()
+            if values.size not in (1, size):
+                _fail(threshold, "Threshold", f"field 'threshold' has {values.size} values, '{name}' {size} neurons")
+            params["v_threshold"] = _compact(np.broadcast_to(values, (size,)).astype(np.float64))
+            spec["params"] = {**{p: None for p in spec["params"] if p != "bias"}, "v_threshold": None, "bias": 0.0}
+            spec["threshold"] = "v > v_threshold"
+            mname += "_threshold"
         self.net["models"].setdefault(mname, spec)
         pop = _identifier(name, self.names)
         self.net["populations"][pop] = dict(size=size, model=mname, params=params)
         self.pop_of[name] = pop
         self.info.populations[name] = pop
 
+    def _exp_curr_neuron(self, name, kind, params) -> tuple:
+        """A CubaLIF/CubaLI that spikeforge exported from ``exp_curr`` synapses, taken back: a
+        LIF/LI (``tau = tau_mem``) whose projections are ``exp_curr`` of ``tau_syn`` again.
+        The export wrote ``w_in = 1 / (1 - exp(-dt / tau_syn))`` so that a one-step input ``w``
+        raises ``I`` by ``w``; ``exp_curr``'s jump is that, ``w_in w (1 - exp(-dt / tau_syn))``,
+        which is ``w`` itself at the export's ``dt`` (the weights are not touched then)."""
+        tau_syn, w_in = params.pop("tau_syn"), params.pop("w_in")
+        factor = w_in * -np.expm1(-self.dt_ms / tau_syn)
+        factor[np.abs(factor - 1.0) <= 1e-9] = 1.0
+        if np.any(factor != 1.0):
+            self.info.notes.append(f"node '{name}': w_in is not the export's for dt = {self.dt_ms:g} ms: its "
+                                   "exp_curr weights are scaled by w_in (1 - exp(-dt / tau_syn))")
+        self.exp_syn[name] = dict(tau_syn=tau_syn, factor=factor, w_in=w_in)
+        params["tau"] = params.pop("tau_mem")
+        plain = "LIF" if kind == "CubaLIF" else "LI"
+        return plain, {f: params[f] for f in _MODELS[plain]["params"] if f in params}
+
     def _size(self, name) -> int:
         return self.net["populations"][self.pop_of[name]]["size"]
 
     def _spiking(self, name) -> bool:
         kind = self.kind(name)
-        return kind in ("Input", "Threshold") or "v_threshold" in _MODELS[kind]["params"]
+        return kind in ("Input", "Threshold") or "v_threshold" in _MODELS[kind]["params"] \
+            or name in self.merged.values()
 
     # -- edges -> paths -------------------------------------------------------------------------
     def _source_path(self, name) -> _Path:
@@ -509,6 +606,12 @@ class _Importer:
         if not self._spiking(src):
             _fail(src, self.kind(src), f"it feeds '{dst}', but it does not spike; spikeforge projections carry "
                   "spikes (read a non-spiking node through an Output)")
+        postsynaptic = "one_step_curr"
+        if dst in self.exp_syn:  # spikeforge's exp_curr, taken back
+            syn = self.exp_syn[dst]
+            postsynaptic = {"model": "exp_curr", "params": {"tau_syn": _compact(syn["tau_syn"])}}
+            if np.any(syn["factor"] != 1.0):
+                w = w * (syn["factor"][:, None] if w.ndim == 2 else syn["factor"])
         if w.ndim == 2:
             delays = path.pre_delay[None, :] + path.chan_delay[:, None] + path.delay  # (post, pre)
             nz = np.nonzero(w.T)
@@ -524,7 +627,7 @@ class _Importer:
         name = _identifier(f"{pre}_to_{post}", self.names)
         wu = "scaled" if self.kind(src) == "Input" else "static"
         proj = dict(pre=pre, post=post, connectivity=conn,
-                    weight_update=dict(model=wu, init={"w": _compact(weights)}), postsynaptic="one_step_curr")
+                    weight_update=dict(model=wu, init={"w": _compact(weights)}), postsynaptic=postsynaptic)
         d = _compact(delays)
         if not isinstance(d, float) or d:
             proj["delay"] = d
@@ -541,7 +644,7 @@ class _Importer:
             entry = self.net["populations"][pop]
             if self.kind(src) == "Input":
                 _fail(out, "Output", f"it reads the Input '{src}' directly; there is nothing to simulate")
-            var = "y" if self.kind(src) == "Threshold" else "v"
+            var = "y" if self.kind(src) == "Threshold" and src not in self.merged else "v"
             entry["record"] = (["spikes"] if self._spiking(src) else []) + [var]
             self.info.outputs[out] = (pop, "spikes" if self._spiking(src) else "v")
             self.read_node[out] = src
@@ -560,7 +663,8 @@ class _Importer:
     def _lag(self, name) -> int:
         """The steps a population's spikes take to reach the next one: one per projection, and in
         euler mode one more from a CubaLIF/CubaLI, whose v reads the current of the step before."""
-        return 2 if self.discretisation == "euler" and self.kind(name) in ("CubaLIF", "CubaLI") else 1
+        cuba = self.kind(name) in ("CubaLIF", "CubaLI") and name not in self.exp_syn
+        return 2 if self.discretisation == "euler" and cuba else 1
 
     def _depths(self, links) -> dict:
         """The steps from the Inputs to each node: the shortest way, each population adding its lag."""
@@ -569,6 +673,7 @@ class _Importer:
         while frontier:
             changed = set()
             for src, dst, _ in links:
+                src = self.merged.get(src, src)  # a merged Threshold is its LI's population
                 d = depth.get(src, -1) + self._lag(src) if src in frontier else -1
                 if dst in self.pop_of and d >= 0 and d < depth.get(dst, d + 1):
                     depth[dst] = d
@@ -679,18 +784,34 @@ def pool_matrix(name, kind, node, channels) -> np.ndarray:
 # -- public entry points --------------------------------------------------------------------------
 
 
-def _check_options(dt, time_unit, discretisation, reset):
+def _check_options(time_unit, discretisation, reset):
+    if time_unit not in TIME_UNITS:
+        raise NetworkError(f"from_nir: unknown time_unit {time_unit!r} ({', '.join(TIME_UNITS)})")
+    if discretisation not in DISCRETISATIONS:
+        raise NetworkError(f"from_nir: unknown discretisation {discretisation!r} ({', '.join(DISCRETISATIONS)})")
+    if reset is not None and reset not in RESETS:
+        raise NetworkError(f"from_nir: unknown reset {reset!r} ({', '.join(RESETS)})")
+
+
+def _check_dt(dt):
     if dt is None:
         raise NetworkError("from_nir: dt is required (NIR leaves the time step to the simulator): give dt in "
                            "time_unit, e.g. dt=1e-3 with time_unit='s'")
     if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating)) or not math.isfinite(dt) or dt <= 0:
         raise NetworkError(f"from_nir: dt must be a positive number (in time_unit), got {dt!r}")
-    if time_unit not in TIME_UNITS:
-        raise NetworkError(f"from_nir: unknown time_unit {time_unit!r} ({', '.join(TIME_UNITS)})")
-    if discretisation not in DISCRETISATIONS:
-        raise NetworkError(f"from_nir: unknown discretisation {discretisation!r} ({', '.join(DISCRETISATIONS)})")
-    if reset not in RESETS:
-        raise NetworkError(f"from_nir: unknown reset {reset!r} ({', '.join(RESETS)})")
+
+
+def spikeforge_dt(graph) -> float | None:
+    """The time step (s) that spikeforge's export wrote into a graph's metadata, or None (a graph
+    from elsewhere)."""
+    meta = getattr(graph, "metadata", None) or {}
+    if meta.get("source") != "spikeforge":
+        return None
+    try:
+        dt = float(np.asarray(meta.get("dt"), dtype=np.float64).ravel()[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dt if math.isfinite(dt) and dt > 0 else None
 
 
 def read_graph(path_or_graph):
@@ -713,12 +834,23 @@ def read_graph(path_or_graph):
         raise NetworkError(f"{path_or_graph}: cannot read a NIR graph: {why}") from None
 
 
-def nir_plan(path_or_graph, dt=None, time_unit="s", discretisation="exact", reset="to_value", batch_size=1,
-             precision="float", name="nir") -> NirPlan:
+def nir_plan(path_or_graph, dt=None, time_unit="s", discretisation="exact", reset=None, batch_size=1,
+             precision="float", name="nir", spikeforge_metadata=True) -> NirPlan:
     """The plan (a YAML network mapping and the :class:`NirImport` record) of a NIR graph."""
-    _check_options(dt, time_unit, discretisation, reset)
+    _check_options(time_unit, discretisation, reset)
     graph = read_graph(path_or_graph)
-    plan = _Importer(graph, float(dt), time_unit, discretisation, reset, batch_size, precision, name).run()
+    exported_dt = spikeforge_dt(graph) if spikeforge_metadata else None
+    spikeforge = exported_dt is not None
+    if dt is None and spikeforge:
+        dt = exported_dt * TIME_UNITS["s"] / TIME_UNITS[time_unit]
+    _check_dt(dt)
+    if reset is None and not spikeforge:
+        reset = "to_value"
+    plan = _Importer(graph, float(dt), time_unit, discretisation, reset, batch_size, precision, name,
+                     spikeforge).run()
+    if spikeforge and not math.isclose(plan.info.assumed["dt_ms"], exported_dt * TIME_UNITS["s"], rel_tol=1e-9):
+        plan.info.notes.append(f"dt = {plan.info.assumed['dt_ms']:g} ms, the graph was exported with "
+                               f"{exported_dt * TIME_UNITS['s']:g} ms")
     log.info(plan.info.summary())
     for note in plan.info.notes:
         log.info("NIR import: %s", note)
@@ -745,27 +877,36 @@ def network_from_plan(plan: NirPlan) -> Network:
         conn = q["connectivity"]
         if isinstance(conn, dict):
             conn = {"from_list": {k: tuple(int(i) for i in v) for k, v in conn["from_list"].items()}}
+        ps = q["postsynaptic"] if isinstance(q["postsynaptic"], dict) else {"model": q["postsynaptic"]}
         net.add_projection(name, q["pre"], q["post"], builtins.WEIGHT_UPDATES[q["weight_update"]["model"]],
-                           builtins.POSTSYNAPTIC[q["postsynaptic"]], conn, wu_init=q["weight_update"]["init"],
-                           delay=q.get("delay", 0.0))
+                           builtins.POSTSYNAPTIC[ps["model"]], conn, wu_init=q["weight_update"]["init"],
+                           ps_params=ps.get("params"), delay=q.get("delay", 0.0))
     net.nir_import = plan.info
     return net
 
 
-def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", reset="to_value", batch_size=1,
-             precision="float", name="nir") -> Network:
+def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", reset=None, batch_size=1,
+             precision="float", name="nir", spikeforge_metadata=True) -> Network:
     """A spikeforge :class:`~spikeforge.network.Network` from a NIR graph (or a ``.nir`` file).
 
-    ``dt`` (required) is the time step in ``time_unit`` (``s``, ``ms`` or ``us``; the unit of
-    the graph's time constants and delays). ``discretisation``: ``exact`` (the ODEs' exact
-    solution with the input held over a step) or ``euler`` (forward Euler,
-    ``v += dt/tau * (...)``, as snnTorch and Norse step). ``reset``: ``to_value`` (``v =
-    v_reset``, NIR's definition), ``zero`` (``v = 0``) or ``subtract`` (``v -= v_threshold``).
-    The returned network's ``nir_import`` (:class:`NirImport`) names what was assumed, the
-    population of every node, the inputs and the readouts. See docs/interop.md, "Import".
+    ``dt`` is the time step in ``time_unit`` (``s``, ``ms`` or ``us``; the unit of the graph's
+    time constants and delays), required but for a graph spikeforge exported (its metadata
+    holds its dt). ``discretisation``: ``exact`` (the ODEs' exact solution with the input held
+    over a step) or ``euler`` (forward Euler, ``v += dt/tau * (...)``, as snnTorch and Norse
+    step). ``reset``: ``to_value`` (``v = v_reset``, NIR's definition), ``zero`` (``v = 0``) or
+    ``subtract`` (``v -= v_threshold``); None (the default): ``to_value``, or for a graph
+    spikeforge exported each node's own (its metadata).
+
+    A graph spikeforge exported (metadata ``source: spikeforge``) imports with spikeforge's
+    conventions unless ``spikeforge_metadata=False``: its dt, each node's reset, ``exp_curr``
+    synapses where its Cuba neurons came from them, an LI and its Threshold as one population
+    (a model spiking without a reset), and biases from the first step; the
+    network then runs step for step as the one exported. The returned network's
+    ``nir_import`` (:class:`NirImport`) names what was assumed, the population of every node,
+    the inputs and the readouts. See docs/interop.md, "Import".
     """
     return network_from_plan(nir_plan(path_or_graph, dt, time_unit, discretisation, reset, batch_size,
-                                      precision, name))
+                                      precision, name, spikeforge_metadata))
 
 
 # -- YAML -------------------------------------------------------------------------------------------
