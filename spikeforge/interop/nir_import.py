@@ -118,6 +118,14 @@ def model_name(primitive: str) -> str:
     return f"nir_{primitive.lower()}"
 
 
+#: euler mode's step of CubaLIF's and CubaLI's v, run after the current's Euler step: v steps from
+#: the new current (as snnTorch's Synaptic does, ``mem = beta mem + syn`` with this step's syn), so
+#: v sees the input of its step and a recurrent CubaLIF's spikes return after one step, as in
+#: snnTorch's RSynaptic (an Euler step of both from the start of the step would take two)
+_CUBA_EULER_V = "v = v + dt / tau_mem * ((v_leak - v) + r * current)   # NIR: tau_mem dv/dt = (v_leak - v) + R I, " \
+                "an Euler step from this step's I"
+
+
 def model_spec(primitive: str, reset: str, discretisation: str) -> dict:
     """The NeuronModel arguments (the YAML ``models:`` entry) of a NIR neuron primitive."""
     m = _MODELS[primitive]
@@ -127,7 +135,10 @@ def model_spec(primitive: str, reset: str, discretisation: str) -> dict:
         spec["sim_code"] = m["sim_code"]
         spec["threshold"] = "y > threshold"
         return spec
-    spec.update(equations=m["equations"], integrator=discretisation)
+    if discretisation == "euler" and primitive in ("CubaLIF", "CubaLI"):  # the current first, then v
+        spec.update(equations=m["equations"].splitlines()[0], integrator="euler", sim_code=_CUBA_EULER_V)
+    else:
+        spec.update(equations=m["equations"], integrator=discretisation)
     if "v_threshold" in m["params"]:
         spec["threshold"] = "v > v_threshold"
         spec["reset"] = RESETS[reset]
@@ -557,19 +568,14 @@ class _Importer:
         self.info.outputs[out] = (pop, "y")
         self.read_node[out] = out
 
-    def _lag(self, name) -> int:
-        """The steps a population's spikes take to reach the next one: one per projection, and in
-        euler mode one more from a CubaLIF/CubaLI, whose v reads the current of the step before."""
-        return 2 if self.discretisation == "euler" and self.kind(name) in ("CubaLIF", "CubaLI") else 1
-
     def _depths(self, links) -> dict:
-        """The steps from the Inputs to each node: the shortest way, each population adding its lag."""
+        """The steps from the Inputs to each node: the shortest way, one step per projection."""
         depth = {n: 0 for n in self.info.inputs}
         frontier = set(depth)
         while frontier:
             changed = set()
             for src, dst, _ in links:
-                d = depth.get(src, -1) + self._lag(src) if src in frontier else -1
+                d = depth.get(src, -1) + 1 if src in frontier else -1
                 if dst in self.pop_of and d >= 0 and d < depth.get(dst, d + 1):
                     depth[dst] = d
                     changed.add(dst)
@@ -759,7 +765,8 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
     ``dt`` (required) is the time step in ``time_unit`` (``s``, ``ms`` or ``us``; the unit of
     the graph's time constants and delays). ``discretisation``: ``exact`` (the ODEs' exact
     solution with the input held over a step) or ``euler`` (forward Euler,
-    ``v += dt/tau * (...)``, as snnTorch and Norse step). ``reset``: ``to_value`` (``v =
+    ``v += dt/tau * (...)``, as snnTorch steps; a CubaLIF's current first, then v from the new
+    current, as snnTorch's Synaptic). ``reset``: ``to_value`` (``v =
     v_reset``, NIR's definition), ``zero`` (``v = 0``) or ``subtract`` (``v -= v_threshold``).
     The returned network's ``nir_import`` (:class:`NirImport`) names what was assumed, the
     population of every node, the inputs and the readouts. See docs/interop.md, "Import".
