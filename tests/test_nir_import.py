@@ -131,8 +131,8 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
     for n in range(STEPS):
         i_lif, s_in = input_at(n)
         v = v + DT / p["tau"] * ((p["v_leak"] - v) + p["r"] * i_lif)
-        cur, vc = (cur + DT / c["tau_syn"] * (-cur + c["w_in"] * s_in),
-                   vc + DT / c["tau_mem"] * ((c["v_leak"] - vc) + c["r"] * cur))  # both from the old state
+        cur = cur + DT / c["tau_syn"] * (-cur + c["w_in"] * s_in)
+        vc = vc + DT / c["tau_mem"] * ((c["v_leak"] - vc) + c["r"] * cur)  # v from this step's current
         s_lif.append(v > p["v_threshold"])
         s_cuba.append(vc > c["v_threshold"])
         v = np.where(s_lif[-1], v - p["v_threshold"], v)
@@ -162,15 +162,68 @@ def test_euler_mode_equals_forward_euler_and_subtract_resets_by_the_threshold():
     np.testing.assert_array_equal(spikes["lif"][1:STEPS - 1], same_step_1)
     np.testing.assert_array_equal(spikes["lif_2"][2:], same_step_2)
     np.testing.assert_allclose(sim.recorded("lif_2", "v")[2:, 0], mem_2, rtol=0, atol=1e-12)
-    # snnTorch's Synaptic (syn = alpha syn + S; mem = beta mem + syn, the new syn) runs two steps
-    # behind: one for the projection, one as explicit Euler's v reads the current of the step before.
+    # snnTorch's Synaptic (syn = alpha syn + S; mem = beta mem + syn, the new syn) runs one step
+    # behind, for the projection, as a LIF does: euler mode steps v from the step's new current.
     syn, mem, same_step_cuba = np.zeros(2), np.zeros(2), []
-    for _ in range(STEPS - 2):
+    for _ in range(STEPS - 1):
         syn = (1 - DT / c["tau_syn"]) * syn + DT / c["tau_syn"] * c["w_in"] * (W_CUBA @ X)
         mem = (1 - DT / c["tau_mem"]) * mem + DT / c["tau_mem"] * (c["v_leak"] + c["r"] * syn)
         same_step_cuba.append(mem > c["v_threshold"])
         mem = np.where(same_step_cuba[-1], mem - c["v_threshold"], mem)
-    np.testing.assert_array_equal(spikes["cuba"][2:], same_step_cuba)
+    np.testing.assert_array_equal(spikes["cuba"][1:], same_step_cuba)
+
+
+def test_a_recurrent_cubalif_in_euler_mode_is_snntorchs_rsynaptic_one_step_behind():
+    # snnTorch's export of RSynaptic (all to all, its recurrent Linear with a bias) and a Leaky after
+    # it: r = tau / dt and w_in = tau_syn / dt, so euler mode steps syn = alpha syn + I and
+    # mem = beta mem + syn. snnTorch feeds the recurrent spikes of step t - 1 into step t's syn and
+    # mem: the loop takes one step, in spikeforge too (v steps from the step's new current).
+    rng = np.random.default_rng(5)
+    n_in, n, n_out, steps, dt = 3, 6, 2, 80, 1e-4
+    alpha, beta, beta_out = 0.8, 0.9, 0.85
+    w1, b1 = rng.normal(0.0, 0.12, (n, n_in)), rng.normal(0.0, 0.01, n)
+    wr, br = rng.normal(0.0, 0.08, (n, n)), rng.normal(0.0, 0.005, n)
+    w2 = rng.normal(0.4, 0.3, (n_out, n))
+    tau_syn, tau_mem, tau_out = dt / (1 - alpha), dt / (1 - beta), dt / (1 - beta_out)
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([n_in])), "fc1": nir.Affine(weight=w1, bias=b1),
+               "lif": nir.CubaLIF(tau_syn=np.full(n, tau_syn), tau_mem=np.full(n, tau_mem), r=np.full(n, tau_mem / dt),
+                                  v_leak=np.zeros(n), v_threshold=np.ones(n), w_in=np.full(n, tau_syn / dt)),
+               "w_rec": nir.Affine(weight=wr, bias=br), "fc2": nir.Linear(weight=w2),
+               "out": nir.LIF(tau=np.full(n_out, tau_out), r=np.full(n_out, tau_out / dt), v_leak=np.zeros(n_out),
+                              v_threshold=np.ones(n_out)),
+               "output": nir.Output(output_type=np.array([n_out]))},
+        edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "fc2"),
+               ("fc2", "out"), ("out", "output")])
+    net = from_nir(graph, dt=dt, discretisation="euler", reset="subtract", precision="double")
+    assert net.nir_import.steps_behind == {"output": 2}
+    x = rng.random((steps, n_in))
+    net.add_timed_input("input", "x", np.vstack([x, np.zeros((1, n_in))]), dt=net.dt)
+    net.record_spikes("lif")
+    sim = net.build()
+    sim.run(steps=steps + 2)
+    got = {}
+    for pop, size in (("lif", n), ("out", n_out)):
+        got[pop] = np.zeros((steps + 2, size), bool)
+        times, ids = sim.spikes(pop)[0]
+        got[pop][np.round(times / net.dt).astype(int), ids] = True
+    syn, mem, z, mem_out = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n_out)
+    want_hid, want_out, v_out = [], [], []
+    for t in range(steps):  # snnTorch's order, the reset by subtraction in the step of the spike
+        syn = alpha * syn + (w1 @ x[t] + b1) + (wr @ z + br)
+        mem = beta * mem + syn
+        z = (mem > 1.0).astype(float)
+        mem -= z
+        mem_out = beta_out * mem_out + w2 @ z
+        s_out = mem_out > 1.0
+        mem_out = np.where(s_out, mem_out - 1.0, mem_out)
+        want_hid.append(z > 0)
+        want_out.append(s_out)
+        v_out.append(mem_out)
+    assert 0.05 < np.mean(want_hid) < 0.6 and np.sum(want_out) >= 5
+    np.testing.assert_array_equal(got["lif"][1:steps + 1], want_hid)
+    np.testing.assert_array_equal(got["out"][2:], want_out)
+    np.testing.assert_allclose(sim.recorded("out", "v")[2:, 0], v_out, rtol=0, atol=1e-9)
 
 
 def test_a_bias_is_switched_on_when_the_input_first_reaches_its_population():
@@ -178,11 +231,11 @@ def test_a_bias_is_switched_on_when_the_input_first_reaches_its_population():
     graph.nodes.update({"affine_3": nir.Affine(weight=np.eye(2), bias=np.array([0.3, 0.3])), "lif_3": _lif(),
                         "out_3": nir.Output(output_type=np.array([2]))})
     graph.edges += [("cuba", "affine_3"), ("affine_3", "lif_3"), ("lif_3", "out_3")]
-    for discretisation, after_cuba in (("exact", 2), ("euler", 3)):
+    for discretisation in ("exact", "euler"):  # one step per projection, after a CubaLIF too
         plan = nir_plan(graph, dt=DT, discretisation=discretisation)
-        assert plan.info.steps_behind == {"out_lif": 1, "out_cuba": 1, "output_lif_2": 2, "out_3": after_cuba}
+        assert plan.info.steps_behind == {"out_lif": 1, "out_cuba": 1, "output_lif_2": 2, "out_3": 2}
         populations = plan.network["populations"]
-        for pop, steps, bias in (("lif", 1, B_LIF), ("lif_2", 2, B_2), ("lif_3", after_cuba, 0.3)):
+        for pop, steps, bias in (("lif", 1, B_LIF), ("lif_2", 2, B_2), ("lif_3", 2, 0.3)):
             rows = populations[pop]["timed_inputs"]["bias"]["values"]  # zeros, then the bias from then on
             assert len(rows) == steps + 1 and not np.any(rows[:steps])
             np.testing.assert_array_equal(rows[steps], bias)

@@ -140,6 +140,14 @@ def model_name(primitive: str) -> str:
     return f"nir_{primitive.lower()}"
 
 
+#: euler mode's step of CubaLIF's and CubaLI's v, run after the current's Euler step: v steps from
+#: the new current (as snnTorch's Synaptic does, ``mem = beta mem + syn`` with this step's syn), so
+#: v sees the input of its step and a recurrent CubaLIF's spikes return after one step, as in
+#: snnTorch's RSynaptic (an Euler step of both from the start of the step would take two)
+_CUBA_EULER_V = "v = v + dt / tau_mem * ((v_leak - v) + r * current)   # NIR: tau_mem dv/dt = (v_leak - v) + R I, " \
+                "an Euler step from this step's I"
+
+
 def model_spec(primitive: str, reset: str, discretisation: str, exact_step: bool = False) -> dict:
     """The NeuronModel arguments (the YAML ``models:`` entry) of a NIR neuron primitive
     (``exact_step``: a LIF or LI written as its exact step)."""
@@ -152,6 +160,8 @@ def model_spec(primitive: str, reset: str, discretisation: str, exact_step: bool
         return spec
     if exact_step:
         spec.update(_EXACT_STEP)
+    elif discretisation == "euler" and primitive in ("CubaLIF", "CubaLI"):  # the current first, then v
+        spec.update(equations=m["equations"].splitlines()[0], integrator="euler", sim_code=_CUBA_EULER_V)
     else:
         spec.update(equations=m["equations"], integrator=discretisation)
     if "v_threshold" in m["params"]:
@@ -660,21 +670,15 @@ class _Importer:
         self.info.outputs[out] = (pop, "y")
         self.read_node[out] = out
 
-    def _lag(self, name) -> int:
-        """The steps a population's spikes take to reach the next one: one per projection, and in
-        euler mode one more from a CubaLIF/CubaLI, whose v reads the current of the step before."""
-        cuba = self.kind(name) in ("CubaLIF", "CubaLI") and name not in self.exp_syn
-        return 2 if self.discretisation == "euler" and cuba else 1
-
     def _depths(self, links) -> dict:
-        """The steps from the Inputs to each node: the shortest way, each population adding its lag."""
+        """The steps from the Inputs to each node: the shortest way, one step per projection."""
         depth = {n: 0 for n in self.info.inputs}
         frontier = set(depth)
         while frontier:
             changed = set()
             for src, dst, _ in links:
                 src = self.merged.get(src, src)  # a merged Threshold is its LI's population
-                d = depth.get(src, -1) + self._lag(src) if src in frontier else -1
+                d = depth.get(src, -1) + 1 if src in frontier else -1
                 if dst in self.pop_of and d >= 0 and d < depth.get(dst, d + 1):
                     depth[dst] = d
                     changed.add(dst)
@@ -893,7 +897,8 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
     time constants and delays), required but for a graph spikeforge exported (its metadata
     holds its dt). ``discretisation``: ``exact`` (the ODEs' exact solution with the input held
     over a step) or ``euler`` (forward Euler, ``v += dt/tau * (...)``, as snnTorch and Norse
-    step). ``reset``: ``to_value`` (``v = v_reset``, NIR's definition), ``zero`` (``v = 0``) or
+    step; a CubaLIF's current first, then v from the new current, as snnTorch's Synaptic).
+    ``reset``: ``to_value`` (``v = v_reset``, NIR's definition), ``zero`` (``v = 0``) or
     ``subtract`` (``v -= v_threshold``); None (the default): ``to_value``, or for a graph
     spikeforge exported each node's own (its metadata).
 
