@@ -11,7 +11,7 @@ that change the network; the warm-start cache keeps its result under a hash of e
   path (relative ``file:`` names and the default network name depend on it) and the
   content of every file a ``file:`` key names;
 * the spikeforge version and the text of its code and templates (built-in models, code
-  generator, runtime);
+  generator, runtime), and which copies of sympy, Jinja2, numpy and PyYAML are installed;
 * the backend, batch size and seed given on the command line;
 * the compiler, its flags, the machine and CPU (:func:`spikeforge.runtime.build.toolchain_fingerprint`).
 
@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import SpikeforgeError
 from .runtime.build import cache_dir, cached_source, toolchain_fingerprint
 
 log = logging.getLogger("spikeforge.warm")
@@ -75,6 +76,23 @@ def code_fingerprint() -> str:
                 h.update(f"{path.relative_to(root).as_posix()}\n".encode())
                 h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def library_fingerprint() -> list:
+    """Which copies of the libraries the full path computes with (the code generator's sympy and
+    Jinja2, numpy, the YAML parser), found without importing them: each package's ``__init__``
+    file, its size and time, which an upgrade changes."""
+    import importlib.util
+
+    out = []
+    for name in ("sympy", "jinja2", "numpy", "yaml"):
+        try:
+            origin = importlib.util.find_spec(name).origin
+            st = os.stat(origin)
+            out.append([name, origin, st.st_size, st.st_mtime_ns])
+        except (AttributeError, ImportError, OSError, TypeError, ValueError):
+            out.append([name, None])
+    return out
 
 
 def _canonical(node):
@@ -123,7 +141,8 @@ def run_key(path, *, backend: str | None, batch_size: int | None, seed: int | No
         toolchain = toolchain_fingerprint()
     except Exception:  # no compiler: the full path says so
         return None
-    blob = json.dumps([WARM_FORMAT_VERSION, code_fingerprint(), toolchain, str(path), _canonical(tree),
+    blob = json.dumps([WARM_FORMAT_VERSION, code_fingerprint(), library_fingerprint(), toolchain, str(path),
+                       _canonical(tree),
                        sorted(files.items()), backend, batch_size, seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -226,7 +245,7 @@ class StoredNetwork:
     :class:`~spikeforge.network.Network`, and ``build`` from the stored spec and library.
     Anything else (the models, ``value_parts`` for ``set_param``) loads the file in full."""
 
-    def __init__(self, facts: dict, spec, source: str, initial_values, path: str, options: dict):
+    def __init__(self, facts: dict, spec, source: str, initial_values, path: str, options: dict, entry: Path):
         self.name, self.dt, self.seed = facts["name"], float(facts["dt"]), int(facts["seed"])
         self.precision, self.batch_size = facts["precision"], int(facts["batch_size"])
         self.populations = {p["name"]: StoredPopulation(p["name"], int(p["size"]), bool(p["record_spikes"]))
@@ -235,7 +254,7 @@ class StoredNetwork:
         self.recorded_vars = [tuple(r) for r in facts["recorded_vars"]]
         self.backend = facts["backend"]
         self.spec, self.source, self.initial_values = spec, source, initial_values
-        self._path, self._options, self._full = path, options, None
+        self._path, self._options, self._full, self.entry = path, options, None, entry
         self.read_seconds = 0.0
 
     def full(self):
@@ -264,8 +283,16 @@ class StoredNetwork:
         if backend != self.backend or (batch_size is not None and batch_size != self.batch_size):
             return self.full().build(backend=backend, batch_size=batch_size, **options)
         sources = get_backend(backend).sources(self.spec, self.source)
-        sim = Simulation(self, backend=backend, spec=self.spec, sources=sources,
-                         initial_values=self.initial_values, **options)
+        try:
+            sim = Simulation(self, backend=backend, spec=self.spec, sources=sources,
+                             initial_values=self.initial_values, **options)
+        except SpikeforgeError:
+            raise  # the user's or the machine's (memory, compiler): the full path would say the same
+        except (RuntimeError, KeyError, IndexError, ValueError) as exc:  # the entry does not fit its library
+            log.warning("warm-start entry %s does not fit its library (%s); removed, the next run writes it "
+                        "again", self.entry, exc)
+            _remove(self.entry)
+            return self.full().build(backend=backend, **options)
         sim.build_seconds += self.read_seconds  # the key and the entry: part of the build
         return sim
 
@@ -331,7 +358,7 @@ class WarmStart:
         for name, values in [*params.items(), *host_vars]:
             if np.asarray(values).size != int(np.prod(by_name[name].shape(int(facts["batch_size"])))):
                 raise ValueError(f"stored values of {name!r} have the wrong size")
-        net = StoredNetwork(facts, spec, source, (params, host_vars), self.path, self.options)
+        net = StoredNetwork(facts, spec, source, (params, host_vars), self.path, self.options, self.entry)
         cfg = StoredRunConfig(run["duration"], run["backend"], None if run["save"] is None else Path(run["save"]),
                               run["spike_inputs"])
         return net, cfg
@@ -388,13 +415,13 @@ class WarmStart:
         meta = {"format": WARM_FORMAT_VERSION, "key": self.key, "library_key": library_key,
                 "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
                 "arrays_sha256": hashlib.sha256(blob).hexdigest(), "data_sha256": _digest(packed), "data": packed}
+        if self.entry.exists():  # another run published it meanwhile (a damaged one was removed when read)
+            return
         tmp = Path(tempfile.mkdtemp(prefix=f"{self.key}.tmp-", dir=parent))
         try:
             (tmp / "arrays.npz").write_bytes(blob)
             (tmp / "entry.json").write_text(json.dumps(meta))
-            if self.entry.exists():
-                _remove(self.entry)  # a damaged one (a good one is never written twice)
-            os.rename(tmp, self.entry)  # atomic publish
+            os.rename(tmp, self.entry)  # atomic publish; fails if another run published first
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             if not self.entry.exists():

@@ -9,8 +9,10 @@ runs it) into a cache of the test's own; a small wrapper records which modules i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +160,7 @@ def test_the_second_run_imports_neither_sympy_nor_jinja2_and_gives_the_same_resu
     "spec",
     pytest.param("truncated", marks=pytest.mark.slow),  # the same fallback, other damage
     pytest.param("arrays", marks=pytest.mark.slow),
+    pytest.param("mismatch", marks=pytest.mark.slow),
 ])
 def test_a_damaged_entry_falls_back_to_the_full_path_and_is_written_again(cold, tmp_path, damage):
     path, cache, first = cold
@@ -166,6 +169,11 @@ def test_a_damaged_entry_falls_back_to_the_full_path_and_is_written_again(cold, 
     if damage == "spec":  # still valid JSON, still a well-formed spec: another seed
         data = json.loads(meta.read_text())
         data["data"]["spec"]["seed"] += 1
+        meta.write_text(json.dumps(data))
+    elif damage == "mismatch":  # checksums right, but an array fewer than the library has
+        data = json.loads(meta.read_text())
+        data["data"]["spec"]["arrays"].pop()
+        data["data_sha256"] = hashlib.sha256(json.dumps(data["data"], sort_keys=True).encode()).hexdigest()
         meta.write_text(json.dumps(data))
     elif damage == "truncated":
         meta.write_text(meta.read_text()[:200])
@@ -176,8 +184,11 @@ def test_a_damaged_entry_falls_back_to_the_full_path_and_is_written_again(cold, 
 
     fallback = run(path, cache, tmp_path / "fallback.npz")
     assert set(fallback["heavy"]) == set(HEAVY)
-    assert "damaged" in fallback["stderr"]
+    assert "warm-start entry" in fallback["stderr"]
     assert_same_recordings(first, fallback)
+    if damage == "mismatch":  # found out once the library is loaded: removed, written by the next run
+        assert entries(cache) == []
+        run(path, cache, tmp_path / "rewrite.npz")
 
     again = run(path, cache, tmp_path / "again.npz")  # written again: a warm start once more
     assert again["heavy"] == []
@@ -244,3 +255,23 @@ def test_a_changed_file_is_a_miss_with_the_right_results(cold, tmp_path, change)
     # the full path on its own (no warm entries at all) agrees
     full = run(changed, tmp_path / "other-cache", tmp_path / "full.npz")
     assert_same_recordings(miss, full)
+
+
+@pytest.mark.slow  # compiles again
+def test_a_library_gone_from_the_compile_cache_is_a_miss_and_the_entry_serves_again(cold, tmp_path):
+    path, cache, first = cold
+    (entry,) = entries(cache)
+    library_key = json.loads((entry / "entry.json").read_text())["library_key"]
+    library = cache / library_key[:2] / library_key
+    assert (library / "source.cpp").is_file()
+    shutil.rmtree(library)
+
+    miss = run(path, cache, tmp_path / "miss.npz")
+    assert set(miss["heavy"]) == set(HEAVY) and miss["summary"]["from_cache"] is False
+    assert "warm-start entry" not in miss["stderr"]  # not damage: nothing to report
+    assert_same_recordings(first, miss)
+    assert entries(cache) == [entry]
+
+    warm = run(path, cache, tmp_path / "warm.npz")
+    assert warm["heavy"] == []
+    assert_same_recordings(first, warm)
