@@ -275,3 +275,31 @@ def test_a_library_gone_from_the_compile_cache_is_a_miss_and_the_entry_serves_ag
     warm = run(path, cache, tmp_path / "warm.npz")
     assert warm["heavy"] == []
     assert_same_recordings(first, warm)
+
+
+@pytest.mark.slow  # loads the network in full, twice
+def test_a_warm_simulation_changes_parameters_as_a_built_one(cold, monkeypatch):
+    """What the stored network does not hold (the models, for set_param and the values computed
+    again at reset) comes from the file, loaded when first needed."""
+    from spikeforge.config import load_file
+    from spikeforge.warm import WarmStart
+
+    path, cache, _ = cold
+    monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(cache))
+
+    def run_twice(net, cfg):
+        sim = net.build("cpu")
+        cfg.apply_inputs(sim)
+        sim.run(duration=10.0)
+        sim.set_param("drv_exc", "w", 5.0)
+        sim.reset()
+        cfg.apply_inputs(sim)
+        sim.run(duration=40.0)
+        return sim.spike_counts(), sim.recorded("exc", "v"), sim.get_param("drv_exc", "w")
+
+    warm = WarmStart.for_run(path, backend=None, batch_size=None, seed=None).load()
+    assert warm is not None
+    counts, v, w = run_twice(*warm)
+    full_counts, full_v, full_w = run_twice(*load_file(path))
+    assert counts == full_counts and w == full_w == 5.0
+    np.testing.assert_array_equal(v, full_v)
