@@ -95,6 +95,11 @@ class Backend:
         """render -> build -> load, with each option given to its step."""
         raise NotImplementedError
 
+    def sources(self, spec: NetworkSpec, text: str) -> Sources:
+        """The sources of ``spec`` as they were rendered (``text``), without rendering them
+        (backends with ``warm_start``)."""
+        raise NotImplementedError
+
     def describe(self, spec: NetworkSpec) -> str:
         """What is being built, for the 'compiling ...' line and build errors."""
         return f"network '{spec.name}' ({self.name})"
