@@ -268,23 +268,38 @@ def _setup_logging(verbose: bool) -> None:
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def cmd_run(args) -> int:
+def _load_run(args):
+    """The network and run settings of ``args.file``, and where to keep a cold build for the
+    next run (None when there is nowhere, or when this is a warm start). A file run before with
+    the same code, compiler and options comes from the warm-start cache, without sympy or
+    Jinja2 (docs/backends.md, "Warm start")."""
+    from .warm import WarmStart
+
+    warm = WarmStart.for_run(args.file, backend=args.backend, batch_size=args.batch_size, seed=args.seed)
+    stored = warm.load() if warm is not None else None
+    if stored is not None:
+        return (*stored, None)
     from .config import load_file
 
     net, cfg = load_file(args.file, batch_size=args.batch_size, seed=args.seed)
+    if not any(p.record_spikes for p in net.populations.values()) and not net.recorded_vars:
+        # Nothing recorded at all: record the spikes of every spiking population.
+        net.record_spikes(*(p.name for p in net.populations.values() if p.model.spiking))
+    return net, cfg, warm
+
+
+def cmd_run(args) -> int:
+    net, cfg, keep_for = _load_run(args)
     duration = args.duration if args.duration is not None else cfg.duration
     if duration is None:
         raise CliError(f"{args.file}: no duration: set `duration:` (ms) in the file or pass --duration")
     if args.duration is not None:  # the file's duration was checked by the loader
-        from .network import steps_for_duration
+        from .timed import steps_for_duration
 
         try:
             steps_for_duration(duration, net.dt)
         except SpikeforgeError as exc:
             raise CliError(f"--duration: {exc}") from None
-    if not any(p.record_spikes for p in net.populations.values()) and not net.recorded_vars:
-        # Nothing recorded at all: record the spikes of every spiking population.
-        net.record_spikes(*(p.name for p in net.populations.values() if p.model.spiking))
     backend = args.backend or cfg.backend
     save = args.save if args.save is not None else cfg.save
 
@@ -293,10 +308,14 @@ def cmd_run(args) -> int:
     level = compiling.level
     compiling.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
+        keep = {"keep_initial_values": True} if keep_for is not None else {}
         sim = net.build(backend=backend, threads=args.threads, on_nonfinite="raise" if args.strict else "warn",
-                        check_every=args.check_finite_every, progress=False if quiet else (args.progress or None))
+                        check_every=args.check_finite_every, progress=False if quiet else (args.progress or None),
+                        **keep)
     finally:
         compiling.setLevel(level)
+    if keep_for is not None:
+        keep_for.store(net, cfg, sim, backend)
     interrupted = False
     try:
         cfg.apply_inputs(sim)

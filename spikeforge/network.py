@@ -20,7 +20,7 @@ from .models.neuron import NeuronModel
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .models.variables import Var
 from .recording import VarRecording, check_every, neuron_selection
-from .timed import TimedArray, make_timed_array
+from .timed import TimedArray, make_timed_array, steps_for_duration
 from .values import ValueSpecs, bind_values, bind_var_inits
 
 PRECISIONS = ("float", "double")
@@ -45,18 +45,6 @@ def check_identifier(name, what: str, in_code: bool = True) -> str:
     if in_code and name in _CXX_RESERVED:
         raise NetworkError(f"{what} name {name!r} is reserved in generated code; choose another")
     return name
-
-
-def steps_for_duration(duration: float, dt: float) -> int:
-    """The number of steps of ``dt`` ms in ``duration`` ms, which must be a multiple of dt
-    (to a relative 1e-9: ``1000`` with dt ``0.1`` is 10000 steps; ``0.05`` is refused
-    rather than run as 0 or 1 steps)."""
-    steps = round(duration / dt)
-    if abs(steps * dt - duration) > 1e-9 * max(abs(duration), dt):
-        lower, upper = math.floor(duration / dt), math.ceil(duration / dt)
-        options = " or ".join(f"{n * dt:g} ms ({n} step{'s' * (n != 1)})" for n in (lower, upper) if n > 0)
-        raise NetworkError(f"duration {duration:g} ms is not a multiple of dt = {dt:g} ms (nearest: {options})")
-    return int(steps)
 
 
 # -- connectivity -----------------------------------------------------------------------
@@ -786,5 +774,5 @@ class Network:
 
 __all__ = [
     "Network", "Population", "Projection", "CurrentSource", "PoissonInput", "Dense", "OneToOne", "FixedProbability",
-    "FromList", "Model",
+    "FromList", "Model", "steps_for_duration",
 ]

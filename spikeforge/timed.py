@@ -83,6 +83,18 @@ class TimedArray:
         return np.array([self.dt / sim_dt, float(self.rows)], dtype=np.float64)
 
 
+def steps_for_duration(duration: float, dt: float) -> int:
+    """The number of steps of ``dt`` ms in ``duration`` ms, which must be a multiple of dt
+    (to a relative 1e-9: ``1000`` with dt ``0.1`` is 10000 steps; ``0.05`` is refused
+    rather than run as 0 or 1 steps)."""
+    steps = round(duration / dt)
+    if abs(steps * dt - duration) > 1e-9 * max(abs(duration), dt):
+        lower, upper = math.floor(duration / dt), math.ceil(duration / dt)
+        options = " or ".join(f"{n * dt:g} ms ({n} step{'s' * (n != 1)})" for n in (lower, upper) if n > 0)
+        raise NetworkError(f"duration {duration:g} ms is not a multiple of dt = {dt:g} ms (nearest: {options})")
+    return int(steps)
+
+
 def make_timed_array(value, where: str) -> TimedArray:
     """A TimedArray, or a ``(values, dt)`` pair / ``{"values": ..., "dt": ...}`` mapping."""
     if isinstance(value, TimedArray):

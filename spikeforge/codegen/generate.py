@@ -24,7 +24,7 @@ from ..models.variables import Constant, is_generated
 from ..timed import ROW_TOLERANCE_STEPS
 from .cprint import CPrinter, Hoister, literal
 from .integrate import integrate
-from .ir import Access, ArraySpec, KernelSpec, Line, NetworkSpec
+from .ir import Access, ArraySpec, KernelSpec, Line, NetworkSpec, param_array_name
 
 log = logging.getLogger("spikeforge.codegen")
 
@@ -332,12 +332,6 @@ def _poisson_input_line(w: _KernelWriter, pi, dt: float, held: bool = False) -> 
         return Line(f"{pi.target} += _refractory ? (scalar)0 : {increment};",
                     comment + f"; none while refractory ({pi.target} is flagged unless refractory)")
     return Line(f"{pi.target} += {increment};", comment)
-
-
-def param_array_name(owner: str, part: str, name: str) -> str:
-    """The array of a parameter read at run time (``exc_p_c``; ``proj_ps_p_tau`` for a
-    projection's postsynaptic parameter)."""
-    return f"{owner}_{'ps_' if part == 'postsynaptic' else ''}p_{name}"
 
 
 def _read_params(w: _KernelWriter, reads: list[str]) -> list[str]:

@@ -8,8 +8,16 @@ same spec renders into a C++ loop or a CUDA thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..models.variables import Initializer
+if TYPE_CHECKING:  # the models load sympy: a spec read back from the warm-start cache needs none
+    from ..models.variables import Initializer
+
+
+def param_array_name(owner: str, part: str, name: str) -> str:
+    """The array of a parameter read at run time (``exc_p_c``; ``proj_ps_p_tau`` for a
+    projection's postsynaptic parameter)."""
+    return f"{owner}_{'ps_' if part == 'postsynaptic' else ''}p_{name}"
 
 
 @dataclass

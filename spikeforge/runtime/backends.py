@@ -70,6 +70,10 @@ class Backend:
     gpu: bool = False
     #: Host bytes of one (empty) per-instance spike recorder (see runtime.memory).
     spike_recorder_bytes: int = 64
+    #: A run may start from the warm-start cache (spikeforge.warm): the backend reads
+    #: no more of the spec than its arrays, populations and recordings, and ``create`` takes
+    #: the compiled text back as ``sources=`` (rendered again otherwise).
+    warm_start: bool = False
     description: str = ""
 
     def render(self, spec: NetworkSpec, block_sizes: dict | None = None) -> Sources:
@@ -91,6 +95,11 @@ class Backend:
         """render -> build -> load, with each option given to its step."""
         raise NotImplementedError
 
+    def sources(self, spec: NetworkSpec, text: str) -> Sources:
+        """The sources of ``spec`` as they were rendered (``text``), without rendering them
+        (backends with ``warm_start``)."""
+        raise NotImplementedError
+
     def describe(self, spec: NetworkSpec) -> str:
         """What is being built, for the 'compiling ...' line and build errors."""
         return f"network '{spec.name}' ({self.name})"
@@ -109,6 +118,7 @@ class _Cpu(Backend):
     name = "cpu"
     target = "cpu"
     spike_recorder_bytes = 24  # a std::vector per instance
+    warm_start = True
     description = "generated C++ (OpenMP over the batch), built by the system C++ compiler"
 
     def render(self, spec, block_sizes=None):
@@ -133,7 +143,12 @@ class _Cpu(Backend):
 
     def create(self, spec, batch_size, **options):
         options.pop("block_sizes", None)  # no CUDA blocks here
-        return self.load(self.build(self.render(spec)), spec, batch_size, **options)
+        sources = options.pop("sources", None) or self.render(spec)
+        return self.load(self.build(sources), spec, batch_size, **options)
+
+    def sources(self, spec, text: str) -> Sources:
+        """The sources of ``spec`` as they were rendered (``text``), without rendering them."""
+        return Sources(self.name, spec, {f"{spec.name}.cpp": text}, text)
 
 
 class _CudaEmu(Backend):

@@ -51,9 +51,11 @@ __all__ = [
     "build_shared_library",
     "cache_dir",
     "cache_key",
+    "cached_source",
     "compiler_identity",
     "find_cxx_compiler",
     "load_library",
+    "toolchain_fingerprint",
 ]
 
 log = logging.getLogger("spikeforge.build")
@@ -284,6 +286,22 @@ def cache_key(
     """The key ``build_shared_library`` would use for these arguments."""
     cxx, flags = _resolve(name, flags, cxx)
     return _key(source, name, flags, cxx)
+
+
+def toolchain_fingerprint(flags: Sequence[str] | None = None, cxx: str | None = None) -> str:
+    """What, besides the source, names a library in the cache: the cache format, the compiler,
+    the flags, the machine and (with -march=native) the CPU."""
+    cxx, flags = _resolve("model", flags, cxx)
+    return json.dumps([CACHE_FORMAT_VERSION, compiler_identity(cxx), " ".join(flags), platform.machine(),
+                       cpu_fingerprint() if "-march=native" in flags else ""])
+
+
+def cached_source(key: str, source_name: str = "source.cpp") -> str | None:
+    """The source a published entry was built from, or None when there is no such entry."""
+    try:
+        return (cache_dir() / key[:2] / key / source_name).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _sha256_file(path: Path) -> str:

@@ -4,10 +4,12 @@ the system C++ compiler, state in numpy arrays the library works on in place."""
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..codegen.ir import NetworkSpec
+if TYPE_CHECKING:
+    from ..codegen.ir import NetworkSpec
 
 _NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
 

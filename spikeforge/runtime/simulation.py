@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.generate import generate, param_array_name
+from ..codegen.ir import param_array_name
 from ..errors import NetworkError, NonFiniteStateError, NonFiniteStateWarning
 from ..fileio import atomic_savez
-from ..models.parameters import check_parameter_values
-from ..models.variables import is_generated
 from ..recording import recorded_steps, rows_between
 from ..timed import make_timed_array
-from ..values import host_initial_values
 from . import memory
 from .backends import get_backend
 from .run_control import (
@@ -61,7 +58,7 @@ class Simulation:
 
     def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
                  on_nonfinite: str = "warn", check_every: int | None = None, progress: bool | None = None,
-                 spec=None, **backend_options):
+                 spec=None, initial_values=None, keep_initial_values: bool = False, **backend_options):
         if on_nonfinite not in ON_NONFINITE:
             raise NetworkError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -74,7 +71,11 @@ class Simulation:
         t0 = time.perf_counter()
         # ``spec``: the network's kernel specs with a compiler's kernels added (training); by default
         # the network's own
-        self.spec = generate(network) if spec is None else spec
+        if spec is None:
+            from ..codegen.generate import generate  # sympy: only when the specs are made here
+
+            spec = generate(network)
+        self.spec = spec
         for name, method in self.spec.integrators.items():
             log.info("%s: integrator %s", name, method)
         if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:
@@ -98,9 +99,21 @@ class Simulation:
         #: Steps the latest run was asked for and steps it ran (fewer if Ctrl-C stopped it).
         self.run_steps_requested = 0
         self.run_steps_done = 0
+        # ``initial_values``: what an earlier build of the same network loaded from the host at
+        # its first reset (``(params, vars)``, see ``initial_values`` below), loaded as is
+        # instead of being computed from the models (the warm-start cache gives them back)
+        self._stored_params, self._stored_vars = initial_values if initial_values is not None else (None, None)
+        #: With ``keep_initial_values``: ``(params, vars)``, the parameters read at run time (array
+        #: name -> values) and the variables computed on the host (``[(array name, values)]``, in
+        #: the order loaded) at the first reset; None otherwise
+        self.initial_values = ({}, []) if keep_initial_values else None
         #: current values of the parameters read at run time, by array name (see set_param)
         self._params = self._initial_params()
+        if self.initial_values is not None:
+            self.initial_values[0].update({k: v.copy() for k, v in self._params.items()})
+        self._capturing = keep_initial_values
         self.reset()
+        self._capturing = False
 
     # -- time ----------------------------------------------------------------------------
     @property
@@ -143,7 +156,7 @@ class Simulation:
         if steps is None:
             if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration < 0:
                 raise ValueError(f"duration must be a non-negative number of ms, got {duration!r}")
-            from ..network import steps_for_duration
+            from ..timed import steps_for_duration
 
             steps = steps_for_duration(duration, self.dt)  # a NetworkError unless a multiple of dt
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
@@ -263,6 +276,8 @@ class Simulation:
 
     # -- parameters read at run time ------------------------------------------------------
     def _initial_params(self) -> dict[str, np.ndarray]:
+        if self._stored_params is not None:
+            return {name: np.array(values, dtype=np.float64) for name, values in self._stored_params.items()}
         out = {}
         for owner, part, _, params, specs, _ in self.network.value_parts():
             for name, kind in specs.kinds.items():
@@ -289,6 +304,14 @@ class Simulation:
         values they may use)."""
         for name, values in self._params.items():
             self.backend.push(name, values)
+        if self._stored_vars is not None:
+            for name, values in self._stored_vars:
+                self.backend.push(name, values)
+            return
+        from ..models.variables import is_generated
+        from ..values import host_initial_values
+
+        kept = self.initial_values if self._capturing else None  # only the first reset's
         for owner, part, model, params, specs, vars_ in self.network.value_parts():
             if all(is_generated(v.init) for v in vars_.values()):
                 continue
@@ -298,6 +321,8 @@ class Simulation:
                 read_var=lambda n, owner=owner: self.backend.pull(f"{owner}_{n}"), where=f"'{owner}'")
             for name, v in values.items():
                 self.backend.push(f"{owner}_{name}", v)
+                if kept is not None:
+                    kept[1].append((f"{owner}_{name}", np.array(v)))
 
     def _param_part(self, owner: str, name: str, part: str | None):
         parts = [p for p in self.network.value_parts() if p[0] == owner]
@@ -337,7 +362,10 @@ class Simulation:
                 "element": f"a number or {n} (one per element)"}[kind]
         if not (arr.size == 1 or (arr.ndim == 1 and arr.size == n)):
             raise NetworkError(f"{owner}.{name}: expected {what}, got shape {arr.shape}")
+        from ..models.parameters import check_parameter_values
+
         check_parameter_values(model, {**params, name: arr.ravel()}, self.dt, f"'{owner}'")
+        self._stored_vars = None  # variables initialised from parameters are computed again at reset
         values = np.broadcast_to(arr.reshape(-1, 1) if kind == "batch" else arr.ravel(), a.shape(self.batch_size))
         self._params[a.name] = values.copy()
         self.backend.push(a.name, self._params[a.name])
@@ -503,7 +531,7 @@ class Simulation:
         counts = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, self.batch_size), self._scalar)
         counts = counts.reshape(-1, self.batch_size).astype(np.float64)
         if bin_ms is not None:
-            from ..network import steps_for_duration
+            from ..timed import steps_for_duration
 
             if not isinstance(bin_ms, (int, float)) or isinstance(bin_ms, bool) or bin_ms <= 0:
                 raise NetworkError(f"bin_ms must be a positive number of ms, got {bin_ms!r}")

@@ -1,0 +1,454 @@
+"""The warm-start cache: ``spikeforge run FILE.yaml`` from the file straight to the compiled
+library, without sympy, the model parser or Jinja2.
+
+A cold run reads the file, builds the models (sympy), generates the kernel specs, renders
+the templates (Jinja2), compiles the source (or finds it in the compile cache), draws the
+connectivity and computes the initial values. All of that is a function of the file's
+content, the files it names, the spikeforge code, the compiler and the command-line options
+that change the network; the warm-start cache keeps its result under a hash of exactly these:
+
+* the file's parsed YAML, canonicalised (comments and layout do not count), its resolved
+  path (relative ``file:`` names and the default network name depend on it) and the
+  content of every file a ``file:`` key names;
+* the spikeforge version and the text of its code and templates (built-in models, code
+  generator, runtime), and which copies of sympy, Jinja2, numpy and PyYAML are installed;
+* the backend, batch size and seed given on the command line;
+* the compiler, its flags, the machine and CPU (:func:`spikeforge.runtime.build.toolchain_fingerprint`).
+
+Layout, next to the compile cache (``cache_dir()``)::
+
+    warm/<key[:2]>/<key>/
+        entry.json      format, key, the compile-cache entry of the library, the spec the
+                        runtime reads (arrays, populations, projections, recordings), the
+                        network's facts and the run settings; arrays by reference
+        arrays.npz      every array's contents: connectivity drawn on the host, recorded
+                        neuron indices, parameters read at run time, initial values computed
+                        on the host, spike inputs
+
+An entry is written in a temporary directory and published with one ``os.rename``, like the
+compile cache's. It is validated when read (format, key, the arrays' checksum, every array's
+shape); a damaged or foreign entry is removed and the run takes the full path, which writes
+it again. What is kept is what the full path computed, so a warm run gives the same results
+bit for bit. Entries above :data:`MAX_STORED_BYTES` of arrays are not written.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import SpikeforgeError
+from .runtime.build import cache_dir, cached_source, toolchain_fingerprint
+
+log = logging.getLogger("spikeforge.warm")
+
+#: Bump whenever the layout of an entry or the meaning of the key changes.
+WARM_FORMAT_VERSION = 1
+#: Entries whose arrays take more bytes than this are not written (the full path runs).
+MAX_STORED_BYTES = 256 << 20
+_SOURCE_SUFFIXES = (".py", ".j2", ".h", ".json")
+_ARRAY_FIELDS = ("name", "owner", "var", "dtype", "size", "batched", "role", "init_stream", "slots", "reduce",
+                 "target", "comment")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of the spikeforge version and of every source file and template of the package."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"spikeforge {__version__}\n".encode())
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
+        for name in sorted(files):
+            if name.endswith(_SOURCE_SUFFIXES):
+                path = Path(folder, name)
+                h.update(f"{path.relative_to(root).as_posix()}\n".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def library_fingerprint() -> list:
+    """Which copies of the libraries the full path computes with (the code generator's sympy and
+    Jinja2, numpy, the YAML parser), found without importing them: each package's ``__init__``
+    file, its size and time, which an upgrade changes."""
+    import importlib.util
+
+    out = []
+    for name in ("sympy", "jinja2", "numpy", "yaml"):
+        try:
+            origin = importlib.util.find_spec(name).origin
+            st = os.stat(origin)
+            out.append([name, origin, st.st_size, st.st_mtime_ns])
+        except (AttributeError, ImportError, OSError, TypeError, ValueError):
+            out.append([name, None])
+    return out
+
+
+def _canonical(node):
+    """A parsed YAML tree as JSON-able data with one spelling per value (keys typed, sorted)."""
+    if isinstance(node, dict):
+        return {f"{type(k).__name__}:{k}": _canonical(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_canonical(v) for v in node]
+    if isinstance(node, float):
+        return {"float": repr(node)}  # repr round-trips; JSON would also read 1.0 back as 1
+    if node is None or isinstance(node, (bool, int, str)):
+        return node
+    return {type(node).__name__: repr(node)}
+
+
+def _named_files(node, base_dir: Path, out: dict) -> None:
+    """sha256 of every file a ``file:`` key names (None where it cannot be read)."""
+    if isinstance(node, dict):
+        name = node.get("file")
+        if isinstance(name, str):
+            try:
+                out[name] = hashlib.sha256((base_dir / name).read_bytes()).hexdigest()
+            except OSError:
+                out[name] = None
+        for value in node.values():
+            _named_files(value, base_dir, out)
+    elif isinstance(node, list):
+        for value in node:
+            _named_files(value, base_dir, out)
+
+
+def run_key(path, *, backend: str | None, batch_size: int | None, seed: int | None) -> str | None:
+    """The warm-start key of ``spikeforge run path`` with these options; None when the file
+    cannot be read or parsed (the full path reports why)."""
+    import yaml
+
+    try:
+        path = Path(path).resolve()
+        text = path.read_text(encoding="utf-8")
+        tree = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    files: dict = {}
+    _named_files(tree, path.parent, files)
+    try:
+        toolchain = toolchain_fingerprint()
+    except Exception:  # no compiler: the full path says so
+        return None
+    blob = json.dumps([WARM_FORMAT_VERSION, code_fingerprint(), library_fingerprint(), toolchain, str(path),
+                       _canonical(tree),
+                       sorted(files.items()), backend, batch_size, seed], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- (un)packing
+
+
+class _Packer:
+    """JSON-able data with the numpy arrays taken out (into ``arrays``, by reference)."""
+
+    def __init__(self):
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def pack(self, value):
+        if isinstance(value, np.ndarray):
+            ref = f"a{len(self.arrays)}"
+            self.arrays[ref] = np.ascontiguousarray(value)
+            return {"__array__": ref, "dtype": value.dtype.str, "shape": list(value.shape)}
+        if isinstance(value, tuple):
+            return {"__tuple__": [self.pack(v) for v in value]}
+        if isinstance(value, list):
+            return [self.pack(v) for v in value]
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise TypeError("only string keys are stored")
+            return {k: self.pack(v) for k, v in value.items()}
+        if isinstance(value, np.generic):
+            return value.item()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def _unpack(value, arrays):
+    if isinstance(value, list):
+        return [_unpack(v, arrays) for v in value]
+    if isinstance(value, dict):
+        if "__array__" in value:
+            array = arrays[value["__array__"]]
+            if array.dtype.str != value["dtype"] or list(array.shape) != value["shape"]:
+                raise ValueError(f"stored array {value['__array__']} is not the one written")
+            return array
+        if set(value) == {"__tuple__"}:
+            return tuple(_unpack(v, arrays) for v in value["__tuple__"])
+        return {k: _unpack(v, arrays) for k, v in value.items()}
+    return value
+
+
+def _spec_data(spec) -> dict:
+    return {
+        "name": spec.name, "precision": spec.precision, "dt": spec.dt, "seed": spec.seed,
+        "arrays": [{**{f: getattr(a, f) for f in _ARRAY_FIELDS}, "data": a.data} for a in spec.arrays],
+        "populations": spec.populations, "projections": spec.projections, "integrators": spec.integrators,
+        "recorded_vars": spec.recorded_vars, "instances_independent": spec.instances_independent,
+    }
+
+
+def _spec_from(data: dict):
+    """The NetworkSpec the runtime reads (no kernels: the library has them), checked."""
+    from .codegen.ir import ArraySpec, NetworkSpec
+
+    arrays = []
+    for a in data["arrays"]:
+        array = ArraySpec(**{f: a[f] for f in _ARRAY_FIELDS}, data=a["data"])
+        if not (isinstance(array.name, str) and isinstance(array.size, int) and isinstance(array.slots, int)
+                and (array.data is None or isinstance(array.data, np.ndarray))):
+            raise ValueError(f"array {array.name!r}: malformed")
+        arrays.append(array)
+    return NetworkSpec(data["name"], data["precision"], float(data["dt"]), int(data["seed"]), arrays, [],
+                       data["populations"], data["projections"], data["integrators"], data["recorded_vars"],
+                       bool(data["instances_independent"]))
+
+
+# --------------------------------------------------------------------------- what a hit gives
+
+
+@dataclass
+class StoredPopulation:
+    name: str
+    size: int
+    record_spikes: bool
+
+
+@dataclass
+class StoredRunConfig:
+    """The run settings of the file (as :class:`spikeforge.config.RunConfig`)."""
+
+    duration: float | None
+    backend: str
+    save: Path | None
+    spike_inputs: dict
+
+    def apply_inputs(self, sim) -> None:
+        for pop, spikes in self.spike_inputs.items():
+            sim.set_spike_times(pop, spikes)
+
+
+class StoredNetwork:
+    """A network read back from the warm-start cache: what ``spikeforge run`` reads of a
+    :class:`~spikeforge.network.Network`, and ``build`` from the stored spec and library.
+    Anything else (the models, ``value_parts`` for ``set_param``) loads the file in full."""
+
+    def __init__(self, facts: dict, spec, source: str, initial_values, path: str, options: dict, entry: Path):
+        self.name, self.dt, self.seed = facts["name"], float(facts["dt"]), int(facts["seed"])
+        self.precision, self.batch_size = facts["precision"], int(facts["batch_size"])
+        self.populations = {p["name"]: StoredPopulation(p["name"], int(p["size"]), bool(p["record_spikes"]))
+                            for p in facts["populations"]}
+        self.projections = {name: name for name in facts["projections"]}
+        self.recorded_vars = [tuple(r) for r in facts["recorded_vars"]]
+        self.backend = facts["backend"]
+        self.spec, self.source, self.initial_values = spec, source, initial_values
+        self._path, self._options, self._full, self.entry = path, options, None, entry
+        self.read_seconds = 0.0
+
+    def full(self):
+        """The network, loaded from its file (sympy and all)."""
+        if self._full is None:
+            from .config import load_file
+
+            self._full, _ = load_file(self._path, **self._options)
+            for pop in self.populations.values():  # as the stored run recorded them
+                if pop.record_spikes and not self._full.populations[pop.name].record_spikes:
+                    self._full.record_spikes(pop.name)
+        return self._full
+
+    def value_parts(self):
+        return self.full().value_parts()
+
+    @property
+    def timed_inputs(self):
+        return self.full().timed_inputs
+
+    def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
+        """A Simulation from the stored spec and library (as ``Network.build``)."""
+        from .runtime.backends import get_backend
+        from .runtime.simulation import Simulation
+
+        if backend != self.backend or (batch_size is not None and batch_size != self.batch_size):
+            return self.full().build(backend=backend, batch_size=batch_size, **options)
+        sources = get_backend(backend).sources(self.spec, self.source)
+        try:
+            sim = Simulation(self, backend=backend, spec=self.spec, sources=sources,
+                             initial_values=self.initial_values, **options)
+        except SpikeforgeError:
+            raise  # the user's or the machine's (memory, compiler): the full path would say the same
+        except (RuntimeError, KeyError, IndexError, ValueError) as exc:  # the entry does not fit its library
+            log.warning("warm-start entry %s does not fit its library (%s); removed, the next run writes it "
+                        "again", self.entry, exc)
+            _remove(self.entry)
+            return self.full().build(backend=backend, **options)
+        sim.build_seconds += self.read_seconds  # the key and the entry: part of the build
+        return sim
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class WarmStart:
+    """The warm-start entry of one ``spikeforge run``: :meth:`load` on every run,
+    :meth:`store` after a cold build."""
+
+    def __init__(self, key: str, path, options: dict):
+        self.key, self.path, self.options = key, str(path), options
+        self.entry = cache_dir() / "warm" / key[:2] / key
+        self.key_seconds = 0.0
+
+    @classmethod
+    def for_run(cls, path, *, backend: str | None, batch_size: int | None, seed: int | None) -> WarmStart | None:
+        t0 = time.perf_counter()
+        key = run_key(path, backend=backend, batch_size=batch_size, seed=seed)
+        if key is None:
+            return None
+        warm = cls(key, path, {"batch_size": batch_size, "seed": seed})
+        warm.key_seconds = time.perf_counter() - t0
+        return warm
+
+    def load(self) -> tuple[StoredNetwork, StoredRunConfig] | None:
+        """The stored network and run settings; None on a miss (a bad entry is removed)."""
+        t0 = time.perf_counter()
+        try:
+            text = (self.entry / "entry.json").read_text()
+        except (OSError, UnicodeDecodeError):
+            return None  # no entry: a miss
+        try:
+            found = self._read(text)
+            if found is not None:
+                found[0].read_seconds = time.perf_counter() - t0 + self.key_seconds
+            return found
+        except Exception as exc:  # anything wrong with the entry: the full path, never a wrong result
+            log.warning("warm-start entry %s is damaged (%s); it will be written again", self.entry, exc)
+            _remove(self.entry)
+            return None
+
+    def _read(self, text: str):
+        meta = json.loads(text)
+        if meta.get("format") != WARM_FORMAT_VERSION or meta.get("key") != self.key:
+            raise ValueError("format or key mismatch")
+        if _digest(meta["data"]) != meta["data_sha256"]:
+            raise ValueError("the stored spec does not match its checksum")
+        blob = (self.entry / "arrays.npz").read_bytes()
+        if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
+            raise ValueError("arrays.npz does not match its checksum")
+        source = cached_source(meta["library_key"])
+        if source is None or hashlib.sha256(source.encode()).hexdigest() != meta["source_sha256"]:
+            return None  # the compile cache lost the library: a miss, not damage
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        data = _unpack(meta["data"], arrays)
+        facts, run = data["network"], data["run"]
+        spec = _spec_from(data["spec"])
+        params, host_vars = data["params"], [tuple(v) for v in data["vars"]]
+        by_name = {a.name: a for a in spec.arrays}
+        for name, values in [*params.items(), *host_vars]:
+            if np.asarray(values).size != int(np.prod(by_name[name].shape(int(facts["batch_size"])))):
+                raise ValueError(f"stored values of {name!r} have the wrong size")
+        net = StoredNetwork(facts, spec, source, (params, host_vars), self.path, self.options, self.entry)
+        cfg = StoredRunConfig(run["duration"], run["backend"], None if run["save"] is None else Path(run["save"]),
+                              run["spike_inputs"])
+        return net, cfg
+
+    def store(self, net, cfg, sim, backend: str) -> bool:
+        """Keep what the cold run of ``net`` computed (``sim`` built with
+        ``keep_initial_values=True``); False (and nothing written) where it cannot be kept.
+        Never raises: a run does not fail for want of a warm start."""
+        try:
+            return self._store(net, cfg, sim, backend)
+        except Exception as exc:
+            log.warning("not kept for a warm start: %s", exc)
+            return False
+
+    def _store(self, net, cfg, sim, backend: str) -> bool:
+        from .runtime.backends import get_backend
+
+        if not get_backend(backend).warm_start or sim.initial_values is None or sim.spec.custom_updates:
+            return False
+        params, host_vars = sim.initial_values
+        data = {
+            "spec": _spec_data(sim.spec),
+            "network": {"name": net.name, "dt": net.dt, "seed": int(net.seed), "precision": net.precision,
+                        "batch_size": int(net.batch_size), "backend": backend,
+                        "populations": [{"name": p.name, "size": int(p.size), "record_spikes": bool(p.record_spikes)}
+                                        for p in net.populations.values()],
+                        "projections": list(net.projections), "recorded_vars": [list(r) for r in net.recorded_vars]},
+            "run": {"duration": cfg.duration, "backend": cfg.backend, "spike_inputs": dict(cfg.spike_inputs),
+                    "save": None if cfg.save is None else str(cfg.save)},
+            "params": params, "vars": [list(v) for v in host_vars],
+        }
+        packer = _Packer()
+        try:
+            packed = packer.pack(data)
+        except TypeError as exc:
+            log.info("not kept for a warm start: %s", exc)
+            return False
+        if sum(a.nbytes for a in packer.arrays.values()) > MAX_STORED_BYTES:
+            log.info("not kept for a warm start: more than %d MiB of arrays", MAX_STORED_BYTES >> 20)
+            return False
+        try:
+            self._publish(packed, packer.arrays, sim.backend.build.key, sim.source)
+        except OSError as exc:  # a read-only cache only costs the full path next time
+            log.info("cannot write the warm-start entry %s: %s", self.entry, exc)
+            return False
+        return True
+
+    def _publish(self, packed, arrays, library_key: str, source: str) -> None:
+        parent = self.entry.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        blob = buffer.getvalue()
+        meta = {"format": WARM_FORMAT_VERSION, "key": self.key, "library_key": library_key,
+                "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+                "arrays_sha256": hashlib.sha256(blob).hexdigest(), "data_sha256": _digest(packed), "data": packed}
+        if self.entry.exists():  # another run published it meanwhile (a damaged one was removed when read)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f"{self.key}.tmp-", dir=parent))
+        try:
+            (tmp / "arrays.npz").write_bytes(blob)
+            (tmp / "entry.json").write_text(json.dumps(meta))
+            os.rename(tmp, self.entry)  # atomic publish; fails if another run published first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.entry.exists():
+                raise
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _remove(path: Path) -> None:
+    """Remove a directory so that it vanishes at once (rename first, then delete)."""
+    try:
+        doomed = Path(tempfile.mkdtemp(prefix=path.name + ".del-", dir=path.parent))
+        os.rename(path, doomed / "x")
+    except OSError:  # gone already, or not ours to remove
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear() -> int:
+    """Remove every warm-start entry (the compiled libraries stay); the number removed."""
+    root = cache_dir() / "warm"
+    count = sum(1 for _ in root.glob("*/*/entry.json")) if root.is_dir() else 0
+    shutil.rmtree(root, ignore_errors=True)
+    return count
+
+
+__all__ = ["WarmStart", "StoredNetwork", "StoredRunConfig", "code_fingerprint", "run_key", "clear",
+           "WARM_FORMAT_VERSION", "MAX_STORED_BYTES"]
