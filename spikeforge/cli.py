@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     nir_in.add_argument("--time-unit", default="s", choices=["s", "ms", "us"],
                         help="unit of the graph's times and of --dt (default: s)")
     nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"])
-    nir_in.add_argument("--reset", choices=["to_value", "zero", "subtract"],
+    nir_in.add_argument("--reset", choices=["to_value", "zero", "subtract", "subtract_delayed"],
                         help="reset after a spike (default: to_value, or each node's from spikeforge's metadata)")
     nir_in.add_argument("--ignore-metadata", action="store_true",
                         help="import a graph spikeforge exported as any other (NIR's conventions, not spikeforge's)")

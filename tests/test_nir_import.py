@@ -226,6 +226,43 @@ def test_a_recurrent_cubalif_in_euler_mode_is_snntorchs_rsynaptic_one_step_behin
     np.testing.assert_allclose(sim.recorded("out", "v")[2:, 0], v_out, rtol=0, atol=1e-9)
 
 
+def test_subtract_delayed_is_snntorchs_default_reset_one_step_behind():
+    """snnTorch's default neurons (reset_delay=True) take the threshold off with the step after a
+    spike: reset_n = H(mem_(n-1) - theta), mem_n = beta mem_(n-1) + I_n - reset_n theta,
+    z_n = H(mem_n - theta): after each spike v differs by (1 - beta) theta from a reset in the
+    step of the spike (reset="subtract"), and so do the spikes."""
+    w, theta, beta = np.array([[0.6, 0.2], [0.1, 0.5]]), np.array([1.0, 0.7]), np.array([0.9, 0.8])
+    tau = DT / (1 - beta)  # snnTorch's export: tau = dt / (1 - beta), r = tau / dt
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([2])), "linear": nir.Linear(weight=w),
+                                "lif": nir.LIF(tau=tau, r=tau / DT, v_leak=np.zeros(2), v_threshold=theta,
+                                               v_reset=np.zeros(2)),
+                                "out": nir.Output(output_type=np.array([2]))},
+                         edges=[("input", "linear"), ("linear", "lif"), ("lif", "out")])
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.0, 1.0, (STEPS, 2))
+    spikes, v = {}, {}
+    for reset in ("subtract_delayed", "subtract"):
+        net = from_nir(graph, dt=DT, discretisation="euler", reset=reset, precision="double")
+        net.add_timed_input("input", "x", x, dt=net.dt)
+        net.record_var("lif", "v")
+        sim = net.build()
+        sim.run(steps=STEPS)
+        times, ids = sim.spikes("lif")[0]
+        spikes[reset] = np.zeros((STEPS, 2), bool)
+        spikes[reset][np.round(times / net.dt).astype(int), ids] = True
+        v[reset] = sim.recorded("lif", "v")[:, 0]
+    mem, z, mems, zs = np.zeros(2), np.zeros(2), [], []
+    for n in range(STEPS - 1):  # snnTorch's step n is spikeforge's n + 1 (one projection)
+        mem = beta * mem + w @ x[n] - z * theta
+        z = (mem > theta).astype(float)
+        mems.append(mem)
+        zs.append(z.astype(bool))
+    assert 10 <= np.sum(zs) <= STEPS
+    np.testing.assert_array_equal(spikes["subtract_delayed"][1:], zs)
+    np.testing.assert_allclose(v["subtract_delayed"][1:], mems, rtol=0, atol=1e-12)
+    assert not np.array_equal(spikes["subtract"][1:], zs)  # NIR's reset in the spike's step is another network
+
+
 def test_a_bias_is_switched_on_when_the_input_first_reaches_its_population():
     graph = two_neuron_graph()
     graph.nodes.update({"affine_3": nir.Affine(weight=np.eye(2), bias=np.array([0.3, 0.3])), "lif_3": _lif(),

@@ -49,8 +49,16 @@ DISCRETISATIONS = ("exact", "euler")
 RESETS = {
     "to_value": "v = v_reset",      # NIR's definition: v = v_reset where z = 1
     "zero": "v = 0",
-    "subtract": "v -= v_threshold",  # snnTorch's default reset
+    "subtract": "v -= v_threshold",  # snnTorch's reset by subtraction, in the step of the spike
+    "subtract_delayed": "reset_due = 1",  # snnTorch's default: subtracted with the next step's update
 }
+#: ``subtract_delayed``: the threshold a spike subtracts, taken off with the next step's update,
+#: as snnTorch's default neurons do (``reset_delay=True``: ``mem = beta mem + I - theta z_prev``);
+#: ``reset_due`` (a state) remembers the spike. Not NIR's reset (in the step of the spike), which
+#: this differs from by ``(1 - beta) theta`` after each spike.
+SUBTRACT_DELAYED = "subtract_delayed"
+_DELAYED_SUBTRACTION = ("v = v - reset_due * v_threshold   # the last step's spike subtracts the threshold now "
+                        "(reset_delay)\nreset_due = 0")
 #: the reset of a node that spikeforge exported with ``spikeforge_reset: subtract`` (``v -= x``,
 #: written as ``v_reset = v_threshold - x``): ``v -= v_threshold - v_reset`` takes ``x`` back
 SUBTRACT_TO_RESET = "subtract_to_reset"
@@ -167,6 +175,9 @@ def model_spec(primitive: str, reset: str, discretisation: str, exact_step: bool
     if "v_threshold" in m["params"]:
         spec["threshold"] = "v > v_threshold"
         spec["reset"] = _RESET_CODE[reset]
+        if reset == SUBTRACT_DELAYED:  # after the step's update, before the threshold test
+            spec["vars"]["reset_due"] = 0.0
+            spec["sim_code"] = "\n".join(filter(None, [spec.get("sim_code"), _DELAYED_SUBTRACTION]))
     return spec
 
 
@@ -465,7 +476,8 @@ class _Importer:
         step = kind in ("LIF", "LI") and self.discretisation == "exact" \
             and meta.get("spikeforge_update") == "exact_step"
         spec = model_spec(kind, reset, self.discretisation, step)
-        mname = model_name(kind) + ("_step" if step else "") + ("_subtract" if reset == SUBTRACT_TO_RESET else "")
+        mname = model_name(kind) + ("_step" if step else "") + {SUBTRACT_TO_RESET: "_subtract",
+                                                                  SUBTRACT_DELAYED: "_delayed"}.get(reset, "")
         threshold = next((t for t, li in self.merged.items() if li == name), None)
         if threshold is not None:  # spikes while v > the Threshold's threshold, no reset
             values = _finite(threshold, "Threshold", "threshold", self.nodes[threshold].threshold).ravel()
@@ -898,9 +910,10 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
     holds its dt). ``discretisation``: ``exact`` (the ODEs' exact solution with the input held
     over a step) or ``euler`` (forward Euler, ``v += dt/tau * (...)``, as snnTorch and Norse
     step; a CubaLIF's current first, then v from the new current, as snnTorch's Synaptic).
-    ``reset``: ``to_value`` (``v = v_reset``, NIR's definition), ``zero`` (``v = 0``) or
-    ``subtract`` (``v -= v_threshold``); None (the default): ``to_value``, or for a graph
-    spikeforge exported each node's own (its metadata).
+    ``reset``: ``to_value`` (``v = v_reset``, NIR's definition), ``zero`` (``v = 0``),
+    ``subtract`` (``v -= v_threshold``) or ``subtract_delayed`` (the threshold taken off with the
+    next step's update, as snnTorch's default neurons, ``reset_delay=True``, do); None (the
+    default): ``to_value``, or for a graph spikeforge exported each node's own (its metadata).
 
     A graph spikeforge exported (metadata ``source: spikeforge``) imports with spikeforge's
     conventions unless ``spikeforge_metadata=False``: its dt, each node's reset, ``exp_curr``
