@@ -5,7 +5,8 @@ Three checks, each a network written by one side, exchanged as a NIR graph, run 
 1. **Recurrent network** (snnTorch -> spikeforge): 12 inputs -> 40 recurrent CubaLIF neurons
    (snnTorch ``RSynaptic``, all to all, its recurrent ``Linear`` with a bias) -> 7 ``Leaky``
    outputs, random weights. ``export_to_nir`` writes it; spikeforge imports it (``from_nir``,
-   ``discretisation="euler"``, reset by subtraction and to zero, batch of 100) and so does
+   ``discretisation="euler"``, reset by subtraction, to zero and by subtraction a step later
+   (``subtract_delayed``, snnTorch's default), batch of 100) and so does
    snnTorch (``import_from_nir``). 100 random input currents (uniform in [0, 1)) of 256 steps
    drive all of them; the hidden and output rasters, spikeforge's aligned by
    ``net.nir_import.steps_behind``, are compared entry by entry, and each trial's output class
@@ -15,11 +16,12 @@ Three checks, each a network written by one side, exchanged as a NIR graph, run 
    runs with both repaired on the instance, and once as snnTorch runs it by default
    (``reset_delay=True``: the reset a step later). numpy models of the graph (NIR's reset,
    snnTorch's reset rule, the wiring of snnTorch's import) show which rule each side follows.
-2. **Digits MLP** (snnTorch -> spikeforge): a ``Leaky`` MLP 64 -> 100 -> 10 (reset by
-   subtraction in the spike's step) trained with BPTT for 2 epochs on scikit-learn's 8x8 digits
-   (each image a constant current for 25 steps), exported, run in spikeforge in one batch: the
+2. **Digits MLP** (snnTorch -> spikeforge): a ``Leaky`` MLP 64 -> 100 -> 10 (snnTorch's default
+   reset: by subtraction, a step later) trained with BPTT for 2 epochs on scikit-learn's 8x8
+   digits (each image a constant current for 25 steps), exported, run in spikeforge in one batch
+   (``reset="subtract_delayed"``, and NIR's ``subtract`` next to a numpy model of it): the
    fraction of test samples whose 10 output spike counts are identical, both test accuracies
-   (class: argmax of the counts), and the numpy models of both reset rules.
+   (class: argmax of the counts).
 3. **Export the other way** (spikeforge -> snnTorch): spikeforge's e-prop job
    examples/digits.yaml (latency-coded digits, 512 LIF, leaky readout) trained through the
    Trainer, ``to_nir(trainer)``, ``import_from_nir`` in snnTorch, test accuracy there against
@@ -283,10 +285,10 @@ def torch_mlp(cfg: dict, work: Path) -> dict:
     net = torch.nn.Sequential(
         torch.nn.Linear(64, MLP_HIDDEN),
         snn.Leaky(beta=torch.full((MLP_HIDDEN,), 0.9), threshold=torch.ones(MLP_HIDDEN), spike_grad=grad,
-                  reset_mechanism="subtract", reset_delay=False, init_hidden=True),
+                  reset_mechanism="subtract", init_hidden=True),  # snnTorch's default reset: a step later
         torch.nn.Linear(MLP_HIDDEN, 10),
         snn.Leaky(beta=torch.full((10,), 0.9), threshold=torch.ones(10), spike_grad=grad,
-                  reset_mechanism="subtract", reset_delay=False, init_hidden=True, output=True),
+                  reset_mechanism="subtract", init_hidden=True, output=True),
     )
 
     def counts(xb):
@@ -548,7 +550,9 @@ def _compare(hid, spk, mem, r_hid, r_spk, r_mem, h_shift, o_shift) -> dict:
 RECURRENT_ROWS = [
     ("spikeforge vs snnTorch (subtract, reset in the spike's step)", "spikeforge_subtract", "snntorch_subtract_now"),
     ("spikeforge vs snnTorch (zero reset, in the spike's step)", "spikeforge_zero", "snntorch_zero_now"),
-    ("spikeforge vs snnTorch default (subtract, reset a step later)", "spikeforge_subtract",
+    ("spikeforge (subtract_delayed) vs snnTorch default (subtract, reset a step later)",
+     "spikeforge_subtract_delayed", "snntorch_subtract_delayed"),
+    ("spikeforge (subtract) vs snnTorch default (subtract, reset a step later)", "spikeforge_subtract",
      "snntorch_subtract_delayed"),
     ("spikeforge (subtract) vs numpy, NIR's reset", "spikeforge_subtract", "numpy_nir_subtract"),
     ("numpy, snnTorch's subtract rule vs snnTorch (subtract)", "numpy_snntorch_subtract", "snntorch_subtract_now"),
@@ -575,7 +579,7 @@ def compare_recurrent(work: Path, x) -> dict:
         for rule in ("nir_subtract", "snntorch_subtract"):
             sides[f"numpy_{rule}"] = (*numpy_recurrent(graph, xt, rule), 0, 0)
         sides["numpy_reimport"] = (*numpy_recurrent(graph, xt, "zero", rec_into_input=True), 0, 0)
-        for reset in ("subtract", "zero"):
+        for reset in ("subtract", "zero", "subtract_delayed"):
             got = spikeforge_recurrent(work, x, precision, reset)
             o = got["behind"]
             h = o - 1  # the output is one projection after the hidden layer
@@ -589,8 +593,9 @@ def compare_recurrent(work: Path, x) -> dict:
 
 
 def spikeforge_mlp(work: Path, x_test, y_test) -> dict:
-    """Part 2: the exported MLP in spikeforge, the test set in one batch of constant currents;
-    numpy models of NIR's and of snnTorch's reset by subtraction next to it."""
+    """Part 2: the exported MLP in spikeforge, the test set in one batch of constant currents,
+    with snnTorch's default reset (``subtract_delayed``) and with NIR's (``subtract``, next to a
+    numpy model of it)."""
     import nir
     import numpy as np
 
@@ -598,26 +603,26 @@ def spikeforge_mlp(work: Path, x_test, y_test) -> dict:
 
     ref = np.load(work / "mlp_snntorch.npz")["counts"]
     n = x_test.shape[0]
-    net = from_nir(work / "mlp.nir", dt=SNNTORCH_DT, discretisation="euler", reset="subtract", batch_size=n,
-                   precision="float", name="nir_mlp")
-    info = net.nir_import
-    (out_name, (out_pop, _)), = info.outputs.items()
-    behind = info.steps_behind[out_name]
-    (inp,) = info.inputs.values()
-    values = np.zeros((MLP_STEPS + behind + 1, n, 64))
-    values[:MLP_STEPS] = x_test[None]
-    net.add_timed_input(inp, "x", values, dt=net.dt)
-    sim = net.build()
-    sim.run(steps=MLP_STEPS + behind)
-    raster = _raster(sim, out_pop, 10, MLP_STEPS + behind, n, net.dt)[behind:]
-    sides = {"spikeforge": raster.sum(0), "snntorch": ref}
+    sides, behind, summary = {"snntorch": ref}, None, None
+    for reset in ("subtract_delayed", "subtract"):
+        net = from_nir(work / "mlp.nir", dt=SNNTORCH_DT, discretisation="euler", reset=reset, batch_size=n,
+                       precision="float", name=f"nir_mlp_{reset}")
+        info = net.nir_import
+        (out_name, (out_pop, _)), = info.outputs.items()
+        behind, summary = info.steps_behind[out_name], info.summary()
+        (inp,) = info.inputs.values()
+        values = np.zeros((MLP_STEPS + behind + 1, n, 64))
+        values[:MLP_STEPS] = x_test[None]
+        net.add_timed_input(inp, "x", values, dt=net.dt)
+        sim = net.build()
+        sim.run(steps=MLP_STEPS + behind)
+        sides[f"spikeforge_{reset}"] = _raster(sim, out_pop, 10, MLP_STEPS + behind, n, net.dt)[behind:].sum(0)
     graph = nir.read(work / "mlp.nir")
     layers = [(np.asarray(graph.nodes[a].weight, np.float64), np.asarray(graph.nodes[a].bias, np.float64),
                _layer(graph.nodes[b], SNNTORCH_DT)) for a, b in (("0", "1"), ("2", "3"))]
     xs = np.repeat(x_test.astype(np.float64)[None], MLP_STEPS, axis=0)
-    for rule in ("nir_subtract", "snntorch_subtract"):
-        sides[f"numpy_{rule}"] = numpy_chain(layers, xs, rule)[0][-1].sum(0)
-    out = {"n_test": n, "steps_behind": behind, "summary": info.summary(), "pairs": {},
+    sides["numpy_nir_subtract"] = numpy_chain(layers, xs, "nir_subtract")[0][-1].sum(0)
+    out = {"n_test": n, "steps_behind": behind, "summary": summary, "pairs": {},
            "accuracy": {k: float((c.argmax(1) == y_test).mean()) for k, c in sides.items()},
            "output_spikes": {k: int(c.sum()) for k, c in sides.items()}}
     for name, a, b in MLP_ROWS:
@@ -627,9 +632,10 @@ def spikeforge_mlp(work: Path, x_test, y_test) -> dict:
     return out
 
 
-MLP_ROWS = [("spikeforge vs snnTorch", "spikeforge", "snntorch"),
-            ("spikeforge vs numpy, NIR's reset", "spikeforge", "numpy_nir_subtract"),
-            ("numpy, snnTorch's subtract rule vs snnTorch", "numpy_snntorch_subtract", "snntorch")]
+MLP_ROWS = [("spikeforge (subtract_delayed) vs snnTorch (its default reset)", "spikeforge_subtract_delayed",
+             "snntorch"),
+            ("spikeforge (subtract, NIR's reset) vs snnTorch", "spikeforge_subtract", "snntorch"),
+            ("spikeforge (subtract) vs numpy, NIR's reset", "spikeforge_subtract", "numpy_nir_subtract")]
 
 
 def spikeforge_digits(work: Path, epochs: int, threads: int) -> dict:
@@ -704,13 +710,16 @@ CONVENTIONS = [
     ("reset", "NIR resets to v_reset in the step of the spike. snnTorch's export writes v_reset = 0 whatever "
               "its reset_mechanism, and nothing about the reset's timing; its import always builds "
               "reset_mechanism='zero', reset_delay=False. Import snnTorch graphs with the reset the network "
-              "used (from_nir(reset='subtract') for snnTorch's default). spikeforge's lif_subtractive exports "
+              "used (from_nir(reset='subtract_delayed') for snnTorch's default). spikeforge's lif_subtractive exports "
               "v_reset = v_th - v_th = 0 with metadata spikeforge_reset: subtract, which snnTorch ignores: "
               "set the imported Leaky back to subtraction (reset_mechanism and state_function: the setter "
               "leaves the update chosen at construction)."),
     ("reset timing", "snnTorch defaults to reset_delay=True: the reset is applied with the next step's update "
                      "(v = beta v + I - theta z_prev, or v = 0 for that whole step with 'zero'), which NIR cannot "
-                     "express; only reset_delay=False is NIR's reset in the step of the spike."),
+                     "express; only reset_delay=False is NIR's reset in the step of the spike. Import a network "
+                     "of snnTorch's default neurons with from_nir(reset='subtract_delayed'), which takes the "
+                     "threshold off with the next step's update as snnTorch does ('zero' a step later gives the "
+                     "same spikes as 'zero' now)."),
     ("subtract rule", "snnTorch's reset by subtraction with reset_delay=False is not NIR's when v stays above "
                       "theta after the subtraction (v was above 2 theta): the next step's update subtracts theta "
                       "again and the spike test is then v - theta > theta, the same step undoing that subtraction "
@@ -823,9 +832,9 @@ def main(argv=None) -> int:
              f"{r['accuracy_b'] * 100:.2f} %"] for name, r in m["pairs"].items()]
     print_table(["comparison", "identical output counts %", "class agree %", "accuracy (first)", "accuracy (second)"],
                 rows,
-                title=f"2. snnTorch Leaky MLP 64 -> {MLP_HIDDEN} -> 10 (subtract, reset in the spike's step), "
+                title=f"2. snnTorch Leaky MLP 64 -> {MLP_HIDDEN} -> 10 (its default reset: subtract, a step later), "
                       f"{args.mlp_epochs} epochs BPTT on digits (constant current, {MLP_STEPS} steps), "
-                      f"{m['n_test']} test digits in spikeforge (euler, subtract, float, {m['steps_behind']} steps "
+                      f"{m['n_test']} test digits in spikeforge (euler, float, {m['steps_behind']} steps "
                       f"behind); output spikes {m['output_spikes']}")
 
     # ---- 3. spikeforge -> snnTorch
@@ -861,7 +870,7 @@ def main(argv=None) -> int:
     # ---- verdicts
     verdicts = []
     for tag, target in (("f32", TARGETS["f32"]), ("f64", TARGETS["f64"])):
-        for name in (RECURRENT_ROWS[0][0], RECURRENT_ROWS[1][0], RECURRENT_ROWS[5][0], RECURRENT_ROWS[6][0]):
+        for name in (RECURRENT_ROWS[k][0] for k in (0, 1, 2, 6, 7)):
             r = results["recurrent"][name][tag]
             verdicts.append((f"1. {name}, {tag}: hidden agreement {r['hidden_agree_pct']:.3f} % "
                              f"(target >= {target:g} %)", r["hidden_agree_pct"] >= target))
