@@ -56,7 +56,6 @@ from brian2 import (
 )
 
 N_NEURONS = 4000
-N_EXC = 3200
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,6 +80,12 @@ def parse_args() -> argparse.Namespace:
         help="RNG seed for connectivity and initial values (default: 42)",
     )
     parser.add_argument(
+        "--n",
+        type=int,
+        default=N_NEURONS,
+        help=f"neurons (default {N_NEURONS}); connection probability 80/n (0.02 at 4000)",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the generated project directory (path printed on stderr)",
@@ -91,7 +96,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_network(duration_s: float) -> SpikeMonitor:
+def build_network(duration_s: float, n: int = N_NEURONS) -> SpikeMonitor:
     """Set up the CUBA network (as in Brian2's examples/CUBA.py) and run()."""
     taum = 20 * ms
     taue = 5 * ms
@@ -115,7 +120,7 @@ def build_network(duration_s: float) -> SpikeMonitor:
     }
 
     P = NeuronGroup(
-        N_NEURONS,
+        n,
         eqs,
         threshold="v>Vt",
         reset="v = Vr",
@@ -131,8 +136,9 @@ def build_network(duration_s: float) -> SpikeMonitor:
     wi = (-20 * 4.5 / 10) * mV  # inhibitory synaptic weight
     Ce = Synapses(P, P, on_pre="ge += we", namespace={"we": we})
     Ci = Synapses(P, P, on_pre="gi += wi", namespace={"wi": wi})
-    Ce.connect(f"i<{N_EXC}", p=0.02)
-    Ci.connect(f"i>={N_EXC}", p=0.02)
+    n_exc, p = n * 4 // 5, 80.0 / n
+    Ce.connect(f"i<{n_exc}", p=p)
+    Ci.connect(f"i>={n_exc}", p=p)
 
     s_mon = SpikeMonitor(P)
 
@@ -151,7 +157,7 @@ def main() -> None:
         defaultclock.dt = 0.1 * ms
         seed(args.seed)
 
-        s_mon = build_network(args.duration)
+        s_mon = build_network(args.duration, args.n)
 
         # Cold build: code generation + compilation into a fresh directory.
         t0 = time.perf_counter()
@@ -168,7 +174,7 @@ def main() -> None:
         total_spikes = int(s_mon.num_spikes)
         result = {
             "brian2_version": brian2.__version__,
-            "n_neurons": N_NEURONS,
+            "n_neurons": args.n,
             "duration_s": args.duration,
             "dt_ms": float(defaultclock.dt / ms),
             "seed": args.seed,
@@ -179,7 +185,7 @@ def main() -> None:
             "binary_wall_seconds": round(min(wall_times), 4),
             "repeats": args.repeats,
             "total_spikes": total_spikes,
-            "mean_rate_hz": round(total_spikes / (N_NEURONS * args.duration), 4),
+            "mean_rate_hz": round(total_spikes / (args.n * args.duration), 4),
         }
         print(json.dumps(result))
     finally:

@@ -4,6 +4,7 @@ the system C++ compiler, state in numpy arrays the library works on in place."""
 from __future__ import annotations
 
 import ctypes
+import mmap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +13,41 @@ if TYPE_CHECKING:
     from ..codegen.ir import NetworkSpec
 
 _NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
+
+PAGE = 4096            # bytes: the span of the L1 data cache's set index on x86 and ARM cores
+LINE = 64              # bytes per cache line
+COLOUR_STEP = 5        # lines between the starts of consecutive arrays (odd: 64 distinct colours)
+
+
+class StateArena:
+    """The memory of a simulation's state arrays: one anonymous mapping, carved into arrays.
+
+    * **Colouring.** A step walks a dozen arrays in lockstep at equal indices (v[i], refrac[i],
+      x[i], in_syn[i] ...). Arrays that each start on a page boundary (as large numpy arrays do)
+      put those elements at addresses equal modulo 4 KiB, which share one L1 set: more streams
+      than the cache has ways evict each other every few elements. Array k starts
+      ``(k * COLOUR_STEP) % 64`` lines into a page, so each stream gets its own sets.
+
+    Arrays are numpy views on the mapping, C-contiguous, zeroed; the arena stays alive as long
+    as any of them (numpy keeps the buffer's owner)."""
+
+    def __init__(self, sizes: list[int]):
+        self.offsets = []
+        end = 0
+        for k, nbytes in enumerate(sizes):
+            colour = (k * COLOUR_STEP % (PAGE // LINE)) * LINE
+            start = -(-end // PAGE) * PAGE + colour  # the next page, then this array's colour
+            self.offsets.append(start)
+            end = start + max(int(nbytes), 0)
+        self.nbytes = -(-max(end, 1) // PAGE) * PAGE
+        self.buffer = mmap.mmap(-1, self.nbytes)  # anonymous, zero-filled, page aligned
+        self.bytes = np.frombuffer(self.buffer, dtype=np.uint8)
+
+    def array(self, k: int, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        start = self.offsets[k]
+        return self.bytes[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def numpy_dtype(dtype: str, precision: str):
@@ -54,12 +90,16 @@ class CpuBackend(GeneratedContext):
         if self.lib.sf_num_arrays() != len(spec.arrays):
             raise RuntimeError("generated library does not match its spec (array count)")
         self.arrays: dict[str, np.ndarray] = {}
+        dtypes = [np.dtype(numpy_dtype(a.dtype, spec.precision)) for a in spec.arrays]
+        # state in a coloured arena; arrays the network gives (connectivity) are used as they are
+        arena = StateArena([0 if a.data is not None else
+                            int(np.prod(a.shape(batch_size), dtype=np.int64)) * dt.itemsize
+                            for a, dt in zip(spec.arrays, dtypes)])
         for index, a in enumerate(spec.arrays):
-            shape = a.shape(batch_size)
             if a.data is not None:
-                arr = np.ascontiguousarray(a.data, dtype=numpy_dtype(a.dtype, spec.precision))
+                arr = np.ascontiguousarray(a.data, dtype=dtypes[index])
             else:
-                arr = np.zeros(shape, dtype=numpy_dtype(a.dtype, spec.precision))
+                arr = arena.array(index, a.shape(batch_size), dtypes[index])
             self._bind(index, a.name, arr)
 
     def _declare(self):
