@@ -84,3 +84,21 @@ def test_input_is_not_folded_where_the_order_or_the_buffer_matters(case):
         assert "sp_den" in {a.name for a in spec.arrays}
         assert "done by the synapse kernels" not in "\n".join(line.comment or "" for k in spec.kernels
                                                                 for line in k.code)
+
+
+def test_neuron_indices_are_16_bit_where_the_population_fits():
+    """Rows of a 40-neuron target: uint16 indices, the same targets; a 70,000-neuron target keeps
+    32 bits."""
+    net = _pair()
+    spec = generate(net)
+    post = next(a for a in spec.arrays if a.name == "sp_post_ind")
+    assert post.dtype == "uint16" and post.data.dtype == np.uint16
+    np.testing.assert_array_equal(post.data, net.projections["sp"].rows.post_ind)
+    sim = net.build()
+    assert "uint16_t* __restrict__ const _sp_post_ind" in sim.source
+    big = Network("wide", dt=0.1)
+    big.add_population("src", 10, m.POISSON, init={"rate": 10.0})
+    big.add_population("p", 70_000, m.LIF)
+    big.add_projection("sp", "src", "p", m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.001),
+                       wu_params={"w": 0.1})
+    assert next(a for a in generate(big).arrays if a.name == "sp_post_ind").dtype == "uint32"

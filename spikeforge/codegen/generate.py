@@ -39,6 +39,9 @@ def init_stream_id(owner_id: int, var_index: int) -> int:
     return 0x80000000 | (owner_id << 16) | var_index
 
 
+INDEX16_MAX_SIZE = 1 << 16  # populations this small have their neuron indices stored in 16 bits
+
+
 class KernelWriter:
     """Collects constants, hoisted invariants and code lines for one kernel.
 
@@ -683,10 +686,15 @@ class Generator:
             parts = [("row_start", r.row_start), ("post_ind", r.post_ind)]
             if q.weight_update.on_post or q.weight_update.has_dynamics:  # these walk columns (per post neuron)
                 parts += [("col_start", r.col_start), ("col_syn", r.col_syn), ("pre_ind", r.pre_ind)]
+            # neuron indices in 16 bits where the population they index has at most 65,536 neurons:
+            # half the bytes of every row read (a spike's targets; the columns of learning rules)
+            narrow = {"post_ind": n_post <= INDEX16_MAX_SIZE, "pre_ind": n_pre <= INDEX16_MAX_SIZE}
             for nm, data in parts:
-                a = self.add_array(ArraySpec(f"{q.name}_{nm}", q.name, f"_{nm}", "uint32", int(data.size), False,
-                                             "connectivity", None, comment=f"sparse connectivity: {nm}",
-                                             data=data))
+                dtype = "uint16" if narrow.get(nm) else "uint32"
+                a = self.add_array(ArraySpec(
+                    f"{q.name}_{nm}", q.name, f"_{nm}", dtype, int(data.size), False, "connectivity", None,
+                    comment=f"sparse connectivity: {nm}{' (16-bit)' if dtype == 'uint16' else ''}",
+                    data=data.astype(np.uint16) if dtype == "uint16" else data))
                 out[nm] = a
         return out
 

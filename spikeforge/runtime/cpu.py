@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..codegen.ir import NetworkSpec
 
-_NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint8": np.uint8}
+_NP = {"double": np.float64, "int32": np.int32, "uint32": np.uint32, "uint16": np.uint16, "uint8": np.uint8}
 
 PAGE = 4096            # bytes: the span of the L1 data cache's set index on x86 and ARM cores
 LINE = 64              # bytes per cache line

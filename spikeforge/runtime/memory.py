@@ -40,7 +40,7 @@ DRAWN_BYTES_PER_ROW = 8
 #: Sparse connectivity is indexed with uint32 in the generated code.
 MAX_SYNAPSES = 2**32 - 1
 
-_ITEMSIZE = {"uint8": 1, "int32": 4, "uint32": 4, "double": 8}
+_ITEMSIZE = {"uint8": 1, "uint16": 2, "int32": 4, "uint32": 4, "double": 8}
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
           "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
 _OFF = ("none", "off", "unlimited")
