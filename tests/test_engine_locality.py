@@ -102,3 +102,39 @@ def test_neuron_indices_are_16_bit_where_the_population_fits():
     big.add_projection("sp", "src", "p", m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.001),
                        wu_params={"w": 0.1})
     assert next(a for a in generate(big).arrays if a.name == "sp_post_ind").dtype == "uint32"
+
+
+def _wide_network():
+    net = Network("wide", dt=0.1, seed=5)
+    net.add_population("src", 300, m.POISSON, init={"rate": 300.0})
+    net.add_population("p", 70_000, m.LIF, params={"v_rest": -49.0, "v_reset": -60.0}, init={"v": -55.0},
+                       record_spikes=True)
+    net.add_projection("sp", "src", "p", m.STATIC_CONSTANT, m.EXP_CURR, FixedProbability(0.01),
+                       wu_params={"w": 0.37}, ps_params={"tau_syn": 3.0})
+    return net
+
+
+def test_only_wide_targets_get_blocked_delivery():
+    from spikeforge.codegen.render import render_network
+
+    text = render_network(generate(_wide_network()), "cpu")
+    assert text.count("Delivery in blocks of 32768 targets") == 1
+    assert "Delivery in blocks" not in render_network(generate(_pair()), "cpu")
+
+
+def _wide(backend):
+    sim = _wide_network().build(backend=backend)
+    sim.run(steps=60)
+    return sim
+
+
+@pytest.mark.slow  # two builds of a 70,000-neuron network, one of them on cuda-emu (15 s)
+def test_blocked_delivery_to_a_wide_population_equals_row_by_row_delivery():
+    """70,000 targets: the cpu kernel delivers all spikes into one block of 32,768 targets at a
+    time. cuda-emu delivers row by row (each spike's row in order): the same sums, bit for bit."""
+    cpu, emu = _wide("cpu"), _wide("cuda-emu")
+    assert "Delivery in blocks of 32768 targets" in cpu.source
+    x = cpu.get("sp", "x")
+    assert np.count_nonzero(x) > 10_000
+    np.testing.assert_array_equal(x, emu.get("sp", "x"))
+    np.testing.assert_array_equal(cpu.get("p", "v"), emu.get("p", "v"))
