@@ -65,7 +65,8 @@ def philox_header() -> str:
     return (resources.files("spikeforge") / "templates" / "common" / "philox.h").read_text()
 
 
-_CTYPES = {"scalar": "scalar", "double": "double", "int32": "int32_t", "uint32": "uint32_t", "uint16": "uint16_t", "uint8": "uint8_t"}
+_CTYPES = {"scalar": "scalar", "double": "double", "int32": "int32_t", "uint32": "uint32_t", "uint16": "uint16_t",
+           "uint8": "uint8_t"}
 
 
 _ROLE = r"[A-Za-z_][A-Za-z0-9_]*"
