@@ -7,6 +7,9 @@ biological time at dt = 0.1 ms, batch 1, one thread, every spike recorded):
   ``--repeats`` runs in a fresh process (``run_cuba_worker``);
 * Brian2 2.9 C++ standalone (double): ``benchmarks/brian2_cuba.py --n N`` in the peer
   environment ``benchmarks/.env``, its main loop's time, minimum of ``--repeats`` runs;
+* PyGeNN 5.4, single-threaded CPU backend, double: ``benchmarks/genn_cuba.py --n N`` in
+  ``benchmarks/.env-genn`` (GeNN built from source), the sum of its own neuron and presynaptic
+  update timers, minimum of ``--repeats`` runs;
 * a **bandwidth floor**: the least time per neuron-step any CUBA code can take at this size on
   this machine, measured by a C++ loop compiled with spikeforge's flags that reads and writes
   the state one neuron-step must touch (v, the refractory counter and the two synaptic variables:
@@ -15,7 +18,8 @@ biological time at dt = 0.1 ms, batch 1, one thread, every spike recorded):
 
 Per neuron-second = run time / (neurons x biological seconds). "growth" is per neuron-second
 relative to the smallest size; "floor distance" is spikeforge's cost per neuron-step over the
-floor's. GeNN has no wheel in this machine's package registry and is not measured.
+floor's. "vs Brian2" and "vs GeNN" divide spikeforge's time (float or double) by the peer's in
+double, their default.
 
     python benchmarks/engine.py [--sizes 4000 40000 400000] [--repeats 5] [--no-brian2] [--json out.json]
 """
@@ -49,6 +53,7 @@ from _common import (  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEER_PYTHON = HERE / ".env" / "bin" / "python"
+GENN_PYTHON = HERE / ".env-genn" / "bin" / "python"
 TARGET_GROWTH = 1.4          # per neuron-second, 400k over 4k
 TARGET_DOUBLE_RATIO = 0.45   # spikeforge double / peer double at 4k
 
@@ -89,9 +94,10 @@ def parse_args():
     p.add_argument("--duration", type=float, default=1.0, help="biological time in s (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs, minimum reported (default 5)")
     p.add_argument("--no-brian2", action="store_true", help="skip Brian2")
+    p.add_argument("--no-genn", action="store_true", help="skip GeNN")
     args = p.parse_args()
     if args.quick:
-        args.sizes, args.duration, args.repeats, args.no_brian2 = [1000, 4000], 0.05, 2, True
+        args.sizes, args.duration, args.repeats, args.no_brian2, args.no_genn = [1000, 4000], 0.05, 2, True, True
     return finish_args(args)
 
 
@@ -136,6 +142,13 @@ def run_brian2(n: int, duration: float, repeats: int) -> dict | None:
                      "--repeats", str(repeats)], env=single_thread_env(), timeout=3600)
 
 
+def run_genn(n: int, duration: float, repeats: int) -> dict | None:
+    if not GENN_PYTHON.exists():
+        return None
+    return run_json([str(GENN_PYTHON), str(HERE / "genn_cuba.py"), str(duration), "--n", str(n), "--precision",
+                     "double", "--repeats", str(repeats)], env=single_thread_env(), timeout=3600)
+
+
 def main() -> int:
     args = parse_args()
     info = machine_info()
@@ -151,6 +164,7 @@ def main() -> int:
                 r[prec] = out
                 r[f"floor_{prec}"] = measure_floor(dll, n, prec, 3)
             r["brian2"] = None if args.no_brian2 else run_brian2(n, args.duration, args.repeats)
+            r["genn"] = None if args.no_genn else run_genn(n, args.duration, args.repeats)
             r["load_after"] = os.getloadavg()
             raw["sizes"][n] = r
             print(f"  {n} neurons measured (load {r['load_after'][0]:.2f})", flush=True)
@@ -161,15 +175,16 @@ def main() -> int:
             per = r[prec]["run_seconds"] / (n * args.duration)
             base.setdefault(prec, per)
             per_step = r[prec]["run_seconds"] / (n * steps_per_neuron)
-            b2 = r["brian2"]
-            b2_per = b2["run_seconds"] / (n * args.duration) if b2 else None
+            peers = {k: (r[k]["run_seconds"] / (n * args.duration) if r[k] else None) for k in ("brian2", "genn")}
             rows.append([f"{n:,}", prec, fmt_s(r[prec]["run_seconds"]), fmt(per * 1e6, 3),
                          fmt(per / base[prec], 3), fmt(per_step * 1e9, 3), fmt(r[f"floor_{prec}"] * 1e9, 3),
-                         fmt(per_step / r[f"floor_{prec}"], 3), fmt(b2_per * 1e6, 3) if b2_per else "-",
-                         fmt(per / b2_per, 3) if b2_per else "-",
+                         fmt(per_step / r[f"floor_{prec}"], 3),
+                         *[x for k in ("brian2", "genn") for x in
+                           ((fmt(peers[k] * 1e6, 3), fmt(per / peers[k], 3)) if peers[k] else ("-", "-"))],
                          fmt(r[prec]["mean_rate_hz"], 3), f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}"])
     print_table(["neurons", "spikeforge", "run", "us per neuron-s", "growth", "ns per neuron-step",
-                 "floor ns", "floor distance", "Brian2 (double) us per neuron-s", "vs Brian2", "rate Hz",
+                 "floor ns", "floor distance", "Brian2 (double) us per neuron-s", "vs Brian2",
+                 "GeNN (double) us per neuron-s", "vs GeNN", "rate Hz",
                  "load before / after"], rows)
     if args.json:
         write_json(args.json, json.loads(json.dumps(raw, default=str)))

@@ -13,7 +13,9 @@ Measures wall time of whole processes, as a user sees them, on one thread
   dt 0.1 ms, one thread) as a whole Python process into a project directory built before
   (Brian2 generates the code again and make finds nothing to recompile), and its ``main``
   binary alone (network construction and the run, no Python), in the peer environment
-  ``benchmarks/.env`` (see setup_peers.sh), skipped without it.
+  ``benchmarks/.env`` (see setup_peers.sh), skipped without it;
+* PyGeNN 5.4's CUBA (``benchmarks/genn_cuba.py``, single-threaded CPU backend) as a whole
+  process into a directory built before, in ``benchmarks/.env-genn``, skipped without it.
 
 Medians and minima of ``--runs`` runs, with the load average before and after each group.
 
@@ -150,11 +152,41 @@ def brian2_runs(runs: int) -> dict | None:
     return out
 
 
+GENN_PYTHON = REPO / "benchmarks" / ".env-genn" / "bin" / "python"
+
+
+def genn_runs(runs: int) -> dict | None:
+    """PyGeNN 5.4's CUBA (``genn_cuba.py``, single-threaded CPU backend, 1 s, one timed run) as a
+    whole process into a directory built before: GeNN generates the code again and finds the
+    model built."""
+    if not GENN_PYTHON.exists():
+        return None
+    project = Path(tempfile.mkdtemp(prefix="genn-warm-"))
+    cmd = [str(GENN_PYTHON), str(REPO / "benchmarks" / "genn_cuba.py"), "1", "--repeats", "1",
+           "--dir", str(project)]
+    env = single_thread_env()
+    out: dict = {}
+    try:
+        out["cold_s"] = round(timed(cmd, env, cwd=project)[0], 3)
+        out["load_before"] = loadavg()
+        whole = []
+        for _ in range(runs):
+            seconds, text = timed(cmd, env, cwd=project)
+            whole.append(seconds)
+            out["spikes"] = json.loads(text.splitlines()[-1])["total_spikes"]
+        out["load_after"] = loadavg()
+        out["whole_process"] = summary(whole)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each (default 7)")
     parser.add_argument("--before", metavar="DIR", help="another spikeforge checkout to time alike")
-    parser.add_argument("--no-brian2", action="store_true", help="skip the peer")
+    parser.add_argument("--no-brian2", action="store_true", help="skip Brian2")
+    parser.add_argument("--no-genn", action="store_true", help="skip GeNN")
     parser.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     args = parser.parse_args()
 
@@ -166,6 +198,7 @@ def main() -> None:
     sf = spikeforge_runs(checkouts, args.runs)
     imports = import_runs(args.runs)
     peer = None if args.no_brian2 else brian2_runs(args.runs)
+    genn = None if args.no_genn else genn_runs(args.runs)
 
     rows = [[f"spikeforge run cuba.yaml, warm ({name})", f"{sf[name]['median_s']:.3f}", f"{sf[name]['min_s']:.3f}",
              f"build {sf[name]['build_seconds']:.3f} s, run {sf[name]['run_seconds']:.3f} s, "
@@ -178,12 +211,18 @@ def main() -> None:
                   f"spikes {peer['spikes']}"],
                  ["Brian2 main binary alone", f"{peer['binary_only']['median_s']:.3f}",
                   f"{peer['binary_only']['min_s']:.3f}", ""]]
+    if genn is not None:
+        rows.append(["PyGeNN 5.4 CUBA (single-threaded CPU), warm, whole process",
+                     f"{genn['whole_process']['median_s']:.3f}", f"{genn['whole_process']['min_s']:.3f}",
+                     f"spikes {genn['spikes']}; spikeforge / GeNN (medians) "
+                     f"{sf['after']['median_s'] / genn['whole_process']['median_s']:.2f}"])
     print_table(["what (whole process, 1 thread)", "median s", "min s", "notes"], rows,
                 title=f"{args.runs} runs each; load average before/after: spikeforge {sf['load_before']} / "
                       f"{sf['load_after']}, imports {imports['load_before']} / {imports['load_after']}"
-                      + (f", Brian2 {peer['load_before']} / {peer['load_after']}" if peer else ""))
+                      + (f", Brian2 {peer['load_before']} / {peer['load_after']}" if peer else "")
+                      + (f", GeNN {genn['load_before']} / {genn['load_after']}" if genn else ""))
     if args.json:
-        write_json(args.json, {"machine": info, "spikeforge": sf, "imports": imports, "brian2": peer,
+        write_json(args.json, {"machine": info, "spikeforge": sf, "imports": imports, "brian2": peer, "genn": genn,
                                "runs": args.runs, "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}})
 
 
