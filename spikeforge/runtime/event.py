@@ -319,6 +319,9 @@ def _refuse_unsupported(net):
         (pop, param), = list(net.timed_inputs)[:1]
         raise NetworkError(f"population '{pop}': timed input '{param}' is a time-dependent input; the event backend "
                            "needs a constant drive")
+    if net.spike_neurons:
+        raise NetworkError(f"population '{next(iter(net.spike_neurons))}': the event backend records the spikes of "
+                           "whole populations; record all neurons and select afterwards")
     if net.var_recordings or net.recorded_rates:
         what = (f"variable '{next(iter(net.var_recordings))[1]}'" if net.var_recordings else "population rates")
         raise NetworkError(f"network '{net.name}': the event backend records exact spike times only, not {what}; "
@@ -351,8 +354,8 @@ def event_spec(net) -> EventSpec:
             raise NetworkError(f"{where}: it must jump the variable of a neuron population's ODE")
         from .. import rng
 
-        spec.inputs.append({"name": pi.name, "target_pop": pi.population.name, "offset": offset, "size": pi.population.size,
-                            "n": pi.n, "rate": pi.rate_hz, "total_rate": _literal(pi.n * pi.rate_hz),
+        spec.inputs.append({"name": pi.name, "target_pop": pi.population.name, "offset": offset,
+                            "size": pi.population.size, "n": pi.n, "rate": pi.rate_hz, "total_rate": _literal(pi.n * pi.rate_hz),
                             "weight": _literal(pi.weight), "stream": int(rng.stream_id(pi.id, 0))})
         offset += pi.population.size
     spec.n_units = offset
@@ -458,7 +461,7 @@ class EventSimulation:
         self.t = 0.0
         self._spikes = [[] for _ in range(self.batch_size)]
 
-    def run(self, duration: float):
+    def run(self, duration: float, **ignored):
         """Advance every batch instance by ``duration`` ms (events at times < t + duration)."""
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
                 or duration < 0:
@@ -481,6 +484,20 @@ class EventSimulation:
         """Synaptic events applied since the last reset, all instances together."""
         return sum(int(self._lib.sf_event_deliveries(self._handle, b)) for b in range(self.batch_size))
 
+    # -- time, as the clock-driven simulations report it (dt: the network's, for delays only) --
+    @property
+    def dt(self) -> float:
+        return self.network.dt
+
+    @property
+    def step(self) -> int:
+        """The time reached, in steps of the network's dt (the dynamics have no steps)."""
+        return int(round(self.t / self.dt))
+
+    run_steps_requested = property(lambda self: self.step)
+    #: The event backend has no per-step state check: nothing is found.
+    nonfinite: list = []
+
     # -- recordings -------------------------------------------------------------------------
     def spikes(self, population: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """Recorded spikes of ``population``: per batch instance, (exact times in ms, neuron ids),
@@ -496,6 +513,30 @@ class EventSimulation:
             mine = (units >= p["offset"]) & (units < p["offset"] + p["size"])
             out.append((times[mine], units[mine] - p["offset"]))
         return out
+
+    def recorded_indices(self, population: str, var: str | None = None) -> np.ndarray:
+        """The neurons whose spikes are recorded: all of the population's."""
+        p = self.spec.population(population)
+        return np.arange(p["size"])
+
+    def save(self, path):
+        """Save the spikes to ``path`` (.npz, written atomically), as ``Simulation.save``:
+        ``spikes/<pop>/times`` (exact, ms), ``.../ids``, ``.../batch``; ``batch_size`` and
+        ``dt`` (the network's)."""
+        from pathlib import Path
+
+        from ..fileio import atomic_savez
+
+        data = {"dt": np.float64(self.dt), "batch_size": np.int64(self.batch_size)}
+        for p in self.spec.populations:
+            if not p["record"]:
+                continue
+            sp = self.spikes(p["name"])
+            data[f"spikes/{p['name']}/times"] = np.concatenate([t for t, _ in sp])
+            data[f"spikes/{p['name']}/ids"] = np.concatenate([i for _, i in sp])
+            data[f"spikes/{p['name']}/batch"] = np.concatenate(
+                [np.full(i.size, b, dtype=np.int64) for b, (_, i) in enumerate(sp)])
+        return atomic_savez(Path(path), data)
 
     def spike_counts(self) -> dict[str, int]:
         """Total recorded spikes per population, over all batch instances."""
