@@ -123,6 +123,8 @@ def _check_model(model):
 
 
 def _threshold_value(model, thr, v: sympy.Symbol) -> sympy.Expr:
+    if _has_random(thr):
+        _refuse(model, "its threshold draws random numbers")
     if isinstance(thr, (sympy.StrictGreaterThan, sympy.GreaterThan)) and thr.lhs == v and v not in thr.rhs.free_symbols:
         return thr.rhs
     if isinstance(thr, (sympy.StrictLessThan, sympy.LessThan)) and thr.rhs == v and v not in thr.lhs.free_symbols:
