@@ -188,7 +188,7 @@ def _neuron_pop(net, pop, offset: int, spec: EventSpec):
             "T": maps.c["T"], "V": maps.c["V"], "jump": maps.c["jump"], "threshold": maps.c["threshold"],
             "threshold_source": pop.model.threshold_source, "reset": maps.c["reset"],
             "reset_source": "; ".join(st.source for st in pop.model.reset) or "none",
-            "init": _initial_state(pop, maps.var, where), "source": False}
+            "init": _initial_state(pop, maps.var, where), "source": False, "values": values, "drive": drive}
 
 
 def _source_pop(net, pop, offset: int, spec: EventSpec):
@@ -480,6 +480,14 @@ class EventSimulation:
             self._lib.sf_event_take_spikes(self._handle, b, times.ctypes.data, units.ctypes.data)
             self._spikes[b].append((times, units))
 
+    def events(self, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Every recorded spike of batch instance ``b`` in the order it happened: (times in ms,
+        units: a model neuron's index is its population's offset plus its own)."""
+        chunks = self._spikes[b]
+        if not chunks:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]).astype(np.int64)
+
     def deliveries(self) -> int:
         """Synaptic events applied since the last reset, all instances together."""
         return sum(int(self._lib.sf_event_deliveries(self._handle, b)) for b in range(self.batch_size))
@@ -590,6 +598,10 @@ class EventSimulation:
         self._arrays[f"{name}_times"]["data"] = np.concatenate([*all_times, [np.inf]])
         self._arrays[f"{name}_end"]["data"] = end.ravel()
         self._spike_arrays[name] = (start, end)
+
+    def has_weights(self, projection: str) -> bool:
+        """Whether ``projection`` has one weight per synapse (stored, ``static``)."""
+        return f"{projection}_w" in self._arrays
 
     def weights(self, projection: str) -> np.ndarray:
         """The weights of a stored projection with one weight per synapse (in row order)."""
