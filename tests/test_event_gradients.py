@@ -85,3 +85,16 @@ def test_poisson_inputs_and_procedural_rows_are_refused_by_name():
     sim.run(10.0)
     with pytest.raises(NetworkError, match=r"poisson input 'ext'"):
         spike_time_gradients(sim, lambda t, u: (0.0, np.zeros(t.size)))
+
+
+@pytest.mark.slow  # trains for 15 epochs: ~3 s with its build
+def test_the_example_learns_its_target_spike_times():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "event_spike_times.py"
+    spec = importlib.util.spec_from_file_location("event_spike_times_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    history = example.main(["--epochs", "15"])
+    assert history[0] > 100.0 and history[-1] < 1e-3 * history[0]

@@ -355,7 +355,8 @@ def event_spec(net) -> EventSpec:
         from .. import rng
 
         spec.inputs.append({"name": pi.name, "target_pop": pi.population.name, "offset": offset,
-                            "size": pi.population.size, "n": pi.n, "rate": pi.rate_hz, "total_rate": _literal(pi.n * pi.rate_hz),
+                            "size": pi.population.size, "n": pi.n, "rate": pi.rate_hz,
+                            "total_rate": _literal(pi.n * pi.rate_hz),
                             "weight": _literal(pi.weight), "stream": int(rng.stream_id(pi.id, 0))})
         offset += pi.population.size
     spec.n_units = offset

@@ -90,9 +90,7 @@ def _schedule(sim, times, units):
     """The recorded spikes and the deliveries they cause, in the kernel's order: by time;
     at equal times deliveries (projections in order, each first in, first out) before spikes,
     spikes in the recorded order."""
-    keys = []
-    for seq, (t, u) in enumerate(zip(times, units)):
-        keys.append((t, 1, 0, seq, "spike", seq))
+    keys = [(t, 1, 0, seq, "spike", seq) for seq, t in enumerate(times)]
     for q_index, q in enumerate(sim.spec.projections):
         pre = sim.spec.population(q["pre"])
         delay = q["delay_ms"]
