@@ -332,3 +332,33 @@ def test_the_clock_driven_first_spike_error_shrinks_linearly_in_dt():
         errors.append(np.mean(np.abs(first_spikes(sim) - exact_first)))
     slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
     assert abs(slope - 1.0) <= 0.2, (errors, slope)
+
+
+@pytest.mark.slow  # a build: ~2 s
+def test_deliveries_of_several_delayed_projections_go_in_time_order():
+    """Two delayed projections from one spike source: the later projection's earlier delivery
+    comes first (a target reaching threshold records which input crossed it)."""
+    net = Network("event_two_delays", dt=0.1, precision="double")
+    net.add_population("src", 1, m.SPIKE_SOURCE_ARRAY)
+    net.add_population("n", 2, m.LIF, params={"tau_m": 20.0, "v_rest": 0.0, "v_reset": 0.0, "v_th": 20.0},
+                       init={"v": 0.0})
+    net.add_projection("slow", "src", "n", m.STATIC, m.DELTA_CURR, "dense", wu_init={"w": [25.0, 0.0]}, delay=3.0)
+    net.add_projection("fast", "src", "n", m.STATIC, m.DELTA_CURR, "dense", wu_init={"w": [0.0, 25.0]}, delay=1.0)
+    net.record_spikes("n")
+    sim = net.build(backend="event")
+    sim.set_spike_times("src", (np.array([1.0, 1.5]), np.array([0, 0])))
+    sim.run(10.0)
+    times, ids = sim.spikes("n")[0]
+    np.testing.assert_array_equal(ids, [1, 1, 0, 0])
+    np.testing.assert_allclose(times, [2.0, 2.5, 4.0, 4.5], rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow  # a build and 10^6 events at one instant: ~3 s
+def test_an_excitatory_loop_without_delay_is_stopped_and_named():
+    net = Network("event_runaway", dt=0.1, precision="double")
+    net.add_population("n", 2, m.LIF, params={"v_rest": -45.0}, init={"v": -60.0})
+    net.add_projection("loop", "n", "n", m.STATIC, m.DELTA_CURR, "dense", wu_init={"w": 30.0})
+    net.record_spikes("n")
+    sim = net.build(backend="event")
+    with pytest.raises(NetworkError, match=r"population 'n': neuron \d .*fired without end at t = "):
+        sim.run(100.0)

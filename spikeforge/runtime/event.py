@@ -389,6 +389,8 @@ def _load(library):
     for fn in ("sf_event_spike_count", "sf_event_deliveries"):
         getattr(lib, fn).restype = ctypes.c_uint64
         getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.sf_event_runaway.restype = ctypes.c_double
+    lib.sf_event_runaway.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p]
     lib.sf_event_take_spikes.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p]
     lib.sf_event_state.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p]
     lib.sf_event_set_state.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p]
@@ -472,6 +474,18 @@ class EventSimulation:
         self.run_seconds = time.perf_counter() - t0
         self.t += float(duration)
         self._collect()
+        self._check_runaway()
+
+    def _check_runaway(self):
+        unit = ctypes.c_uint32()
+        for b in range(self.batch_size):
+            t = self._lib.sf_event_runaway(self._handle, b, ctypes.byref(unit))
+            if not math.isnan(t):
+                p = next(p for p in self.spec.populations if p["offset"] <= unit.value < p["offset"] + p["size"])
+                raise NetworkError(f"population '{p['name']}': neuron {unit.value - p['offset']} (batch instance {b}) "
+                                   f"and others fired without end at t = {t:g} ms: an excitatory loop without delay "
+                                   "whose jumps cross the threshold again after the reset; give the projection a "
+                                   "delay or smaller weights (the run stopped there)")
 
     def _collect(self):
         for b in range(self.batch_size):
