@@ -5,7 +5,8 @@ nothing is stored per synapse; constant drives spread so that each neuron alone 
 about 8-12 Hz) at N = 10^3 ... 10^6 on the ``event`` backend, one thread. Reports
 microseconds per network spike (each spike advances and re-keys its ~K targets), the
 growth from N = 10^3, the same for an O(N)-per-spike reference in numpy (every neuron's
-next spike time recomputed at every spike, as event-driven code without a heap does), and
+next spike time recomputed at every spike, as event-driven code without a heap does; and the
+generated kernel itself with its heap replaced by such a scan, ``queue="scan"``), and
 the peak memory (ru_maxrss) of the process at every N, beside the resident memory after the
 imports alone.
 
@@ -75,7 +76,7 @@ def worker(cfg: dict) -> dict:
         out.update(reference(cfg["n"], cfg["spikes"]))
     else:
         net = network(cfg["n"], cfg.get("batch", 1))
-        sim = net.build(backend="event", threads=cfg.get("threads", 1))
+        sim = net.build(backend="event", threads=cfg.get("threads", 1), queue=cfg.get("queue", "heap"))
         sim.run(cfg["warmup_ms"])
         warm_spikes = sum(sim.spike_counts().values())
         d0 = sim.deliveries()
@@ -163,6 +164,19 @@ def main(argv=None):
                      f"{r['load_before']:.2f} / {r['load_after']:.2f}"])
     print_table(["N", "spikes", "us / spike", "vs N=1e3", "load avg before / after"], rows,
                 title="E2: O(N)-per-spike reference (numpy)")
+    # the same kernel with the heap replaced by a scan that recomputes every neuron's next spike
+    rows = []
+    results["scan"] = []
+    for n in args.reference_sizes:
+        spikes = max(200, min(20_000, 2_000_000_000 // (n * n)))
+        results["scan"].append(run_worker({"kind": "event", "queue": "scan", "n": n, "warmup_ms": 0.0,
+                                           "duration_ms": spikes / (n * 10.0) * 1000.0}))
+    sbase = results["scan"][0]["us_per_spike"]
+    for r in results["scan"]:
+        rows.append([r["cfg"]["n"], r["spikes"], f"{r['us_per_spike']:.1f}", f"{r['us_per_spike'] / sbase:.1f}",
+                     f"{r['load_before']:.2f} / {r['load_after']:.2f}"])
+    print_table(["N", "spikes", "us / spike", "vs N=1e3", "load avg before / after"], rows,
+                title="E2: O(N)-per-spike reference (the generated kernel, queue='scan')")
     n4 = 1000 if args.quick else 10_000
     rows = []
     for threads in (1, 2):

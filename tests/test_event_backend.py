@@ -155,6 +155,21 @@ def test_qif_matches_its_reference_for_about_ten_spikes_per_neuron():
     assert np.bincount(ref_i, minlength=n).mean() == 10
 
 
+@pytest.mark.slow  # two builds: ~5 s
+def test_the_o_n_scan_reference_of_the_kernel_gives_the_heaps_events():
+    rng = np.random.default_rng(6)
+    v0 = rng.uniform(-65.0, -50.0, 300)
+    weights = rng.uniform(-1.0, 0.4, 300 * 20)
+    runs = []
+    for queue in ("heap", "scan"):
+        sim = lif_network("event_scan", 300, 20, weights, v0, delay=0.5).build(backend="event", queue=queue)
+        sim.run(100.0)
+        runs.append(sim.spikes("exc")[0])
+    assert runs[0][0].size > 500
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
 @pytest.mark.slow  # two builds and a drawn connectivity: ~3 s
 def test_procedural_rows_give_the_spikes_of_the_stored_rows_drawn_from_the_same_stream():
     rng = np.random.default_rng(3)

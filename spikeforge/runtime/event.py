@@ -367,8 +367,10 @@ def event_spec(net) -> EventSpec:
     return spec
 
 
-def render_event(spec: EventSpec) -> str:
-    """The C++ of the event kernel of ``spec`` (stable text)."""
+def render_event(spec: EventSpec, scan: bool = False) -> str:
+    """The C++ of the event kernel of ``spec`` (stable text). ``scan``: the O(N)-per-spike
+    reference instead of the heap (the next event found by recomputing every neuron's next
+    spike time; the same events, for benchmarks)."""
     from .. import __version__
     from ..codegen.render import environment, philox_header
 
@@ -376,7 +378,7 @@ def render_event(spec: EventSpec) -> str:
     return template.render(
         name=spec.name, version=__version__, philox=philox_header(), n_neurons=spec.n_neurons, n_units=spec.n_units,
         seed=spec.seed, arrays=spec.arrays, neuron_pops=spec.neuron_pops, source_pops=spec.source_pops,
-        all_pops=spec.neuron_pops + spec.source_pops, inputs=spec.inputs, projections=spec.projections)
+        all_pops=spec.neuron_pops + spec.source_pops, inputs=spec.inputs, projections=spec.projections, scan=scan)
 
 
 def _load(library):
@@ -404,16 +406,21 @@ class EventSimulation:
     >>> sim = net.build(backend="event")
     >>> sim.run(1000.0)
     >>> times, ids = sim.spikes("exc")[0]   # batch instance 0: exact times (ms), neuron ids
+
+    ``queue="scan"`` builds the O(N)-per-spike reference instead of the heap (every neuron's
+    next spike time recomputed at each event; the same events, for benchmarks).
     """
 
     name = "event"
 
-    def __init__(self, network, threads: int | None = None, batch_offset: int = 0, **options):
+    def __init__(self, network, threads: int | None = None, batch_offset: int = 0, queue: str = "heap", **options):
         unknown = sorted(set(options) - {"progress", "on_nonfinite", "check_every", "keep_initial_values"})
         if unknown:
             raise NetworkError(f"backend 'event': unknown option(s) {', '.join(unknown)}")
         if isinstance(batch_offset, bool) or not isinstance(batch_offset, int) or batch_offset < 0:
             raise NetworkError(f"batch_offset must be a non-negative integer, got {batch_offset!r}")
+        if queue not in ("heap", "scan"):
+            raise NetworkError(f"backend 'event': queue must be 'heap' or 'scan' (the O(N) reference), got {queue!r}")
         from .build import build_and_load
 
         t0 = time.perf_counter()
@@ -422,8 +429,9 @@ class EventSimulation:
         self.batch_offset = batch_offset
         self.threads = int(threads or 0)
         self.spec = event_spec(network)
-        self.source = render_event(self.spec)
-        self._lib, self.build = build_and_load(self.source, name=f"{network.name}_event",
+        self.source = render_event(self.spec, scan=queue == "scan")
+        self._lib, self.build = build_and_load(self.source, name=f"{network.name}_event" + ("_scan" if queue == "scan"
+                                                                                           else ""),
                                                describe=f"network '{network.name}' (event)")
         _load(self._lib)
         self.from_cache = self.build.from_cache
