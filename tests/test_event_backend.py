@@ -377,3 +377,19 @@ def test_an_excitatory_loop_without_delay_is_stopped_and_named():
     sim = net.build(backend="event")
     with pytest.raises(NetworkError, match=r"population 'n': neuron \d .*fired without end at t = "):
         sim.run(100.0)
+
+
+@pytest.mark.slow  # shares the lone LIF's build; alone it compiles (~2 s)
+def test_the_state_read_and_set_between_runs_follows_the_closed_form():
+    net = Network("event_lone_lif", dt=0.1, precision="double")
+    net.add_population("n", 1, m.LIF, params={"tau_m": 20.0, "v_rest": 0.0, "v_reset": 0.0, "v_th": 20.0},
+                       init={"v": 0.0})
+    net.add_current_source("drive", "n", m.DC, params={"amp": 30.0})
+    net.record_spikes("n")
+    sim = net.build(backend="event")
+    sim.run(10.0)
+    np.testing.assert_allclose(sim.state("n"), [[30.0 * (1 - math.exp(-0.5))]], rtol=1e-14)
+    sim.set_state("n", [19.0])  # one below threshold: fires after 20 ln(11/10) ms
+    sim.run(10.0)
+    times, _ = sim.spikes("n")[0]
+    np.testing.assert_allclose(times, [10.0 + 20.0 * math.log(11.0 / 10.0)], rtol=1e-14)

@@ -430,9 +430,8 @@ class EventSimulation:
         self.threads = int(threads or 0)
         self.spec = event_spec(network)
         self.source = render_event(self.spec, scan=queue == "scan")
-        self._lib, self.build = build_and_load(self.source, name=f"{network.name}_event" + ("_scan" if queue == "scan"
-                                                                                           else ""),
-                                               describe=f"network '{network.name}' (event)")
+        library = f"{network.name}_event" if queue == "heap" else f"{network.name}_event_scan"
+        self._lib, self.build = build_and_load(self.source, name=library, describe=f"network '{network.name}' (event)")
         _load(self._lib)
         self.from_cache = self.build.from_cache
         self.build_seconds = time.perf_counter() - t0
@@ -526,8 +525,11 @@ class EventSimulation:
         return int(round(self.t / self.dt))
 
     run_steps_requested = property(lambda self: self.step)
-    #: The event backend has no per-step state check: nothing is found.
-    nonfinite: list = []
+
+    @property
+    def nonfinite(self) -> list:
+        """The event backend checks no state for NaN or inf: nothing is found."""
+        return []
 
     # -- recordings -------------------------------------------------------------------------
     def spikes(self, population: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -583,6 +585,27 @@ class EventSimulation:
         for b in range(self.batch_size):
             self._lib.sf_event_state(self._handle, b, out[b].ctypes.data)
         return out[:, p["offset"]:p["offset"] + p["size"]].copy()
+
+    def set_state(self, population: str, values):
+        """Set the variable of ``population``'s ODE at the current time: ``values`` of shape (n,)
+        (every instance alike) or (batch, n); each neuron's next spike time follows from it."""
+        p = self.spec.population(population)
+        if p["source"]:
+            raise NetworkError(f"population '{population}' is a spike source; it has no state to set")
+        try:
+            v = np.broadcast_to(np.asarray(values, dtype=np.float64), (self.batch_size, p["size"]))
+        except ValueError:
+            raise NetworkError(f"population '{population}': expected {p['size']} values (or one row per batch "
+                               f"instance), got shape {np.shape(values)}") from None
+        if not np.all(np.isfinite(v)):
+            raise NetworkError(f"population '{population}': state values must be finite")
+        full = np.empty((self.batch_size, max(1, self.spec.n_neurons)))
+        for b in range(self.batch_size):
+            self._lib.sf_event_state(self._handle, b, full[b].ctypes.data)
+        full[:, p["offset"]:p["offset"] + p["size"]] = v
+        full = np.ascontiguousarray(full)
+        for b in range(self.batch_size):
+            self._lib.sf_event_set_state(self._handle, b, full[b].ctypes.data)
 
     # -- inputs and weights -----------------------------------------------------------------
     def set_spike_times(self, population: str, spikes):
