@@ -393,3 +393,22 @@ def test_the_state_read_and_set_between_runs_follows_the_closed_form():
     sim.run(10.0)
     times, _ = sim.spikes("n")[0]
     np.testing.assert_allclose(times, [10.0 + 20.0 * math.log(11.0 / 10.0)], rtol=1e-14)
+
+
+@pytest.mark.slow  # a build of the 10^4-neuron example: ~3 s
+def test_a_yaml_file_with_backend_event_runs_from_the_command_line(capsys, tmp_path):
+    import json
+    from pathlib import Path
+
+    from spikeforge.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "event_sparse.yaml"
+    saved = tmp_path / "spikes.npz"
+    assert main(["run", str(example), "--duration", "50", "--save", str(saved), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "event" and result["duration_ms"] == 50.0
+    assert 2.0 < result["rates_hz"]["exc"] < 30.0
+    with np.load(saved) as data:
+        times = data["spikes/exc/times"]
+        assert times.size == result["spikes"]["exc"] and np.all(np.diff(times) >= 0) and times.max() < 50.0
+        assert not np.allclose(times, np.round(times * 10) / 10)  # exact times, not on a 0.1 ms grid

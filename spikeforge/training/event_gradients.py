@@ -18,7 +18,7 @@ to the quantities it came from. These partials are the maps sympy derived
 and then runs the chain rule backwards over this record (reverse mode: the adjoint of the
 event sequence), from dL/dt_k of the recorded spikes to the weights.
 
-This first version runs in Python over the recorded events (about 10 us per delivery); the
+This first version runs in Python over the recorded events (tens of us per delivery); the
 gradients are exact, not fast. What it covers: neuron populations and spike sources of the
 event backend whose spikes are all recorded, stored projections with one weight per
 synapse (gradients are given for these), any delays; Poisson inputs (add_poisson_input)
