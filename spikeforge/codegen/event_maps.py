@@ -209,8 +209,6 @@ def _verify(model, kind, f, v, v_th, T, V):
             continue
         for pt in points:
             vals = {**pt, v: -0.05, S: 0.01}
-            for sym, val in list(vals.items()):
-                vals[sym] = val
             value = complex(expr.subs(vals).evalf())
             if abs(value) > 1e-9:
                 raise AssertionError(f"event maps of model '{model.name}' ({kind}): {name} fails ({value})")
@@ -259,29 +257,4 @@ def derive_event_maps(model, target: str | None = None) -> EventMaps:
     return maps
 
 
-def numeric(maps: EventMaps, values: dict):
-    """numpy functions of the maps with ``values`` (parameter -> number or per-neuron array)
-    substituted: ``T(v, drive)``, ``V(s, v, drive)``, ``f(v, drive)``, ``dT_dv(v, drive)``,
-    ``dV_ds(s, v, drive)``, ``dV_dv(s, v, drive)``, as a dict (for references and gradients)."""
-    import numpy as np
-
-    v = sympy.Symbol(maps.var, real=True)
-    i = sympy.Symbol(DRIVE, real=True)
-    params = {sympy.Symbol(k, real=True): sympy.Symbol(f"p_{k}", real=True) for k in maps.symbols}
-    args = list(params.values())
-    module = [{"log1p": np.log1p, "expm1": np.expm1}, "numpy"]
-
-    def fn(expr, *first):
-        return sympy.lambdify([*first, i, *args], expr.subs(params), modules=module)
-
-    vs = sympy.Symbol("V_s", real=True)
-    raw = {"T": fn(maps.time_to_threshold, v), "V": fn(maps.state_after, S, v), "f": fn(maps.flow, v),
-           "dT_dv": fn(-1 / maps.flow, v), "dV_ds": fn(maps.dV_ds, vs), "dV_dv": fn(maps.dV_dv, vs, v)}
-    bound = [values[k] for k in maps.symbols]
-    def bind(g):
-        return lambda *a: g(*a, *bound)
-
-    return {name: bind(g) for name, g in raw.items()}
-
-
-__all__ = ["EventMaps", "derive_event_maps", "numeric", "DRIVE"]
+__all__ = ["EventMaps", "derive_event_maps", "DRIVE", "S", "W"]
