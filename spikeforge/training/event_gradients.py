@@ -117,7 +117,7 @@ def _check(sim, b: int):
         raise NetworkError(f"batch instance {b} is not in [0, {sim.batch_size})")
 
 
-def _replay(sim, b: int, times, units):  # noqa: C901 - one loop over the event kinds
+def _replay(sim, b: int, times, units):
     """Forward pass: the tape, the node of each recorded spike and of each weight used."""
     tape = _Tape()
     spec = sim.spec
