@@ -46,10 +46,11 @@ def qif_maps(tau, drive, v_th):
     return T, V
 
 
-def reference(T, V, v0, row_start, post, w, v_reset, n_spikes, delay=0.0):
+def reference(T, V, v0, row_start, post, w, v_reset, n_spikes, delay=0.0, t_ref=0.0):
     """Every neuron's next spike time recomputed at every event (O(N) each); ties: time, then
     index; the neuron that fires is reset before its targets receive; deliveries due at the
-    time of a spike go first."""
+    time of a spike go first; a neuron is held at the reset for t_ref after its spike, and
+    inputs arriving meanwhile are lost."""
     v = np.array(v0, dtype=np.float64)
     t_last = np.zeros_like(v)
     pending = []  # FIFO of (arrival time, pre)
@@ -57,8 +58,10 @@ def reference(T, V, v0, row_start, post, w, v_reset, n_spikes, delay=0.0):
 
     def deliver(pre, t):
         k = slice(row_start[pre], row_start[pre + 1])
-        j = post[k]
-        v[j] = V(t - t_last[j], v[j]) + w[k]
+        j, wk = post[k], w[k]
+        awake = t >= t_last[j]
+        j, wk = j[awake], wk[awake]
+        v[j] = V(t - t_last[j], v[j]) + wk
         t_last[j] = t
 
     while len(times) < n_spikes:
@@ -71,7 +74,7 @@ def reference(T, V, v0, row_start, post, w, v_reset, n_spikes, delay=0.0):
         t = due[i]
         times.append(t)
         ids.append(i)
-        v[i], t_last[i] = v_reset, t
+        v[i], t_last[i] = v_reset, t + t_ref
         if delay > 0:
             pending.append((t + delay, i))
         else:
@@ -79,10 +82,10 @@ def reference(T, V, v0, row_start, post, w, v_reset, n_spikes, delay=0.0):
     return np.array(times), np.array(ids)
 
 
-def lif_network(name, n, k, weights, v0, delay=0.0, seed=11, procedural=None):
+def lif_network(name, n, k, weights, v0, delay=0.0, seed=11, procedural=None, t_ref=0.0):
     net = Network(name, dt=0.1, seed=seed, precision="double")
-    net.add_population("exc", n, m.LIF, params={"tau_m": 20.0, "v_rest": -45.0, "v_reset": -65.0, "v_th": -50.0},
-                       init={"v": v0})
+    net.add_population("exc", n, m.LIF, params={"tau_m": 20.0, "v_rest": -45.0, "v_reset": -65.0, "v_th": -50.0,
+                                                 "t_ref": t_ref}, init={"v": v0})
     if procedural is None:
         net.add_projection("rec", "exc", "exc", m.STATIC, m.DELTA_CURR, {"fixed_out_degree": k},
                            wu_init={"w": weights}, delay=delay)
@@ -94,20 +97,20 @@ def lif_network(name, n, k, weights, v0, delay=0.0, seed=11, procedural=None):
     return net
 
 
-@pytest.mark.parametrize("n, k, delay, n_spikes", [
-    pytest.param(1000, 50, 0.0, 10_000, marks=pytest.mark.slow),  # the acceptance run: the reference takes ~5 s
-    (200, 20, 1.5, 600),
+@pytest.mark.parametrize("n, k, delay, t_ref, n_spikes", [
+    pytest.param(1000, 50, 0.0, 0.0, 10_000, marks=pytest.mark.slow),  # the acceptance run: the reference ~5 s
+    (200, 20, 1.5, 2.0, 600),  # with a delay and a refractory period
 ])
-def test_e1_the_event_backend_matches_an_o_n_reference_spike_for_spike(n, k, delay, n_spikes):
+def test_e1_the_event_backend_matches_an_o_n_reference_spike_for_spike(n, k, delay, t_ref, n_spikes):
     rng = np.random.default_rng(5)
     v0 = rng.uniform(-65.0, -50.0, n)
     weights = rng.uniform(-1.0, 0.4, n * k)  # mostly inhibition; excitation can fire a neuron at once
-    net = lif_network(f"event_e1_{n}", n, k, weights, v0, delay=delay)
+    net = lif_network(f"event_e1_{n}", n, k, weights, v0, delay=delay, t_ref=t_ref)
     sim = net.build(backend="event")
     row_start, post = sim.rows("rec")
     T, V = lif_maps(20.0, -45.0, -50.0)
     ref_t, ref_i = reference(T, V, v0, row_start.astype(np.int64), post.astype(np.int64), sim.weights("rec"),
-                             -65.0, n_spikes, delay)
+                             -65.0, n_spikes, delay, t_ref)
     sim.run(float(ref_t[-1]) + 1e-6)
     times, ids = sim.spikes("exc")[0]
     assert times.size >= n_spikes
@@ -115,6 +118,8 @@ def test_e1_the_event_backend_matches_an_o_n_reference_spike_for_spike(n, k, del
     assert np.max(np.abs(times[:n_spikes] - ref_t)) <= 1e-9
     # the excitatory jumps made neurons fire at the very time of another's spike: ties were tested
     assert np.count_nonzero(np.diff(times[:n_spikes]) == 0) > 0
+    if t_ref > 0:  # inputs reached refractory neurons and were lost
+        assert sim.deliveries() < np.count_nonzero(times + delay < sim.t) * k
 
 
 def test_a_lone_lif_neurons_interspike_interval_is_tau_log_i_over_i_minus_v_th():
@@ -286,9 +291,16 @@ def test_what_the_event_backend_does_not_simulate_is_refused_by_name(change, why
         net.build(backend="event")
 
 
-def test_a_refractory_period_and_a_qif_below_rheobase_are_refused():
-    with pytest.raises(NetworkError, match=r"population 'p': model 'lif' has a refractory period"):
-        _lif(t_ref=2.0).build(backend="event")
+FLOWING = NeuronModel("flowing", params={"tau_m": 20.0, "t_ref": 2.0}, vars={"v": 0.0},
+                      equations="dv/dt = (30 - v) / tau_m", threshold="v > 20", reset="v = 0", refractory="t_ref")
+
+
+def test_a_refractory_period_with_a_flowing_state_and_a_qif_below_rheobase_are_refused():
+    net = Network("event_refused", dt=0.1)
+    net.add_population("p", 3, FLOWING)
+    with pytest.raises(NetworkError, match=r"population 'p': model 'flowing' has a refractory period, but its "
+                                           r"equation is not flagged '\(unless refractory\)'"):
+        net.build(backend="event")
     net = Network("event_refused", dt=0.1)
     net.add_population("q", 3, m.QIF)
     with pytest.raises(NetworkError, match=r"population 'q': model 'qif' needs .*rheobase"):

@@ -28,7 +28,8 @@ def test_weight_gradients_of_a_spike_time_loss_agree_with_finite_differences(del
     n, k, duration = 100, 10, 100.0
     rng = np.random.default_rng(0)
     net = Network(f"event_grad_{int(delay)}", dt=0.1, seed=1, precision="double")
-    net.add_population("exc", n, m.LIF, params={"tau_m": 20.0, "v_rest": 0.0, "v_reset": 0.0, "v_th": 20.0},
+    net.add_population("exc", n, m.LIF, params={"tau_m": 20.0, "v_rest": 0.0, "v_reset": 0.0, "v_th": 20.0,
+                                                 "t_ref": delay},  # with the delay, a refractory period
                        init={"v": rng.uniform(0.0, 15.0, n)})
     net.add_current_source("drive", "exc", m.DC, params={"amp": rng.uniform(22.0, 28.0, n)})
     net.add_population("inp", 5, m.SPIKE_SOURCE_ARRAY)

@@ -8,9 +8,11 @@ parameters, connectivity, sources); :func:`render_event` writes the C++ of
 What is simulated (everything else is refused, naming the population or projection and
 the field):
 
-* neuron populations whose model has one ODE with a closed-form flow (LIF, QIF, ...), no
-  refractory period, parameters compiled in or given per neuron, a constant drive ``i_syn``
-  per neuron from ``dc`` current sources;
+* neuron populations whose model has one ODE with a closed-form flow (LIF, QIF, ...),
+  parameters compiled in or given per neuron, a constant drive ``i_syn`` per neuron from
+  ``dc`` current sources, and a refractory period if the ODE is flagged ``(unless
+  refractory)`` (the state is held at the reset and inputs are lost meanwhile, as on the
+  clock-driven backends);
 * external spike sources: ``poisson`` populations (rates per neuron) and spike-source
   arrays (``set_spike_times``), and Poisson inputs (``add_poisson_input``) merged into one
   Poisson process per neuron;
@@ -96,16 +98,33 @@ def _param_values(pop, where: str) -> tuple[list, list, dict]:
     return constants, per_neuron, values
 
 
-def _refractory(pop, where: str):
+def _refractory(pop, maps, where: str) -> str | None:
+    """The C expression of the refractory period (ms), or None when it is zero for every neuron.
+    While refractory, the variable is held at its reset value and inputs are lost (the rule of
+    a variable flagged ``(unless refractory)``, as on the clock-driven backends)."""
     model = pop.model
     if model.refractory is None:
-        return
+        return None
+    from ..codegen.cprint import CPrinter
     from ..models.evaluate import evaluate
 
-    value = evaluate(model.refractory, {k: v for k, v in pop.params.items()}, None)
-    if np.any(np.asarray(value) != 0):
-        raise NetworkError(f"{where}: model '{model.name}' has a refractory period ({model.refractory_source} = "
-                           f"{np.max(value):g} ms); the event backend simulates neurons without one (set it to 0)")
+    value = np.asarray(evaluate(model.refractory, dict(pop.params.items()), None), dtype=np.float64)
+    if not np.any(value != 0):
+        return None
+    if np.any(value < 0) or not np.all(np.isfinite(value)):
+        raise NetworkError(f"{where}: the refractory period {model.refractory_source} must be finite and not "
+                           "negative")
+    if not all(o.unless_refractory for o in model.odes):
+        raise NetworkError(f"{where}: model '{model.name}' has a refractory period, but its equation is not flagged "
+                           f"'(unless refractory)': the event backend holds {maps.var} while refractory")
+    return CPrinter("double").doprint(model.refractory)
+
+
+def _refractory_ms(pop) -> np.ndarray:
+    from ..models.evaluate import evaluate
+
+    value = evaluate(pop.model.refractory, dict(pop.params.items()), None)
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), (pop.size,)).copy()
 
 
 def _initial_state(pop, var: str, where: str) -> np.ndarray:
@@ -169,8 +188,8 @@ def _neuron_pop(net, pop, offset: int, spec: EventSpec):
     from ..codegen.event_maps import derive_event_maps
 
     where = f"population '{pop.name}'"
-    _refractory(pop, where)
     maps = derive_event_maps(pop.model)
+    refractory = _refractory(pop, maps, where)
     constants, per_neuron, values = _param_values(pop, where)
     drive = _drive(net, pop, where)
     _check_requirements(maps, values, drive, where)
@@ -180,7 +199,7 @@ def _neuron_pop(net, pop, offset: int, spec: EventSpec):
                             "data": values[name]})
     spec.arrays.append({"name": f"{pop.name}_drive", "ctype": "double",
                         "doc": f"constant drive i_syn of '{pop.name}' (dc sources), per neuron", "data": drive})
-    used = set(maps.symbols)
+    used = set(maps.symbols) | ({s.name for s in pop.model.refractory.free_symbols} if refractory else set())
     return {"name": pop.name, "model": pop.model.name, "size": pop.size, "offset": offset, "var": maps.var,
             "kind": maps.kind, "equation": maps.equation, "id": pop.id, "record": bool(pop.record_spikes),
             "constants": [c for c in constants if c["name"] in used],
@@ -188,7 +207,9 @@ def _neuron_pop(net, pop, offset: int, spec: EventSpec):
             "T": maps.c["T"], "V": maps.c["V"], "jump": maps.c["jump"], "threshold": maps.c["threshold"],
             "threshold_source": pop.model.threshold_source, "reset": maps.c["reset"],
             "reset_source": "; ".join(st.source for st in pop.model.reset) or "none",
-            "init": _initial_state(pop, maps.var, where), "source": False, "values": values, "drive": drive}
+            "init": _initial_state(pop, maps.var, where), "source": False, "values": values, "drive": drive,
+            "refractory": refractory, "refractory_source": pop.model.refractory_source,
+            "refractory_ms": _refractory_ms(pop) if refractory else np.zeros(pop.size)}
 
 
 def _source_pop(net, pop, offset: int, spec: EventSpec):

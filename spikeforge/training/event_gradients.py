@@ -148,6 +148,8 @@ def _replay(sim, b: int, times, units):
         for k in range(int(row_start[pre]), int(row_start[pre + 1])):
             i = int(post[k])
             n = post_pop["offset"] + i
+            if t < t_last[n]:  # refractory: the input is lost
+                continue
             a = mp.args(i)
             s = t - t_last[n]
             vn = mp.V(s, v[n], *a)
@@ -183,7 +185,7 @@ def _replay(sim, b: int, times, units):
             worst = max(worst, abs(t_k - times[seq]))
             spike_node[seq] = node
             v[u], v_node[u] = mp.reset(*a), None
-            t_last[u], t_node[u] = times[seq], node
+            t_last[u], t_node[u] = times[seq] + p["refractory_ms"][i], node  # held at the reset until then
         for q in out_of[k]:
             if q["delay_ms"] == 0:
                 deliver(q, u - p["offset"], times[seq], spike_node[seq])
