@@ -764,12 +764,13 @@ class Network:
     # -- running -------------------------------------------------------------------------
     def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
         """Generate, compile (or load from the cache) and return a ready Simulation."""
-        from .runtime.simulation import Simulation
+        from .runtime.backends import get_backend
 
+        chosen = get_backend(backend)  # an unknown name is refused before anything is built
         if batch_size is not None:
             self._check_batch(batch_size)
             self.batch_size = int(batch_size)
-        return Simulation(self, backend=backend, **options)
+        return chosen.simulate(self, **options)
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from tests.conftest import gpu_available, nvcc_path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spikeforge"
 REGISTRY = PACKAGE / "runtime" / "backends.py"
-NAMES = ("cpu", "cuda", "cuda-emu")
+NAMES = ("cpu", "cuda", "cuda-emu", "event")
 
 
 def tiny_network(name="tiny"):
@@ -35,10 +35,12 @@ def _tiny_name(backend: str) -> str:
     return f"tiny_{backend.replace('-', '_')}"  # one name per backend: the tests share its build
 
 
-def test_the_registry_lists_the_three_backends_with_their_attributes():
+def test_the_registry_lists_the_backends_with_their_attributes():
     assert backend_names() == NAMES
     kinds = {name: (get_backend(name).target, get_backend(name).device, get_backend(name).gpu) for name in NAMES}
-    assert kinds == {"cpu": ("cpu", False, False), "cuda": ("cuda", True, True), "cuda-emu": ("cuda", True, False)}
+    assert kinds == {"cpu": ("cpu", False, False), "cuda": ("cuda", True, True), "cuda-emu": ("cuda", True, False),
+                     "event": ("cpu", False, False)}
+    assert [name for name in NAMES if get_backend(name).event_driven] == ["event"]
     for name in NAMES:
         backend = get_backend(name)
         assert backend.name == name and backend.target in TARGETS and backend.description
@@ -51,7 +53,8 @@ def test_the_registry_lists_the_three_backends_with_their_attributes():
     lambda: tiny_network().build(backend="opencl"),
 ])
 def test_an_unknown_backend_is_one_clear_error_listing_the_registered_ones(ask):
-    with pytest.raises(BackendUnavailableError, match=r"^unknown backend 'opencl' \(available: cpu, cuda, cuda-emu\)$"):
+    with pytest.raises(BackendUnavailableError,
+                       match=r"^unknown backend 'opencl' \(available: cpu, cuda, cuda-emu, event\)$"):
         ask()
 
 
@@ -59,7 +62,8 @@ def test_the_trainer_refuses_an_unknown_backend_through_the_registry():
     from spikeforge.training.model import EpropConfig
     from spikeforge.training.trainer import Trainer
 
-    with pytest.raises(BackendUnavailableError, match=r"unknown backend 'tpu' \(available: cpu, cuda, cuda-emu\)"):
+    with pytest.raises(BackendUnavailableError, match=r"unknown backend 'tpu' \(available: cpu, cuda, cuda-emu, event\)"
+                       ):
         Trainer(EpropConfig(3, 4, 2, m.LIF), backend="tpu")
 
 

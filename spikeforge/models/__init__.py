@@ -14,6 +14,7 @@ from .builtins import (
     NOISE,
     POISSON,
     POSTSYNAPTIC,
+    QIF,
     SPIKE_SOURCE_ARRAY,
     STATIC,
     STATIC_CONSTANT,
@@ -28,7 +29,7 @@ from .variables import Constant, Normal, Uniform, Var
 
 __all__ = [
     "ALIF", "CURRENT_SOURCES", "DC", "DELTA_CURR", "EXP_CURR", "IZHIKEVICH", "LEAKY_INTEGRATOR", "LIF",
-    "LIF_SUBTRACTIVE",
+    "LIF_SUBTRACTIVE", "QIF",
     "NEURONS", "NOISE", "POISSON", "POSTSYNAPTIC", "SPIKE_SOURCE_ARRAY", "STATIC", "STATIC_CONSTANT", "STDP",
     "WEIGHT_UPDATES", "delta_curr", "stdp", "NeuronModel", "SpikeSourceArrayModel", "CurrentSourceModel",
     "PostsynapticModel", "WeightUpdateModel", "Constant", "Normal", "Uniform", "Var",

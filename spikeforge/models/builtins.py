@@ -51,6 +51,18 @@ LIF_SUBTRACTIVE = NeuronModel(
 )
 """LIF with reset by subtraction and no refractoriness: the hidden neuron of e-prop's LSNNs."""
 
+QIF = NeuronModel(
+    "qif",
+    params={"tau_m": 10.0, "v_th": 100.0, "v_reset": -100.0, "r_m": 1.0},
+    vars={"v": 0.0},
+    equations="dv/dt = (v**2 + r_m * i_syn) / tau_m",
+    threshold="v > v_th",
+    reset="v = v_reset",
+    units={"tau_m": "ms"},  # v and i_syn dimensionless (the normal form)
+)
+"""The quadratic integrate-and-fire neuron in its normal form; with v_th = -v_reset large it
+approaches the theta neuron (the event backend solves it in that phase form)."""
+
 IZHIKEVICH = NeuronModel(
     "izhikevich",
     params={"a": 0.02, "b": 0.2, "c": -65.0, "d": 8.0},
@@ -183,8 +195,8 @@ DC = CurrentSourceModel("dc", params={"amp": None}, current="amp", units={"amp":
 NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()",
                            units={"mean": "target.i_syn", "sd": "target.i_syn"})
 
-NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON, SPIKE_SOURCE_ARRAY,
-                               VALUE_INPUT, LEAKY_READOUT)}
+NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, QIF, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON,
+                               SPIKE_SOURCE_ARRAY, VALUE_INPUT, LEAKY_READOUT)}
 POSTSYNAPTIC = {"exp_curr": EXP_CURR, "delta": DELTA_CURR, "one_step_curr": ONE_STEP_CURR}
 WEIGHT_UPDATES = {m.name: m for m in (STATIC, STATIC_CONSTANT, STDP, SCALED)}
 CURRENT_SOURCES = {m.name: m for m in (DC, NOISE)}

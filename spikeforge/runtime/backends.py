@@ -74,7 +74,16 @@ class Backend:
     #: no more of the spec than its arrays, populations and recordings, and ``create`` takes
     #: the compiled text back as ``sources=`` (rendered again otherwise).
     warm_start: bool = False
+    #: Runs without a time grid (exact event-driven): ``simulate`` returns its own simulation
+    #: object, and the kernel-spec steps (render, build, load) do not apply.
+    event_driven: bool = False
     description: str = ""
+
+    def simulate(self, network, **options):
+        """A running simulation of ``network`` on this backend (what ``Network.build`` returns)."""
+        from .simulation import Simulation
+
+        return Simulation(network, backend=self.name, **options)
 
     def render(self, spec: NetworkSpec, block_sizes: dict | None = None) -> Sources:
         raise NotImplementedError
@@ -235,6 +244,27 @@ class _Cuda(Backend):
         return self.load(artefact, spec, batch_size, **options)
 
 
+class _Event(Backend):
+    name = "event"
+    target = "cpu"
+    event_driven = True
+    description = ("exact event-driven simulation (no time grid): a heap of next spike times, the flow solved in "
+                   "closed form; generated C++, OpenMP over the batch")
+
+    def simulate(self, network, **options):
+        from .event import EventSimulation
+
+        return EventSimulation(network, **options)
+
+    def _not_here(self, *args, **kwargs):
+        from ..errors import NetworkError
+
+        raise NetworkError("backend 'event' simulates a network without kernel specs or time steps: build it with "
+                           "net.build(backend='event') (docs/backends.md, 'The event backend')")
+
+    render = build = load = create = sources = _not_here
+
+
 def _loaded(artefact: Artefact) -> Artefact:
     """``artefact`` with its shared library loaded (a build made with ``load=False``)."""
     if artefact.library is not None:
@@ -268,5 +298,5 @@ def get_backend(name) -> Backend:
     return backend
 
 
-for _backend in (_Cpu(), _Cuda(), _CudaEmu()):
+for _backend in (_Cpu(), _Cuda(), _CudaEmu(), _Event()):
     register(_backend)
