@@ -1,0 +1,91 @@
+"""The package as a user meets it: the names ``import spikeforge`` exports (imported on first
+use, so the import itself loads neither sympy nor Jinja2), and the examples in the public
+functions' docstrings, which run as written."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import spikeforge
+
+ROOT = Path(spikeforge.__file__).resolve().parent.parent
+
+
+def _fresh(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_import_spikeforge_loads_no_heavy_module():
+    out = _fresh("import json, sys, spikeforge\n"
+                 "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+                 "{'sympy', 'jinja2', 'matplotlib', 'numpy', 'yaml'})))")
+    assert json.loads(out) == []
+
+
+def test_a_name_is_imported_on_first_use_only():
+    out = _fresh("import sys, spikeforge\n"
+                 "before = 'spikeforge.network' in sys.modules\n"
+                 "net = spikeforge.Network('n', dt=0.1)\n"
+                 "print(before, 'spikeforge.network' in sys.modules, 'Network' in vars(spikeforge))")
+    assert out.split() == ["False", "True", "True"]
+
+
+def test_from_spikeforge_import_network_and_models():
+    from spikeforge import Network, models
+    from spikeforge.models import LIF
+    from spikeforge.network import Network as NetworkInModule
+
+    assert Network is NetworkInModule and models.LIF is LIF
+
+
+def test_every_exported_name_resolves_to_its_module_attribute():
+    assert len(spikeforge.__all__) == len(set(spikeforge.__all__))
+    for name in spikeforge.__all__:
+        if name == "__version__":
+            continue
+        module, attribute = spikeforge._EXPORTS[name]
+        expected = importlib.import_module(module)
+        if attribute is not None:
+            expected = getattr(expected, attribute)
+        assert getattr(spikeforge, name) is expected, name
+    assert set(spikeforge.__all__) <= set(dir(spikeforge))
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'Netwrok'"):
+        spikeforge.Netwrok  # noqa: B018
+    with pytest.raises(ImportError):
+        exec("from spikeforge import Netwrok", {})
+
+
+def test_the_type_checking_imports_match_the_exports():
+    """What mypy and IDEs see (the TYPE_CHECKING block) is what is exported at run time."""
+    import ast
+
+    tree = ast.parse(Path(spikeforge.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen = {alias.asname or alias.name for node in block.body for alias in node.names}
+    assert seen == set(spikeforge._EXPORTS)
+
+
+# The modules whose public functions carry examples; their examples build a 400-neuron CUBA
+# network (cached) and draw it.
+DOCTESTED = ["spikeforge", "spikeforge.plots", "spikeforge.doctor"]
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_docstring_examples_run(module):
+    pytest.importorskip("matplotlib")
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
