@@ -30,6 +30,8 @@ __all__ = ["Check", "diagnose", "format_report", "backends_ready"]
 #: What the GPU route needs beyond the toolkit; documented in docs/install.md.
 PYCUDA_STEP = "pip install pycuda   (built against your CUDA toolkit: docs/install.md, 'One GPU')"
 GPU_EXTRA = "pip install 'spikeforge[gpu]'"
+#: Headers pycuda's build includes besides cuda.h (its default build wraps cuRAND).
+PYCUDA_HEADERS = ("curand.h",)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,13 @@ def _headers(nvcc: str | None) -> tuple[Check, Path | None]:
     if root is None:
         return Check("CUDA headers", False, "no include/cuda.h under CUDA_HOME, next to nvcc or in /usr/local/cuda",
                      needed, "install the CUDA toolkit (its include/ folder), or set CUDA_HOME to it"), None
-    return Check("CUDA headers", True, str(root / "include" / "cuda.h"), needed), root
+    include = root / "include"
+    missing = [h for h in PYCUDA_HEADERS if not (include / h).is_file()]
+    if missing:
+        return Check("CUDA headers", False, f"{include / 'cuda.h'}, but no {', '.join(missing)} in {include}",
+                     needed, "install the toolkit's cuRAND development files (e.g. apt install "
+                     "libcurand-dev-<version>, or the full CUDA toolkit)"), root
+    return Check("CUDA headers", True, str(include / "cuda.h"), needed), root
 
 
 def _driver() -> Check:
@@ -171,17 +179,20 @@ def pycuda_command(root: Path) -> str:
     return f"PATH={root}/bin:$PATH CUDA_ROOT={root} pip install pycuda"
 
 
-def _pycuda(root: Path | None, driver_ok: bool) -> Check:
+def _pycuda(root: Path | None, headers_ok: bool, driver_ok: bool) -> Check:
     needed = "cuda (launching kernels)"
     version = _version("pycuda")
     if version is not None:
         return Check("pycuda", True, f"pycuda {version}", needed)
+    first = []
     if root is None:
-        fix = "first the CUDA toolkit (nvcc, cuda.h), then " + PYCUDA_STEP
-    elif not driver_ok:
-        fix = f"first the NVIDIA driver (pycuda links against libcuda), then {pycuda_command(root)}"
-    else:
-        fix = pycuda_command(root)
+        first.append("the CUDA toolkit")
+    elif not headers_ok:
+        first.append("the toolkit's missing headers (see CUDA headers)")
+    if not driver_ok:
+        first.append("the NVIDIA driver (pycuda links against libcuda)")
+    command = pycuda_command(root) if root is not None else PYCUDA_STEP
+    fix = f"first {' and '.join(first)}, then {command}" if first else command
     return Check("pycuda", False, "not installed", needed, fix)
 
 
@@ -206,7 +217,7 @@ def _nccl() -> Check:
     dist = next((d for d in ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy") if _version(d)), None)
     if dist is None:
         return Check("NCCL (cupy)", False, "cupy not installed", needed, GPU_EXTRA)
-    code = "from cupy.cuda import nccl; print(nccl.get_version())"
+    code = "from cupy.cuda import nccl; v = nccl.get_version(); print(f'{v // 10000}.{v % 10000 // 100}.{v % 100}')"
     probe = _run([sys.executable, "-c", code], timeout=120)
     if probe.returncode != 0:
         return Check("NCCL (cupy)", False, f"{dist} {_version(dist)}, but NCCL does not load: "
@@ -234,7 +245,8 @@ def diagnose() -> list[Check]:
     nvcc_check, nvcc = _nvcc()
     headers, root = _headers(nvcc)
     driver = _driver()
-    return [py, cxx_check, _openmp(cxx), nvcc_check, headers, driver, _pycuda(root, driver.ok), _mpi(), _nccl()]
+    pycuda = _pycuda(root, headers.ok, driver.ok)
+    return [py, cxx_check, _openmp(cxx), nvcc_check, headers, driver, pycuda, _mpi(), _nccl()]
 
 
 def backends_ready(checks: list[Check]) -> dict[str, bool]:

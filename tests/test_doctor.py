@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib.util
 import json
+import os
 import shutil
 
 import pytest
@@ -46,10 +47,12 @@ def test_each_check_agrees_with_the_machine(report):
 def test_pycuda_advice_names_the_toolkit_found(report):
     if report["pycuda"].ok:
         pytest.skip("pycuda is installed")
-    headers = report["CUDA headers"]
-    if headers.ok:
-        root = headers.detail.removesuffix("/include/cuda.h")
-        assert f"CUDA_ROOT={root}" in report["pycuda"].fix and f"PATH={root}/bin:" in report["pycuda"].fix
+    toolkit = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_ROOT") or "/usr/local/cuda"
+    if os.path.isfile(os.path.join(toolkit, "include", "cuda.h")):
+        # pycuda's build takes the first nvcc on PATH: the command puts this toolkit's first
+        assert f"PATH={toolkit}/bin:$PATH CUDA_ROOT={toolkit} pip install pycuda" in report["pycuda"].fix
+        if not os.path.isfile(os.path.join(toolkit, "include", "curand.h")):  # pycuda's build includes it
+            assert not report["CUDA headers"].ok and "curand.h" in report["CUDA headers"].detail
     if not report["CUDA driver"].ok:
         assert "driver" in report["pycuda"].fix
 
