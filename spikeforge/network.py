@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -230,7 +231,7 @@ class Projection:
     name: str
     pre: Population
     post: Population
-    connectivity: object
+    connectivity: Any  # Dense, OneToOne, FixedProbability, ... (see make_connectivity)
     weight_update: WeightUpdateModel
     wu_params: dict[str, float]
     wu_vars: dict[str, Var]
@@ -268,6 +269,7 @@ class Projection:
             return self.pre.size
         if kind == "procedural":  # never drawn as a whole: the expected count
             return round(self.connectivity.p * self.pre.size * self.post.size)
+        assert self.rows is not None, f"projection '{self.name}': connectivity not drawn yet"
         return self.rows.n_synapses
 
 
@@ -752,7 +754,7 @@ class Network:
                     ", per batch instance" if a.batched else ", shared by the batch")
                 return {"array": name, "dims": what, "shape": list(a.shape(self.batch_size))}
 
-            entry = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
+            entry: dict[str, Any] = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
                      "reads": [dims(n) for n in k.reads], "writes": [dims(n) for n in k.writes]}
             if with_launch:
                 launch = kernel_launch(k)

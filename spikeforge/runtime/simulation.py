@@ -7,6 +7,7 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,11 +103,13 @@ class Simulation:
         # ``initial_values``: what an earlier build of the same network loaded from the host at
         # its first reset (``(params, vars)``, see ``initial_values`` below), loaded as is
         # instead of being computed from the models (the warm-start cache gives them back)
+        self._stored_params: dict | None
+        self._stored_vars: list | None
         self._stored_params, self._stored_vars = initial_values if initial_values is not None else (None, None)
         #: With ``keep_initial_values``: ``(params, vars)``, the parameters read at run time (array
         #: name -> values) and the variables computed on the host (``[(array name, values)]``, in
         #: the order loaded) at the first reset; None otherwise
-        self.initial_values = ({}, []) if keep_initial_values else None
+        self.initial_values: tuple[dict, list] | None = ({}, []) if keep_initial_values else None
         #: current values of the parameters read at run time, by array name (see set_param)
         self._params = self._initial_params()
         if self.initial_values is not None:
@@ -288,7 +291,7 @@ class Simulation:
 
     def _current_params(self, owner, part, params, specs) -> dict:
         """Every parameter of one model: a float, (n,) per element, (batch, 1) per instance."""
-        out = {}
+        out: dict[str, Any] = {}
         for name, value in params.items():
             kind = specs.kind(name)
             if kind == "constant":
@@ -509,7 +512,7 @@ class Simulation:
         """The neuron of each column of :meth:`recorded` (``var`` given) or the neurons whose
         spikes are recorded (``var`` None)."""
         if var is None:
-            info = self._pop_info.get(population)
+            info: Any = self._pop_info.get(population)
             if population not in self._spike_pops:
                 raise NetworkError(f"spikes of '{population}' are not recorded (recorded: "
                                    f"{', '.join(self._spike_pops) or 'none'})")

@@ -514,7 +514,7 @@ class Trainer:
             out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
             metrics.update(_metrics(self._io.classify, out, y, mask, self._io.readout))
             steps = metrics.pop("steps")
-        grads = {}
+        grads: dict = {}
         if gradients:
             grads = (self.runtime.gradient_sums() if local.size
                      else {w: np.zeros(self.runtime.weight_shape(w)) for w in self._io.names})
