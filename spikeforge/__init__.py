@@ -4,7 +4,7 @@ The names users need are exported here, and each is imported on first use: ``imp
 spikeforge`` itself stays cheap (no sympy, Jinja2 or matplotlib), so the command line
 starts fast and a warm run never loads the code generator.
 
-Example:
+Examples:
     >>> import spikeforge as sf
     >>> net = sf.cuba_network(n=400, batch_size=2)
     >>> isinstance(net, sf.Network)

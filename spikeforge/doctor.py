@@ -5,7 +5,7 @@ program, the CUDA driver is loaded and initialised, MPI's library is asked its v
 and reports one line: found or missing, what was found, and for a missing piece the
 command that installs it. Nothing here is imported by ``import spikeforge``.
 
-Example:
+Examples:
     >>> from spikeforge.doctor import diagnose
     >>> report = diagnose()
     >>> [check.name for check in report][:3]
@@ -233,7 +233,7 @@ def diagnose() -> list[Check]:
         One :class:`Check` per component: Python, the C++ compiler, OpenMP, nvcc, the CUDA
         headers, the CUDA driver, pycuda, MPI and NCCL.
 
-    Example:
+    Examples:
         >>> from spikeforge.doctor import diagnose
         >>> checks = {c.name: c for c in diagnose()}
         >>> checks["python"].ok
@@ -252,7 +252,7 @@ def diagnose() -> list[Check]:
 def backends_ready(checks: list[Check]) -> dict[str, bool]:
     """Which backends can run, from :func:`diagnose`'s checks.
 
-    Example:
+    Examples:
         >>> from spikeforge.doctor import Check, backends_ready
         >>> backends_ready([Check("C++ compiler", True, "g++", "")])
         {'cpu': True, 'cuda-emu': True, 'cuda': False}
@@ -266,7 +266,7 @@ def backends_ready(checks: list[Check]) -> dict[str, bool]:
 def format_report(checks: list[Check]) -> str:
     """The report as ``spikeforge doctor`` prints it: one line per check, its fix below it.
 
-    Example:
+    Examples:
         >>> from spikeforge.doctor import Check, format_report
         >>> missing = Check("nvcc", False, "not found", "cuda", "install the CUDA toolkit")
         >>> print(format_report([missing]))  # doctest: +ELLIPSIS

@@ -6,7 +6,7 @@ list of open figures: it returns the :class:`~matplotlib.figure.Figure` (a noteb
 it as the cell's result), draws into the ``ax=`` you give it, and saves to ``path`` only
 if you pass one.
 
-Example:
+Examples:
     >>> from spikeforge import cuba_network, plot_raster, plot_rates
     >>> sim = cuba_network(n=400, batch_size=2).build()
     >>> _ = sim.run(duration=50.0)
@@ -98,7 +98,7 @@ def plot_raster(sim: Simulation, population: str | None = None, *, ax: Axes | No
     Returns:
         The Figure drawn into.
 
-    Example:
+    Examples:
         >>> from spikeforge import cuba_network, plot_raster
         >>> sim = cuba_network(n=400, batch_size=3).build()
         >>> _ = sim.run(duration=50.0)
@@ -168,7 +168,7 @@ def plot_rates(sim: Simulation, population: str | None = None, *, bin_ms: float 
     Returns:
         The Figure drawn into.
 
-    Example:
+    Examples:
         >>> from spikeforge import cuba_network, plot_rates
         >>> sim = cuba_network(n=400, batch_size=2).build()
         >>> _ = sim.run(duration=50.0)
@@ -211,7 +211,7 @@ def plot_simulation(sim: Simulation, path: str | Path | None = None, max_instanc
     Returns:
         The Figure drawn into.
 
-    Example:
+    Examples:
         >>> from spikeforge import cuba_network, plot_simulation
         >>> sim = cuba_network(n=400, batch_size=2).build()
         >>> _ = sim.run(duration=50.0)
@@ -273,7 +273,7 @@ def plot_history(history: Sequence[dict], path: str | Path | None = None, title:
     Returns:
         The Figure drawn into.
 
-    Example:
+    Examples:
         >>> from spikeforge import plot_history
         >>> history = [{"epoch": 1, "train_loss": 2.1, "train_accuracy": 0.3, "val_loss": 2.0},
         ...            {"epoch": 2, "train_loss": 1.4, "train_accuracy": 0.6, "val_loss": 1.5}]
