@@ -81,7 +81,12 @@ def test_the_type_checking_imports_match_the_exports():
 
 # The modules whose public functions carry examples; their examples build a 400-neuron CUBA
 # network (cached) and draw it.
-DOCTESTED = ["spikeforge", "spikeforge.plots", "spikeforge.doctor"]
+# (the examples that build and run a network repeat what test_plots checks: full suite only)
+DOCTESTED = [pytest.param("spikeforge", marks=pytest.mark.slow),
+             pytest.param("spikeforge.plots", marks=pytest.mark.slow), "spikeforge.doctor"]
+#: The exported functions and classes, each with an example in its own docstring.
+EXPORTED = [pytest.param(n, marks=pytest.mark.slow) if n in ("digits",) else n  # digits: scikit-learn's load
+            for n in sorted(n for n in spikeforge._EXPORTS if spikeforge._EXPORTS[n][1] is not None)]
 
 
 @pytest.mark.parametrize("module", DOCTESTED)
@@ -89,3 +94,38 @@ def test_docstring_examples_run(module):
     pytest.importorskip("matplotlib")
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _is_documented_callable(obj) -> bool:
+    import inspect
+
+    return inspect.isfunction(obj) or inspect.isclass(obj)
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_every_exported_function_has_an_example_that_runs(name, monkeypatch):
+    obj = getattr(spikeforge, name)
+    if not _is_documented_callable(obj) or not callable(obj):
+        pytest.skip(f"{name} is an object, not a function or class")
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        pytest.skip("an exception class")
+    import inspect
+
+    if inspect.isclass(obj) and name not in CLASSES_WITH_EXAMPLES:
+        pytest.skip("class examples are checked for the classes listed")
+    doc = inspect.getdoc(obj) or ""
+    assert "Examples:" in doc and ">>>" in doc, f"{name}: no example in its docstring"
+    if "nir" in (obj.__module__ or ""):
+        pytest.importorskip("nir")
+    if name == "digits":
+        pytest.importorskip("sklearn")
+    monkeypatch.chdir(ROOT)  # examples name files such as examples/cuba.yaml
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in doctest.DocTestFinder(recurse=False).find(obj, name, globs={}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+#: The classes whose own docstring carries an example (the test above runs it).
+CLASSES_WITH_EXAMPLES: set[str] = set()
