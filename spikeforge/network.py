@@ -53,14 +53,30 @@ def check_identifier(name, what: str, in_code: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Dense:
-    """All-to-all: synapse (i, j) at index ``i * n_post + j``."""
+    """All-to-all: synapse (i, j) at index ``i * n_post + j``.
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Dense, Network
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 3, LIF), net.add_population("b", 4, LIF)
+        >>> net.add_projection("ab", "a", "b", STATIC_CONSTANT, DELTA_CURR, Dense(), {"w": 0.5}).n_synapses
+        12
+    """
 
     kind = "dense"
 
 
 @dataclass(frozen=True)
 class OneToOne:
-    """Neuron i to neuron i (needs equal sizes)."""
+    """Neuron i to neuron i (needs equal sizes).
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network, OneToOne
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 5, LIF), net.add_population("b", 5, LIF)
+        >>> net.add_projection("ab", "a", "b", STATIC_CONSTANT, DELTA_CURR, OneToOne(), {"w": 0.5}).n_synapses
+        5
+    """
 
     kind = "one_to_one"
 
@@ -69,7 +85,13 @@ class OneToOne:
 class FixedProbability:
     """Each pair is connected independently with probability ``p``: stored as ragged rows,
     or, ``procedural``, never stored: each spike's row is drawn again from the same Philox
-    numbers (the same synapses as stored; docs/models.md, "Procedural connectivity")."""
+    numbers (the same synapses as stored; docs/models.md, "Procedural connectivity").
+
+    Examples:
+        >>> from spikeforge import FixedProbability
+        >>> FixedProbability(0.02).kind, FixedProbability(0.02, procedural=True).kind
+        ('sparse', 'procedural')
+    """
 
     p: float
     allow_autapses: bool = True
@@ -89,7 +111,17 @@ class FixedProbability:
 
 @dataclass(frozen=True)
 class FromList:
-    """Explicit synapses ``pre[k] -> post[k]`` (stored as ragged rows, sorted by pre)."""
+    """Explicit synapses ``pre[k] -> post[k]`` (stored as ragged rows, sorted by pre).
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC, FromList, Network
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 3, LIF), net.add_population("b", 3, LIF)
+        >>> proj = net.add_projection("ab", "a", "b", STATIC, DELTA_CURR, FromList([0, 0, 2], [1, 2, 0]),
+        ...                           wu_init={"w": [0.5, 0.25, 1.0]})
+        >>> proj.n_synapses
+        3
+    """
 
     pre: tuple
     post: tuple
@@ -308,8 +340,12 @@ class PoissonInput:
 class Network:
     """A spiking network: ``dt`` in ms, ``batch_size`` independent instances, one ``seed``.
 
-    >>> net = Network("demo", dt=0.1, batch_size=4, seed=1)
-    >>> exc = net.add_population("exc", 100, LIF, params={"v_th": -50.0})
+    Examples:
+        >>> from spikeforge import LIF, Network
+        >>> net = Network("demo", dt=0.1, batch_size=4, seed=1)
+        >>> exc = net.add_population("exc", 100, LIF, params={"v_th": -50.0})
+        >>> exc.size, net.batch_size
+        (100, 4)
     """
 
     name: str = "network"

@@ -13,15 +13,19 @@ INPUT_NAME = "i_syn"
 class NeuronModel(Model):
     """A neuron model written as equations.
 
-    >>> lif = NeuronModel(
-    ...     "lif",
-    ...     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "t_ref": 2.0},
-    ...     vars={"v": -65.0},
-    ...     equations="dv/dt = (v_rest - v + i_syn) / tau_m  (unless refractory)",
-    ...     threshold="v > v_th",
-    ...     reset="v = v_reset",
-    ...     refractory="t_ref",
-    ... )
+    Examples:
+        >>> from spikeforge import NeuronModel
+        >>> lif = NeuronModel(
+        ...     "lif",
+        ...     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "t_ref": 2.0},
+        ...     vars={"v": -65.0},
+        ...     equations="dv/dt = (v_rest - v + i_syn) / tau_m  (unless refractory)",
+        ...     threshold="v > v_th",
+        ...     reset="v = v_reset",
+        ...     refractory="t_ref",
+        ... )
+        >>> lif.spiking
+        True
 
     ``i_syn`` is the sum of all postsynaptic currents and current sources reaching the
     neuron this step; ``t`` and ``dt`` are the time and time step in ms.  An ODE flagged

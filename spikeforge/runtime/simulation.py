@@ -39,9 +39,13 @@ class Simulation:
     a run with ``batch_size=1, batch_offset=k`` reproduces instance ``k`` of a batched run
     (and data-parallel ranks each take their slice of the global batch).
 
-    >>> sim = network.build()            # or Simulation(network, backend="cpu")
-    >>> sim.run(duration=1000.0)         # ms
-    >>> times, ids = sim.spikes("exc")[0]
+    Examples:
+        >>> from spikeforge import cuba_network
+        >>> sim = cuba_network(n=400).build()    # or Simulation(network, backend="cpu")
+        >>> _ = sim.run(duration=100.0)          # ms
+        >>> times, ids = sim.spikes("exc")[0]   # batch instance 0
+        >>> sim.step
+        1000
 
     A run goes in chunks of about 0.1 s of work: a run longer than 2 s shows a progress
     bar on stderr (``progress``: None = when stderr is a terminal, True, False), and

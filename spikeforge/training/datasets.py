@@ -121,6 +121,13 @@ class SpikeDataset:
 
     Invalid input raises :class:`ValueError`; a bad spike is named by sample and position.
     The arrays are copied once and made read-only; subsets share them.
+
+    Examples:
+        >>> from spikeforge import SpikeDataset
+        >>> data = SpikeDataset(times=[1.0, 5.0, 2.0], ids=[0, 1, 1], offsets=[0, 2, 3],
+        ...                     n_inputs=2, n_outputs=2, duration=10.0, labels=[0, 1])
+        >>> len(data), data[1].label
+        (2, 1)
     """
 
     def __init__(

@@ -171,6 +171,14 @@ class Trainer:
     ``clamp`` = (lo, hi) clips the hidden weights (the projections into hidden
     populations) after every step. With a network, the compiler's optimiser takes the steps
     (``optimizer`` must be left out) and ``lr`` replaces its learning rate at every step.
+
+    Examples:
+        >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+        >>> config = EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0), name="demo")
+        >>> trainer = Trainer(config, batch_size=32, lr=5e-3)
+        >>> history = trainer.fit(digits()[:64], epochs=1, progress=False)
+        >>> len(history), "train_loss" in history[-1]
+        (1, True)
     """
 
     def __init__(self, config, *, batch_size: int = 32, lr: float | Callable = 1e-3,
