@@ -249,18 +249,24 @@ def diagnose() -> list[Check]:
     return [py, cxx_check, _openmp(cxx), nvcc_check, headers, driver, pycuda, _mpi(), _nccl()]
 
 
+#: What a backend needs, by whether it runs on a GPU (the registry's ``gpu`` flag).
+NEEDS = {False: ("C++ compiler",), True: ("nvcc", "CUDA driver", "pycuda")}
+
+
 def backends_ready(checks: list[Check]) -> dict[str, bool]:
-    """Which backends can run, from :func:`diagnose`'s checks.
+    """Which registered backends can run, from :func:`diagnose`'s checks: a GPU backend needs
+    nvcc, the driver and pycuda, every other backend the C++ compiler.
 
     Examples:
         >>> from spikeforge.doctor import Check, backends_ready
-        >>> backends_ready([Check("C++ compiler", True, "g++", "")])
-        {'cpu': True, 'cuda-emu': True, 'cuda': False}
+        >>> ready = backends_ready([Check("C++ compiler", True, "g++", "")])
+        >>> ready["cpu"], ready["cuda-emu"], ready["cuda"]
+        (True, True, False)
     """
+    from .runtime.backends import backend_names, get_backend
+
     ok = {c.name: c.ok for c in checks}
-    cpu = ok.get("C++ compiler", False)
-    return {"cpu": cpu, "cuda-emu": cpu,
-            "cuda": all(ok.get(n, False) for n in ("nvcc", "CUDA driver", "pycuda"))}
+    return {name: all(ok.get(n, False) for n in NEEDS[get_backend(name).gpu]) for name in backend_names()}
 
 
 def format_report(checks: list[Check]) -> str:
