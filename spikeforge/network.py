@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import keyword
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .models.variables import Var
 from .recording import VarRecording, check_every, neuron_selection
 from .timed import TimedArray, make_timed_array, steps_for_duration
 from .values import ValueSpecs, bind_values, bind_var_inits
+
+if TYPE_CHECKING:  # the runtime loads only when a network is built
+    from .runtime.simulation import Simulation
 
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
@@ -400,8 +404,9 @@ class Network:
             raise NetworkError(f"{what}: unknown population '{pop}' (populations: {known})")
         return self.populations[pop]
 
-    def add_population(self, name, size, model: NeuronModel, params=None, init=None, record_spikes=False, *,
-                       dynamic=None, batch_values=None, draws=None):
+    def add_population(self, name: str, size: int, model: NeuronModel, params: dict | None = None,
+                       init: dict | None = None, record_spikes: bool = False, *, dynamic: Sequence[str] | None = None,
+                       batch_values: dict | None = None, draws: dict | None = None) -> Population:
         """Add ``size`` neurons of ``model``; ``init`` maps variables to initialisers.
 
         A parameter is a number (compiled in), or one value per neuron: a list or array,
@@ -433,26 +438,26 @@ class Network:
 
     def add_projection(
         self,
-        name,
-        pre,
-        post,
+        name: str,
+        pre: str,
+        post: str,
         weight_update: WeightUpdateModel,
         postsynaptic: PostsynapticModel,
-        connectivity="dense",
-        wu_params=None,
-        wu_init=None,
-        ps_params=None,
-        ps_init=None,
-        delay=0.0,
+        connectivity: Any = "dense",
+        wu_params: dict | None = None,
+        wu_init: dict | None = None,
+        ps_params: dict | None = None,
+        ps_init: dict | None = None,
+        delay: float | dict | Any = 0.0,
         *,
-        wu_dynamic=None,
-        wu_batch_values=None,
-        wu_draws=None,
-        ps_dynamic=None,
-        ps_batch_values=None,
-        ps_draws=None,
-        max_delay=None,
-    ):
+        wu_dynamic: Sequence[str] | None = None,
+        wu_batch_values: dict | None = None,
+        wu_draws: dict | None = None,
+        ps_dynamic: Sequence[str] | None = None,
+        ps_batch_values: dict | None = None,
+        ps_draws: dict | None = None,
+        max_delay: float | None = None,
+    ) -> Projection:
         """Connect ``pre`` to ``post``. ``delay`` (ms, a multiple of dt) holds every spike
         for that long before it is delivered; for a weight-update model with named pathways it
         may map each pathway to its own delay (``{"up": 1.0, "down": 3.0}``).
@@ -595,8 +600,9 @@ class Network:
                                f"give every pathway one (e.g. '{missing[0]}: 0')")
         return {p: delay[p] for p in paths}
 
-    def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None, *,
-                           dynamic=None, batch_values=None, draws=None):
+    def add_current_source(self, name: str, population: str, model: CurrentSourceModel, params: dict | None = None,
+                           init: dict | None = None, *, dynamic: Sequence[str] | None = None,
+                           batch_values: dict | None = None, draws: dict | None = None) -> CurrentSource:
         """Inject ``model``'s current into ``population``; parameters as for populations."""
         self._unique(name, "current source")
         pop = self._population(population, f"current source '{name}'")
@@ -611,7 +617,8 @@ class Network:
         self.current_sources[name] = cs
         return cs
 
-    def add_poisson_input(self, name, population, target, n, rate_hz, weight):
+    def add_poisson_input(self, name: str, population: str, target: str, n: int, rate_hz: float,
+                          weight: float) -> PoissonInput:
         """External Poisson drive (Brian2's ``PoissonInput``): at every step, each neuron of
         ``population`` gets k ~ Poisson(n * rate_hz * dt) events and ``k * weight`` is added to
         its variable ``target`` (after the threshold test, before the reset; see docs/models.md).
@@ -647,7 +654,7 @@ class Network:
         self.poisson_inputs[name] = pi
         return pi
 
-    def record_spikes(self, *populations, neurons=None):
+    def record_spikes(self, *populations: str, neurons: Any = None) -> None:
         """Record the spikes of ``populations``; ``neurons`` keeps only those neurons (a list
         of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`)."""
         for p in populations:
@@ -662,7 +669,7 @@ class Network:
             else:
                 self.spike_neurons[pop.name] = selection
 
-    def record_var(self, population, var, neurons=None, every: int = 1):
+    def record_var(self, population: str, var: str, neurons: Any = None, every: int = 1) -> None:
         """Record ``var`` of ``population`` (all batch instances): ``neurons`` (default all; a
         list of indices, a slice or ``{start, stop, step}``) at the steps ``n`` with
         ``n % every == 0``."""
@@ -681,7 +688,7 @@ class Network:
         if (pop.name, var) not in self.recorded_vars:
             self.recorded_vars.append((pop.name, var))
 
-    def record_rate(self, *populations):
+    def record_rate(self, *populations: str) -> None:
         """Record the number of spikes of each population per step and batch instance
         (``Simulation.population_rate`` turns it into Hz); no spike is stored."""
         for p in populations:
@@ -800,7 +807,7 @@ class Network:
         return out
 
     # -- running -------------------------------------------------------------------------
-    def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
+    def build(self, backend: str = "cpu", batch_size: int | None = None, **options: Any) -> Simulation:
         """Generate, compile (or load from the cache) and return a ready Simulation."""
         from .runtime.simulation import Simulation
 

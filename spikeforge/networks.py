@@ -4,7 +4,8 @@ from . import models as m
 from .network import FixedProbability, Network
 
 
-def cuba_network(n=4000, batch_size=1, precision="float", seed=42, p=None, name="cuba"):
+def cuba_network(n: int = 4000, batch_size: int = 1, precision: str = "float", seed: int = 42,
+                 p: float | None = None, name: str = "cuba") -> Network:
     """Vogels & Abbott CUBA as in Brian2's example; ``p`` defaults to 80 synapses/neuron.
 
     ``n`` neurons, 80 % excitatory (``exc``) and 20 % inhibitory (``inh``), all recording

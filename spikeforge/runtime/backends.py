@@ -266,7 +266,7 @@ def backend_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get_backend(name) -> Backend:
+def get_backend(name: str) -> Backend:
     """The backend called ``name``, or BackendUnavailableError listing the available ones.
 
     Examples:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .run_control import (
     ProgressBar,
     nonfinite_count,
 )
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 log = logging.getLogger("spikeforge.runtime")
 
@@ -61,9 +65,10 @@ class Simulation:
     checked at all (``"ignore"``).
     """
 
-    def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
+    def __init__(self, network: Network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
                  on_nonfinite: str = "warn", check_every: int | None = None, progress: bool | None = None,
-                 spec=None, initial_values=None, keep_initial_values: bool = False, **backend_options):
+                 spec: Any = None, initial_values: Any = None, keep_initial_values: bool = False,
+                 **backend_options: Any) -> None:
         if on_nonfinite not in ON_NONFINITE:
             raise NetworkError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -141,20 +146,20 @@ class Simulation:
         """The generated source code."""
         return self.backend.source
 
-    def reset(self):
+    def reset(self) -> None:
         """Back to the initial state (same seed, same initial values), recordings cleared."""
         self.backend.initialise()
         self._load_values()
         for pop, (start, end, times) in self._spike_inputs.items():
             self._push_spike_input(pop, start, end, times)
         self._var_chunks = [[] for _ in self.spec.recorded_vars]
-        self._var_steps: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
+        self._var_steps = [[] for _ in self.spec.recorded_vars]
         #: Variables found holding NaN or inf since the last reset (see the class docstring).
         self.nonfinite: list[NonFiniteState] = []
         self._last_check_step: int | None = None
 
     def run(self, duration: float | None = None, steps: int | None = None, *, check_every: int | None = None,
-            progress: bool | None = None):
+            progress: bool | None = None) -> Simulation:
         """Advance by ``duration`` ms or by ``steps`` steps; the loop runs in generated code,
         in chunks (see the class docstring). ``check_every`` and ``progress`` override the
         simulation's settings for this run."""
@@ -265,7 +270,7 @@ class Simulation:
         """A copy of a variable: shape (batch, n) if batched, else (n,)."""
         return self.backend.pull(self._array_for(owner, var).name)
 
-    def set(self, owner: str, var: str, values):
+    def set(self, owner: str, var: str, values: Any) -> None:
         """Write a variable; ``values`` must have its shape or broadcast to it."""
         a = self._array_for(owner, var)
         shape = a.shape(self.batch_size)
@@ -345,7 +350,7 @@ class Simulation:
                                f"'{name}'; say which with part=")
         return found[0]
 
-    def set_param(self, owner: str, name: str, value, part: str | None = None):
+    def set_param(self, owner: str, name: str, value: Any, part: str | None = None) -> None:
         """Change a parameter read at run time, for the next runs, without recompiling: a
         dynamic one (one number; or one per batch instance if it has ``batch_values``) or
         one given per element (a number for all, or one value per element). ``part``
@@ -377,7 +382,7 @@ class Simulation:
         self._params[a.name] = values.copy()
         self.backend.push(a.name, self._params[a.name])
 
-    def get_param(self, owner: str, name: str, part: str | None = None):
+    def get_param(self, owner: str, name: str, part: str | None = None) -> Any:
         """The current value of a parameter: a float (compiled in or dynamic), or an array
         (one value per element, or per batch instance)."""
         owner_name, part, _, params, specs, _ = self._param_part(owner, name, part)
@@ -388,7 +393,7 @@ class Simulation:
         return float(values[0]) if kind == "dynamic" else values.ravel().copy()
 
     # -- spikes in ------------------------------------------------------------------------
-    def set_spike_times(self, population: str, spikes):
+    def set_spike_times(self, population: str, spikes: Any) -> None:
         """Spike times (ms) of a spike-source-array population.
 
         ``spikes`` is ``(times, ids)`` for every batch instance alike, or a list of
@@ -431,7 +436,7 @@ class Simulation:
         self._push_spike_input(population, start, end, times)
 
     # -- timed inputs ----------------------------------------------------------------------
-    def set_timed_input(self, population: str, param: str, values, dt: float | None = None):
+    def set_timed_input(self, population: str, param: str, values: Any, dt: float | None = None) -> None:
         """Replace the array of a timed input (``Network.add_timed_input``) for the next runs,
         without recompiling: ``values`` (or a TimedArray) must have the same width (1 or one
         column per neuron) and the same batch layout; the number of rows and ``dt`` may differ."""
@@ -547,7 +552,7 @@ class Simulation:
             counts = counts[: n * per_bin].reshape(n, per_bin, self.batch_size).mean(axis=1)
         return counts / (r["population_size"] * self.dt * 1e-3)
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Save the recordings to ``path`` (.npz), written atomically.
 
         Layout: ``spikes/<pop>/times`` and ``spikes/<pop>/ids`` (concatenated over the
@@ -579,7 +584,7 @@ class Simulation:
                 data[f"spikes/{pop}/indices"] = self.recorded_indices(pop)
         return atomic_savez(path, data)
 
-    def close(self):
+    def close(self) -> None:
         self.backend.close()
 
 
