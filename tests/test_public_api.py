@@ -85,8 +85,10 @@ def test_the_type_checking_imports_match_the_exports():
 DOCTESTED = [pytest.param("spikeforge", marks=pytest.mark.slow),
              pytest.param("spikeforge.plots", marks=pytest.mark.slow), "spikeforge.doctor"]
 #: The exported functions and classes, each with an example in its own docstring.
-# digits: scikit-learn's load; Trainer: a learning run; Simulation: a CUBA run (test_plots has one)
-EXPORTED = [pytest.param(n, marks=pytest.mark.slow) if n in ("digits", "Trainer", "Simulation") else n
+# digits: scikit-learn's load; Trainer: a learning run; Simulation and the plots: CUBA runs (test_plots
+# runs one in the quick loop)
+FULL_SUITE_EXAMPLES = ("digits", "Trainer", "Simulation", "plot_raster", "plot_rates", "plot_simulation")
+EXPORTED = [pytest.param(n, marks=pytest.mark.slow) if n in FULL_SUITE_EXAMPLES else n
             for n in sorted(n for n in spikeforge._EXPORTS if spikeforge._EXPORTS[n][1] is not None)]
 
 
