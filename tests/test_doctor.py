@@ -80,3 +80,12 @@ def test_doctor_json_and_quiet(capsys, report):
     missing = [n for n, c in report.items() if not c.ok]
     assert rc == 0 and len(out.out.splitlines()) == len(missing)
     assert all(line.startswith("missing ") for line in out.out.splitlines())
+
+
+def test_doctor_json_keys_are_documented(capsys):
+    from tests.test_cli_json_docs import check, documented
+
+    rc, out = _doctor(capsys, "--json")
+    result = json.loads(out.out)
+    check(result, documented()["doctor"], "doctor")
+    assert all(set(c) == {"name", "ok", "detail", "needed_for", "fix"} for c in result["checks"])
