@@ -415,7 +415,16 @@ class Network:
         per-neuron ``draws`` (``{"r": "rand()"}``). ``dynamic`` names parameters that
         ``Simulation.set_param`` may change between runs; ``batch_values`` gives a parameter
         one value per batch instance. An initialiser may also be an expression of
-        parameters, draws and other variables (``"b*v"``), a list or ``{values, counts}``."""
+        parameters, draws and other variables (``"b*v"``), a list or ``{values, counts}``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> exc = net.add_population("exc", 80, LIF, params={"v_th": -50.0},
+            ...                          init={"v": {"uniform": [-65.0, -50.0]}})
+            >>> exc.size
+            80
+        """
         self._unique(name, "population")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise NetworkError(f"population '{name}': size must be a positive integer, got {size!r}")
@@ -469,7 +478,17 @@ class Network:
         ``delay`` may also be one value per synapse (a list or array, ``{values, counts}``,
         ``{uniform: ...}`` or an expression such as ``"1 + 4*rand()"``, in ms, rounded to the
         nearest step): the input each synapse delivers waits in a dendritic buffer of
-        ``max_delay`` ms (default: the largest delay); see :mod:`spikeforge.delays`."""
+        ``max_delay`` ms (default: the largest delay); see :mod:`spikeforge.delays`.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> ee = net.add_projection("ee", "exc", "exc", STATIC_CONSTANT, DELTA_CURR, {"fixed_probability": 0.1},
+            ...                         wu_params={"w": 0.5}, delay=1.0)
+            >>> ee.delay_steps
+            10
+        """
         self._unique(name, "projection")
         where = f"projection '{name}'"
         pre_pop = self._population(pre, f"{where}, pre")
@@ -603,7 +622,17 @@ class Network:
     def add_current_source(self, name: str, population: str, model: CurrentSourceModel, params: dict | None = None,
                            init: dict | None = None, *, dynamic: Sequence[str] | None = None,
                            batch_values: dict | None = None, draws: dict | None = None) -> CurrentSource:
-        """Inject ``model``'s current into ``population``; parameters as for populations."""
+        """Inject ``model``'s current into ``population``; parameters as for populations.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> from spikeforge import CurrentSourceModel
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> drive = CurrentSourceModel("drive", params={"mu": 16.0, "sigma": 2.0},
+            ...                            current="mu + sigma * rand_normal()")
+            >>> cs = net.add_current_source("noise", "exc", drive)
+        """
         self._unique(name, "current source")
         pop = self._population(population, f"current source '{name}'")
         if not isinstance(model, CurrentSourceModel):
@@ -622,7 +651,14 @@ class Network:
         """External Poisson drive (Brian2's ``PoissonInput``): at every step, each neuron of
         ``population`` gets k ~ Poisson(n * rate_hz * dt) events and ``k * weight`` is added to
         its variable ``target`` (after the threshold test, before the reset; see docs/models.md).
-        ``n`` sources of ``rate_hz`` Hz each; ``weight`` in the unit of ``target``."""
+        ``n`` sources of ``rate_hz`` Hz each; ``weight`` in the unit of ``target``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> drive = net.add_poisson_input("ext", "exc", "v", n=1000, rate_hz=2.0, weight=0.1)
+        """
         self._unique(name, "poisson input")
         where = f"poisson input '{name}'"
         pop = self._population(population, where)
@@ -656,7 +692,14 @@ class Network:
 
     def record_spikes(self, *populations: str, neurons: Any = None) -> None:
         """Record the spikes of ``populations``; ``neurons`` keeps only those neurons (a list
-        of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`)."""
+        of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`).
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_spikes("exc", neurons={"step": 10})      # every 10th neuron
+        """
         for p in populations:
             pop = self._population(p, "record spikes")
             if not pop.model.spiking:
@@ -672,7 +715,14 @@ class Network:
     def record_var(self, population: str, var: str, neurons: Any = None, every: int = 1) -> None:
         """Record ``var`` of ``population`` (all batch instances): ``neurons`` (default all; a
         list of indices, a slice or ``{start, stop, step}``) at the steps ``n`` with
-        ``n % every == 0``."""
+        ``n % every == 0``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_var("exc", "v", neurons=[0, 1, 2], every=10)   # 3 neurons, every ms
+        """
         pop = self._population(population, "record var")
         if var not in pop.vars:
             raise NetworkError(
@@ -690,7 +740,14 @@ class Network:
 
     def record_rate(self, *populations: str) -> None:
         """Record the number of spikes of each population per step and batch instance
-        (``Simulation.population_rate`` turns it into Hz); no spike is stored."""
+        (``Simulation.population_rate`` turns it into Hz); no spike is stored.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_rate("exc")          # then Simulation.population_rate("exc")
+        """
         for p in populations:
             pop = self._population(p, "record rate")
             if not pop.model.spiking:
@@ -702,7 +759,17 @@ class Network:
     def add_timed_input(self, population, param: str, values, dt: float | None = None):
         """Make parameter ``param`` of ``population``'s model follow ``values`` over time,
         one row every ``dt`` ms (Brian2's TimedArray convention; see :mod:`spikeforge.timed`).
-        ``values`` may be a :class:`~spikeforge.timed.TimedArray` (then no ``dt``)."""
+        ``values`` may be a :class:`~spikeforge.timed.TimedArray` (then no ``dt``).
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF, dynamic=["v_rest"])
+            >>> net.add_timed_input("exc", "v_rest", [-65.0, -55.0, -65.0], dt=50.0)   # one value every 50 ms
+            TimedArray(values=array([[-65.],
+                   [-55.],
+                   [-65.]]), dt=50.0)
+        """
         pop = self._population(population, "timed input")
         where = f"population '{pop.name}': timed input '{param}'"
         if param not in pop.params:
@@ -767,7 +834,14 @@ class Network:
     # -- reading the generated code -------------------------------------------------------
     def generated_code(self, backend: str = "cpu", kernel: str | None = None) -> str:
         """The code spikeforge generates for this network: the whole translation unit, or
-        one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``)."""
+        one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> code = cuba_network(n=400).generated_code("cpu", kernel="neuron_update_exc")
+            >>> "v_th" in code
+            True
+        """
         from .codegen.generate import generate
         from .runtime.backends import get_backend
 
@@ -782,7 +856,14 @@ class Network:
 
     def kernels(self, backend: str = "cpu") -> list[dict]:
         """What each generated kernel does: name, kind, target, the arrays it reads and
-        writes (with their dimensions) and, for the CUDA backends, its launch shape."""
+        writes (with their dimensions) and, for the CUDA backends, its launch shape.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> kernels = cuba_network(n=400).kernels("cuda")
+            >>> sorted(kernels[0])[:4]
+            ['description', 'kind', 'launch', 'name']
+        """
         from .codegen.generate import generate
         from .codegen.launch import kernel_launch
         from .runtime.backends import get_backend
@@ -808,7 +889,14 @@ class Network:
 
     # -- running -------------------------------------------------------------------------
     def build(self, backend: str = "cpu", batch_size: int | None = None, **options: Any) -> Simulation:
-        """Generate, compile (or load from the cache) and return a ready Simulation."""
+        """Generate, compile (or load from the cache) and return a ready Simulation.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400).build(backend="cpu", threads=1)
+            >>> sim.batch_size, sim.step
+            (1, 0)
+        """
         from .runtime.simulation import Simulation
 
         if batch_size is not None:

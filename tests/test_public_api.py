@@ -139,3 +139,30 @@ CLASSES_WITH_EXAMPLES = {
     "EpropConfig", "Adam", "SGD", "SoftmaxCrossEntropy", "MeanSquaredError", "CosineDecay", "ExponentialDecay",
     "StepDecay", "Warmup", "SpikeDataset",
 }
+
+
+#: Classes whose public methods each carry an example (value_parts: a view for the backends).
+METHOD_EXAMPLES = {"Network": {"value_parts"}, "Simulation": set()}
+
+
+@pytest.mark.slow  # every method's example builds or generates a small network
+@pytest.mark.parametrize("cls_name", sorted(METHOD_EXAMPLES))
+def test_public_methods_have_examples_that_run(cls_name, monkeypatch):
+    import inspect
+
+    cls = getattr(spikeforge, cls_name)
+    monkeypatch.chdir(ROOT)
+    methods = {k: v for k, v in vars(cls).items() if inspect.isfunction(v) and not k.startswith("_")}
+    missing, failed = [], []
+    for name, method in sorted(methods.items()):
+        if name in METHOD_EXAMPLES[cls_name]:
+            continue
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for test in doctest.DocTestFinder(recurse=False).find(method, f"{cls_name}.{name}", globs={}):
+            runner.run(test)
+        result = runner.summarize(verbose=False)
+        if result.attempted == 0:
+            missing.append(name)
+        elif result.failed:
+            failed.append(name)
+    assert missing == [] and failed == [], f"{cls_name}: no example: {missing}; failing: {failed}"
