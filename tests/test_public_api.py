@@ -85,9 +85,10 @@ def test_the_type_checking_imports_match_the_exports():
 DOCTESTED = [pytest.param("spikeforge", marks=pytest.mark.slow),
              pytest.param("spikeforge.plots", marks=pytest.mark.slow), "spikeforge.doctor"]
 #: The exported functions and classes, each with an example in its own docstring.
-# digits: scikit-learn's load; Trainer: a learning run; Simulation and the plots: CUBA runs (test_plots
-# runs one in the quick loop)
-FULL_SUITE_EXAMPLES = ("digits", "Trainer", "Simulation", "plot_raster", "plot_rates", "plot_simulation")
+# digits: scikit-learn's load; Trainer and the compilers: learning runs; Simulation and the plots: CUBA
+# runs (test_plots runs one in the quick loop)
+FULL_SUITE_EXAMPLES = ("digits", "Trainer", "Simulation", "plot_raster", "plot_rates", "plot_simulation",
+                       "EpropCompiler", "ParallelCompiler")
 EXPORTED = [pytest.param(n, marks=pytest.mark.slow) if n in FULL_SUITE_EXAMPLES else n
             for n in sorted(n for n in spikeforge._EXPORTS if spikeforge._EXPORTS[n][1] is not None)]
 
@@ -130,14 +131,12 @@ def test_every_exported_function_has_an_example_that_runs(name, monkeypatch):
     assert result.attempted > 0 and result.failed == 0
 
 
-#: The exported classes whose own docstring carries an example that runs (the test above runs
-#: it). EpropCompiler's and ParallelCompiler's docstrings sketch a call on a network and data
-#: they do not build; docs/training.md has their runnable examples.
+#: The exported classes whose own docstring carries an example that runs (the test above runs it).
 CLASSES_WITH_EXAMPLES = {
     "Network", "Simulation", "Dense", "OneToOne", "FixedProbability", "FromList", "FixedInDegree", "FixedOutDegree",
     "FixedTotal", "NeuronModel", "WeightUpdateModel", "PostsynapticModel", "CurrentSourceModel", "Trainer",
     "EpropConfig", "Adam", "SGD", "SoftmaxCrossEntropy", "MeanSquaredError", "CosineDecay", "ExponentialDecay",
-    "StepDecay", "Warmup", "SpikeDataset",
+    "StepDecay", "Warmup", "SpikeDataset", "EpropCompiler", "ParallelCompiler",
 }
 
 
