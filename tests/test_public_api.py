@@ -140,11 +140,13 @@ CLASSES_WITH_EXAMPLES = {
 }
 
 
-#: Classes whose public methods each carry an example (value_parts: a view for the backends).
-METHOD_EXAMPLES = {"Network": {"value_parts"}, "Simulation": set()}
+#: Classes whose public methods each carry an example, but for those named (value_parts: a view
+#: for the backends; the descriptions: what checkpoints compare).
+METHOD_EXAMPLES = {"Network": {"value_parts"}, "Simulation": set(),
+                   "Trainer": {"training_description", "job_description"}}
 
 
-@pytest.mark.slow  # every method's example builds or generates a small network
+@pytest.mark.slow  # every method's example builds, generates or trains a small network
 @pytest.mark.parametrize("cls_name", sorted(METHOD_EXAMPLES))
 def test_public_methods_have_examples_that_run(cls_name, monkeypatch):
     import inspect

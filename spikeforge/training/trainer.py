@@ -346,7 +346,16 @@ class Trainer:
 
     def fit(self, train: Any, epochs: int = 1, validation: Any = None, callbacks: Sequence[Callable] = (),
             progress: bool = True, checkpoint: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
-        """See :meth:`_fit`; with several ranks, an error on any rank stops the whole job."""
+        """See :meth:`_fit`; with several ranks, an error on any rank stops the whole job.
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> history = trainer.fit(data[:64], epochs=2, validation=data[1700:], progress=False)
+            >>> [h["epoch"] for h in history], "val_accuracy" in history[-1]
+            ([1, 2], True)
+        """
         if self.comm.size == 1:
             return self._fit(train, epochs, validation, callbacks, progress, checkpoint, resume)
         try:
@@ -474,7 +483,16 @@ class Trainer:
         (regression), and the hidden rate (Hz). With several ranks each evaluates its shard
         and the metrics are summed. ``data``: a SpikeDataset or a list of (x, y) pairs.
         ``spike`` (time-parallel method only): evaluate under this spike rule instead of the
-        one trained with, on the same weights (e.g. ``"threshold"``: deterministically)."""
+        one trained with, on the same weights (e.g. ``"threshold"``: deterministically).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> metrics = trainer.evaluate(data[1700:])
+            >>> sorted(metrics)[:3]
+            ['accuracy', 'loss', 'rate_hz']
+        """
         if spike is not None:
             if not hasattr(self.runtime, "spike_rule"):
                 raise NetworkError("evaluate(spike=...): only a network trained by the time-parallel method "
@@ -496,7 +514,15 @@ class Trainer:
     def predict(self, data: Any, batch_size: int | None = None) -> np.ndarray:
         """Classes (classification: argmax of each trial's output: the mean readout over the
         window, or the aggregate of a readout that aggregates) or, for regression, the readout
-        traces ((steps, samples, outputs)) or the aggregated outputs ((samples, outputs))."""
+        traces ((steps, samples, outputs)) or the aggregated outputs ((samples, outputs)).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> trainer.predict(data[:5]).shape      # one class per sample
+            (5,)
+        """
         data = self._dataset(data, "prediction data")
         outs = []
         bs = batch_size or self.batch_size
@@ -601,7 +627,17 @@ class Trainer:
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Weights, optimiser state, epoch, step and RNG position, written atomically (see
-        :mod:`.checkpoints` for the format)."""
+        :mod:`.checkpoints` for the format).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> import tempfile, pathlib
+            >>> path = trainer.save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "run.npz")
+            >>> path.name
+            'run.npz'
+        """
         data = {f"weight/{k}": v for k, v in self.runtime.get_weights().items()}
         data.update({f"adam/{k}": v for k, v in self.runtime.moments().items()})
         if self.network is None:
@@ -614,7 +650,19 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the state saved by :meth:`save_checkpoint`. Every array and every field of
         the metadata is checked before anything changes; a checkpoint of another network or
-        other training settings, or a damaged one, raises :class:`CheckpointError`."""
+        other training settings, or a damaged one, raises :class:`CheckpointError`.
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> import tempfile, pathlib
+            >>> path = trainer.save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "run.npz")
+            >>> _ = trainer.fit(data[:32], progress=False)
+            >>> trainer.load_checkpoint(path)         # back to the weights saved
+            >>> trainer.epoch
+            0
+        """
         arrays, meta = read_checkpoint(path, self._expected_arrays(), self.runtime.dtype,
                                        self._network_description(), self.training_description())
         self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weight/")})
