@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeforge",
         description="Code-generating, batched simulator for spiking neural networks.",
+        **_examples("spikeforge doctor                      # what this machine can run",
+                    "spikeforge run examples/cuba.yaml",
+                    "spikeforge train examples/digits.yaml --epochs 2",
+                    "spikeforge COMMAND --help              # a command's options and examples"),
     )
     parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     _add_verbose(parser, default=False)

@@ -26,6 +26,12 @@ def test_help_ends_with_examples_and_offers_quiet(name, capsys):
     assert "-q, --quiet" in text
 
 
+def test_top_level_help_ends_with_examples(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "doctor" in text and text.rstrip().splitlines()[-1].strip().startswith("spikeforge COMMAND --help")
+
+
 @pytest.mark.parametrize("name", sorted(_subcommands()))
 def test_every_argument_has_help(name):
     sub = _subcommands()[name]
