@@ -16,7 +16,7 @@ from spikeforge.networks import cuba_network  # noqa: E402
 
 @pytest.fixture(scope="module")
 def sim():
-    s = cuba_network(n=400, batch_size=3).build()
+    s = cuba_network(n=400, batch_size=2).build()  # as docs/inspecting.md builds it: one compile
     s.run(duration=60.0)
     yield s
     s.close()
@@ -73,12 +73,12 @@ def test_plots_draw_into_the_axes_given(sim):
     assert plots.plot_raster(sim, "exc", ax=left) is fig
     assert plots.plot_rates(sim, "exc", ax=right) is fig
     assert len(fig.axes) == 2 and left.collections and right.lines
-    grid = Figure().subplots(2, 4)  # exc and inh: 3 instances and the rates
+    grid = Figure().subplots(2, 3)  # exc and inh: 2 instances and the rates
     assert plots.plot_simulation(sim, ax=grid) is grid[0, 0].figure
 
 
 def test_wrong_axes_are_named(sim):
     from spikeforge.errors import SpikeforgeError
 
-    with pytest.raises(SpikeforgeError, match="2 x 4 axes"):
+    with pytest.raises(SpikeforgeError, match="2 x 3 axes"):
         plots.plot_simulation(sim, ax=Figure().subplots(1, 2))

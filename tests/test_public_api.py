@@ -35,9 +35,9 @@ def test_import_spikeforge_loads_no_heavy_module():
 
 def test_a_name_is_imported_on_first_use_only():
     out = _fresh("import sys, spikeforge\n"
-                 "before = 'spikeforge.network' in sys.modules\n"
-                 "net = spikeforge.Network('n', dt=0.1)\n"
-                 "print(before, 'spikeforge.network' in sys.modules, 'Network' in vars(spikeforge))")
+                 "before = 'spikeforge.errors' in sys.modules\n"
+                 "error = spikeforge.ConfigError('x')\n"
+                 "print(before, 'spikeforge.errors' in sys.modules, 'ConfigError' in vars(spikeforge))")
     assert out.split() == ["False", "True", "True"]
 
 
