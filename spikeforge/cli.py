@@ -94,6 +94,41 @@ def _duration(text: str) -> float:
     return value
 
 
+def _plural(n: int, word: str) -> str:
+    """``1 population``, ``2 populations``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _seconds(t: float) -> str:
+    """A duration in a unit that shows it: ``850 us``, ``52 ms``, ``1.34 s``, ``2 min 05 s``."""
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} us"
+    if t < 1.0:
+        return f"{t * 1e3:.0f} ms" if t >= 0.01 else f"{t * 1e3:.1f} ms"
+    if t < 60.0:
+        return f"{t:.2f} s"
+    minutes, rest = divmod(t, 60.0)
+    return f"{minutes:.0f} min {rest:02.0f} s"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual, prints the examples' lines as they are written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _examples(*lines: str) -> dict:
+    """``add_parser`` options for a subcommand whose ``--help`` ends with these examples."""
+    return {"epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines), "formatter_class": _HelpFormatter}
+
+
+def _add_quiet(parser, what: str) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help=what)
+
+
 def _add_verbose(parser, default=argparse.SUPPRESS):
     """``-v/--verbose`` before or after the subcommand (a subcommand's copy must not reset
     the top-level flag, hence SUPPRESS as its default)."""
@@ -105,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeforge",
         description="Code-generating, batched simulator for spiking neural networks.",
+        **_examples("spikeforge doctor                      # what this machine can run",
+                    "spikeforge run examples/cuba.yaml",
+                    "spikeforge train examples/digits.yaml --epochs 2",
+                    "spikeforge COMMAND --help              # a command's options and examples"),
     )
     parser.add_argument("--version", action="version", version=f"spikeforge {__version__}")
     _add_verbose(parser, default=False)
@@ -116,10 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="build and run a network described in a YAML file",
         description="Build (or load from the cache) and run the network described in FILE.yaml, "
         "then print a summary of the spikes.",
+        **_examples("spikeforge run examples/cuba.yaml",
+                    "spikeforge run examples/cuba.yaml --batch-size 8 --duration 200 --json",
+                    "spikeforge run examples/cuba.yaml --backend cuda-emu --save spikes.npz --plot raster.png"),
     )
     run.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
     run.add_argument("--backend", choices=backend_names(),
-                     help="backend to run on (default: the file's `backend`, else cpu)")
+                     help="backend to run on: " + ", ".join(backend_names()) +
+                     " (default: the file's `backend`, else cpu)")
     run.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -152,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the generated sources (and compile them) without running",
         description="Generate the code for FILE.yaml into DIR and compile it where the compiler is "
         "present (nvcc for --backend cuda: no GPU needed).",
+        **_examples("spikeforge build examples/cuba.yaml --out gen/",
+                    "spikeforge build examples/cuba.yaml --backend cuda --arch sm_80 --out gen-cuda/ --json"),
     )
     build.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
     build.add_argument("--backend", default="cpu", choices=backend_names(),
@@ -159,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--arch", default="sm_90", help="CUDA architecture for --backend cuda (default: sm_90)")
     build.add_argument("--out", required=True, metavar="DIR", help="directory to write the files into")
     build.add_argument("--json", action="store_true", help="print the build summary as JSON")
+    _add_quiet(build, "print nothing but errors (and --json)")
     _add_verbose(build)
     build.set_defaults(func=cmd_build)
 
@@ -167,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a recurrent spiking network with e-prop",
         description="Train the network described in FILE.yaml (see spikeforge/training/config.py) with e-prop, "
         "then evaluate it on the held-out data.",
+        **_examples("spikeforge train examples/digits.yaml",
+                    "spikeforge train examples/digits.yaml --epochs 2 --json --plot curves.png",
+                    "spikeforge train examples/digits.yaml --checkpoint run.npz --resume",
+                    "mpiexec -n 2 spikeforge train examples/digits.yaml"),
     )
     train.add_argument("file", metavar="FILE.yaml", help="the training job")
     train.add_argument("--backend", default="cpu", choices=backend_names(),
@@ -178,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    _add_quiet(train, "no progress bar and no summary: print nothing but errors (and --json)")
     _add_verbose(train)
     train.add_argument("--plot", metavar="OUT.png", help="draw the loss and accuracy curves (needs matplotlib)")
     train.set_defaults(func=cmd_train)
@@ -187,26 +238,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the generated code of a network",
         description="Print the code spikeforge generates for FILE.yaml: every kernel is headed by the model, "
         "population and integrator, every line by the equation it came from.",
+        **_examples("spikeforge show-code examples/cuba.yaml --list",
+                    "spikeforge show-code examples/cuba.yaml --population exc",
+                    "spikeforge show-code examples/cuba.yaml --backend cuda --kernel neuron_update_exc"),
     )
-    show.add_argument("file", metavar="FILE.yaml")
-    show.add_argument("--backend", default="cpu", choices=backend_names())
+    show.add_argument("file", metavar="FILE.yaml", help="the network description (see docs/yaml.md)")
+    show.add_argument("--backend", default="cpu", choices=backend_names(),
+                      help="whose code: the C++ of cpu or the CUDA kernels of cuda and cuda-emu (default: cpu)")
     show.add_argument("--kernel", metavar="NAME", help="only this kernel")
     show.add_argument("--population", metavar="NAME", help="only the kernels of this population or projection")
     show.add_argument("--list", action="store_true",
                       help="list the kernels: launch shape (CUDA), arrays read and written, their dimensions")
     show.add_argument("--json", action="store_true", help="with --list: JSON")
+    _add_quiet(show, "no log messages: print the code (or the list) alone")
     show.set_defaults(func=cmd_show_code)
 
     diff = commands.add_parser(
         "diff-code",
         help="show what changed in the generated code between two network files",
         description="Unified diff of the code generated for A.yaml and B.yaml (exit status 1 if they differ).",
+        **_examples("spikeforge diff-code examples/cuba.yaml my_cuba.yaml",
+                    "spikeforge diff-code a.yaml b.yaml --backend cuda --kernel neuron_update_exc -U 10",
+                    "spikeforge diff-code -q a.yaml b.yaml && echo same code"),
     )
-    diff.add_argument("a", metavar="A.yaml")
-    diff.add_argument("b", metavar="B.yaml")
-    diff.add_argument("--backend", default="cpu", choices=backend_names())
+    diff.add_argument("a", metavar="A.yaml", help="the first network description (the diff's '-' side)")
+    diff.add_argument("b", metavar="B.yaml", help="the second network description (the diff's '+' side)")
+    diff.add_argument("--backend", default="cpu", choices=backend_names(),
+                      help="whose code to compare (default: cpu)")
     diff.add_argument("--kernel", metavar="NAME", help="only this kernel")
     diff.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
+    _add_quiet(diff, "print no diff: only the exit status says whether the code differs")
     diff.set_defaults(func=cmd_diff_code)
 
     nir_in = commands.add_parser(
@@ -214,19 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a NIR graph (.nir) as a network YAML file",
         description="Import FILE.nir (the Neuromorphic Intermediate Representation) and write it as a network "
         "YAML file with the equations spelled out (docs/interop.md, \"Import\").",
+        **_examples("spikeforge import-nir net.nir --dt 1e-3 --out net.yaml",
+                    "spikeforge import-nir net.nir --dt 1 --time-unit ms --reset subtract --out net.yaml"),
     )
-    nir_in.add_argument("file", metavar="FILE.nir")
+    nir_in.add_argument("file", metavar="FILE.nir", help="the NIR graph to import")
     nir_in.add_argument("--dt", type=float, help="time step, in --time-unit (NIR has none; default: the dt "
                         "spikeforge's export wrote into the graph, required for other graphs)")
     nir_in.add_argument("--time-unit", default="s", choices=["s", "ms", "us"],
                         help="unit of the graph's times and of --dt (default: s)")
-    nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"])
+    nir_in.add_argument("--discretisation", default="exact", choices=["exact", "euler"],
+                        help="how the graph's ODEs become steps (default: exact)")
     nir_in.add_argument("--reset", choices=["to_value", "zero", "subtract", "subtract_delayed"],
                         help="reset after a spike (default: to_value, or each node's from spikeforge's metadata)")
     nir_in.add_argument("--ignore-metadata", action="store_true",
                         help="import a graph spikeforge exported as any other (NIR's conventions, not spikeforge's)")
-    nir_in.add_argument("--precision", default="float", choices=["float", "double"])
+    nir_in.add_argument("--precision", default="float", choices=["float", "double"],
+                        help="floating-point type of the generated code (default: float)")
     nir_in.add_argument("--out", required=True, metavar="NET.yaml", help="the YAML file to write")
+    _add_quiet(nir_in, "print nothing but errors")
     _add_verbose(nir_in)
     nir_in.set_defaults(func=cmd_import_nir)
 
@@ -235,14 +301,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a network (or a trained one) as a NIR graph",
         description="Write the network of FILE.yaml (a network file, or a training job with the weights of its "
         "checkpoint) as a NIR graph (docs/interop.md, \"Export\"); needs the package nir.",
+        **_examples("spikeforge export-nir examples/cuba.yaml --out cuba.nir",
+                    "spikeforge export-nir examples/digits.yaml --checkpoint run.npz --out digits.nir"),
     )
     export.add_argument("file", metavar="FILE.yaml", help="a network file or a training job")
     export.add_argument("--checkpoint", "--weights", metavar="RUN.npz",
                         help="a training job's checkpoint: export its trained weights (default: the job's "
                         "training.checkpoint if it exists, else the initial weights)")
     export.add_argument("--out", required=True, metavar="FILE.nir", help="the NIR file to write")
+    _add_quiet(export, "print nothing but errors")
     _add_verbose(export)
     export.set_defaults(func=cmd_export_nir)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the compilers, CUDA, MPI and NCCL, and say what to install",
+        description="Check what spikeforge can use on this machine: the C++ compiler and OpenMP (cpu, cuda-emu), "
+        "nvcc, the CUDA headers and driver and pycuda (cuda), MPI and NCCL (several processes and GPUs); "
+        "for each missing piece, what to install (docs/install.md). Exit status 1 if no backend can run.",
+        **_examples("spikeforge doctor", "spikeforge doctor --json",
+                    "spikeforge doctor -q      # the missing pieces only"),
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_quiet(doctor, "print only what is missing")
+    _add_verbose(doctor)
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -331,7 +414,8 @@ def cmd_run(args) -> int:
         if getattr(args, "plot", None):
             from .plots import plot_simulation
 
-            plotted = str(plot_simulation(sim, args.plot))
+            plot_simulation(sim, path=args.plot)
+            plotted = str(args.plot)
         saved = None
         if save is not None:
             try:
@@ -369,13 +453,13 @@ def cmd_run(args) -> int:
         return status
     n_neurons = sum(result["neurons"].values())
     print(
-        f"{net.name}: {n_neurons} neurons in {len(net.populations)} populations, "
-        f"{len(net.projections)} projections; batch {sim.batch_size}, dt {net.dt:g} ms, backend {backend}"
+        f"{net.name}: {_plural(n_neurons, 'neuron')} in {_plural(len(net.populations), 'population')}, "
+        f"{_plural(len(net.projections), 'projection')}; batch {sim.batch_size}, dt {net.dt:g} ms, backend {backend}"
     )
     how = "loaded from cache" if result["from_cache"] else "compiled"
-    print(f"  build  {result['build_seconds']:.2f} s ({how})")
+    print(f"  build  {_seconds(result['build_seconds'])} ({how})")
     stopped = f", interrupted: {steps} of {sim.run_steps_requested} steps" if interrupted else ""
-    print(f"  run    {ms:g} ms ({steps} steps{stopped}) in {result['run_seconds']:.2f} s")
+    print(f"  run    {ms:g} ms ({_plural(steps, 'step')}{stopped}) in {_seconds(result['run_seconds'])}")
     if counts:
         width = max(len(p) for p in counts)
         for pop in counts:
@@ -476,8 +560,8 @@ def cmd_build(args) -> int:
     _write(out / "build.json", _json_text(summary))
     if args.json:
         print(_json_text(summary))
-    else:
-        print(f"{net.name}: {len(spec.kernels)} kernels for backend {args.backend} written to {out}")
+    elif not args.quiet:
+        print(f"{net.name}: {_plural(len(spec.kernels), 'kernel')} for backend {args.backend} written to {out}")
         for f in files:
             print(f"  {f}")
         if note:
@@ -487,6 +571,9 @@ def cmd_build(args) -> int:
 
 def cmd_show_code(args) -> int:
     from .config import load_file
+
+    if args.quiet:
+        logging.getLogger("spikeforge").setLevel(logging.ERROR)
 
     net, _ = load_file(args.file)
     kernels = net.kernels(args.backend)
@@ -533,7 +620,8 @@ def cmd_diff_code(args) -> int:
         texts.append(net.generated_code(args.backend, kernel=args.kernel).splitlines(keepends=True))
     diff = list(difflib.unified_diff(texts[0], texts[1], fromfile=f"{args.a} ({args.backend})",
                                      tofile=f"{args.b} ({args.backend})", n=args.context))
-    sys.stdout.writelines(diff)
+    if not args.quiet:
+        sys.stdout.writelines(diff)
     return 1 if diff else 0
 
 
@@ -596,7 +684,8 @@ def cmd_train(args) -> int:
         trainer = Trainer(job.config, threads=args.threads, backend=args.backend, **options)
         t0 = time.perf_counter()
         history = trainer.fit(job.train, epochs=epochs, validation=job.test,
-                              progress=not (args.no_progress or args.json), checkpoint=checkpoint, resume=args.resume)
+                              progress=not (args.no_progress or args.json or args.quiet), checkpoint=checkpoint,
+                              resume=args.resume)
     except MemoryLimitError as err:  # the batch (the file's training.batch_size unless overridden) does not fit
         where = job.filename if args.batch_size else f"{job.filename}:{job.batch_size_line}"
         raise MemoryLimitError(f"{where}: {err}") from err
@@ -607,7 +696,8 @@ def cmd_train(args) -> int:
     if args.plot:
         from .plots import plot_history
 
-        plotted = str(plot_history(history, args.plot, title=job.name))
+        plot_history(history, path=args.plot, title=job.name)
+        plotted = str(args.plot)
     last = history[-1] if history else {}
     result = {
         "network": job.name,
@@ -631,7 +721,9 @@ def cmd_train(args) -> int:
     if args.json:
         print(_json_text(result))
         return 0
-    print(f"{job.name}: {trainer.epoch} epochs in {seconds:.1f} s "
+    if args.quiet:
+        return 0
+    print(f"{job.name}: {_plural(trainer.epoch, 'epoch')} in {_seconds(seconds)} "
           f"({result['samples_per_second'] or 0:.0f} samples/s in the last)")
     for k in ("train_loss", "train_accuracy", "train_mse", "train_nmse", "test_loss", "test_accuracy", "test_mse",
               "test_nmse", "test_rate_hz"):
@@ -649,6 +741,8 @@ def cmd_import_nir(args) -> int:
                     reset=args.reset, precision=args.precision, name=name,
                     spikeforge_metadata=not args.ignore_metadata)
     _write(out, plan_yaml(plan, source=Path(args.file).name))
+    if args.quiet:
+        return 0
     print(f"wrote {out}: {plan.info.summary()}")
     for note in plan.info.notes:
         print(f"  note: {note}")
@@ -666,8 +760,25 @@ def cmd_export_nir(args) -> int:
         write_nir(graph, out)
     except OSError as exc:
         raise OutputError(f"--out {args.out}: cannot be written ({exc})") from None
-    print(f"{out}: {len(graph.nodes)} NIR nodes, {len(graph.edges)} edges")
+    if not args.quiet:
+        print(f"{out}: {_plural(len(graph.nodes), 'NIR node')}, {_plural(len(graph.edges), 'edge')}")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import backends_ready, diagnose, format_report
+
+    checks = diagnose()
+    ready = backends_ready(checks)
+    if args.json:
+        print(_json_text({"checks": [c.as_dict() for c in checks], "backends": ready}))
+    elif args.quiet:
+        for c in checks:
+            if not c.ok:
+                print(f"missing {c.name}: {c.detail}; {c.fix}")
+    else:
+        print(format_report(checks))
+    return 0 if any(ready.values()) else RUNTIME_ERROR
 
 
 def main(argv=None) -> int:

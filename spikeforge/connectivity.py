@@ -60,7 +60,17 @@ def _autapses(value, what: str) -> bool:
 
 @dataclass(frozen=True)
 class FixedInDegree:
-    """Each postsynaptic neuron gets exactly ``k`` distinct presynaptic partners."""
+    """Each postsynaptic neuron gets exactly ``k`` distinct presynaptic partners.
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, FixedInDegree, Network
+        >>> net = Network("demo", dt=0.1)
+        >>> exc = net.add_population("exc", 100, LIF)
+        >>> ee = net.add_projection("ee", "exc", "exc", STATIC_CONSTANT, DELTA_CURR,
+        ...                         FixedInDegree(10, allow_autapses=False), wu_params={"w": 0.1})
+        >>> ee.connectivity.k
+        10
+    """
 
     k: int
     allow_autapses: bool = True
@@ -74,7 +84,13 @@ class FixedInDegree:
 
 @dataclass(frozen=True)
 class FixedOutDegree:
-    """Each presynaptic neuron gets exactly ``k`` distinct postsynaptic partners."""
+    """Each presynaptic neuron gets exactly ``k`` distinct postsynaptic partners.
+
+    Examples:
+        >>> from spikeforge import FixedOutDegree
+        >>> FixedOutDegree(10).k
+        10
+    """
 
     k: int
     allow_autapses: bool = True
@@ -88,7 +104,13 @@ class FixedOutDegree:
 
 @dataclass(frozen=True)
 class FixedTotal:
-    """Exactly ``n`` distinct synapses, every set of n pairs equally likely."""
+    """Exactly ``n`` distinct synapses, every set of n pairs equally likely.
+
+    Examples:
+        >>> from spikeforge import FixedTotal
+        >>> FixedTotal(500).n
+        500
+    """
 
     n: int
     allow_autapses: bool = True

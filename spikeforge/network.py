@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import keyword
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from .models.variables import Var
 from .recording import VarRecording, check_every, neuron_selection
 from .timed import TimedArray, make_timed_array, steps_for_duration
 from .values import ValueSpecs, bind_values, bind_var_inits
+
+if TYPE_CHECKING:  # the runtime loads only when a network is built
+    from .runtime.simulation import Simulation
 
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
@@ -52,14 +57,30 @@ def check_identifier(name, what: str, in_code: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Dense:
-    """All-to-all: synapse (i, j) at index ``i * n_post + j``."""
+    """All-to-all: synapse (i, j) at index ``i * n_post + j``.
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Dense, Network
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 3, LIF), net.add_population("b", 4, LIF)
+        >>> net.add_projection("ab", "a", "b", STATIC_CONSTANT, DELTA_CURR, Dense(), {"w": 0.5}).n_synapses
+        12
+    """
 
     kind = "dense"
 
 
 @dataclass(frozen=True)
 class OneToOne:
-    """Neuron i to neuron i (needs equal sizes)."""
+    """Neuron i to neuron i (needs equal sizes).
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network, OneToOne
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 5, LIF), net.add_population("b", 5, LIF)
+        >>> net.add_projection("ab", "a", "b", STATIC_CONSTANT, DELTA_CURR, OneToOne(), {"w": 0.5}).n_synapses
+        5
+    """
 
     kind = "one_to_one"
 
@@ -68,7 +89,13 @@ class OneToOne:
 class FixedProbability:
     """Each pair is connected independently with probability ``p``: stored as ragged rows,
     or, ``procedural``, never stored: each spike's row is drawn again from the same Philox
-    numbers (the same synapses as stored; docs/models.md, "Procedural connectivity")."""
+    numbers (the same synapses as stored; docs/models.md, "Procedural connectivity").
+
+    Examples:
+        >>> from spikeforge import FixedProbability
+        >>> FixedProbability(0.02).kind, FixedProbability(0.02, procedural=True).kind
+        ('sparse', 'procedural')
+    """
 
     p: float
     allow_autapses: bool = True
@@ -88,7 +115,17 @@ class FixedProbability:
 
 @dataclass(frozen=True)
 class FromList:
-    """Explicit synapses ``pre[k] -> post[k]`` (stored as ragged rows, sorted by pre)."""
+    """Explicit synapses ``pre[k] -> post[k]`` (stored as ragged rows, sorted by pre).
+
+    Examples:
+        >>> from spikeforge import DELTA_CURR, LIF, STATIC, FromList, Network
+        >>> net = Network("demo", dt=0.1)
+        >>> a, b = net.add_population("a", 3, LIF), net.add_population("b", 3, LIF)
+        >>> proj = net.add_projection("ab", "a", "b", STATIC, DELTA_CURR, FromList([0, 0, 2], [1, 2, 0]),
+        ...                           wu_init={"w": [0.5, 0.25, 1.0]})
+        >>> proj.n_synapses
+        3
+    """
 
     pre: tuple
     post: tuple
@@ -230,7 +267,7 @@ class Projection:
     name: str
     pre: Population
     post: Population
-    connectivity: object
+    connectivity: Any  # Dense, OneToOne, FixedProbability, ... (see make_connectivity)
     weight_update: WeightUpdateModel
     wu_params: dict[str, float]
     wu_vars: dict[str, Var]
@@ -268,6 +305,7 @@ class Projection:
             return self.pre.size
         if kind == "procedural":  # never drawn as a whole: the expected count
             return round(self.connectivity.p * self.pre.size * self.post.size)
+        assert self.rows is not None, f"projection '{self.name}': connectivity not drawn yet"
         return self.rows.n_synapses
 
 
@@ -306,8 +344,12 @@ class PoissonInput:
 class Network:
     """A spiking network: ``dt`` in ms, ``batch_size`` independent instances, one ``seed``.
 
-    >>> net = Network("demo", dt=0.1, batch_size=4, seed=1)
-    >>> exc = net.add_population("exc", 100, LIF, params={"v_th": -50.0})
+    Examples:
+        >>> from spikeforge import LIF, Network
+        >>> net = Network("demo", dt=0.1, batch_size=4, seed=1)
+        >>> exc = net.add_population("exc", 100, LIF, params={"v_th": -50.0})
+        >>> exc.size, net.batch_size
+        (100, 4)
     """
 
     name: str = "network"
@@ -362,8 +404,9 @@ class Network:
             raise NetworkError(f"{what}: unknown population '{pop}' (populations: {known})")
         return self.populations[pop]
 
-    def add_population(self, name, size, model: NeuronModel, params=None, init=None, record_spikes=False, *,
-                       dynamic=None, batch_values=None, draws=None):
+    def add_population(self, name: str, size: int, model: NeuronModel, params: dict | None = None,
+                       init: dict | None = None, record_spikes: bool = False, *, dynamic: Sequence[str] | None = None,
+                       batch_values: dict | None = None, draws: dict | None = None) -> Population:
         """Add ``size`` neurons of ``model``; ``init`` maps variables to initialisers.
 
         A parameter is a number (compiled in), or one value per neuron: a list or array,
@@ -372,7 +415,16 @@ class Network:
         per-neuron ``draws`` (``{"r": "rand()"}``). ``dynamic`` names parameters that
         ``Simulation.set_param`` may change between runs; ``batch_values`` gives a parameter
         one value per batch instance. An initialiser may also be an expression of
-        parameters, draws and other variables (``"b*v"``), a list or ``{values, counts}``."""
+        parameters, draws and other variables (``"b*v"``), a list or ``{values, counts}``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> exc = net.add_population("exc", 80, LIF, params={"v_th": -50.0},
+            ...                          init={"v": {"uniform": [-65.0, -50.0]}})
+            >>> exc.size
+            80
+        """
         self._unique(name, "population")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise NetworkError(f"population '{name}': size must be a positive integer, got {size!r}")
@@ -395,26 +447,26 @@ class Network:
 
     def add_projection(
         self,
-        name,
-        pre,
-        post,
+        name: str,
+        pre: str,
+        post: str,
         weight_update: WeightUpdateModel,
         postsynaptic: PostsynapticModel,
-        connectivity="dense",
-        wu_params=None,
-        wu_init=None,
-        ps_params=None,
-        ps_init=None,
-        delay=0.0,
+        connectivity: Any = "dense",
+        wu_params: dict | None = None,
+        wu_init: dict | None = None,
+        ps_params: dict | None = None,
+        ps_init: dict | None = None,
+        delay: float | dict | Any = 0.0,
         *,
-        wu_dynamic=None,
-        wu_batch_values=None,
-        wu_draws=None,
-        ps_dynamic=None,
-        ps_batch_values=None,
-        ps_draws=None,
-        max_delay=None,
-    ):
+        wu_dynamic: Sequence[str] | None = None,
+        wu_batch_values: dict | None = None,
+        wu_draws: dict | None = None,
+        ps_dynamic: Sequence[str] | None = None,
+        ps_batch_values: dict | None = None,
+        ps_draws: dict | None = None,
+        max_delay: float | None = None,
+    ) -> Projection:
         """Connect ``pre`` to ``post``. ``delay`` (ms, a multiple of dt) holds every spike
         for that long before it is delivered; for a weight-update model with named pathways it
         may map each pathway to its own delay (``{"up": 1.0, "down": 3.0}``).
@@ -426,7 +478,17 @@ class Network:
         ``delay`` may also be one value per synapse (a list or array, ``{values, counts}``,
         ``{uniform: ...}`` or an expression such as ``"1 + 4*rand()"``, in ms, rounded to the
         nearest step): the input each synapse delivers waits in a dendritic buffer of
-        ``max_delay`` ms (default: the largest delay); see :mod:`spikeforge.delays`."""
+        ``max_delay`` ms (default: the largest delay); see :mod:`spikeforge.delays`.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> ee = net.add_projection("ee", "exc", "exc", STATIC_CONSTANT, DELTA_CURR, {"fixed_probability": 0.1},
+            ...                         wu_params={"w": 0.5}, delay=1.0)
+            >>> ee.delay_steps
+            10
+        """
         self._unique(name, "projection")
         where = f"projection '{name}'"
         pre_pop = self._population(pre, f"{where}, pre")
@@ -557,9 +619,20 @@ class Network:
                                f"give every pathway one (e.g. '{missing[0]}: 0')")
         return {p: delay[p] for p in paths}
 
-    def add_current_source(self, name, population, model: CurrentSourceModel, params=None, init=None, *,
-                           dynamic=None, batch_values=None, draws=None):
-        """Inject ``model``'s current into ``population``; parameters as for populations."""
+    def add_current_source(self, name: str, population: str, model: CurrentSourceModel, params: dict | None = None,
+                           init: dict | None = None, *, dynamic: Sequence[str] | None = None,
+                           batch_values: dict | None = None, draws: dict | None = None) -> CurrentSource:
+        """Inject ``model``'s current into ``population``; parameters as for populations.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> from spikeforge import CurrentSourceModel
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> drive = CurrentSourceModel("drive", params={"mu": 16.0, "sigma": 2.0},
+            ...                            current="mu + sigma * rand_normal()")
+            >>> cs = net.add_current_source("noise", "exc", drive)
+        """
         self._unique(name, "current source")
         pop = self._population(population, f"current source '{name}'")
         if not isinstance(model, CurrentSourceModel):
@@ -573,11 +646,19 @@ class Network:
         self.current_sources[name] = cs
         return cs
 
-    def add_poisson_input(self, name, population, target, n, rate_hz, weight):
+    def add_poisson_input(self, name: str, population: str, target: str, n: int, rate_hz: float,
+                          weight: float) -> PoissonInput:
         """External Poisson drive (Brian2's ``PoissonInput``): at every step, each neuron of
         ``population`` gets k ~ Poisson(n * rate_hz * dt) events and ``k * weight`` is added to
         its variable ``target`` (after the threshold test, before the reset; see docs/models.md).
-        ``n`` sources of ``rate_hz`` Hz each; ``weight`` in the unit of ``target``."""
+        ``n`` sources of ``rate_hz`` Hz each; ``weight`` in the unit of ``target``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> drive = net.add_poisson_input("ext", "exc", "v", n=1000, rate_hz=2.0, weight=0.1)
+        """
         self._unique(name, "poisson input")
         where = f"poisson input '{name}'"
         pop = self._population(population, where)
@@ -609,9 +690,16 @@ class Network:
         self.poisson_inputs[name] = pi
         return pi
 
-    def record_spikes(self, *populations, neurons=None):
+    def record_spikes(self, *populations: str, neurons: Any = None) -> None:
         """Record the spikes of ``populations``; ``neurons`` keeps only those neurons (a list
-        of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`)."""
+        of indices, a slice or ``{start, stop, step}``; see :func:`spikeforge.recording.neuron_selection`).
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_spikes("exc", neurons={"step": 10})      # every 10th neuron
+        """
         for p in populations:
             pop = self._population(p, "record spikes")
             if not pop.model.spiking:
@@ -624,10 +712,17 @@ class Network:
             else:
                 self.spike_neurons[pop.name] = selection
 
-    def record_var(self, population, var, neurons=None, every: int = 1):
+    def record_var(self, population: str, var: str, neurons: Any = None, every: int = 1) -> None:
         """Record ``var`` of ``population`` (all batch instances): ``neurons`` (default all; a
         list of indices, a slice or ``{start, stop, step}``) at the steps ``n`` with
-        ``n % every == 0``."""
+        ``n % every == 0``.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_var("exc", "v", neurons=[0, 1, 2], every=10)   # 3 neurons, every ms
+        """
         pop = self._population(population, "record var")
         if var not in pop.vars:
             raise NetworkError(
@@ -643,9 +738,16 @@ class Network:
         if (pop.name, var) not in self.recorded_vars:
             self.recorded_vars.append((pop.name, var))
 
-    def record_rate(self, *populations):
+    def record_rate(self, *populations: str) -> None:
         """Record the number of spikes of each population per step and batch instance
-        (``Simulation.population_rate`` turns it into Hz); no spike is stored."""
+        (``Simulation.population_rate`` turns it into Hz); no spike is stored.
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF)
+            >>> net.record_rate("exc")          # then Simulation.population_rate("exc")
+        """
         for p in populations:
             pop = self._population(p, "record rate")
             if not pop.model.spiking:
@@ -657,7 +759,17 @@ class Network:
     def add_timed_input(self, population, param: str, values, dt: float | None = None):
         """Make parameter ``param`` of ``population``'s model follow ``values`` over time,
         one row every ``dt`` ms (Brian2's TimedArray convention; see :mod:`spikeforge.timed`).
-        ``values`` may be a :class:`~spikeforge.timed.TimedArray` (then no ``dt``)."""
+        ``values`` may be a :class:`~spikeforge.timed.TimedArray` (then no ``dt``).
+
+        Examples:
+            >>> from spikeforge import DELTA_CURR, LIF, STATIC_CONSTANT, Network
+            >>> net = Network("demo", dt=0.1, batch_size=2)
+            >>> _ = net.add_population("exc", 80, LIF, dynamic=["v_rest"])
+            >>> net.add_timed_input("exc", "v_rest", [-65.0, -55.0, -65.0], dt=50.0)   # one value every 50 ms
+            TimedArray(values=array([[-65.],
+                   [-55.],
+                   [-65.]]), dt=50.0)
+        """
         pop = self._population(population, "timed input")
         where = f"population '{pop.name}': timed input '{param}'"
         if param not in pop.params:
@@ -722,7 +834,14 @@ class Network:
     # -- reading the generated code -------------------------------------------------------
     def generated_code(self, backend: str = "cpu", kernel: str | None = None) -> str:
         """The code spikeforge generates for this network: the whole translation unit, or
-        one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``)."""
+        one kernel (``kernel`` = its name, e.g. ``neuron_update_exc``).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> code = cuba_network(n=400).generated_code("cpu", kernel="neuron_update_exc")
+            >>> "v_th" in code
+            True
+        """
         from .codegen.generate import generate
         from .runtime.backends import get_backend
 
@@ -737,7 +856,14 @@ class Network:
 
     def kernels(self, backend: str = "cpu") -> list[dict]:
         """What each generated kernel does: name, kind, target, the arrays it reads and
-        writes (with their dimensions) and, for the CUDA backends, its launch shape."""
+        writes (with their dimensions) and, for the CUDA backends, its launch shape.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> kernels = cuba_network(n=400).kernels("cuda")
+            >>> sorted(kernels[0])[:4]
+            ['description', 'kind', 'launch', 'name']
+        """
         from .codegen.generate import generate
         from .codegen.launch import kernel_launch
         from .runtime.backends import get_backend
@@ -752,7 +878,7 @@ class Network:
                     ", per batch instance" if a.batched else ", shared by the batch")
                 return {"array": name, "dims": what, "shape": list(a.shape(self.batch_size))}
 
-            entry = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
+            entry: dict[str, Any] = {"name": k.name, "kind": k.kind, "target": k.target, "description": k.description,
                      "reads": [dims(n) for n in k.reads], "writes": [dims(n) for n in k.writes]}
             if with_launch:
                 launch = kernel_launch(k)
@@ -762,8 +888,15 @@ class Network:
         return out
 
     # -- running -------------------------------------------------------------------------
-    def build(self, backend: str = "cpu", batch_size: int | None = None, **options):
-        """Generate, compile (or load from the cache) and return a ready Simulation."""
+    def build(self, backend: str = "cpu", batch_size: int | None = None, **options: Any) -> Simulation:
+        """Generate, compile (or load from the cache) and return a ready Simulation.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400).build(backend="cpu", threads=1)
+            >>> sim.batch_size, sim.step
+            (1, 0)
+        """
         from .runtime.backends import get_backend
 
         chosen = get_backend(backend)  # an unknown name is refused before anything is built

@@ -4,8 +4,19 @@ from . import models as m
 from .network import FixedProbability, Network
 
 
-def cuba_network(n=4000, batch_size=1, precision="float", seed=42, p=None, name="cuba"):
-    """Vogels & Abbott CUBA as in Brian2's example; ``p`` defaults to 80 synapses/neuron."""
+def cuba_network(n: int = 4000, batch_size: int = 1, precision: str = "float", seed: int = 42,
+                 p: float | None = None, name: str = "cuba") -> Network:
+    """Vogels & Abbott CUBA as in Brian2's example; ``p`` defaults to 80 synapses/neuron.
+
+    ``n`` neurons, 80 % excitatory (``exc``) and 20 % inhibitory (``inh``), all recording
+    their spikes.
+
+    Examples:
+        >>> from spikeforge import cuba_network
+        >>> net = cuba_network(n=400, batch_size=2)
+        >>> {name: pop.size for name, pop in net.populations.items()}
+        {'exc': 320, 'inh': 80}
+    """
     p = 80.0 / n if p is None else p
     net = Network(name, dt=0.1, batch_size=batch_size, seed=seed, precision=precision)
     lif = dict(tau_m=20.0, v_rest=-49.0, v_reset=-60.0, v_th=-50.0, t_ref=5.0)

@@ -78,7 +78,7 @@ def network_file(tmp_path):
 
 def test_the_doc_has_a_table_per_json_command():
     tables = documented()
-    assert set(tables) == {"run", "build", "show-code", "train", "train history"}
+    assert set(tables) == {"run", "build", "show-code", "train", "train history", "doctor"}
     assert all(t["schema_version"] == "always" for name, t in tables.items() if "history" not in name)
 
 

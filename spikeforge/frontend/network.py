@@ -274,6 +274,18 @@ def load_network(
     messages (and its folder is where relative ``file:`` paths are looked up; default the
     current directory). ``batch_size`` and ``seed`` override the file's values.
     Returns the network and a :class:`RunConfig`.
+
+    Examples:
+        >>> from spikeforge import load_network
+        >>> net, cfg = load_network('''
+        ... name: tiny
+        ... dt: 0.1
+        ... duration: 10
+        ... populations:
+        ...   p: {size: 10, model: lif, record: [spikes]}
+        ... ''')
+        >>> net.populations["p"].size, cfg.duration
+        (10, 10.0)
     """
     if _is_path_like(path_or_text):
         path = Path(path_or_text)
@@ -299,5 +311,12 @@ def load_network(
 
 
 def load_file(path, *, batch_size: int | None = None, seed: int | None = None) -> tuple[Network, RunConfig]:
-    """Build the network of the YAML file at ``path``; see :func:`load_network`."""
+    """Build the network of the YAML file at ``path``; see :func:`load_network`.
+
+    Examples:
+        >>> from spikeforge import load_file
+        >>> net, cfg = load_file("examples/cuba.yaml", batch_size=2)   # from the repository's root
+        >>> net.name, net.batch_size, cfg.duration
+        ('cuba', 2, 1000.0)
+    """
     return load_network(Path(path), batch_size=batch_size, seed=seed, filename=str(path))

@@ -655,7 +655,17 @@ def to_nir(source, *, checkpoint=None, outputs=None):
     populations that become graph outputs (default: those no projection leaves).
 
     Raises :class:`NirExportError` naming the population, model or projection NIR has no
-    primitive for (module docstring: the mapping and the units)."""
+    primitive for (module docstring: the mapping and the units).
+
+    Examples:
+        >>> from spikeforge import LIF, SPIKE_SOURCE_ARRAY, STATIC, EXP_CURR, Network, to_nir
+        >>> net = Network("demo", dt=0.5)
+        >>> _ = net.add_population("inp", 3, SPIKE_SOURCE_ARRAY)
+        >>> _ = net.add_population("exc", 4, LIF)
+        >>> _ = net.add_projection("inp_exc", "inp", "exc", STATIC, EXP_CURR, wu_init={"w": 0.5})
+        >>> graph = to_nir(net)                 # needs the package nir
+        >>> type(graph).__name__, len(graph.edges) > 0
+        ('NIRGraph', True)"""
     numbers, meta = _numbers_of(source, checkpoint)
     return build_graph(numbers, outputs=outputs, metadata=meta)
 

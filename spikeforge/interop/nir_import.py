@@ -922,6 +922,16 @@ def from_nir(path_or_graph, dt=None, *, time_unit="s", discretisation="exact", r
     network then runs step for step as the one exported. The returned network's
     ``nir_import`` (:class:`NirImport`) names what was assumed, the population of every node,
     the inputs and the readouts. See docs/interop.md, "Import".
+
+    Examples:
+        >>> from spikeforge import LIF, SPIKE_SOURCE_ARRAY, STATIC, EXP_CURR, Network, from_nir, to_nir
+        >>> net = Network("demo", dt=0.5)
+        >>> _ = net.add_population("inp", 3, SPIKE_SOURCE_ARRAY)
+        >>> _ = net.add_population("exc", 4, LIF)
+        >>> _ = net.add_projection("inp_exc", "inp", "exc", STATIC, EXP_CURR, wu_init={"w": 0.5})
+        >>> back = from_nir(to_nir(net))        # the dt comes back from the graph's metadata
+        >>> back.dt, sum(p.size for p in back.populations.values())
+        (0.5, 7)
     """
     return network_from_plan(nir_plan(path_or_graph, dt, time_unit, discretisation, reset, batch_size,
                                       precision, name, spikeforge_metadata))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from ..errors import ModelError
 from .base import Model
 from .expressions import parse_expression, parse_odes, parse_statements, symbol
@@ -13,15 +16,19 @@ INPUT_NAME = "i_syn"
 class NeuronModel(Model):
     """A neuron model written as equations.
 
-    >>> lif = NeuronModel(
-    ...     "lif",
-    ...     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "t_ref": 2.0},
-    ...     vars={"v": -65.0},
-    ...     equations="dv/dt = (v_rest - v + i_syn) / tau_m  (unless refractory)",
-    ...     threshold="v > v_th",
-    ...     reset="v = v_reset",
-    ...     refractory="t_ref",
-    ... )
+    Examples:
+        >>> from spikeforge import NeuronModel
+        >>> lif = NeuronModel(
+        ...     "lif",
+        ...     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "t_ref": 2.0},
+        ...     vars={"v": -65.0},
+        ...     equations="dv/dt = (v_rest - v + i_syn) / tau_m  (unless refractory)",
+        ...     threshold="v > v_th",
+        ...     reset="v = v_reset",
+        ...     refractory="t_ref",
+        ... )
+        >>> lif.spiking
+        True
 
     ``i_syn`` is the sum of all postsynaptic currents and current sources reaching the
     neuron this step; ``t`` and ``dt`` are the time and time step in ms.  An ODE flagged
@@ -40,19 +47,19 @@ class NeuronModel(Model):
 
     def __init__(
         self,
-        name,
-        params=None,
-        vars=None,
-        equations=None,
-        threshold=None,
-        reset=None,
-        refractory=None,
-        derived=None,
-        integrator=None,
-        sim_code=None,
-        subexpressions=None,
-        units=None,
-    ):
+        name: str,
+        params: dict[str, Any] | Sequence[str] | None = None,
+        vars: dict[str, Any] | None = None,
+        equations: str | list[str] | None = None,
+        threshold: str | None = None,
+        reset: str | list[str] | None = None,
+        refractory: str | float | None = None,
+        derived: dict[str, str] | None = None,
+        integrator: str | None = None,
+        sim_code: str | list[str] | None = None,
+        subexpressions: dict[str, str] | None = None,
+        units: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         if INPUT_NAME in self.vars or INPUT_NAME in self.params:
             raise ModelError(f"'{INPUT_NAME}' is reserved for the synaptic input", name, "vars")

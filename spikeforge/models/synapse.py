@@ -65,6 +65,12 @@ class WeightUpdateModel(Model):
     subexpressions) may read any variable of the pre- or postsynaptic neuron as
     ``<name>_pre`` / ``<name>_post`` (``v_pre``, ``v_post``); the names are checked against
     the neuron models when the projection is made (:func:`check_projection`).
+
+    Examples:
+        >>> from spikeforge import WeightUpdateModel
+        >>> gap = WeightUpdateModel("gap_junction", params={"w": 0.02}, summed={"Igap": "w * (v_pre - v_post)"})
+        >>> gap.name
+        'gap_junction'
     """
 
     kind = "weight_update"
@@ -244,6 +250,13 @@ class PostsynapticModel(Model):
     add to ``i_syn``, or change a neuron variable directly (``v += in_syn`` is a delta
     synapse).  ``equations`` (the model's own ODEs, e.g. an exponential decay) are
     integrated after the neuron update.
+
+    Examples:
+        >>> from spikeforge import PostsynapticModel
+        >>> alpha = PostsynapticModel("exp_decay", params={"tau": 5.0}, vars={"x": 0.0},
+        ...                           equations="dx/dt = -x / tau", apply="i_syn += x")
+        >>> sorted(alpha.params)
+        ['tau']
     """
 
     kind = "postsynaptic"
@@ -273,6 +286,12 @@ class CurrentSourceModel(Model):
 
     ``current`` is an expression (it may draw ``rand_normal()`` for noise); ``equations``
     evolve the source's own variables.
+
+    Examples:
+        >>> from spikeforge import CurrentSourceModel
+        >>> noise = CurrentSourceModel("drive", params={"mu": 0.3, "sigma": 0.1}, current="mu + sigma * rand_normal()")
+        >>> noise.name
+        'drive'
     """
 
     kind = "current_source"

@@ -286,12 +286,25 @@ def register(backend: Backend) -> Backend:
 
 
 def backend_names() -> tuple[str, ...]:
-    """The registered backends' names, in registration order."""
+    """The registered backends' names, in registration order.
+
+    Examples:
+        >>> from spikeforge import backend_names
+        >>> "cpu" in backend_names() and "cuda-emu" in backend_names()
+        True
+    """
     return tuple(_REGISTRY)
 
 
-def get_backend(name) -> Backend:
-    """The backend called ``name``, or BackendUnavailableError listing the available ones."""
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``, or BackendUnavailableError listing the available ones.
+
+    Examples:
+        >>> from spikeforge import get_backend
+        >>> emu = get_backend("cuda-emu")
+        >>> emu.device, emu.gpu, emu.target          # behind the device protocol, on the CPU
+        (True, False, 'cuda')
+    """
     backend = _REGISTRY.get(name) if isinstance(name, str) else None
     if backend is None:
         raise BackendUnavailableError(f"unknown backend {name!r} (available: {', '.join(_REGISTRY)})")

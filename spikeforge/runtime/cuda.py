@@ -23,7 +23,8 @@ log = logging.getLogger("spikeforge.runtime")
 
 GRAPH_STEPS = 100  # steps captured into one CUDA graph
 
-_INSTALL = "pip install 'spikeforge[cuda]'  (pycuda; needs the CUDA toolkit and an NVIDIA driver)"
+_INSTALL = ("pip install pycuda, built against your CUDA toolkit (it needs the toolkit and an NVIDIA driver; "
+            "`spikeforge doctor` prints the exact command, docs/install.md)")
 
 
 def import_pycuda():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from .run_control import (
     nonfinite_count,
 )
 
+if TYPE_CHECKING:
+    from ..network import Network
+
 log = logging.getLogger("spikeforge.runtime")
 
 ON_NONFINITE = ("warn", "raise", "ignore")
@@ -38,9 +43,13 @@ class Simulation:
     a run with ``batch_size=1, batch_offset=k`` reproduces instance ``k`` of a batched run
     (and data-parallel ranks each take their slice of the global batch).
 
-    >>> sim = network.build()            # or Simulation(network, backend="cpu")
-    >>> sim.run(duration=1000.0)         # ms
-    >>> times, ids = sim.spikes("exc")[0]
+    Examples:
+        >>> from spikeforge import cuba_network
+        >>> sim = cuba_network(n=400).build()    # or Simulation(network, backend="cpu")
+        >>> _ = sim.run(duration=100.0)          # ms
+        >>> times, ids = sim.spikes("exc")[0]   # batch instance 0
+        >>> sim.step
+        1000
 
     A run goes in chunks of about 0.1 s of work: a run longer than 2 s shows a progress
     bar on stderr (``progress``: None = when stderr is a terminal, True, False), and
@@ -56,9 +65,10 @@ class Simulation:
     checked at all (``"ignore"``).
     """
 
-    def __init__(self, network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
+    def __init__(self, network: Network, backend: str = "cpu", threads: int | None = None, batch_offset: int = 0,
                  on_nonfinite: str = "warn", check_every: int | None = None, progress: bool | None = None,
-                 spec=None, initial_values=None, keep_initial_values: bool = False, **backend_options):
+                 spec: Any = None, initial_values: Any = None, keep_initial_values: bool = False,
+                 **backend_options: Any) -> None:
         if on_nonfinite not in ON_NONFINITE:
             raise NetworkError(f"on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -102,11 +112,13 @@ class Simulation:
         # ``initial_values``: what an earlier build of the same network loaded from the host at
         # its first reset (``(params, vars)``, see ``initial_values`` below), loaded as is
         # instead of being computed from the models (the warm-start cache gives them back)
+        self._stored_params: dict | None
+        self._stored_vars: list | None
         self._stored_params, self._stored_vars = initial_values if initial_values is not None else (None, None)
         #: With ``keep_initial_values``: ``(params, vars)``, the parameters read at run time (array
         #: name -> values) and the variables computed on the host (``[(array name, values)]``, in
         #: the order loaded) at the first reset; None otherwise
-        self.initial_values = ({}, []) if keep_initial_values else None
+        self.initial_values: tuple[dict, list] | None = ({}, []) if keep_initial_values else None
         #: current values of the parameters read at run time, by array name (see set_param)
         self._params = self._initial_params()
         if self.initial_values is not None:
@@ -134,23 +146,41 @@ class Simulation:
         """The generated source code."""
         return self.backend.source
 
-    def reset(self):
-        """Back to the initial state (same seed, same initial values), recordings cleared."""
+    def reset(self) -> None:
+        """Back to the initial state (same seed, same initial values), recordings cleared.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> _ = sim.run(duration=10.0)
+            >>> sim.reset()
+            >>> sim.step, sim.spike_counts()["exc"]
+            (0, 0)
+        """
         self.backend.initialise()
         self._load_values()
         for pop, (start, end, times) in self._spike_inputs.items():
             self._push_spike_input(pop, start, end, times)
         self._var_chunks = [[] for _ in self.spec.recorded_vars]
-        self._var_steps: list[list[np.ndarray]] = [[] for _ in self.spec.recorded_vars]
+        self._var_steps = [[] for _ in self.spec.recorded_vars]
         #: Variables found holding NaN or inf since the last reset (see the class docstring).
         self.nonfinite: list[NonFiniteState] = []
         self._last_check_step: int | None = None
 
     def run(self, duration: float | None = None, steps: int | None = None, *, check_every: int | None = None,
-            progress: bool | None = None):
+            progress: bool | None = None) -> Simulation:
         """Advance by ``duration`` ms or by ``steps`` steps; the loop runs in generated code,
         in chunks (see the class docstring). ``check_every`` and ``progress`` override the
-        simulation's settings for this run."""
+        simulation's settings for this run.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> _ = sim.run(duration=10.0)        # ms
+            >>> _ = sim.run(steps=50)             # goes on from there
+            >>> sim.step
+            150
+        """
         if (duration is None) == (steps is None):
             raise ValueError("give exactly one of duration (ms) or steps")
         if steps is None:
@@ -255,11 +285,26 @@ class Simulation:
         raise NetworkError(f"'{owner}' has no variable '{var}' (variables: {', '.join(names) or 'none'})")
 
     def get(self, owner: str, var: str) -> np.ndarray:
-        """A copy of a variable: shape (batch, n) if batched, else (n,)."""
+        """A copy of a variable: shape (batch, n) if batched, else (n,).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> sim.get("exc", "v").shape       # (batch, neurons)
+            (2, 320)
+        """
         return self.backend.pull(self._array_for(owner, var).name)
 
-    def set(self, owner: str, var: str, values):
-        """Write a variable; ``values`` must have its shape or broadcast to it."""
+    def set(self, owner: str, var: str, values: Any) -> None:
+        """Write a variable; ``values`` must have its shape or broadcast to it.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> sim.set("exc", "v", -60.0)        # every neuron of every instance
+            >>> float(sim.get("exc", "v").max())
+            -60.0
+        """
         a = self._array_for(owner, var)
         shape = a.shape(self.batch_size)
         arr = np.asarray(values, dtype=float)
@@ -288,7 +333,7 @@ class Simulation:
 
     def _current_params(self, owner, part, params, specs) -> dict:
         """Every parameter of one model: a float, (n,) per element, (batch, 1) per instance."""
-        out = {}
+        out: dict[str, Any] = {}
         for name, value in params.items():
             kind = specs.kind(name)
             if kind == "constant":
@@ -338,13 +383,23 @@ class Simulation:
                                f"'{name}'; say which with part=")
         return found[0]
 
-    def set_param(self, owner: str, name: str, value, part: str | None = None):
+    def set_param(self, owner: str, name: str, value: Any, part: str | None = None) -> None:
         """Change a parameter read at run time, for the next runs, without recompiling: a
         dynamic one (one number; or one per batch instance if it has ``batch_values``) or
         one given per element (a number for all, or one value per element). ``part``
         (``weight_update`` or ``postsynaptic``) picks a projection's model when both have
         ``name``. A parameter compiled in (a plain number) cannot change: declare it
-        dynamic. Variables initialised from it keep their values until :meth:`reset`."""
+        dynamic. Variables initialised from it keep their values until :meth:`reset`.
+
+        Examples:
+            >>> from spikeforge import LIF, Network
+            >>> net = Network("demo", dt=0.1)
+            >>> _ = net.add_population("exc", 10, LIF, dynamic=["v_th"])
+            >>> sim = net.build()
+            >>> sim.set_param("exc", "v_th", -55.0)    # for the next runs, no recompiling
+            >>> sim.get_param("exc", "v_th")
+            -55.0
+        """
         owner_name, part, model, params, specs, _ = self._param_part(owner, name, part)
         kind = specs.kind(name)
         if kind == "constant":
@@ -370,9 +425,16 @@ class Simulation:
         self._params[a.name] = values.copy()
         self.backend.push(a.name, self._params[a.name])
 
-    def get_param(self, owner: str, name: str, part: str | None = None):
+    def get_param(self, owner: str, name: str, part: str | None = None) -> Any:
         """The current value of a parameter: a float (compiled in or dynamic), or an array
-        (one value per element, or per batch instance)."""
+        (one value per element, or per batch instance).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> sim.get_param("exc", "tau_m")
+            20.0
+        """
         owner_name, part, _, params, specs, _ = self._param_part(owner, name, part)
         kind = specs.kind(name)
         if kind == "constant":
@@ -381,11 +443,21 @@ class Simulation:
         return float(values[0]) if kind == "dynamic" else values.ravel().copy()
 
     # -- spikes in ------------------------------------------------------------------------
-    def set_spike_times(self, population: str, spikes):
+    def set_spike_times(self, population: str, spikes: Any) -> None:
         """Spike times (ms) of a spike-source-array population.
 
         ``spikes`` is ``(times, ids)`` for every batch instance alike, or a list of
         ``batch_size`` such pairs, one per instance.
+
+        Examples:
+            >>> from spikeforge import SPIKE_SOURCE_ARRAY, Network
+            >>> net = Network("demo", dt=0.1)
+            >>> _ = net.add_population("inp", 3, SPIKE_SOURCE_ARRAY, record_spikes=True)
+            >>> sim = net.build()
+            >>> sim.set_spike_times("inp", ([1.0, 2.5, 4.0], [0, 2, 1]))    # (times in ms, neurons)
+            >>> _ = sim.run(duration=5.0)
+            >>> sim.spike_counts()["inp"]
+            3
         """
         info = self._pop_info.get(population)
         if info is None or not info["spike_source_array"]:
@@ -424,10 +496,20 @@ class Simulation:
         self._push_spike_input(population, start, end, times)
 
     # -- timed inputs ----------------------------------------------------------------------
-    def set_timed_input(self, population: str, param: str, values, dt: float | None = None):
+    def set_timed_input(self, population: str, param: str, values: Any, dt: float | None = None) -> None:
         """Replace the array of a timed input (``Network.add_timed_input``) for the next runs,
         without recompiling: ``values`` (or a TimedArray) must have the same width (1 or one
-        column per neuron) and the same batch layout; the number of rows and ``dt`` may differ."""
+        column per neuron) and the same batch layout; the number of rows and ``dt`` may differ.
+
+        Examples:
+            >>> from spikeforge import LIF, Network
+            >>> net = Network("demo", dt=0.1)
+            >>> _ = net.add_population("exc", 10, LIF)
+            >>> _ = net.add_timed_input("exc", "v_rest", [-65.0, -60.0], dt=5.0)
+            >>> sim = net.build()
+            >>> sim.set_timed_input("exc", "v_rest", [-65.0, -55.0], dt=5.0)   # new values, same width
+            >>> _ = sim.run(duration=10.0)
+        """
         old = self.network.timed_inputs.get((population, param))
         if old is None:
             known = [f"{p}.{n}" for p, n in self.network.timed_inputs]
@@ -457,7 +539,16 @@ class Simulation:
 
     # -- recordings ------------------------------------------------------------------------
     def spikes(self, population: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Recorded spikes of ``population``: per batch instance, (times in ms, neuron ids)."""
+        """Recorded spikes of ``population``: per batch instance, (times in ms, neuron ids).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> _ = sim.run(duration=50.0)
+            >>> times, ids = sim.spikes("exc")[1]    # batch instance 1
+            >>> times.shape == ids.shape
+            True
+        """
         if population not in self._spike_pops:
             raise NetworkError(f"spikes of '{population}' are not recorded (recorded: "
                                f"{', '.join(self._spike_pops) or 'none'})")
@@ -469,7 +560,15 @@ class Simulation:
         return out
 
     def spike_counts(self) -> dict[str, int]:
-        """Total recorded spikes per population, over all batch instances."""
+        """Total recorded spikes per population, over all batch instances.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> _ = sim.run(duration=50.0)
+            >>> sorted(sim.spike_counts())
+            ['exc', 'inh']
+        """
         return {p: int(sum(ids.size for _, ids in self.spikes(p))) for p in self._spike_pops}
 
     def _recording(self, population: str, var: str | None, kind: str = "var") -> int:
@@ -487,7 +586,17 @@ class Simulation:
         """Recorded values of ``population.var``: (recorded steps, batch, recorded neurons), or
         (recorded steps, recorded neurons) if the variable is shared across the batch. Which
         steps and neurons: :meth:`recorded_steps` (or :meth:`recorded_times`) and
-        :meth:`recorded_indices`."""
+        :meth:`recorded_indices`.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> net = cuba_network(n=400, batch_size=2)
+            >>> net.record_var("exc", "v", neurons=[0, 1, 2], every=10)
+            >>> sim = net.build()
+            >>> _ = sim.run(duration=20.0)
+            >>> sim.recorded("exc", "v").shape       # (recorded steps, batch, recorded neurons)
+            (20, 2, 3)
+        """
         k = self._recording(population, var)
         r, chunks = self.spec.recorded_vars[k], self._var_chunks[k]
         if not chunks:
@@ -496,20 +605,49 @@ class Simulation:
         return np.concatenate(chunks, axis=0)
 
     def recorded_steps(self, population: str, var: str) -> np.ndarray:
-        """The step of each row of :meth:`recorded`: the value is the state at the end of that step."""
+        """The step of each row of :meth:`recorded`: the value is the state at the end of that step.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> net = cuba_network(n=400)
+            >>> net.record_var("exc", "v", neurons=[0], every=10)
+            >>> sim = net.build()
+            >>> _ = sim.run(duration=3.0)
+            >>> sim.recorded_steps("exc", "v").tolist()
+            [0, 10, 20]
+        """
         steps = self._var_steps[self._recording(population, var)]
         return np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64)
 
     def recorded_times(self, population: str, var: str) -> np.ndarray:
         """The time (ms) of each row of :meth:`recorded`: the end of the step that computed it,
-        ``(step + 1) * dt``."""
+        ``(step + 1) * dt``.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> net = cuba_network(n=400)
+            >>> net.record_var("exc", "v", neurons=[0], every=10)
+            >>> sim = net.build()
+            >>> _ = sim.run(duration=3.0)
+            >>> sim.recorded_times("exc", "v").round(3).tolist()
+            [0.1, 1.1, 2.1]
+        """
         return (self.recorded_steps(population, var) + 1) * self.dt
 
     def recorded_indices(self, population: str, var: str | None = None) -> np.ndarray:
         """The neuron of each column of :meth:`recorded` (``var`` given) or the neurons whose
-        spikes are recorded (``var`` None)."""
+        spikes are recorded (``var`` None).
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> net = cuba_network(n=400)
+            >>> net.record_var("exc", "v", neurons={"step": 100})
+            >>> sim = net.build()
+            >>> sim.recorded_indices("exc", "v").tolist()
+            [0, 100, 200, 300]
+        """
         if var is None:
-            info = self._pop_info.get(population)
+            info: Any = self._pop_info.get(population)
             if population not in self._spike_pops:
                 raise NetworkError(f"spikes of '{population}' are not recorded (recorded: "
                                    f"{', '.join(self._spike_pops) or 'none'})")
@@ -524,7 +662,17 @@ class Simulation:
         """The population rate of ``population`` in Hz, per step and batch instance: shape
         (steps recorded, batch), the number of its spikes in the step / (N * dt). ``bin_ms``
         (a multiple of dt) averages over bins of that length instead (a partial last bin is
-        left out); the rows then start at the first recorded step."""
+        left out); the rows then start at the first recorded step.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> net = cuba_network(n=400, batch_size=2)
+            >>> net.record_rate("exc")
+            >>> sim = net.build()
+            >>> _ = sim.run(duration=50.0)
+            >>> sim.population_rate("exc").shape, sim.population_rate("exc", bin_ms=10.0).shape
+            ((500, 2), (5, 2))
+        """
         k = self._recording(population, None, "rate")
         r = self.spec.recorded_vars[k]
         chunks = self._var_chunks[k]
@@ -540,7 +688,7 @@ class Simulation:
             counts = counts[: n * per_bin].reshape(n, per_bin, self.batch_size).mean(axis=1)
         return counts / (r["population_size"] * self.dt * 1e-3)
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Save the recordings to ``path`` (.npz), written atomically.
 
         Layout: ``spikes/<pop>/times`` and ``spikes/<pop>/ids`` (concatenated over the
@@ -549,6 +697,15 @@ class Simulation:
         ``vars/<pop>/<var>/steps``, ``.../times`` (ms) and ``.../indices`` (the neurons);
         ``rates/<pop>`` (Hz, (steps, batch)) for each population rate; ``spikes/<pop>/indices``
         where a subset of the neurons' spikes is recorded; ``dt`` and ``batch_size``.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> import tempfile, pathlib
+            >>> _ = sim.run(duration=20.0)
+            >>> path = sim.save(pathlib.Path(tempfile.mkdtemp()) / "run.npz")
+            >>> path.suffix
+            '.npz'
         """
         path = Path(path)
         data = {"dt": np.float64(self.dt), "batch_size": np.int64(self.batch_size)}
@@ -572,7 +729,16 @@ class Simulation:
                 data[f"spikes/{pop}/indices"] = self.recorded_indices(pop)
         return atomic_savez(path, data)
 
-    def close(self):
+    def close(self) -> None:
+        """Free the backend's state (the generated code's context, device memory); the
+        compiled library stays in the build cache.
+
+        Examples:
+            >>> from spikeforge import cuba_network
+            >>> sim = cuba_network(n=400, batch_size=2).build()
+            >>> _ = sim.run(duration=10.0)
+            >>> sim.close()                         # the compiled library stays in the cache
+        """
         self.backend.close()
 
 

@@ -108,11 +108,32 @@ def _scalar_literal(value: float) -> str:
 class EpropCompiler:
     """Compiles a network for e-prop training (Bellec et al. 2020) on any registered backend.
 
-    >>> compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
+    The kernels on their own, for a network ``net``, inputs ``x`` (steps, batch, inputs), a
+    readout ``mask`` and ``labels`` (the example below trains through a Trainer instead):
+
+    >>> compiled = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(  # doctest: +SKIP
     ...     net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
     ...     n_steps=100)
-    >>> result = compiled.run_batch(x, mask, labels=labels)   # x: (steps, batch, inputs)
-    >>> compiled.apply_gradients()
+    >>> result = compiled.run_batch(x, mask, labels=labels)  # doctest: +SKIP
+    >>> compiled.apply_gradients()  # doctest: +SKIP
+
+    Examples:
+        >>> import numpy as np
+        >>> from spikeforge import LIF_SUBTRACTIVE, Adam, EpropCompiler, Network, Trainer
+        >>> from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
+        >>> net = Network("tiny", dt=1.0)
+        >>> _ = net.add_population("inp", 4, VALUE_INPUT)
+        >>> _ = net.add_population("hid", 8, LIF_SUBTRACTIVE, {"v_th": 0.6, "r_m": 10.0})
+        >>> _ = net.add_population("out", 2, LEAKY_READOUT, {"tau_m": 20.0, "bias": [0.0, 0.0]})
+        >>> for name, pre, post, wu in (("inp_hid", "inp", "hid", SCALED), ("hid_hid", "hid", "hid", STATIC),
+        ...                             ("hid_out", "hid", "out", STATIC)):
+        ...     _ = net.add_projection(name, pre, post, wu, ONE_STEP_CURR, wu_init={"w": "randn() / sqrt(N_pre)"})
+        >>> trainer = Trainer(net, compiler=EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3)), inputs="inp",
+        ...                   hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], batch_size=2)
+        >>> pairs = [(np.full((20, 4), float(c)), c) for c in (0, 1)]    # (steps x inputs, class)
+        >>> history = trainer.fit(pairs, epochs=1, progress=False)
+        >>> len(history)
+        1
     """
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, feedback="symmetric",

@@ -121,6 +121,13 @@ class SpikeDataset:
 
     Invalid input raises :class:`ValueError`; a bad spike is named by sample and position.
     The arrays are copied once and made read-only; subsets share them.
+
+    Examples:
+        >>> from spikeforge import SpikeDataset
+        >>> data = SpikeDataset(times=[1.0, 5.0, 2.0], ids=[0, 1, 1], offsets=[0, 2, 3],
+        ...                     n_inputs=2, n_outputs=2, duration=10.0, labels=[0, 1])
+        >>> len(data), data[1].label
+        (2, 1)
     """
 
     def __init__(
@@ -689,6 +696,12 @@ def evidence_accumulation(
     leaves 1050 ms between the last cue and the recall; here each cue is followed by its
     pause, so the last cue ends at 1000 ms and the recall starts 1100 ms later (same total).
     The paper's text itself was not checked; the numbers come from that code.
+
+    Examples:
+        >>> from spikeforge import evidence_accumulation
+        >>> data = evidence_accumulation(4, seed=0)
+        >>> len(data), data.n_inputs, data.n_outputs, data.duration
+        (4, 40, 2, 2250.0)
     """
     n_samples = _check_count(n_samples, "n_samples")
     n_cues = _check_count(n_cues, "n_cues")
@@ -820,6 +833,12 @@ def pattern_generation(
     has. The readout window is the whole trial. The input and the target come from
     independent streams of ``seed``: changing ``n_outputs`` does not change the input.
     Score with :func:`normalized_mse`.
+
+    Examples:
+        >>> from spikeforge import pattern_generation
+        >>> data = pattern_generation(2, seed=0, duration=100.0)
+        >>> len(data), data.n_inputs, data.n_outputs, data.task
+        (2, 100, 3, 'regression')
     """
     n_samples = _check_count(n_samples, "n_samples")
     n_outputs = _check_count(n_outputs, "n_outputs")
@@ -925,6 +944,13 @@ def digits(
       Deterministic. Default readout window: the whole trial.
 
     ``duration`` defaults to 40 ms (latency, rate).
+
+    Examples:
+        >>> from spikeforge import digits
+        >>> data = digits()
+        >>> len(data), data.n_inputs, data.n_outputs, data.duration
+        (1797, 64, 10, 40.0)
+        >>> train, test = data[:1500], data[1500:]
     """
     try:
         from sklearn.datasets import load_digits
@@ -1063,6 +1089,11 @@ def load_shd(
     ``readout_window`` is given. ``n_inputs``/``n_classes`` let the same reader take the
     Spiking Speech Commands files (700 inputs, 35 classes). Needs h5py
     (``pip install 'spikeforge[data]'``).
+
+    Examples:
+        >>> from spikeforge import load_shd
+        >>> train = load_shd("shd_train.h5", max_samples=256)   # doctest: +SKIP
+        >>> ssc = load_shd("ssc_train.h5", n_classes=35)        # doctest: +SKIP
     """
     path = os.fspath(path)
     if not os.path.exists(path):

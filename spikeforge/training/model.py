@@ -35,6 +35,12 @@ class EpropConfig:
     ``per_neuron_params`` the others (float64 arrays, one value per neuron in the translated
     network). A per-neuron parameter may not enter a
     derived parameter or an eligibility component kept per presynaptic neuron.
+
+    Examples:
+        >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig
+        >>> config = EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0), name="demo")
+        >>> config.n_inputs, config.n_hidden, config.n_outputs
+        (64, 32, 10)
     """
 
     n_inputs: int

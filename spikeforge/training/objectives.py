@@ -60,7 +60,12 @@ class Loss:
 
 class SoftmaxCrossEntropy(Loss):
     """Per-step softmax cross-entropy against one label per instance, weighted by the mask
-    (the readout window): ``loss = -sum_t mask_t log p_t[label]``, ``err_k = mask (p_k - 1[k = label])``."""
+    (the readout window): ``loss = -sum_t mask_t log p_t[label]``, ``err_k = mask (p_k - 1[k = label])``.
+
+    Examples:
+        >>> from spikeforge import EpropCompiler, SoftmaxCrossEntropy
+        >>> compiler = EpropCompiler(loss=SoftmaxCrossEntropy())      # the same as loss="xent"
+    """
 
     name = "softmax_cross_entropy"
 
@@ -109,7 +114,12 @@ class SoftmaxCrossEntropy(Loss):
 
 class MeanSquaredError(Loss):
     """Half the squared error against a target per step, instance and readout neuron, weighted
-    by the mask: ``loss = sum_t mask_t / 2 |y_t - target_t|^2``, ``err = mask (y - target)``."""
+    by the mask: ``loss = sum_t mask_t / 2 |y_t - target_t|^2``, ``err = mask (y - target)``.
+
+    Examples:
+        >>> from spikeforge import EpropCompiler, MeanSquaredError
+        >>> compiler = EpropCompiler(loss=MeanSquaredError())         # the same as loss="mse"
+    """
 
     name = "mse"
 
@@ -448,7 +458,12 @@ def _clamp_and_store(target: str) -> list[Line]:
 
 
 class Adam(Optimiser):
-    """Adam (Kingma & Ba, bias-corrected); the gradient is the sum (or mean) over the batch."""
+    """Adam (Kingma & Ba, bias-corrected); the gradient is the sum (or mean) over the batch.
+
+    Examples:
+        >>> from spikeforge import Adam, EpropCompiler
+        >>> compiler = EpropCompiler(loss="xent", optimiser=Adam(lr=1e-3))
+    """
 
     name = "adam"
 
@@ -487,7 +502,12 @@ class Adam(Optimiser):
 
 
 class SGD(Optimiser):
-    """Plain gradient descent: ``w -= lr g``."""
+    """Plain gradient descent: ``w -= lr g``.
+
+    Examples:
+        >>> from spikeforge import SGD, EpropCompiler
+        >>> compiler = EpropCompiler(loss="mse", optimiser=SGD(lr=1e-2))
+    """
 
     name = "sgd"
 

@@ -541,10 +541,13 @@ class ParallelCompiler:
     """Compiles a feed-forward network for time-parallel training (see
     docs/training.md, "Time-parallel training").
 
-    >>> compiled = ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(
+    The kernels on their own, for a network ``net``, inputs ``x`` (steps, batch, inputs), a
+    readout ``mask`` and ``labels`` (the example below trains through a Trainer instead):
+
+    >>> compiled = ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)).compile(  # doctest: +SKIP
     ...     net, inputs="inp", hidden=["h1", "h2"], readout="out", n_steps=100)
-    >>> result = compiled.gradients(x, mask, labels=labels)   # x: (steps, batch, inputs)
-    >>> compiled.apply_gradients()
+    >>> result = compiled.gradients(x, mask, labels=labels)  # doctest: +SKIP
+    >>> compiled.apply_gradients()  # doctest: +SKIP
 
     Kernels run outside the step loop (``custom_updates``), once per batch over all ``n_steps``
     steps. Forward, per layer: the input of every step from the previous layer's spikes
@@ -556,7 +559,27 @@ class ParallelCompiler:
     mask). Then one optimiser step per trainable array. ``reg_rate``, ``reg_target_hz``: the
     firing-rate regulariser of the hidden layers (see docs/training.md). ``chunk``: run sequences
     longer than that many steps in chunks (:mod:`.parallel_chunks`; memory O(chunk B N), the
-    same gradients), ``"auto"``: in chunks only when the whole sequence does not fit in memory."""
+    same gradients), ``"auto"``: in chunks only when the whole sequence does not fit in memory.
+
+    Examples:
+        >>> import numpy as np
+        >>> from spikeforge import Adam, Network, NeuronModel, ParallelCompiler, Trainer
+        >>> from spikeforge.models.builtins import LEAKY_READOUT, ONE_STEP_CURR, SCALED, STATIC, VALUE_INPUT
+        >>> paralif = NeuronModel("paralif", params={"tau_m": 10.0, "v_th": 0.5}, vars={"v": 0.0},
+        ...                       equations="dv/dt = (i_syn - v) / tau_m", threshold="v > v_th")   # no reset
+        >>> net = Network("tiny_ff", dt=1.0)
+        >>> _ = net.add_population("inp", 4, VALUE_INPUT)
+        >>> _ = net.add_population("h1", 8, paralif)
+        >>> _ = net.add_population("out", 2, LEAKY_READOUT, {"tau_m": 20.0, "bias": [0.0, 0.0]})
+        >>> _ = net.add_projection("inp_h1", "inp", "h1", SCALED, ONE_STEP_CURR, wu_init={"w": "randn() / sqrt(N_pre)"})
+        >>> _ = net.add_projection("h1_out", "h1", "out", STATIC, ONE_STEP_CURR, wu_init={"w": "randn() / sqrt(N_pre)"})
+        >>> trainer = Trainer(net, compiler=ParallelCompiler(loss="xent", optimiser=Adam(lr=1e-3)), inputs="inp",
+        ...                   hidden=["h1"], readout="out", trainable=["inp_h1", "h1_out"], batch_size=2)
+        >>> pairs = [(np.full((20, 4), float(c)), c) for c in (0, 1)]    # (steps x inputs, class)
+        >>> history = trainer.fit(pairs, epochs=1, progress=False)       # feed-forward: no recurrent projection
+        >>> len(history)
+        1
+    """
 
     device_kernels = False  # True for the device backends' kernels (parallel_cuda.DeviceParallelCompiler)
     _sender_arrays = staticmethod(_sender_arrays)

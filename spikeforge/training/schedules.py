@@ -67,7 +67,14 @@ class Constant(Schedule):
 
 @dataclass(frozen=True)
 class StepDecay(Schedule):
-    """``lr * factor ** (epoch // every)``: multiplied by ``factor`` every ``every`` epochs."""
+    """``lr * factor ** (epoch // every)``: multiplied by ``factor`` every ``every`` epochs.
+
+    Examples:
+        >>> from spikeforge import StepDecay
+        >>> lr = StepDecay(1e-2, factor=0.1, every=5)
+        >>> lr(4, 0), round(lr(5, 0), 6)
+        (0.01, 0.001)
+    """
 
     lr: float
     every: int
@@ -85,7 +92,14 @@ class StepDecay(Schedule):
 @dataclass(frozen=True)
 class ExponentialDecay(Schedule):
     """``lr * gamma ** n`` with ``n`` the epoch (``per="epoch"``, 0 in the first epoch) or
-    the number of optimiser steps already taken (``per="step"``, 0 at the first step)."""
+    the number of optimiser steps already taken (``per="step"``, 0 at the first step).
+
+    Examples:
+        >>> from spikeforge import ExponentialDecay
+        >>> lr = ExponentialDecay(1e-2, gamma=0.5)
+        >>> lr(0, 0), lr(2, 0)
+        (0.01, 0.0025)
+    """
 
     lr: float
     gamma: float
@@ -106,7 +120,14 @@ class ExponentialDecay(Schedule):
 class CosineDecay(Schedule):
     """Half a cosine from ``lr`` (first epoch) down to ``min_lr`` over ``epochs`` epochs:
     ``min_lr + (lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2``; ``min_lr`` from epoch
-    ``epochs`` on."""
+    ``epochs`` on.
+
+    Examples:
+        >>> from spikeforge import CosineDecay
+        >>> lr = CosineDecay(1e-2, epochs=10, min_lr=1e-4)
+        >>> round(lr(0, 0), 6), round(lr(5, 0), 6), round(lr(10, 0), 6)
+        (0.01, 0.00505, 0.0001)
+    """
 
     lr: float
     epochs: int
@@ -129,7 +150,14 @@ class CosineDecay(Schedule):
 class Warmup(Schedule):
     """A linear ramp over the first ``steps`` optimiser steps: ``schedule(epoch, step) *
     min(1, step / steps)`` (step 1 gets ``1/steps`` of it, step ``steps`` and later all).
-    ``schedule`` is a number or another schedule."""
+    ``schedule`` is a number or another schedule.
+
+    Examples:
+        >>> from spikeforge import StepDecay, Warmup
+        >>> lr = Warmup(StepDecay(1e-2, factor=0.1, every=5), steps=100)
+        >>> lr(0, 1), lr(0, 100)
+        (0.0001, 0.01)
+    """
 
     schedule: float | Callable
     steps: int

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from .checkpoints import CHECKPOINT_VERSION, CheckpointError, check_checkpoint_p
 from .identity import describe_network, describe_network_job, describe_schedule
 from .model import EpropConfig
 from .objectives import Adam
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 __all__ = ["Adam", "Trainer", "TrainingDiverged", "CheckpointError", "CHECKPOINT_VERSION"]
 
@@ -171,13 +175,22 @@ class Trainer:
     ``clamp`` = (lo, hi) clips the hidden weights (the projections into hidden
     populations) after every step. With a network, the compiler's optimiser takes the steps
     (``optimizer`` must be left out) and ``lr`` replaces its learning rate at every step.
+
+    Examples:
+        >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+        >>> config = EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0), name="demo")
+        >>> trainer = Trainer(config, batch_size=32, lr=5e-3)
+        >>> history = trainer.fit(digits()[:64], epochs=1, progress=False)
+        >>> len(history), "train_loss" in history[-1]
+        (1, True)
     """
 
-    def __init__(self, config, *, batch_size: int = 32, lr: float | Callable = 1e-3,
+    def __init__(self, config: EpropConfig | Network, *, batch_size: int = 32, lr: float | Callable = 1e-3,
                  optimizer: Adam | None = None, reduce: str = "mean", seed: int = 0, threads: int | None = None,
                  clamp: tuple[float, float] | None = None, init_scale: float = 1.0, backend: str = "cpu",
-                 comm=None, compiler=None, inputs: str | None = None, hidden=None, readout: str | None = None,
-                 trainable=None):
+                 comm: Any = None, compiler: Any = None, inputs: str | None = None,
+                 hidden: str | Sequence[str] | None = None, readout: str | None = None,
+                 trainable: Sequence[str] | None = None) -> None:
         from ..network import Network
 
         _check_job(config, optimizer, init_scale, compiler, inputs, hidden, readout, trainable)
@@ -193,7 +206,7 @@ class Trainer:
         if batch_size % self.comm.size:
             raise NetworkError(f"the global batch size {batch_size} does not divide across {self.comm.size} ranks; "
                                f"use a multiple of {self.comm.size}")
-        self.config = config
+        self.config: Any = config  # an EpropConfig, or the Network of a compiler's job
         self.network = config if isinstance(config, Network) else None
         self._roles = (compiler, inputs, hidden, readout, None if trainable is None else list(trainable))
         self.batch_size = batch_size
@@ -331,9 +344,18 @@ class Trainer:
             out = self.runtime.run_batch(x, mask, targets=y, learn=learn, grads=False)
         return out, y, mask
 
-    def fit(self, train, epochs: int = 1, validation=None, callbacks: Sequence[Callable] = (),
+    def fit(self, train: Any, epochs: int = 1, validation: Any = None, callbacks: Sequence[Callable] = (),
             progress: bool = True, checkpoint: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
-        """See :meth:`_fit`; with several ranks, an error on any rank stops the whole job."""
+        """See :meth:`_fit`; with several ranks, an error on any rank stops the whole job.
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> history = trainer.fit(data[:64], epochs=2, validation=data[1700:], progress=False)
+            >>> [h["epoch"] for h in history], "val_accuracy" in history[-1]
+            ([1, 2], True)
+        """
         if self.comm.size == 1:
             return self._fit(train, epochs, validation, callbacks, progress, checkpoint, resume)
         try:
@@ -456,12 +478,21 @@ class Trainer:
         raise TrainingDiverged(f"{where}: {'; '.join(what)}; the learning rate was {self.last_lr:g} "
                                "(lower it, or check the model)")
 
-    def evaluate(self, data, batch_size: int | None = None, spike=None) -> dict:
+    def evaluate(self, data: Any, batch_size: int | None = None, spike: Any = None) -> dict:
         """Loss (mean per step of the readout window), accuracy (classification) or mse
         (regression), and the hidden rate (Hz). With several ranks each evaluates its shard
         and the metrics are summed. ``data``: a SpikeDataset or a list of (x, y) pairs.
         ``spike`` (time-parallel method only): evaluate under this spike rule instead of the
-        one trained with, on the same weights (e.g. ``"threshold"``: deterministically)."""
+        one trained with, on the same weights (e.g. ``"threshold"``: deterministically).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> metrics = trainer.evaluate(data[1700:])
+            >>> sorted(metrics)[:3]
+            ['accuracy', 'loss', 'rate_hz']
+        """
         if spike is not None:
             if not hasattr(self.runtime, "spike_rule"):
                 raise NetworkError("evaluate(spike=...): only a network trained by the time-parallel method "
@@ -480,10 +511,18 @@ class Trainer:
             parts.append(_metrics(self._io.classify, out, y, mask, self._io.readout))
         return _summarise(self._io.classify, parts, self._io.n_hidden, self._io.dt)
 
-    def predict(self, data, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, data: Any, batch_size: int | None = None) -> np.ndarray:
         """Classes (classification: argmax of each trial's output: the mean readout over the
         window, or the aggregate of a readout that aggregates) or, for regression, the readout
-        traces ((steps, samples, outputs)) or the aggregated outputs ((samples, outputs))."""
+        traces ((steps, samples, outputs)) or the aggregated outputs ((samples, outputs)).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> trainer.predict(data[:5]).shape      # one class per sample
+            (5,)
+        """
         data = self._dataset(data, "prediction data")
         outs = []
         bs = batch_size or self.batch_size
@@ -514,7 +553,7 @@ class Trainer:
             out, y, mask = self._run(data, [data[int(i)] for i in local], learn=gradients)
             metrics.update(_metrics(self._io.classify, out, y, mask, self._io.readout))
             steps = metrics.pop("steps")
-        grads = {}
+        grads: dict = {}
         if gradients:
             grads = (self.runtime.gradient_sums() if local.size
                      else {w: np.zeros(self.runtime.weight_shape(w)) for w in self._io.names})
@@ -586,9 +625,19 @@ class Trainer:
             expected["feedback"] = (self.config.n_hidden, self.config.n_outputs)
         return expected
 
-    def save_checkpoint(self, path) -> Path:
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
         """Weights, optimiser state, epoch, step and RNG position, written atomically (see
-        :mod:`.checkpoints` for the format)."""
+        :mod:`.checkpoints` for the format).
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> import tempfile, pathlib
+            >>> path = trainer.save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "run.npz")
+            >>> path.name
+            'run.npz'
+        """
         data = {f"weight/{k}": v for k, v in self.runtime.get_weights().items()}
         data.update({f"adam/{k}": v for k, v in self.runtime.moments().items()})
         if self.network is None:
@@ -598,10 +647,22 @@ class Trainer:
                 "network": self._network_description(), "training": self.training_description()}
         return write_checkpoint(Path(path), data, meta)
 
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore the state saved by :meth:`save_checkpoint`. Every array and every field of
         the metadata is checked before anything changes; a checkpoint of another network or
-        other training settings, or a damaged one, raises :class:`CheckpointError`."""
+        other training settings, or a damaged one, raises :class:`CheckpointError`.
+
+        Examples:
+            >>> from spikeforge import LIF_SUBTRACTIVE, EpropConfig, Trainer, digits
+            >>> data = digits()
+            >>> trainer = Trainer(EpropConfig(64, 32, 10, LIF_SUBTRACTIVE, dict(v_th=0.6, r_m=10.0)), batch_size=32)
+            >>> import tempfile, pathlib
+            >>> path = trainer.save_checkpoint(pathlib.Path(tempfile.mkdtemp()) / "run.npz")
+            >>> _ = trainer.fit(data[:32], progress=False)
+            >>> trainer.load_checkpoint(path)         # back to the weights saved
+            >>> trainer.epoch
+            0
+        """
         arrays, meta = read_checkpoint(path, self._expected_arrays(), self.runtime.dtype,
                                        self._network_description(), self.training_description())
         self.runtime.set_weights({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weight/")})
