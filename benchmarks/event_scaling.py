@@ -134,6 +134,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--spikes", type=int, default=200_000, help="network spikes measured per size")
     parser.add_argument("--reference-sizes", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--e4-only", action="store_true", help="only E4 (batch 8 on 1 and 2 threads)")
     parser.add_argument("--worker", help=argparse_hidden())
     args = parser.parse_args(argv)
     if args.worker:
@@ -142,6 +143,15 @@ def main(argv=None):
     if args.quick:
         args.sizes, args.spikes, args.reference_sizes = [1000, 10_000], 5000, [1000, 10_000]
     results = {"e2": [], "reference": [], "e4": []}
+    if not args.e4_only:
+        e2_tables(args, results)
+    e4_table(args, results)
+    if args.json:
+        write_json(args.json, results)
+    return 0
+
+
+def e2_tables(args, results):
     rows = []
     for n in args.sizes:
         duration = args.spikes / (n * 10.0) * 1000.0  # ms at about 10 Hz
@@ -177,6 +187,9 @@ def main(argv=None):
                      f"{r['load_before']:.2f} / {r['load_after']:.2f}"])
     print_table(["N", "spikes", "us / spike", "vs N=1e3", "load avg before / after"], rows,
                 title="E2: O(N)-per-spike reference (the generated kernel, queue='scan')")
+
+
+def e4_table(args, results):
     n4 = 1000 if args.quick else 10_000
     rows = []
     for threads in (1, 2):
@@ -191,9 +204,6 @@ def main(argv=None):
     print_table(["threads", "spikes", "wall (s)", "spikes / s", "vs 1 thread", "CPU time / wall",
                  "load avg before / after"], rows,
                 title=f"E4: batch 8, N = {n4}")
-    if args.json:
-        write_json(args.json, results)
-    return 0
 
 
 def argparse_hidden():
