@@ -21,10 +21,11 @@ from spikeforge.training.compiler import EpropCompiler
 
 TEMPLATES = resources.files("spikeforge") / "templates"
 # templates that are not kernel templates: the translation units and the CUDA emulation's
-# driver, the kernel bases, the connectivity builder, the old e-prop path's kernel, and the two
-# parts the CUDA eligibility kernel includes (its declaration is eprop_eligibility's)
+# driver, the kernel bases, the connectivity builder, the old e-prop path's kernel, the two
+# parts the CUDA eligibility kernel includes (its declaration is eprop_eligibility's), and the
+# event backend's translation unit (one heap loop over the whole network, no kernel specs)
 NOT_KERNELS = {"model", "kernel_base", "connectivity", "eprop_trial", "emu_driver", "eprop_presynaptic",
-               "eprop_synapses"}
+               "eprop_synapses", "event"}
 
 
 def _kernel_templates():
