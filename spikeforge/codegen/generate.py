@@ -585,7 +585,7 @@ class Generator:
                     "timed_input", None, comment=f"timed input {param[1]}: steps per row, rows",
                     data=ta.timing(self.net.dt))))
         out["flags"] = self.add_array(ArraySpec(
-            f"{p.name}_spiked", p.name, "_spiked", "uint8", (p.size + 7) // 8 * 8, True, "scratch", Constant(0),
+            f"{p.name}_spiked", p.name, "_spiked", "uint8", (p.size + 63) // 64 * 64, True, "scratch", Constant(0),
             comment="which neurons crossed threshold this step (scratch)"))
         if isinstance(p.model, SpikeSourceArrayModel):
             for role in ("start", "end", "ptr"):
