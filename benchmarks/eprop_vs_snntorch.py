@@ -260,7 +260,9 @@ def snntorch_worker(cfg: dict) -> dict:
             y = torch.zeros(xb.shape[1], N_OUT)
             loss = 0.0
             spikes = 0.0
-            current = self.fc_in(xb)  # the input projection of the whole sequence at once
+            # the input projection of the whole sequence at once, split into steps by unbind (indexing
+            # step by step would give each step's gradient the whole sequence's size: quadratic in T)
+            current = self.fc_in(xb).unbind(0)
             for t in range(xb.shape[0]):
                 spk, mem = self.lif(current[t], spk, mem)
                 y = kappa * y + (1 - kappa) * self.fc_out(spk)
@@ -318,7 +320,9 @@ def torch_worker(cfg: dict) -> dict:
     def forward(xb, yb):
         T, B = xb.shape[0], xb.shape[1]
         w_rec = w["w_rec"] * no_self  # no self-connections (their gradient is zero, as spikeforge's)
-        current = gain * (xb @ w["w_in"].T)  # the input projection of the whole sequence at once
+        # the input projection of the whole sequence at once, split into steps by unbind (indexing
+        # step by step would give each step's gradient the whole sequence's size: quadratic in T)
+        current = (gain * (xb @ w["w_in"].T)).unbind(0)
         v = torch.zeros(B, N_HIDDEN)
         z = torch.zeros(B, N_HIDDEN)
         zs = []
