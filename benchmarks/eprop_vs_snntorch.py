@@ -1,11 +1,23 @@
-"""Training cost on the CPU: spikeforge's e-prop against snnTorch with BPTT.
+"""Training cost on the CPU: spikeforge's e-prop against BPTT (snnTorch, and a plain PyTorch loop).
 
-The same network on both sides: 40 Poisson inputs -> 100 recurrent LIF neurons (reset by
+The same network on every side: 40 Poisson inputs -> 100 recurrent LIF neurons (reset by
 subtraction, tau_m = 20 ms, threshold 0.6, dt = 1 ms, no refractoriness) -> 2 leaky
 readout units (tau_out = 20 ms), per-step softmax cross-entropy over the last 10 % of the
-trial, Adam, minibatch 32, the same weight initialisation (Gaussian, scaled by fan-in, no
-self-connections) so that both fire at similar rates. For each sequence length (100, 500,
-1000, 2000 steps) the script measures, each case in a fresh process:
+trial, Adam, minibatch 32, the same initial weights (spikeforge's: Gaussian, scaled by
+fan-in, no self-connections, written by the driver and loaded by every worker) and the same
+data. Two BPTT baselines:
+
+* ``snntorch``: snnTorch's ``RLeaky`` (reset by subtraction, fast-sigmoid surrogate), the
+  input projection applied to the whole sequence at once, the readout step by step;
+* ``torch``: a plain PyTorch LIF loop with the dynamics spikeforge simulates
+  (``v = alpha v + (1 - alpha) r_m (W_in x + W_rec z)``, ``z = H(v - v_th)``, ``v -= z v_th``
+  with the spike detached in the reset, the same surrogate as snnTorch's), the input
+  projection and the readout (a linear layer, then the leaky filter as one matrix over time)
+  applied to the whole sequence at once: only the recurrence is a Python loop.
+
+For each sequence length (100, 500, 1000, 2000 steps) and thread count (``--threads``, default
+1 and 2) the script measures, each case in a fresh process, the cases of one round
+interleaved (every side at one length and thread count, then the next):
 
 * seconds per minibatch (forward + gradients + Adam step), the median over ``--repeats``
   epochs of ``--batches`` minibatches after one warm-up epoch (so nothing is compiled or
@@ -15,35 +27,41 @@ self-connections) so that both fire at similar rates. For each sequence length (
   libraries, the network and the data set already loaded). The kernel's high-water mark
   is reset (``/proc/self/clear_refs``) after the setup, so that the setup's transients
   (building the data) do not hide it; where that is not possible the share is the peak
-  minus the resident set before training.
+  minus the resident set before training;
+* the load average when the case started and the CPU time other processes used while it
+  was timed (``other``, in cores). ``--rounds`` repeats every case; the table keeps each
+  case's fastest round (the one least disturbed by other work).
+
+A baseline's "best" time at a thread count is its fastest at that count or fewer threads
+(torch's intra-op threads do not always pay for a network this small).
 
 e-prop (Bellec et al. 2020) computes gradients forward in time: its state is the
 eligibility traces, whose size does not depend on the sequence length. BPTT keeps the
 whole trajectory for the backward pass, so its memory grows with the sequence length.
 
-spikeforge runs in this interpreter, snnTorch in the virtual environment
-``benchmarks/.env-torch`` (create it once)::
+spikeforge runs in this interpreter, the baselines in the virtual environment
+``benchmarks/.env-torch`` or the interpreter ``--torch-python`` names (create it once)::
 
     python -m venv benchmarks/.env-torch
     benchmarks/.env-torch/bin/pip install torch==2.13.0 snntorch numpy   # CPU wheel of torch
 
-Both sides use all usable cores (``--threads``): spikeforge spreads the minibatch over
-OpenMP threads, torch its operators over intra-op threads.
-
-    python benchmarks/eprop_vs_snntorch.py [--json out.json]   # ~1 min on 2 cores
+    python benchmarks/eprop_vs_snntorch.py [--json out.json]   # ~10 min on 2 cores
     python benchmarks/eprop_vs_snntorch.py --quick             # smoke run, seconds
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # this checkout's spikeforge, not an installed one
 
 from _common import (  # noqa: E402  (only the standard library at module level)
     BenchmarkError,
@@ -148,58 +166,33 @@ def eprop_worker(cfg: dict) -> dict:
     return time_fit(trainer, data, batches, cfg["repeats"], out)
 
 
-# --------------------------------------------------------------------------- snnTorch worker
+# --------------------------------------------------------------------------- BPTT workers
 
 
-def torch_worker(cfg: dict) -> dict:
-    import math
+def initial_weights() -> dict:
+    """spikeforge's initial weights of this network (the Trainer's, seed 0), float32."""
+    import numpy as np
 
-    import snntorch as snn
+    from spikeforge.models.builtins import LIF_SUBTRACTIVE
+    from spikeforge.training.model import EpropConfig
+    from spikeforge.training.network_runtime import initial_weights as spikeforge_initial_weights
+
+    cfg = EpropConfig(N_IN, N_HIDDEN, N_OUT, LIF_SUBTRACTIVE, {"tau_m": TAU_M, "v_th": V_TH, "r_m": TAU_M / DT},
+                      tau_out=TAU_OUT, dt=DT, name="bench_eprop_vs_snntorch")
+    weights, _ = spikeforge_initial_weights(cfg, 0, 1.0, np.float32)
+    return weights
+
+
+def _bptt_timing(cfg: dict, side: str, model, params, forward) -> dict:
+    """Time ``forward(xb, yb) -> (loss, spikes)`` + backward + Adam over the data of ``cfg``."""
     import torch
-    from snntorch import surrogate
 
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(0)
     steps, batch, batches = cfg["steps"], cfg["batch"], cfg["batches"]
-    x_np, labels_np, mask_np = make_data(steps, batch * batches)
+    x_np, labels_np, _ = make_data(steps, batch * batches)
     x = torch.from_numpy(x_np)
     labels = torch.from_numpy(labels_np)
-    window = [int(k) for k in mask_np.nonzero()[0]]
-    alpha, kappa = math.exp(-DT / TAU_M), math.exp(-DT / TAU_OUT)
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc_in = torch.nn.Linear(N_IN, N_HIDDEN, bias=False)
-            self.lif = snn.RLeaky(beta=alpha, linear_features=N_HIDDEN, threshold=V_TH, reset_mechanism="subtract",
-                                  spike_grad=surrogate.fast_sigmoid())
-            self.fc_out = torch.nn.Linear(N_HIDDEN, N_OUT)
-
-        def forward(self, xb, yb):
-            spk, mem = self.lif.init_rleaky()
-            y = torch.zeros(xb.shape[1], N_OUT)
-            loss = 0.0
-            spikes = 0.0
-            start = window[0]
-            for t in range(xb.shape[0]):
-                spk, mem = self.lif(self.fc_in(xb[t]), spk, mem)
-                y = kappa * y + (1 - kappa) * self.fc_out(spk)
-                if t >= start:
-                    loss = loss + torch.nn.functional.cross_entropy(y, yb, reduction="sum")
-                spikes = spikes + spk.detach().sum()
-            return loss / xb.shape[1], spikes
-
-    net = Net()
-    with torch.no_grad():  # spikeforge's initialisation (same statistics, so similar firing rates)
-        net.fc_in.weight.normal_(0.0, 1.0 / math.sqrt(N_IN))
-        w_rec = net.lif.recurrent.weight
-        w_rec.normal_(0.0, 1.0 / math.sqrt(N_HIDDEN)).fill_diagonal_(0.0)
-        if net.lif.recurrent.bias is not None:
-            net.lif.recurrent.bias.zero_()
-        net.fc_out.weight.normal_(0.0, 1.0 / math.sqrt(N_HIDDEN))
-        net.fc_out.bias.zero_()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    out = {"side": "snnTorch BPTT", "steps": steps, "torch": torch.__version__, "snntorch": snn.__version__,
+    opt = torch.optim.Adam(params, lr=1e-3)
+    out = {"side": side, "steps": steps, "threads": cfg["threads"], "torch": torch.__version__,
            "setup_peak_rss_mb": peak_rss_mb()}
     del x_np
     out["rss_before_mb"] = start_memory_window()
@@ -210,7 +203,7 @@ def torch_worker(cfg: dict) -> dict:
         for k in range(batches):
             sl = slice(k * batch, (k + 1) * batch)
             opt.zero_grad(set_to_none=True)
-            loss, s = net(x[:, sl], labels[sl])
+            loss, s = forward(x[:, sl], labels[sl])
             loss.backward()
             opt.step()
             spikes += float(s)
@@ -231,13 +224,177 @@ def torch_worker(cfg: dict) -> dict:
     return out
 
 
+def _load_weights(cfg: dict) -> dict:
+    import numpy as np
+    import torch
+
+    with np.load(cfg["weights"]) as f:
+        return {k: torch.from_numpy(np.array(f[k], dtype=np.float32)) for k in f.files}
+
+
+def snntorch_worker(cfg: dict) -> dict:
+    import math
+
+    import snntorch as snn
+    import torch
+    from snntorch import surrogate
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    steps = cfg["steps"]
+    _, _, mask_np = make_data(steps, 1)
+    start = int(mask_np.nonzero()[0][0])
+    alpha, kappa = math.exp(-DT / TAU_M), math.exp(-DT / TAU_OUT)
+    w = _load_weights(cfg)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc_in = torch.nn.Linear(N_IN, N_HIDDEN, bias=False)
+            self.lif = snn.RLeaky(beta=alpha, linear_features=N_HIDDEN, threshold=V_TH, reset_mechanism="subtract",
+                                  spike_grad=surrogate.fast_sigmoid())
+            self.fc_out = torch.nn.Linear(N_HIDDEN, N_OUT)
+
+        def forward(self, xb, yb):
+            spk, mem = self.lif.init_rleaky()
+            y = torch.zeros(xb.shape[1], N_OUT)
+            loss = 0.0
+            spikes = 0.0
+            # the input projection of the whole sequence at once, split into steps by unbind (indexing
+            # step by step would give each step's gradient the whole sequence's size: quadratic in T)
+            current = self.fc_in(xb).unbind(0)
+            for t in range(xb.shape[0]):
+                spk, mem = self.lif(current[t], spk, mem)
+                y = kappa * y + (1 - kappa) * self.fc_out(spk)
+                if t >= start:
+                    loss = loss + torch.nn.functional.cross_entropy(y, yb, reduction="sum")
+                spikes = spikes + spk.detach().sum()
+            return loss / xb.shape[1], spikes
+
+    net = Net()
+    with torch.no_grad():  # spikeforge's initial weights
+        net.fc_in.weight.copy_(w["w_in"])
+        net.lif.recurrent.weight.copy_(w["w_rec"])
+        if net.lif.recurrent.bias is not None:
+            net.lif.recurrent.bias.zero_()
+        net.fc_out.weight.copy_(w["w_out"])
+        net.fc_out.bias.copy_(w["b_out"])
+    out = _bptt_timing(cfg, "snnTorch BPTT", net, list(net.parameters()), net.forward)
+    out["snntorch"] = snn.__version__
+    return out
+
+
+def torch_worker(cfg: dict) -> dict:
+    """A plain PyTorch LIF loop: only the recurrence steps in Python."""
+    import math
+
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    steps = cfg["steps"]
+    _, _, mask_np = make_data(steps, 1)
+    window = torch.from_numpy(mask_np.nonzero()[0])
+    alpha, kappa = math.exp(-DT / TAU_M), math.exp(-DT / TAU_OUT)
+    gain = (1 - alpha) * TAU_M / DT  # (1 - alpha) r_m: spikeforge's exact integration of dv/dt = (r_m i - v) / tau_m
+    w = {k: v.clone().requires_grad_(True) for k, v in _load_weights(cfg).items()}
+
+    class Spike(torch.autograd.Function):  # Heaviside forward, fast sigmoid backward (snnTorch's default slope 25)
+        @staticmethod
+        def forward(ctx, g):
+            ctx.save_for_backward(g)
+            return (g > 0).to(g.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (g,) = ctx.saved_tensors
+            return grad / (25.0 * g.abs() + 1.0) ** 2
+
+    # the readout filter over the window as one matrix: y_t = sum_s (1 - kappa) kappa^(t - s) u_s, s <= t
+    t_idx = torch.arange(steps, dtype=torch.float64)
+    lag = window.to(torch.float64)[:, None] - t_idx[None, :]
+    filt = torch.where(lag >= 0, (1 - kappa) * kappa ** lag.clamp(min=0), torch.zeros(())).to(torch.float32)
+
+    no_self = 1 - torch.eye(N_HIDDEN)
+
+    def forward(xb, yb):
+        T, B = xb.shape[0], xb.shape[1]
+        w_rec = w["w_rec"] * no_self  # no self-connections (their gradient is zero, as spikeforge's)
+        # the input projection of the whole sequence at once, split into steps by unbind (indexing
+        # step by step would give each step's gradient the whole sequence's size: quadratic in T)
+        current = (gain * (xb @ w["w_in"].T)).unbind(0)
+        v = torch.zeros(B, N_HIDDEN)
+        z = torch.zeros(B, N_HIDDEN)
+        zs = []
+        for t in range(T):
+            i_t = current[t - 1] if t > 0 else torch.zeros(B, N_HIDDEN)  # a spike reaches its targets a step later
+            v = alpha * v + i_t + gain * (z @ w_rec.T)
+            z = Spike.apply(v - V_TH)
+            v = v - z.detach() * V_TH  # reset by subtraction, the spike detached
+            zs.append(z)
+        z_all = torch.stack(zs)  # (T, B, N)
+        u = z_all @ w["w_out"].T + w["b_out"]  # the readout layer of the whole sequence at once
+        y = torch.einsum("ws,sbk->wbk", filt, u)  # its leaky filter over the window
+        loss = torch.nn.functional.cross_entropy(y.reshape(-1, N_OUT), yb.repeat(len(window)), reduction="sum")
+        return loss / B, z_all.detach().sum()
+
+    return _bptt_timing(cfg, "PyTorch BPTT", None, list(w.values()), forward)
+
+
 # --------------------------------------------------------------------------- driver
 
+SIDES = ("eprop", "torch", "snntorch")
+LABELS = {"eprop": "spikeforge e-prop", "torch": "PyTorch BPTT", "snntorch": "snnTorch BPTT"}
 
-def run_case(side: str, cfg: dict, timeout: float) -> dict:
-    python = sys.executable if side == "eprop" else str(TORCH_PYTHON)
+
+def run_case(side: str, cfg: dict, torch_python: str, timeout: float) -> dict:
+    python = sys.executable if side == "eprop" else torch_python
     cmd = [python, str(Path(__file__).resolve()), f"--worker-{side}", json.dumps(cfg)]
-    return run_json(cmd, env=thread_env(cfg["threads"]), timeout=timeout)
+    load = os.getloadavg()[0]
+    out = run_json(cmd, env=thread_env(cfg["threads"]), timeout=timeout)
+    out["load_average_start"] = round(load, 2)
+    out["load_average_end"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def _best(results: dict, side: str, steps: int, threads: int, upto: bool = False) -> dict | None:
+    """The fastest round of a case; ``upto``: at ``threads`` or fewer."""
+    rows = [r for (s, T, th), rs in results.items() if s == side and T == steps and (th <= threads if upto else
+                                                                                     th == threads) for r in rs
+            if "seconds_per_batch" in r]
+    return min(rows, key=lambda r: r["seconds_per_batch"]) if rows else None
+
+
+def _ms(r):
+    return fmt(r["seconds_per_batch"] * 1e3) if r else "-"
+
+
+def _load(r):
+    return f"{r['load_average_start']:.1f}" if r else "-"
+
+
+def report(results: dict, args, sides: list[str]) -> list[list]:
+    tables = []
+    for threads in args.threads:
+        rows = []
+        for steps in args.steps:
+            e = _best(results, "eprop", steps, threads)
+            row = [steps, _ms(e), _load(e), fmt(e["training_mb"]) if e else "-"]
+            for side in sides[1:]:
+                b = _best(results, side, steps, threads, upto=True)
+                row += [_ms(b), f"{b['threads']}" if b else "-", _load(b), fmt(b["training_mb"]) if b else "-",
+                        fmt(b["seconds_per_batch"] / e["seconds_per_batch"]) if (b and e) else "-"]
+            rows.append(row)
+        headers = ["steps", "e-prop ms", "load", "e-prop MiB"]
+        for side in sides[1:]:
+            name = "PyTorch" if side == "torch" else "snnTorch"
+            headers += [f"{name} ms", "its threads", "load", f"{name} MiB", f"{name} / e-prop"]
+        print_table(headers, rows, title=f"{N_IN} inputs -> {N_HIDDEN} recurrent LIF -> {N_OUT} readout, batch "
+                                         f"{args.batch}, e-prop on {threads} thread(s), each baseline at its best "
+                                         f"of <= {threads} (ms per minibatch; MiB: peak while training minus the "
+                                         "resident set before; load: 1-min load average when the case started)")
+        tables.append(rows)
+    return tables
 
 
 def main(argv=None) -> int:
@@ -247,65 +404,55 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="minibatch size (default 32)")
     parser.add_argument("--batches", type=int, default=4, help="minibatches per timed epoch (default 4)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per case (default 3)")
-    parser.add_argument("--threads", type=int, default=available_threads(), help="threads (default: all usable)")
-    parser.add_argument("--no-snntorch", action="store_true", help="spikeforge only")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="thread counts (default: 1 and all usable)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every case this many times (default 1)")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="what to run (default all)")
+    parser.add_argument("--torch-python", default=str(TORCH_PYTHON), help="the interpreter with torch and snntorch")
     args = finish_args(parser.parse_args(argv))
+    if args.threads is None:
+        args.threads = sorted({1, available_threads()})
     if args.quick:
-        args.steps, args.batches, args.repeats, args.batch = [20, 50], 1, 1, 8
+        args.steps, args.batches, args.repeats, args.batch, args.threads = [20, 50], 1, 1, 8, [1]
     info = machine_info()
     print(describe_machine(info))
-    sides = ["eprop"]
-    if not args.no_snntorch:
-        if TORCH_PYTHON.exists():
-            sides.append("torch")
-        else:
-            print(f"\n{TORCH_PYTHON} not found: snnTorch skipped (see the docstring to create it)")
-    results: dict = {"machine": info, "args": vars(args), "cases": {}}
-    for side in sides:
-        base = {"batch": args.batch, "batches": args.batches, "repeats": args.repeats, "threads": args.threads}
-        for steps in args.steps:
-            cfg = dict(base, steps=steps)
-            try:
-                res = run_case(side, cfg, timeout=1800)
-            except BenchmarkError as exc:
-                print(f"\n{side} at {steps} steps failed: {exc}")
-                res = {"error": str(exc)}
-            results["cases"].setdefault(side, {})[steps] = res
-            print(f"  {side:6s} {steps:5d} steps: " + (fmt_s(res["seconds_per_batch"]) + " per batch, peak "
-                  + fmt(res["peak_rss_mb"]) + " MiB, training " + fmt(res["training_mb"]) + " MiB"
-                  if "error" not in res else "failed"), flush=True)
+    sides = [s for s in SIDES if s in args.sides]
+    if not Path(args.torch_python).exists():
+        print(f"\n{args.torch_python} not found: the BPTT baselines are skipped (see the docstring)")
+        sides = [s for s in sides if s == "eprop"]
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="eprop-vs-bptt-") as tmp:
+        weights = Path(tmp) / "weights.npz"
+        import numpy as np
 
-    def cell(side, steps, key):
-        r = results["cases"].get(side, {}).get(steps, {})
-        return r.get(key)
-
-    rows = []
-    for steps in args.steps:
-        e, t = cell("eprop", steps, "seconds_per_batch"), cell("torch", steps, "seconds_per_batch")
-        row = [steps, fmt_s(e), fmt(args.batch / e if e else None), fmt(cell("eprop", steps, "peak_rss_mb")),
-               fmt(cell("eprop", steps, "training_mb"))]
-        if "torch" in sides:
-            row += [fmt_s(t), fmt(args.batch / t if t else None), fmt(cell("torch", steps, "peak_rss_mb")),
-                    fmt(cell("torch", steps, "training_mb")), fmt(t / e if (t and e) else None)]
-        rows.append(row)
-    headers = ["steps", "e-prop s/batch", "e-prop samples/s", "e-prop peak MiB", "e-prop training MiB"]
-    if "torch" in sides:
-        headers += ["BPTT s/batch", "BPTT samples/s", "BPTT peak MiB", "BPTT training MiB", "BPTT/e-prop time"]
-    print_table(headers, rows, title=f"{N_IN} inputs -> {N_HIDDEN} recurrent LIF -> {N_OUT} readout, batch "
-                                     f"{args.batch}, {args.threads} threads (peak: the whole process; training: "
-                                     f"peak while training minus the resident set just before)")
-    loads = [r.get("other_cores") for s in results["cases"].values() for r in s.values() if isinstance(r, dict)]
-    loads = [x for x in loads if x is not None]
-    if loads:
-        print(f"\nother load while timing: max {max(loads):.2f} cores")
+        np.savez(weights, **initial_weights())
+        for rnd in range(args.rounds):
+            for steps in args.steps:
+                for threads in args.threads:
+                    for side in sides:  # interleaved: every side at this length and thread count
+                        cfg = {"batch": args.batch, "batches": args.batches, "repeats": args.repeats,
+                               "threads": threads, "steps": steps, "weights": str(weights)}
+                        try:
+                            res = run_case(side, cfg, args.torch_python, timeout=1800)
+                        except BenchmarkError as exc:
+                            print(f"\n{side} at {steps} steps, {threads} threads failed: {exc}")
+                            res = {"error": str(exc)}
+                        res.setdefault("threads", threads)
+                        results.setdefault((side, steps, threads), []).append(res)
+                        print(f"  round {rnd + 1} {LABELS[side]:18s} {steps:5d} steps {threads} thr: " + (
+                            f"{fmt_s(res['seconds_per_batch'])} per batch, training {fmt(res['training_mb'])} MiB, "
+                            f"{fmt(res['rate_hz'])} Hz, load {res['load_average_start']:.2f}, other "
+                            f"{fmt(res.get('other_cores'))} cores" if "error" not in res else "failed"), flush=True)
+    report(results, args, sides)
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, {"machine": info, "args": vars(args),
+                               "cases": [dict(r, case=[s, T, th]) for (s, T, th), rs in results.items() for r in rs]})
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] in ("--worker-eprop", "--worker-torch"):
-        fn = eprop_worker if sys.argv[1] == "--worker-eprop" else torch_worker
-        print(json.dumps(fn(json.loads(sys.argv[2]))), flush=True)
+    workers = {"--worker-eprop": eprop_worker, "--worker-snntorch": snntorch_worker, "--worker-torch": torch_worker}
+    if len(sys.argv) >= 3 and sys.argv[1] in workers:
+        print(json.dumps(workers[sys.argv[1]](json.loads(sys.argv[2]))), flush=True)
         sys.exit(0)
     sys.exit(main())

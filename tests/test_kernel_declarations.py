@@ -105,7 +105,9 @@ def _simulation_networks():
 @pytest.fixture(scope="module")
 def training_spec():
     """A network compiled for e-prop (built for real, as training builds it): error, readout
-    gradient with the bias, learning signal, eligibility (dense and sparse), optimiser steps."""
+    gradient with the bias, learning signal, eligibility (dense and sparse), optimiser steps.
+    Two specs: step by step (block_steps=1, as a device backend compiles it: rendered for every
+    target) and with the CPU's blocks of steps (rendered for the cpu)."""
     rng = np.random.default_rng(0)
     net = Network("trained", dt=1.0, batch_size=2, precision="double")
     net.add_population("inp", 4, VALUE_INPUT)
@@ -115,21 +117,26 @@ def training_spec():
     net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, FixedProbability(0.5),
                        wu_init={"w": 0.1})
     net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": rng.normal(size=10)})
-    compiled = EpropCompiler(loss="xent").compile(net, inputs="inp", hidden="hid", readout="out",
-                                                  trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=5)
-    return compiled.spec
+    specs = []
+    for block_steps in (1, 16):
+        compiled = EpropCompiler(loss="xent", block_steps=block_steps).compile(
+            net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
+            n_steps=5)
+        specs.append(compiled.spec)
+    assert any(k.info.get("block") for k in specs[1].kernels)
+    return specs
 
 
 POINTER = re.compile(r"^\s*[\w]+\* __restrict__ const _(\w+) = ctx->\1;$", re.M)
 IDENTIFIER = re.compile(r"\b_([A-Za-z]\w*)")
 
 
-def _check_pointers_are_the_arrays_used(spec):
+def _check_pointers_are_the_arrays_used(spec, targets=TARGETS):
     names = {a.name for a in spec.arrays}
     kinds = set()
     for k in [*spec.kernels, *spec.custom_updates]:
         kinds.add(k.template)
-        for target in TARGETS:
+        for target in targets:
             text = render_kernel(spec, k, target)
             pointers = set(POINTER.findall(text))
             used = {n for n in IDENTIFIER.findall(POINTER.sub("", text)) if n in names}
@@ -146,7 +153,8 @@ def test_the_pointers_of_every_kernel_are_exactly_the_arrays_its_body_uses(train
     kinds = set()
     for spec in _simulation_networks():
         kinds |= _check_pointers_are_the_arrays_used(spec)
-    kinds |= _check_pointers_are_the_arrays_used(training_spec)
+    kinds |= _check_pointers_are_the_arrays_used(training_spec[0])
+    kinds |= _check_pointers_are_the_arrays_used(training_spec[1], ["cpu"])
     assert kinds == {name for _, name in _kernel_templates()}  # every kernel template was rendered
 
 

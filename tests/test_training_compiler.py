@@ -141,6 +141,21 @@ def test_compiled_gradients_equal_numpy_eprop(kind, loss, batch):
     _same_run(out, ref, batch, f"{kind} {loss} B{batch}")
 
 
+def test_blocks_of_steps_equal_numpy_eprop():
+    """The cpu's eligibility kernels in blocks of 7 steps: 40 steps end in a block of 5, and the
+    readout window opens inside a block (steps 0-19 have no learning signal)."""
+    x, mask, target, weights = _problem(4, 3, "xent", real_valued=False)
+    ref = _reference("lif_subtractive", x, mask, target, weights, "xent")
+    compiler = EpropCompiler(loss="xent", block_steps=7)
+    compiled = compiler.compile(_network("lif_subtractive", 3, weights), inputs="inp", hidden="hid", readout="out",
+                                trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    assert all(k.info["block"]["steps"] == 7 for k in compiled.spec.kernels if k.kind == "eprop_eligibility")
+    _same_run(compiled.run_batch(x, mask, labels=target), ref, 3, "blocks of 7 steps")
+    for bad in (0, 65, 2.0, True):
+        with pytest.raises(NetworkError, match="block_steps"):
+            EpropCompiler(block_steps=bad)
+
+
 @pytest.mark.slow
 def test_feedforward_and_float_equal_numpy_eprop():
     """Without a recurrent projection (an EpropConfig's recurrent=False), and in single

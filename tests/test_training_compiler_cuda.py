@@ -40,8 +40,10 @@ TRAINABLE = ["inp_hid", "hid_hid", "hid_out", "out.bias"]
 
 
 def _run(net, backend, x, mask, labels=None, targets=None, compiler=None, trainable=TRAINABLE, steps=1):
-    """Gradients and outputs of one batch, then the weights after ``steps`` optimiser steps."""
-    compiler = compiler or EpropCompiler(loss="xent" if labels is not None else "mse", optimiser=Adam(lr=0.01))
+    """Gradients and outputs of one batch, then the weights after ``steps`` optimiser steps. The
+    cpu's eligibility kernels step by step (block_steps=1): the order the CUDA kernels sum in."""
+    compiler = compiler or EpropCompiler(loss="xent" if labels is not None else "mse", optimiser=Adam(lr=0.01),
+                                         block_steps=1)
     compiled = compiler.compile(net, inputs="inp", hidden=[p for p in net.populations if p.startswith("h")],
                                 readout="out", trainable=trainable, n_steps=x.shape[0], backend=backend)
     try:
@@ -112,7 +114,7 @@ def test_cuda_emu_equals_cpu_on_sparse_delayed_two_layer_networks_with_sgd():
     runs = {}
     for backend in ("cpu", "cuda-emu"):
         compiler = EpropCompiler(loss="xent", optimiser=SGD(lr=0.05), feedback=RandomFeedback(seed=3),
-                                 reg_rate=0.1, reg_target_hz=20.0)
+                                 reg_rate=0.1, reg_target_hz=20.0, block_steps=1)  # the cpu step by step
         compiled = compiler.compile(net, inputs="inp", hidden=["h1", "h2"], readout="out", trainable=trainable,
                                     n_steps=T, backend=backend)
         out = compiled.run_batch(x, mask, labels=target)

@@ -73,6 +73,8 @@ CACHE_FORMAT_VERSION = "1"
 # widens the vectors: element-wise IEEE arithmetic gives the same bits at any width. The
 # host CPU's feature flags are part of the cache key, so a cache shared by different
 # machines never hands one a library built for another's instruction set.
+# SPIKEFORGE_KEEP_SUBNORMALS=1 defines SF_KEEP_SUBNORMALS: the generated code then leaves the
+# threads' handling of subnormal numbers as it finds it instead of flushing them to zero.
 BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-trapping-math")
 
 _CANDIDATES = ("c++", "g++", "clang++")
@@ -208,6 +210,8 @@ def _default_flags(cxx: str) -> list[str]:
     extra = ["-fopenmp" if _supports_openmp(cxx) else "-Wno-unknown-pragmas"]
     if os.environ.get("SPIKEFORGE_PORTABLE", "") in ("", "0") and _supports_flag(cxx, "-march=native"):
         extra.append("-march=native")
+    if os.environ.get("SPIKEFORGE_KEEP_SUBNORMALS", "") not in ("", "0"):
+        extra.append("-DSF_KEEP_SUBNORMALS")  # gradual underflow kept while kernels run (slower; to compare)
     return [*BASE_FLAGS, *extra]
 
 

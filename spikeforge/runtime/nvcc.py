@@ -19,8 +19,9 @@ from pathlib import Path
 from ..errors import BuildError, CompilerNotFoundError
 from .build import CACHE_FORMAT_VERSION, BuildResult, Toolchain, build_artifact
 
-#: nvcc flags: no fused multiply-add, so kernels round like the CPU backend does.
-NVCC_FLAGS = ("-cubin", "-O3", "-std=c++17", "--fmad=false", "-diag-suppress=177",
+#: nvcc flags: no fused multiply-add, so kernels round like the CPU backend does; single-precision
+#: subnormals flushed to zero, as the CPU backend flushes them while its kernels run (-ftz=true).
+NVCC_FLAGS = ("-cubin", "-O3", "-std=c++17", "--fmad=false", "-ftz=true", "-diag-suppress=177",
               "-Xptxas=-v")  # ptxas reports registers and shared memory per kernel (build.log)
 
 _HINT = ("Install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads), put nvcc on "

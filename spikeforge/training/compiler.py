@@ -138,7 +138,7 @@ class EpropCompiler:
 
     def __init__(self, loss="xent", optimiser: Optimiser | None = None, feedback="symmetric",
                  surrogate: str = "triangular", gamma: float = 0.3, reg_rate: float = 0.0,
-                 reg_target_hz: float = 10.0, readout="per_step"):
+                 reg_target_hz: float = 10.0, readout="per_step", block_steps: int = 16):
         self.loss = make_loss(loss)
         # what the loss is of: y at every step of the window, or its sum, mean, max or last value
         self.readout = make_readout(readout)
@@ -153,6 +153,10 @@ class EpropCompiler:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise NetworkError(f"{name} must be a finite non-negative number, got {v!r}")
         self.gamma, self.reg_rate, self.reg_target_hz = float(gamma), float(reg_rate), float(reg_target_hz)
+        # CPU backends: steps an eligibility kernel gathers before it visits the synapses (1: every step)
+        if isinstance(block_steps, bool) or not isinstance(block_steps, int) or not 1 <= block_steps <= 64:
+            raise NetworkError(f"block_steps must be an integer from 1 to 64, got {block_steps!r}")
+        self.block_steps = block_steps
 
     @property
     def kernel_loss(self) -> Loss:
@@ -303,7 +307,9 @@ class EpropCompiler:
             self._check_hidden_values(h, plan.dt, derivs[h.name])
         hooks = self._hooks(plan, derivs)
         spec = generate(net, hooks)
-        gradients = self._append(net, spec, plan, derivs)
+        # a CPU backend gathers the eligibility work of several steps (see _blocked_trace)
+        blocks = self.block_steps > 1 and not get_backend(backend).device
+        gradients = self._append(net, spec, plan, derivs, blocks=blocks)
         compiled = CompiledEprop(self, net, spec, plan, gradients, threads, backend, **backend_options)
         compiled.derivations = derivs  # for the checks of set_param
         return compiled
@@ -468,16 +474,37 @@ class EpropCompiler:
                 h.before.append(HookLine(prev, cur, f"e-prop: {s} before the reset at t-1"))
             h.after_threshold += [
                 HookLine("const scalar _g", deriv.g, "e-prop: distance to threshold"),
-                HookLine("_eprop_psi", deriv.psi, "e-prop: pseudo-derivative dz/dg"),
+                *self._psi_lines(deriv.psi),
                 HookLine("_eprop_z", "_spike ? (scalar)1 : (scalar)0", "e-prop: spike"),
                 *(HookLine(f"_eprop_{s}_pre", symbol(s), f"e-prop: {s} before the reset") for s in deriv.states),
             ]
         return hooks
 
+    @staticmethod
+    def _psi_lines(psi: sympy.Expr) -> list[HookLine]:
+        """The lines that compute the pseudo-derivative: each ``Max(a, b)`` of a number ``a`` (the
+        triangular surrogate's ``max(0, ...)``) taken out as a select ``b > a ? b : a``, the value
+        fmax gives (``a`` for a NaN ``b``), without the library call that keeps the neuron loop
+        from being vectorised."""
+        lines: list[HookLine] = []
+
+        def select(mx):
+            a, b = mx.args
+            k = len(lines) // 2
+            arg, name = f"_eprop_mx{k}_arg", f"_eprop_mx{k}"
+            low = f"(scalar){float(a)!r}"
+            lines.extend([HookLine(f"const scalar {arg}", b, "e-prop: argument of a max"),
+                          HookLine(f"const scalar {name}", f"{arg} > {low} ? {arg} : {low}",
+                                   "e-prop: the max, as fmax gives it")])
+            return symbol(name)
+        psi = psi.replace(lambda x: isinstance(x, sympy.Max) and len(x.args) == 2 and x.args[0].is_number, select)
+        return [*lines, HookLine("_eprop_psi", psi, "e-prop: pseudo-derivative dz/dg")]
+
     # -- kernels appended to the spec ----------------------------------------------------------
-    def _append(self, net, spec, plan, derivs) -> dict[str, str]:
+    def _append(self, net, spec, plan, derivs, blocks: bool = False) -> dict[str, str]:
         """Add the training arrays, kernels and custom updates to ``spec``; returns the gradient
-        array of each trainable array."""
+        array of each trainable array. ``blocks``: eligibility kernels may work in blocks of
+        steps where the model allows it (see :meth:`_blocked_trace`)."""
         out = plan.readout
         K, T = out.size, plan.n_steps
         kappa = Line(f"const scalar _kappa = {_scalar_literal(plan.kappa)};",
@@ -520,7 +547,7 @@ class EpropCompiler:
                     for k, q in enumerate(plan.readout_projections)]
         kernels += [self._signal_kernel(plan, h) for h in plan.learning]
         for q in plan.hidden_projections:
-            kernels.append(self._eligibility_kernel(net, spec, plan, derivs[q.post.name], q, kappa))
+            kernels.append(self._eligibility_kernel(net, spec, plan, derivs[q.post.name], q, kappa, blocks))
         spec.kernels += kernels
         for target, g in grads.items():
             owner = spec.array(target).owner
@@ -619,7 +646,7 @@ class EpropCompiler:
                           {"work": K * n_h, "loop": _loop("_j", n_h), "body": body, "once": []}, reads=tuple(reads),
                           writes=(f"{hid.name}_eprop_L",))
 
-    def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa) -> KernelSpec:
+    def _eligibility_kernel(self, net, spec, plan, deriv, q, kappa, blocks: bool = False) -> KernelSpec:
         hid, m = q.post, q.post.model
         w = KernelWriter(net)
         per_neuron = [k for k in hid.params if hid.values.kind(k) == "element"]
@@ -691,7 +718,7 @@ class EpropCompiler:
             "per_presynaptic": per_pre, "per_synapse": per_syn, "recursion": recursion,
             "trace": trace, "post_params": post_params, "no_autapses": q.pre is q.post,
             "sparse": q.rows is not None, "delay": q.delay_steps,
-            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size),
+            "s_prev": self._signal_at(plan, q.pre.name, q.delay_steps, q.pre.size), "block": None,
         }
         if per_synapse_delays:
             slots = self.signal_slots(plan, q.pre.name)
@@ -703,6 +730,11 @@ class EpropCompiler:
         if q.rows is not None:
             arrays.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
             reads += [arrays["row_start"], arrays["post_ind"]]
+        if blocks and not per_syn and q.rows is None and not (used & set(per_neuron)):
+            info["block"] = self._blocked_trace(spec, plan, q, hid, states, dg, arrays, writes)
+            # the traces then read neither the previous step's state nor its spike and psi
+            unread = {arrays["psi_prev"], arrays["z_prev"], *arrays["h_prev"].values()}
+            reads = [r for r in reads if r not in unread]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         delay = f"{q.delay_steps} + per synapse" if per_synapse_delays else q.delay_steps
         constants = w.finish_constants()
@@ -717,6 +749,37 @@ class EpropCompiler:
         return KernelSpec(f"eprop_eligibility_{q.name}", "eprop_eligibility", q.name, "eprop_eligibility",
                           description, [*constants, kappa, *header], [], [], info, reads=tuple(reads),
                           writes=tuple(writes), arrays=arrays)
+
+    def _blocked_trace(self, spec, plan, q, hid, states, dg, arrays, writes) -> dict:
+        """The trace of a dense projection whose eligibility components all live per presynaptic
+        neuron, with dg/dh the same for every neuron, factorises: ``e_ij,t = psi_j,t E_i,t`` with
+        ``E_i = dg/dh . eps_i``. Then the synapses need not be visited every step. The kernel keeps
+        ``psi_j``, ``L_j`` and ``E_i`` of up to S steps and, after the S-th (or the trial's last),
+        updates each synapse once for the n steps gathered since ``ebar_0``:
+
+            ebar_n = kappa^n ebar_0 + sum_s kappa^(n-1-s) psi_s E_s
+            dW    += (1 - kappa) (ebar_0 C + sum_s psi_s M_s E_s)
+
+        with ``C = sum_s kappa^s L_s`` and ``M_s = sum_{s' > s} kappa^(s'-1-s) L_s'`` (per
+        postsynaptic neuron, from ``M_(n-1) = 0``, ``M_(s-1) = L_s + kappa M_s``; ``C = M_(-1)``):
+        the same sums as step by step, in another order. Blocks whose learning signals are all
+        zero (outside the loss's window) update the filtered traces alone; each synapse is read
+        and written once per block, and its work is S products that stay in registers."""
+        S, n_pre, n_post = self.block_steps, q.pre.size, hid.size
+        names = {"blk_E": (S * n_pre, "E_i = dg/dh . eps_i of the steps gathered"),
+                 "blk_psi": (S * n_post, "psi_j of the steps gathered (then kappa^(n-1-s) psi_j)"),
+                 "blk_L": (S * n_post, "L_j of the steps gathered (then psi_j M_j)"),
+                 "blk_C": (n_post, "C_j = sum_s kappa^s L_j,s of the block")}
+        for role, (size, comment) in names.items():
+            arrays[role] = f"{q.name}_eprop_{role}"
+            spec.arrays.append(_zero(arrays[role], q.name, f"_eprop_{role}", size, comment=f"e-prop: {comment}"))
+        arrays["blk_fill"] = f"{q.name}_eprop_blk_fill"
+        spec.arrays.append(ArraySpec(arrays["blk_fill"], q.name, "_eprop_blk_fill", "uint32", 1, True, "eprop",
+                                     Constant(0), comment="e-prop: steps gathered since the synapses' last update"))
+        writes += [arrays[r] for r in ("blk_E", "blk_psi", "blk_L", "blk_C", "blk_fill")]
+        powers = ", ".join(_scalar_literal(plan.kappa ** m) for m in range(S + 1))
+        E = " + ".join(f"({dg[a]}) * _eps_{s}[_i]" for a, s in enumerate(states) if dg[a] not in ("0", "(scalar)0"))
+        return {"steps": S, "E": E or "(scalar)0", "last": plan.n_steps - 1, "powers": powers}
 
     @staticmethod
     def _instance_params(w, spec, hid) -> tuple[list[Line], list[str]]:

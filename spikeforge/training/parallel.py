@@ -391,7 +391,8 @@ def _instances(work: str) -> list[Line]:
     the number of threads."""
     return [Line(f"#pragma omp parallel for schedule(dynamic, 1) if (_B > 1 && (double)_B * ({work}) >= "
                  "SF_PARALLEL_MIN_REDUCE)", "instances on threads: each one whole on one thread"),
-            Line("for (uint32_t _b = 0; _b < _B; _b++) {")]
+            Line("for (uint32_t _b = 0; _b < _B; _b++) {"),
+            Line("sf_flush_subnormals _ftz;", "subnormals flushed on this thread (see the model's header)")]
 
 
 def _select_max(w, e: sympy.Expr) -> tuple[list[Line], sympy.Expr]:
