@@ -645,24 +645,11 @@ class EventSimulation:
         self.reset()
 
     def _set_spike_arrays(self, p, per_batch):
+        from .spike_inputs import pack_spike_times
+
         n, name = p["size"], p["name"]
-        start = np.zeros((self.batch_size, n), dtype=np.uint32)
-        end = np.zeros((self.batch_size, n), dtype=np.uint32)
-        all_times, offset = [], 0
-        for b, (times, ids) in enumerate(per_batch):
-            times = np.asarray(times, dtype=float).ravel()
-            ids = np.asarray(ids).ravel()
-            if times.shape != ids.shape or not np.all(np.isfinite(times)) or (ids.size and (
-                    ids.min() < 0 or ids.max() >= n)):
-                raise NetworkError(f"{name}: spikes must be (finite times, ids in [0, {n})) of equal length")
-            ids = ids.astype(np.int64)
-            order = np.lexsort((times, ids))
-            counts = np.bincount(ids, minlength=n)
-            start[b] = offset + np.concatenate([[0], np.cumsum(counts)[:-1]])
-            end[b] = offset + np.cumsum(counts)
-            all_times.append(times[order])
-            offset += times.size
-        self._arrays[f"{name}_times"]["data"] = np.concatenate([*all_times, [np.inf]])
+        start, end, times = pack_spike_times(name, per_batch, n)
+        self._arrays[f"{name}_times"]["data"] = np.concatenate([times, [np.inf]])
         self._arrays[f"{name}_end"]["data"] = end.ravel()
         self._spike_arrays[name] = (start, end)
 

@@ -470,27 +470,9 @@ class Simulation:
             per_batch = list(spikes)
             if len(per_batch) != B:
                 raise NetworkError(f"{population}: expected spikes for {B} batch instances, got {len(per_batch)}")
-        start = np.zeros((B, n), dtype=np.uint32)
-        end = np.zeros((B, n), dtype=np.uint32)
-        all_times = []
-        offset = 0
-        for b, (times, ids) in enumerate(per_batch):
-            times = np.asarray(times, dtype=float).ravel()
-            ids = np.asarray(ids).ravel()
-            if times.shape != ids.shape:
-                raise NetworkError(f"{population}: times and ids differ in length ({times.size} vs {ids.size})")
-            if not np.all(np.isfinite(times)):
-                raise NetworkError(f"{population}: spike times must be finite")
-            if ids.size and (ids.min() < 0 or ids.max() >= n or not np.all(ids == np.round(ids))):
-                raise NetworkError(f"{population}: neuron ids must be integers in [0, {n})")
-            ids = ids.astype(np.int64)
-            order = np.lexsort((times, ids))
-            counts = np.bincount(ids, minlength=n)
-            start[b] = offset + np.concatenate([[0], np.cumsum(counts)[:-1]])
-            end[b] = offset + np.cumsum(counts)
-            all_times.append(times[order])
-            offset += times.size
-        times = np.concatenate(all_times) if all_times else np.zeros(0)
+        from .spike_inputs import pack_spike_times
+
+        start, end, times = pack_spike_times(population, per_batch, n)
         times = np.concatenate([times, [np.inf]]).astype(self._scalar)  # never empty
         self._spike_inputs[population] = (start, end, times)
         self._push_spike_input(population, start, end, times)
