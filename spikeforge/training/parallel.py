@@ -925,7 +925,8 @@ class ParallelCompiler:
             cond = w.expr(m.threshold.xreplace(rename))
             g = step.g.xreplace({symbol(ps_state(v)): symbol(pre + v) for v in ps.vars})
             start = "_t == 0" if seq is None else "_t == 0 && _t0 == 0"  # (a later chunk: the value so far)
-            code[5:5] = [Line(f"scalar _{c} = {start} ? {init0} : _par_{h.name}_{c}[(size_t)_b * N + _i];",
+            at = next(k for k, line in enumerate(code) if line.code.startswith("const size_t _o = ")) + 1
+            code[at:at] = [Line(f"scalar _{c} = {start} ? {init0} : _par_{h.name}_{c}[(size_t)_b * N + _i];",
                               f"{c} (carried through the scan)") for c, init0 in carried.items()]
             code += [Line(f"const scalar _g = {w.expr(g)};", f"threshold distance: {m.threshold_source}"),
                      *self._draw_lines(w, h), Line("scalar _z;"),
