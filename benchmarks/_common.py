@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEER_PYTHON = HERE / ".env" / "bin" / "python"
 BRIAN2_SCRIPT = HERE / "brian2_cuba.py"
+GENN_PYTHON = HERE / ".env-genn" / "bin" / "python"  # PyGeNN built from source (setup_genn.sh)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -142,6 +143,18 @@ def run_cuba_worker(*, n: int = 4000, batch: int = 1, threads: int = 1, duration
     out = run_json([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)],
                    env=env, timeout=timeout, cwd=REPO)
     out["process_wall_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def run_brian2_cuba(duration: float, repeats: int, seed: int = 42, n: int | None = None,
+                   timeout: float = 1800) -> dict:
+    """``brian2_cuba.py`` (``n`` neurons, default its 4,000) in the peer environment, one thread,
+    with the machine's other load measured meanwhile."""
+    meter = LoadMeter(include_children=True)
+    cmd = [str(PEER_PYTHON), str(BRIAN2_SCRIPT), str(duration), "--repeats", str(repeats), "--seed", str(seed)]
+    with meter.measure():
+        out = run_json(cmd + ([] if n is None else ["--n", str(n)]), env=single_thread_env(), timeout=timeout)
+    out.update(meter.as_dict())
     return out
 
 

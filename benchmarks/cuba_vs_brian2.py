@@ -36,7 +36,6 @@ from _common import (  # noqa: E402
     OTHER_LOAD_NOTE,
     PEER_PYTHON,
     BenchmarkError,
-    LoadMeter,
     common_parser,
     describe_machine,
     finish_args,
@@ -47,9 +46,8 @@ from _common import (  # noqa: E402
     machine_info,
     print_table,
     quiet_best,
+    run_brian2_cuba,
     run_cuba_worker,
-    run_json,
-    single_thread_env,
     verdict,
     write_json,
 )
@@ -84,16 +82,6 @@ def parse_args():
 
 def brian2_available() -> bool:
     return PEER_PYTHON.exists() and BRIAN2_SCRIPT.exists()
-
-
-def run_brian2(duration: float, repeats: int, seed: int = 42) -> dict:
-    """brian2_cuba.py in the peer environment, with the machine's other load measured."""
-    meter = LoadMeter(include_children=True)
-    with meter.measure():
-        out = run_json([str(PEER_PYTHON), str(BRIAN2_SCRIPT), str(duration), "--repeats", str(repeats),
-                        "--seed", str(seed)], env=single_thread_env(), timeout=1800)
-    out.update(meter.as_dict())
-    return out
 
 
 def main() -> int:
@@ -138,7 +126,7 @@ def main() -> int:
         b2_note = (f"Brian2 skipped: the peer environment {PEER_PYTHON.parent.parent} is missing; "
                    "create it with:  bash benchmarks/setup_peers.sh")
     else:
-        b2 = quiet_best(partial(run_brian2, args.duration, args.repeats), min(args.attempts, 2),
+        b2 = quiet_best(partial(run_brian2_cuba, args.duration, args.repeats), min(args.attempts, 2),
                         args.max_other_load)
     if b2_note:
         print("\n" + b2_note)
@@ -199,7 +187,7 @@ def main() -> int:
         short = min(args.duration, 1.0)
         for seed in range(1, args.rate_seeds + 1):
             s = run_cuba_worker(duration_ms=short * 1000.0, repeats=1, warmup=False, seed=seed)
-            b = run_brian2(short, 1, seed) if b2 else None
+            b = run_brian2_cuba(short, 1, seed) if b2 else None
             rate_rows.append([seed, fmt(s["mean_rate_hz"], 3), fmt(b["mean_rate_hz"], 3) if b else "-"])
         sf_rates = [float(r[1]) for r in rate_rows]
         line = ["mean ± sd", f"{statistics.mean(sf_rates):.3g} ± {statistics.pstdev(sf_rates):.2g}", "-"]

@@ -38,6 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    GENN_PYTHON,
+    HERE,
+    PEER_PYTHON,
     common_parser,
     describe_machine,
     finish_args,
@@ -45,17 +48,12 @@ from _common import (  # noqa: E402
     fmt_s,
     machine_info,
     print_table,
+    run_brian2_cuba,
     run_cuba_worker,
     run_json,
     single_thread_env,
     write_json,
 )
-
-HERE = Path(__file__).resolve().parent
-PEER_PYTHON = HERE / ".env" / "bin" / "python"
-GENN_PYTHON = HERE / ".env-genn" / "bin" / "python"
-TARGET_GROWTH = 1.4          # per neuron-second, 400k over 4k
-TARGET_DOUBLE_RATIO = 0.45   # spikeforge double / peer double at 4k
 
 FLOOR_SOURCE = r"""
 #include <stdint.h>
@@ -135,13 +133,6 @@ def measure_floor(dll, n: int, precision: str, repeats: int) -> float:
     return best
 
 
-def run_brian2(n: int, duration: float, repeats: int) -> dict | None:
-    if not PEER_PYTHON.exists():
-        return None
-    return run_json([str(PEER_PYTHON), str(HERE / "brian2_cuba.py"), str(duration), "--n", str(n),
-                     "--repeats", str(repeats)], env=single_thread_env(), timeout=3600)
-
-
 def run_genn(n: int, duration: float, repeats: int) -> dict | None:
     if not GENN_PYTHON.exists():
         return None
@@ -163,7 +154,8 @@ def main() -> int:
                                       repeats=args.repeats if n < 100000 else min(args.repeats, 3))
                 r[prec] = out
                 r[f"floor_{prec}"] = measure_floor(dll, n, prec, 3)
-            r["brian2"] = None if args.no_brian2 else run_brian2(n, args.duration, args.repeats)
+            r["brian2"] = (None if args.no_brian2 or not PEER_PYTHON.exists()
+                           else run_brian2_cuba(args.duration, args.repeats, n=n, timeout=3600))
             r["genn"] = None if args.no_genn else run_genn(n, args.duration, args.repeats)
             r["load_after"] = os.getloadavg()
             raw["sizes"][n] = r

@@ -37,7 +37,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PEER_PYTHON, describe_machine, machine_info, print_table, single_thread_env, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    GENN_PYTHON,
+    PEER_PYTHON,
+    describe_machine,
+    machine_info,
+    print_table,
+    single_thread_env,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CUBA = REPO / "examples" / "cuba.yaml"
@@ -150,9 +158,6 @@ def brian2_runs(runs: int) -> dict | None:
     finally:
         shutil.rmtree(project, ignore_errors=True)
     return out
-
-
-GENN_PYTHON = REPO / "benchmarks" / ".env-genn" / "bin" / "python"
 
 
 def genn_runs(runs: int) -> dict | None:
