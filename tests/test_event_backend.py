@@ -231,11 +231,14 @@ def test_a_run_in_pieces_and_a_reset_give_the_same_spikes():
     sim = _driven("event_batch", 1)
     whole = sim.spikes("exc")[0]
     sim.reset()
-    sim.run(37.5)
-    sim.run(62.5)
+    assert sim.run(37.5) is sim  # chains, as the clock-driven run does
+    sim.run(steps=625)  # 62.5 ms in steps of the network's dt
     again = sim.spikes("exc")[0]
     np.testing.assert_array_equal(whole[0], again[0])
     np.testing.assert_array_equal(whole[1], again[1])
+    for bad in (dict(), dict(duration=1.0, steps=10), dict(steps=-1), dict(steps=2.5)):
+        with pytest.raises(ValueError):
+            sim.run(**bad)
 
 
 # -- refusals ----------------------------------------------------------------------------------

@@ -492,8 +492,19 @@ class EventSimulation:
         self.t = 0.0
         self._spikes = [[] for _ in range(self.batch_size)]
 
-    def run(self, duration: float, **ignored):
-        """Advance every batch instance by ``duration`` ms (events at times < t + duration)."""
+    def run(self, duration: float | None = None, steps: int | None = None, *, check_every: int | None = None,
+            progress: bool | None = None) -> EventSimulation:
+        """Advance every batch instance by ``duration`` ms (events at times < t + duration), or by
+        ``steps`` steps of the network's ``dt``; returns the simulation, as the clock-driven
+        ``run`` does. ``check_every`` and ``progress`` are accepted for the same signature and
+        have nothing to do here: the event loop has no steps to check between."""
+        del check_every, progress
+        if (duration is None) == (steps is None):
+            raise ValueError("give run() either duration (ms) or steps, not both or neither")
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+                raise ValueError(f"steps must be a non-negative whole number, got {steps!r}")
+            duration = int(steps) * self.dt
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
                 or duration < 0:
             raise ValueError(f"duration must be a non-negative number of ms, got {duration!r}")
@@ -503,6 +514,7 @@ class EventSimulation:
         self.t += float(duration)
         self._collect()
         self._check_runaway()
+        return self
 
     def _check_runaway(self):
         unit = ctypes.c_uint32()
