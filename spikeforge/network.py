@@ -7,11 +7,13 @@ it to the code generator and a backend and returns a running
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import keyword
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -397,13 +399,30 @@ def _described(method):
         if good:
             element = self._defer(method.__name__, args, kwargs, given)
         else:
-            element = method(self, *args, **kwargs)
+            with _reemitted() as caught:
+                element = method(self, *args, **kwargs)
             element.__dict__["_warm_net"] = self
             element.__dict__["_warm_digest"] = _element_digest(element)
+            if caught:  # a call that warns runs in full every time: the warning is part of what it does
+                key = None
+                self.__dict__["_warm_key"] = None
         self._warm_passed(key, good)
         return element
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _reemitted():
+    """The warnings of the block, seen (the list it gives) and then issued as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield caught
+        finally:
+            seen = list(caught)
+    for w in seen:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _element_digest(element) -> str:
@@ -512,6 +531,8 @@ class Network:
     def _defer(self, call: str, args: tuple, kwargs: dict, given: dict):
         """The element of a call known to pass its checks, its values made later (see _Element)."""
         where = f"{call.removeprefix('add_').replace('_', ' ')} '{given['name']}'"
+        cls: type[_Element]
+        target: dict[str, Any]
         if call == "add_population":
             cls, target = Population, self.populations
             fields = {"size": int(given["size"]), "model": given["model"],
@@ -528,7 +549,7 @@ class Network:
             cls, target = PoissonInput, self.poisson_inputs
             fields = {"population": self._population(given["population"], where), "target": given["target"],
                       "n": int(given["n"]), "rate_hz": float(given["rate_hz"]), "weight": float(given["weight"])}
-        element = cls.__new__(cls)
+        element: Any = cls.__new__(cls)
         element.__dict__.update(name=given["name"], id=self._next_id(), **fields, _warm_net=self, _warm_pending=True)
         target[element.name] = element
         self.__dict__["_warm_calls"].append((element, call, args, kwargs, self._settings()))
@@ -1152,9 +1173,11 @@ class Network:
                 if sim is not None:
                     return sim
                 options = {**options, "keep_initial_values": True}
-        sim = chosen.simulate(self, **options)
+        with _reemitted() as caught:
+            sim = chosen.simulate(self, **options)
         if warm_start is not None:
-            warm_start.store(sim)
+            if not caught:  # a build that warns is built in full every time
+                warm_start.store(sim)
             sim.initial_values = None  # kept for the entry only
         return sim
 

@@ -360,10 +360,35 @@ def _spec_data(spec) -> dict:
     }
 
 
-def _spec_from(data: dict):
+@functools.lru_cache(maxsize=1)
+def stored_spec_class():
+    """A NetworkSpec read back from an entry: the runtime reads its arrays, populations and
+    recordings; its ``kernels`` (which the library holds compiled) are generated again from
+    the network (``_network``) when something reads them."""
+    from .codegen.ir import NetworkSpec
+
+    class StoredSpec(NetworkSpec):
+        @property  # type: ignore[override]
+        def kernels(self):
+            d = self.__dict__
+            if not d.get("_kernels") and d.get("_network") is not None:
+                from .codegen.generate import generate
+
+                d["_kernels"] = generate(d["_network"]).kernels
+            return d.get("_kernels") or []
+
+        @kernels.setter
+        def kernels(self, value):
+            self.__dict__["_kernels"] = value
+
+    return StoredSpec
+
+
+def _spec_from(data: dict, cls=None):
     """The NetworkSpec the runtime reads (no kernels: the library has them), checked."""
     from .codegen.ir import ArraySpec, NetworkSpec
 
+    cls = cls or NetworkSpec
     arrays = []
     for a in data["arrays"]:
         array = ArraySpec(**{f: a[f] for f in _ARRAY_FIELDS}, data=a["data"])
@@ -371,7 +396,7 @@ def _spec_from(data: dict):
                 and (array.data is None or isinstance(array.data, np.ndarray))):
             raise ValueError(f"array {array.name!r}: malformed")
         arrays.append(array)
-    return NetworkSpec(data["name"], data["precision"], float(data["dt"]), int(data["seed"]), arrays, [],
+    return cls(data["name"], data["precision"], float(data["dt"]), int(data["seed"]), arrays, [],
                        data["populations"], data["projections"], data["integrators"], data["recorded_vars"],
                        bool(data["instances_independent"]))
 
@@ -641,7 +666,8 @@ class NetworkWarmStart(WarmStart):
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         data = _unpack(meta["data"], arrays)
-        spec = _spec_from(data["spec"])
+        spec = _spec_from(data["spec"], stored_spec_class())
+        spec.__dict__["_network"] = net
         if spec.name != net.name or int(data["batch_size"]) != int(net.batch_size):
             raise ValueError("the entry is of another network")
         params, host_vars = data["params"], [tuple(v) for v in data["vars"]]

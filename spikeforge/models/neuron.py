@@ -44,7 +44,7 @@ class NeuronModel(Model):
     kind = "neuron"
     unit_inputs = (INPUT_NAME,)
 
-    def _parse(
+    def _parse(  # type: ignore[override]  # its own fields; Model._parse takes the shared ones
         self,
         name: str,
         params: dict[str, Any] | Sequence[str] | None = None,
