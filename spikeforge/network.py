@@ -497,6 +497,10 @@ class Network:
         return new
 
     # -- the warm start (spikeforge.warm) -------------------------------------------------
+    def _no_warm_start(self) -> None:
+        """Build this network in full, keeping no entry (``spikeforge run`` keeps its own)."""
+        self.__dict__["_warm_key"] = None
+
     def _settings(self) -> tuple:
         return self.name, self.dt, self.batch_size, self.seed, self.precision
 
@@ -1173,11 +1177,13 @@ class Network:
                 if sim is not None:
                     return sim
                 options = {**options, "keep_initial_values": True}
-        with _reemitted() as caught:
+        from .warm import code_generator_log
+
+        with _reemitted() as caught, code_generator_log() as said:
             sim = chosen.simulate(self, **options)
         if warm_start is not None:
             if not caught:  # a build that warns is built in full every time
-                warm_start.store(sim)
+                warm_start.store(sim, said)
             sim.initial_values = None  # kept for the entry only
         return sim
 

@@ -34,6 +34,7 @@ bit for bit. Entries above :data:`MAX_STORED_BYTES` of arrays are not written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -448,6 +449,7 @@ class StoredNetwork:
             from .config import load_file
 
             self._full, _ = load_file(self._path, **self._options)
+            self._full._no_warm_start()  # the file's entry is this one
             for pop in self.populations.values():  # as the stored run recorded them
                 if pop.record_spikes and not self._full.populations[pop.name].record_spikes:
                     self._full.record_spikes(pop.name)
@@ -613,6 +615,33 @@ class WarmStart:
                 raise
 
 
+#: The logger whose messages a build computes on the full path only (how each model is
+#: integrated): kept with a network's entry and said again on a hit.
+CODEGEN_LOGGER = "spikeforge.codegen"
+
+
+@contextlib.contextmanager
+def code_generator_log():
+    """Every message of the code generator's logger in the block, as ``[level, text]`` (the
+    list it gives), whatever the level set; the logger's handlers get what they would anyway."""
+    logger = logging.getLogger(CODEGEN_LOGGER)
+    said: list = []
+    shown = logger.getEffectiveLevel()
+
+    def keep(record: logging.LogRecord) -> bool:
+        said.append([record.levelno, record.getMessage()])
+        return record.levelno >= shown
+
+    level = logger.level
+    logger.addFilter(keep)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield said
+    finally:
+        logger.setLevel(level)
+        logger.removeFilter(keep)
+
+
 class NetworkWarmStart(WarmStart):
     """The warm-start entry of one ``Network.build`` (a network made in Python): the spec the
     runtime reads, the compiled library and the values computed on the host, under
@@ -620,6 +649,7 @@ class NetworkWarmStart(WarmStart):
 
     def __init__(self, key: str):
         super().__init__(key, "", {})
+        self._said: list = []
 
     def simulation(self, net, backend, options: dict):
         """A Simulation of ``net`` from the entry; None on a miss (a bad entry is removed)."""
@@ -638,6 +668,9 @@ class NetworkWarmStart(WarmStart):
             return None
         if spec is None:
             return None
+        codegen = logging.getLogger(CODEGEN_LOGGER)
+        for level, text in self._said:
+            codegen.log(int(level), "%s", text)
         sources = backend.sources(spec, source)
         try:
             sim = Simulation(net, backend=backend.name, spec=spec, sources=sources, initial_values=initial_values,
@@ -668,6 +701,7 @@ class NetworkWarmStart(WarmStart):
         data = _unpack(meta["data"], arrays)
         spec = _spec_from(data["spec"], stored_spec_class())
         spec.__dict__["_network"] = net
+        self._said = [(int(level), str(text)) for level, text in data.get("log", [])]
         if spec.name != net.name or int(data["batch_size"]) != int(net.batch_size):
             raise ValueError("the entry is of another network")
         params, host_vars = data["params"], [tuple(v) for v in data["vars"]]
@@ -677,15 +711,16 @@ class NetworkWarmStart(WarmStart):
                 raise ValueError(f"stored values of {name!r} have the wrong size")
         return spec, source, (params, host_vars)
 
-    def store(self, sim) -> bool:
-        """Keep what the cold build ``sim`` (made with ``keep_initial_values=True``) computed;
-        False (and nothing written) where it cannot be kept. Never raises."""
+    def store(self, sim, said=()) -> bool:
+        """Keep what the cold build ``sim`` (made with ``keep_initial_values=True``) computed
+        and what the code generator said (``[level, text]``); False (and nothing written) where
+        it cannot be kept. Never raises."""
         try:
             if sim.initial_values is None or sim.spec.custom_updates:
                 return False
             params, host_vars = sim.initial_values
             data = {"spec": _spec_data(sim.spec), "batch_size": int(sim.batch_size), "params": params,
-                    "vars": [list(v) for v in host_vars]}
+                    "vars": [list(v) for v in host_vars], "log": [list(x) for x in said]}
             packer = _Packer()
             packed = packer.pack(data)
             if sum(a.nbytes for a in packer.arrays.values()) > MAX_STORED_BYTES:
