@@ -7,13 +7,11 @@ it to the code generator and a backend and returns a running
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
 import keyword
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -399,7 +397,9 @@ def _described(method):
         if good:
             element = self._defer(method.__name__, args, kwargs, given)
         else:
-            with _reemitted() as caught:
+            from .warm import reemitted
+
+            with reemitted() as caught:
                 element = method(self, *args, **kwargs)
             element.__dict__["_warm_net"] = self
             element.__dict__["_warm_digest"] = _element_digest(element)
@@ -410,19 +410,6 @@ def _described(method):
         return element
 
     return wrapper
-
-
-@contextlib.contextmanager
-def _reemitted():
-    """The warnings of the block, seen (the list it gives) and then issued as they were."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield caught
-        finally:
-            seen = list(caught)
-    for w in seen:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _element_digest(element) -> str:
@@ -1177,9 +1164,9 @@ class Network:
                 if sim is not None:
                     return sim
                 options = {**options, "keep_initial_values": True}
-        from .warm import code_generator_log
+        from .warm import code_generator_log, reemitted
 
-        with _reemitted() as caught, code_generator_log() as said:
+        with reemitted() as caught, code_generator_log() as said:
             sim = chosen.simulate(self, **options)
         if warm_start is not None:
             if not caught:  # a build that warns is built in full every time

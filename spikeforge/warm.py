@@ -45,6 +45,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,6 +614,20 @@ class WarmStart:
             shutil.rmtree(tmp, ignore_errors=True)
             if not self.entry.exists():
                 raise
+
+
+@contextlib.contextmanager
+def reemitted():
+    """The warnings of the block, seen (the list it gives) and then issued as they were: a
+    check that warns is not marked known-good (its warning is part of what it does)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield caught
+        finally:
+            seen = list(caught)
+    for w in seen:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 #: The logger whose messages a build computes on the full path only (how each model is

@@ -55,8 +55,9 @@ class Model:
         key = warm.check_key("model", self.description)
         if key is not None and warm.checked(key):
             return  # parsed without error before: parse on first use
-        self._force()
-        if key is not None:
+        with warm.reemitted() as caught:
+            self._force()
+        if key is not None and not caught:
             warm.mark_checked(key)
 
     @classmethod
