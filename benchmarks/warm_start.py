@@ -7,7 +7,11 @@ Measures wall time of whole processes, as a user sees them, on one thread
   run into a fresh SPIKEFORGE_CACHE_DIR (it compiles), then ``--runs`` timed runs; for this
   checkout and, with ``--before DIR``, for another spikeforge checkout (e.g. the code before
   the warm-start cache: ``git archive <rev> spikeforge | tar -x -C DIR``), interleaved;
-* ``python -c "import spikeforge"`` and, for scale, ``python -c "import numpy"`` and
+* the same network made in Python (``cuba_network()``, the Python API's CUBA) and run for
+  1 s by a script, ``Network.build(threads=1)`` with a warm cache (the warm start of networks
+  made in Python), interleaved with the YAML runs alike;
+* ``python -c "import spikeforge"``, ``python -c "import spikeforge; from spikeforge import
+  models"`` and, for scale, ``python -c "import numpy"`` and
   ``python -c "pass"``;
 * the peer, Brian2's C++ standalone CUBA (``benchmarks/brian2_cuba.py``'s network, 1 s,
   dt 0.1 ms, one thread) as a whole Python process into a project directory built before
@@ -50,6 +54,18 @@ from _common import (  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 CUBA = REPO / "examples" / "cuba.yaml"
 
+#: The CUBA network made in Python, built and run for 1 s on one thread; prints what it computed
+#: and whether the build was warm (sympy and Jinja2 never imported).
+PYTHON_CUBA = """
+import json, sys, time
+from spikeforge import cuba_network
+sim = cuba_network().build(threads=1)
+sim.run(1000.0)
+print(json.dumps({"spikes": sim.spike_counts(), "from_cache": bool(sim.from_cache),
+                  "warm": not {"sympy", "jinja2"} & set(sys.modules), "build_seconds": sim.build_seconds,
+                  "run_seconds": sim.run_seconds}))
+"""
+
 BRIAN2_WARM = """
 import sys, time
 sys.path.insert(0, {bench!r})
@@ -90,12 +106,14 @@ def summary(times: list[float]) -> dict:
             "all_s": [round(t, 4) for t in times]}
 
 
-def spikeforge_runs(checkouts: dict[str, Path], runs: int) -> dict:
-    """Warm whole-process runs of each checkout, interleaved (the machine's load hits all alike)."""
+def spikeforge_runs(checkouts: dict[str, Path], runs: int, python: bool = False) -> dict:
+    """Warm whole-process runs of each checkout, interleaved (the machine's load hits all alike):
+    ``spikeforge run cuba.yaml``, or (``python``) the script :data:`PYTHON_CUBA`."""
     caches = {name: Path(tempfile.mkdtemp(prefix=f"sf-warm-{name}-")) for name in checkouts}
     envs = {name: {**single_thread_env(), "PYTHONPATH": str(path), "SPIKEFORGE_CACHE_DIR": str(caches[name])}
             for name, path in checkouts.items()}
-    cmd = [sys.executable, "-m", "spikeforge.cli", "run", str(CUBA), "-q", "--threads", "1", "--json"]
+    cmd = ([sys.executable, "-c", PYTHON_CUBA] if python else
+           [sys.executable, "-m", "spikeforge.cli", "run", str(CUBA), "-q", "--threads", "1", "--json"])
     out: dict = {name: {"times": []} for name in checkouts}
     try:
         for name in checkouts:  # priming: compiles into the fresh cache (and keeps the warm entry)
@@ -108,6 +126,7 @@ def spikeforge_runs(checkouts: dict[str, Path], runs: int) -> dict:
                 result = json.loads(text)
                 if not result["from_cache"]:
                     raise RuntimeError(f"{name}: a warm run compiled")
+                out[name]["warm"] = result.get("warm")
                 out[name]["times"].append(seconds)
                 out[name]["spikes"] = result["spikes"]
                 out[name]["build_seconds"] = round(result["build_seconds"], 4)
@@ -123,7 +142,8 @@ def spikeforge_runs(checkouts: dict[str, Path], runs: int) -> dict:
 
 def import_runs(runs: int) -> dict:
     env = {**single_thread_env(), "PYTHONPATH": str(REPO)}
-    snippets = {"python -c pass": "pass", "import numpy": "import numpy", "import spikeforge": "import spikeforge"}
+    snippets = {"python -c pass": "pass", "import numpy": "import numpy", "import spikeforge": "import spikeforge",
+                "import spikeforge; from spikeforge import models": "import spikeforge; from spikeforge import models"}
     out: dict = {"load_before": loadavg()}
     times: dict[str, list[float]] = {k: [] for k in snippets}
     for _ in range(runs):
@@ -201,6 +221,7 @@ def main() -> None:
     if args.before:
         checkouts = {"before": Path(args.before).resolve(), **checkouts}
     sf = spikeforge_runs(checkouts, args.runs)
+    py = spikeforge_runs(checkouts, args.runs, python=True)
     imports = import_runs(args.runs)
     peer = None if args.no_brian2 else brian2_runs(args.runs)
     genn = None if args.no_genn else genn_runs(args.runs)
@@ -208,8 +229,14 @@ def main() -> None:
     rows = [[f"spikeforge run cuba.yaml, warm ({name})", f"{sf[name]['median_s']:.3f}", f"{sf[name]['min_s']:.3f}",
              f"build {sf[name]['build_seconds']:.3f} s, run {sf[name]['run_seconds']:.3f} s, "
              f"spikes {sf[name]['spikes']}"] for name in checkouts]
+    rows += [[f"Python script cuba_network().build(), warm ({name})", f"{py[name]['median_s']:.3f}",
+              f"{py[name]['min_s']:.3f}",
+              f"build {py[name]['build_seconds']:.3f} s, run {py[name]['run_seconds']:.3f} s, "
+              f"spikes {py[name]['spikes']}" + ("" if py[name].get("warm") else "; imported sympy or Jinja2")]
+             for name in checkouts]
     rows += [[what, f"{imports[what]['median_s']:.3f}", f"{imports[what]['min_s']:.3f}", ""]
-             for what in ("python -c pass", "import numpy", "import spikeforge")]
+             for what in ("python -c pass", "import numpy", "import spikeforge",
+                          "import spikeforge; from spikeforge import models")]
     if peer is not None:
         rows += [[f"Brian2 {peer['version']} C++ standalone CUBA, warm, whole process",
                   f"{peer['whole_process']['median_s']:.3f}", f"{peer['whole_process']['min_s']:.3f}",
@@ -223,11 +250,13 @@ def main() -> None:
                      f"{sf['after']['median_s'] / genn['whole_process']['median_s']:.2f}"])
     print_table(["what (whole process, 1 thread)", "median s", "min s", "notes"], rows,
                 title=f"{args.runs} runs each; load average before/after: spikeforge {sf['load_before']} / "
-                      f"{sf['load_after']}, imports {imports['load_before']} / {imports['load_after']}"
+                      f"{sf['load_after']}, Python script {py['load_before']} / {py['load_after']}, "
+                      f"imports {imports['load_before']} / {imports['load_after']}"
                       + (f", Brian2 {peer['load_before']} / {peer['load_after']}" if peer else "")
                       + (f", GeNN {genn['load_before']} / {genn['load_after']}" if genn else ""))
     if args.json:
-        write_json(args.json, {"machine": info, "spikeforge": sf, "imports": imports, "brian2": peer, "genn": genn,
+        write_json(args.json, {"machine": info, "spikeforge": sf, "python_script": py, "imports": imports,
+                               "brian2": peer, "genn": genn,
                                "runs": args.runs, "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}})
 
 

@@ -365,6 +365,7 @@ def _load_run(args):
     from .config import load_file
 
     net, cfg = load_file(args.file, batch_size=args.batch_size, seed=args.seed)
+    net._no_warm_start()  # the file's warm-start entry is `warm`
     if not any(p.record_spikes for p in net.populations.values()) and not net.recorded_vars:
         # Nothing recorded at all: record the spikes of every spiking population.
         net.record_spikes(*(p.name for p in net.populations.values() if p.model.spiking))

@@ -7,6 +7,9 @@ it to the code generator and a backend and returns a running
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import keyword
 import math
 from collections.abc import Sequence
@@ -17,16 +20,21 @@ import numpy as np
 
 from .errors import NetworkError
 from .models.base import Model
-from .models.evaluate import POSTSYNAPTIC_STREAM_BASE, ElementScope
 from .models.neuron import NeuronModel
 from .models.synapse import CurrentSourceModel, PostsynapticModel, WeightUpdateModel
 from .models.variables import Var
 from .recording import VarRecording, check_every, neuron_selection
 from .timed import TimedArray, make_timed_array, steps_for_duration
-from .values import ValueSpecs, bind_values, bind_var_inits
 
-if TYPE_CHECKING:  # the runtime loads only when a network is built
+if TYPE_CHECKING:  # the runtime and the value binding (sympy) load only when needed
     from .runtime.simulation import Simulation
+    from .values import ValueSpecs
+
+
+def _value_specs():
+    from .values import ValueSpecs
+
+    return ValueSpecs()
 
 PRECISIONS = ("float", "double")
 #: Neuron, batch and synapse indices are uint32 in the generated code.
@@ -249,8 +257,27 @@ def synapse_indices(proj) -> dict[str, np.ndarray]:
 # -- network elements -------------------------------------------------------------------
 
 
+class _Element:
+    """What populations, projections, current sources and Poisson inputs share: an element made
+    by a call that passed its checks before (see ``Network._warm_step``) waits for its values
+    (bound parameters, variables, connectivity) until one of them is read; reading any of
+    them makes (binds) every waiting element of its network, in the order they were added."""
+
+    def __getattr__(self, attr: str):
+        d = self.__dict__
+        if attr.startswith("__") or not d.get("_warm_pending"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        d["_warm_net"]._materialise()
+        return getattr(self, attr)
+
+    def __setattr__(self, attr: str, value) -> None:
+        if self.__dict__.get("_warm_pending") and attr != "record_spikes":
+            self.__dict__["_warm_net"]._materialise()  # what is set replaces a made value
+        object.__setattr__(self, attr, value)
+
+
 @dataclass
-class Population:
+class Population(_Element):
     name: str
     size: int
     model: NeuronModel
@@ -259,11 +286,11 @@ class Population:
     record_spikes: bool = False
     id: int = 0
     #: how each parameter is given: compiled in, per neuron, dynamic or per batch instance
-    values: ValueSpecs = field(default_factory=ValueSpecs)
+    values: ValueSpecs = field(default_factory=_value_specs)
 
 
 @dataclass
-class Projection:
+class Projection(_Element):
     name: str
     pre: Population
     post: Population
@@ -280,8 +307,8 @@ class Projection:
     id: int = 0
     rows: SparseRows | None = None
     #: how each weight-update / postsynaptic parameter is given (see spikeforge.values)
-    wu_values: ValueSpecs = field(default_factory=ValueSpecs)
-    ps_values: ValueSpecs = field(default_factory=ValueSpecs)
+    wu_values: ValueSpecs = field(default_factory=_value_specs)
+    ps_values: ValueSpecs = field(default_factory=_value_specs)
     #: named pathways given their own delays (``delay={"up": 1.0, "down": 3.0}``): pathway -> steps
     #: added to ``delay_steps``; empty when one delay holds for every pathway
     pathway_delay_steps: dict[str, int] = field(default_factory=dict)
@@ -310,18 +337,18 @@ class Projection:
 
 
 @dataclass
-class CurrentSource:
+class CurrentSource(_Element):
     name: str
     population: Population
     model: CurrentSourceModel
     params: dict[str, float]
     vars: dict[str, Var]
     id: int = 0
-    values: ValueSpecs = field(default_factory=ValueSpecs)
+    values: ValueSpecs = field(default_factory=_value_specs)
 
 
 @dataclass
-class PoissonInput:
+class PoissonInput(_Element):
     """External Poisson drive (Brian2's PoissonInput): each neuron of ``population`` receives
     the events of ``n`` independent Poisson sources of ``rate_hz`` each; every event adds
     ``weight`` to the neuron's variable ``target``. Per step a neuron gets Poisson(lam) events,
@@ -338,6 +365,63 @@ class PoissonInput:
     def lam(self, dt: float) -> float:
         """The mean number of events per neuron and step of ``dt`` ms."""
         return self.n * self.rate_hz * dt * 1e-3
+
+
+# A waiting element reads its values through _Element.__getattr__, so the dataclasses' defaults
+# must not be class attributes (their __init__ keeps them).
+for _cls in (Population, Projection, CurrentSource, PoissonInput):
+    for _f in dataclasses.fields(_cls):
+        if _f.name in _cls.__dict__:
+            delattr(_cls, _f.name)
+
+
+#: Simulation options a warm start keeps apart from the key: they change how the loaded
+#: library runs, not what it is or what it computes.
+_WARM_OPTIONS = frozenset({"threads", "on_nonfinite", "check_every", "progress"})
+
+
+def _described(method):
+    """A call that adds to the network, checked once: the first time its description (the
+    call and everything before it) is given, it runs in full and, when it succeeds, leaves a
+    known-good mark; the next time, the element it makes waits for its values (see
+    :class:`_Element`), so that a warm start never parses or binds."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        given = dict(arguments.arguments)
+        given.pop("self")
+        key, good = self._warm_step(method.__name__, given)
+        if good:
+            element = self._defer(method.__name__, args, kwargs, given)
+        else:
+            from .warm import reemitted
+
+            with reemitted() as caught:
+                element = method(self, *args, **kwargs)
+            element.__dict__["_warm_net"] = self
+            element.__dict__["_warm_digest"] = _element_digest(element)
+            if caught:  # a call that warns runs in full every time: the warning is part of what it does
+                key = None
+                self.__dict__["_warm_key"] = None
+        self._warm_passed(key, good)
+        return element
+
+    return wrapper
+
+
+def _element_digest(element) -> str:
+    """What an element holds (values, connectivity, ...), to find it changed in place."""
+    from .warm import state_digest
+
+    return state_digest({k: v for k, v in element.__dict__.items()
+                         if not k.startswith("_warm") and k != "record_spikes"})
+
+
+def _by_name(value):
+    return value.name if isinstance(value, _Element) else value
 
 
 @dataclass
@@ -381,6 +465,154 @@ class Network:
             raise NetworkError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
         if self.precision not in PRECISIONS:
             raise NetworkError(f"precision must be 'float' or 'double', got {self.precision!r}")
+        from . import warm
+
+        empty = not any((self.populations, self.projections, self.current_sources, self.poisson_inputs,
+                         self.recorded_vars, self.var_recordings, self.spike_neurons, self.recorded_rates,
+                         self.timed_inputs))
+        # the key of the description so far (None: no warm start), and the calls waiting to run
+        self.__dict__["_warm_key"] = warm.check_key("network", warm.normalise(
+            [self.name, self.dt, int(self.batch_size), int(self.seed), self.precision]) if empty else None)
+        self.__dict__["_warm_calls"] = []
+
+    def __copy__(self):
+        """A shallow copy, every element made; the copy has no warm start."""
+        self._materialise()
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__["_warm_key"], new.__dict__["_warm_calls"] = None, []
+        return new
+
+    # -- the warm start (spikeforge.warm) -------------------------------------------------
+    def _no_warm_start(self) -> None:
+        """Build this network in full, keeping no entry (``spikeforge run`` keeps its own)."""
+        self.__dict__["_warm_key"] = None
+
+    def _settings(self) -> tuple:
+        return self.name, self.dt, self.batch_size, self.seed, self.precision
+
+    def _warm_step(self, call: str, arguments: dict) -> tuple[str | None, bool]:
+        """The key of the description with this call added, and whether it passed its checks
+        before; (None, False) once something cannot be described. A call run in full makes
+        the elements waiting before it first."""
+        from . import warm
+
+        chain = self.__dict__.get("_warm_key")
+        key = None
+        if chain is not None:
+            desc = warm.normalise([call, [self.name, self.dt, int(self.batch_size), int(self.seed), self.precision],
+                                   {k: _by_name(v) for k, v in arguments.items()}])
+            key = warm.check_key("network call", [chain, desc]) if desc is not None else None
+        good = key is not None and warm.checked(key)
+        if key is None:
+            self.__dict__["_warm_key"] = None
+        if not good:
+            self._materialise()
+        return key, good
+
+    def _warm_passed(self, key: str | None, good: bool) -> None:
+        """The call of ``key`` passed its checks (or is known to)."""
+        if key is not None:
+            from . import warm
+
+            if not good:
+                warm.mark_checked(key)
+            self.__dict__["_warm_key"] = key
+
+    def _defer(self, call: str, args: tuple, kwargs: dict, given: dict):
+        """The element of a call known to pass its checks, its values made later (see _Element)."""
+        where = f"{call.removeprefix('add_').replace('_', ' ')} '{given['name']}'"
+        cls: type[_Element]
+        target: dict[str, Any]
+        if call == "add_population":
+            cls, target = Population, self.populations
+            fields = {"size": int(given["size"]), "model": given["model"],
+                      "record_spikes": bool(given["record_spikes"])}
+        elif call == "add_projection":
+            cls, target = Projection, self.projections
+            fields = {"pre": self._population(given["pre"], where), "post": self._population(given["post"], where),
+                      "connectivity": make_connectivity(given["connectivity"]),
+                      "weight_update": given["weight_update"], "postsynaptic": given["postsynaptic"]}
+        elif call == "add_current_source":
+            cls, target = CurrentSource, self.current_sources
+            fields = {"population": self._population(given["population"], where), "model": given["model"]}
+        else:
+            cls, target = PoissonInput, self.poisson_inputs
+            fields = {"population": self._population(given["population"], where), "target": given["target"],
+                      "n": int(given["n"]), "rate_hz": float(given["rate_hz"]), "weight": float(given["weight"])}
+        element: Any = cls.__new__(cls)
+        element.__dict__.update(name=given["name"], id=self._next_id(), **fields, _warm_net=self, _warm_pending=True)
+        target[element.name] = element
+        self.__dict__["_warm_calls"].append((element, call, args, kwargs, self._settings()))
+        return element
+
+    def _element_dicts(self) -> dict[str, dict]:
+        return {"populations": self.populations, "projections": self.projections,
+                "current_sources": self.current_sources, "poisson_inputs": self.poisson_inputs}
+
+    def _materialise(self) -> None:
+        """Run the calls whose elements wait, in the order they were made, as they were made
+        (the network's settings then), into the same element objects."""
+        d = self.__dict__
+        calls = [c for c in d.get("_warm_calls") or () if c[0].__dict__.get("_warm_pending")]
+        if not calls:
+            return
+        d["_warm_calls"] = []
+        waiting = {id(c[0]): c for c in calls}
+        dicts = self._element_dicts()
+        entries = sorted(((e.id, kind, e) for kind, dd in dicts.items() for e in dd.values()), key=lambda x: x[0])
+        saved = self._settings()
+        done: set[int] = set()
+        for dd in dicts.values():
+            dd.clear()
+        try:
+            for _, kind, element in entries:
+                call = waiting.get(id(element))
+                if call is not None:
+                    _, name, args, kwargs, settings = call
+                    self.name, self.dt, self.batch_size, self.seed, self.precision = settings
+                    made = getattr(type(self), name).__wrapped__(self, *args, **kwargs)
+                    ed = element.__dict__
+                    ed["_warm_pending"] = False
+                    for k, v in made.__dict__.items():
+                        ed.setdefault(k, v)  # what was set on the waiting element stays (record_spikes)
+                    ed["_warm_digest"] = _element_digest(element)
+                    done.add(id(element))
+                dicts[kind][element.name] = element
+        except BaseException:
+            for dd in dicts.values():
+                dd.clear()
+            for _, kind, element in entries:
+                dicts[kind][element.name] = element
+            d["_warm_calls"] = [c for c in calls if id(c[0]) not in done]
+            raise
+        finally:
+            self.name, self.dt, self.batch_size, self.seed, self.precision = saved
+
+    def _warm_build_key(self, backend: str) -> str | None:
+        """The warm-start key of building this network now on ``backend``: the description
+        (every call, in order), what is recorded, the settings and the toolchain; None when
+        the network is not only what its calls made (an element changed in place, state set
+        from outside)."""
+        from . import warm
+
+        d = self.__dict__
+        if d.get("_warm_key") is None or set(d) - _NETWORK_FIELDS - {"_warm_key", "_warm_calls"}:
+            return None
+        dicts = self._element_dicts()
+        for dd in dicts.values():
+            for element in dd.values():
+                ed = element.__dict__
+                if ed.get("_warm_net") is not self:
+                    return None
+                if not ed.get("_warm_pending") and ed.get("_warm_digest") != _element_digest(element):
+                    return None
+        state = warm.normalise([
+            d["_warm_key"], backend, [self.name, self.dt, int(self.batch_size), int(self.seed), self.precision],
+            {kind: list(dd) for kind, dd in dicts.items()},
+            {p.name: bool(p.record_spikes) for p in self.populations.values()},
+            self.recorded_vars, self.var_recordings, self.spike_neurons, self.recorded_rates, self.timed_inputs])
+        return warm.build_key(state)
 
     @staticmethod
     def _check_batch(b):
@@ -404,6 +636,7 @@ class Network:
             raise NetworkError(f"{what}: unknown population '{pop}' (populations: {known})")
         return self.populations[pop]
 
+    @_described
     def add_population(self, name: str, size: int, model: NeuronModel, params: dict | None = None,
                        init: dict | None = None, record_spikes: bool = False, *, dynamic: Sequence[str] | None = None,
                        batch_values: dict | None = None, draws: dict | None = None) -> Population:
@@ -433,6 +666,9 @@ class Network:
                                "population can hold")
         if not isinstance(model, NeuronModel):
             raise NetworkError(f"population '{name}': model must be a NeuronModel, got {model!r}")
+        from .models.evaluate import ElementScope
+        from .values import bind_var_inits
+
         where = f"population '{name}'"
         pop_id = self._next_id()
         scope = ElementScope(int(size), pop_id, counts={"N": int(size)})
@@ -445,6 +681,7 @@ class Network:
         self.populations[name] = pop
         return pop
 
+    @_described
     def add_projection(
         self,
         name: str,
@@ -549,6 +786,9 @@ class Network:
                 f"{where}: postsynaptic variable(s) {', '.join(sorted(clash))} clash with variables of "
                 f"neuron model '{post_pop.model.name}'"
             )
+        from .models.evaluate import POSTSYNAPTIC_STREAM_BASE, ElementScope
+        from .values import bind_var_inits
+
         proj_id = self._next_id()
         ps_scope = ElementScope(post_pop.size, proj_id, counts={"N": post_pop.size},
                                 stream_base=POSTSYNAPTIC_STREAM_BASE)
@@ -619,6 +859,7 @@ class Network:
                                f"give every pathway one (e.g. '{missing[0]}: 0')")
         return {p: delay[p] for p in paths}
 
+    @_described
     def add_current_source(self, name: str, population: str, model: CurrentSourceModel, params: dict | None = None,
                            init: dict | None = None, *, dynamic: Sequence[str] | None = None,
                            batch_values: dict | None = None, draws: dict | None = None) -> CurrentSource:
@@ -637,6 +878,9 @@ class Network:
         pop = self._population(population, f"current source '{name}'")
         if not isinstance(model, CurrentSourceModel):
             raise NetworkError(f"current source '{name}': model must be a CurrentSourceModel, got {model!r}")
+        from .models.evaluate import ElementScope
+        from .values import bind_var_inits
+
         where = f"current source '{name}'"
         cs_id = self._next_id()
         scope = ElementScope(pop.size, cs_id, counts={"N": pop.size})
@@ -646,6 +890,7 @@ class Network:
         self.current_sources[name] = cs
         return cs
 
+    @_described
     def add_poisson_input(self, name: str, population: str, target: str, n: int, rate_hz: float,
                           weight: float) -> PoissonInput:
         """External Poisson drive (Brian2's ``PoissonInput``): at every step, each neuron of
@@ -724,19 +969,22 @@ class Network:
             >>> net.record_var("exc", "v", neurons=[0, 1, 2], every=10)   # 3 neurons, every ms
         """
         pop = self._population(population, "record var")
-        if var not in pop.vars:
+        key, good = self._warm_step("record_var", {"population": pop.name, "var": var, "neurons": neurons,
+                                                   "every": every})
+        if not good and var not in pop.vars:  # good: known to pass without reading the variables
             raise NetworkError(
                 f"record var: population '{pop.name}' has no variable '{var}' "
                 f"(variables: {', '.join(pop.vars) or 'none'})"
             )
         where = f"record var '{pop.name}.{var}'"
         selection = neuron_selection(neurons, pop.size, where)
-        if selection is not None and not pop.vars[var].per_element:
+        if not good and selection is not None and not pop.vars[var].per_element:
             raise NetworkError(f"{where}: the variable has one value for the population; it has no neurons "
                                "to choose")
         self.var_recordings[(pop.name, var)] = VarRecording(pop.name, var, selection, check_every(every, where))
         if (pop.name, var) not in self.recorded_vars:
             self.recorded_vars.append((pop.name, var))
+        self._warm_passed(key, good)
 
     def record_rate(self, *populations: str) -> None:
         """Record the number of spikes of each population per step and batch instance
@@ -791,6 +1039,8 @@ class Network:
         return array
 
     def _bind_values(self, model, params, where, scope, dynamic, batch_values, draws):
+        from .values import bind_values
+
         return bind_values(model, params, where, scope, dt=self.dt, batch_size=self.batch_size, seed=int(self.seed),
                            dynamic=dynamic, batch_values=batch_values, draws=draws)
 
@@ -903,8 +1153,29 @@ class Network:
         if batch_size is not None:
             self._check_batch(batch_size)
             self.batch_size = int(batch_size)
-        return chosen.simulate(self, **options)
+        warm_start = None
+        if chosen.warm_start and not set(options) - _WARM_OPTIONS:
+            key = self._warm_build_key(chosen.name)
+            if key is not None:
+                from .warm import NetworkWarmStart
 
+                warm_start = NetworkWarmStart(key)
+                sim = warm_start.simulation(self, chosen, options)
+                if sim is not None:
+                    return sim
+                options = {**options, "keep_initial_values": True}
+        from .warm import code_generator_log, reemitted
+
+        with reemitted() as caught, code_generator_log() as said:
+            sim = chosen.simulate(self, **options)
+        if warm_start is not None:
+            if not caught:  # a build that warns is built in full every time
+                warm_start.store(sim, said)
+            sim.initial_values = None  # kept for the entry only
+        return sim
+
+
+_NETWORK_FIELDS = frozenset(f.name for f in dataclasses.fields(Network))
 
 __all__ = [
     "Network", "Population", "Projection", "CurrentSource", "PoissonInput", "Dense", "OneToOne", "FixedProbability",

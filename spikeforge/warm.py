@@ -34,6 +34,8 @@ bit for bit. Entries above :data:`MAX_STORED_BYTES` of arrays are not written.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -43,6 +45,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +81,7 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def library_fingerprint() -> list:
     """Which copies of the libraries the full path computes with (the code generator's sympy and
     Jinja2, numpy, the YAML parser), found without importing them: each package's ``__init__``
@@ -147,6 +151,164 @@ def run_key(path, *, backend: str | None, batch_size: int | None, seed: int | No
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# --------------------------------------------------------------------------- descriptions
+
+
+class _Unwritable(Exception):
+    """A value with no canonical description (a callable, an object of the user's own class)."""
+
+
+def normalise(value):
+    """``value`` (what a user gives a model or a network: numbers, text, lists, mappings, numpy
+    arrays, spikeforge's models and dataclasses) as canonical JSON-able data, every type
+    spelled out (``1``, ``1.0``, ``True`` and ``np.float32(1)`` differ; mappings keep their
+    order, which the generated code follows); arrays by their content's sha256. None when
+    some part cannot be written down: such a value has no warm start."""
+    try:
+        return _norm(value)
+    except (_Unwritable, RecursionError):
+        return None
+
+
+def _norm(v):  # noqa: C901  (one case per type)
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, int):
+        return {"int": str(v)}  # JSON would lose bits past 2**53 in other readers
+    if isinstance(v, float):
+        return {"float": repr(v)}
+    if isinstance(v, np.generic) and not isinstance(v, (np.void, np.object_)):
+        return {"np": v.dtype.str, "v": repr(v.item())}
+    if isinstance(v, np.ndarray):
+        if v.dtype.hasobject:
+            raise _Unwritable("an array of objects")
+        data = np.ascontiguousarray(v)
+        return {"ndarray": data.dtype.str, "shape": list(data.shape),
+                "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
+    if isinstance(v, (list, tuple)):
+        return {type(v).__name__: [_norm(x) for x in v]}
+    if isinstance(v, dict):
+        return {"dict": [[_norm(k), _norm(x)] for k, x in v.items()]}
+    if isinstance(v, (set, frozenset)):
+        return {"set": sorted((_norm(x) for x in v), key=lambda x: json.dumps(x, sort_keys=True))}
+    if isinstance(v, slice):
+        return {"slice": [_norm(v.start), _norm(v.stop), _norm(v.step)]}
+    if isinstance(v, range):
+        return {"range": [v.start, v.stop, v.step]}
+    cls = type(v)
+    if not cls.__module__.startswith("spikeforge."):
+        raise _Unwritable(cls.__qualname__)
+    from .models.base import Model
+
+    if isinstance(v, Model):
+        if v.description is None:
+            raise _Unwritable(f"model {v.name!r}")
+        return {"model": v.description}
+    if dataclasses.is_dataclass(v):
+        return {"dataclass": f"{cls.__module__}.{cls.__qualname__}",
+                "fields": [[f.name, _norm(getattr(v, f.name))] for f in dataclasses.fields(v)]}
+    raise _Unwritable(cls.__qualname__)
+
+
+def check_key(kind: str, description) -> str | None:
+    """The key of a known-good mark: ``description`` (normalised) passed the checks of
+    ``kind`` with this spikeforge and these libraries; None without a description."""
+    if description is None:
+        return None
+    blob = json.dumps([WARM_FORMAT_VERSION, kind, code_fingerprint(), library_fingerprint(), description],
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _mark_path(key: str) -> Path:
+    return cache_dir() / "warm" / "checked" / key[:2] / key
+
+
+def checked(key: str) -> bool:
+    """Whether the description of ``key`` passed its checks before (see :func:`mark_checked`)."""
+    if os.environ.get("SPIKEFORGE_WARM", "1") == "0":
+        return False
+    try:
+        return _mark_path(key).is_file()
+    except Exception:  # no cache: check again
+        return False
+
+
+def mark_checked(key: str) -> None:
+    """Remember that the description of ``key`` passed its checks: the next time it is given,
+    the checks (and the parse they need) wait until their result is used. Never raises."""
+    try:
+        path = _mark_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except Exception as exc:  # a read-only cache only costs the checks next time
+        log.info("cannot write the known-good mark %s: %s", key, exc)
+
+
+def build_key(state) -> str | None:
+    """The warm-start key of ``Network.build``: ``state`` (the normalised description: every
+    call that made the network, what it records, the settings and the backend) and the
+    toolchain; None without a description or a compiler (the full path says why)."""
+    if state is None:
+        return None
+    try:
+        toolchain = toolchain_fingerprint()
+    except Exception:  # no compiler: the full path says so
+        return None
+    blob = json.dumps([WARM_FORMAT_VERSION, "network build", state, toolchain], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def state_digest(value) -> str:
+    """sha256 of what ``value`` holds (arrays by content, models by description, objects by
+    their attributes): equal for equal states, to find an element changed in place. Unlike
+    :func:`normalise` it takes anything; what it cannot read (a callable) counts by its type."""
+    h = hashlib.sha256()
+    _feed(h, value, set())
+    return h.hexdigest()
+
+
+def _feed(h, v, seen: set) -> None:  # noqa: C901  (one case per type)
+    from .models.base import Model
+
+    h.update(type(v).__qualname__.encode() + b"\0")
+    if v is None or isinstance(v, (bool, int, float, str, np.generic)):
+        h.update(repr(v).encode())
+    elif isinstance(v, np.ndarray):
+        data = np.ascontiguousarray(v)
+        h.update(f"{data.dtype.str}{data.shape}".encode())
+        h.update(data.tobytes() if not data.dtype.hasobject else repr(data.tolist()).encode())
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            _feed(h, x, seen)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _feed(h, k, seen)
+            _feed(h, x, seen)
+    elif isinstance(v, (set, frozenset)):
+        h.update(repr(sorted(map(repr, v))).encode())
+    elif isinstance(v, Model):
+        h.update(json.dumps(v.description, sort_keys=True).encode() if v.description is not None
+                 else f"{id(v)}".encode())
+    elif type(v).__module__.startswith("sympy"):
+        h.update(str(v).encode())
+    elif callable(v) and not hasattr(v, "__dict__") or type(v).__name__ == "function":
+        pass  # a callable (the synapse indices of a scope): its type is all that counts
+    elif id(v) in seen:
+        h.update(b"seen")
+    elif hasattr(v, "__dict__"):
+        seen.add(id(v))
+        if getattr(v, "name", None) is not None and type(v).__name__ in ("Population", "Projection"):
+            h.update(str(v.name).encode())  # an element inside another: its name
+        else:
+            for k in sorted(v.__dict__):
+                if not k.startswith("_"):  # caches (SparseRows' columns) are not state
+                    h.update(k.encode())
+                    _feed(h, v.__dict__[k], seen)
+    else:
+        h.update(repr(v).encode())
+
+
 # --------------------------------------------------------------------------- (un)packing
 
 
@@ -200,10 +362,35 @@ def _spec_data(spec) -> dict:
     }
 
 
-def _spec_from(data: dict):
+@functools.lru_cache(maxsize=1)
+def stored_spec_class():
+    """A NetworkSpec read back from an entry: the runtime reads its arrays, populations and
+    recordings; its ``kernels`` (which the library holds compiled) are generated again from
+    the network (``_network``) when something reads them."""
+    from .codegen.ir import NetworkSpec
+
+    class StoredSpec(NetworkSpec):
+        @property  # type: ignore[override]
+        def kernels(self):
+            d = self.__dict__
+            if not d.get("_kernels") and d.get("_network") is not None:
+                from .codegen.generate import generate
+
+                d["_kernels"] = generate(d["_network"]).kernels
+            return d.get("_kernels") or []
+
+        @kernels.setter
+        def kernels(self, value):
+            self.__dict__["_kernels"] = value
+
+    return StoredSpec
+
+
+def _spec_from(data: dict, cls=None):
     """The NetworkSpec the runtime reads (no kernels: the library has them), checked."""
     from .codegen.ir import ArraySpec, NetworkSpec
 
+    cls = cls or NetworkSpec
     arrays = []
     for a in data["arrays"]:
         array = ArraySpec(**{f: a[f] for f in _ARRAY_FIELDS}, data=a["data"])
@@ -211,7 +398,7 @@ def _spec_from(data: dict):
                 and (array.data is None or isinstance(array.data, np.ndarray))):
             raise ValueError(f"array {array.name!r}: malformed")
         arrays.append(array)
-    return NetworkSpec(data["name"], data["precision"], float(data["dt"]), int(data["seed"]), arrays, [],
+    return cls(data["name"], data["precision"], float(data["dt"]), int(data["seed"]), arrays, [],
                        data["populations"], data["projections"], data["integrators"], data["recorded_vars"],
                        bool(data["instances_independent"]))
 
@@ -263,6 +450,7 @@ class StoredNetwork:
             from .config import load_file
 
             self._full, _ = load_file(self._path, **self._options)
+            self._full._no_warm_start()  # the file's entry is this one
             for pop in self.populations.values():  # as the stored run recorded them
                 if pop.record_spikes and not self._full.populations[pop.name].record_spikes:
                     self._full.record_spikes(pop.name)
@@ -428,6 +616,138 @@ class WarmStart:
                 raise
 
 
+@contextlib.contextmanager
+def reemitted():
+    """The warnings of the block, seen (the list it gives) and then issued as they were: a
+    check that warns is not marked known-good (its warning is part of what it does)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield caught
+        finally:
+            seen = list(caught)
+    for w in seen:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+#: The logger whose messages a build computes on the full path only (how each model is
+#: integrated): kept with a network's entry and said again on a hit.
+CODEGEN_LOGGER = "spikeforge.codegen"
+
+
+@contextlib.contextmanager
+def code_generator_log():
+    """Every message of the code generator's logger in the block, as ``[level, text]`` (the
+    list it gives), whatever the level set; the logger's handlers get what they would anyway."""
+    logger = logging.getLogger(CODEGEN_LOGGER)
+    said: list = []
+    shown = logger.getEffectiveLevel()
+
+    def keep(record: logging.LogRecord) -> bool:
+        said.append([record.levelno, record.getMessage()])
+        return record.levelno >= shown
+
+    level = logger.level
+    logger.addFilter(keep)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield said
+    finally:
+        logger.setLevel(level)
+        logger.removeFilter(keep)
+
+
+class NetworkWarmStart(WarmStart):
+    """The warm-start entry of one ``Network.build`` (a network made in Python): the spec the
+    runtime reads, the compiled library and the values computed on the host, under
+    :func:`build_key`. :meth:`simulation` on every build, :meth:`store` after a cold one."""
+
+    def __init__(self, key: str):
+        super().__init__(key, "", {})
+        self._said: list = []
+
+    def simulation(self, net, backend, options: dict):
+        """A Simulation of ``net`` from the entry; None on a miss (a bad entry is removed)."""
+        from .runtime.simulation import Simulation
+
+        t0 = time.perf_counter()
+        try:
+            text = (self.entry / "entry.json").read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:
+            spec, source, initial_values = self._read_network(text, net)
+        except Exception as exc:  # anything wrong with the entry: the full path, never a wrong result
+            log.warning("warm-start entry %s is damaged (%s); it will be written again", self.entry, exc)
+            _remove(self.entry)
+            return None
+        if spec is None:
+            return None
+        codegen = logging.getLogger(CODEGEN_LOGGER)
+        for level, text in self._said:
+            codegen.log(int(level), "%s", text)
+        sources = backend.sources(spec, source)
+        try:
+            sim = Simulation(net, backend=backend.name, spec=spec, sources=sources, initial_values=initial_values,
+                             **options)
+        except SpikeforgeError:
+            raise  # the user's or the machine's (memory, compiler): the full path would say the same
+        except (RuntimeError, KeyError, IndexError, ValueError) as exc:  # the entry does not fit its library
+            log.warning("warm-start entry %s does not fit its library (%s); removed", self.entry, exc)
+            _remove(self.entry)
+            return None
+        sim.build_seconds += time.perf_counter() - t0
+        return sim
+
+    def _read_network(self, text: str, net):
+        meta = json.loads(text)
+        if meta.get("format") != WARM_FORMAT_VERSION or meta.get("key") != self.key:
+            raise ValueError("format or key mismatch")
+        if _digest(meta["data"]) != meta["data_sha256"]:
+            raise ValueError("the stored spec does not match its checksum")
+        blob = (self.entry / "arrays.npz").read_bytes()
+        if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
+            raise ValueError("arrays.npz does not match its checksum")
+        source = cached_source(meta["library_key"])
+        if source is None or hashlib.sha256(source.encode()).hexdigest() != meta["source_sha256"]:
+            return None, None, None  # the compile cache lost the library: a miss, not damage
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        data = _unpack(meta["data"], arrays)
+        spec = _spec_from(data["spec"], stored_spec_class())
+        spec.__dict__["_network"] = net
+        self._said = [(int(level), str(text)) for level, text in data.get("log", [])]
+        if spec.name != net.name or int(data["batch_size"]) != int(net.batch_size):
+            raise ValueError("the entry is of another network")
+        params, host_vars = data["params"], [tuple(v) for v in data["vars"]]
+        by_name = {a.name: a for a in spec.arrays}
+        for name, values in [*params.items(), *host_vars]:
+            if np.asarray(values).size != int(np.prod(by_name[name].shape(int(net.batch_size)))):
+                raise ValueError(f"stored values of {name!r} have the wrong size")
+        return spec, source, (params, host_vars)
+
+    def store(self, sim, said=()) -> bool:
+        """Keep what the cold build ``sim`` (made with ``keep_initial_values=True``) computed
+        and what the code generator said (``[level, text]``); False (and nothing written) where
+        it cannot be kept. Never raises."""
+        try:
+            if sim.initial_values is None or sim.spec.custom_updates:
+                return False
+            params, host_vars = sim.initial_values
+            data = {"spec": _spec_data(sim.spec), "batch_size": int(sim.batch_size), "params": params,
+                    "vars": [list(v) for v in host_vars], "log": [list(x) for x in said]}
+            packer = _Packer()
+            packed = packer.pack(data)
+            if sum(a.nbytes for a in packer.arrays.values()) > MAX_STORED_BYTES:
+                log.info("not kept for a warm start: more than %d MiB of arrays", MAX_STORED_BYTES >> 20)
+                return False
+            self._publish(packed, packer.arrays, sim.backend.build.key, sim.source)
+            return True
+        except Exception as exc:  # a run does not fail for want of a warm start
+            log.info("not kept for a warm start: %s", exc)
+            return False
+
+
 def _digest(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -450,5 +770,6 @@ def clear() -> int:
     return count
 
 
-__all__ = ["WarmStart", "StoredNetwork", "StoredRunConfig", "code_fingerprint", "run_key", "clear",
+__all__ = ["WarmStart", "NetworkWarmStart", "StoredNetwork", "StoredRunConfig", "code_fingerprint", "run_key", "clear",
+           "normalise", "check_key", "checked", "mark_checked", "build_key", "state_digest",
            "WARM_FORMAT_VERSION", "MAX_STORED_BYTES"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-
-import sympy
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .expressions import ParseContext, RandomCounter, parse_expression
 from .reserved import reserved_reason
-from .subexpressions import Subexpressions, parse_subexpressions
 from .variables import Var, make_vars
+
+if TYPE_CHECKING:  # the parser loads sympy: only when a model's equations are first used
+    from .expressions import ParseContext
 
 #: Names every model may read: the time of the current step and the time step (ms).
 BUILTIN_NAMES = ("t", "dt")
@@ -24,17 +26,97 @@ def _check_name(name, model, field, what="parameter"):
         raise ModelError(f"'{name}' cannot name a {what}: {reason}", model, field)
 
 
+@functools.lru_cache(maxsize=None)
+def _signature(cls) -> inspect.Signature:
+    return inspect.signature(cls._parse)
+
+
 class Model:
     """Base of neuron, weight-update, postsynaptic and current-source models.
 
     ``params`` maps a parameter name to its default value (``None``: the user must give it).
     ``derived`` maps a name to an expression of parameters and ``dt``, computed once per
     kernel launch, e.g. ``{"alpha": "exp(-dt / tau_m)"}``.
+
+    A model keeps its arguments as given (:attr:`description`, a canonical JSON-able value
+    for hashing) and parses its equations with sympy when it is made, so that a mistake is
+    reported at once, naming the model and the field. A model whose description was parsed
+    without error before (by the same spikeforge, sympy and numpy; see
+    :mod:`spikeforge.warm`), and every built-in model, parses on first use of a parsed
+    attribute instead: a warm start never loads sympy.
     """
 
     kind = "model"
 
-    def __init__(self, name: str, params=None, derived=None, vars=None, var_defaults=None):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._defer(args, kwargs)
+        from .. import warm  # the known-good marks of the warm-start cache
+
+        key = warm.check_key("model", self.description)
+        if key is not None and warm.checked(key):
+            return  # parsed without error before: parse on first use
+        with warm.reemitted() as caught:
+            self._force()
+        if key is not None and not caught:
+            warm.mark_checked(key)
+
+    @classmethod
+    def deferred(cls, *args: Any, **kwargs: Any):
+        """The model of these arguments, parsed on first use (the built-in models)."""
+        model = cls.__new__(cls)
+        model._defer(args, kwargs)
+        return model
+
+    def _defer(self, args: tuple, kwargs: dict) -> None:
+        bound = _signature(type(self)).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(arguments)))  # self
+        name = arguments.get("name")
+        if not isinstance(name, str) or not name:
+            raise ModelError("a model needs a name")
+        d = self.__dict__
+        d["_args"], d["_arguments"], d["_pending"] = (args, kwargs), arguments, True
+        d["name"] = name
+
+    def _force(self) -> None:
+        """Parse now (once): what a first use of a parsed attribute does."""
+        d = self.__dict__
+        if not d.get("_pending"):
+            return
+        d["_pending"] = False
+        args, kwargs = d["_args"]
+        try:
+            type(self)._parse(self, *args, **kwargs)
+        except BaseException:
+            d["_pending"] = True  # the next use reports it again
+            raise
+
+    def __getattr__(self, attr: str):
+        # only attributes not set yet come here: the parsed ones of a model not parsed yet
+        if attr.startswith("__") or not self.__dict__.get("_pending"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        self._force()
+        return getattr(self, attr)
+
+    @property
+    def description(self):
+        """The model as given, canonical and JSON-able (see :func:`spikeforge.warm.normalise`):
+        the class and every argument; None when an argument cannot be written down (a
+        callable, an object of the user's own class) or the class is not spikeforge's."""
+        d = self.__dict__
+        if "_description" not in d:
+            from .. import warm
+
+            cls = type(self)
+            d["_description"] = None if not cls.__module__.startswith("spikeforge.") else warm.normalise(
+                [f"{cls.__module__}.{cls.__qualname__}", d["_arguments"]])
+        return d["_description"]
+
+    def _parse(self, name: str, params=None, derived=None, vars=None, var_defaults=None):
+        from .expressions import ParseContext, RandomCounter, parse_expression
+        from .subexpressions import Subexpressions
+
         if not isinstance(name, str) or not name:
             raise ModelError("a model needs a name")
         self.name = name
@@ -54,7 +136,7 @@ class Model:
         if clash:
             raise ModelError(f"{', '.join(sorted(clash))} is both a parameter and a variable", name, "vars")
         ctx = ParseContext(name, set(self.params) | {"dt"}, random_allowed=False)
-        self.derived: dict[str, sympy.Expr] = {}
+        self.derived: dict[str, Any] = {}  # name -> sympy expression
         self.derived_source: dict[str, str] = {}
         for d, text in (derived or {}).items():
             _check_name(d, name, "derived", "derived parameter")
@@ -72,6 +154,8 @@ class Model:
         return set(self.params) | set(self.derived) | set(BUILTIN_NAMES)
 
     def context(self, extra=(), random_allowed=True) -> ParseContext:
+        from .expressions import ParseContext
+
         known = self.constant_names() | set(self.vars) | set(extra) | set(self.subexpressions)
         return ParseContext(self.name, known, random_allowed, self.counter)
 
@@ -81,6 +165,8 @@ class Model:
         taken = {**{p: "a parameter" for p in self.params}, **{d: "a derived parameter" for d in self.derived},
                  **{v: "a variable" for v in self.vars}, **{x: "an input" for x in extra}, **(taken or {})}
         known = self.constant_names() | set(self.vars) | set(extra) | (set(taken) - set(BUILTIN_NAMES))
+        from .subexpressions import parse_subexpressions
+
         self.subexpressions = parse_subexpressions(
             spec, self.name, known, taken,
             lambda n: _check_name(n, self.name, f"subexpressions.{n}" if isinstance(n, str) else "subexpressions",

@@ -14,7 +14,7 @@ from .variables import Var
 
 # -- neurons ----------------------------------------------------------------------------
 
-LIF = NeuronModel(
+LIF = NeuronModel.deferred(
     "lif",
     params={"tau_m": 20.0, "v_rest": -65.0, "v_reset": -65.0, "v_th": -50.0, "r_m": 1.0, "t_ref": 0.0},
     vars={"v": -65.0},
@@ -26,7 +26,7 @@ LIF = NeuronModel(
            "i_syn": "nA"},
 )
 
-ALIF = NeuronModel(
+ALIF = NeuronModel.deferred(
     "alif",
     params={"tau_m": 20.0, "tau_a": 2000.0, "v_th": 0.6, "beta": 0.0174, "r_m": 1.0, "t_ref": 0.0},
     vars={"v": 0.0, "a": 0.0},
@@ -40,7 +40,7 @@ ALIF = NeuronModel(
     units={"tau_m": "ms", "tau_a": "ms", "t_ref": "ms"},  # voltages in the units of v_th (e-prop: v_th = 0.6)
 )
 
-LIF_SUBTRACTIVE = NeuronModel(
+LIF_SUBTRACTIVE = NeuronModel.deferred(
     "lif_subtractive",
     params={"tau_m": 20.0, "v_th": 0.6, "r_m": 1.0},
     vars={"v": 0.0},
@@ -51,7 +51,7 @@ LIF_SUBTRACTIVE = NeuronModel(
 )
 """LIF with reset by subtraction and no refractoriness: the hidden neuron of e-prop's LSNNs."""
 
-QIF = NeuronModel(
+QIF = NeuronModel.deferred(
     "qif",
     params={"tau_m": 10.0, "v_th": 100.0, "v_reset": -100.0, "r_m": 1.0},
     vars={"v": 0.0},
@@ -63,7 +63,7 @@ QIF = NeuronModel(
 """The quadratic integrate-and-fire neuron in its normal form; with v_th = -v_reset large it
 approaches the theta neuron (the event backend solves it in that phase form)."""
 
-IZHIKEVICH = NeuronModel(
+IZHIKEVICH = NeuronModel.deferred(
     "izhikevich",
     params={"a": 0.02, "b": 0.2, "c": -65.0, "d": 8.0},
     vars={"v": -65.0, "u": -13.0},
@@ -76,7 +76,7 @@ IZHIKEVICH = NeuronModel(
     units={"a": "1/ms", "c": "mV", "v": "mV"},  # u, b, d and i_syn in Izhikevich's mixed units: plain numbers
 )
 
-LEAKY_INTEGRATOR = NeuronModel(
+LEAKY_INTEGRATOR = NeuronModel.deferred(
     "leaky_integrator",
     params={"tau_m": 20.0, "bias": 0.0},
     vars={"v": 0.0},
@@ -84,7 +84,7 @@ LEAKY_INTEGRATOR = NeuronModel(
     units={"tau_m": "ms"},
 )
 
-LEAKY_READOUT = NeuronModel(
+LEAKY_READOUT = NeuronModel.deferred(
     "leaky_readout",
     params={"tau_m": 20.0, "bias": 0.0},
     vars={"v": 0.0},
@@ -96,7 +96,7 @@ LEAKY_READOUT = NeuronModel(
 (bias + i_syn)`` with ``kappa = exp(-dt / tau_m)``: the readout of e-prop networks (its
 arithmetic is the one the training kernels' gradients assume)."""
 
-VALUE_INPUT = NeuronModel(
+VALUE_INPUT = NeuronModel.deferred(
     "value_input",
     params={"x": 0.0},
     vars={"value": 0.0},
@@ -107,7 +107,7 @@ VALUE_INPUT = NeuronModel(
 a value other than 0 sends it (``value_pre`` in the synapse code; see ``SCALED``), 0 sends
 nothing. Spike trains are values 0 and 1; latency or rate encodings any real numbers."""
 
-POISSON = NeuronModel(
+POISSON = NeuronModel.deferred(
     "poisson",
     params={},
     vars={"rate": 10.0},  # Hz, per neuron and batch instance
@@ -115,11 +115,11 @@ POISSON = NeuronModel(
     units={"rate": "Hz"},
 )
 
-SPIKE_SOURCE_ARRAY = SpikeSourceArrayModel()
+SPIKE_SOURCE_ARRAY = SpikeSourceArrayModel.deferred()
 
 # -- postsynaptic -----------------------------------------------------------------------
 
-EXP_CURR = PostsynapticModel(
+EXP_CURR = PostsynapticModel.deferred(
     "exp_curr",
     params={"tau_syn": 5.0},
     vars={"x": 0.0},
@@ -133,23 +133,23 @@ def delta_curr(target: str = "v") -> PostsynapticModel:
     """Each delivered input jumps the neuron variable ``target`` (default ``v``) at once."""
     if not isinstance(target, str) or not target.isidentifier():
         raise ModelError(f"target must be a variable name, got {target!r}", "delta", "target")
-    return PostsynapticModel("delta", apply=f"{target} += in_syn", units={"in_syn": f"target.{target}"})
+    return PostsynapticModel.deferred("delta", apply=f"{target} += in_syn", units={"in_syn": f"target.{target}"})
 
 
 DELTA_CURR = delta_curr()
 
-ONE_STEP_CURR = PostsynapticModel("one_step_curr", apply="i_syn += in_syn", units={"in_syn": "target.i_syn"})
+ONE_STEP_CURR = PostsynapticModel.deferred("one_step_curr", apply="i_syn += in_syn", units={"in_syn": "target.i_syn"})
 """The input delivered in a step is the target's ``i_syn`` for the next step only (the sum of the
 weights of the spikes that arrived): the synaptic input of e-prop networks."""
 
 # -- weight update ----------------------------------------------------------------------
 
-STATIC = WeightUpdateModel("static", vars={"w": 0.0}, on_pre="post_input += w", units={"w": "post_input"})
+STATIC = WeightUpdateModel.deferred("static", vars={"w": 0.0}, on_pre="post_input += w", units={"w": "post_input"})
 
-SCALED = WeightUpdateModel("scaled", vars={"w": 0.0}, on_pre="post_input += w * value_pre")
+SCALED = WeightUpdateModel.deferred("scaled", vars={"w": 0.0}, on_pre="post_input += w * value_pre")
 """A weight times the presynaptic ``value`` (of a ``value_input`` population): real-valued inputs."""
 
-STATIC_CONSTANT = WeightUpdateModel("static_constant", params={"w": None}, on_pre="post_input += w",
+STATIC_CONSTANT = WeightUpdateModel.deferred("static_constant", params={"w": None}, on_pre="post_input += w",
                                     units={"w": "post_input"})
 
 def stdp(reduce: str = "mean", batched: bool = False) -> WeightUpdateModel:
@@ -160,7 +160,7 @@ def stdp(reduce: str = "mean", batched: bool = False) -> WeightUpdateModel:
     ``batched=True`` gives every instance its own weights instead.
     """
     name = "stdp" if (reduce, batched) == ("mean", False) else ("stdp_batched" if batched else f"stdp_{reduce}")
-    return WeightUpdateModel(
+    return WeightUpdateModel.deferred(
         name,
         params={
             "tau_plus": 20.0,
@@ -191,8 +191,8 @@ STDP = stdp()
 
 # -- current sources --------------------------------------------------------------------
 
-DC = CurrentSourceModel("dc", params={"amp": None}, current="amp", units={"amp": "target.i_syn"})
-NOISE = CurrentSourceModel("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()",
+DC = CurrentSourceModel.deferred("dc", params={"amp": None}, current="amp", units={"amp": "target.i_syn"})
+NOISE = CurrentSourceModel.deferred("noise", params={"mean": 0.0, "sd": 1.0}, current="mean + sd * rand_normal()",
                            units={"mean": "target.i_syn", "sd": "target.i_syn"})
 
 NEURONS = {m.name: m for m in (LIF, LIF_SUBTRACTIVE, QIF, ALIF, IZHIKEVICH, LEAKY_INTEGRATOR, POISSON,

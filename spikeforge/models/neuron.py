@@ -7,7 +7,6 @@ from typing import Any
 
 from ..errors import ModelError
 from .base import Model
-from .expressions import parse_expression, parse_odes, parse_statements, symbol
 
 #: The name of the summed synaptic (and current-source) input a neuron model reads.
 INPUT_NAME = "i_syn"
@@ -45,7 +44,7 @@ class NeuronModel(Model):
     kind = "neuron"
     unit_inputs = (INPUT_NAME,)
 
-    def __init__(
+    def _parse(  # type: ignore[override]  # its own fields; Model._parse takes the shared ones
         self,
         name: str,
         params: dict[str, Any] | Sequence[str] | None = None,
@@ -60,7 +59,9 @@ class NeuronModel(Model):
         subexpressions: dict[str, str] | None = None,
         units: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+        from .expressions import parse_expression, parse_odes, parse_statements, symbol
+
+        super()._parse(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         if INPUT_NAME in self.vars or INPUT_NAME in self.params:
             raise ModelError(f"'{INPUT_NAME}' is reserved for the synaptic input", name, "vars")
         self.add_subexpressions(subexpressions, extra=[INPUT_NAME])
@@ -108,6 +109,8 @@ class NeuronModel(Model):
 
     @property
     def spiking(self) -> bool:
+        if self.__dict__.get("_pending"):  # known without parsing
+            return self.__dict__["_arguments"].get("threshold") is not None
         return self.threshold is not None
 
 
@@ -115,8 +118,8 @@ class SpikeSourceArrayModel(NeuronModel):
     """Emits spikes at times given per neuron and per batch instance (see
     :meth:`spikeforge.runtime.simulation.Simulation.set_spike_times`)."""
 
-    def __init__(self, name="spike_source_array"):
-        Model.__init__(self, name)
+    def _parse(self, name="spike_source_array"):
+        Model._parse(self, name)
         self.odes = []
         self.sim_code = []
         self.threshold = True  # spikes come from the arrays

@@ -24,7 +24,12 @@ from __future__ import annotations
 import keyword
 import re
 
-from .functions import CONSTANTS, FUNCTIONS
+#: The functions and constants of the model language (the keys of ``functions.FUNCTIONS`` and
+#: ``functions.CONSTANTS``), named here so that checking a name needs no sympy.
+_LANGUAGE_FUNCTIONS = frozenset("""
+exp expm1 exprel log log1p sqrt sin cos tan tanh abs min max clip where floor ceil heaviside rand_uniform
+rand_normal rand randn pi
+""".split())
 
 _CXX_KEYWORDS = set("""
 alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t
@@ -75,7 +80,7 @@ def reserved_reason(name: str) -> str | None:
         return f"names beginning with '{prefix}' are reserved for generated code"
     if name in _LANGUAGE:
         return "it is a name of the model language (t, dt, i_syn, in_syn, post_input)"
-    if name in FUNCTIONS or name in CONSTANTS:
+    if name in _LANGUAGE_FUNCTIONS:
         return "it is a function or constant of the model language"
     if name in _CXX_KEYWORDS or keyword.iskeyword(name):
         return "it is a C++ (or Python) keyword"

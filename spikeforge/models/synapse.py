@@ -8,7 +8,6 @@ import re
 
 from ..errors import ModelError, NetworkError
 from .base import Model, _check_name
-from .expressions import parse_expression, parse_odes, parse_statements, split_lines
 from .neuron import INPUT_NAME
 from .variables import make_vars
 
@@ -75,7 +74,7 @@ class WeightUpdateModel(Model):
 
     kind = "weight_update"
 
-    def __init__(
+    def _parse(
         self,
         name,
         params=None,
@@ -94,7 +93,9 @@ class WeightUpdateModel(Model):
         equations=None,
         summed=None,
     ):
-        super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": False})
+        from .expressions import parse_odes, parse_statements
+
+        super()._parse(name, params, derived, vars, var_defaults={"per_element": True, "batched": False})
         self.pre_vars = make_vars(pre_vars, name, "pre_vars", per_element=True, batched=True)
         self.post_vars = make_vars(post_vars, name, "post_vars", per_element=True, batched=True)
         names = [*self.vars, *self.pre_vars, *self.post_vars]
@@ -162,6 +163,8 @@ class WeightUpdateModel(Model):
     def _parse_pathways(self, spec, ctx) -> dict:
         """``on_pre`` given as named pathways (Brian2's ``on_pre={'up': ..., 'down': ...}``):
         name -> parsed statements (subexpressions substituted), in the order written."""
+        from .expressions import parse_statements, split_lines
+
         if not isinstance(spec, dict):
             return {}
         if not spec:
@@ -192,6 +195,8 @@ class WeightUpdateModel(Model):
 
     def _parse_summed(self, spec, ctx) -> dict:
         """``summed``: postsynaptic neuron variable -> expression per synapse (parsed, expanded)."""
+        from .expressions import parse_expression
+
         if spec is None:
             return {}
         if not isinstance(spec, dict):
@@ -262,9 +267,11 @@ class PostsynapticModel(Model):
     kind = "postsynaptic"
     unit_inputs = (IN_SYN_NAME,)
 
-    def __init__(self, name, params=None, vars=None, equations=None, apply=None, derived=None, subexpressions=None,
-                 units=None):
-        super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+    def _parse(self, name, params=None, vars=None, equations=None, apply=None, derived=None, subexpressions=None,
+               units=None):
+        from .expressions import parse_odes
+
+        super()._parse(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         self.declare_units(units)
         self.add_subexpressions(subexpressions, extra=[IN_SYN_NAME])
         self.odes = self.expanded("equations", parse_odes(
@@ -275,6 +282,8 @@ class PostsynapticModel(Model):
     def parse_apply(self, neuron_vars, as_written=False):
         """The ``apply`` statements, checked against the target neuron's variables (with the
         model's subexpressions substituted, unless ``as_written``)."""
+        from .expressions import parse_statements
+
         allowed = set(self.vars) | {INPUT_NAME} | set(neuron_vars)
         ctx = self.context([IN_SYN_NAME, INPUT_NAME, *neuron_vars])
         stmts = parse_statements(self.apply_source, ctx, "apply", allowed)
@@ -296,11 +305,12 @@ class CurrentSourceModel(Model):
 
     kind = "current_source"
 
-    def __init__(self, name, params=None, vars=None, current="0", equations=None, derived=None,
-                 subexpressions=None, units=None):
-        super().__init__(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
+    def _parse(self, name, params=None, vars=None, current="0", equations=None, derived=None,
+               subexpressions=None, units=None):
+        from .expressions import parse_expression, parse_odes
+
+        super()._parse(name, params, derived, vars, var_defaults={"per_element": True, "batched": True})
         self.declare_units(units)
-        from .expressions import parse_expression
 
         self.add_subexpressions(subexpressions)
         self.odes = self.expanded("equations", parse_odes(
