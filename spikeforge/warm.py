@@ -488,6 +488,34 @@ class StoredNetwork:
 # --------------------------------------------------------------------------- the cache
 
 
+
+def _read_entry(text: str, entry: Path, key: str):
+    """The data and the library source of an entry (``entry.json``'s ``text``), each checked
+    against its checksum; None when the compile cache no longer has the library. Raises
+    ValueError for an entry that is damaged or another key's."""
+    meta = json.loads(text)
+    if meta.get("format") != WARM_FORMAT_VERSION or meta.get("key") != key:
+        raise ValueError("format or key mismatch")
+    if _digest(meta["data"]) != meta["data_sha256"]:
+        raise ValueError("the stored spec does not match its checksum")
+    blob = (entry / "arrays.npz").read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
+        raise ValueError("arrays.npz does not match its checksum")
+    source = cached_source(meta["library_key"])
+    if source is None or hashlib.sha256(source.encode()).hexdigest() != meta["source_sha256"]:
+        return None
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    return _unpack(meta["data"], arrays), source
+
+
+def _check_sizes(spec, params: dict, host_vars: list, batch_size: int) -> None:
+    """Every stored value array has the size of its array in ``spec``."""
+    by_name = {a.name: a for a in spec.arrays}
+    for name, values in [*params.items(), *host_vars]:
+        if np.asarray(values).size != int(np.prod(by_name[name].shape(batch_size))):
+            raise ValueError(f"stored values of {name!r} have the wrong size")
+
 class WarmStart:
     """The warm-start entry of one ``spikeforge run``: :meth:`load` on every run,
     :meth:`store` after a cold build."""
@@ -525,27 +553,14 @@ class WarmStart:
             return None
 
     def _read(self, text: str):
-        meta = json.loads(text)
-        if meta.get("format") != WARM_FORMAT_VERSION or meta.get("key") != self.key:
-            raise ValueError("format or key mismatch")
-        if _digest(meta["data"]) != meta["data_sha256"]:
-            raise ValueError("the stored spec does not match its checksum")
-        blob = (self.entry / "arrays.npz").read_bytes()
-        if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
-            raise ValueError("arrays.npz does not match its checksum")
-        source = cached_source(meta["library_key"])
-        if source is None or hashlib.sha256(source.encode()).hexdigest() != meta["source_sha256"]:
+        found = _read_entry(text, self.entry, self.key)
+        if found is None:
             return None  # the compile cache lost the library: a miss, not damage
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        data = _unpack(meta["data"], arrays)
+        data, source = found
         facts, run = data["network"], data["run"]
         spec = _spec_from(data["spec"])
         params, host_vars = data["params"], [tuple(v) for v in data["vars"]]
-        by_name = {a.name: a for a in spec.arrays}
-        for name, values in [*params.items(), *host_vars]:
-            if np.asarray(values).size != int(np.prod(by_name[name].shape(int(facts["batch_size"])))):
-                raise ValueError(f"stored values of {name!r} have the wrong size")
+        _check_sizes(spec, params, host_vars, int(facts["batch_size"]))
         net = StoredNetwork(facts, spec, source, (params, host_vars), self.path, self.options, self.entry)
         cfg = StoredRunConfig(run["duration"], run["backend"], None if run["save"] is None else Path(run["save"]),
                               run["spike_inputs"])
@@ -700,30 +715,17 @@ class NetworkWarmStart(WarmStart):
         return sim
 
     def _read_network(self, text: str, net):
-        meta = json.loads(text)
-        if meta.get("format") != WARM_FORMAT_VERSION or meta.get("key") != self.key:
-            raise ValueError("format or key mismatch")
-        if _digest(meta["data"]) != meta["data_sha256"]:
-            raise ValueError("the stored spec does not match its checksum")
-        blob = (self.entry / "arrays.npz").read_bytes()
-        if hashlib.sha256(blob).hexdigest() != meta["arrays_sha256"]:
-            raise ValueError("arrays.npz does not match its checksum")
-        source = cached_source(meta["library_key"])
-        if source is None or hashlib.sha256(source.encode()).hexdigest() != meta["source_sha256"]:
+        found = _read_entry(text, self.entry, self.key)
+        if found is None:
             return None, None, None  # the compile cache lost the library: a miss, not damage
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        data = _unpack(meta["data"], arrays)
+        data, source = found
         spec = _spec_from(data["spec"], stored_spec_class())
         spec.__dict__["_network"] = net
         self._said = [(int(level), str(text)) for level, text in data.get("log", [])]
         if spec.name != net.name or int(data["batch_size"]) != int(net.batch_size):
             raise ValueError("the entry is of another network")
         params, host_vars = data["params"], [tuple(v) for v in data["vars"]]
-        by_name = {a.name: a for a in spec.arrays}
-        for name, values in [*params.items(), *host_vars]:
-            if np.asarray(values).size != int(np.prod(by_name[name].shape(int(net.batch_size)))):
-                raise ValueError(f"stored values of {name!r} have the wrong size")
+        _check_sizes(spec, params, host_vars, int(net.batch_size))
         return spec, source, (params, host_vars)
 
     def store(self, sim, said=()) -> bool:

@@ -30,27 +30,36 @@ HEAVY = ("sympy", "jinja2")
 #: A CUBA-like network made in Python, with a model of its own, values per neuron and per
 #: synapse given as arrays, drawn and listed connectivity, a current source and a recorded
 #: variable; argv[1]: where to write what it computed, argv[2]: the changes (JSON).
+#: The network of the tests, as a script writes it (the model made each time).
+MAKE = """
+def make(**change):
+    leaky = NeuronModel("leaky", params={"tau_m": 20.0, "v_th": -50.0, "v_reset": -65.0}, vars={"v": -65.0},
+                        equations=change.get("eq", "dv/dt = (-65 - v + i_syn) / tau_m"), threshold="v > v_th",
+                        reset="v = v_reset")
+    net = Network("warm_py", dt=0.5, batch_size=2, seed=change.get("seed", 3))
+    net.add_population("exc", 40, leaky, params={"tau_m": np.linspace(15.0, 25.0, 40)},
+                       init={"v": {"uniform": [-65.0, -50.0]}}, record_spikes=True)
+    net.add_population("inh", 10, LIF, params={"v_rest": -60.0}, record_spikes=True)
+    net.add_projection("ee", "exc", "exc", STATIC, EXP_CURR, FixedProbability(change.get("p", 0.2)),
+                       wu_init={"w": 2.0})
+    net.add_projection("ei", "exc", "inh", STATIC, EXP_CURR, FromList([0, 1, 2, 3], [0, 3, 6, 9]),
+                       wu_init={"w": np.array(change.get("w", [30.0, 31.0, 32.0, 33.0]))})
+    net.add_current_source("drive", "exc", DC, params={"amp": change.get("amp", 20.0)})
+    net.record_var("exc", "v", neurons=[0, 1, 2], every=2)
+    return net
+"""
+
+#: A CUBA-like network made in Python (MAKE), with a model of its own, values per neuron and
+#: per synapse given as arrays, drawn and listed connectivity, a current source and a recorded
+#: variable; argv[1]: where to write what it computed, argv[2]: the changes (JSON).
 SCRIPT = """
 import json, sys
 import numpy as np
 from spikeforge import Network, NeuronModel
 from spikeforge.models import DC, EXP_CURR, LIF, STATIC
 from spikeforge.network import FixedProbability, FromList
-
-change = json.loads(sys.argv[2])
-leaky = NeuronModel("leaky", params={"tau_m": 20.0, "v_th": -50.0, "v_reset": -65.0}, vars={"v": -65.0},
-                    equations=change.get("eq", "dv/dt = (-65 - v + i_syn) / tau_m"), threshold="v > v_th",
-                    reset="v = v_reset")
-net = Network("warm_py", dt=0.5, batch_size=2, seed=change.get("seed", 3))
-net.add_population("exc", 40, leaky, params={"tau_m": np.linspace(15.0, 25.0, 40)},
-                   init={"v": {"uniform": [-65.0, -50.0]}}, record_spikes=True)
-net.add_population("inh", 10, LIF, params={"v_rest": -60.0}, record_spikes=True)
-net.add_projection("ee", "exc", "exc", STATIC, EXP_CURR, FixedProbability(change.get("p", 0.2)),
-                   wu_init={"w": 2.0})
-net.add_projection("ei", "exc", "inh", STATIC, EXP_CURR, FromList([0, 1, 2, 3], [0, 3, 6, 9]),
-                   wu_init={"w": np.array(change.get("w", [30.0, 31.0, 32.0, 33.0]))})
-net.add_current_source("drive", "exc", DC, params={"amp": change.get("amp", 20.0)})
-net.record_var("exc", "v", neurons=[0, 1, 2], every=2)
+""" + MAKE + """
+net = make(**json.loads(sys.argv[2]))
 sim = net.build(threads=1)
 sim.run(60.0)
 out = {f"{p}_{k}_{n}": a for p in ("exc", "inh") for k, spikes in enumerate(sim.spikes(p))
@@ -87,22 +96,10 @@ def assert_same(a: dict, b: dict) -> None:
 # --------------------------------------------------------------------------- in this process
 
 
-def make(**change) -> Network:
-    """The network of SCRIPT, here (the model made each time, as a script does)."""
-    leaky = NeuronModel("leaky", params={"tau_m": 20.0, "v_th": -50.0, "v_reset": -65.0}, vars={"v": -65.0},
-                        equations=change.get("eq", "dv/dt = (-65 - v + i_syn) / tau_m"), threshold="v > v_th",
-                        reset="v = v_reset")
-    net = Network("warm_py", dt=0.5, batch_size=2, seed=change.get("seed", 3))
-    net.add_population("exc", 40, leaky, params={"tau_m": np.linspace(15.0, 25.0, 40)},
-                       init={"v": {"uniform": [-65.0, -50.0]}}, record_spikes=True)
-    net.add_population("inh", 10, LIF, params={"v_rest": -60.0}, record_spikes=True)
-    net.add_projection("ee", "exc", "exc", STATIC, EXP_CURR, FixedProbability(change.get("p", 0.2)),
-                       wu_init={"w": 2.0})
-    net.add_projection("ei", "exc", "inh", STATIC, EXP_CURR, FromList([0, 1, 2, 3], [0, 3, 6, 9]),
-                       wu_init={"w": np.array(change.get("w", [30.0, 31.0, 32.0, 33.0]))})
-    net.add_current_source("drive", "exc", DC, params={"amp": change.get("amp", 20.0)})
-    net.record_var("exc", "v", neurons=[0, 1, 2], every=2)
-    return net
+_space: dict = {"NeuronModel": NeuronModel, "Network": Network, "np": np, "LIF": LIF, "STATIC": STATIC,
+                "EXP_CURR": EXP_CURR, "DC": DC, "FixedProbability": FixedProbability, "FromList": FromList}
+exec(MAKE, _space)  # the same function the script defines
+make = _space["make"]
 
 
 def test_descriptions_spell_out_types_and_refuse_what_they_cannot_write():
