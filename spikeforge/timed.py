@@ -78,9 +78,11 @@ class TimedArray:
         """Whether ``other`` fits the generated code made for this array."""
         return self.width == other.width and self.batched == other.batched
 
-    def timing(self, sim_dt: float) -> np.ndarray:
-        """[steps per row, rows]: what the generated code needs to find the row of a step."""
-        return np.array([self.dt / sim_dt, float(self.rows)], dtype=np.float64)
+    def timing(self, sim_dt: float, first_row: int = 0) -> np.ndarray:
+        """[steps per row, rows, first row]: what the generated code needs to find the row of a
+        step, when the array holds the rows ``first_row`` .. ``first_row + rows - 1`` of the
+        input (a long input fed in parts)."""
+        return np.array([self.dt / sim_dt, float(self.rows), float(first_row)], dtype=np.float64)
 
 
 def steps_for_duration(duration: float, dt: float) -> int:

@@ -156,6 +156,22 @@ def test_blocks_of_steps_equal_numpy_eprop():
             EpropCompiler(block_steps=bad)
 
 
+def test_input_fed_in_parts_equals_numpy_eprop(monkeypatch):
+    """A trial longer than the input the kernels hold is fed in parts: with parts of 7 steps
+    the 40 steps run as 6 parts (the last of 5), the caller's float32 array read in place,
+    and the gradients equal the reference, as in one part."""
+    from spikeforge.training import compiler as compiler_module
+
+    monkeypatch.setattr(compiler_module, "INPUT_CHUNK_STEPS", 7)
+    x, mask, target, weights = _problem(5, 3, "xent", real_valued=False)
+    ref = _reference("lif_subtractive", x, mask, target, weights, "xent")
+    compiled = EpropCompiler(loss="xent").compile(
+        _network("lif_subtractive", 3, weights), inputs="inp", hidden="hid", readout="out",
+        trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"], n_steps=T)
+    assert compiled.spec.array("inp_x_timed").data.shape[0] == 7  # the kernels hold 7 steps of input
+    _same_run(compiled.run_batch(x.astype(np.float32), mask, labels=target), ref, 3, "input in parts of 7")
+
+
 @pytest.mark.slow
 def test_feedforward_and_float_equal_numpy_eprop():
     """Without a recurrent projection (an EpropConfig's recurrent=False), and in single

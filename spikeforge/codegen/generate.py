@@ -581,8 +581,9 @@ class Generator:
                     "timed_input", None, comment=f"timed input {param[1]}: [row]{'[batch]' if ta.batched else ''}"
                     f"[{'neuron' if ta.width > 1 else 'one value'}]", data=ta.values)),
                 self.add_array(ArraySpec(
-                    f"{p.name}_{param[1]}_timing", p.name, f"_{param[1]}_timing", "double", 2, False,
-                    "timed_input", None, comment=f"timed input {param[1]}: steps per row, rows",
+                    f"{p.name}_{param[1]}_timing", p.name, f"_{param[1]}_timing", "double", 3, False,
+                    "timed_input", None,
+                    comment=f"timed input {param[1]}: steps per row, rows held, the first row's index",
                     data=ta.timing(self.net.dt))))
         out["flags"] = self.add_array(ArraySpec(
             f"{p.name}_spiked", p.name, "_spiked", "uint8", (p.size + 63) // 64 * 64, True, "scratch", Constant(0),
@@ -1003,11 +1004,12 @@ class Generator:
         for name, (values, timing) in timed.items():
             t = f"_{timing.name}"
             w.constants.append(Line(
-                f"const double _{name}_at = ((double)_step + {ROW_TOLERANCE_STEPS!r}) / {t}[0];",
-                f"timed input {name}: t / array dt, in rows"))
+                f"const double _{name}_at = ((double)_step + {ROW_TOLERANCE_STEPS!r}) / {t}[0] - {t}[2];",
+                f"timed input {name}: t / array dt, in rows, counted from the first row held"))
             w.constants.append(Line(
-                f"const uint64_t _{name}_row = _{name}_at < {t}[1] - 1.0 ? (uint64_t)_{name}_at : "
-                f"(uint64_t){t}[1] - 1u;", f"timed input {name}: row floor(t / array dt), the last after the end"))
+                f"const uint64_t _{name}_row = _{name}_at < {t}[1] - 1.0 ? "
+                f"(_{name}_at > 0.0 ? (uint64_t)_{name}_at : 0u) : (uint64_t){t}[1] - 1u;",
+                f"timed input {name}: row floor(t / array dt), the last after the end"))
             row = f"(size_t)_{name}_row * _B + _b" if values.batched else f"(size_t)_{name}_row"
             column = "_i" if values.size > 1 else "0"
             lines.append(Line(f"const scalar {name} = _{values.name}[({row}) * {values.size}u + {column}];",

@@ -52,6 +52,10 @@ from ..models.variables import Constant
 from ..timed import TimedArray
 from .objectives import HYPER_SIZE, Adam, Loss, Optimiser, make_feedback, make_loss, make_readout
 
+#: Steps of a trial's input the kernels hold at a time: a longer trial's input is converted to
+#: the kernels' precision and handed over in parts of this many steps, so the memory a trial
+#: needs beside the caller's array does not grow with its length.
+INPUT_CHUNK_STEPS = 256
 
 @dataclass
 class _Plan:
@@ -298,8 +302,9 @@ class EpropCompiler:
         plan = self._plan(network, inputs, hidden, readout, trainable, n_steps)
         net = copy.copy(network)  # the caller's network stays as it was: the input array is ours
         net.timed_inputs = dict(network.timed_inputs)
+        # the input array of the kernels holds INPUT_CHUNK_STEPS steps; a longer trial is fed in parts
         net.timed_inputs[(plan.inputs.name, "x")] = TimedArray(
-            np.zeros((n_steps, network.batch_size, plan.inputs.size)), network.dt)
+            np.zeros((min(n_steps, INPUT_CHUNK_STEPS), network.batch_size, plan.inputs.size)), network.dt)
         derivs = {}  # per hidden population that learns: its model's e-prop factors
         for h in plan.learning:
             derivs[h.name] = derive(h.model, self._constants(h), surrogate=self.surrogate, gamma=self.gamma)
@@ -815,13 +820,17 @@ class CompiledEprop:
         self.simulation = Simulation(network, backend=backend, threads=threads, spec=spec, on_nonfinite="ignore",
                                      progress=False, **backend_options)
         self.backend = self.simulation.backend
-        # a trial in one call of the generated run loop: the planner's first chunks (1, 4, 16, ...
-        # steps, sized to keep Ctrl-C responsive in long simulations) would each enter the run
-        # loop and pay for a thread team, and chunks that short run step by step, every kernel
-        # of every step on its own team. A whole trial is one thread team, each thread running
-        # whole instances (a device backend that replays graphs keeps its own chunks).
+        # a part of a trial (up to INPUT_CHUNK_STEPS steps, the input the kernels hold) in one
+        # call of the generated run loop: the planner's first chunks (1, 4, 16, ... steps, sized
+        # to keep Ctrl-C responsive in long simulations) would each enter the run loop and pay for
+        # a thread team, and chunks that short run step by step, every kernel of every step on its
+        # own team. A part is one thread team, each thread running whole instances (a device
+        # backend that replays graphs keeps its own chunks).
         if getattr(self.backend, "step_granularity", 1) == 1:
-            self.simulation.chunk_steps = plan.n_steps
+            self.simulation.chunk_steps = min(plan.n_steps, INPUT_CHUNK_STEPS)
+        # the input of one part, in the kernels' precision (run_batch reads the caller's array in place)
+        self._input_part = np.zeros((min(plan.n_steps, INPUT_CHUNK_STEPS), self.batch_size, plan.inputs.size),
+                                    dtype=np.float32 if network.precision == "float" else np.float64)
         self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0
         self.derivations: dict = {}  # learning hidden population -> its model's e-prop factors
@@ -881,13 +890,16 @@ class CompiledEprop:
         them (the same inputs, initial state and random numbers: the same trajectory, checked
         bit for bit)."""
         p, T, B = self.plan, self.plan.n_steps, self.batch_size
-        x = np.asarray(x, dtype=float)
+        x = np.asarray(x)  # read in place, a part at a time (_trial): no copy of the whole sequence
+        if x.dtype.kind not in "biuf":
+            x = np.asarray(x, dtype=float)
         if x.shape != (T, B, p.inputs.size):
             raise NetworkError(f"inputs must have shape {(T, B, p.inputs.size)}, got {x.shape}")
         mask = np.asarray(mask, dtype=float)
         if mask.shape != (T,):
             raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(mask))):
+        finite = all(np.isfinite(x[t:t + INPUT_CHUNK_STEPS]).all() for t in range(0, T, INPUT_CHUNK_STEPS))
+        if not (finite and np.all(np.isfinite(mask))):
             raise NetworkError("inputs and mask must be finite")
         readout, K = self.readout, p.readout.size
         if not readout.aggregated:
@@ -911,11 +923,18 @@ class CompiledEprop:
         sim.reset()
         for name, v in kept.items():
             self.backend.push(name, v)
-        sim.set_timed_input(p.inputs.name, "x", (x, self.network.dt))
         self.backend.push("eprop_mask", mask)
         self.backend.push("eprop_learn", np.array([int(bool(learn))], dtype=np.uint32))
         self.kernel_loss.feed(self.backend, B, p.readout.size, T, labels, targets)
-        sim.run(steps=T)
+        # the input in parts of up to INPUT_CHUNK_STEPS steps, each converted into the one array
+        # the kernels read (timing: one step per row, the rows held, the first row's step)
+        part, name = self._input_part, p.inputs.name
+        for t0 in range(0, T, len(part)):
+            n = min(len(part), T - t0)
+            part[:n] = x[t0:t0 + n]
+            self.backend.push(f"{name}_x_timed", part)
+            self.backend.push(f"{name}_x_timing", np.array([1.0, float(n), float(t0)]))
+            sim.run(steps=n)
         counts = [self.backend.pull(f"{h.name}_eprop_count") for h in p.hidden]
         out = {"y": self.backend.pull("eprop_y"), "loss": self.backend.pull("eprop_loss").reshape(B),
                "hidden_spikes": np.concatenate(counts, axis=1)}
