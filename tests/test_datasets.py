@@ -424,3 +424,24 @@ def test_load_shd_errors(tmp_path):
     write_shd(label, SHD_TIMES, SHD_UNITS, [0, 1, 20])
     with pytest.raises(ValueError, match="label 20 of sample 2"):
         load_shd(label)
+
+
+@pytest.mark.parametrize("counts", [False, True])
+def test_a_lazy_raster_bins_each_range_of_steps_as_the_dense_array(counts):
+    rng = np.random.default_rng(7)
+    n, steps = 6, 40
+    times = rng.uniform(0.0, steps * 1.0, 300)
+    ids = rng.integers(0, 5, 300)
+    offsets = np.concatenate([[0], np.sort(rng.integers(0, 300, n - 1)), [300]])
+    data = SpikeDataset(times, ids, offsets, n_inputs=5, n_outputs=2, duration=steps * 1.0, dt=1.0,
+                        labels=np.arange(n) % 2)
+    dense = data.to_dense(counts=counts).x
+    raster = data.to_dense(counts=counts, lazy=True).x
+    assert raster.shape == dense.shape and raster.dtype == dense.dtype
+    assert dense.max() > (1 if counts else 0)  # several spikes in one step and channel count, when asked
+    np.testing.assert_array_equal(np.asarray(raster), dense)
+    for t0, t1 in ((0, 7), (7, 40), (35, 99), (12, 12)):
+        np.testing.assert_array_equal(raster[t0:t1], dense[t0:t1])
+    padded = np.asarray(raster.with_batch(n + 3))
+    np.testing.assert_array_equal(padded[:, :n], dense)
+    assert not padded[:, n:].any()

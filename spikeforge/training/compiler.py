@@ -890,7 +890,10 @@ class CompiledEprop:
         them (the same inputs, initial state and random numbers: the same trajectory, checked
         bit for bit)."""
         p, T, B = self.plan, self.plan.n_steps, self.batch_size
-        x = np.asarray(x)  # read in place, a part at a time (_trial): no copy of the whole sequence
+        # read in place, a part at a time (_trial): no copy of the whole sequence (a SpikeRaster
+        # is binned part by part)
+        if not hasattr(x, "with_batch"):
+            x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             x = np.asarray(x, dtype=float)
         if x.shape != (T, B, p.inputs.size):

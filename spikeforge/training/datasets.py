@@ -31,6 +31,7 @@ __all__ = [
     "SpikeSample",
     "SpikeDataset",
     "DenseBatch",
+    "SpikeRaster",
     "evidence_accumulation",
     "pattern_generation",
     "normalized_mse",
@@ -68,13 +69,14 @@ class SpikeSample:
 class DenseBatch(NamedTuple):
     """What :meth:`SpikeDataset.to_dense` returns; unpacks as ``x, y, mask``.
 
-    ``x``: float32 ``(n_steps, batch, n_inputs)`` spikes binned at ``dt``.
+    ``x``: float32 ``(n_steps, batch, n_inputs)`` spikes binned at ``dt`` (a
+    :class:`SpikeRaster` that bins on reading, with ``to_dense(lazy=True)``).
     ``y``: int64 ``(batch,)`` labels (classification) or float32
     ``(n_steps, batch, n_outputs)`` targets (regression).
     ``mask``: bool ``(n_steps,)``, True on the steps of the readout window.
     """
 
-    x: np.ndarray
+    x: np.ndarray | SpikeRaster
     y: np.ndarray
     mask: np.ndarray
 
@@ -82,6 +84,49 @@ class DenseBatch(NamedTuple):
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+class SpikeRaster:
+    """A batch's spikes as the float32 ``(n_steps, batch, n_inputs)`` raster that
+    :meth:`SpikeDataset.to_dense` returns, binned a range of steps at a time: ``r[t0:t1]``
+    is the array of steps ``t0 .. t1 - 1`` alone, so a training run that reads its input a
+    part at a time never holds the whole raster (``np.asarray(r)`` makes it whole)."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, steps: np.ndarray, owner: np.ndarray, ids: np.ndarray, shape: tuple, counts: bool):
+        order = np.argsort(steps, kind="stable")
+        self._steps, self._owner, self._ids = steps[order], owner[order], ids[order]
+        self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self._counts = counts
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def with_batch(self, batch: int) -> SpikeRaster:
+        """The same spikes in a batch of ``batch`` >= this one's (the extra instances silent)."""
+        return SpikeRaster(self._steps, self._owner, self._ids, (self.shape[0], batch, self.shape[2]), self._counts)
+
+    def _bin(self, t0: int, t1: int) -> np.ndarray:
+        x = np.zeros((t1 - t0, self.shape[1], self.shape[2]), dtype=np.float32)
+        lo, hi = np.searchsorted(self._steps, [t0, t1])
+        where = (self._steps[lo:hi] - t0, self._owner[lo:hi], self._ids[lo:hi])
+        if self._counts:
+            np.add.at(x, where, 1.0)
+        else:
+            x[where] = 1.0
+        return x
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            t0, t1, _ = key.indices(self.shape[0])
+            return self._bin(t0, max(t0, t1))
+        return self._bin(0, self.shape[0])[key]
+
+    def __array__(self, dtype=None, copy=None):
+        x = self._bin(0, self.shape[0])
+        return x if dtype is None else x.astype(dtype, copy=False)
 
 
 class SpikeDataset:
@@ -471,7 +516,8 @@ class SpikeDataset:
 
     # ---- dense conversion -----------------------------------------------------------
 
-    def to_dense(self, samples: Sequence[SpikeSample] | SpikeDataset | None = None, counts: bool = False) -> DenseBatch:
+    def to_dense(self, samples: Sequence[SpikeSample] | SpikeDataset | None = None, counts: bool = False,
+                 lazy: bool = False) -> DenseBatch:
         """Bin ``samples`` (default: the whole data set) at ``dt``, time-major.
 
         A spike at ``s`` ms goes into step ``floor(s / dt + 1e-9)`` (clipped to the last
@@ -479,13 +525,17 @@ class SpikeDataset:
         n_inputs)`` of 0/1 (several spikes of one channel in one step count once, unless
         ``counts=True``), ``y`` the int64 labels ``(batch,)`` or float32 targets
         ``(n_steps, batch, n_outputs)``, ``mask`` the bool readout mask ``(n_steps,)``.
+        ``lazy=True``: ``x`` is a :class:`SpikeRaster`, binned a range of steps at a time
+        when read.
         """
         if samples is None:
             samples = self
         samples = list(samples)
         b = len(samples)
         n_steps = self.n_steps
-        x = np.zeros((n_steps, b, self.n_inputs), dtype=np.float32)
+        x = np.zeros((0 if lazy else n_steps, b, self.n_inputs), dtype=np.float32)
+        raster = SpikeRaster(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                             (n_steps, b, self.n_inputs), counts)
         if b:
             lengths = np.array([len(s.times) for s in samples], dtype=np.int64)
             times = np.concatenate([np.asarray(s.times, np.float64) for s in samples])
@@ -494,7 +544,9 @@ class SpikeDataset:
                 raise ValueError(f"to_dense: a spike's input channel is outside [0, n_inputs={self.n_inputs})")
             owner = np.repeat(np.arange(b), lengths)
             steps = np.clip(np.floor(times / self.dt + _EPS).astype(np.int64), 0, n_steps - 1)
-            if counts:
+            if lazy:
+                raster = SpikeRaster(steps, owner, ids, (n_steps, b, self.n_inputs), counts)
+            elif counts:
                 np.add.at(x, (steps, owner, ids), 1.0)
             else:
                 x[steps, owner, ids] = 1.0
@@ -511,7 +563,7 @@ class SpikeDataset:
                 if t.shape != (n_steps, self.n_outputs):
                     raise ValueError(f"to_dense: target of shape {t.shape}, expected ({n_steps}, {self.n_outputs})")
                 y[:, j, :] = t
-        return DenseBatch(x, y, self.readout_mask)
+        return DenseBatch(raster if lazy else x, y, self.readout_mask)
 
 
 # --------------------------------------------------------------------------------------

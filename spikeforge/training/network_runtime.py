@@ -136,6 +136,10 @@ def network_weights(job: NetworkJob) -> dict[str, _Weight]:
 class CompiledRuntime:
     """The trainer's runtime on the compiler's path (see the module docstring)."""
 
+    #: run_batch reads its input a part of the trial at a time (the trainer may hand it a
+    #: SpikeRaster, binned as it is read)
+    reads_input_in_parts = True
+
     def __init__(self, job: NetworkJob, names: dict[str, _Weight], *, threads=None, feedback=None, initial=None):
         self.job, self.names, self.threads = job, names, threads
         self.batch_size = int(job.network.batch_size)
@@ -269,13 +273,15 @@ class CompiledRuntime:
     def _padded(self, x, labels, targets) -> tuple:
         """A minibatch of ``n`` <= the compiled batch, padded with silent instances:
         ``(x, labels, targets, n)``."""
-        x = np.asarray(x)
+        if not hasattr(x, "with_batch"):  # a SpikeRaster is binned as the run reads it
+            x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
         if n > self.batch_size:
             raise NetworkError(f"a batch of {n} instances, but the network was compiled for {self.batch_size}")
         pad = self.batch_size - n
         if pad:
-            x = np.concatenate([x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
+            x = x.with_batch(self.batch_size) if hasattr(x, "with_batch") else np.concatenate(
+                [x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
             if labels is not None:
                 labels = np.concatenate([np.asarray(labels), np.zeros(pad, dtype=np.asarray(labels).dtype)])
             if targets is not None:

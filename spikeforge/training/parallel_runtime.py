@@ -26,6 +26,8 @@ from .spike_rules import make_spike_rule
 class ParallelRuntime(CompiledRuntime):
     """The trainer's runtime for a :class:`~.parallel.ParallelCompiler` job."""
 
+    reads_input_in_parts = False  # the time-parallel method takes the whole sequence at once
+
     def _gradient_array(self, array: str) -> str:
         readout = self._active.layers[-1].name
         if array == f"{readout}_p_bias":

@@ -337,7 +337,9 @@ class Trainer:
     def _run(self, data, samples, learn: bool = True):
         """One minibatch; ``learn=False``: the forward pass only. The per-instance gradients
         stay in the runtime."""
-        x, y, mask = data.to_dense(samples)
+        # a runtime that reads its input a part at a time gets the spikes binned as it reads
+        lazy = getattr(self.runtime, "reads_input_in_parts", False) and hasattr(data, "n_steps")
+        x, y, mask = data.to_dense(samples, lazy=True) if lazy else data.to_dense(samples)
         if self._io.classify:
             out = self.runtime.run_batch(x, mask, labels=y, learn=learn, grads=False)
         else:
