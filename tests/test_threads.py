@@ -205,8 +205,10 @@ def test_small_kernels_start_no_thread_team(team_counts):
 
 @pytest.mark.slow
 def test_large_kernels_still_run_on_a_team(team_counts):
-    # 2048 Poisson neurons x 2 instances: the neuron update is worth a team every step
-    assert team_counts["large_b2"] >= 100
+    # 2048 Poisson neurons x 2 instances, whose STDP weights are shared: a step's work is worth a
+    # team, and the run is one team per call of the run loop (a run's first chunks are short),
+    # meeting at the batch reduction every step, not a team per kernel and step (200 or more)
+    assert 1 <= team_counts["large_b2"] <= 10
 
 
 # ------------------------------------------------------------------- independent instances: one team per run
@@ -296,9 +298,12 @@ def test_every_run_path_gives_identical_results(run_paths):
 
 
 @pytest.mark.slow
-def test_coupled_instances_keep_the_per_step_path(run_paths):
+def test_coupled_instances_run_on_one_team_too(run_paths):
+    """Instances that share learned weights meet every step, at the batch reduction, inside
+    one team per call of the run loop (tests/test_parallel_region.py checks their results);
+    the per-step path started a team per kernel and step (200 or more here)."""
     teams, _ = run_paths
-    assert teams["coupled"] >= 200  # the neuron update (2048 x 4) starts a team at every step
+    assert teams["coupled"] == 1
 
 
 # ------------------------------------------------------------------- results do not depend on threads
