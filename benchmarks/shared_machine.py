@@ -1,6 +1,6 @@
 """Shared-machine behaviour: default threads against one thread while other work runs.
 
-Two scenarios (issue 10, section 4), each timed in fresh worker processes:
+Three scenarios, each timed in fresh worker processes:
 
 * ``stdp``: Song, Miller & Abbott (2000) as in Brian2's STDP example: 1000 Poisson
   inputs at 15 Hz, all-to-all plastic synapses (additive STDP, weights shared, so the
@@ -9,6 +9,9 @@ Two scenarios (issue 10, section 4), each timed in fresh worker processes:
   ``threads=1``. Goal: default within 10 % of one thread.
 * ``cuba``: CUBA (``examples/cuba.yaml``: 4000 LIF neurons, 80 synapses each) at
   batch 8 on 2 threads against 1 thread. Goal: 2 threads no worse than 1.5x one thread.
+* ``stdp_batch``: the ``stdp`` network at batch 8 (``--batch``), its weights shared and
+  learned across the batch, so the instances meet at the batch reduction every step; 2
+  threads against 1 thread, the same goal as ``cuba``.
 
 While each worker runs, ``--competitors`` busy-loop processes (default 1) keep one
 core busy, so the pair is measured on a busy machine by construction (and whatever
@@ -61,7 +64,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_DYNAM
 # --------------------------------------------------------------------------- the networks
 
 
-def song_network(n_inputs: int = 1000, seed: int = 1):
+def song_network(n_inputs: int = 1000, seed: int = 1, batch: int = 1):
     """Song, Miller & Abbott (2000) as written in Brian2's STDP example (dt 0.1 ms)."""
     from spikeforge import models as m
     from spikeforge.models.neuron import NeuronModel
@@ -77,7 +80,7 @@ def song_network(n_inputs: int = 1000, seed: int = 1):
         threshold="v > v_th",
         reset="v = v_reset",
     )
-    net = Network("song2000", dt=0.1, batch_size=1, seed=seed, precision="double")
+    net = Network("song2000", dt=0.1, batch_size=batch, seed=seed, precision="double")
     net.add_population("input", n_inputs, m.POISSON, init={"rate": 15.0})
     net.add_population("neuron", 1, neuron, record_spikes=True)
     stdp = dict(tau_plus=20.0, tau_minus=20.0, a_plus=0.01 * gmax, a_minus=0.01 * 1.05 * gmax, w_min=0.0,
@@ -101,12 +104,13 @@ def worker(cfg: dict) -> dict:
     """Build (cache) and time one run in this process; print one JSON line."""
     import spikeforge
 
-    net = song_network(cfg["n_inputs"]) if cfg["scenario"] == "stdp" else cuba_network(cfg["batch"])
+    net = (cuba_network(cfg["batch"]) if cfg["scenario"] == "cuba"
+           else song_network(cfg["n_inputs"], batch=cfg["batch"]))
     sim = net.build(threads=cfg["threads"])
     cpu0, t0 = time.process_time(), time.perf_counter()
     sim.run(duration=cfg["duration_ms"])
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    times, _ = sim.spikes("neuron" if cfg["scenario"] == "stdp" else "exc")[0]
+    times, _ = sim.spikes("exc" if cfg["scenario"] == "cuba" else "neuron")[0]
     out = {"wall_seconds": wall, "cpu_seconds": cpu, "spikes": len(times), "from_cache": sim.from_cache,
            "spikeforge": str(Path(spikeforge.__file__).parent),
            "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
@@ -155,12 +159,12 @@ def measure(cfg: dict, args) -> dict:
 
 def parse_args(argv=None):
     p = common_parser(__doc__.splitlines()[0])
-    p.add_argument("--scenarios", nargs="+", choices=["stdp", "cuba"], default=["stdp", "cuba"])
+    p.add_argument("--scenarios", nargs="+", choices=["stdp", "cuba", "stdp_batch"], default=["stdp", "cuba"])
     p.add_argument("--duration", type=float, default=10.0,
                    help="biological time of the STDP run in s (default 10); CUBA runs a tenth of it")
     p.add_argument("--cuba-duration", type=float, default=None, help="biological time of the CUBA run in s")
     p.add_argument("--n-inputs", type=int, default=1000, help="Poisson inputs of the STDP network (default 1000)")
-    p.add_argument("--batch", type=int, default=8, help="CUBA batch size (default 8)")
+    p.add_argument("--batch", type=int, default=8, help="batch size of cuba and stdp_batch (default 8)")
     p.add_argument("--repeats", type=int, default=3, help="pairs of runs per scenario; medians (default 3)")
     p.add_argument("--competitors", type=int, default=1, help="busy-loop processes during each run (default 1)")
     p.add_argument("--spikeforge", metavar="PATH", help="run the workers against this spikeforge checkout")
@@ -188,6 +192,10 @@ def _pairs(args) -> list[tuple[str, dict, dict]]:
     if "cuba" in args.scenarios:
         base = dict(scenario="cuba", n_inputs=0, batch=args.batch, duration_ms=args.cuba_duration * 1000)
         pairs.append(("cuba", {**base, "threads": 2}, {**base, "threads": 1}))
+    if "stdp_batch" in args.scenarios:
+        base = dict(scenario="stdp_batch", n_inputs=args.n_inputs, batch=args.batch,
+                    duration_ms=args.cuba_duration * 1000)
+        pairs.append(("stdp_batch", {**base, "threads": 2}, {**base, "threads": 1}))
     return pairs
 
 
@@ -217,8 +225,9 @@ def main(argv=None):
         goal = STDP_GOAL if name == "stdp" else CUBA_GOAL
         med = statistics.median(ratios)
         many_label = "default" if many["threads"] is None else f"{many['threads']} threads"
-        what = (f"STDP Song 2000, {args.n_inputs} inputs, batch 1, {args.duration:g} s" if name == "stdp"
-                else f"CUBA batch {args.batch}, {args.cuba_duration:g} s")
+        what = {"stdp": f"STDP Song 2000, {args.n_inputs} inputs, batch 1, {args.duration:g} s",
+                "stdp_batch": f"STDP Song 2000, {args.n_inputs} inputs, batch {args.batch}, {args.cuba_duration:g} s",
+                "cuba": f"CUBA batch {args.batch}, {args.cuba_duration:g} s"}[name]
         rows.append([label, what, many_label,
                      (">= " if sum(x.get("timed_out", False) for x in runs_many) * 2 > len(runs_many) else "")
                      + fmt_s(statistics.median(x["wall_seconds"] for x in runs_many)),
