@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["cuba_vs_brian2.py", "batch_scaling.py", "size_scaling.py", "cuda_emu_cuba.py", "mpi_scaling.py",
            "eprop_vs_snntorch.py", "parallel_vs_eprop.py", "eprop_learning.py", "ctrl_c_latency.py", "brunel_speed.py",
            "shared_machine.py", "batched_sweep.py", "brunel_sweep.py", "connectivity.py",
-           "brian2_examples.py", "parallel_chunks.py", "engine.py", "event_scaling.py", "event_vs_clock.py"]
+           "brian2_examples.py", "parallel_chunks.py", "engine.py", "event_scaling.py", "event_vs_clock.py",
+           "eprop_layout.py"]
 # the GPU benchmarks default to backend cuda; without a GPU they run on the other two
 GPU_SCRIPTS = [(script, backend) for script in ("gpu_cuba.py", "gpu_eprop_shd.py", "gpu_parallel_shd.py")
                for backend in ("cuda-emu", "cpu")]
