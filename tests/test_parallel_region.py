@@ -50,5 +50,5 @@ def test_the_run_loop_is_one_parallel_region_meeting_at_the_reduction():
     assert region.index("#pragma omp for schedule(static)") < region.index("presynaptic_update_io_instance(")
     assert region.index("presynaptic_update_io_instance(") < region.index("batch_reduce_io_w_delta_part(ctx, _step)")
     # the reduction's loop is shared out by the team that calls it
-    part = source[source.index("static void batch_reduce_io_w_delta_part("):]
+    part = source[source.index("void batch_reduce_io_w_delta_part(sf_context"):]
     assert "#pragma omp for schedule(static)" in part[:part.index("\n}\n")]
