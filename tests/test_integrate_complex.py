@@ -151,7 +151,7 @@ def test_the_generated_code_names_the_complex_case_and_computes_the_propagator_o
     src = sim.source
     assert "complex for q < 0" in src and "sinf(" in src and "sinhf(" in src
     # the propagator is a constant of the step, before the neuron loop; the loop only applies it
-    loop = src[src.index("for (uint32_t _i0 = 0"):]
+    loop = src[src.index("for (uint32_t _i = 0"):]
     assert "sinhf(" not in loop and "_v_k11*" in loop
 
 

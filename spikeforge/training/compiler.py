@@ -901,7 +901,8 @@ class CompiledEprop:
         mask = np.asarray(mask, dtype=float)
         if mask.shape != (T,):
             raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
-        finite = all(np.isfinite(x[t:t + INPUT_CHUNK_STEPS]).all() for t in range(0, T, INPUT_CHUNK_STEPS))
+        finite = hasattr(x, "with_batch") or all(  # a SpikeRaster holds spike counts, finite by construction
+            np.isfinite(x[t:t + INPUT_CHUNK_STEPS]).all() for t in range(0, T, INPUT_CHUNK_STEPS))
         if not (finite and np.all(np.isfinite(mask))):
             raise NetworkError("inputs and mask must be finite")
         readout, K = self.readout, p.readout.size
@@ -932,10 +933,15 @@ class CompiledEprop:
         # the input in parts of up to INPUT_CHUNK_STEPS steps, each converted into the one array
         # the kernels read (timing: one step per row, the rows held, the first row's step)
         part, name = self._input_part, p.inputs.name
+        # a backend whose state is host memory is written into directly (one conversion, no copy)
+        held = self.backend.peek(f"{name}_x_timed") if hasattr(self.backend, "peek") else None
         for t0 in range(0, T, len(part)):
             n = min(len(part), T - t0)
-            part[:n] = x[t0:t0 + n]
-            self.backend.push(f"{name}_x_timed", part)
+            if held is not None:
+                held[:n] = x[t0:t0 + n]
+            else:
+                part[:n] = x[t0:t0 + n]
+                self.backend.push(f"{name}_x_timed", part)
             self.backend.push(f"{name}_x_timing", np.array([1.0, float(n), float(t0)]))
             sim.run(steps=n)
         counts = [self.backend.pull(f"{h.name}_eprop_count") for h in p.hidden]
