@@ -820,6 +820,10 @@ class CompiledEprop:
         self.simulation = Simulation(network, backend=backend, threads=threads, spec=spec, on_nonfinite="ignore",
                                      progress=False, **backend_options)
         self.backend = self.simulation.backend
+        from ..runtime.backends import get_backend
+
+        # the state in host memory (not a device's): the input part is written into it in place
+        self._host_state = not get_backend(backend).device
         # a part of a trial (up to INPUT_CHUNK_STEPS steps, the input the kernels hold) in one
         # call of the generated run loop: the planner's first chunks (1, 4, 16, ... steps, sized
         # to keep Ctrl-C responsive in long simulations) would each enter the run loop and pay for
@@ -934,7 +938,7 @@ class CompiledEprop:
         # the kernels read (timing: one step per row, the rows held, the first row's step)
         part, name = self._input_part, p.inputs.name
         # a backend whose state is host memory is written into directly (one conversion, no copy)
-        held = self.backend.peek(f"{name}_x_timed") if hasattr(self.backend, "peek") else None
+        held = self.backend.peek(f"{name}_x_timed") if self._host_state else None
         for t0 in range(0, T, len(part)):
             n = min(len(part), T - t0)
             if held is not None:
