@@ -50,6 +50,7 @@ from ..models.expressions import symbol
 from ..models.synapse import DELIVER_NAME
 from ..models.variables import Constant
 from ..timed import TimedArray
+from .datasets import SpikeRaster
 from .objectives import HYPER_SIZE, Adam, Loss, Optimiser, make_feedback, make_loss, make_readout
 
 #: Steps of a trial's input the kernels hold at a time: a longer trial's input is converted to
@@ -832,9 +833,12 @@ class CompiledEprop:
         # backend that replays graphs keeps its own chunks).
         if getattr(self.backend, "step_granularity", 1) == 1:
             self.simulation.chunk_steps = min(plan.n_steps, INPUT_CHUNK_STEPS)
-        # the input of one part, in the kernels' precision (run_batch reads the caller's array in place)
-        self._input_part = np.zeros((min(plan.n_steps, INPUT_CHUNK_STEPS), self.batch_size, plan.inputs.size),
-                                    dtype=np.float32 if network.precision == "float" else np.float64)
+        # the input of one part, in the kernels' precision (run_batch reads the caller's array in
+        # place): a device backend's staging array; a host backend's part is written into its state
+        self._part_steps = min(plan.n_steps, INPUT_CHUNK_STEPS)
+        self._input_part = None if self._host_state else np.zeros(
+            (self._part_steps, self.batch_size, plan.inputs.size),
+            dtype=np.float32 if network.precision == "float" else np.float64)
         self.gradient_arrays = dict(gradients)  # trainable array -> its per-instance gradients
         self.steps_taken = 0
         self.derivations: dict = {}  # learning hidden population -> its model's e-prop factors
@@ -896,7 +900,7 @@ class CompiledEprop:
         p, T, B = self.plan, self.plan.n_steps, self.batch_size
         # read in place, a part at a time (_trial): no copy of the whole sequence (a SpikeRaster
         # is binned part by part)
-        if not hasattr(x, "with_batch"):
+        if not isinstance(x, SpikeRaster):
             x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             x = np.asarray(x, dtype=float)
@@ -905,7 +909,7 @@ class CompiledEprop:
         mask = np.asarray(mask, dtype=float)
         if mask.shape != (T,):
             raise NetworkError(f"mask must have shape ({T},), got {mask.shape}")
-        finite = hasattr(x, "with_batch") or all(  # a SpikeRaster holds spike counts, finite by construction
+        finite = isinstance(x, SpikeRaster) or all(  # a SpikeRaster holds spike counts, finite by construction
             np.isfinite(x[t:t + INPUT_CHUNK_STEPS]).all() for t in range(0, T, INPUT_CHUNK_STEPS))
         if not (finite and np.all(np.isfinite(mask))):
             raise NetworkError("inputs and mask must be finite")
@@ -936,15 +940,13 @@ class CompiledEprop:
         self.kernel_loss.feed(self.backend, B, p.readout.size, T, labels, targets)
         # the input in parts of up to INPUT_CHUNK_STEPS steps, each converted into the one array
         # the kernels read (timing: one step per row, the rows held, the first row's step)
-        part, name = self._input_part, p.inputs.name
+        name = p.inputs.name
         # a backend whose state is host memory is written into directly (one conversion, no copy)
-        held = self.backend.peek(f"{name}_x_timed") if self._host_state else None
-        for t0 in range(0, T, len(part)):
-            n = min(len(part), T - t0)
-            if held is not None:
-                held[:n] = x[t0:t0 + n]
-            else:
-                part[:n] = x[t0:t0 + n]
+        part = self.backend.peek(f"{name}_x_timed") if self._host_state else self._input_part
+        for t0 in range(0, T, self._part_steps):
+            n = min(self._part_steps, T - t0)
+            part[:n] = x[t0:t0 + n]
+            if not self._host_state:
                 self.backend.push(f"{name}_x_timed", part)
             self.backend.push(f"{name}_x_timing", np.array([1.0, float(n), float(t0)]))
             sim.run(steps=n)

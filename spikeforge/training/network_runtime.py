@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import NetworkError
+from .datasets import SpikeRaster
 
 
 @dataclass
@@ -273,14 +274,14 @@ class CompiledRuntime:
     def _padded(self, x, labels, targets) -> tuple:
         """A minibatch of ``n`` <= the compiled batch, padded with silent instances:
         ``(x, labels, targets, n)``."""
-        if not hasattr(x, "with_batch"):  # a SpikeRaster is binned as the run reads it
+        if not isinstance(x, SpikeRaster):  # a SpikeRaster is binned as the run reads it
             x = np.asarray(x)
         T, n = x.shape[0], x.shape[1]
         if n > self.batch_size:
             raise NetworkError(f"a batch of {n} instances, but the network was compiled for {self.batch_size}")
         pad = self.batch_size - n
         if pad:
-            x = x.with_batch(self.batch_size) if hasattr(x, "with_batch") else np.concatenate(
+            x = x.with_batch(self.batch_size) if isinstance(x, SpikeRaster) else np.concatenate(
                 [x, np.zeros((T, pad, *x.shape[2:]), dtype=x.dtype)], axis=1)
             if labels is not None:
                 labels = np.concatenate([np.asarray(labels), np.zeros(pad, dtype=np.asarray(labels).dtype)])
