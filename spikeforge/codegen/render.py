@@ -58,7 +58,18 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["comment"] = comment_text  # user text inside a // comment
+    env.filters["named_in"] = named_in
     return env
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def named_in(accesses, code: str) -> list:
+    """The accesses (loads) whose local variable ``code`` names: a pass that runs apart, such
+    as the CPU's reset of the neurons that spiked, loads and stores only what it touches."""
+    names = set(_IDENTIFIER.findall(code))
+    return [a for a in accesses if a.local in names]
 
 
 def philox_header() -> str:
