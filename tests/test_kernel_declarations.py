@@ -106,24 +106,29 @@ def _simulation_networks():
 def training_spec():
     """A network compiled for e-prop (built for real, as training builds it): error, readout
     gradient with the bias, learning signal, eligibility (dense and sparse), optimiser steps.
-    Two specs: step by step (block_steps=1, as a device backend compiles it: rendered for every
-    target) and with the CPU's blocks of steps (rendered for the cpu)."""
-    rng = np.random.default_rng(0)
-    net = Network("trained", dt=1.0, batch_size=2, precision="double")
-    net.add_population("inp", 4, VALUE_INPUT)
-    net.add_population("hid", 5, m.LIF_SUBTRACTIVE, dict(tau_m=10.0, v_th=0.6))
-    net.add_population("out", 2, LEAKY_READOUT, dict(tau_m=15.0, bias=[0.0, 0.1]))
-    net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": rng.normal(size=20)})
-    net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, FixedProbability(0.5),
-                       wu_init={"w": 0.1})
-    net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": rng.normal(size=10)})
-    specs = []
-    for block_steps in (1, 16):
-        compiled = EpropCompiler(loss="xent", block_steps=block_steps).compile(
+    Three specs: step by step (block_steps=1, as a device backend compiles it: rendered for every
+    target), with the CPU's blocks of steps (rendered for the cpu), and an ALIF layer in blocks
+    (its adaptation component per synapse: the dense projection's steps in registers)."""
+    def compiled(model, params, block_steps):
+        rng = np.random.default_rng(0)
+        net = Network("trained", dt=1.0, batch_size=2, precision="double")
+        net.add_population("inp", 4, VALUE_INPUT)
+        net.add_population("hid", 5, model, params)
+        net.add_population("out", 2, LEAKY_READOUT, dict(tau_m=15.0, bias=[0.0, 0.1]))
+        net.add_projection("inp_hid", "inp", "hid", SCALED, ONE_STEP_CURR, wu_init={"w": rng.normal(size=20)})
+        net.add_projection("hid_hid", "hid", "hid", m.STATIC, ONE_STEP_CURR, FixedProbability(0.5),
+                           wu_init={"w": 0.1})
+        net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": rng.normal(size=10)})
+        return EpropCompiler(loss="xent", block_steps=block_steps).compile(
             net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out", "out.bias"],
-            n_steps=5)
-        specs.append(compiled.spec)
+            n_steps=5).spec
+
+    lif = (m.LIF_SUBTRACTIVE, dict(tau_m=10.0, v_th=0.6))
+    alif = (m.ALIF, dict(tau_m=10.0, tau_a=30.0, v_th=0.6, beta={"values": [0.0, 0.4], "counts": [2, 3]},
+                         t_ref=0.0))
+    specs = [compiled(*lif, 1), compiled(*lif, 16), compiled(*alif, 16)]
     assert any(k.info.get("block") for k in specs[1].kernels)
+    assert any(k.info.get("register_block") for k in specs[2].kernels)
     return specs
 
 
@@ -155,6 +160,7 @@ def test_the_pointers_of_every_kernel_are_exactly_the_arrays_its_body_uses(train
         kinds |= _check_pointers_are_the_arrays_used(spec)
     kinds |= _check_pointers_are_the_arrays_used(training_spec[0])
     kinds |= _check_pointers_are_the_arrays_used(training_spec[1], ["cpu"])
+    kinds |= _check_pointers_are_the_arrays_used(training_spec[2], ["cpu"])
     assert kinds == {name for _, name in _kernel_templates()}  # every kernel template was rendered
 
 

@@ -957,6 +957,10 @@ class Generator:
             "refractory": refractory, "threshold": k.threshold, "reset": k.reset, "on_spike": k.on_spike,
             "flags_stride": arrays["flags"].size,
             "spike_source_array": k.is_ssa, "record_spikes": p.record_spikes, "population_id": p.id,
+            # timed inputs with one row per instance: (array, row local, values per row), whose
+            # next row the CPU asks for a step ahead (an instance's rows lie the batch apart)
+            "timed_rows": [(values.name, f"_{name}_row", values.size) for name, (values, _) in k.timed.items()
+                           if values.batched],
         }
         # the spike count is written every step (the CPU's pass 2 counts, CUDA's adds); the spikes
         # only by a population that can spike

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -599,13 +600,18 @@ class EpropCompiler:
             Line(f"const scalar* const _zprev = {self._signal_at(plan, hid.name, 0, n_h)};", "z_{t-1}"),
             Line(f"scalar* const _zbar = _{qo.name}_eprop_zbar + (size_t)_b * N;"),
             Line(f"scalar* const _g_w = _{qo.name}_eprop_grad + (size_t)_b * N * K;"),
+            # outside the loss's window every error is zero and the gradient keeps its value (a
+            # term err (1 - kappa) zbar is then a signed zero, zbar >= 0 finite): one test per step,
+            # so that the loop over the neurons has no branch in it
+            Line("bool _errs = false;"),
+            Line("for (uint32_t _k = 0; _k < K; _k++) _errs |= _err[_k] != 0;", "an error at this step?"),
         ]
         # per hidden neuron _j: its filtered spikes and its row of the gradient
         body = [
             Line("_zbar[_j] = _kappa * _zbar[_j] + _zprev[_j];", "zbar = kappa zbar + z_{t-1}"),
-            Line("for (uint32_t _k = 0; _k < K; _k++) {"),
-            Line("    if (_err[_k] == 0) continue;"),
-            Line("    _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * _zbar[_j];",
+            Line("if (_errs) {"),
+            Line("    for (uint32_t _k = 0; _k < K; _k++)"),
+            Line("        _g_w[(size_t)_j * K + _k] += _err[_k] * (1 - _kappa) * _zbar[_j];",
                  "dW_out += err (1 - kappa) zbar"),
             Line("}"),
         ]
@@ -613,9 +619,9 @@ class EpropCompiler:
         if with_bias:  # once per instance: the bias gradient does not touch the weights'
             once = [Line("_eprop_bbar[_b] = _kappa * _eprop_bbar[_b] + 1;", "bbar = kappa bbar + 1"),
                     Line("const scalar _bbar = _eprop_bbar[_b];"),
-                    Line("for (uint32_t _k = 0; _k < K; _k++) {"),
-                    Line("    if (_err[_k] == 0) continue;"),
-                    Line(f"    _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
+                    Line("if (_errs) {"),
+                    Line("    for (uint32_t _k = 0; _k < K; _k++)"),
+                    Line(f"        _{out.name}_eprop_grad_bias[(size_t)_b * K + _k] += _err[_k] * (1 - _kappa) * "
                          "_bbar;", "db += err (1 - kappa) bbar"),
                     Line("}")]
             writes += ["eprop_bbar", f"{out.name}_eprop_grad_bias"]
@@ -736,10 +742,18 @@ class EpropCompiler:
         if q.rows is not None:
             arrays.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
             reads += [arrays["row_start"], arrays["post_ind"]]
-        if blocks and not per_syn and q.rows is None and not (used & set(per_neuron)):
-            info["block"] = self._blocked_trace(spec, plan, q, hid, states, dg, arrays, writes)
-            # the traces then read neither the previous step's state nor its spike and psi
-            unread = {arrays["psi_prev"], arrays["z_prev"], *arrays["h_prev"].values()}
+        info["register_block"] = None
+        if blocks and q.rows is None and not per_synapse_delays:  # a dense projection: in blocks of steps
+            if not per_syn and not (used & set(per_neuron)):
+                info["block"] = self._blocked_trace(spec, plan, q, hid, states, dg, arrays, writes)
+                loaded = set()
+            else:
+                info["register_block"] = self._register_block(spec, plan, q, hid, states, D, c, dg, deriv,
+                                                              per_pre, per_syn, arrays, writes, post_params)
+                loaded = {a for _, a in info["register_block"]["neuron_loads"]}
+            # the traces then read, of the previous step's state, spike and psi, what the
+            # coefficients name (the factorised trace: nothing)
+            unread = {arrays["psi_prev"], arrays["z_prev"], *arrays["h_prev"].values()} - loaded
             reads = [r for r in reads if r not in unread]
         header = [Line("", f"{s}: eps_t = {recursion[s]}") for s in states]
         delay = f"{q.delay_steps} + per synapse" if per_synapse_delays else q.delay_steps
@@ -786,6 +800,75 @@ class EpropCompiler:
         powers = ", ".join(_scalar_literal(plan.kappa ** m) for m in range(S + 1))
         E = " + ".join(f"({dg[a]}) * _eps_{s}[_i]" for a, s in enumerate(states) if dg[a] not in ("0", "(scalar)0"))
         return {"steps": S, "E": E or "(scalar)0", "last": plan.n_steps - 1, "powers": powers}
+
+    def _register_block(self, spec, plan, q, hid, states, D, c, dg, deriv, per_pre, per_syn, arrays, writes,
+                        post_params) -> dict:
+        """A dense projection whose components (some) live per synapse: the trace does not
+        factorise, but the synapses still need not be read and written every step. Each step
+        the kernel keeps, for up to S steps, what the recursion reads: per postsynaptic neuron
+        psi, ``L (1 - kappa)`` and the coefficients that depend on the neuron (computed once per
+        neuron, not once per synapse); per presynaptic neuron its components and signal. Then
+        it runs the S steps of every synapse at once, its components, filtered trace and
+        gradient in registers: the step-by-step kernel's arithmetic in the same order, so the
+        same numbers bit for bit, with each synapse read and written once per block instead of
+        every step."""
+        S, n_pre, n_post, n = self.block_steps, q.pre.size, hid.size, len(states)
+
+        def reg(s, old):  # an eligibility component held in a register (per synapse) or read from the block
+            if s in per_syn:
+                return f"_old_{s}" if old else f"_x_{s}"
+            return f"_po_{s}" if old else f"_pn_{s}"
+
+        identifier = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+        neuron_locals = {"_psi_prev": arrays["psi_prev"], "_z_prev": arrays["z_prev"],
+                         **{f"_prev_{s}": arrays["h_prev"][s] for s in states}}
+        per_neuron = set(neuron_locals) | {name for name, _ in post_params}
+        coefs: dict[str, str] = {}  # a coefficient that depends on the neuron -> its local
+
+        def coef(expr: str) -> str:
+            if not set(identifier.findall(expr)) & per_neuron:
+                return f"({expr})"  # a constant of the kernel
+            return coefs.setdefault(expr, f"_c{len(coefs)}")
+
+        recursion = {}
+        for a, s in enumerate(states):
+            if s not in per_syn:
+                continue
+            terms = [f"{coef(D[a][b])} * {reg(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
+            if deriv.c[a] != 0:
+                terms.append(f"{coef(c[a])} * _s")
+            recursion[s] = " + ".join(terms) or "(scalar)0"
+        trace = "_psi_j * (" + " + ".join(f"{coef(dg[a])} * {reg(s, False)}" for a, s in enumerate(states)) + ")"
+        named = set(identifier.findall(" ".join([*recursion.values(), trace, *coefs])))
+        # per presynaptic neuron and step: (the local, the expression the per-neuron loop has)
+        pre = [(f"_po_{s}", f"_oldp_{s}[_i]") for s in per_pre if f"_po_{s}" in named]
+        pre += [(f"_pn_{s}", f"_eps_{s}[_i]") for s in per_pre if f"_pn_{s}" in named]
+        if "_s" in named:
+            pre.append(("_s", "_s"))
+
+        def block_array(local, size, what):
+            name = f"{q.name}_eprop_blk{local}"
+            spec.arrays.append(_zero(name, q.name, f"_eprop_blk{local}", S * size,
+                                     comment=f"e-prop: {what} in the steps gathered"))
+            return name
+
+        post = [("_psi_j", block_array("_psi_j", n_post, "psi of each postsynaptic neuron")),
+                ("_lk", block_array("_lk", n_post, "L (1 - kappa) of each postsynaptic neuron"))]
+        post += [(local, block_array(local, n_post, f"{expr} of each postsynaptic neuron"))
+                 for expr, local in coefs.items()]
+        arrays["blk_post"] = dict(post)
+        arrays["blk_pre"] = {local: block_array(local, n_pre, f"{local} of each presynaptic neuron")
+                             for local, _ in pre}
+        arrays["blk_fill"] = f"{q.name}_eprop_blk_fill"
+        spec.arrays.append(ArraySpec(arrays["blk_fill"], q.name, "_eprop_blk_fill", "uint32", 1, True, "eprop",
+                                     Constant(0), comment="e-prop: steps gathered since the synapses' last update"))
+        writes += [*arrays["blk_post"].values(), *arrays["blk_pre"].values(), arrays["blk_fill"]]
+        used = set(identifier.findall(" ".join(coefs)))
+        T = plan.n_steps
+        return {"steps": S, "last": T - 1, "tail": T - S * ((T - 1) // S), "recursion": recursion, "trace": trace,
+                "neuron_loads": [(local, array) for local, array in neuron_locals.items() if local in used],
+                "coefs": [(local, expr, arrays["blk_post"][local]) for expr, local in coefs.items()],
+                "post": post, "pre": [(local, expr, arrays["blk_pre"][local]) for local, expr in pre]}
 
     @staticmethod
     def _instance_params(w, spec, hid) -> tuple[list[Line], list[str]]:
