@@ -359,22 +359,13 @@ def test_compiled_network_learns_a_two_class_task():
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
 
 
-def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
-    """Sparse (stored) input and recurrent projections give the dense network's gradients on
-    their synapses when the dense weights of the missing synapses are 0, bit for bit."""
+def _sparse_network(kind, batch, keep, weights):
+    """The network of ``kind`` with stored (sparse) input and recurrent projections: the
+    synapses where ``keep`` ([post][pre]) is true, with the weights of ``weights``."""
     from spikeforge.network import FromList
 
-    batch = 2
-    x, mask, target, weights = _problem(8, batch, "mse", real_valued=True)
-    rng = np.random.default_rng(8)
-    keep = {"w_in": rng.random((N_H, N_IN)) < 0.5, "w_rec": rng.random((N_H, N_H)) < 0.5}
-    keep["w_rec"][1, 1] = True  # an autapse: it never learns, as the dense diagonal
-    dense_weights = {k: np.where(keep[k], v, 0.0) if k in keep else v for k, v in weights.items()}
-    dense_weights["w_rec"][1, 1] = 0.0
-    dense = _compiled("alif", "mse", "symmetric", batch, dense_weights).run_batch(x, mask, targets=target)
-
-    model, params = HIDDEN["alif"]
-    net = Network("oracle_sparse", dt=DT, batch_size=batch, precision="double")
+    model, params = HIDDEN[kind]
+    net = Network(f"oracle_sparse_{kind}", dt=DT, batch_size=batch, precision="double")
     net.add_population("inp", N_IN, VALUE_INPUT)
     net.add_population("hid", N_H, model, params)
     net.add_population("out", K, LEAKY_READOUT, dict(tau_m=TAU_OUT, bias=list(weights["b_out"])))
@@ -385,8 +376,49 @@ def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
         pairs[name] = (pre_ids[order], post_ids[order])
         net.add_projection(proj, pre, "hid", SCALED if pre == "inp" else m.STATIC, ONE_STEP_CURR,
                            FromList(tuple(int(i) for i in pre_ids[order]), tuple(int(j) for j in post_ids[order])),
-                           wu_init={"w": dense_weights[name][post_ids[order], pre_ids[order]]})
+                           wu_init={"w": weights[name][post_ids[order], pre_ids[order]]})
     net.add_projection("hid_out", "hid", "out", m.STATIC, ONE_STEP_CURR, wu_init={"w": weights["w_out"].T.ravel()})
+    return net, pairs
+
+
+@pytest.mark.parametrize("kind", ["lif_subtractive", "alif"])
+def test_sparse_register_blocks_equal_step_by_step_bit_for_bit(kind):
+    """Sparse rows in blocks of 7 steps (each row's synapses vectorised, their neurons' values
+    gathered; an autapse in the recurrent rows): the step-by-step results bit for bit."""
+    batch = 2
+    x, mask, target, weights = _problem(9, batch, "xent", real_valued=True)
+    rng = np.random.default_rng(9)
+    keep = {"w_in": rng.random((N_H, N_IN)) < 0.6, "w_rec": rng.random((N_H, N_H)) < 0.6}
+    keep["w_rec"][2, 2] = True
+    runs = {}
+    for block_steps in (7, 1):
+        net, pairs = _sparse_network(kind, batch, keep, weights)
+        compiled = EpropCompiler(loss="xent", block_steps=block_steps).compile(
+            net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T)
+        sparse_kernels = [k for k in compiled.spec.kernels if k.kind == "eprop_eligibility"]
+        assert all((k.info["register_block"] is not None) == (block_steps > 1) for k in sparse_kernels)
+        runs[block_steps] = compiled.run_batch(x, mask, labels=target)
+    assert runs[1]["hidden_spikes"].sum() > 0
+    for name, g in runs[1]["grads"].items():
+        assert np.abs(g).max() > 0, name
+        _same_bits(runs[7]["grads"][name], g, f"{kind}: sparse gradient {name}, blocks of 7 against step by step")
+    autapse = np.flatnonzero((pairs["w_rec"][0] == 2) & (pairs["w_rec"][1] == 2))
+    assert autapse.size == 1 and not runs[7]["grads"]["hid_hid_w"][:, autapse].any()
+
+
+def test_sparse_trainable_projections_equal_dense_ones_with_zeros():
+    """Sparse (stored) input and recurrent projections give the dense network's gradients on
+    their synapses when the dense weights of the missing synapses are 0, bit for bit."""
+    batch = 2
+    x, mask, target, weights = _problem(8, batch, "mse", real_valued=True)
+    rng = np.random.default_rng(8)
+    keep = {"w_in": rng.random((N_H, N_IN)) < 0.5, "w_rec": rng.random((N_H, N_H)) < 0.5}
+    keep["w_rec"][1, 1] = True  # an autapse: it never learns, as the dense diagonal
+    dense_weights = {k: np.where(keep[k], v, 0.0) if k in keep else v for k, v in weights.items()}
+    dense_weights["w_rec"][1, 1] = 0.0
+    dense = _compiled("alif", "mse", "symmetric", batch, dense_weights).run_batch(x, mask, targets=target)
+
+    net, pairs = _sparse_network("alif", batch, keep, dense_weights)
     sparse = EpropCompiler(loss="mse").compile(
         net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"], n_steps=T,
     ).run_batch(x, mask, targets=target)

@@ -743,8 +743,8 @@ class EpropCompiler:
             arrays.update(row_start=f"{q.name}_row_start", post_ind=f"{q.name}_post_ind")
             reads += [arrays["row_start"], arrays["post_ind"]]
         info["register_block"] = None
-        if blocks and q.rows is None and not per_synapse_delays:  # a dense projection: in blocks of steps
-            if not per_syn and not (used & set(per_neuron)):
+        if blocks and not per_synapse_delays:  # in blocks of steps
+            if not per_syn and q.rows is None and not (used & set(per_neuron)):
                 info["block"] = self._blocked_trace(spec, plan, q, hid, states, dg, arrays, writes)
                 loaded = set()
             else:
@@ -803,8 +803,8 @@ class EpropCompiler:
 
     def _register_block(self, spec, plan, q, hid, states, D, c, dg, deriv, per_pre, per_syn, arrays, writes,
                         post_params) -> dict:
-        """A dense projection whose components (some) live per synapse: the trace does not
-        factorise, but the synapses still need not be read and written every step. Each step
+        """A projection whose trace does not factorise (components per synapse, such as ALIF's
+        adaptation; or sparse rows): the synapses still need not be read and written every step. Each step
         the kernel keeps, for up to S steps, what the recursion reads: per postsynaptic neuron
         psi, ``L (1 - kappa)`` and the coefficients that depend on the neuron (computed once per
         neuron, not once per synapse); per presynaptic neuron its components and signal. Then
