@@ -141,9 +141,14 @@ def test_compiled_gradients_equal_numpy_eprop(kind, loss, batch):
     _same_run(out, ref, batch, f"{kind} {loss} B{batch}")
 
 
-def test_blocks_of_steps_equal_numpy_eprop():
+@pytest.mark.parametrize("n_hidden", [N_H, 37])
+def test_blocks_of_steps_equal_numpy_eprop(n_hidden, monkeypatch):
     """The cpu's eligibility kernels in blocks of 7 steps: 40 steps end in a block of 5, and the
-    readout window opens inside a block (steps 0-19 have no learning signal)."""
+    readout window opens inside a block (steps 0-19 have no learning signal). Rows of 37
+    synapses: two full vectors of 16, the rest in shorter ones."""
+    import tests.test_training_compiler as here
+
+    monkeypatch.setattr(here, "N_H", n_hidden)
     x, mask, target, weights = _problem(4, 3, "xent", real_valued=False)
     ref = _reference("lif_subtractive", x, mask, target, weights, "xent")
     compiler = EpropCompiler(loss="xent", block_steps=7)
@@ -357,6 +362,28 @@ def test_compiled_network_learns_a_two_class_task():
         losses.append(compiled.run_batch(x, mask, labels=labels)["loss"].mean())
         compiled.apply_gradients(mean=True)
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+
+
+def test_register_blocks_of_wide_rows_equal_step_by_step_bit_for_bit(monkeypatch):
+    """Rows of 37 synapses: two vectors of 16, then the rest (5) in shorter vectors; in blocks
+    of 7 steps the step-by-step results bit for bit, in single precision too."""
+    import tests.test_training_compiler as here
+
+    monkeypatch.setattr(here, "N_H", 37)
+    x, mask, target, weights = _problem(10, 2, "xent", real_valued=True)
+    for precision in ("double", "float"):
+        runs = {}
+        for block_steps in (7, 1):
+            net = _network("alif", 2, weights, hidden_params={"beta": {"values": [0.0, 0.4], "counts": [17, 20]}})
+            net.precision = precision
+            compiled = EpropCompiler(loss="xent", block_steps=block_steps).compile(
+                net, inputs="inp", hidden="hid", readout="out", trainable=["inp_hid", "hid_hid", "hid_out"],
+                n_steps=T)
+            runs[block_steps] = compiled.run_batch(x, mask, labels=target)
+        assert runs[1]["hidden_spikes"].sum() > 0
+        for name, g in runs[1]["grads"].items():
+            assert np.abs(g).max() > 0, name
+            _same_bits(runs[7]["grads"][name], g, f"{precision}: gradient {name}, blocks of 7 against step by step")
 
 
 def _sparse_network(kind, batch, keep, weights):
