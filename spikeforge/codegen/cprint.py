@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sympy
 from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
@@ -82,6 +84,14 @@ class CPrinter(C99CodePrinter):
 
     def _print_Not(self, expr):
         return f"!({self._print(expr.args[0])})"
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def code_names(code: str) -> set[str]:
+    """The identifiers that generated C code names (every word that could be a variable)."""
+    return set(_IDENTIFIER.findall(code))
 
 
 def comment_text(text) -> str:

@@ -27,7 +27,7 @@ from importlib import resources
 import jinja2
 
 from .. import __version__
-from .cprint import comment_text
+from .cprint import code_names, comment_text
 from .ir import KernelSpec, NetworkSpec
 from .launch import RECORD_BLOCK, kernel_launch
 
@@ -62,13 +62,10 @@ def environment() -> jinja2.Environment:
     return env
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 def named_in(accesses, code: str) -> list:
     """The accesses (loads) whose local variable ``code`` names: a pass that runs apart, such
     as the CPU's reset of the neurons that spiked, loads and stores only what it touches."""
-    names = set(_IDENTIFIER.findall(code))
+    names = code_names(code)
     return [a for a in accesses if a.local in names]
 
 

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import sympy
 
+from ..codegen.cprint import code_names
 from ..codegen.eprop import PSI, Z, derive
 from ..codegen.generate import HookLine, KernelWriter, NeuronHook, generate, param_array_name
 from ..codegen.ir import Access, ArraySpec, KernelSpec, Line
@@ -87,6 +87,30 @@ class _Plan:
 def _zero(name, owner, var, size, batched=True, slots=1, comment="") -> ArraySpec:
     return ArraySpec(name, owner, var, "scalar", size, batched, "eprop", Constant(0), slots=slots, comment=comment)
 
+
+
+def _trace_code(deriv, states, D, c, dg, ref, coef=lambda expr: f"({expr})") -> tuple[dict[str, str], str]:
+    """The printed recursion of every eligibility component, ``eps_t = D eps_t-1 + c s``, and
+    the trace ``e = psi (dg/dh . eps)``, from the printed factors ``D``, ``c`` and ``dg``;
+    ``ref(component, old)`` names a component's previous (``old``) or new value, ``coef`` a
+    factor."""
+    n = len(states)
+    recursion = {}
+    for a, s in enumerate(states):
+        terms = [f"{coef(D[a][b])} * {ref(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
+        if deriv.c[a] != 0:
+            terms.append(f"{coef(c[a])} * _s")
+        recursion[s] = " + ".join(terms) or "(scalar)0"
+    trace = "_psi_j * (" + " + ".join(f"{coef(dg[a])} * {ref(s, False)}" for a, s in enumerate(states)) + ")"
+    return recursion, trace
+
+
+def _block_fill(spec, q) -> str:
+    """The per-instance count of the steps an eligibility kernel has gathered in its block."""
+    name = f"{q.name}_eprop_blk_fill"
+    spec.arrays.append(ArraySpec(name, q.name, "_eprop_blk_fill", "uint32", 1, True, "eprop", Constant(0),
+                                 comment="e-prop: steps gathered since the synapses' last update"))
+    return name
 
 
 def _learning_step_start(K: int, n_h: int, what: str) -> list[Line]:
@@ -687,13 +711,7 @@ class EpropCompiler:
                 return f"_old_{s}" if old else f"_eps_{s}[_k]"
             return f"_oldp_{s}[_i]" if old else f"_eps_{s}[_i]"
 
-        recursion = {}
-        for a, s in enumerate(states):
-            terms = [f"({D[a][b]}) * {ref(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
-            if deriv.c[a] != 0:
-                terms.append(f"({c[a]}) * _s")
-            recursion[s] = " + ".join(terms) or "(scalar)0"
-        trace = "_psi_j * (" + " + ".join(f"({dg[a]}) * {ref(s, False)}" for a, s in enumerate(states)) + ")"
+        recursion, trace = _trace_code(deriv, states, D, c, dg, ref)
         used = set()
         for a in range(n):
             if states[a] in per_syn:
@@ -793,9 +811,7 @@ class EpropCompiler:
         for role, (size, comment) in names.items():
             arrays[role] = f"{q.name}_eprop_{role}"
             spec.arrays.append(_zero(arrays[role], q.name, f"_eprop_{role}", size, comment=f"e-prop: {comment}"))
-        arrays["blk_fill"] = f"{q.name}_eprop_blk_fill"
-        spec.arrays.append(ArraySpec(arrays["blk_fill"], q.name, "_eprop_blk_fill", "uint32", 1, True, "eprop",
-                                     Constant(0), comment="e-prop: steps gathered since the synapses' last update"))
+        arrays["blk_fill"] = _block_fill(spec, q)
         writes += [arrays[r] for r in ("blk_E", "blk_psi", "blk_L", "blk_C", "blk_fill")]
         powers = ", ".join(_scalar_literal(plan.kappa ** m) for m in range(S + 1))
         E = " + ".join(f"({dg[a]}) * _eps_{s}[_i]" for a, s in enumerate(states) if dg[a] not in ("0", "(scalar)0"))
@@ -812,34 +828,26 @@ class EpropCompiler:
         gradient in registers: the step-by-step kernel's arithmetic in the same order, so the
         same numbers bit for bit, with each synapse read and written once per block instead of
         every step."""
-        S, n_pre, n_post, n = self.block_steps, q.pre.size, hid.size, len(states)
+        S, n_pre, n_post = self.block_steps, q.pre.size, hid.size
 
         def reg(s, old):  # an eligibility component held in a register (per synapse) or read from the block
             if s in per_syn:
                 return f"_old_{s}" if old else f"_x_{s}"
             return f"_po_{s}" if old else f"_pn_{s}"
 
-        identifier = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
         neuron_locals = {"_psi_prev": arrays["psi_prev"], "_z_prev": arrays["z_prev"],
                          **{f"_prev_{s}": arrays["h_prev"][s] for s in states}}
         per_neuron = set(neuron_locals) | {name for name, _ in post_params}
         coefs: dict[str, str] = {}  # a coefficient that depends on the neuron -> its local
 
         def coef(expr: str) -> str:
-            if not set(identifier.findall(expr)) & per_neuron:
+            if not code_names(expr) & per_neuron:
                 return f"({expr})"  # a constant of the kernel
             return coefs.setdefault(expr, f"_c{len(coefs)}")
 
-        recursion = {}
-        for a, s in enumerate(states):
-            if s not in per_syn:
-                continue
-            terms = [f"{coef(D[a][b])} * {reg(states[b], True)}" for b in range(n) if deriv.D[a, b] != 0]
-            if deriv.c[a] != 0:
-                terms.append(f"{coef(c[a])} * _s")
-            recursion[s] = " + ".join(terms) or "(scalar)0"
-        trace = "_psi_j * (" + " + ".join(f"{coef(dg[a])} * {reg(s, False)}" for a, s in enumerate(states)) + ")"
-        named = set(identifier.findall(" ".join([*recursion.values(), trace, *coefs])))
+        recursion, trace = _trace_code(deriv, states, D, c, dg, reg, coef)
+        recursion = {s: code for s, code in recursion.items() if s in per_syn}  # the rest come from the block
+        named = code_names(" ".join([*recursion.values(), trace, *coefs]))
         # per presynaptic neuron and step: (the local, the expression the per-neuron loop has)
         pre = [(f"_po_{s}", f"_oldp_{s}[_i]") for s in per_pre if f"_po_{s}" in named]
         pre += [(f"_pn_{s}", f"_eps_{s}[_i]") for s in per_pre if f"_pn_{s}" in named]
@@ -859,11 +867,9 @@ class EpropCompiler:
         arrays["blk_post"] = dict(post)
         arrays["blk_pre"] = {local: block_array(local, n_pre, f"{local} of each presynaptic neuron")
                              for local, _ in pre}
-        arrays["blk_fill"] = f"{q.name}_eprop_blk_fill"
-        spec.arrays.append(ArraySpec(arrays["blk_fill"], q.name, "_eprop_blk_fill", "uint32", 1, True, "eprop",
-                                     Constant(0), comment="e-prop: steps gathered since the synapses' last update"))
+        arrays["blk_fill"] = _block_fill(spec, q)
         writes += [*arrays["blk_post"].values(), *arrays["blk_pre"].values(), arrays["blk_fill"]]
-        used = set(identifier.findall(" ".join(coefs)))
+        used = code_names(" ".join(coefs))
         T = plan.n_steps
         return {"steps": S, "last": T - 1, "tail": T - S * ((T - 1) // S), "recursion": recursion, "trace": trace,
                 "neuron_loads": [(local, array) for local, array in neuron_locals.items() if local in used],

@@ -86,6 +86,16 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _binned(x: np.ndarray, where: tuple, counts: bool) -> np.ndarray:
+    """``x`` with a spike added at each ``(step, sample, channel)`` of ``where``: counted
+    (``counts``), or 1 however many fall in one bin."""
+    if counts:
+        np.add.at(x, where, 1.0)
+    else:
+        x[where] = 1.0
+    return x
+
+
 class SpikeRaster:
     """A batch's spikes as the float32 ``(n_steps, batch, n_inputs)`` raster that
     :meth:`SpikeDataset.to_dense` returns, binned a range of steps at a time: ``r[t0:t1]``
@@ -109,14 +119,9 @@ class SpikeRaster:
         return SpikeRaster(self._steps, self._owner, self._ids, (self.shape[0], batch, self.shape[2]), self._counts)
 
     def _bin(self, t0: int, t1: int) -> np.ndarray:
-        x = np.zeros((t1 - t0, self.shape[1], self.shape[2]), dtype=np.float32)
         lo, hi = np.searchsorted(self._steps, [t0, t1])
         where = (self._steps[lo:hi] - t0, self._owner[lo:hi], self._ids[lo:hi])
-        if self._counts:
-            np.add.at(x, where, 1.0)
-        else:
-            x[where] = 1.0
-        return x
+        return _binned(np.zeros((t1 - t0, self.shape[1], self.shape[2]), dtype=np.float32), where, self._counts)
 
     def __getitem__(self, key):
         if isinstance(key, slice) and key.step in (None, 1):
@@ -533,9 +538,8 @@ class SpikeDataset:
         samples = list(samples)
         b = len(samples)
         n_steps = self.n_steps
-        x = np.zeros((0 if lazy else n_steps, b, self.n_inputs), dtype=np.float32)
-        raster = SpikeRaster(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                             (n_steps, b, self.n_inputs), counts)
+        shape = (n_steps, b, self.n_inputs)
+        steps = owner = ids = np.zeros(0, np.int64)  # every spike: its step, sample and channel
         if b:
             lengths = np.array([len(s.times) for s in samples], dtype=np.int64)
             times = np.concatenate([np.asarray(s.times, np.float64) for s in samples])
@@ -544,12 +548,10 @@ class SpikeDataset:
                 raise ValueError(f"to_dense: a spike's input channel is outside [0, n_inputs={self.n_inputs})")
             owner = np.repeat(np.arange(b), lengths)
             steps = np.clip(np.floor(times / self.dt + _EPS).astype(np.int64), 0, n_steps - 1)
-            if lazy:
-                raster = SpikeRaster(steps, owner, ids, (n_steps, b, self.n_inputs), counts)
-            elif counts:
-                np.add.at(x, (steps, owner, ids), 1.0)
-            else:
-                x[steps, owner, ids] = 1.0
+        if lazy:
+            x = SpikeRaster(steps, owner, ids, shape, counts)
+        else:
+            x = _binned(np.zeros(shape, dtype=np.float32), (steps, owner, ids), counts)
         if self.task == "classification":
             if any(s.label is None for s in samples):
                 raise ValueError("to_dense: a sample of a classification data set has no label")
@@ -563,7 +565,7 @@ class SpikeDataset:
                 if t.shape != (n_steps, self.n_outputs):
                     raise ValueError(f"to_dense: target of shape {t.shape}, expected ({n_steps}, {self.n_outputs})")
                 y[:, j, :] = t
-        return DenseBatch(raster if lazy else x, y, self.readout_mask)
+        return DenseBatch(x, y, self.readout_mask)
 
 
 # --------------------------------------------------------------------------------------
